@@ -1,0 +1,40 @@
+"""What bsi knows about one device when it decides for it.
+
+The same facts come from a DDM status report (Apple devices) or from the Linux
+agent's own probes; eligibility reads only this type.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from bsi.domain.versions import Build, ExtraVersion, ProductVersion
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFacts:
+    """One device's platform, OS, installed supplement, hardware and power.
+
+    ``software_update_device_id`` is the id the device uses to look up updates
+    (DDM ``softwareupdate.device-id``: a board id such as ``J413AP`` on a Mac, a
+    product type such as ``iPhone14,2`` on an iPhone); supplements name their
+    supported devices that way. ``model_identifier`` (``Mac14,2``) is the
+    fallback when a device does not report it.
+
+    ``battery_percent`` is ``None`` when unknown; ``on_battery`` is ``None``
+    when unknown, ``False`` on mains power or for devices without a battery.
+    ``utc_offset_minutes`` is the device's local offset, used for enforcement
+    deadlines, which Apple defines in local time.
+    """
+
+    platform: str
+    product_version: ProductVersion
+    build: Build
+    supplemental_build: Build | None = None
+    supplemental_extra: ExtraVersion | None = None
+    model_identifier: str | None = None
+    software_update_device_id: str | None = None
+    architecture: str | None = None
+    on_battery: bool | None = None
+    battery_percent: float | None = None
+    utc_offset_minutes: int = 0

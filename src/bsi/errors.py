@@ -1,0 +1,75 @@
+"""The one error hierarchy of bsi.
+
+Every error a user can meet is a :class:`BsiError`. Each carries a message that
+says what was wrong (quoting the offending value) and, where there is one, a
+``hint`` saying what to do about it. Entry points (CLI, HTTP) catch
+``BsiError`` alone and turn it into an exit code or a 4xx; anything else is a
+bug.
+
+::
+
+    BsiError
+    ├── InvalidInput            bad data from a user, a file or a device
+    │   ├── InvalidVersion          product version, build or extra version
+    │   ├── InvalidDeclaration      a DDM declaration broke a schema rule
+    │   ├── InvalidStatusReport     a DDM status report is malformed
+    │   └── InvalidCvss             a CVSS vector does not parse
+    ├── FeedError               a catalogue feed could not be read or is broken
+    └── NotFound                a named thing does not exist
+"""
+
+from __future__ import annotations
+
+
+class BsiError(Exception):
+    """Base of every error bsi raises on purpose."""
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        if self.hint:
+            return f"{self.message} ({self.hint})"
+        return self.message
+
+
+class InvalidInput(BsiError):
+    """Input that bsi refuses; nothing was changed because of it."""
+
+
+class InvalidVersion(InvalidInput):
+    """A product version, build or extra version that does not parse."""
+
+
+class InvalidDeclaration(InvalidInput):
+    """A declaration that breaks a rule of Apple's schema.
+
+    ``path`` names the key path (``Payload.RapidSecurityResponse.Enable``) and
+    ``rule`` the rule it broke (``type``, ``presence``, ``rangelist``, ...).
+    """
+
+    def __init__(self, message: str, *, path: str, rule: str, hint: str | None = None) -> None:
+        super().__init__(f"{path}: {message}", hint=hint)
+        self.path = path
+        self.rule = rule
+
+
+class InvalidStatusReport(InvalidInput):
+    """A DDM status report that cannot be read."""
+
+
+class InvalidCvss(InvalidInput):
+    """A CVSS vector that does not parse."""
+
+
+class FeedError(BsiError):
+    """A catalogue feed (GDMF, SOFA, bsi) that cannot be fetched or is broken.
+
+    A feed is refused whole: nothing from a broken feed is imported.
+    """
+
+
+class NotFound(BsiError):
+    """A named thing (device, supplement, file) does not exist."""
