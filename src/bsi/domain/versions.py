@@ -166,7 +166,12 @@ class SupplementVersion:
                 f"{text!r} is not a supplement version",
                 hint="expected a product version, a space and an extra version, e.g. '26.3.1 (a)'",
             )
-        return cls(ProductVersion.parse(head), ExtraVersion.parse(tail))
+        try:
+            return cls(ProductVersion.parse(head), ExtraVersion.parse(tail))
+        except InvalidVersion as error:
+            raise InvalidVersion(
+                f"{text!r} is not a supplement version: {error.message}", hint=error.hint
+            ) from error
 
     @property
     def key(self) -> tuple[tuple[int, int, int], str]:

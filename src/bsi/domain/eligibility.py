@@ -1,0 +1,348 @@
+"""The eligibility engine: one device, one catalogue, one policy, one instant.
+
+``decide`` is the single place the BSI rules live. The server, the Linux agent
+and the Apple compliance report all call it, so a rule is written once:
+
+1. A supplement installs only on its prerequisite build, on a supported
+   device, at or above the platform's minimum version (26.1 for Apple).
+2. A later letter for the same prerequisite is cumulative and replaces an
+   earlier one; a newer minor release folds supplements in.
+3. On battery a device needs a minimum charge, by architecture.
+4. ``InstallSecurityUpdate`` and ``RapidSecurityResponse.Enable`` steer
+   whether it installs; an ``enforcement.specific`` for the supplement's build
+   forces it by a local-time deadline even where ``Enable`` is false.
+
+Every decision carries a stable :class:`Reason` code for machines and a
+sentence for people.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from enum import StrEnum
+
+from bsi.domain.catalog import Catalog, Release, Supplement, SupplementState
+from bsi.domain.facts import DeviceFacts
+from bsi.domain.policy import Enforcement, InstallSecurityUpdate, SoftwareUpdatePolicy
+from bsi.domain.versions import ProductVersion
+
+
+class Outcome(StrEnum):
+    INSTALL = "install"
+    ENFORCED = "enforced"
+    UP_TO_DATE = "up-to-date"
+    DEFERRED = "deferred"
+    BLOCKED = "blocked"
+
+
+class Reason(StrEnum):
+    """Stable, machine-readable reason codes. Never rename one: reports key on them."""
+
+    # install / enforced
+    AUTOMATIC = "automatic"
+    OFFERED = "offered-to-user"
+    ENFORCEMENT_DEADLINE = "enforcement-deadline"
+    # up to date
+    SUPPLEMENT_INSTALLED = "supplement-installed"
+    INCLUDED_IN_RELEASE = "included-in-release"
+    NO_SUPPLEMENT = "no-supplement"
+    # deferred
+    BATTERY_LOW = "battery-low"
+    # blocked
+    NOT_LATEST_MINOR = "not-latest-minor"
+    BELOW_MINIMUM_VERSION = "below-minimum-version"
+    UNSUPPORTED_DEVICE = "unsupported-device"
+    POLICY_ALWAYS_OFF = "policy-always-off"
+    USER_OFFER_DISABLED = "user-offer-disabled"
+    SUPPLEMENT_PAUSED = "supplement-paused"
+    SUPPLEMENT_WITHDRAWN = "supplement-withdrawn"
+    SUPPLEMENT_EXPIRED = "supplement-expired"
+
+
+@dataclass(frozen=True, slots=True)
+class Rules:
+    """The tunable constants of the engine, per platform.
+
+    ``battery_minimum_percent`` maps a platform to an architecture to the least
+    charge needed on battery; the ``"*"`` platform is the default for any
+    platform not named.
+    """
+
+    minimum_versions: Mapping[str, ProductVersion] = field(
+        default_factory=lambda: {
+            "macOS": ProductVersion(26, 1),
+            "iOS": ProductVersion(26, 1),
+            "iPadOS": ProductVersion(26, 1),
+        }
+    )
+    battery_minimum_percent: Mapping[str, Mapping[str, float]] = field(
+        default_factory=lambda: {"*": {"arm64": 10.0, "aarch64": 10.0, "x86_64": 20.0}}
+    )
+
+    def battery_threshold(self, platform: str, architecture: str | None) -> float | None:
+        table = self.battery_minimum_percent.get(
+            platform, self.battery_minimum_percent.get("*", {})
+        )
+        if architecture is None:
+            return max(table.values(), default=None)
+        return table.get(architecture)
+
+
+DEFAULT_RULES = Rules()
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The engine's answer for one device.
+
+    ``supplement`` is the supplement the decision is about (the one to install,
+    or the one the device lacks and why); ``install_first`` names the release
+    to install before any supplement can apply; ``deadline`` is the local-time
+    enforcement deadline when one applies.
+    """
+
+    outcome: Outcome
+    reason: Reason
+    message: str
+    supplement: Supplement | None = None
+    install_first: str | None = None
+    deadline: datetime | None = None
+
+    @property
+    def exposed(self) -> bool:
+        """True when the device lacks a supplement that applies to its line."""
+        return self.supplement is not None and self.outcome is not Outcome.UP_TO_DATE
+
+
+def decide(
+    facts: DeviceFacts,
+    catalog: Catalog,
+    policy: SoftwareUpdatePolicy,
+    now: datetime,
+    rules: Rules = DEFAULT_RULES,
+) -> Decision:
+    """Decide what ``facts``' device should do about supplements at ``now`` (UTC-aware)."""
+    minimum = rules.minimum_versions.get(facts.platform)
+    if minimum is not None and facts.product_version < minimum:
+        return Decision(
+            Outcome.BLOCKED,
+            Reason.BELOW_MINIMUM_VERSION,
+            f"{facts.platform} {facts.product_version} is below {minimum}, the first version "
+            f"that receives Background Security Improvements; update to {facts.platform} "
+            f"{minimum} or later",
+            install_first=f"{facts.platform} {minimum} or later",
+        )
+
+    device_ids = catalog.known_device_ids(facts.model_identifier, facts.software_update_device_id)
+    on_platform = catalog.supplements_for(facts.platform)
+    own_line = [s for s in on_platform if s.prerequisite_build == facts.build]
+    if not own_line:
+        return _without_own_supplement(facts, on_platform, device_ids, now)
+
+    current = _newest(own_line, now)
+    if current is None:
+        return _no_live_supplement(facts, own_line, device_ids, catalog, now)
+    if not current.supports(device_ids):
+        return _unsupported(facts, current, device_ids)
+    if facts.supplemental_build is not None and facts.supplemental_build >= current.build:
+        installed = catalog.supplement_by_build(facts.platform, facts.supplemental_build)
+        shown = installed.version if installed else facts.supplemental_build
+        return Decision(
+            Outcome.UP_TO_DATE,
+            Reason.SUPPLEMENT_INSTALLED,
+            f"runs {facts.platform} {shown}, the newest supplement for build {facts.build}",
+        )
+    return _apply_policy(facts, current, own_line, policy, now, rules)
+
+
+def _newest(line: list[Supplement], now: datetime) -> Supplement | None:
+    """The newest letter that is live now; a later letter is cumulative."""
+    live = [s for s in line if s.state_at(now) is SupplementState.PUBLISHED]
+    return max(live, key=lambda s: s.version, default=None)
+
+
+def _without_own_supplement(
+    facts: DeviceFacts,
+    on_platform: list[Supplement],
+    device_ids: list[str],
+    now: datetime,
+) -> Decision:
+    """No supplement names the device's build: newer release needed, or nothing to do."""
+    newer = [
+        s
+        for s in on_platform
+        if s.version.product > facts.product_version
+        and s.version.product.major == facts.product_version.major
+        and s.state_at(now) is SupplementState.PUBLISHED
+        and s.supports(device_ids)
+    ]
+    if newer:
+        target = max(newer, key=lambda s: s.version)
+        release = f"{facts.platform} {target.version.product} ({target.prerequisite_build})"
+        return Decision(
+            Outcome.BLOCKED,
+            Reason.NOT_LATEST_MINOR,
+            f"{target.display()} needs {release}; the device runs "
+            f"{facts.product_version} ({facts.build}): install {release} first",
+            supplement=target,
+            install_first=release,
+        )
+    folded = [
+        s
+        for s in on_platform
+        if s.superseded_by is not None and s.superseded_by.version <= facts.product_version
+    ]
+    if folded:
+        return Decision(
+            Outcome.UP_TO_DATE,
+            Reason.INCLUDED_IN_RELEASE,
+            f"runs {facts.platform} {facts.product_version}, which includes the fixes of "
+            + ", ".join(str(s.version) for s in sorted(folded, key=lambda s: s.version)),
+        )
+    return Decision(
+        Outcome.UP_TO_DATE,
+        Reason.NO_SUPPLEMENT,
+        f"no supplement is published for {facts.platform} build {facts.build}",
+    )
+
+
+def _no_live_supplement(
+    facts: DeviceFacts,
+    line: list[Supplement],
+    device_ids: list[str],
+    catalog: Catalog,
+    now: datetime,
+) -> Decision:
+    """Supplements exist for the build but none is live: say which rule stops them."""
+    newest = max(line, key=lambda s: s.version)
+    if facts.supplemental_build is not None and facts.supplemental_build >= newest.build:
+        return Decision(
+            Outcome.UP_TO_DATE,
+            Reason.SUPPLEMENT_INSTALLED,
+            f"runs {facts.platform} {newest.version}",
+        )
+    state = newest.state_at(now)
+    if state is SupplementState.SUPERSEDED and newest.superseded_by is not None:
+        latest = catalog.latest_release(
+            facts.platform, device_ids, facts.product_version.major, now
+        )
+        target = _install_first(facts.platform, newest, latest)
+        return Decision(
+            Outcome.BLOCKED,
+            Reason.NOT_LATEST_MINOR,
+            f"{newest.display()} was folded into {facts.platform} "
+            f"{newest.superseded_by.version}, and the device is still on "
+            f"{facts.product_version} ({facts.build}): install {target} first",
+            supplement=newest,
+            install_first=target,
+        )
+    reason, wording = {
+        SupplementState.PAUSED: (Reason.SUPPLEMENT_PAUSED, "is paused by its publisher"),
+        SupplementState.WITHDRAWN: (Reason.SUPPLEMENT_WITHDRAWN, "was withdrawn by its publisher"),
+        SupplementState.EXPIRED: (Reason.SUPPLEMENT_EXPIRED, f"expired on {newest.expires}"),
+    }.get(state, (Reason.NO_SUPPLEMENT, "is not posted yet"))
+    if reason is Reason.NO_SUPPLEMENT:
+        return Decision(
+            Outcome.UP_TO_DATE,
+            reason,
+            f"{newest.display()} is not posted yet (posting date {newest.posted})",
+        )
+    return Decision(Outcome.BLOCKED, reason, f"{newest.display()} {wording}", supplement=newest)
+
+
+def _install_first(platform: str, supplement: Supplement, latest: Release | None) -> str:
+    superseding = supplement.superseded_by
+    assert superseding is not None
+    if latest is not None and latest.version >= superseding.version:
+        return latest.display()
+    build = f" ({superseding.build})" if superseding.build else ""
+    return f"{platform} {superseding.version}{build} or later"
+
+
+def _unsupported(facts: DeviceFacts, supplement: Supplement, device_ids: list[str]) -> Decision:
+    known = ", ".join(device_ids) if device_ids else "no model or device id reported"
+    return Decision(
+        Outcome.BLOCKED,
+        Reason.UNSUPPORTED_DEVICE,
+        f"{supplement.display()} does not list this device ({known}) among its supported devices",
+        supplement=supplement,
+    )
+
+
+def _apply_policy(
+    facts: DeviceFacts,
+    supplement: Supplement,
+    line: list[Supplement],
+    policy: SoftwareUpdatePolicy,
+    now: datetime,
+    rules: Rules,
+) -> Decision:
+    """Policy first (it may forbid), then the battery (it may only delay)."""
+    enforcement = _enforcement_for(supplement, line, policy.enforcements)
+    deadline = enforcement.deadline if enforcement else None
+    if enforcement is not None and deadline is not None:
+        local_now = (now + timedelta(minutes=facts.utc_offset_minutes)).replace(tzinfo=None)
+        due = "now: the deadline has passed" if local_now >= deadline else f"by {deadline} local"
+        outcome, reason = Outcome.ENFORCED, Reason.ENFORCEMENT_DEADLINE
+        message = f"install {supplement.display()} {due} (enforced by {enforcement.identifier})"
+    elif policy.install_security_update is InstallSecurityUpdate.ALWAYS_OFF:
+        return Decision(
+            Outcome.BLOCKED,
+            Reason.POLICY_ALWAYS_OFF,
+            f"policy sets InstallSecurityUpdate to AlwaysOff, so {supplement.display()} "
+            "is not installed",
+            supplement=supplement,
+        )
+    elif policy.install_security_update is InstallSecurityUpdate.ALWAYS_ON:
+        outcome, reason = Outcome.INSTALL, Reason.AUTOMATIC
+        message = f"install {supplement.display()} ({supplement.build}) automatically"
+    elif not policy.rapid_security_response_enable:
+        return Decision(
+            Outcome.BLOCKED,
+            Reason.USER_OFFER_DISABLED,
+            f"policy sets RapidSecurityResponse.Enable to false, so {supplement.display()} "
+            "is not offered to the user",
+            supplement=supplement,
+        )
+    else:
+        outcome, reason = Outcome.INSTALL, Reason.OFFERED
+        message = f"offer {supplement.display()} ({supplement.build}) to the user"
+
+    threshold = rules.battery_threshold(facts.platform, facts.architecture)
+    if (
+        facts.on_battery
+        and threshold is not None
+        and facts.battery_percent is not None
+        and facts.battery_percent < threshold
+    ):
+        return Decision(
+            Outcome.DEFERRED,
+            Reason.BATTERY_LOW,
+            f"{supplement.display()} waits for power: on battery at "
+            f"{facts.battery_percent:g} %, below the {threshold:g} % needed on "
+            f"{facts.architecture or 'this architecture'}",
+            supplement=supplement,
+            deadline=deadline,
+        )
+    return Decision(outcome, reason, message, supplement=supplement, deadline=deadline)
+
+
+def _enforcement_for(
+    supplement: Supplement, line: list[Supplement], enforcements: tuple[Enforcement, ...]
+) -> Enforcement | None:
+    """The earliest enforcement that targets ``supplement`` or an earlier letter of its line.
+
+    Letters are cumulative, so forcing ``(a)`` is satisfied by installing ``(b)``.
+    ``TargetOSVersion`` may be written ``26.3.1`` or ``26.3.1 (a)``: Apple lets
+    the OS version win over an inconsistent build, so both must agree.
+    """
+    covered = {str(s.build) for s in line if s.version <= supplement.version}
+    product = str(supplement.version.product)
+    matching = [
+        e
+        for e in enforcements
+        if e.target_build_version in covered and e.target_os_version.split(" ")[0] == product
+    ]
+    return min(matching, key=lambda e: e.deadline, default=None)
