@@ -26,12 +26,13 @@ from bsi.errors import InvalidStatusReport, InvalidVersion
 
 
 class ItemType(enum.Enum):
-    """A status item's value type, spelled as in Apple's schema (``type:``)."""
+    """A status item's value type, spelled as in Apple's schema (``type:``).
+
+    Apple also has ``<integer>`` and ``<real>`` items, but only test items.
+    """
 
     STRING = "<string>"
     BOOLEAN = "<boolean>"
-    INTEGER = "<integer>"
-    REAL = "<real>"
     DICTIONARY = "<dictionary>"
     ARRAY = "<array>"
 
@@ -92,9 +93,9 @@ STATUS_ITEMS: Mapping[str, ItemType] = MappingProxyType(
 
 # Sub-keys bsi reads inside dictionary items, with their types. Extra sub-keys
 # are allowed: Apple adds them over OS releases.
-_SUBKEYS: Mapping[str, Mapping[str, type | tuple[type, ...]]] = {
-    "softwareupdate.pending-version": {"os-version": str, "build-version": str},
-    "softwareupdate.failure-reason": {"count": int, "reason": str, "timestamp": str},
+_SUBKEYS: Mapping[str, Mapping[str, tuple[type, ...]]] = {
+    "softwareupdate.pending-version": {"os-version": (str,), "build-version": (str,)},
+    "softwareupdate.failure-reason": {"count": (int,), "reason": (str,), "timestamp": (str,)},
 }
 
 _OS_FAMILY = "device.operating-system.family"
@@ -103,59 +104,70 @@ _OS_BUILD = "device.operating-system.build-version"
 _SUPPLEMENTAL_BUILD = "device.operating-system.supplemental.build-version"
 _SUPPLEMENTAL_EXTRA = "device.operating-system.supplemental.extra-version"
 _PENDING = "softwareupdate.pending-version"
+_PENDING_BUILD = f"{_PENDING}.build-version"
+
+# Values that must parse as versions. Apple reports "" for "no supplement
+# installed" and "no update pending"; the OS's own version and build are never
+# empty.
+_VERSIONS: Mapping[str, type[ProductVersion | Build | ExtraVersion]] = {
+    _OS_VERSION: ProductVersion,
+    _OS_BUILD: Build,
+    _SUPPLEMENTAL_BUILD: Build,
+    _SUPPLEMENTAL_EXTRA: ExtraVersion,
+    _PENDING_BUILD: Build,
+}
+_MAY_BE_EMPTY = frozenset({_SUPPLEMENTAL_BUILD, _SUPPLEMENTAL_EXTRA, _PENDING_BUILD})
 
 _JSON_TYPES: Mapping[ItemType, tuple[type, ...]] = {
-    ItemType.STRING: (str,),
-    ItemType.BOOLEAN: (bool,),
-    ItemType.INTEGER: (int,),
-    ItemType.REAL: (int, float),
-    ItemType.DICTIONARY: (dict,),
-    ItemType.ARRAY: (list,),
+    _S: (str,),
+    _B: (bool,),
+    _D: (dict,),
+    _A: (list,),
 }
 
 
-def _refuse(name: str, value: object, why: str, hint: str | None = None) -> InvalidStatusReport:
-    return InvalidStatusReport(f"status item {name}: {value!r} {why}", hint=hint)
-
-
-def _is(value: object, types: type | tuple[type, ...]) -> bool:
+def _is(value: object, types: tuple[type, ...]) -> bool:
     # JSON booleans are Python ints; a boolean is never a number in a report.
-    return isinstance(value, types) and not (isinstance(value, bool) and bool not in (types,))
+    return isinstance(value, types) and (bool in types or not isinstance(value, bool))
 
 
-def _parse_version(name: str, value: str, parse: type[ProductVersion | Build | ExtraVersion]) -> None:
+def _check_version(name: str, value: str) -> None:
+    if value == "" and name in _MAY_BE_EMPTY:
+        return
     try:
-        parse.parse(value)
+        _VERSIONS[name].parse(value)
     except InvalidVersion as error:
         raise InvalidStatusReport(f"status item {name}: {error.message}", hint=error.hint) from None
 
 
 def _check_item(name: str, value: object) -> None:
-    """Refuse a modelled item whose value bsi would misread; others pass as they are."""
+    """Refuse a modelled item whose value bsi would misread; others pass as they are.
+
+    Values outside a ``rangelist`` (``install-state``, ``battery-health``) are
+    accepted: Apple's own list already lags its prose (``waiting``), and
+    refusing a whole report over a new state would blind the server.
+    """
     expected = STATUS_ITEMS.get(name)
     if expected is None:
         return
-    types = _JSON_TYPES[expected]
-    if not (isinstance(value, types) and (bool in types or not isinstance(value, bool))):
-        raise _refuse(name, value, f"is not of type {expected.value}")
-    for key, key_type in _SUBKEYS.get(name, {}).items():
-        assert isinstance(value, dict)
-        if key in value and not _is(value[key], key_type):
-            raise _refuse(f"{name}.{key}", value[key], "has the wrong type")
-    if name in _LIST_ITEMS:
-        assert isinstance(value, list)
+    if not _is(value, _JSON_TYPES[expected]):
+        raise InvalidStatusReport(f"status item {name}: {value!r} is not {expected.value}")
+    if isinstance(value, str) and name in _VERSIONS:
+        _check_version(name, value)
+    if isinstance(value, dict):
+        for key, types in _SUBKEYS.get(name, {}).items():
+            if key in value and not _is(value[key], types):
+                raise InvalidStatusReport(
+                    f"status item {name}: {key} {value[key]!r} has the wrong type"
+                )
+        if name == _PENDING and isinstance(value.get("build-version"), str):
+            _check_version(_PENDING_BUILD, value["build-version"])
+    if isinstance(value, list) and name in _LIST_ITEMS:
         for entry in value:
             if not (isinstance(entry, dict) and isinstance(entry.get("identifier"), str)):
-                raise _refuse(name, entry, "is not an object with a string identifier")
-    # Apple reports "" for "no supplement installed" and "no update pending".
-    if name == _OS_VERSION:
-        _parse_version(name, str(value), ProductVersion)
-    elif name == _OS_BUILD or (name == _SUPPLEMENTAL_BUILD and value):
-        _parse_version(name, str(value), Build)
-    elif name == _SUPPLEMENTAL_EXTRA and value:
-        _parse_version(name, str(value), ExtraVersion)
-    elif name == _PENDING and isinstance(value, dict) and value.get("build-version"):
-        _parse_version(f"{name}.build-version", str(value["build-version"]), Build)
+                raise InvalidStatusReport(
+                    f"status item {name}: {entry!r} is not an object with a string identifier"
+                )
 
 
 def flatten_status_items(tree: Mapping[str, object]) -> dict[str, object]:
@@ -166,40 +178,36 @@ def flatten_status_items(tree: Mapping[str, object]) -> dict[str, object]:
     it), so that :func:`nest_status_items` rebuilds the tree exactly.
     """
     flat: dict[str, object] = {}
-    for key in tree:
+
+    def walk(path: str, value: object) -> None:
+        if (
+            isinstance(value, dict)
+            and value
+            and path not in STATUS_ITEMS
+            and all(isinstance(key, str) and "." not in key for key in value)
+        ):
+            for key, sub in value.items():
+                walk(f"{path}.{key}", sub)
+        else:
+            flat[path] = value
+
+    for key, value in tree.items():
         if not isinstance(key, str) or "." in key:
             raise InvalidStatusReport(
                 f"status item key {key!r} is not a name part",
                 hint="keys of StatusItems are strings without dots; dots come from nesting",
             )
-
-    def walk(path: str, value: object) -> None:
-        descend = (
-            path not in STATUS_ITEMS
-            and isinstance(value, dict)
-            and value
-            and all(isinstance(k, str) and "." not in k for k in value)
-        )
-        if not descend:
-            flat[path] = value
-            return
-        assert isinstance(value, dict)
-        for key, sub in value.items():
-            walk(f"{path}.{key}", sub)
-
-    for key, value in tree.items():
         walk(key, value)
     return flat
 
 
 def nest_status_items(flat: Mapping[str, object]) -> dict[str, object]:
     """The nested report form of dotted item names, as devices send it."""
-    names = set(flat)
     for name in flat:
         parts = name.split(".")
         for end in range(1, len(parts)):
             prefix = ".".join(parts[:end])
-            if prefix in names:
+            if prefix in flat:
                 raise InvalidStatusReport(
                     f"status items {prefix} and {name} overlap: one holds the other"
                 )
@@ -261,8 +269,8 @@ class DeviceState:
     ``items`` (every flat item, unknown ones too) is the single source of
     truth; the typed fields are derived from it on construction, so they can
     never disagree with what the device said and the state turns back into a
-    report exactly. ``errors`` are the device's latest ``Errors`` entries, at
-    most one kept per status item.
+    report exactly. ``errors`` are the device's ``Errors`` entries from the
+    latest report that spoke about each status item.
     """
 
     items: dict[str, object]
@@ -288,64 +296,70 @@ class DeviceState:
     def __post_init__(self) -> None:
         for name, value in self.items.items():
             _check_item(name, value)
-
-        def text(name: str) -> str | None:
+        for attribute, name in _TEXT_FIELDS.items():
             value = self.items.get(name)
-            return value if isinstance(value, str) else None
-
-        def derive(name: str, value: object) -> None:
-            object.__setattr__(self, name, value)
-
-        version, build = text(_OS_VERSION), text(_OS_BUILD)
-        supplemental_build, extra = text(_SUPPLEMENTAL_BUILD), text(_SUPPLEMENTAL_EXTRA)
+            object.__setattr__(self, attribute, value if isinstance(value, str) else None)
+        for attribute, name in _VERSION_FIELDS.items():
+            value = self.items.get(name)
+            parsed = _VERSIONS[name].parse(value) if isinstance(value, str) and value else None
+            object.__setattr__(self, attribute, parsed)
         pending = self.items.get(_PENDING)
         pending = pending if isinstance(pending, dict) else {}
+        object.__setattr__(self, "pending_os_version", pending.get("os-version") or None)
+        object.__setattr__(self, "pending_build_version", pending.get("build-version") or None)
         failure = self.items.get("softwareupdate.failure-reason")
-        derive("platform", text(_OS_FAMILY))
-        derive("product_version", ProductVersion.parse(version) if version else None)
-        derive("build", Build.parse(build) if build else None)
-        derive("supplemental_build", Build.parse(supplemental_build) if supplemental_build else None)
-        derive("supplemental_extra", ExtraVersion.parse(extra) if extra else None)
-        derive("os_marketing_name", text("device.operating-system.marketing-name"))
-        derive("model_identifier", text("device.model.identifier"))
-        derive("model_family", text("device.model.family"))
-        derive("model_marketing_name", text("device.model.marketing-name"))
-        derive("serial_number", text("device.identifier.serial-number"))
-        derive("udid", text("device.identifier.udid"))
-        derive("software_update_device_id", text("softwareupdate.device-id"))
-        derive("install_state", text("softwareupdate.install-state"))
-        derive("pending_os_version", pending.get("os-version") or None)
-        derive("pending_build_version", pending.get("build-version") or None)
-        derive("failure_reason", failure if isinstance(failure, dict) else None)
-        derive("battery_health", text("device.power.battery-health"))
+        object.__setattr__(self, "failure_reason", failure if isinstance(failure, dict) else None)
 
     def facts(self) -> DeviceFacts:
         """What eligibility needs, once the device has reported its OS."""
-        for name, known in (
-            (_OS_FAMILY, self.platform),
-            (_OS_VERSION, self.product_version),
-            (_OS_BUILD, self.build),
-        ):
-            if known is None:
-                raise InvalidStatusReport(
-                    f"status item {name} has not been reported yet",
-                    hint="the device's first, full status report carries it",
-                )
-        assert self.platform and self.product_version and self.build
+        platform, version, build = self.platform, self.product_version, self.build
+        if platform is None or version is None or build is None:
+            missing = (
+                _OS_FAMILY if platform is None else _OS_VERSION if version is None else _OS_BUILD
+            )
+            raise InvalidStatusReport(
+                f"status item {missing} has not been reported yet",
+                hint="the device's first, full status report carries it",
+            )
         # DDM reports no power source or charge level: device.power.battery-health
         # is the battery's condition (normal, service-recommended, ...), not its
-        # charge, so on_battery and battery_percent stay unknown. Nor does it
+        # charge, so on_battery and battery_percent stay unknown. Nor does DDM
         # report the CPU architecture, and a board id does not reliably tell it
         # (Intel Macs with a T2 chip have J...AP board ids too).
         return DeviceFacts(
-            platform=self.platform,
-            product_version=self.product_version,
-            build=self.build,
+            platform=CATALOGUE_PLATFORM.get(platform, platform),
+            product_version=version,
+            build=build,
             supplemental_build=self.supplemental_build,
             supplemental_extra=self.supplemental_extra,
             model_identifier=self.model_identifier,
             software_update_device_id=self.software_update_device_id,
         )
+
+
+# Apple's catalogues list iPads under iOS, though iPads report "iPadOS".
+CATALOGUE_PLATFORM: Mapping[str, str] = {"iPadOS": "iOS"}
+
+# DeviceState attributes copied from string items as they are.
+_TEXT_FIELDS: Mapping[str, str] = {
+    "platform": _OS_FAMILY,
+    "os_marketing_name": "device.operating-system.marketing-name",
+    "model_identifier": "device.model.identifier",
+    "model_family": "device.model.family",
+    "model_marketing_name": "device.model.marketing-name",
+    "serial_number": "device.identifier.serial-number",
+    "udid": "device.identifier.udid",
+    "software_update_device_id": "softwareupdate.device-id",
+    "install_state": "softwareupdate.install-state",
+    "battery_health": "device.power.battery-health",
+}
+# DeviceState attributes parsed from version items; "" (none installed) is None.
+_VERSION_FIELDS: Mapping[str, str] = {
+    "product_version": _OS_VERSION,
+    "build": _OS_BUILD,
+    "supplemental_build": _SUPPLEMENTAL_BUILD,
+    "supplemental_extra": _SUPPLEMENTAL_EXTRA,
+}
 
 
 def _overlaps(a: str, b: str) -> bool:
@@ -357,7 +371,47 @@ def _merge_list(earlier: list[object], later: list[object]) -> list[object]:
     entries: dict[object, object] = {}
     for entry in [*earlier, *later]:
         assert isinstance(entry, dict)
-        entries.pop(entry["identifier"], None) if entry.get("_removed") is True else None
-        if entry.get("_removed") is not True:
+        if entry.get("_removed") is True:
+            entries.pop(entry["identifier"], None)
+        else:
             entries[entry["identifier"]] = entry
     return list(entries.values())
+
+
+def merge_status(previous: DeviceState | None, report: StatusReport) -> DeviceState:
+    """Fold one report into what the device said before.
+
+    A later value replaces whatever earlier value sat at the same path, or
+    above or below it. List items are the exception: Apple sends only their
+    changed entries in a partial report, so those are applied entry by entry.
+    A full report (or the first one) replaces the state outright, because it
+    is the device's complete word and anything missing from it is gone.
+    Unknown dictionary items merge leaf by leaf: bsi cannot tell where such an
+    item begins, so only a full report drops a key that vanished from one.
+    """
+    if previous is None or report.full_report:
+        items: dict[str, object] = {}
+        errors: list[dict[str, object]] = []
+    else:
+        items, errors = dict(previous.items), list(previous.errors)
+    for name, value in report.items.items():
+        earlier = items.get(name)
+        for stale in [other for other in items if _overlaps(other, name)]:
+            del items[stale]
+        if name in _LIST_ITEMS and isinstance(value, list):
+            value = _merge_list(earlier if isinstance(earlier, list) else [], value)
+        items[name] = copy.deepcopy(value)
+    # A new value or a new error for an item settles any earlier error about it.
+    settled = set(report.items) | {str(error["StatusItem"]) for error in report.errors}
+    errors = [error for error in errors if error["StatusItem"] not in settled]
+    errors += copy.deepcopy(list(report.errors))
+    return DeviceState(items=items, errors=tuple(errors))
+
+
+def state_to_report(state: DeviceState) -> dict[str, object]:
+    """The full report that would rebuild ``state``: for storage, export and tests."""
+    return {
+        "StatusItems": nest_status_items(copy.deepcopy(state.items)),
+        "Errors": copy.deepcopy(list(state.errors)),
+        "FullReport": True,
+    }
