@@ -40,6 +40,14 @@ LOCAL_DATETIME = "yyyy-mm-ddThh:mm:ss"
 _LOCAL_DATETIME = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
 _LOCAL_DATETIME_STRPTIME = "%Y-%m-%dT%H:%M:%S"
 _DEFERRAL_KINDS = ("Combined", "Major", "Minor", "System")
+_PYTHON_TYPES: dict[str, type | tuple[type, ...]] = {
+    STRING: str,
+    BOOLEAN: bool,
+    INTEGER: int,
+    REAL: (int, float),
+    DICTIONARY: dict,
+    ARRAY: list,
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,12 +105,16 @@ def _text(key: str, presence: str = OPTIONAL) -> KeySpec:
     return KeySpec(key, STRING, presence)
 
 
-def _dict(key: str, *subkeys: KeySpec, presence: str = OPTIONAL, **rules: Any) -> KeySpec:
-    return KeySpec(key, DICTIONARY, presence, subkeys=subkeys, **rules)
+def _dict(
+    key: str, *subkeys: KeySpec, presence: str = OPTIONAL, combinetype: str | None = None
+) -> KeySpec:
+    return KeySpec(key, DICTIONARY, presence, combinetype=combinetype, subkeys=subkeys)
 
 
-def _array(key: str, item: KeySpec, presence: str = OPTIONAL, **rules: Any) -> KeySpec:
-    return KeySpec(key, ARRAY, presence, subkeys=(item,), **rules)
+def _array(
+    key: str, item: KeySpec, presence: str = OPTIONAL, combinetype: str | None = None
+) -> KeySpec:
+    return KeySpec(key, ARRAY, presence, combinetype=combinetype, subkeys=(item,))
 
 
 def _type(name: str, apply: str | None, *keys: KeySpec) -> tuple[str, DeclarationType]:
@@ -212,14 +224,7 @@ def validate_declaration(obj: object) -> Declaration:
     kind = obj.get("Type")
     if "Type" in obj:
         _check_value(BASE_KEYS[0], kind, "Type")
-    if isinstance(kind, str) and kind not in DECLARATION_TYPES:
-        raise InvalidDeclaration(
-            f"{kind!r} is not a declaration type bsi supports",
-            path="Type",
-            rule="unknown-type",
-            hint="supported: " + ", ".join(DECLARATION_TYPES),
-        )
-    payload = DECLARATION_TYPES[kind].payload if isinstance(kind, str) else BASE_KEYS[3]
+    payload = _declaration_type(kind).payload if isinstance(kind, str) else BASE_KEYS[3]
     root = KeySpec("Declaration", DICTIONARY, subkeys=(*BASE_KEYS[:3], payload))
     _check_children(root, obj, "")
     return Declaration(
@@ -228,6 +233,17 @@ def validate_declaration(obj: object) -> Declaration:
         server_token=obj["ServerToken"],
         payload=copy.deepcopy(obj["Payload"]),
     )
+
+
+def _declaration_type(name: str) -> DeclarationType:
+    if name not in DECLARATION_TYPES:
+        raise InvalidDeclaration(
+            f"{name!r} is not a declaration type bsi supports",
+            path="Type",
+            rule="unknown-type",
+            hint="supported: " + ", ".join(DECLARATION_TYPES),
+        )
+    return DECLARATION_TYPES[name]
 
 
 def _check_children(spec: KeySpec, obj: Mapping[Any, Any], path: str) -> None:
@@ -301,15 +317,7 @@ def _has_type(schema_type: str, value: object) -> bool:
     # bool is a subclass of int in Python, but never an <integer> or <real> in a plist.
     if schema_type in (INTEGER, REAL) and isinstance(value, bool):
         return False
-    python_types: dict[str, type | tuple[type, ...]] = {
-        STRING: str,
-        BOOLEAN: bool,
-        INTEGER: int,
-        REAL: (int, float),
-        DICTIONARY: dict,
-        ARRAY: list,
-    }
-    return isinstance(value, python_types[schema_type])
+    return isinstance(value, _PYTHON_TYPES[schema_type])
 
 
 def _join(path: str, key: str) -> str:
@@ -331,15 +339,10 @@ def server_token(declaration_type: str, identifier: str, payload: Mapping[str, A
 
 
 def _declare(declaration_type: str, identifier: str, payload: dict[str, Any]) -> Declaration:
+    """Validate what a builder made, so no builder argument can yield a bad declaration."""
     token = server_token(declaration_type, identifier, payload)
-    return validate_declaration(
-        {
-            "Type": declaration_type,
-            "Identifier": identifier,
-            "ServerToken": token,
-            "Payload": payload,
-        }
-    )
+    base = {"Type": declaration_type, "Identifier": identifier, "ServerToken": token}
+    return validate_declaration({**base, "Payload": payload})
 
 
 def _pruned(tree: dict[str, Any]) -> dict[str, Any]:
@@ -365,20 +368,19 @@ def software_update_settings(
     major_deferral_days: int | None = None,
     minor_deferral_days: int | None = None,
     system_deferral_days: int | None = None,
-    combined_deferral_days: int | None = None,
-    recommended_cadence: str | None = None,
-    allow_standard_user_os_updates: bool | None = None,
 ) -> Declaration:
-    """A ``softwareupdate.settings`` declaration; unset options are left to Apple's defaults."""
+    """A ``softwareupdate.settings`` declaration; unset options are left to Apple's defaults.
+
+    Only the keys that steer supplements and the updates they ride on are
+    offered; :func:`validate_declaration` accepts every key of the type.
+    """
     payload = {
         "Notifications": notifications,
         "Deferrals": {
-            "CombinedPeriodInDays": combined_deferral_days,
             "MajorPeriodInDays": major_deferral_days,
             "MinorPeriodInDays": minor_deferral_days,
             "SystemPeriodInDays": system_deferral_days,
         },
-        "RecommendedCadence": recommended_cadence,
         "AutomaticActions": {
             "Download": download,
             "InstallOSUpdates": install_os_updates,
@@ -387,7 +389,6 @@ def software_update_settings(
             ),
         },
         "RapidSecurityResponse": {"Enable": rsr_enable, "EnableRollback": rsr_enable_rollback},
-        "AllowStandardUserOSUpdates": allow_standard_user_os_updates,
     }
     return _declare(SOFTWARE_UPDATE_SETTINGS, identifier, _pruned(payload))
 
@@ -445,14 +446,7 @@ def combine_payloads(
     Only types Apple applies ``combined`` can be merged: for the others Apple
     defines no rule, and picking one would invent behaviour.
     """
-    spec = DECLARATION_TYPES.get(declaration_type)
-    if spec is None:
-        raise InvalidDeclaration(
-            f"{declaration_type!r} is not a declaration type bsi supports",
-            path="Type",
-            rule="unknown-type",
-            hint="supported: " + ", ".join(DECLARATION_TYPES),
-        )
+    spec = _declaration_type(declaration_type)
     if spec.apply != "combined":
         raise ValueError(f"{declaration_type} declarations are not combined by Apple")
     return _combine_children(spec.payload, payloads)
