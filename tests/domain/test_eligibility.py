@@ -284,3 +284,21 @@ def test_linux_platform_uses_the_same_rules() -> None:
     )
     decision = decide(facts, Catalog(supplements=(linux,)), DEFAULT, NOW)
     assert decision.reason is Reason.BATTERY_LOW
+
+
+def test_install_security_update_is_ignored_on_ios_as_apple_defines() -> None:
+    iphone_supplement = supplement(
+        build="23D771330a",
+        prerequisite="23D8133",
+        platform="iOS",
+        supported_devices=frozenset({"iPhone14,2"}),
+    )
+    iphone = DeviceFacts(
+        platform="iOS",
+        product_version=ProductVersion(26, 3, 1),
+        build=Build.parse("23D8133"),
+        model_identifier="iPhone14,2",
+    )
+    policy = SoftwareUpdatePolicy(install_security_update=InstallSecurityUpdate.ALWAYS_OFF)
+    catalog = Catalog(supplements=(iphone_supplement,))
+    assert decide(iphone, catalog, policy, NOW).reason is Reason.OFFERED

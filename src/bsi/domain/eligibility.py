@@ -80,6 +80,9 @@ class Rules:
     battery_minimum_percent: Mapping[str, Mapping[str, float]] = field(
         default_factory=lambda: {"*": {"arm64": 10.0, "aarch64": 10.0, "x86_64": 20.0}}
     )
+    # Apple's schema marks AutomaticActions.InstallSecurityUpdate "n/a" on iOS:
+    # there only RapidSecurityResponse.Enable and enforcements steer supplements.
+    install_security_update_ignored_on: frozenset[str] = frozenset({"iOS", "iPadOS"})
 
     def battery_threshold(self, platform: str, architecture: str | None) -> float | None:
         table = self.battery_minimum_percent.get(
@@ -282,12 +285,15 @@ def _apply_policy(
     """Policy first (it may forbid), then the battery (it may only delay)."""
     enforcement = _enforcement_for(supplement, line, policy.enforcements)
     deadline = enforcement.deadline if enforcement else None
+    automatic = policy.install_security_update
+    if facts.platform in rules.install_security_update_ignored_on:
+        automatic = InstallSecurityUpdate.ALLOWED
     if enforcement is not None and deadline is not None:
         local_now = (now + timedelta(minutes=facts.utc_offset_minutes)).replace(tzinfo=None)
         due = "now: the deadline has passed" if local_now >= deadline else f"by {deadline} local"
         outcome, reason = Outcome.ENFORCED, Reason.ENFORCEMENT_DEADLINE
         message = f"install {supplement.display()} {due} (enforced by {enforcement.identifier})"
-    elif policy.install_security_update is InstallSecurityUpdate.ALWAYS_OFF:
+    elif automatic is InstallSecurityUpdate.ALWAYS_OFF:
         return Decision(
             Outcome.BLOCKED,
             Reason.POLICY_ALWAYS_OFF,
@@ -295,7 +301,7 @@ def _apply_policy(
             "is not installed",
             supplement=supplement,
         )
-    elif policy.install_security_update is InstallSecurityUpdate.ALWAYS_ON:
+    elif automatic is InstallSecurityUpdate.ALWAYS_ON:
         outcome, reason = Outcome.INSTALL, Reason.AUTOMATIC
         message = f"install {supplement.display()} ({supplement.build}) automatically"
     elif not policy.rapid_security_response_enable:
