@@ -1,0 +1,73 @@
+"""Fleet summaries: installed / pending / blocked per supplement, exposure per CVE."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, date, datetime
+
+from bsi.domain.catalog import Catalog, Supplement
+from bsi.domain.compliance import assess_fleet
+from bsi.domain.eligibility import Outcome, Reason
+from bsi.domain.facts import DeviceFacts
+from bsi.domain.policy import InstallSecurityUpdate, SoftwareUpdatePolicy
+from bsi.domain.versions import Build, ExtraVersion, ProductVersion, SupplementVersion
+
+NOW = datetime(2026, 3, 20, tzinfo=UTC)
+A = Supplement(
+    platform="macOS",
+    version=SupplementVersion(ProductVersion(26, 3, 1), ExtraVersion("a")),
+    build=Build.parse("25D771280a"),
+    prerequisite_build=Build.parse("25D2128"),
+    supported_devices=frozenset({"J413AP"}),
+    cves=("CVE-2026-20643",),
+    posted=date(2026, 3, 17),
+)
+CATALOG = Catalog(supplements=(A,))
+BASE = DeviceFacts(
+    platform="macOS",
+    product_version=ProductVersion(26, 3, 1),
+    build=Build.parse("25D2128"),
+    software_update_device_id="J413AP",
+    architecture="arm64",
+)
+FLEET = [
+    ("has-a", replace(BASE, supplemental_build=A.build)),
+    ("needs-a", BASE),
+    ("low-battery", replace(BASE, on_battery=True, battery_percent=3.0)),
+    ("old-minor", replace(BASE, product_version=ProductVersion(26, 2), build=Build.parse("25C56"))),
+    ("unsupported", replace(BASE, software_update_device_id="J999AP")),
+    ("too-old", replace(BASE, product_version=ProductVersion(15, 7), build=Build.parse("24G84"))),
+]
+
+
+def test_summary_per_supplement_counts_each_device_once() -> None:
+    report = assess_fleet(FLEET, CATALOG, lambda _: SoftwareUpdatePolicy(), NOW)
+    (summary,) = report.supplements
+    assert summary.supplement == A
+    assert summary.installed == ["has-a"]
+    assert sorted(summary.pending) == ["low-battery", "needs-a"]
+    assert dict(summary.blocked) == {Reason.NOT_LATEST_MINOR: 1, Reason.UNSUPPORTED_DEVICE: 1}
+    outcomes = {row.device_id: row.decision.outcome for row in report.devices}
+    assert outcomes["too-old"] is Outcome.BLOCKED
+    assert outcomes["has-a"] is Outcome.UP_TO_DATE
+
+
+def test_cve_exposure_lists_devices_lacking_the_fix() -> None:
+    report = assess_fleet(FLEET, CATALOG, lambda _: SoftwareUpdatePolicy(), NOW)
+    (exposure,) = report.cves
+    assert exposure.cve == "CVE-2026-20643"
+    assert sorted(exposure.exposed) == ["low-battery", "needs-a", "old-minor", "unsupported"]
+    assert exposure.supplements == {"macOS 26.3.1 (a)"}
+
+
+def test_policy_is_asked_per_device() -> None:
+    off = SoftwareUpdatePolicy(install_security_update=InstallSecurityUpdate.ALWAYS_OFF)
+    report = assess_fleet(
+        FLEET,
+        CATALOG,
+        lambda device: off if device == "needs-a" else SoftwareUpdatePolicy(),
+        NOW,
+    )
+    (summary,) = report.supplements
+    assert summary.blocked[Reason.POLICY_ALWAYS_OFF] == 1
+    assert "needs-a" not in summary.pending
