@@ -9,9 +9,10 @@ release a device should install first.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime
 from enum import StrEnum
+from typing import TypeVar
 
 from bsi.domain.versions import Build, ProductVersion, SupplementVersion
 
@@ -90,9 +91,9 @@ class Supplement:
         today = now.date()
         if self.posted is not None and self.posted > today:
             return SupplementState.NOT_YET_POSTED
-        if self.superseded_by is not None and self.superseded_by.released is not None:
-            if self.superseded_by.released <= today:
-                return SupplementState.SUPERSEDED
+        superseding = self.superseded_by
+        if superseding is not None and superseding.released and superseding.released <= today:
+            return SupplementState.SUPERSEDED
         if self.expires is not None and self.expires < today:
             return SupplementState.EXPIRED
         return SupplementState.PUBLISHED
@@ -117,11 +118,22 @@ class Catalog:
     source: str = ""
 
     def merged(self, other: Catalog) -> Catalog:
-        """This catalogue with ``other`` laid over it; ``other`` wins on the same build."""
+        """This catalogue with ``other`` laid over it, field by field.
+
+        Feeds know different things about the same build (GDMF the expiry
+        date, SOFA the CVEs and the superseding release), so for one build
+        ``other``'s values win where it has them and this one's are kept
+        where it has none.
+        """
         supplements = {(s.platform, s.build): s for s in self.supplements}
-        supplements.update({(s.platform, s.build): s for s in other.supplements})
+        for s in other.supplements:
+            earlier = supplements.get((s.platform, s.build))
+            supplements[(s.platform, s.build)] = _overlay(earlier, s) if earlier else s
         releases = {(r.platform, r.version, r.build): r for r in self.releases}
-        releases.update({(r.platform, r.version, r.build): r for r in other.releases})
+        for r in other.releases:
+            release_key = (r.platform, r.version, r.build)
+            known = releases.get(release_key)
+            releases[release_key] = _overlay(known, r) if known else r
         models = {m: set(ids) for m, ids in self.device_ids_by_model.items()}
         for model, ids in other.device_ids_by_model.items():
             models.setdefault(model, set()).update(ids)
@@ -172,3 +184,15 @@ class Catalog:
         if model_identifier:
             ids.extend(sorted(self.device_ids_by_model.get(model_identifier, ())))
         return ids
+
+
+_Entry = TypeVar("_Entry", Release, Supplement)
+
+
+def _overlay(earlier: _Entry, later: _Entry) -> _Entry:
+    """``later``, its unknown fields (None, empty, default state) filled from ``earlier``."""
+    unknown: tuple[object, ...] = (None, "", (), frozenset(), SupplementState.PUBLISHED)
+    filled = {
+        f.name: getattr(earlier, f.name) for f in fields(later) if getattr(later, f.name) in unknown
+    }
+    return replace(later, **filled)

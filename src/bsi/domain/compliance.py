@@ -104,7 +104,9 @@ def _per_supplement(rows: list[DeviceCompliance]) -> list[SupplementSummary]:
         elif row.decision.outcome is Outcome.BLOCKED:
             summary(target).blocked[row.decision.reason] += 1
     return sorted(
-        summaries.values(), key=lambda s: (s.supplement.platform, s.supplement.version), reverse=True
+        summaries.values(),
+        key=lambda s: (s.supplement.platform, s.supplement.version),
+        reverse=True,
     )
 
 

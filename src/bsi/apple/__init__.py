@@ -1,0 +1,1 @@
+"""Apple fleets: reading DDM status reports and reporting BSI compliance."""

@@ -1,0 +1,170 @@
+"""bsi's own catalogue format: a catalogue written down exactly as bsi holds it.
+
+This is how Linux supplements are published, and how an Apple catalogue
+assembled from several feeds is kept and shipped as one file. Its fields
+mirror :class:`~bsi.domain.catalog.Release` and
+:class:`~bsi.domain.catalog.Supplement` in snake_case, so that
+``parse_bsi_catalog(dump_bsi_catalog(c), source=c.source) == c``::
+
+    {"format": "bsi-catalog/1",
+     "releases": [{"platform": "macOS", "version": "26.3.1", "build": "25D2128",
+                   "posted": "2026-03-04", "expires": null,
+                   "supported_devices": [], "cves": []}],
+     "supplements": [{"platform": "macOS", "version": "26.3.1 (a)",
+                      "build": "25D771280a", "prerequisite_build": "25D2128",
+                      "supported_devices": ["J413AP"], "cves": ["CVE-2026-20643"],
+                      "posted": "2026-03-17", "expires": "2026-11-20",
+                      "state": "published", "security_info": null,
+                      "superseded_by": {"version": "26.4", "build": null,
+                                        "released": "2026-03-24"}}],
+     "device_models": {"Mac14,2": ["J413AP"]}}
+
+Only ``platform``, ``version`` and, for supplements, ``build`` and
+``prerequisite_build`` are required.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from bsi.domain.catalog import Catalog, Release, Supersession, Supplement, SupplementState
+from bsi.domain.versions import Build
+from bsi.feeds.reading import Node, maybe
+
+FORMAT = "bsi-catalog/1"
+
+# A publisher sets these; the others (expired, superseded, ...) follow from
+# the calendar, and writing them down would freeze a moment into the file.
+PUBLISHER_STATES = frozenset(
+    {SupplementState.PUBLISHED, SupplementState.PAUSED, SupplementState.WITHDRAWN}
+)
+
+
+def looks_like_bsi_catalog(document: object) -> bool:
+    return isinstance(document, dict) and "format" in document
+
+
+def parse_bsi_catalog(document: object, *, source: str) -> Catalog:
+    """The catalogue in a bsi catalogue document; a broken entry refuses it whole."""
+    root = Node(document, source=source)
+    format_node = root.get("format")
+    if format_node.text() != FORMAT:
+        raise format_node.error(
+            f"{format_node.text()!r} is not a catalogue format this bsi reads",
+            hint=f"expected {FORMAT!r}",
+        )
+    models = root.opt("device_models")
+    return Catalog(
+        releases=tuple(_release(n) for n in maybe(root.opt("releases"), Node.items) or ()),
+        supplements=tuple(_supplement(n) for n in maybe(root.opt("supplements"), Node.items) or ()),
+        device_ids_by_model={
+            model: frozenset(ids.strings()) for model, ids in (models.entries() if models else ())
+        },
+        source=source,
+    )
+
+
+def dump_bsi_catalog(catalog: Catalog) -> dict[str, object]:
+    """``catalog`` as a JSON-ready document; lists of devices are sorted for stable diffs."""
+    return {
+        "format": FORMAT,
+        "releases": [_dump_release(r) for r in catalog.releases],
+        "supplements": [_dump_supplement(s) for s in catalog.supplements],
+        "device_models": {
+            model: sorted(ids) for model, ids in sorted(catalog.device_ids_by_model.items())
+        },
+    }
+
+
+def _release(node: Node) -> Release:
+    return Release(
+        platform=node.get("platform").text(),
+        version=node.get("version").product_version(),
+        build=maybe(node.opt("build"), Node.build),
+        posted=maybe(node.opt("posted"), Node.day),
+        expires=maybe(node.opt("expires"), Node.day),
+        supported_devices=frozenset(maybe(node.opt("supported_devices"), Node.strings) or ()),
+        cves=maybe(node.opt("cves"), Node.strings) or (),
+    )
+
+
+def _supplement(node: Node) -> Supplement:
+    return Supplement(
+        platform=node.get("platform").text(),
+        version=node.get("version").supplement_version(),
+        build=node.get("build").build(),
+        prerequisite_build=node.get("prerequisite_build").build(),
+        supported_devices=frozenset(maybe(node.opt("supported_devices"), Node.strings) or ()),
+        cves=maybe(node.opt("cves"), Node.strings) or (),
+        posted=maybe(node.opt("posted"), Node.day),
+        expires=maybe(node.opt("expires"), Node.day),
+        published_state=maybe(node.opt("state"), _state) or SupplementState.PUBLISHED,
+        superseded_by=maybe(node.opt("superseded_by"), _supersession),
+        security_info=maybe(node.opt("security_info"), Node.text),
+    )
+
+
+def _state(node: Node) -> SupplementState:
+    text = node.text()
+    if text not in PUBLISHER_STATES:
+        raise node.error(
+            f"{text!r} is not a state a publisher sets",
+            hint="expected " + ", ".join(sorted(PUBLISHER_STATES)),
+        )
+    return SupplementState(text)
+
+
+def _supersession(node: Node) -> Supersession:
+    return Supersession(
+        version=node.get("version").product_version(),
+        build=maybe(node.opt("build"), Node.build),
+        released=maybe(node.opt("released"), Node.day),
+    )
+
+
+def _dump_release(release: Release) -> dict[str, object]:
+    return {
+        "platform": release.platform,
+        "version": str(release.version),
+        "build": _text(release.build),
+        "posted": _day(release.posted),
+        "expires": _day(release.expires),
+        "supported_devices": sorted(release.supported_devices),
+        "cves": list(release.cves),
+    }
+
+
+def _dump_supplement(supplement: Supplement) -> dict[str, object]:
+    if supplement.published_state not in PUBLISHER_STATES:
+        raise ValueError(
+            f"{supplement.display()}: state {supplement.published_state.value!r} "
+            "follows from the calendar and is not written down"
+        )
+    superseded_by = supplement.superseded_by
+    return {
+        "platform": supplement.platform,
+        "version": str(supplement.version),
+        "build": str(supplement.build),
+        "prerequisite_build": str(supplement.prerequisite_build),
+        "supported_devices": sorted(supplement.supported_devices),
+        "cves": list(supplement.cves),
+        "posted": _day(supplement.posted),
+        "expires": _day(supplement.expires),
+        "state": supplement.published_state.value,
+        "superseded_by": None
+        if superseded_by is None
+        else {
+            "version": str(superseded_by.version),
+            "build": _text(superseded_by.build),
+            "released": _day(superseded_by.released),
+        },
+        "security_info": supplement.security_info,
+    }
+
+
+def _text(build: Build | None) -> str | None:
+    return None if build is None else str(build)
+
+
+def _day(day: date | None) -> str | None:
+    return None if day is None else day.isoformat()
