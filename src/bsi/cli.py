@@ -16,6 +16,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from bsi import __version__
 from bsi.apple import sample
@@ -170,7 +171,9 @@ def main() -> None:
     try:
         app()
     except BsiError as error:
-        Console(stderr=True).print(f"[red]error:[/red] {error}", highlight=False)
+        Console(stderr=True, soft_wrap=True).print(
+            f"[red]error:[/red] {escape(str(error))}", highlight=False
+        )
         sys.exit(2)
 
 
