@@ -11,22 +11,15 @@ The YAML lives in ``../shared/data``; without it the tests skip, except under
 
 from __future__ import annotations
 
-import os
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 
-DECLARATIONS = (
-    Path(__file__).resolve().parents[3]
-    / "shared"
-    / "data"
-    / "apple-device-management"
-    / "declarative"
-    / "declarations"
-)
+from realdata import shared_data_path
+
+DECLARATIONS = ("apple-device-management", "declarative", "declarations")
 
 FILES = {
     "com.apple.configuration.softwareupdate.settings": (
@@ -50,12 +43,7 @@ DESCRIPTIVE = {"title", "content", "supportedOS"}
 
 def require_schemas() -> Path:
     """The schema folder; skips (or fails under CI) when it is absent."""
-    if not DECLARATIONS.is_dir():
-        message = f"Apple's schemas not found at {DECLARATIONS}"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}; CI must run with ../shared beside the clone")
-        pytest.skip(f"{message}; clone bsi next to its shared/ folder to run this test")
-    return DECLARATIONS
+    return shared_data_path(*DECLARATIONS)
 
 
 @cache
