@@ -8,6 +8,7 @@ code 2. Nothing below it prints or exits.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -36,6 +37,28 @@ apple_app = typer.Typer(
     help="Apple fleets: Apple's BSI catalogue and DDM status reports.", no_args_is_help=True
 )
 app.add_typer(apple_app, name="apple")
+db_app = typer.Typer(help="The server's database.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+keys_app = typer.Typer(help="Admin API keys.", no_args_is_help=True)
+app.add_typer(keys_app, name="api-key")
+
+DatabaseUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--database-url",
+        envvar="BSI_DATABASE_URL",
+        help="postgresql+psycopg://user:pass@host/db or sqlite:///path. "
+        "Default: the SQLite file in --data-dir.",
+    ),
+]
+DataDir = Annotated[
+    Path,
+    typer.Option(
+        "--data-dir",
+        envvar="BSI_DATA_DIR",
+        help="Where the embedded default keeps its database and first admin key.",
+    ),
+]
 
 
 class OutputFormat(StrEnum):
@@ -164,6 +187,99 @@ def apple_compliance(
         output.write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
+
+
+@app.command("serve")
+def serve(
+    data_dir: DataDir = Path("bsi-data"),
+    database_url: DatabaseUrl = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    workers: Annotated[
+        int, typer.Option(min=1, help="Server processes (they share nothing but the database).")
+    ] = 1,
+    nanomdm_hmac_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Accept NanoMDM -dm forwarding: requests with X-Enrollment-ID whose body "
+            "is signed with this key in X-Hmac-Signature."
+        ),
+    ] = None,
+    max_body_bytes: Annotated[
+        int, typer.Option(min=1024, help="Refuse request bodies larger than this.")
+    ] = 1024 * 1024,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
+) -> None:
+    """Run the bsi server: DDM endpoints for devices, enrollment, and the admin API.
+
+    With no --database-url it keeps a SQLite database in --data-dir, creating
+    and migrating it on first start, and writes the first admin API key to
+    <data-dir>/admin-api-key. OpenAPI docs are served at /docs.
+    """
+    import uvicorn
+
+    from bsi.server.app import ADMIN_KEY_FILE, ServerSettings, prepare
+    from bsi.server.asgi import read_key_file
+
+    settings = ServerSettings(
+        data_dir=data_dir,
+        database_url=database_url,
+        nanomdm_hmac_key=read_key_file(nanomdm_hmac_key_file) if nanomdm_hmac_key_file else None,
+        max_body_bytes=max_body_bytes,
+    )
+    prepare(settings)  # migrate and bootstrap once, before any worker starts
+    environment = {
+        "BSI_DATA_DIR": str(data_dir.resolve()),
+        "BSI_DATABASE_URL": database_url or "",
+        "BSI_NANOMDM_HMAC_KEY_FILE": str(nanomdm_hmac_key_file or ""),
+        "BSI_MAX_BODY_BYTES": str(max_body_bytes),
+    }
+    os.environ.update(environment)
+    console = Console(stderr=True)
+    console.print(f"bsi {__version__} serving on http://{host}:{port} (API docs: /docs)")
+    if settings.embedded:
+        console.print(f"data: {settings.resolved_database_url()}")
+        console.print(f"admin API key: {data_dir / ADMIN_KEY_FILE}")
+    uvicorn.run(
+        "bsi.server.asgi:app_from_environment",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level=log_level,
+        access_log=False,
+    )
+
+
+@db_app.command("upgrade")
+def db_upgrade(data_dir: DataDir = Path("bsi-data"), database_url: DatabaseUrl = None) -> None:
+    """Create or migrate the database schema to this bsi's version (Alembic)."""
+    from bsi.server.app import ServerSettings
+    from bsi.store.database import open_engine, upgrade
+
+    settings = ServerSettings(data_dir=data_dir, database_url=database_url)
+    if settings.embedded:
+        data_dir.mkdir(parents=True, exist_ok=True)
+    revision = upgrade(open_engine(settings.resolved_database_url()))
+    typer.echo(f"database at revision {revision}")
+
+
+@keys_app.command("create")
+def api_key_create(
+    name: Annotated[str, typer.Argument(help="A name to recognise the key by.")],
+    role: Annotated[str, typer.Option(help="admin or read-only")] = "read-only",
+    data_dir: DataDir = Path("bsi-data"),
+    database_url: DatabaseUrl = None,
+) -> None:
+    """Create an admin API key and print it (it is stored only as a hash)."""
+    from bsi.server.app import ServerSettings, utc_now
+    from bsi.store.database import open_engine, require_current_schema
+    from bsi.store.store import Store
+
+    settings = ServerSettings(data_dir=data_dir, database_url=database_url)
+    engine = open_engine(settings.resolved_database_url())
+    require_current_schema(engine)
+    typer.echo(Store(engine).create_api_key(name, role, utc_now()))
 
 
 def main() -> None:

@@ -15,7 +15,11 @@ bug.
     │   ├── InvalidStatusReport     a DDM status report is malformed
     │   └── InvalidCvss             a CVSS vector does not parse
     ├── FeedError               a catalogue feed could not be read or is broken
-    └── NotFound                a named thing does not exist
+    ├── NotFound                a named thing does not exist
+    ├── Conflict                a write would break a uniqueness rule
+    ├── Unauthorized            no credential, or one bsi does not know
+    └── Forbidden               a known credential that may not do this
+        └── EnrollmentRefused       an enrollment token unknown, expired or used up
 """
 
 from __future__ import annotations
@@ -73,3 +77,19 @@ class FeedError(BsiError):
 
 class NotFound(BsiError):
     """A named thing (device, supplement, file) does not exist."""
+
+
+class Conflict(BsiError):
+    """The write would break a uniqueness rule (a name already taken, say)."""
+
+
+class Unauthorized(BsiError):
+    """No credential, or one bsi does not know."""
+
+
+class Forbidden(BsiError):
+    """A known credential that may not do what it asked."""
+
+
+class EnrollmentRefused(Forbidden):
+    """An enrollment token that is unknown, expired or used up."""

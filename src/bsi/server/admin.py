@@ -1,0 +1,390 @@
+"""The admin API: enrollment tokens, catalogue, declarations, devices, compliance.
+
+Authenticated by API key (``Authorization: Bearer``). ``read-only`` keys may
+use every GET; everything that changes state needs an ``admin`` key. Device
+credentials are not API keys: a device calling here gets 401.
+"""
+
+import csv
+import io
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Annotated, Any
+
+from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request, Response
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from bsi.domain.catalog import SupplementState
+from bsi.errors import Forbidden, InvalidInput, Unauthorized
+from bsi.feeds import dump_bsi_catalog
+from bsi.feeds.load import parse_document
+from bsi.server.http import bearer, json_body
+from bsi.server.service import BsiService, window_percentiles
+from bsi.store.store import DeviceFilter, DeviceRecord
+
+CSV = "text/csv; charset=utf-8"
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    READ_ONLY = "read-only"
+
+
+class GroupIn(BaseModel):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,31}$", description="1-32 of a-z 0-9 . _ -")
+
+
+class EnrollmentTokenIn(BaseModel):
+    group: str = "default"
+    expires_in_hours: float = Field(24.0, gt=0, le=24 * 365)
+    max_uses: int | None = Field(None, ge=1)
+
+
+class ApiKeyIn(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    role: Role
+
+
+class SupplementAction(StrEnum):
+    PAUSE = "pause"
+    RESUME = "resume"
+    WITHDRAW = "withdraw"
+
+
+_STATE_FOR_ACTION = {
+    SupplementAction.PAUSE: SupplementState.PAUSED,
+    SupplementAction.RESUME: SupplementState.PUBLISHED,
+    SupplementAction.WITHDRAW: SupplementState.WITHDRAWN,
+}
+
+
+class Format(StrEnum):
+    JSON = "json"
+    CSV = "csv"
+
+
+def admin_router(service: BsiService) -> APIRouter:
+    router = APIRouter(prefix="/v1/admin", tags=["admin"])
+    store = service.store
+
+    async def role_of(request: Request) -> Role:
+        key = bearer(request)
+        if key is None:
+            raise Unauthorized(
+                "an admin API key is required", hint="send 'Authorization: Bearer <key>'"
+            )
+        role = await run_in_threadpool(store.api_key_role, key)
+        if role is None:
+            raise Unauthorized("unknown or revoked API key")
+        return Role(role)
+
+    async def reader(role: Annotated[Role, Depends(role_of)]) -> Role:
+        return role
+
+    async def writer(role: Annotated[Role, Depends(role_of)]) -> Role:
+        if role is not Role.ADMIN:
+            raise Forbidden("this API key is read-only")
+        return role
+
+    Read = Annotated[Role, Depends(reader)]  # noqa: N806 - a type, named as one
+    Write = Annotated[Role, Depends(writer)]  # noqa: N806
+
+    def recompute_later(tasks: BackgroundTasks) -> None:
+        tasks.add_task(run_in_threadpool, service.recompute_decisions)
+
+    # -- groups and enrollment ---------------------------------------------
+
+    @router.get("/groups")
+    async def list_groups(_: Read) -> list[str]:
+        return sorted((await run_in_threadpool(store.groups)).values())
+
+    @router.post("/groups", status_code=201)
+    async def create_group(body: GroupIn, _: Write) -> dict[str, str]:
+        await run_in_threadpool(store.ensure_group, body.name, service.clock())
+        return {"name": body.name}
+
+    @router.post("/enrollment-tokens", status_code=201)
+    async def create_enrollment_token(body: EnrollmentTokenIn, _: Write) -> dict[str, Any]:
+        now = service.clock()
+        expires = now + timedelta(hours=body.expires_in_hours)
+        token = await run_in_threadpool(
+            store.create_enrollment_token, body.group, expires, body.max_uses, now
+        )
+        return {
+            "token": token,
+            "group": body.group,
+            "expires_at": expires.isoformat(),
+            "max_uses": body.max_uses,
+        }
+
+    @router.post("/api-keys", status_code=201)
+    async def create_api_key(body: ApiKeyIn, _: Write) -> dict[str, str]:
+        key = await run_in_threadpool(
+            store.create_api_key, body.name, body.role.value, service.clock()
+        )
+        return {"name": body.name, "role": body.role.value, "key": key}
+
+    # -- catalogue ---------------------------------------------------------
+
+    @router.post("/catalog", summary="Import a GDMF, SOFA or bsi catalogue document")
+    async def import_catalog(
+        request: Request,
+        tasks: BackgroundTasks,
+        _: Write,
+        source: Annotated[str, Query(max_length=128)] = "upload",
+    ) -> dict[str, int]:
+        document = await json_body(request)
+        catalog = await run_in_threadpool(parse_document, document, source=source)
+        merged = await run_in_threadpool(service.import_catalog, catalog, source)
+        recompute_later(tasks)
+        return {
+            "imported_supplements": len(catalog.supplements),
+            "imported_releases": len(catalog.releases),
+            "supplements": len(merged.supplements),
+            "releases": len(merged.releases),
+        }
+
+    @router.get("/catalog", summary="The whole catalogue as a bsi catalogue document")
+    async def get_catalog(_: Read) -> dict[str, object]:
+        return dump_bsi_catalog(await run_in_threadpool(service.catalog))
+
+    @router.get("/supplements")
+    async def list_supplements(_: Read) -> list[dict[str, Any]]:
+        rows = await run_in_threadpool(service.supplement_compliance)
+        return [
+            {
+                "platform": r.supplement.platform,
+                "supplement": str(r.supplement.version),
+                "build": str(r.supplement.build),
+                "prerequisite_build": str(r.supplement.prerequisite_build),
+                "state": r.state.value,
+                "posted": r.supplement.posted.isoformat() if r.supplement.posted else None,
+                "cves": list(r.supplement.cves),
+            }
+            for r in rows
+        ]
+
+    @router.post("/supplements/{platform}/{build}/{action}")
+    async def steer_supplement(
+        platform: str, build: str, action: SupplementAction, tasks: BackgroundTasks, _: Write
+    ) -> dict[str, str]:
+        state = _STATE_FOR_ACTION[action]
+        await run_in_threadpool(service.set_supplement_state, platform, build, state)
+        recompute_later(tasks)
+        return {"platform": platform, "build": build, "state": state.value}
+
+    # -- declarations ------------------------------------------------------
+
+    @router.get("/declarations")
+    async def list_declarations(_: Read) -> list[dict[str, Any]]:
+        rows = await run_in_threadpool(store.declarations)
+        return [{**d.to_json(), "groups": groups} for d, groups in rows]
+
+    @router.put("/declarations/{identifier}")
+    async def put_declaration(
+        identifier: str, request: Request, tasks: BackgroundTasks, _: Write
+    ) -> dict[str, Any]:
+        body = await json_body(request)
+        if isinstance(body, dict) and body.get("Identifier") != identifier:
+            raise InvalidInput(
+                f"body Identifier {body.get('Identifier')!r} "
+                f"does not match the URL's {identifier!r}"
+            )
+        declaration = await run_in_threadpool(service.put_declaration, body)
+        recompute_later(tasks)
+        return declaration.to_json()
+
+    @router.delete("/declarations/{identifier}", status_code=204)
+    async def delete_declaration(identifier: str, tasks: BackgroundTasks, _: Write) -> Response:
+        await run_in_threadpool(service.delete_declaration, identifier)
+        recompute_later(tasks)
+        return Response(status_code=204)
+
+    @router.put("/declarations/{identifier}/groups/{group}", status_code=204)
+    async def assign(identifier: str, group: str, tasks: BackgroundTasks, _: Write) -> Response:
+        await run_in_threadpool(lambda: service.assign(identifier, group, assigned=True))
+        recompute_later(tasks)
+        return Response(status_code=204)
+
+    @router.delete("/declarations/{identifier}/groups/{group}", status_code=204)
+    async def unassign(identifier: str, group: str, tasks: BackgroundTasks, _: Write) -> Response:
+        await run_in_threadpool(lambda: service.assign(identifier, group, assigned=False))
+        recompute_later(tasks)
+        return Response(status_code=204)
+
+    @router.post("/decisions/recompute", summary="Decide again for every device, now")
+    async def recompute(_: Write) -> dict[str, int]:
+        return {"devices": await run_in_threadpool(service.recompute_decisions)}
+
+    # -- devices and compliance --------------------------------------------
+
+    @router.get("/devices", response_model=None)
+    async def list_devices(
+        _: Read,
+        group: str | None = None,
+        platform: str | None = None,
+        product_version: str | None = None,
+        build: str | None = None,
+        supplemental_build: str | None = None,
+        extra_version: Annotated[str | None, Query(description="e.g. (a)")] = None,
+        reason: Annotated[str | None, Query(description="decision reason code")] = None,
+        outcome: str | None = None,
+        target_build: Annotated[str | None, Query(description="decision's supplement")] = None,
+        seen_before: datetime | None = None,
+        seen_after: datetime | None = None,
+        stale_hours: Annotated[
+            float | None, Query(gt=0, description="not seen for this many hours (or never)")
+        ] = None,
+        after: Annotated[str | None, Query(description="cursor: last device id seen")] = None,
+        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+        format: Format = Format.JSON,
+    ) -> Response | dict[str, Any]:
+        stale_before = (
+            service.clock() - timedelta(hours=stale_hours) if stale_hours is not None else None
+        )
+        filters = DeviceFilter(
+            group=group,
+            platform=platform,
+            product_version=product_version,
+            build=build,
+            supplemental_build=supplemental_build,
+            supplemental_extra=f"({extra_version.strip('()')})" if extra_version else None,
+            decision_reason=reason,
+            decision_outcome=outcome,
+            decision_supplement_build=target_build,
+            seen_before=_aware(seen_before),
+            seen_after=_aware(seen_after),
+            stale_before=stale_before,
+        )
+        rows = await run_in_threadpool(
+            lambda: store.list_devices(filters, after=after, limit=limit)
+        )
+        if format is Format.CSV:
+            return _csv(DEVICE_COLUMNS, (_device_json(r) for r in rows))
+        return {
+            "devices": [_device_json(r) for r in rows],
+            "next": rows[-1].device_id if len(rows) == limit else None,
+        }
+
+    @router.get("/devices/{device_id}")
+    async def get_device(device_id: str, _: Read) -> dict[str, Any]:
+        record, items = await run_in_threadpool(store.get_device, device_id)
+        return {**_device_json(record), "status_items": items}
+
+    @router.get("/compliance/supplements", response_model=None)
+    async def supplement_compliance(_: Read, format: Format = Format.JSON) -> Response | list[Any]:
+        rows = [
+            {
+                "platform": r.supplement.platform,
+                "supplement": str(r.supplement.version),
+                "build": str(r.supplement.build),
+                "state": r.state.value,
+                "installed": r.installed,
+                "pending": r.pending,
+                "blocked": sum(r.blocked.values()),
+                "blocked_by_reason": r.blocked,
+            }
+            for r in await run_in_threadpool(service.supplement_compliance)
+        ]
+        if format is Format.CSV:
+            columns = (
+                "platform",
+                "supplement",
+                "build",
+                "state",
+                "installed",
+                "pending",
+                "blocked",
+            )
+            return _csv(columns, rows)
+        return rows
+
+    @router.get("/compliance/cves", response_model=None)
+    async def cve_compliance(_: Read, format: Format = Format.JSON) -> Response | list[Any]:
+        exposures = await run_in_threadpool(service.cve_compliance)
+        if format is Format.CSV:
+            flat = [
+                {"cve": c.cve, "supplements": " ".join(c.supplements), "exposed_devices": c.exposed}
+                for c in exposures
+            ]
+            return _csv(("cve", "supplements", "exposed_devices"), flat)
+        return [
+            {"cve": c.cve, "supplements": c.supplements, "exposed_devices": c.exposed}
+            for c in exposures
+        ]
+
+    @router.get("/patch-windows", response_model=None)
+    async def patch_windows(
+        _: Read, per_device: bool = False, format: Format = Format.JSON
+    ) -> Response | list[Any]:
+        windows = await run_in_threadpool(service.patch_windows)
+        if format is Format.CSV or per_device:
+            rows = [
+                {
+                    "device_id": w.device_id,
+                    "supplement_build": w.supplement_build,
+                    "posted_at": w.posted_at.isoformat(),
+                    "installed_at": w.installed_at.isoformat(),
+                    "seconds": w.duration.total_seconds(),
+                }
+                for _supplement, device_windows in windows.values()
+                for w in device_windows
+            ]
+            if format is Format.CSV:
+                return _csv(tuple(rows[0]) if rows else ("device_id",), rows)
+            return rows
+        return [
+            {
+                "platform": supplement.platform,
+                "supplement": str(supplement.version),
+                "build": build,
+                "devices": len(device_windows),
+                "seconds": window_percentiles(device_windows),
+            }
+            for build, (supplement, device_windows) in sorted(windows.items())
+        ]
+
+    return router
+
+
+DEVICE_COLUMNS = (
+    "device_id",
+    "group",
+    "platform",
+    "product_version",
+    "build",
+    "supplemental_build",
+    "supplemental_extra",
+    "model_identifier",
+    "last_seen_at",
+    "enrolled_at",
+    "decision_outcome",
+    "decision_reason",
+    "decision_supplement_build",
+    "decision_message",
+)
+
+
+def _device_json(record: DeviceRecord) -> dict[str, Any]:
+    row: dict[str, Any] = {name: getattr(record, name) for name in DEVICE_COLUMNS}
+    for key in ("last_seen_at", "enrolled_at"):
+        row[key] = row[key].isoformat() if row[key] else None
+    return row
+
+
+def _aware(value: datetime | None) -> datetime | None:
+    if value is None or value.tzinfo is not None:
+        return value
+    return value.replace(tzinfo=UTC)
+
+
+def _csv(columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> Response:
+    buffer = io.StringIO()
+    writer = csv.DictWriter(
+        buffer, fieldnames=list(columns), extrasaction="ignore", lineterminator="\n"
+    )
+    writer.writeheader()
+    writer.writerows(rows)
+    return Response(buffer.getvalue(), media_type=CSV)

@@ -1,0 +1,151 @@
+"""Where the server is wired together: settings, database, store, service, routes.
+
+``create_app`` is the one place that knows every part. The embedded default
+(a SQLite file and local storage in a data directory) migrates itself on
+start; an external database must be migrated with ``bsi db upgrade`` first,
+so several server processes never race to change one schema.
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from fastapi import APIRouter, FastAPI
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from bsi import __version__
+from bsi.server.admin import admin_router
+from bsi.server.ddm import ddm_router
+from bsi.server.http import BodyLimit, install_error_handlers
+from bsi.server.service import BsiService
+from bsi.store.database import open_engine, require_current_schema, upgrade
+from bsi.store.store import DEFAULT_GROUP, Store
+
+log = logging.getLogger("bsi.server")
+
+ADMIN_KEY_FILE = "admin-api-key"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerSettings:
+    """Everything ``bsi serve`` can be told. Defaults suit one small machine."""
+
+    data_dir: Path = Path("bsi-data")
+    database_url: str | None = None
+    nanomdm_hmac_key: bytes | None = None
+    max_body_bytes: int = 1024 * 1024
+    cache_seconds: float = 2.0
+    identity_seconds: float = 60.0
+    last_seen_flush_seconds: float = 5.0
+
+    @property
+    def embedded(self) -> bool:
+        return self.database_url is None
+
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'bsi.db').resolve()}"
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def prepare(settings: ServerSettings, clock: Callable[[], datetime] = utc_now) -> BsiService:
+    """Open (and for the embedded default, create and migrate) the database."""
+    if settings.embedded:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = open_engine(settings.resolved_database_url())
+    if settings.embedded:
+        upgrade(engine)
+    else:
+        require_current_schema(engine)
+    store = Store(engine)
+    store.ensure_group(DEFAULT_GROUP, clock())
+    if settings.embedded and not store.has_api_keys():
+        _bootstrap_admin_key(store, settings.data_dir, clock())
+    return BsiService(
+        store,
+        clock,
+        cache_seconds=settings.cache_seconds,
+        identity_seconds=settings.identity_seconds,
+    )
+
+
+def _bootstrap_admin_key(store: Store, data_dir: Path, now: datetime) -> None:
+    """First start of the embedded default: one admin key, readable only by its owner."""
+    key = store.create_api_key("bootstrap-admin", "admin", now)
+    path = data_dir / ADMIN_KEY_FILE
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key + "\n")
+    log.warning("created the first admin API key in %s", path)
+
+
+class Health(BaseModel):
+    status: str = Field(examples=["ok"])
+    version: str
+
+
+def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        flusher = asyncio.create_task(_flush_forever(service, settings.last_seen_flush_seconds))
+        try:
+            yield
+        finally:
+            flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await flusher
+            await run_in_threadpool(service.flush_last_seen)
+
+    app = FastAPI(
+        title="bsi",
+        version=__version__,
+        description="Background Security Improvements: DDM endpoints for devices, "
+        "enrollment, and the admin API.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    app.include_router(ddm_router(service, settings.nanomdm_hmac_key))
+    app.include_router(admin_router(service))
+    app.include_router(enroll_router(service))
+
+    @app.get("/healthz", tags=["health"])
+    async def health() -> Health:
+        return Health(status="ok", version=__version__)
+
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+async def _flush_forever(service: BsiService, seconds: float) -> None:
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            await run_in_threadpool(service.flush_last_seen)
+        except Exception:  # the database may be briefly away; keep serving
+            log.exception("could not record last-seen times; will retry")
+
+
+class EnrollIn(BaseModel):
+    token: str = Field(min_length=1, max_length=256)
+
+
+def enroll_router(service: BsiService) -> APIRouter:
+    router = APIRouter(tags=["enrollment"])
+
+    @router.post("/v1/enroll", status_code=201)
+    async def enroll(body: EnrollIn) -> dict[str, str]:
+        """Spend an enrollment token; the credential is shown once and stored only hashed."""
+        device_id, credential = await run_in_threadpool(
+            service.store.enroll, body.token, service.clock()
+        )
+        return {"device_id": device_id, "credential": credential, "ddm_url": "/v1/ddm/"}
+
+    return router

@@ -1,0 +1,47 @@
+"""The ASGI entry for ``bsi serve`` and for any ASGI server run by hand.
+
+Settings come from the environment so that every worker process builds the
+same app: ``BSI_DATA_DIR``, ``BSI_DATABASE_URL``, ``BSI_NANOMDM_HMAC_KEY_FILE``,
+``BSI_MAX_BODY_BYTES``, ``BSI_CACHE_SECONDS``.
+
+    uvicorn --factory bsi.server.asgi:app_from_environment
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fastapi import FastAPI
+
+from bsi.errors import InvalidInput
+from bsi.server.app import ServerSettings, create_app, prepare
+
+
+def settings_from_environment() -> ServerSettings:
+    key_file = os.environ.get("BSI_NANOMDM_HMAC_KEY_FILE")
+    try:
+        return ServerSettings(
+            data_dir=Path(os.environ.get("BSI_DATA_DIR", "bsi-data")),
+            database_url=os.environ.get("BSI_DATABASE_URL") or None,
+            nanomdm_hmac_key=read_key_file(Path(key_file)) if key_file else None,
+            max_body_bytes=int(os.environ.get("BSI_MAX_BODY_BYTES", 1024 * 1024)),
+            cache_seconds=float(os.environ.get("BSI_CACHE_SECONDS", 2.0)),
+        )
+    except ValueError as error:
+        raise InvalidInput(f"bad BSI_* setting in the environment: {error}") from error
+
+
+def read_key_file(path: Path) -> bytes:
+    try:
+        key = path.read_bytes().strip()
+    except OSError as error:
+        raise InvalidInput(f"cannot read the NanoMDM HMAC key file {path}: {error}") from error
+    if len(key) < 16:
+        raise InvalidInput(f"the NanoMDM HMAC key in {path} is shorter than 16 bytes")
+    return key
+
+
+def app_from_environment() -> FastAPI:
+    settings = settings_from_environment()
+    return create_app(prepare(settings), settings)

@@ -1,0 +1,98 @@
+"""The DDM endpoints devices talk to: tokens, declaration-items, declaration, status.
+
+Shaped as Apple's protocol schemas and compatible with NanoMDM's ``-dm``
+forwarding: a device is identified either by the bsi device credential it was
+issued at enrollment (``Authorization: Bearer``), or, when the server has a
+NanoMDM HMAC key, by ``X-Enrollment-ID`` with the body signed in
+``X-Hmac-Signature``. Sending both with different devices is refused: nobody
+reads or writes another device's state.
+
+``GET tokens`` honours ``If-None-Match``: a device that already holds the
+current token gets ``304`` and no body, which keeps a check-in where nothing
+changed at one token comparison.
+"""
+
+import json
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from bsi.domain.ddm import declaration_items_response
+from bsi.domain.status import state_to_report
+from bsi.errors import Forbidden, NotFound, Unauthorized
+from bsi.server.http import bearer, json_body, verify_hmac
+from bsi.server.service import BsiService
+from bsi.store.store import DeviceIdentity
+
+JSON = "application/json"
+
+
+def ddm_router(service: BsiService, nanomdm_hmac_key: bytes | None) -> APIRouter:
+    router = APIRouter(prefix="/v1/ddm", tags=["DDM (devices)"])
+
+    async def identify(request: Request) -> DeviceIdentity:
+        credential = bearer(request)
+        enrollment_id = request.headers.get("x-enrollment-id")
+        if credential is not None:
+            identity = await run_in_threadpool(service.device_for_credential, credential)
+            if identity is None:
+                raise Unauthorized("unknown device credential")
+            if enrollment_id is not None and enrollment_id != identity.device_id:
+                raise Forbidden("X-Enrollment-ID names another device than the credential")
+        elif enrollment_id is not None and nanomdm_hmac_key is not None:
+            verify_hmac(
+                nanomdm_hmac_key, await request.body(), request.headers.get("x-hmac-signature")
+            )
+            if not 0 < len(enrollment_id) <= 64:
+                raise Unauthorized("X-Enrollment-ID must be 1 to 64 characters")
+            identity = await run_in_threadpool(service.device_for_enrollment_id, enrollment_id)
+        else:
+            raise Unauthorized(
+                "a device credential is required",
+                hint="send 'Authorization: Bearer <credential>' as issued by POST /v1/enroll",
+            )
+        service.saw(identity.device_id)
+        return identity
+
+    @router.get("/tokens", summary="Sync tokens (Apple TokensResponse)")
+    async def tokens(request: Request) -> Response:
+        identity = await identify(request)
+        view = await run_in_threadpool(service.group_view, identity.group_id)
+        token = view.declarations.token
+        etag = f'"{token}"'
+        if request.headers.get("if-none-match") in (token, etag):
+            return Response(status_code=304, headers={"ETag": etag})
+        return Response(view.tokens_body, media_type=JSON, headers={"ETag": etag})
+
+    @router.get("/declaration-items", summary="Declaration items (Apple DeclarationItemsResponse)")
+    async def declaration_items(request: Request) -> Response:
+        identity = await identify(request)
+        view = await run_in_threadpool(service.group_view, identity.group_id)
+        body = json.dumps(declaration_items_response(view.declarations))
+        return Response(body, media_type=JSON)
+
+    @router.get("/declaration/{kind}/{identifier}", summary="One declaration")
+    async def declaration(request: Request, kind: str, identifier: str) -> Response:
+        identity = await identify(request)
+        view = await run_in_threadpool(service.group_view, identity.group_id)
+        category = kind.lower()
+        found = view.declarations.find_in_category(category, identifier)
+        if found is None:
+            raise NotFound(f"no {category} declaration {identifier!r} for this device")
+        return Response(json.dumps(found.to_json()), media_type=JSON)
+
+    @router.put("/status", summary="Status report (full or partial)")
+    async def status(request: Request) -> Response:
+        identity = await identify(request)
+        body = await json_body(request)
+        await run_in_threadpool(service.report_status, identity, body)
+        return Response(status_code=200)
+
+    @router.get("/status", summary="The device's own merged status, as a full report")
+    async def own_status(request: Request) -> Response:
+        identity = await identify(request)
+        state = await run_in_threadpool(service.device_state, identity.device_id)
+        body = state_to_report(state) if state else {"StatusItems": {}, "Errors": []}
+        return Response(json.dumps(body), media_type=JSON)
+
+    return router

@@ -1,0 +1,298 @@
+"""The server's application logic, between HTTP and the Store.
+
+It owns the caches that make a check-in cheap. A group's declaration set
+(and the policy it implies) and the catalogue are cached for ``cache_seconds``;
+a device credential's identity for ``identity_seconds``. Writes through this
+process drop the affected entries at once; other server processes behind the
+same database see them within the cache time, which is what lets any number
+of stateless processes share one database.
+
+Check-ins record ``last_seen`` in memory; :meth:`BsiService.flush_last_seen`
+writes them in one batch (the app calls it every few seconds), so an
+unchanged check-in never writes to the database.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from bsi.domain.catalog import Catalog, Supplement, SupplementState
+from bsi.domain.compliance import PENDING
+from bsi.domain.ddm import DeclarationSet, declaration_set, tokens_response
+from bsi.domain.declarations import Declaration, effective_policy, validate_declaration
+from bsi.domain.eligibility import Decision, Outcome, decide
+from bsi.domain.patch_window import PatchWindow, percentiles, posting_instant
+from bsi.domain.policy import SoftwareUpdatePolicy
+from bsi.domain.status import DeviceState, merge_status, parse_status_report
+from bsi.errors import BsiError, InvalidInput
+from bsi.store.store import DEFAULT_GROUP, DeviceIdentity, Store
+
+Clock = Callable[[], datetime]
+
+
+@dataclass(frozen=True, slots=True)
+class GroupView:
+    """What one group's devices are served, precomputed once per change."""
+
+    declarations: DeclarationSet
+    policy: SoftwareUpdatePolicy
+    tokens_body: bytes
+
+
+@dataclass(slots=True)
+class _Cached:
+    value: Any
+    expires: float
+
+
+@dataclass(slots=True)
+class _TtlCache:
+    seconds: float
+    entries: dict[Any, _Cached] = field(default_factory=dict)
+
+    def get(self, key: Any, load: Callable[[], Any]) -> Any:
+        now = time.monotonic()
+        hit = self.entries.get(key)
+        if hit is not None and hit.expires > now:
+            return hit.value
+        value = load()
+        if len(self.entries) > 200_000:
+            self.entries.clear()
+        self.entries[key] = _Cached(value, now + self.seconds)
+        return value
+
+    def drop(self, key: Any = None) -> None:
+        if key is None:
+            self.entries.clear()
+        else:
+            self.entries.pop(key, None)
+
+
+@dataclass(frozen=True, slots=True)
+class SupplementCompliance:
+    supplement: Supplement
+    state: SupplementState
+    installed: int
+    pending: int
+    blocked: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class CveCompliance:
+    cve: str
+    supplements: list[str]
+    exposed: int
+
+
+class BsiService:
+    def __init__(
+        self,
+        store: Store,
+        clock: Clock,
+        *,
+        cache_seconds: float = 2.0,
+        identity_seconds: float = 60.0,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self._groups = _TtlCache(cache_seconds)
+        self._catalog = _TtlCache(cache_seconds)
+        self._identities = _TtlCache(identity_seconds)
+        self._last_seen: dict[str, datetime] = {}
+        self._last_seen_lock = threading.Lock()
+
+    # -- identities --------------------------------------------------------
+
+    def device_for_credential(self, credential: str) -> DeviceIdentity | None:
+        found: DeviceIdentity | None = self._identities.get(
+            ("credential", credential), lambda: self.store.device_by_credential(credential)
+        )
+        return found
+
+    def device_for_enrollment_id(self, enrollment_id: str) -> DeviceIdentity:
+        """A NanoMDM-forwarded device: registered on first contact, in the default group."""
+        found: DeviceIdentity | None = self._identities.get(
+            ("enrollment", enrollment_id), lambda: self.store.device_identity(enrollment_id)
+        )
+        if found is None:
+            self.store.ensure_group(DEFAULT_GROUP, self.clock())
+            found = self.store.register_external_device(enrollment_id, DEFAULT_GROUP, self.clock())
+            self._identities.drop(("enrollment", enrollment_id))
+        return found
+
+    # -- check-ins ---------------------------------------------------------
+
+    def group_view(self, group_id: int) -> GroupView:
+        view: GroupView = self._groups.get(group_id, lambda: self._load_group(group_id))
+        return view
+
+    def _load_group(self, group_id: int) -> GroupView:
+        assigned = self.store.group_declarations(group_id)
+        served = declaration_set(str(group_id), assigned)
+        body = json.dumps(tokens_response(served, self.clock())).encode()
+        return GroupView(served, effective_policy(assigned), body)
+
+    def saw(self, device_id: str) -> None:
+        with self._last_seen_lock:
+            self._last_seen[device_id] = self.clock()
+
+    def flush_last_seen(self) -> int:
+        with self._last_seen_lock:
+            pending, self._last_seen = self._last_seen, {}
+        self.store.touch_devices(pending)
+        return len(pending)
+
+    def catalog(self) -> Catalog:
+        catalog: Catalog = self._catalog.get("catalog", self.store.catalog)
+        return catalog
+
+    def report_status(self, identity: DeviceIdentity, body: object) -> DeviceState:
+        """Validate, merge and store a status report, deciding for the device anew."""
+        report = parse_status_report(body)
+        view = self.group_view(identity.group_id)
+        catalog = self.catalog()
+        now = self.clock()
+
+        def merge(previous: DeviceState | None) -> tuple[DeviceState, Decision | None]:
+            state = merge_status(previous, report)
+            return state, _decision(state, catalog, view.policy, now)
+
+        return self.store.save_device_state(identity.device_id, merge, now)
+
+    def device_state(self, device_id: str) -> DeviceState | None:
+        found = self.store.device_status(device_id)
+        if not found or not found[0]:
+            return None
+        return DeviceState(found[0], tuple(found[1]))
+
+    # -- admin -------------------------------------------------------------
+
+    def put_declaration(self, body: object) -> Declaration:
+        declaration = validate_declaration(body)
+        if declaration.identifier.startswith("bsi."):
+            raise InvalidInput(
+                f"identifier {declaration.identifier!r} is reserved",
+                hint="identifiers starting with 'bsi.' are bsi's own declarations",
+            )
+        if self.store.put_declaration(declaration, self.clock()):
+            self._groups.drop()
+        return declaration
+
+    def delete_declaration(self, identifier: str) -> None:
+        self.store.delete_declaration(identifier)
+        self._groups.drop()
+
+    def assign(self, identifier: str, group: str, *, assigned: bool) -> None:
+        self.store.assign(identifier, group, assigned=assigned)
+        self._groups.drop()
+
+    def import_catalog(self, catalog: Catalog, origin: str) -> Catalog:
+        """Merge ``catalog`` over the stored one; a publisher's pause or withdrawal stays."""
+        merged = self.store.catalog().merged(catalog)
+        self.store.replace_catalog(merged, origin)
+        self._catalog.drop()
+        return merged
+
+    def set_supplement_state(self, platform: str, build: str, state: SupplementState) -> None:
+        self.store.set_supplement_state(platform, build, state)
+        self._catalog.drop()
+
+    def recompute_decisions(self) -> int:
+        """Decide again for every reporting device (after the catalogue or a policy changed)."""
+        self._catalog.drop()
+        self._groups.drop()
+        catalog, now = self.catalog(), self.clock()
+
+        def decisions() -> Iterable[tuple[str, Decision]]:
+            for batch in self.store.device_states():
+                for device_id, group_id, state in batch:
+                    decision = _decision(state, catalog, self.group_view(group_id).policy, now)
+                    if decision is not None:
+                        yield device_id, decision
+
+        return self.store.store_decisions(decisions())
+
+    def supplement_compliance(self) -> list[SupplementCompliance]:
+        counts = self.store.decision_counts()
+        catalog, now = self.catalog(), self.clock()
+        result = []
+        for supplement in sorted(
+            catalog.supplements, key=lambda s: (s.platform, s.version), reverse=True
+        ):
+            build = str(supplement.build)
+            pending = blocked = 0
+            by_reason: dict[str, int] = {}
+            for (target, outcome, reason), n in counts.by_decision.items():
+                if target != build or outcome is None or reason is None:
+                    continue
+                if Outcome(outcome) in PENDING:
+                    pending += n
+                elif outcome == Outcome.BLOCKED.value:
+                    blocked += n
+                    by_reason[reason] = by_reason.get(reason, 0) + n
+            result.append(
+                SupplementCompliance(
+                    supplement,
+                    supplement.state_at(now),
+                    counts.installed.get(build, 0),
+                    pending,
+                    by_reason,
+                )
+            )
+        return result
+
+    def cve_compliance(self) -> list[CveCompliance]:
+        exposures: dict[str, CveCompliance] = {}
+        for row in self.supplement_compliance():
+            exposed = row.pending + sum(row.blocked.values())
+            for cve in row.supplement.cves:
+                known = exposures.get(cve)
+                names = [*(known.supplements if known else []), row.supplement.display()]
+                exposures[cve] = CveCompliance(
+                    cve, names, exposed + (known.exposed if known else 0)
+                )
+        return sorted(exposures.values(), key=lambda c: (-c.exposed, c.cve))
+
+    def patch_windows(self) -> dict[str, tuple[Supplement, list[PatchWindow]]]:
+        """Per supplement build: each device's time from posting to first running it."""
+        catalog = self.catalog()
+        posted = {str(s.build): s for s in catalog.supplements if s.posted is not None}
+        windows: dict[str, tuple[Supplement, list[PatchWindow]]] = {
+            build: (s, []) for build, s in posted.items()
+        }
+        for change in self.store.build_changes(sorted(posted)):
+            if change.supplemental_build is None:
+                continue
+            supplement = posted[change.supplemental_build]
+            assert supplement.posted is not None
+            windows[change.supplemental_build][1].append(
+                PatchWindow(
+                    change.device_id,
+                    change.supplemental_build,
+                    posting_instant(supplement.posted),
+                    change.observed_at,
+                )
+            )
+        return windows
+
+
+def _decision(
+    state: DeviceState, catalog: Catalog, policy: SoftwareUpdatePolicy, now: datetime
+) -> Decision | None:
+    """The device's decision, or None while it has not reported its OS yet."""
+    try:
+        facts = state.facts()
+    except BsiError:
+        return None
+    return decide(facts, catalog, policy, now)
+
+
+def window_percentiles(windows: list[PatchWindow]) -> dict[str, float]:
+    """p50/p90/p99 in seconds, for JSON."""
+    return {f"p{p}": value.total_seconds() for p, value in percentiles(windows).items()}

@@ -1,0 +1,112 @@
+"""Opening the database and keeping its schema current.
+
+One URL picks the backend: ``sqlite:///path`` (the embedded default) or
+``postgresql+psycopg://user@host/db``. SQLite is tuned for a server: WAL so
+readers never wait for the writer, a busy timeout instead of "database is
+locked" errors, and foreign keys on.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError
+
+from bsi.errors import BsiError
+
+
+class DatabaseError(BsiError):
+    """The database cannot be reached, or its schema is not what this bsi expects."""
+
+
+def open_engine(url: str, *, pool_size: int = 10) -> Engine:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as error:
+        raise DatabaseError(
+            f"{url!r} is not a database URL",
+            hint="use sqlite:///path/to/bsi.db or postgresql+psycopg://user@host/db",
+        ) from error
+    if parsed.get_backend_name() == "sqlite":
+        engine = create_engine(url, connect_args={"timeout": 30})
+        event.listen(engine, "connect", _tune_sqlite)
+        event.listen(engine, "begin", _begin_sqlite)
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+    raise DatabaseError(f"unsupported database {parsed.get_backend_name()!r} in {url!r}")
+
+
+WRITE = {"bsi_write": True}
+"""Execution options marking a transaction that will write (see :func:`_begin_sqlite`)."""
+
+
+def _tune_sqlite(connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event open transactions, not the sqlite3 module.
+    connection.isolation_level = None
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def _begin_sqlite(connection: Connection) -> None:
+    """Writers take SQLite's write lock up front (``BEGIN IMMEDIATE``).
+
+    A deferred transaction that reads, then writes after another writer
+    committed, fails at once with "database is locked"; an immediate one
+    waits its turn under the busy timeout instead.
+    """
+    immediate = connection.get_execution_options().get("bsi_write", False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+def _alembic_config(engine: Engine) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(resources.files("bsi.store") / "migrations"))
+    config.attributes["engine"] = engine
+    return config
+
+
+def upgrade(engine: Engine) -> str:
+    """Bring the schema to the newest revision; returns that revision."""
+    config = _alembic_config(engine)
+    try:
+        command.upgrade(config, "head")
+    except OperationalError as error:
+        raise DatabaseError(f"cannot migrate {engine.url!r}: {error.orig}") from error
+    return head_revision(engine)
+
+
+def head_revision(engine: Engine) -> str:
+    head = ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
+    assert head is not None
+    return head
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def require_current_schema(engine: Engine) -> None:
+    """Refuse to serve from a database older or newer than this bsi."""
+    try:
+        current = current_revision(engine)
+    except OperationalError as error:
+        raise DatabaseError(f"cannot open {engine.url!r}: {error.orig}") from error
+    head = head_revision(engine)
+    if current != head:
+        raise DatabaseError(
+            f"database schema is at {current or 'nothing'}, this bsi needs {head}",
+            hint="run 'bsi db upgrade' with the same --database-url",
+        )

@@ -1,0 +1,171 @@
+"""The database schema. Alembic migrations in ``migrations/`` create exactly this.
+
+JSON columns hold what bsi treats as documents (declaration payloads, a
+device's flat status items, supported-device lists); everything that is
+filtered or joined on has its own column and index.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Date, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import DateTime, TypeDecorator
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            raise ValueError("naive datetime given to the database")
+        return value
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {  # noqa: RUF012 - SQLAlchemy reads it from the class
+        dict[str, Any]: JSON,
+        list[Any]: JSON,
+        datetime: UtcDateTime,
+    }
+
+
+class DeviceGroup(Base):
+    __tablename__ = "device_groups"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(32), unique=True)
+    created_at: Mapped[datetime]
+
+
+class EnrollmentToken(Base):
+    __tablename__ = "enrollment_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    group_id: Mapped[int] = mapped_column(ForeignKey("device_groups.id"))
+    expires_at: Mapped[datetime]
+    max_uses: Mapped[int | None]
+    uses: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime]
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    role: Mapped[str] = mapped_column(String(16))
+    created_at: Mapped[datetime]
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Device(Base):
+    """One enrolled device and the latest state it reported."""
+
+    __tablename__ = "devices"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    credential_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
+    group_id: Mapped[int] = mapped_column(ForeignKey("device_groups.id"), index=True)
+    enrolled_at: Mapped[datetime]
+    last_seen_at: Mapped[datetime | None] = mapped_column(index=True)
+    platform: Mapped[str | None] = mapped_column(String(32), index=True)
+    product_version: Mapped[str | None] = mapped_column(String(16), index=True)
+    build: Mapped[str | None] = mapped_column(String(16), index=True)
+    supplemental_build: Mapped[str | None] = mapped_column(String(16), index=True)
+    supplemental_extra: Mapped[str | None] = mapped_column(String(8))
+    model_identifier: Mapped[str | None] = mapped_column(String(64))
+    decision_outcome: Mapped[str | None] = mapped_column(String(16))
+    decision_reason: Mapped[str | None] = mapped_column(String(32), index=True)
+    decision_supplement_build: Mapped[str | None] = mapped_column(String(16))
+    decision_message: Mapped[str | None] = mapped_column(String(512))
+    status_items: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status_errors: Mapped[list[Any]] = mapped_column(default=list)
+
+
+class SupplementalBuildChange(Base):
+    """Every change of a device's supplemental build, kept for patch-window reports."""
+
+    __tablename__ = "supplemental_build_changes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    previous_build: Mapped[str | None] = mapped_column(String(16))
+    supplemental_build: Mapped[str | None] = mapped_column(String(16), index=True)
+    observed_at: Mapped[datetime]
+
+    __table_args__ = (Index("ix_build_changes_device_time", "device_id", "observed_at"),)
+
+
+class StoredDeclaration(Base):
+    __tablename__ = "declarations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    identifier: Mapped[str] = mapped_column(String(64), unique=True)
+    type: Mapped[str] = mapped_column(String(128))
+    server_token: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime]
+
+
+class GroupDeclaration(Base):
+    __tablename__ = "group_declarations"
+
+    group_id: Mapped[int] = mapped_column(
+        ForeignKey("device_groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    declaration_id: Mapped[int] = mapped_column(
+        ForeignKey("declarations.id", ondelete="CASCADE"), primary_key=True
+    )
+
+
+class CatalogSupplement(Base):
+    __tablename__ = "catalog_supplements"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    platform: Mapped[str] = mapped_column(String(32))
+    build: Mapped[str] = mapped_column(String(16))
+    version: Mapped[str] = mapped_column(String(24))
+    prerequisite_build: Mapped[str] = mapped_column(String(16))
+    supported_devices: Mapped[list[Any]] = mapped_column(default=list)
+    cves: Mapped[list[Any]] = mapped_column(default=list)
+    posted: Mapped[date | None] = mapped_column(Date)
+    expires: Mapped[date | None] = mapped_column(Date)
+    published_state: Mapped[str] = mapped_column(String(16), default="published")
+    superseded_by: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    security_info: Mapped[str | None] = mapped_column(String(512))
+    origin: Mapped[str] = mapped_column(String(128))
+
+    __table_args__ = (UniqueConstraint("platform", "build"),)
+
+
+class CatalogRelease(Base):
+    __tablename__ = "catalog_releases"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    platform: Mapped[str] = mapped_column(String(32))
+    version: Mapped[str] = mapped_column(String(16))
+    build: Mapped[str | None] = mapped_column(String(16))
+    posted: Mapped[date | None] = mapped_column(Date)
+    expires: Mapped[date | None] = mapped_column(Date)
+    supported_devices: Mapped[list[Any]] = mapped_column(default=list)
+    cves: Mapped[list[Any]] = mapped_column(default=list)
+
+
+class CatalogDeviceModel(Base):
+    __tablename__ = "catalog_device_models"
+
+    model_identifier: Mapped[str] = mapped_column(String(64), primary_key=True)
+    device_ids: Mapped[list[Any]] = mapped_column(default=list)

@@ -1,0 +1,713 @@
+"""The Store: every read and write the server makes, as small named operations.
+
+One implementation over SQLAlchemy serves SQLite and PostgreSQL; the
+conformance tests in ``tests/store`` run every operation on both. Methods take
+plain values and return plain values (domain objects or small records), so
+callers never hold a session. Time is always passed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import Engine, delete, func, insert, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from bsi.domain.catalog import Catalog, Release, Supersession, Supplement, SupplementState
+from bsi.domain.declarations import Declaration
+from bsi.domain.eligibility import Decision
+from bsi.domain.status import DeviceState
+from bsi.domain.versions import Build, ProductVersion, SupplementVersion
+from bsi.errors import Conflict, EnrollmentRefused, InvalidInput, NotFound
+from bsi.store.database import WRITE
+from bsi.store.models import (
+    ApiKey,
+    CatalogDeviceModel,
+    CatalogRelease,
+    CatalogSupplement,
+    Device,
+    DeviceGroup,
+    EnrollmentToken,
+    GroupDeclaration,
+    StoredDeclaration,
+    SupplementalBuildChange,
+)
+
+ROLES = ("admin", "read-only")
+DEFAULT_GROUP = "default"
+
+
+def secret_hash(secret: str) -> str:
+    """Credentials are random 256-bit strings, so one SHA-256 is enough to store them."""
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(32)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceIdentity:
+    device_id: str
+    group_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    """A device as the admin API shows it."""
+
+    device_id: str
+    group: str
+    enrolled_at: datetime
+    last_seen_at: datetime | None
+    platform: str | None
+    product_version: str | None
+    build: str | None
+    supplemental_build: str | None
+    supplemental_extra: str | None
+    model_identifier: str | None
+    decision_outcome: str | None
+    decision_reason: str | None
+    decision_supplement_build: str | None
+    decision_message: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceFilter:
+    """Admin filters on the device list; ``None`` means "any"."""
+
+    group: str | None = None
+    platform: str | None = None
+    product_version: str | None = None
+    build: str | None = None
+    supplemental_build: str | None = None
+    supplemental_extra: str | None = None
+    decision_reason: str | None = None
+    decision_outcome: str | None = None
+    decision_supplement_build: str | None = None
+    seen_before: datetime | None = None
+    seen_after: datetime | None = None
+    never_seen: bool | None = None
+    stale_before: datetime | None = None
+    """Not seen since this instant, or never seen."""
+
+
+@dataclass(frozen=True, slots=True)
+class BuildChange:
+    device_id: str
+    supplemental_build: str | None
+    observed_at: datetime
+
+
+@dataclass(slots=True)
+class DecisionCounts:
+    """Devices per (decision supplement build, outcome, reason) and per installed build."""
+
+    by_decision: dict[tuple[str | None, str | None, str | None], int] = field(default_factory=dict)
+    installed: dict[str, int] = field(default_factory=dict)
+
+
+class Store:
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._read = sessionmaker(engine, expire_on_commit=False)
+        self._write = sessionmaker(engine.execution_options(**WRITE), expire_on_commit=False)
+
+    @contextmanager
+    def _writing(self) -> Iterator[Session]:
+        with self._write.begin() as session:
+            yield session
+
+    @contextmanager
+    def _reading(self) -> Iterator[Session]:
+        with self._read.begin() as session:
+            yield session
+
+    # -- groups ------------------------------------------------------------
+
+    def ensure_group(self, name: str, now: datetime) -> int:
+        with self._writing() as session:
+            found = session.scalar(select(DeviceGroup.id).where(DeviceGroup.name == name))
+            if found is not None:
+                return found
+            group = DeviceGroup(name=name, created_at=now)
+            session.add(group)
+            session.flush()
+            return group.id
+
+    def group_id(self, name: str) -> int:
+        with self._reading() as session:
+            found = session.scalar(select(DeviceGroup.id).where(DeviceGroup.name == name))
+        if found is None:
+            raise NotFound(f"no device group {name!r}")
+        return found
+
+    def groups(self) -> dict[int, str]:
+        with self._reading() as session:
+            return dict(session.execute(select(DeviceGroup.id, DeviceGroup.name)).tuples().all())
+
+    # -- API keys ----------------------------------------------------------
+
+    def create_api_key(self, name: str, role: str, now: datetime) -> str:
+        """A new key; only its hash is stored, so the returned secret is shown once."""
+        if role not in ROLES:
+            raise InvalidInput(f"{role!r} is not a role", hint=f"use one of {', '.join(ROLES)}")
+        secret = new_secret()
+        try:
+            with self._writing() as session:
+                session.add(
+                    ApiKey(name=name, key_hash=secret_hash(secret), role=role, created_at=now)
+                )
+        except IntegrityError as error:
+            raise Conflict(f"an API key named {name!r} exists already") from error
+        return secret
+
+    def api_key_role(self, secret: str) -> str | None:
+        with self._reading() as session:
+            return session.scalar(
+                select(ApiKey.role).where(
+                    ApiKey.key_hash == secret_hash(secret), ApiKey.revoked.is_(False)
+                )
+            )
+
+    def revoke_api_key(self, name: str) -> None:
+        with self._writing() as session:
+            done = session.execute(update(ApiKey).where(ApiKey.name == name).values(revoked=True))
+            if done.rowcount == 0:  # type: ignore[attr-defined]
+                raise NotFound(f"no API key named {name!r}")
+
+    def has_api_keys(self) -> bool:
+        with self._reading() as session:
+            return session.scalar(select(func.count()).select_from(ApiKey)) != 0
+
+    # -- enrollment --------------------------------------------------------
+
+    def create_enrollment_token(
+        self, group: str, expires_at: datetime, max_uses: int | None, now: datetime
+    ) -> str:
+        if max_uses is not None and max_uses < 1:
+            raise InvalidInput(f"max uses must be at least 1, not {max_uses}")
+        if expires_at <= now:
+            raise InvalidInput(f"expiry {expires_at.isoformat()} is not in the future")
+        group_id = self.group_id(group)
+        secret = new_secret()
+        with self._writing() as session:
+            session.add(
+                EnrollmentToken(
+                    token_hash=secret_hash(secret),
+                    group_id=group_id,
+                    expires_at=expires_at,
+                    max_uses=max_uses,
+                    uses=0,
+                    created_at=now,
+                )
+            )
+        return secret
+
+    def enroll(self, token: str, now: datetime) -> tuple[str, str]:
+        """Spend one use of ``token``; returns (device id, device credential)."""
+        credential = new_secret()
+        device_id = secrets.token_hex(16)
+        with self._writing() as session:
+            row = session.scalar(
+                select(EnrollmentToken)
+                .where(EnrollmentToken.token_hash == secret_hash(token))
+                .with_for_update()
+            )
+            if row is None:
+                raise EnrollmentRefused("unknown enrollment token")
+            if row.expires_at <= now:
+                raise EnrollmentRefused(
+                    f"enrollment token expired at {row.expires_at:%Y-%m-%d %H:%M}"
+                )
+            if row.max_uses is not None and row.uses >= row.max_uses:
+                raise EnrollmentRefused(f"enrollment token used up ({row.max_uses} uses)")
+            row.uses += 1
+            session.add(
+                Device(
+                    id=device_id,
+                    credential_hash=secret_hash(credential),
+                    group_id=row.group_id,
+                    enrolled_at=now,
+                )
+            )
+        return device_id, credential
+
+    def register_external_device(self, device_id: str, group: str, now: datetime) -> DeviceIdentity:
+        """A device an MDM (NanoMDM ``-dm``) already enrolled: no credential of ours."""
+        group_id = self.group_id(group)
+        try:
+            with self._writing() as session:
+                session.add(Device(id=device_id, group_id=group_id, enrolled_at=now))
+        except IntegrityError:
+            pass  # registered concurrently by another request: use that one
+        found = self.device_identity(device_id)
+        assert found is not None
+        return found
+
+    def device_by_credential(self, credential: str) -> DeviceIdentity | None:
+        with self._reading() as session:
+            row = session.execute(
+                select(Device.id, Device.group_id).where(
+                    Device.credential_hash == secret_hash(credential)
+                )
+            ).first()
+        return DeviceIdentity(row[0], row[1]) if row else None
+
+    def device_identity(self, device_id: str) -> DeviceIdentity | None:
+        with self._reading() as session:
+            row = session.execute(
+                select(Device.id, Device.group_id).where(Device.id == device_id)
+            ).first()
+        return DeviceIdentity(row[0], row[1]) if row else None
+
+    def touch_devices(self, last_seen: dict[str, datetime]) -> None:
+        """Record check-ins in one batch: the hot path never writes per request."""
+        if not last_seen:
+            return
+        with self._writing() as session:
+            session.execute(
+                update(Device),
+                [{"id": device, "last_seen_at": when} for device, when in last_seen.items()],
+            )
+
+    # -- declarations ------------------------------------------------------
+
+    def put_declaration(self, declaration: Declaration, now: datetime) -> bool:
+        """Create or replace by identifier; True when something changed."""
+        with self._writing() as session:
+            row = session.scalar(
+                select(StoredDeclaration).where(
+                    StoredDeclaration.identifier == declaration.identifier
+                )
+            )
+            if row is None:
+                session.add(
+                    StoredDeclaration(
+                        identifier=declaration.identifier,
+                        type=declaration.type,
+                        server_token=declaration.server_token,
+                        payload=declaration.payload,
+                        updated_at=now,
+                    )
+                )
+                return True
+            if (row.type, row.server_token, row.payload) == (
+                declaration.type,
+                declaration.server_token,
+                declaration.payload,
+            ):
+                return False
+            row.type = declaration.type
+            row.server_token = declaration.server_token
+            row.payload = declaration.payload
+            row.updated_at = now
+            return True
+
+    def delete_declaration(self, identifier: str) -> None:
+        with self._writing() as session:
+            row = session.scalar(
+                select(StoredDeclaration).where(StoredDeclaration.identifier == identifier)
+            )
+            if row is None:
+                raise NotFound(f"no declaration {identifier!r}")
+            session.execute(
+                delete(GroupDeclaration).where(GroupDeclaration.declaration_id == row.id)
+            )
+            session.delete(row)
+
+    def declarations(self) -> list[tuple[Declaration, list[str]]]:
+        """Every declaration with the groups it is assigned to."""
+        with self._reading() as session:
+            rows = session.scalars(select(StoredDeclaration).order_by(StoredDeclaration.identifier))
+            assignments = session.execute(
+                select(GroupDeclaration.declaration_id, DeviceGroup.name).join(
+                    DeviceGroup, DeviceGroup.id == GroupDeclaration.group_id
+                )
+            ).all()
+            groups_of: dict[int, list[str]] = {}
+            for declaration_id, name in assignments:
+                groups_of.setdefault(declaration_id, []).append(name)
+            return [(_declaration(row), sorted(groups_of.get(row.id, []))) for row in rows]
+
+    def assign(self, identifier: str, group: str, *, assigned: bool) -> None:
+        group_id = self.group_id(group)
+        with self._writing() as session:
+            declaration_id = session.scalar(
+                select(StoredDeclaration.id).where(StoredDeclaration.identifier == identifier)
+            )
+            if declaration_id is None:
+                raise NotFound(f"no declaration {identifier!r}")
+            key = {"group_id": group_id, "declaration_id": declaration_id}
+            exists = session.get(GroupDeclaration, (group_id, declaration_id)) is not None
+            if assigned and not exists:
+                session.execute(insert(GroupDeclaration).values(**key))
+            elif not assigned and exists:
+                session.execute(
+                    delete(GroupDeclaration).where(
+                        GroupDeclaration.group_id == group_id,
+                        GroupDeclaration.declaration_id == declaration_id,
+                    )
+                )
+
+    def group_declarations(self, group_id: int) -> list[Declaration]:
+        with self._reading() as session:
+            rows = session.scalars(
+                select(StoredDeclaration)
+                .join(GroupDeclaration, GroupDeclaration.declaration_id == StoredDeclaration.id)
+                .where(GroupDeclaration.group_id == group_id)
+                .order_by(StoredDeclaration.identifier)
+            )
+            return [_declaration(row) for row in rows]
+
+    # -- device state ------------------------------------------------------
+
+    def device_status(self, device_id: str) -> tuple[dict[str, Any], list[Any]] | None:
+        with self._reading() as session:
+            row = session.execute(
+                select(Device.status_items, Device.status_errors).where(Device.id == device_id)
+            ).first()
+        return (dict(row[0]), list(row[1])) if row else None
+
+    def save_device_state(
+        self,
+        device_id: str,
+        merge: Callable[[DeviceState | None], tuple[DeviceState, Decision | None]],
+        now: datetime,
+    ) -> DeviceState:
+        """Read, merge and write one device's state in one transaction.
+
+        ``merge(previous: DeviceState | None) -> (DeviceState, Decision | None)``
+        runs inside the transaction (the row is locked on PostgreSQL, the
+        database on SQLite), so two reports from one device never interleave.
+        A change of supplemental build is recorded with ``now``.
+        """
+        with self._writing() as session:
+            row = session.get(Device, device_id, with_for_update=True)
+            if row is None:
+                raise NotFound(f"no device {device_id!r}")
+            previous = (
+                DeviceState(dict(row.status_items), tuple(row.status_errors))
+                if (row.status_items)
+                else None
+            )
+            state, decision = merge(previous)
+            _apply_state(row, state, decision, now)
+            old_build = (
+                str(previous.supplemental_build)
+                if previous and previous.supplemental_build
+                else None
+            )
+            new_build = str(state.supplemental_build) if state.supplemental_build else None
+            if previous is None or old_build != new_build:
+                session.add(
+                    SupplementalBuildChange(
+                        device_id=device_id,
+                        previous_build=old_build,
+                        supplemental_build=new_build,
+                        observed_at=now,
+                    )
+                )
+            return state
+
+    def store_decisions(self, decisions: Iterable[tuple[str, Decision]]) -> int:
+        """Write recomputed decisions in batches; returns how many were written."""
+        written = 0
+        batch: list[dict[str, Any]] = []
+        for device_id, decision in decisions:
+            batch.append({"id": device_id, **_decision_columns(decision)})
+            if len(batch) >= 1000:
+                written += self._write_decisions(batch)
+                batch = []
+        return written + self._write_decisions(batch)
+
+    def _write_decisions(self, batch: list[dict[str, Any]]) -> int:
+        if batch:
+            with self._writing() as session:
+                session.execute(update(Device), batch)
+        return len(batch)
+
+    def device_states(self, batch_size: int = 1000) -> Iterator[list[tuple[str, int, DeviceState]]]:
+        """Every reporting device's state, in batches (for recomputing decisions)."""
+        after = ""
+        while True:
+            with self._reading() as session:
+                rows = session.execute(
+                    select(Device.id, Device.group_id, Device.status_items, Device.status_errors)
+                    .where(Device.id > after, Device.platform.is_not(None))
+                    .order_by(Device.id)
+                    .limit(batch_size)
+                ).all()
+            if not rows:
+                return
+            yield [(r[0], r[1], DeviceState(dict(r[2]), tuple(r[3]))) for r in rows]
+            after = rows[-1][0]
+
+    def list_devices(
+        self, filters: DeviceFilter, *, after: str | None = None, limit: int = 100
+    ) -> list[DeviceRecord]:
+        """Devices matching ``filters``, ordered by id, from just after ``after``."""
+        query = _filtered(select(Device, DeviceGroup.name), filters)
+        if after:
+            query = query.where(Device.id > after)
+        query = query.order_by(Device.id).limit(limit)
+        with self._reading() as session:
+            return [_record(device, group) for device, group in session.execute(query).tuples()]
+
+    def count_devices(self, filters: DeviceFilter) -> int:
+        query = _filtered(select(func.count(Device.id)), filters)
+        with self._reading() as session:
+            return session.scalar(query) or 0
+
+    def get_device(self, device_id: str) -> tuple[DeviceRecord, dict[str, Any]]:
+        with self._reading() as session:
+            row = session.execute(
+                select(Device, DeviceGroup.name)
+                .join(DeviceGroup, DeviceGroup.id == Device.group_id)
+                .where(Device.id == device_id)
+            ).first()
+        if row is None:
+            raise NotFound(f"no device {device_id!r}")
+        return _record(row[0], row[1]), dict(row[0].status_items)
+
+    def decision_counts(self) -> DecisionCounts:
+        counts = DecisionCounts()
+        with self._reading() as session:
+            for build, outcome, reason, n in session.execute(
+                select(
+                    Device.decision_supplement_build,
+                    Device.decision_outcome,
+                    Device.decision_reason,
+                    func.count(),
+                ).group_by(
+                    Device.decision_supplement_build,
+                    Device.decision_outcome,
+                    Device.decision_reason,
+                )
+            ):
+                counts.by_decision[(build, outcome, reason)] = n
+            for build, n in session.execute(
+                select(Device.supplemental_build, func.count())
+                .where(Device.supplemental_build.is_not(None))
+                .group_by(Device.supplemental_build)
+            ):
+                counts.installed[str(build)] = n
+        return counts
+
+    def build_changes(self, supplemental_builds: Sequence[str]) -> list[BuildChange]:
+        """Each device's first arrival on each of ``supplemental_builds``."""
+        with self._reading() as session:
+            rows = session.execute(
+                select(
+                    SupplementalBuildChange.device_id,
+                    SupplementalBuildChange.supplemental_build,
+                    func.min(SupplementalBuildChange.observed_at),
+                )
+                .where(SupplementalBuildChange.supplemental_build.in_(supplemental_builds))
+                .group_by(
+                    SupplementalBuildChange.device_id, SupplementalBuildChange.supplemental_build
+                )
+            ).all()
+        return [BuildChange(d, b, _aware(t)) for d, b, t in rows]
+
+    # -- catalogue ---------------------------------------------------------
+
+    def catalog(self) -> Catalog:
+        with self._reading() as session:
+            supplements = tuple(_supplement(r) for r in session.scalars(select(CatalogSupplement)))
+            releases = tuple(_release(r) for r in session.scalars(select(CatalogRelease)))
+            models = {
+                r.model_identifier: frozenset(r.device_ids)
+                for r in session.scalars(select(CatalogDeviceModel))
+            }
+        return Catalog(releases, supplements, models, source="bsi database")
+
+    def replace_catalog(self, catalog: Catalog, origin: str) -> None:
+        """Store ``catalog`` as the whole catalogue (callers merge before)."""
+        with self._writing() as session:
+            session.execute(delete(CatalogSupplement))
+            session.execute(delete(CatalogRelease))
+            session.execute(delete(CatalogDeviceModel))
+            session.add_all(_supplement_row(s, origin) for s in catalog.supplements)
+            session.add_all(_release_row(r) for r in catalog.releases)
+            session.add_all(
+                CatalogDeviceModel(model_identifier=m, device_ids=sorted(ids))
+                for m, ids in catalog.device_ids_by_model.items()
+            )
+
+    def set_supplement_state(self, platform: str, build: str, state: SupplementState) -> None:
+        with self._writing() as session:
+            done = session.execute(
+                update(CatalogSupplement)
+                .where(CatalogSupplement.platform == platform, CatalogSupplement.build == build)
+                .values(published_state=state.value)
+            )
+            if done.rowcount == 0:  # type: ignore[attr-defined]
+                raise NotFound(f"no {platform} supplement with build {build!r}")
+
+
+# -- row <-> domain ----------------------------------------------------------
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _declaration(row: StoredDeclaration) -> Declaration:
+    return Declaration(row.type, row.identifier, row.server_token, dict(row.payload))
+
+
+def _decision_columns(decision: Decision | None) -> dict[str, Any]:
+    if decision is None:
+        return dict.fromkeys(
+            ("decision_outcome", "decision_reason", "decision_supplement_build", "decision_message")
+        )
+    return {
+        "decision_outcome": decision.outcome.value,
+        "decision_reason": decision.reason.value,
+        "decision_supplement_build": str(decision.supplement.build)
+        if decision.supplement
+        else None,
+        "decision_message": decision.message[:512],
+    }
+
+
+def _apply_state(row: Device, state: DeviceState, decision: Decision | None, now: datetime) -> None:
+    row.status_items = state.items
+    row.status_errors = list(state.errors)
+    row.last_seen_at = now
+    row.platform = state.platform
+    row.product_version = str(state.product_version) if state.product_version else None
+    row.build = str(state.build) if state.build else None
+    row.supplemental_build = str(state.supplemental_build) if state.supplemental_build else None
+    row.supplemental_extra = str(state.supplemental_extra) if state.supplemental_extra else None
+    row.model_identifier = state.model_identifier
+    for column, value in _decision_columns(decision).items():
+        setattr(row, column, value)
+
+
+def _filtered(query: Any, f: DeviceFilter) -> Any:
+    query = query.join(DeviceGroup, DeviceGroup.id == Device.group_id)
+    equal = {
+        DeviceGroup.name: f.group,
+        Device.platform: f.platform,
+        Device.product_version: f.product_version,
+        Device.build: f.build,
+        Device.supplemental_build: f.supplemental_build,
+        Device.supplemental_extra: f.supplemental_extra,
+        Device.decision_reason: f.decision_reason,
+        Device.decision_outcome: f.decision_outcome,
+        Device.decision_supplement_build: f.decision_supplement_build,
+    }
+    for column, value in equal.items():
+        if value is not None:
+            query = query.where(column == value)
+    if f.seen_before is not None:
+        query = query.where(Device.last_seen_at < f.seen_before)
+    if f.seen_after is not None:
+        query = query.where(Device.last_seen_at >= f.seen_after)
+    if f.stale_before is not None:
+        query = query.where(
+            or_(Device.last_seen_at.is_(None), Device.last_seen_at < f.stale_before)
+        )
+    if f.never_seen is not None:
+        seen = Device.last_seen_at.is_(None)
+        query = query.where(seen if f.never_seen else ~seen)
+    return query
+
+
+def _record(device: Device, group: str) -> DeviceRecord:
+    return DeviceRecord(
+        device_id=device.id,
+        group=group,
+        enrolled_at=device.enrolled_at,
+        last_seen_at=device.last_seen_at,
+        platform=device.platform,
+        product_version=device.product_version,
+        build=device.build,
+        supplemental_build=device.supplemental_build,
+        supplemental_extra=device.supplemental_extra,
+        model_identifier=device.model_identifier,
+        decision_outcome=device.decision_outcome,
+        decision_reason=device.decision_reason,
+        decision_supplement_build=device.decision_supplement_build,
+        decision_message=device.decision_message,
+    )
+
+
+def _supplement_row(s: Supplement, origin: str) -> CatalogSupplement:
+    superseded = s.superseded_by
+    return CatalogSupplement(
+        platform=s.platform,
+        build=str(s.build),
+        version=str(s.version),
+        prerequisite_build=str(s.prerequisite_build),
+        supported_devices=sorted(s.supported_devices),
+        cves=list(s.cves),
+        posted=s.posted,
+        expires=s.expires,
+        published_state=s.published_state.value,
+        superseded_by=None
+        if superseded is None
+        else {
+            "version": str(superseded.version),
+            "build": str(superseded.build) if superseded.build else None,
+            "released": superseded.released.isoformat() if superseded.released else None,
+        },
+        security_info=s.security_info,
+        origin=origin,
+    )
+
+
+def _supplement(row: CatalogSupplement) -> Supplement:
+    superseded = row.superseded_by
+    return Supplement(
+        platform=row.platform,
+        version=SupplementVersion.parse(row.version),
+        build=Build.parse(row.build),
+        prerequisite_build=Build.parse(row.prerequisite_build),
+        supported_devices=frozenset(row.supported_devices),
+        cves=tuple(row.cves),
+        posted=row.posted,
+        expires=row.expires,
+        published_state=SupplementState(row.published_state),
+        superseded_by=None
+        if superseded is None
+        else Supersession(
+            ProductVersion.parse(superseded["version"]),
+            Build.parse(superseded["build"]) if superseded.get("build") else None,
+            date.fromisoformat(superseded["released"]) if superseded.get("released") else None,
+        ),
+        security_info=row.security_info,
+    )
+
+
+def _release_row(r: Release) -> CatalogRelease:
+    return CatalogRelease(
+        platform=r.platform,
+        version=str(r.version),
+        build=str(r.build) if r.build else None,
+        posted=r.posted,
+        expires=r.expires,
+        supported_devices=sorted(r.supported_devices),
+        cves=list(r.cves),
+    )
+
+
+def _release(row: CatalogRelease) -> Release:
+    return Release(
+        platform=row.platform,
+        version=ProductVersion.parse(row.version),
+        build=Build.parse(row.build) if row.build else None,
+        posted=row.posted,
+        expires=row.expires,
+        supported_devices=frozenset(row.supported_devices),
+        cves=tuple(row.cves),
+    )
