@@ -151,7 +151,8 @@ class Store:
 
     def groups(self) -> dict[int, str]:
         with self._reading() as session:
-            return dict(session.execute(select(DeviceGroup.id, DeviceGroup.name)).tuples().all())
+            rows = session.execute(select(DeviceGroup.id, DeviceGroup.name)).all()
+        return {group_id: name for group_id, name in rows}
 
     # -- API keys ----------------------------------------------------------
 
@@ -459,7 +460,7 @@ class Store:
             query = query.where(Device.id > after)
         query = query.order_by(Device.id).limit(limit)
         with self._reading() as session:
-            return [_record(device, group) for device, group in session.execute(query).tuples()]
+            return [_record(device, group) for device, group in session.execute(query)]
 
     def count_devices(self, filters: DeviceFilter) -> int:
         query = _filtered(select(func.count(Device.id)), filters)

@@ -1,0 +1,54 @@
+"""Store fixtures: every store test runs on a SQLite file and on a real PostgreSQL."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine
+
+from bsi.store.database import open_engine, upgrade
+from bsi.store.store import Store
+from pgcluster import PostgresUnavailable, create_database, postgres_cluster
+
+NOW = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
+_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    """A running cluster with a migrated template database; yields the cluster's base URL."""
+    try:
+        with postgres_cluster() as base:
+            engine = open_engine(create_database(base, "bsi_template"))
+            upgrade(engine)
+            engine.dispose()
+            yield base
+    except PostgresUnavailable as error:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"PostgreSQL is required in CI: {error}")
+        pytest.skip(f"PostgreSQL not available here: {error}")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        engine = open_engine(f"sqlite:///{tmp_path / 'bsi.db'}")
+        upgrade(engine)
+    else:
+        base = request.getfixturevalue("postgres_template")
+        url = create_database(base, f"bsi_test_{os.getpid()}_{next(_names)}", "bsi_template")
+        engine = open_engine(url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def store(engine: Engine) -> Store:
+    store = Store(engine)
+    store.ensure_group("default", NOW)
+    return store
