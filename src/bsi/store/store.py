@@ -152,7 +152,7 @@ class Store:
     def groups(self) -> dict[int, str]:
         with self._reading() as session:
             rows = session.execute(select(DeviceGroup.id, DeviceGroup.name)).all()
-        return {group_id: name for group_id, name in rows}
+        return {row[0]: row[1] for row in rows}
 
     # -- API keys ----------------------------------------------------------
 

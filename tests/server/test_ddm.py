@@ -1,0 +1,119 @@
+"""DDM endpoints on the real server: sync tokens, declarations, status, NanoMDM mode."""
+
+from __future__ import annotations
+
+import json
+import uuid
+
+from bsi.domain.declarations import software_update_settings, validate_declaration
+from bsi.server.http import sign_hmac
+from conftest import HMAC_KEY, RunningServer
+from reports import macos_report, supplemental_report
+
+
+def test_tokens_answer_304_when_the_device_holds_the_current_token(server: RunningServer) -> None:
+    _, device = server.device()
+    first = device.get("/v1/ddm/tokens")
+    assert first.status_code == 200
+    token = first.json()["SyncTokens"]["DeclarationsToken"]
+    assert first.headers["etag"] == f'"{token}"'
+    again = device.get("/v1/ddm/tokens", headers={"If-None-Match": token})
+    assert (again.status_code, again.content) == (304, b"")
+    assert device.get("/v1/ddm/tokens", headers={"If-None-Match": "stale"}).status_code == 200
+
+
+def test_every_served_declaration_is_valid_and_listed_in_the_items(
+    server: RunningServer,
+) -> None:
+    _, device = server.device()
+    items = device.get("/v1/ddm/declaration-items").json()
+    assert (
+        items["DeclarationsToken"]
+        == device.get("/v1/ddm/tokens").json()["SyncTokens"]["DeclarationsToken"]
+    )
+    (activation,) = items["Declarations"]["Activations"]
+    configurations = items["Declarations"]["Configurations"]
+    for category, item in [("activation", activation)] + [
+        ("configuration", c) for c in configurations
+    ]:
+        response = device.get(f"/v1/ddm/declaration/{category}/{item['Identifier']}")
+        assert response.status_code == 200, response.text
+        declaration = validate_declaration(response.json())
+        assert declaration.server_token == item["ServerToken"]
+    served = device.get(f"/v1/ddm/declaration/activation/{activation['Identifier']}").json()
+    assert set(served["Payload"]["StandardConfigurations"]) == {
+        c["Identifier"] for c in configurations
+    }
+    missing = device.get("/v1/ddm/declaration/configuration/nope")
+    assert missing.status_code == 404
+
+
+def test_sync_token_changes_only_when_the_groups_declarations_change(
+    server: RunningServer,
+) -> None:
+    server.admin.post("/v1/admin/groups", json={"name": "lab"})
+    _, device = server.device("default")
+    before = device.get("/v1/ddm/tokens").json()["SyncTokens"]["DeclarationsToken"]
+    declaration = software_update_settings("bsi-always-on", install_security_update="AlwaysOn")
+    admin = server.admin
+    assert admin.put("/v1/admin/declarations/bsi-always-on", json=declaration.to_json()).is_success
+    assert admin.put("/v1/admin/declarations/bsi-always-on/groups/lab").status_code == 204
+    unchanged = device.get("/v1/ddm/tokens").json()["SyncTokens"]["DeclarationsToken"]
+    assert unchanged == before
+    assert admin.put("/v1/admin/declarations/bsi-always-on/groups/default").status_code == 204
+    after = device.get("/v1/ddm/tokens").json()["SyncTokens"]["DeclarationsToken"]
+    assert after != before
+    configured = device.get("/v1/ddm/declaration/configuration/bsi-always-on")
+    assert configured.json()["Payload"] == declaration.payload
+
+
+def test_full_then_partial_status_is_merged_and_returned(server: RunningServer) -> None:
+    device_id, device = server.device()
+    assert device.put("/v1/ddm/status", json=macos_report()).status_code == 200
+    assert device.put("/v1/ddm/status", json=supplemental_report("25D771280a")).status_code == 200
+    merged = device.get("/v1/ddm/status").json()["StatusItems"]
+    operating_system = merged["device"]["operating-system"]
+    assert operating_system["build-version"] == "25D2128"
+    assert operating_system["supplemental"]["build-version"] == "25D771280a"
+    record = server.admin.get(f"/v1/admin/devices/{device_id}").json()
+    assert (record["supplemental_build"], record["supplemental_extra"]) == ("25D771280a", "(a)")
+
+
+def nanomdm(server: RunningServer, method: str, path: str, enrollment_id: str, body: bytes = b""):  # type: ignore[no-untyped-def]
+    headers = {"X-Enrollment-ID": enrollment_id, "X-Hmac-Signature": sign_hmac(HMAC_KEY, body)}
+    return server.client().request(method, path, content=body, headers=headers)
+
+
+def test_nanomdm_forwarding_with_a_valid_hmac_registers_the_enrollment(
+    server: RunningServer,
+) -> None:
+    enrollment_id = str(uuid.uuid4()).upper()
+    assert nanomdm(server, "GET", "/v1/ddm/tokens", enrollment_id).status_code == 200
+    body = json.dumps(macos_report()).encode()
+    assert nanomdm(server, "PUT", "/v1/ddm/status", enrollment_id, body).status_code == 200
+    record = server.admin.get(f"/v1/admin/devices/{enrollment_id}").json()
+    assert record["build"] == "25D2128"
+
+
+def test_nanomdm_requests_with_a_wrong_or_missing_signature_are_refused(
+    server: RunningServer,
+) -> None:
+    body = json.dumps(macos_report()).encode()
+    forged = server.client().put(
+        "/v1/ddm/status",
+        content=body,
+        headers={
+            "X-Enrollment-ID": "E1",
+            "X-Hmac-Signature": sign_hmac(b"wrong-key-0123456", body),
+        },
+    )
+    assert forged.status_code == 401
+    unsigned = server.client().put(
+        "/v1/ddm/status", content=body, headers={"X-Enrollment-ID": "E1"}
+    )
+    assert unsigned.status_code == 401
+    not_base64 = server.client().get(
+        "/v1/ddm/tokens", headers={"X-Enrollment-ID": "E1", "X-Hmac-Signature": "%%%"}
+    )
+    assert not_base64.status_code == 401
+    assert server.admin.get("/v1/admin/devices/E1").status_code == 404
