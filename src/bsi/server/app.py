@@ -40,6 +40,7 @@ class ServerSettings:
     database_url: str | None = None
     nanomdm_hmac_key: bytes | None = None
     max_body_bytes: int = 1024 * 1024
+    max_admin_body_bytes: int = 64 * 1024 * 1024
     cache_seconds: float = 2.0
     identity_seconds: float = 60.0
     last_seen_flush_seconds: float = 5.0
@@ -120,7 +121,11 @@ def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
     async def health() -> Health:
         return Health(status="ok", version=__version__)
 
-    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        larger={"/v1/admin/": settings.max_admin_body_bytes},
+    )
     return app
 
 

@@ -80,28 +80,38 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 class BodyLimit:
-    """Refuse request bodies over ``max_bytes`` before they are read into memory.
+    """Refuse request bodies over a limit before they are read into memory.
 
     Checks ``Content-Length`` first, then counts streamed chunks, so a client
-    that lies or streams without a length is stopped too.
+    that lies or streams without a length is stopped too. Devices get
+    ``max_bytes``; paths under a prefix in ``larger`` (the admin API, which
+    takes whole catalogue feeds) get their own limit.
     """
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, larger: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.larger = larger or {}
+
+    def _limit(self, path: str) -> int:
+        for prefix, limit in self.larger.items():
+            if path.startswith(prefix):
+                return limit
+        return self.max_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self._limit(scope["path"])
         for name, value in scope["headers"]:
             if name == b"content-length":
                 try:
                     declared = int(value)
                 except ValueError:
                     declared = -1
-                if declared < 0 or declared > self.max_bytes:
-                    await self._refuse(send)
+                if declared < 0 or declared > limit:
+                    await self._refuse(send, limit)
                     return
         seen = 0
 
@@ -110,17 +120,19 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.max_bytes:
-                    raise BodyTooLarge(self._message())
+                if seen > limit:
+                    raise BodyTooLarge(self._message(limit))
             return message
 
         await self.app(scope, counted, send)
 
-    def _message(self) -> str:
-        return f"request body is over the limit of {self.max_bytes} bytes"
+    @staticmethod
+    def _message(limit: int) -> str:
+        return f"request body is over the limit of {limit} bytes"
 
-    async def _refuse(self, send: Send) -> None:
-        body = json.dumps({"error": "BodyTooLarge", "message": self._message()}).encode()
+    async def _refuse(self, send: Send, limit: int) -> None:
+        message = self._message(limit)
+        body = json.dumps({"error": "BodyTooLarge", "message": message}).encode()
         await send(
             {
                 "type": "http.response.start",

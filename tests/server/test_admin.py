@@ -1,0 +1,186 @@
+"""The admin API on the real server: catalogue, steering, devices, compliance, exports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import timedelta
+from pathlib import Path
+
+from bsi.apple.sample import fleet_path
+from bsi.domain.declarations import software_update_settings
+from conftest import RunningServer
+from reports import macos_report, supplemental_report
+
+
+def import_real_catalogue(server: RunningServer, shared_data: Path) -> None:
+    for name in ("gdmf_cached.json", "macos_data_feed.json", "ios_data_feed.json"):
+        response = server.admin.post(
+            "/v1/admin/catalog",
+            params={"source": name},
+            content=(shared_data / "sofa" / name).read_bytes(),
+        )
+        assert response.status_code == 200, response.text
+
+
+def report_sample_fleet(server: RunningServer) -> dict[str, str]:
+    """Enroll one device per sample report and send its reports; returns name -> device id."""
+    ids = {}
+    for path in sorted(fleet_path().glob("*.json")):
+        device_id, device = server.device()
+        reports = json.loads(path.read_text())
+        for report in reports if isinstance(reports, list) else [reports]:
+            assert device.put("/v1/ddm/status", json=report).status_code == 200
+        ids[path.stem] = device_id
+    return ids
+
+
+def test_compliance_on_apples_real_catalogue(server: RunningServer, shared_data: Path) -> None:
+    import_real_catalogue(server, shared_data)
+    ids = report_sample_fleet(server)
+    server.recompute()
+    reader = server.reader
+
+    air = reader.get(f"/v1/admin/devices/{ids['mbair-m2-ops01']}").json()
+    assert (air["decision_outcome"], air["decision_supplement_build"]) == ("install", "25D771280a")
+    neo = reader.get(f"/v1/admin/devices/{ids['macbook-neo-03']}").json()
+    assert neo["decision_supplement_build"] == "25D771400a"
+
+    rows = {r["build"]: r for r in reader.get("/v1/admin/compliance/supplements").json()}
+    macos_a = rows["25D771280a"]
+    assert (macos_a["installed"], macos_a["pending"]) == (1, 2)
+    assert macos_a["blocked_by_reason"] == {"not-latest-minor": 1}
+    assert rows["23D771330a"]["installed"] == 1
+
+    (cve,) = [
+        c for c in reader.get("/v1/admin/compliance/cves").json() if c["cve"] == "CVE-2026-20643"
+    ]
+    assert cve["exposed_devices"] == 4
+
+    blocked = reader.get("/v1/admin/devices", params={"reason": "not-latest-minor"}).json()
+    assert [d["device_id"] for d in blocked["devices"]] == [ids["macmini-m2-build04"]]
+    on_a = reader.get("/v1/admin/devices", params={"extra_version": "a"}).json()["devices"]
+    assert {d["device_id"] for d in on_a} == {ids["mbp-m1-dev02"], ids["iphone16-07"]}
+
+
+def test_pausing_a_supplement_blocks_it_and_resuming_offers_it_again(
+    server: RunningServer, shared_data: Path
+) -> None:
+    import_real_catalogue(server, shared_data)
+    device_id, device = server.device()
+    device.put("/v1/ddm/status", json=macos_report())
+    admin = server.admin
+    assert admin.post("/v1/admin/supplements/macOS/25D771280a/pause").status_code == 200
+    server.recompute()
+    assert (
+        admin.get(f"/v1/admin/devices/{device_id}").json()["decision_reason"] == "supplement-paused"
+    )
+    listed = {s["build"]: s["state"] for s in admin.get("/v1/admin/supplements").json()}
+    assert listed["25D771280a"] == "paused"
+    # a later import of Apple's feed keeps the admin's pause
+    import_real_catalogue(server, shared_data)
+    listed = {s["build"]: s["state"] for s in admin.get("/v1/admin/supplements").json()}
+    assert listed["25D771280a"] == "paused"
+    assert admin.post("/v1/admin/supplements/macOS/25D771280a/resume").status_code == 200
+    server.recompute()
+    assert (
+        admin.get(f"/v1/admin/devices/{device_id}").json()["decision_reason"] == "offered-to-user"
+    )
+    assert admin.post("/v1/admin/supplements/macOS/25D771280a/withdraw").status_code == 200
+    server.recompute()
+    assert admin.get(f"/v1/admin/devices/{device_id}").json()["decision_reason"] == (
+        "supplement-withdrawn"
+    )
+
+
+def test_group_policy_steers_decisions(server: RunningServer, shared_data: Path) -> None:
+    import_real_catalogue(server, shared_data)
+    admin = server.admin
+    admin.post("/v1/admin/groups", json={"name": "frozen"})
+    declaration = software_update_settings("no-bsi", install_security_update="AlwaysOff")
+    admin.put("/v1/admin/declarations/no-bsi", json=declaration.to_json())
+    admin.put("/v1/admin/declarations/no-bsi/groups/frozen")
+    frozen_id, frozen = server.device("frozen")
+    normal_id, normal = server.device()
+    for device in (frozen, normal):
+        device.put("/v1/ddm/status", json=macos_report())
+    reasons = {
+        d["device_id"]: d["decision_reason"]
+        for d in admin.get("/v1/admin/devices").json()["devices"]
+    }
+    assert reasons == {frozen_id: "policy-always-off", normal_id: "offered-to-user"}
+    listed = admin.get("/v1/admin/declarations").json()
+    assert [(d["Identifier"], d["groups"]) for d in listed] == [("no-bsi", ["frozen"])]
+
+
+def test_patch_window_percentiles_from_posting_to_installation(
+    server: RunningServer, shared_data: Path
+) -> None:
+    import_real_catalogue(server, shared_data)
+    devices = [server.device() for _ in range(4)]
+    for _, device in devices:
+        device.put("/v1/ddm/status", json=macos_report())
+    # posted 2026-03-17 00:00 UTC; the clock starts 2026-03-20 12:00 (3.5 days later)
+    start = server.clock.now
+    for hours_later, (_, device) in zip((0, 12, 24, 48), devices, strict=True):
+        server.clock.now = start + timedelta(hours=hours_later)
+        device.put("/v1/ddm/status", json=supplemental_report("25D771280a"))
+    windows = {w["build"]: w for w in server.reader.get("/v1/admin/patch-windows").json()}
+    window = windows["25D771280a"]
+    assert window["devices"] == 4
+    day = 86_400
+    assert window["seconds"]["p50"] == 3.5 * day + 12 * 3600  # 2nd of 4 (nearest rank)
+    assert window["seconds"]["p90"] == 3.5 * day + 48 * 3600
+    assert window["seconds"]["p99"] == 3.5 * day + 48 * 3600
+    per_device = server.reader.get("/v1/admin/patch-windows", params={"per_device": True}).json()
+    assert len(per_device) == 4
+
+
+def test_exports_in_json_and_csv(server: RunningServer, shared_data: Path) -> None:
+    import_real_catalogue(server, shared_data)
+    report_sample_fleet(server)
+    server.recompute()
+    reader = server.reader
+    devices_csv = reader.get("/v1/admin/devices", params={"format": "csv", "limit": 1000})
+    assert devices_csv.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(devices_csv.text)))
+    assert len(rows) == len(list(fleet_path().glob("*.json")))
+    assert {"device_id", "decision_reason", "supplemental_build"} <= set(rows[0])
+    supplements_csv = reader.get("/v1/admin/compliance/supplements", params={"format": "csv"})
+    assert "25D771280a" in supplements_csv.text
+    assert "CVE-2026-20643" in reader.get("/v1/admin/compliance/cves?format=csv").text
+    catalog = reader.get("/v1/admin/catalog").json()
+    assert catalog["format"] == "bsi-catalog/1"
+
+
+def test_stale_devices_and_last_seen(server: RunningServer) -> None:
+    silent_id, _ = server.device()
+    active_id, active = server.device()
+    active.get("/v1/ddm/tokens")
+    server.service.flush_last_seen()
+    stale = server.reader.get("/v1/admin/devices", params={"stale_hours": 1}).json()["devices"]
+    assert [d["device_id"] for d in stale] == [silent_id]
+    server.clock.advance(hours=2)
+    stale = server.reader.get("/v1/admin/devices", params={"stale_hours": 1}).json()["devices"]
+    assert {d["device_id"] for d in stale} == {silent_id, active_id}
+
+
+def test_pagination_walks_every_device_once(server: RunningServer) -> None:
+    enrolled = {server.enroll()[0] for _ in range(5)}
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": 2, **({"after": cursor} if cursor else {})}
+        page = server.reader.get("/v1/admin/devices", params=params).json()
+        seen += [d["device_id"] for d in page["devices"]]
+        cursor = page["next"]
+        if cursor is None:
+            break
+    assert sorted(seen) == sorted(enrolled)
+
+
+def test_openapi_docs_are_served(server: RunningServer) -> None:
+    assert server.client().get("/docs").status_code == 200
+    paths = server.client().get("/openapi.json").json()["paths"]
+    assert {"/v1/ddm/tokens", "/v1/enroll", "/v1/admin/devices"} <= set(paths)
