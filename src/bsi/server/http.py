@@ -143,13 +143,39 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
+MAX_JSON_DEPTH = 64
+
+
 async def json_body(request: Request) -> object:
-    """The request body as JSON, or a 400 that says why it is not."""
+    """The request body as JSON, or a 400 that says why it is not.
+
+    Nesting is capped: no DDM document is more than a dozen levels deep, and
+    a deeper one would only exhaust the recursion of whatever reads it next.
+    """
     raw = await request.body()
     try:
-        return json.loads(raw)
+        document = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise InvalidInput(f"request body is not JSON: {error}") from error
+    except RecursionError as error:
+        raise InvalidInput(f"request body nests deeper than {MAX_JSON_DEPTH} levels") from error
+    if _depth(document) > MAX_JSON_DEPTH:
+        raise InvalidInput(f"request body nests deeper than {MAX_JSON_DEPTH} levels")
+    return document
+
+
+def _depth(document: object) -> int:
+    deepest, stack = 0, [(document, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if depth > MAX_JSON_DEPTH:
+            break
+        children = (
+            node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
+        )
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
 
 
 def bearer(request: Request) -> str | None:

@@ -1,0 +1,676 @@
+"""How many device check-ins per second the real bsi server serves, next to bare FastAPI.
+
+For each database (SQLite, the embedded default; PostgreSQL, a throwaway
+cluster from ``benchmarks/pg.py``) it:
+
+1. seeds ``--devices`` enrolled devices straight into the database (each with a
+   full status report from the sample fleet already stored, as a device that
+   has checked in before), the sample catalogue, and one software-update
+   declaration assigned to the default group;
+2. starts the real server, ``python -m bsi serve``, on 127.0.0.1 with
+   ``--workers`` processes;
+3. drives it from a separate process (``benchmarks/loadgen.py``, asyncio over raw
+   keep-alive connections) with ``--concurrency`` connections, each request a
+   random device: ``--unchanged-share`` of them ``GET /v1/ddm/tokens`` with the
+   token the device holds in ``If-None-Match`` (an unchanged check-in: 304), the
+   rest ``PUT /v1/ddm/status`` with partial reports that change the install
+   state or the supplemental build, and some full reports;
+4. starts a bare FastAPI app (``GET /ping``) under the same uvicorn settings and
+   worker count and drives it the same way, for reference.
+
+Each measurement has a 2 s warm-up, then ``--seconds`` measured. It prints
+requests/s, p50 and p99 latency for both, their ratio, errors, the share of
+token check-ins served 304, the server's CPU (100 % = one core) and memory
+(summed over its worker processes), and whether the target is met: 1,100
+mixed check-ins/s (one million devices checking in every 15 minutes) with
+p99 under 100 ms. Missing the target still exits 0; the exit status is 1 only
+when the benchmark itself failed (a server did not start, or more than 1 %
+of requests failed).
+
+    .venv/bin/python benchmarks/checkin.py                     # SQLite and PostgreSQL
+    .venv/bin/python benchmarks/checkin.py --database sqlite --workers 2
+    .venv/bin/python benchmarks/checkin.py --devices 1000000 --rate 1111
+
+``--rate`` switches the load to open loop: requests are due at a fixed rate and
+latency counts from when each was due, so p99 is what devices would see at that
+load rather than at saturation. Everything runs on 127.0.0.1; every server,
+load generator and database started here is stopped at the end, also on error
+or Ctrl-C. The machine's cores are shared by the server, the load generator
+and PostgreSQL; the load generator's own CPU is printed so that can be judged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import json
+import math
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from fastapi import FastAPI
+from loadgen import credential, device_id
+from pg import PgCluster, postgres_cluster
+from sqlalchemy import func, insert, select
+
+from bsi.apple import sample
+from bsi.domain.declarations import software_update_settings
+from bsi.domain.policy import InstallSecurityUpdate
+from bsi.domain.status import merge_status, parse_status_report
+from bsi.server.app import ServerSettings, prepare
+from bsi.store.database import open_engine
+from bsi.store.models import Device, SupplementalBuildChange
+from bsi.store.store import DEFAULT_GROUP, secret_hash
+
+BENCHMARKS = Path(__file__).resolve().parent
+HOST = "127.0.0.1"
+TARGET_RPS = 1_100.0
+TARGET_P99_MS = 100.0
+MAX_ERROR_RATE = 0.01
+WARMUP_SECONDS = 2.0
+INSTALL_STATES = ("none", "downloading", "prepared", "installing")
+
+bare_app = FastAPI()
+"""The reference: the least a FastAPI endpoint can do (run as ``checkin:bare_app``)."""
+
+
+@bare_app.get("/ping", response_model=None)
+async def ping() -> dict[str, bool]:
+    return {"ok": True}
+
+
+class BenchmarkFailed(RuntimeError):
+    """The benchmark could not measure (as opposed to measuring a slow server)."""
+
+
+# -- the fleet ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """One sample-fleet device: its stored state, and the reports it may send."""
+
+    name: str
+    columns: dict[str, Any]
+    partials: list[dict[str, Any]]
+    fulls: list[dict[str, Any]]
+
+
+def fleet_templates() -> list[Template]:
+    catalog = sample.catalog()
+    templates = []
+    for path in sorted(sample.fleet_path().glob("*.json")):
+        report = json.loads(path.read_text(encoding="utf-8"))
+        state = merge_status(None, parse_status_report(report))
+        supplements = [("", "")] + [
+            (str(s.build), str(s.version.extra))
+            for s in catalog.supplements
+            if state.build is not None and str(s.prerequisite_build) == str(state.build)
+        ]
+        partials: list[dict[str, Any]] = [
+            {"StatusItems": {"softwareupdate": {"install-state": s}}, "Errors": []}
+            for s in INSTALL_STATES
+        ]
+        fulls = []
+        for build, extra in supplements:
+            supplemental = {"build-version": build, "extra-version": extra}
+            partials.append(
+                {
+                    "StatusItems": {
+                        "device": {"operating-system": {"supplemental": supplemental}},
+                        "softwareupdate": {"install-state": "none"},
+                    },
+                    "Errors": [],
+                }
+            )
+            full = copy.deepcopy(report)
+            full["FullReport"] = True
+            full["StatusItems"]["device"]["operating-system"]["supplemental"] = supplemental
+            fulls.append(full)
+        columns = {
+            "status_items": state.items,
+            "status_errors": list(state.errors),
+            "platform": state.platform,
+            "product_version": str(state.product_version) if state.product_version else None,
+            "build": str(state.build) if state.build else None,
+            "supplemental_build": str(state.supplemental_build)
+            if state.supplemental_build
+            else None,
+            "supplemental_extra": str(state.supplemental_extra)
+            if state.supplemental_extra
+            else None,
+            "model_identifier": state.model_identifier,
+        }
+        templates.append(Template(path.stem, columns, partials, fulls))
+    return templates
+
+
+def seed_database(
+    data_dir: Path, database_url: str | None, devices: int, seed: str, templates: list[Template]
+) -> None:
+    """Catalogue, one assigned declaration, and ``devices`` devices that reported before."""
+    service = prepare(ServerSettings(data_dir=data_dir, database_url=database_url))
+    store = service.store
+    try:
+        service.import_catalog(sample.catalog(), "bsi sample catalogue (benchmark)")
+        declaration = software_update_settings(
+            "com.example.bench.softwareupdate",
+            install_security_update=InstallSecurityUpdate.ALWAYS_ON,
+            rsr_enable=True,
+        )
+        service.put_declaration(declaration.to_json())
+        service.assign(declaration.identifier, DEFAULT_GROUP, assigned=True)
+        group_id = store.group_id(DEFAULT_GROUP)
+        enrolled = datetime.now(UTC)
+        batch: list[dict[str, Any]] = []
+        with store.engine.begin() as connection:
+            for index in range(devices):
+                batch.append(
+                    {
+                        "id": device_id(seed, index),
+                        "credential_hash": secret_hash(credential(seed, index)),
+                        "group_id": group_id,
+                        "enrolled_at": enrolled,
+                        "last_seen_at": None,
+                        **templates[index % len(templates)].columns,
+                    }
+                )
+                if len(batch) >= 5_000:
+                    connection.execute(insert(Device), batch)
+                    batch = []
+            if batch:
+                connection.execute(insert(Device), batch)
+    finally:
+        store.engine.dispose()
+
+
+def database_facts(data_dir: Path, database_url: str | None) -> dict[str, int]:
+    """What the run left in the database: proof that check-ins and reports landed."""
+    settings = ServerSettings(data_dir=data_dir, database_url=database_url)
+    engine = open_engine(settings.resolved_database_url())
+    try:
+        with engine.connect() as connection:
+            seen = connection.scalar(
+                select(func.count()).select_from(Device).where(Device.last_seen_at.is_not(None))
+            )
+            changes = connection.scalar(select(func.count()).select_from(SupplementalBuildChange))
+            decided = connection.scalar(
+                select(func.count()).select_from(Device).where(Device.decision_outcome.is_not(None))
+            )
+    finally:
+        engine.dispose()
+    return {"devices_seen": seen or 0, "build_changes": changes or 0, "decided": decided or 0}
+
+
+# -- processes ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@contextlib.contextmanager
+def running(
+    command: list[str], log_path: Path, ready_url: str, timeout: float = 120.0
+) -> Iterator[subprocess.Popen[bytes]]:
+    """A server subprocess in its own process group, up once ``ready_url`` answers 200.
+
+    On leaving it gets SIGTERM (uvicorn shuts down gracefully and stops its
+    workers); whatever of its process group is left after 30 s gets SIGKILL.
+    """
+    with log_path.open("ab") as log:
+        process = subprocess.Popen(
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise BenchmarkFailed(
+                    f"server exited with {process.returncode} before it was ready:\n"
+                    + _tail(log_path)
+                )
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(ready_url, timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise BenchmarkFailed(
+                    f"server not ready at {ready_url} after {timeout:.0f} s:\n" + _tail(log_path)
+                )
+            time.sleep(0.2)
+        yield process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(30)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(10)
+
+
+def _tail(path: Path, size: int = 3000) -> str:
+    text = path.read_text(errors="replace") if path.exists() else ""
+    return text[-size:]
+
+
+class Sampler:
+    """CPU (100 % = one core) and RSS of process trees, between :meth:`start` and :meth:`stop`."""
+
+    def __init__(self, roots: list[int], interval: float = 0.25) -> None:
+        self.roots = roots
+        self.interval = interval
+        self.first_cpu: dict[int, float] = {}
+        self.last_cpu: dict[int, float] = {}
+        self.rss: list[float] = []
+        self.started = self.stopped = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _processes(self) -> list[psutil.Process]:
+        found = []
+        for pid in self.roots:
+            with contextlib.suppress(psutil.Error):
+                root = psutil.Process(pid)
+                found += [root, *root.children(recursive=True)]
+        return found
+
+    def _sample(self) -> None:
+        rss = 0
+        for process in self._processes():
+            with contextlib.suppress(psutil.Error):
+                with process.oneshot():
+                    times = process.cpu_times()
+                    rss += process.memory_info().rss
+                self.first_cpu.setdefault(process.pid, times.user + times.system)
+                self.last_cpu[process.pid] = times.user + times.system
+        self.rss.append(rss / 2**20)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def start(self) -> None:
+        self.started = time.monotonic()
+        self._sample()
+        self._thread.start()
+
+    def stop(self) -> dict[str, float]:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        self.stopped = time.monotonic()
+        used = sum(self.last_cpu[pid] - self.first_cpu[pid] for pid in self.last_cpu)
+        elapsed = max(self.stopped - self.started, 1e-9)
+        return {
+            "cpu_percent": 100 * used / elapsed,
+            "rss_mb_max": max(self.rss, default=math.nan),
+            "processes": len(self.last_cpu),
+        }
+
+
+def drive(
+    args: argparse.Namespace, port: int, mode: str, plan: Path | None, watched: dict[str, list[int]]
+) -> dict[str, Any]:
+    """Run the load generator against ``port``; CPU and memory of ``watched`` trees meanwhile."""
+    command = [
+        sys.executable,
+        str(BENCHMARKS / "loadgen.py"),
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--mode",
+        mode,
+        "--concurrency",
+        str(args.concurrency),
+        "--seconds",
+        str(args.seconds),
+        "--warmup",
+        str(WARMUP_SECONDS),
+    ]
+    if args.rate:
+        command += ["--rate", str(args.rate)]
+    if plan is not None:
+        command += ["--plan", str(plan)]
+    samplers = {name: Sampler(roots) for name, roots in watched.items()}
+    usage: dict[str, dict[str, float]] = {}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    watchdog = threading.Timer(WARMUP_SECONDS + args.seconds + 120, process.kill)
+    watchdog.start()
+    result: dict[str, Any] | None = None
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("MEASURING"):
+                for sampler in samplers.values():
+                    sampler.start()
+            elif line.startswith("DONE") and all(s.started for s in samplers.values()):
+                usage = {name: sampler.stop() for name, sampler in samplers.items()}
+            elif line.startswith("{"):
+                result = json.loads(line)
+        process.wait(30)
+    finally:
+        watchdog.cancel()
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    if process.returncode != 0 or result is None or not usage:
+        raise BenchmarkFailed(f"the load generator failed (exit status {process.returncode})")
+    result["usage"] = usage
+    result["usage"]["loadgen"] = {"cpu_percent": result["loadgen_cpu_percent"]}
+    return result
+
+
+# -- one backend ----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Outcome:
+    backend: str
+    bsi: dict[str, Any] = field(default_factory=dict)
+    bare: dict[str, Any] = field(default_factory=dict)
+    facts: dict[str, int] = field(default_factory=dict)
+    failure: str | None = None
+
+
+def prime(port: int, seed: str, templates: list[Template]) -> str:
+    """Check the server answers a device as expected; returns the group's ETag."""
+    base = f"http://{HOST}:{port}"
+    auth = {"Authorization": f"Bearer {credential(seed, 0)}"}
+    with httpx.Client(base_url=base, headers=auth, timeout=10) as client:
+        first = client.get("/v1/ddm/tokens")
+        etag = first.headers.get("etag")
+        if first.status_code != 200 or not etag:
+            raise BenchmarkFailed(f"GET /v1/ddm/tokens: {first.status_code} {first.text[:300]}")
+        again = client.get("/v1/ddm/tokens", headers={"If-None-Match": etag})
+        if again.status_code != 304:
+            raise BenchmarkFailed(f"GET /v1/ddm/tokens with If-None-Match: {again.status_code}")
+        report = client.put("/v1/ddm/status", json=templates[0].partials[0])
+        if report.status_code != 200:
+            raise BenchmarkFailed(f"PUT /v1/ddm/status: {report.status_code} {report.text[:300]}")
+    return etag
+
+
+def measure_backend(
+    args: argparse.Namespace, backend: str, templates: list[Template], work: Path
+) -> Outcome:
+    outcome = Outcome(backend)
+    seed = f"{backend}-{os.getpid()}"
+    data_dir = work / "data"
+    with contextlib.ExitStack() as stack:
+        database_url: str | None = None
+        postgres_pids: list[int] = []
+        if backend == "postgresql":
+            cluster: PgCluster = stack.enter_context(postgres_cluster(max_connections=200))
+            database_url = cluster.create_database("bsi")
+            subprocess.run(
+                [sys.executable, "-m", "bsi", "db", "upgrade", "--database-url", database_url],
+                check=True,
+                capture_output=True,
+                timeout=120,
+            )
+            postgres_pids = [pid] if (pid := cluster.postmaster_pid()) else []
+        started = time.monotonic()
+        seed_database(data_dir, database_url, args.devices, seed, templates)
+        print(f"  seeded {args.devices:,} devices in {time.monotonic() - started:.1f} s", flush=True)
+
+        port = args.port or free_port()
+        serve = [
+            sys.executable,
+            "-m",
+            "bsi",
+            "serve",
+            "--data-dir",
+            str(data_dir),
+            "--host",
+            HOST,
+            "--port",
+            str(port),
+            "--workers",
+            str(args.workers),
+        ]
+        if database_url:
+            serve += ["--database-url", database_url]
+        with running(serve, work / "bsi-server.log", f"http://{HOST}:{port}/healthz") as server:
+            etag = prime(port, seed, templates)
+            plan = work / "plan.json"
+            plan.write_text(
+                json.dumps(
+                    {
+                        "seed": seed,
+                        "devices": args.devices,
+                        "unchanged_share": args.unchanged_share,
+                        "full_report_share": args.full_report_share,
+                        "initial_etag": etag,
+                        "templates": [
+                            {"name": t.name, "partials": t.partials, "fulls": t.fulls}
+                            for t in templates
+                        ],
+                    }
+                ),
+                encoding="utf-8",
+            )
+            watched = {"server": [server.pid]}
+            if postgres_pids:
+                watched["postgresql"] = postgres_pids
+            print(f"  driving bsi on port {port} ...", flush=True)
+            outcome.bsi = drive(args, port, "checkin", plan, watched)
+        outcome.facts = database_facts(data_dir, database_url)
+
+    port = args.port or free_port()
+    bare = [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        "checkin:bare_app",
+        "--app-dir",
+        str(BENCHMARKS),
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        str(args.workers),
+        "--log-level",
+        "warning",
+        "--no-access-log",
+    ]
+    with running(bare, work / "bare-server.log", f"http://{HOST}:{port}/ping") as server:
+        print(f"  driving bare FastAPI on port {port} ...", flush=True)
+        outcome.bare = drive(args, port, "ping", None, {"server": [server.pid]})
+    return outcome
+
+
+# -- report ---------------------------------------------------------------------------------
+
+
+def _ms(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:,.1f}"
+
+
+def print_outcome(args: argparse.Namespace, outcome: Outcome) -> bool:
+    """The table for one backend; returns whether the run was sound (error rate in bounds)."""
+    bsi, bare = outcome.bsi, outcome.bare
+    title = "SQLite (embedded default)" if outcome.backend == "sqlite" else "PostgreSQL"
+    load = f"open loop at {args.rate:,.0f} req/s" if args.rate else "closed loop"
+    print()
+    print(
+        f"== {title}: {args.devices:,} devices, {args.workers} server worker(s), "
+        f"{args.concurrency} connections, {load}, {args.seconds:g} s measured =="
+    )
+    rows: list[tuple[str, str, str]] = []
+
+    def row(label: str, key: str, fmt: str = "ms") -> None:
+        values = []
+        for result in (bsi, bare):
+            value = result["all"][key]
+            values.append(f"{value:,.0f}" if fmt == "int" else _ms(value))
+        rows.append((label, values[0], values[1]))
+
+    row("requests/s", "rps", "int")
+    row("p50 ms", "p50_ms")
+    row("p90 ms", "p90_ms")
+    row("p99 ms", "p99_ms")
+    row("max ms", "max_ms")
+    rows.append(("errors", f"{bsi['errors']:,}", f"{bare['errors']:,}"))
+    for name, label in (("server", "server CPU % (100 = 1 core)"), ("loadgen", "loadgen CPU %")):
+        rows.append(
+            (
+                label,
+                f"{bsi['usage'][name]['cpu_percent']:.0f}",
+                f"{bare['usage'][name]['cpu_percent']:.0f}",
+            )
+        )
+    rows.append(
+        (
+            "server RSS MB (max, all procs)",
+            f"{bsi['usage']['server']['rss_mb_max']:.0f}",
+            f"{bare['usage']['server']['rss_mb_max']:.0f}",
+        )
+    )
+    if args.rate:
+        rows.append(("dropped (never sent)", f"{bsi['dropped']:,}", f"{bare['dropped']:,}"))
+    print(f"  {'':32}{'bsi mixed check-ins':>22}{'bare FastAPI /ping':>22}")
+    for label, left, right in rows:
+        print(f"  {label:32}{left:>22}{right:>22}")
+
+    kinds = bsi["kinds"]
+    total = max(bsi["all"]["count"], 1)
+    tokens = kinds.get("tokens", {"count": 0, "statuses": {}, "p50_ms": math.nan})
+    status = kinds.get("status", {"count": 0, "statuses": {}, "p50_ms": math.nan})
+    not_modified = tokens["statuses"].get("304", 0)
+    print(
+        f"  unchanged check-ins (GET tokens): {tokens['count']:,} = "
+        f"{100 * tokens['count'] / total:.1f} % of requests; served 304: "
+        f"{100 * not_modified / max(tokens['count'], 1):.1f} %; "
+        f"p50 {_ms(tokens['p50_ms'])} ms, p99 {_ms(tokens.get('p99_ms', math.nan))} ms"
+    )
+    print(
+        f"  status reports (PUT status):      {status['count']:,} = "
+        f"{100 * status['count'] / total:.1f} % of requests; "
+        f"p50 {_ms(status['p50_ms'])} ms, p99 {_ms(status.get('p99_ms', math.nan))} ms"
+    )
+    if "postgresql" in bsi["usage"]:
+        print(f"  PostgreSQL CPU %: {bsi['usage']['postgresql']['cpu_percent']:.0f}")
+    facts = outcome.facts
+    print(
+        f"  afterwards in the database: {facts.get('devices_seen', 0):,} devices with last-seen "
+        f"recorded, {facts.get('build_changes', 0):,} supplemental build changes, "
+        f"{facts.get('decided', 0):,} devices with a decision"
+    )
+    ratio = bsi["all"]["rps"] / bare["all"]["rps"] if bare["all"]["rps"] else math.nan
+    print(f"  ratio bsi / bare requests/s: {ratio:.2f}")
+    rps, p99 = bsi["all"]["rps"], bsi["all"]["p99_ms"]
+    met = rps >= TARGET_RPS and p99 < TARGET_P99_MS
+    verdict = "MET" if met else "MISSED"
+    print(
+        f"  target >= {TARGET_RPS:,.0f} req/s with p99 < {TARGET_P99_MS:.0f} ms: {verdict} "
+        f"({rps:,.0f} req/s, p99 {_ms(p99)} ms)"
+    )
+    sound = True
+    for name, result in (("bsi", bsi), ("bare FastAPI", bare)):
+        if result["errors"] or result["warmup_errors"]:
+            print(
+                f"  !!! {name}: {result['errors']:,} ERRORS in the measured window "
+                f"({100 * result['error_rate']:.2f} %): {result['errors_by_kind']}; "
+                f"warm-up errors: {result['warmup_errors']}"
+            )
+            for sample_line in result["error_samples"]:
+                print(f"  !!!   {sample_line}")
+        if result["error_rate"] > MAX_ERROR_RATE:
+            print(f"  !!! {name}: error rate over {100 * MAX_ERROR_RATE:.0f} %: run is not valid")
+            sound = False
+    return sound
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=(__doc__ or "").splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--database", choices=("sqlite", "postgresql", "both"), default="both", help="(both)"
+    )
+    parser.add_argument("--devices", type=int, default=10_000, help="enrolled devices (10000)")
+    parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds (15)")
+    parser.add_argument("--concurrency", type=int, default=64, help="connections (64)")
+    parser.add_argument("--workers", type=int, default=1, help="server processes (1)")
+    parser.add_argument("--port", type=int, default=0, help="server port (a free one)")
+    parser.add_argument(
+        "--rate", type=float, default=0.0, help="open loop at this many req/s (closed loop)"
+    )
+    parser.add_argument(
+        "--unchanged-share",
+        type=float,
+        default=0.8,
+        help="share of requests that are unchanged token check-ins (0.8)",
+    )
+    parser.add_argument(
+        "--full-report-share",
+        type=float,
+        default=0.1,
+        help="share of status reports that are full reports (0.1)",
+    )
+    args = parser.parse_args()
+    if args.devices < 1 or args.concurrency < 1 or args.workers < 1 or args.seconds <= 0:
+        parser.error("--devices, --concurrency, --workers and --seconds must be positive")
+    if not 0.8 <= args.unchanged_share <= 1.0:
+        parser.error("--unchanged-share must be between 0.8 and 1 (the realistic mix)")
+
+    backends = ["sqlite", "postgresql"] if args.database == "both" else [args.database]
+    templates = fleet_templates()
+    outcomes: list[Outcome] = []
+    for backend in backends:
+        print(f"{backend}:", flush=True)
+        with tempfile.TemporaryDirectory(prefix=f"bsi-bench-{backend}-") as work:
+            try:
+                outcomes.append(measure_backend(args, backend, templates, Path(work)))
+            except (BenchmarkFailed, subprocess.SubprocessError, OSError) as error:
+                detail = error.stderr if isinstance(error, subprocess.CalledProcessError) else ""
+                outcomes.append(Outcome(backend, failure=f"{error} {detail or ''}".strip()))
+                print(f"  !!! {backend}: the benchmark failed: {outcomes[-1].failure}")
+
+    sound = True
+    for outcome in outcomes:
+        if outcome.failure is None:
+            sound = print_outcome(args, outcome) and sound
+        else:
+            sound = False
+    if len(outcomes) > 1:
+        print()
+        print(f"  {'summary':14}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}  target")
+        for outcome in outcomes:
+            if outcome.failure is not None:
+                print(f"  {outcome.backend:14}  FAILED: {outcome.failure[:60]}")
+                continue
+            result = outcome.bsi["all"]
+            met = result["rps"] >= TARGET_RPS and result["p99_ms"] < TARGET_P99_MS
+            print(
+                f"  {outcome.backend:14}{result['rps']:>10,.0f}{_ms(result['p50_ms']):>10}"
+                f"{_ms(result['p99_ms']):>10}{outcome.bsi['errors']:>8,}  "
+                f"{'met' if met else 'MISSED'}"
+            )
+    sys.exit(0 if sound else 1)
+
+
+if __name__ == "__main__":
+    main()
