@@ -13,9 +13,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## run: the main job on the embedded default (the Apple compliance report on the sample fleet)
+## run: the bsi server on the embedded default (SQLite and local files in ./bsi-data)
 run: $(STAMP)
-	$(BIN)/bsi apple compliance --sample
+	$(BIN)/bsi serve --data-dir bsi-data
 
 ## test: lint, strict type check and every test
 test: lint typecheck pytest

@@ -114,8 +114,13 @@ def fleet_templates() -> list[Template]:
     catalog = sample.catalog()
     templates = []
     for path in sorted(sample.fleet_path().glob("*.json")):
-        report = json.loads(path.read_text(encoding="utf-8"))
-        state = merge_status(None, parse_status_report(report))
+        loaded = json.loads(path.read_text(encoding="utf-8"))
+        reports = loaded if isinstance(loaded, list) else [loaded]  # a full report, then partials
+        report = reports[0]
+        state = None
+        for each in reports:
+            state = merge_status(state, parse_status_report(each))
+        assert state is not None
         supplements = [("", "")] + [
             (str(s.build), str(s.version.extra))
             for s in catalog.supplements
@@ -398,7 +403,7 @@ def prime(port: int, seed: str, templates: list[Template]) -> str:
     auth = {"Authorization": f"Bearer {credential(seed, 0)}"}
     with httpx.Client(base_url=base, headers=auth, timeout=10) as client:
         first = client.get("/v1/ddm/tokens")
-        etag = first.headers.get("etag")
+        etag = str(first.headers.get("etag", ""))
         if first.status_code != 200 or not etag:
             raise BenchmarkFailed(f"GET /v1/ddm/tokens: {first.status_code} {first.text[:300]}")
         again = client.get("/v1/ddm/tokens", headers={"If-None-Match": etag})
@@ -431,7 +436,9 @@ def measure_backend(
             postgres_pids = [pid] if (pid := cluster.postmaster_pid()) else []
         started = time.monotonic()
         seed_database(data_dir, database_url, args.devices, seed, templates)
-        print(f"  seeded {args.devices:,} devices in {time.monotonic() - started:.1f} s", flush=True)
+        print(
+            f"  seeded {args.devices:,} devices in {time.monotonic() - started:.1f} s", flush=True
+        )
 
         port = args.port or free_port()
         serve = [
@@ -649,11 +656,9 @@ def main() -> None:
                 outcomes.append(Outcome(backend, failure=f"{error} {detail or ''}".strip()))
                 print(f"  !!! {backend}: the benchmark failed: {outcomes[-1].failure}")
 
-    sound = True
+    sound = all(outcome.failure is None for outcome in outcomes)
     for outcome in outcomes:
-        if outcome.failure is None:
-            sound = print_outcome(args, outcome) and sound
-        else:
+        if outcome.failure is None and not print_outcome(args, outcome):
             sound = False
     if len(outcomes) > 1:
         print()

@@ -41,7 +41,6 @@ import json
 import math
 import random
 import resource
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
@@ -122,7 +121,7 @@ class Connection:
         return Response(status, etag, body)
 
     async def _chunked(self) -> bytes:
-        parts = []
+        parts: list[bytes] = []
         while True:
             size_line = await self.reader.readuntil(b"\r\n")
             size = int(size_line.split(b";", 1)[0], 16)
@@ -249,6 +248,7 @@ async def worker(
     connection: Connection | None = None
     try:
         while True:
+            scheduled: float | None = None
             if due is not None:
                 scheduled = await due.get()
                 if scheduled is None:
@@ -256,7 +256,7 @@ async def worker(
             if time.perf_counter() >= stop_at:
                 return
             kind, device, request = traffic.next(args.mode)
-            started = scheduled if due is not None else time.perf_counter()
+            started = time.perf_counter() if scheduled is None else scheduled
             try:
                 async with asyncio.timeout(REQUEST_TIMEOUT):
                     if connection is None or not connection.open:
