@@ -21,7 +21,7 @@ from bsi.domain.ddm import declaration_items_response
 from bsi.domain.status import state_to_report
 from bsi.errors import Forbidden, NotFound, Unauthorized
 from bsi.server.http import bearer, json_body, verify_hmac
-from bsi.server.service import BsiService
+from bsi.server.service import BsiService, GroupView
 from bsi.store.store import DeviceIdentity
 
 JSON = "application/json"
@@ -34,7 +34,9 @@ def ddm_router(service: BsiService, nanomdm_hmac_key: bytes | None) -> APIRouter
         credential = bearer(request)
         enrollment_id = request.headers.get("x-enrollment-id")
         if credential is not None:
-            identity = await run_in_threadpool(service.device_for_credential, credential)
+            known, identity = service.cached_device_for_credential(credential)
+            if not known:
+                identity = await run_in_threadpool(service.device_for_credential, credential)
             if identity is None:
                 raise Unauthorized("unknown device credential")
             if enrollment_id is not None and enrollment_id != identity.device_id:
@@ -54,10 +56,16 @@ def ddm_router(service: BsiService, nanomdm_hmac_key: bytes | None) -> APIRouter
         service.saw(identity.device_id)
         return identity
 
+    async def group_view(identity: DeviceIdentity) -> GroupView:
+        cached = service.cached_group_view(identity.group_id)
+        if cached is not None:
+            return cached
+        return await run_in_threadpool(service.group_view, identity.group_id)
+
     @router.get("/tokens", summary="Sync tokens (Apple TokensResponse)")
     async def tokens(request: Request) -> Response:
         identity = await identify(request)
-        view = await run_in_threadpool(service.group_view, identity.group_id)
+        view = await group_view(identity)
         token = view.declarations.token
         etag = f'"{token}"'
         if request.headers.get("if-none-match") in (token, etag):
@@ -67,14 +75,14 @@ def ddm_router(service: BsiService, nanomdm_hmac_key: bytes | None) -> APIRouter
     @router.get("/declaration-items", summary="Declaration items (Apple DeclarationItemsResponse)")
     async def declaration_items(request: Request) -> Response:
         identity = await identify(request)
-        view = await run_in_threadpool(service.group_view, identity.group_id)
+        view = await group_view(identity)
         body = json.dumps(declaration_items_response(view.declarations))
         return Response(body, media_type=JSON)
 
     @router.get("/declaration/{kind}/{identifier}", summary="One declaration")
     async def declaration(request: Request, kind: str, identifier: str) -> Response:
         identity = await identify(request)
-        view = await run_in_threadpool(service.group_view, identity.group_id)
+        view = await group_view(identity)
         category = kind.lower()
         found = view.declarations.find_in_category(category, identifier)
         if found is None:

@@ -67,6 +67,11 @@ class _TtlCache:
         self.entries[key] = _Cached(value, now + self.seconds)
         return value
 
+    def peek(self, key: Any) -> _Cached | None:
+        """The live entry for ``key`` without loading: lets async callers skip a thread hop."""
+        hit = self.entries.get(key)
+        return hit if hit is not None and hit.expires > time.monotonic() else None
+
     def drop(self, key: Any = None) -> None:
         if key is None:
             self.entries.clear()
@@ -114,6 +119,15 @@ class BsiService:
             ("credential", credential), lambda: self.store.device_by_credential(credential)
         )
         return found
+
+    def cached_device_for_credential(self, credential: str) -> tuple[bool, DeviceIdentity | None]:
+        """(in cache, identity): lets the event loop skip a thread hop on a cache hit."""
+        hit = self._identities.peek(("credential", credential))
+        return (False, None) if hit is None else (True, hit.value)
+
+    def cached_group_view(self, group_id: int) -> GroupView | None:
+        hit = self._groups.peek(group_id)
+        return None if hit is None else hit.value
 
     def device_for_enrollment_id(self, enrollment_id: str) -> DeviceIdentity:
         """A NanoMDM-forwarded device: registered on first contact, in the default group."""
