@@ -23,6 +23,7 @@ from bsi import __version__
 from bsi.apple import sample
 from bsi.apple.compliance import assess_apple_fleet, render_table, report_to_csv, report_to_json
 from bsi.apple.fleet import load_declarations, load_fleet
+from bsi.commands.supplements import keys_app, supplement_app
 from bsi.domain.declarations import effective_policy
 from bsi.errors import BsiError, InvalidInput
 from bsi.feeds.load import load_catalogs
@@ -39,8 +40,10 @@ apple_app = typer.Typer(
 app.add_typer(apple_app, name="apple")
 db_app = typer.Typer(help="The server's database.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
-keys_app = typer.Typer(help="Admin API keys.", no_args_is_help=True)
-app.add_typer(keys_app, name="api-key")
+api_key_app = typer.Typer(help="Admin API keys.", no_args_is_help=True)
+app.add_typer(api_key_app, name="api-key")
+app.add_typer(keys_app, name="keys")
+app.add_typer(supplement_app, name="supplement")
 
 DatabaseUrl = Annotated[
     str | None,
@@ -208,6 +211,14 @@ def serve(
     max_body_bytes: Annotated[
         int, typer.Option(min=1024, help="Refuse request bodies larger than this.")
     ] = 1024 * 1024,
+    tuf_repo_dir: Annotated[
+        Path | None,
+        typer.Option(help="Serve this TUF repository at /tuf/metadata/ and /tuf/targets/."),
+    ] = None,
+    tuf_keys_dir: Annotated[
+        Path | None,
+        typer.Option(help="Its online snapshot/timestamp keys: keep the timestamp fresh."),
+    ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
 ) -> None:
     """Run the bsi server: DDM endpoints for devices, enrollment, and the admin API.
@@ -226,6 +237,8 @@ def serve(
         database_url=database_url,
         nanomdm_hmac_key=read_key_file(nanomdm_hmac_key_file) if nanomdm_hmac_key_file else None,
         max_body_bytes=max_body_bytes,
+        tuf_repo_dir=tuf_repo_dir,
+        tuf_keys_dir=tuf_keys_dir,
     )
     prepare(settings)  # migrate and bootstrap once, before any worker starts
     environment = {
@@ -233,6 +246,8 @@ def serve(
         "BSI_DATABASE_URL": database_url or "",
         "BSI_NANOMDM_HMAC_KEY_FILE": str(nanomdm_hmac_key_file or ""),
         "BSI_MAX_BODY_BYTES": str(max_body_bytes),
+        "BSI_TUF_REPO_DIR": str(tuf_repo_dir.resolve()) if tuf_repo_dir else "",
+        "BSI_TUF_KEYS_DIR": str(tuf_keys_dir.resolve()) if tuf_keys_dir else "",
     }
     os.environ.update(environment)
     console = Console(stderr=True)
@@ -264,7 +279,7 @@ def db_upgrade(data_dir: DataDir = Path("bsi-data"), database_url: DatabaseUrl =
     typer.echo(f"database at revision {revision}")
 
 
-@keys_app.command("create")
+@api_key_app.command("create")
 def api_key_create(
     name: Annotated[str, typer.Argument(help="A name to recognise the key by.")],
     role: Annotated[str, typer.Option(help="admin or read-only")] = "read-only",
@@ -282,10 +297,30 @@ def api_key_create(
     typer.echo(Store(engine).create_api_key(name, role, utc_now()))
 
 
+@app.command(
+    "tuf-client",
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def tuf_client(context: typer.Context) -> None:
+    """The TUF conformance suite's client CLI (init / refresh / download; exit 0 or 1).
+
+    Run 'bsi tuf-client --help' for its options.
+    """
+    from bsi.trust.conformance_client import tuf_client_main
+
+    raise typer.Exit(tuf_client_main(context.args))
+
+
 def main() -> None:
     """Console-script entry: run the app, turning bsi's errors into exit code 2."""
     try:
         app()
+    except OSError as error:
+        Console(stderr=True, soft_wrap=True).print(
+            f"[red]error:[/red] {escape(str(error))}", highlight=False
+        )
+        sys.exit(2)
     except BsiError as error:
         Console(stderr=True, soft_wrap=True).print(
             f"[red]error:[/red] {escape(str(error))}", highlight=False

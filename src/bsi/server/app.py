@@ -24,6 +24,7 @@ from bsi.server.admin import admin_router
 from bsi.server.ddm import ddm_router
 from bsi.server.http import BodyLimit, install_error_handlers
 from bsi.server.service import BsiService
+from bsi.server.tuf_hosting import mount_repository, refresh_forever
 from bsi.store.database import open_engine, require_current_schema, upgrade
 from bsi.store.store import DEFAULT_GROUP, Store
 
@@ -44,6 +45,11 @@ class ServerSettings:
     cache_seconds: float = 2.0
     identity_seconds: float = 60.0
     last_seen_flush_seconds: float = 5.0
+    tuf_repo_dir: Path | None = None
+    """A TUF repository (bsi keys init) served at /tuf/metadata/ and /tuf/targets/."""
+    tuf_keys_dir: Path | None = None
+    """Its online (snapshot, timestamp) keys: the server keeps the timestamp fresh."""
+    tuf_refresh_seconds: float = 3600.0
 
     @property
     def embedded(self) -> bool:
@@ -96,13 +102,22 @@ class Health(BaseModel):
 def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        flusher = asyncio.create_task(_flush_forever(service, settings.last_seen_flush_seconds))
+        tasks = [asyncio.create_task(_flush_forever(service, settings.last_seen_flush_seconds))]
+        if settings.tuf_repo_dir and settings.tuf_keys_dir:
+            tasks.append(
+                asyncio.create_task(
+                    refresh_forever(
+                        settings.tuf_repo_dir, settings.tuf_keys_dir, settings.tuf_refresh_seconds
+                    )
+                )
+            )
         try:
             yield
         finally:
-            flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await flusher
+            for task in tasks:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
             await run_in_threadpool(service.flush_last_seen)
 
     app = FastAPI(
@@ -116,6 +131,9 @@ def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
     app.include_router(ddm_router(service, settings.nanomdm_hmac_key))
     app.include_router(admin_router(service))
     app.include_router(enroll_router(service))
+
+    if settings.tuf_repo_dir is not None:
+        mount_repository(app, settings.tuf_repo_dir)
 
     @app.get("/healthz", tags=["health"])
     async def health() -> Health:

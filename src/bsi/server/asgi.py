@@ -2,7 +2,8 @@
 
 Settings come from the environment so that every worker process builds the
 same app: ``BSI_DATA_DIR``, ``BSI_DATABASE_URL``, ``BSI_NANOMDM_HMAC_KEY_FILE``,
-``BSI_MAX_BODY_BYTES``, ``BSI_CACHE_SECONDS``.
+``BSI_MAX_BODY_BYTES``, ``BSI_CACHE_SECONDS``, ``BSI_TUF_REPO_DIR``,
+``BSI_TUF_KEYS_DIR``.
 
     uvicorn --factory bsi.server.asgi:app_from_environment
 """
@@ -27,9 +28,16 @@ def settings_from_environment() -> ServerSettings:
             nanomdm_hmac_key=read_key_file(Path(key_file)) if key_file else None,
             max_body_bytes=int(os.environ.get("BSI_MAX_BODY_BYTES", 1024 * 1024)),
             cache_seconds=float(os.environ.get("BSI_CACHE_SECONDS", 2.0)),
+            tuf_repo_dir=_path("BSI_TUF_REPO_DIR"),
+            tuf_keys_dir=_path("BSI_TUF_KEYS_DIR"),
         )
     except ValueError as error:
         raise InvalidInput(f"bad BSI_* setting in the environment: {error}") from error
+
+
+def _path(name: str) -> Path | None:
+    value = os.environ.get(name)
+    return Path(value) if value else None
 
 
 def read_key_file(path: Path) -> bytes:

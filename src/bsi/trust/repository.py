@@ -659,6 +659,17 @@ class RepositoryStatus:
     staged: tuple[SignatureStatus, ...]
     targets: Mapping[str, int]
 
+    def describe(self) -> str:
+        lines = [
+            f"{r.role:<9} v{r.version:<4} expires {r.expires:%Y-%m-%d %H:%M} UTC"
+            for r in self.served
+        ]
+        lines += [f"staged    {status.describe()}" for status in self.staged]
+        lines += [
+            f"target    {name} ({length} bytes)" for name, length in sorted(self.targets.items())
+        ]
+        return "\n".join(lines)
+
 
 def repository_status(repo_dir: Path) -> RepositoryStatus:
     """Served versions and expiries, staged versions and their signature counts."""

@@ -1,0 +1,323 @@
+"""``bsi keys …`` and ``bsi supplement …``: the Linux publisher's commands.
+
+A publisher keeps root and targets keys offline and signs with them as a
+separate step; snapshot and timestamp keys stay with the server. Every
+command here is a thin layer over :mod:`bsi.cryptex` and :mod:`bsi.trust`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+from bsi.cryptex import (
+    build_bundle,
+    changes_from_list,
+    describe,
+    diff_trees,
+    load_spec,
+    read_manifest,
+    verify_bundle,
+)
+from bsi.errors import InvalidInput
+from bsi.trust import (
+    PASSPHRASE_ENV,
+    available_signers,
+    discard_staged,
+    expiries_from,
+    finalize,
+    init_keys,
+    load_signer,
+    publish_target,
+    refresh_timestamp,
+    repository_status,
+    rotate_key,
+    sign_role,
+    stage_role,
+)
+from bsi.trust.keys import passphrase_from_env
+
+keys_app = typer.Typer(
+    help="TUF keys and metadata of a supplement repository (python-tuf).", no_args_is_help=True
+)
+supplement_app = typer.Typer(
+    help="Linux supplements: build, verify and publish sealed cryptex bundles.",
+    no_args_is_help=True,
+)
+console = Console(stderr=True, highlight=False)
+
+RepoDir = Annotated[
+    Path,
+    typer.Option(
+        "--repo-dir",
+        help="The TUF repository: metadata/ and targets/ are served to devices "
+        "(staged/ and bsi-trust.json must not be).",
+    ),
+]
+KeysDir = Annotated[
+    Path,
+    typer.Option("--keys-dir", help="Where the key files live (root/targets may be offline)."),
+]
+Role = Annotated[str, typer.Argument(help="targets or root")]
+
+
+def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
+    pairs = {}
+    for value in values or []:
+        role, sep, setting = value.partition("=")
+        if not sep or not role or not setting:
+            raise InvalidInput(
+                f"{option} {value!r} is not ROLE=VALUE", hint=f"e.g. {option} root=2"
+            )
+        pairs[role] = setting
+    return pairs
+
+
+def _counts(values: list[str] | None, option: str) -> dict[str, int]:
+    counts = {}
+    for role, text in _pairs(values, option).items():
+        if not text.isdigit() or int(text) < 1:
+            raise InvalidInput(f"{option} {role}={text!r}: expected a whole number of at least 1")
+        counts[role] = int(text)
+    return counts
+
+
+@keys_app.command("init")
+def keys_init(
+    keys_dir: KeysDir,
+    repo_dir: RepoDir,
+    threshold: Annotated[
+        list[str] | None, typer.Option(help="ROLE=N signatures needed (default 1). Repeatable.")
+    ] = None,
+    count: Annotated[
+        list[str] | None, typer.Option(help="ROLE=N keys to make (default: the threshold).")
+    ] = None,
+    expires: Annotated[
+        list[str] | None,
+        typer.Option(help="ROLE=PERIOD, e.g. timestamp=12h, targets=90d (defaults 1y/90d/7d/1d)."),
+    ] = None,
+) -> None:
+    """Create root, targets, snapshot and timestamp keys (ed25519) and version 1 of the metadata.
+
+    Set BSI_TUF_KEY_PASSPHRASE to encrypt the offline keys (root, targets).
+    Copy metadata/1.root.json to devices: it is their trust anchor.
+    """
+    result = init_keys(
+        keys_dir,
+        repo_dir,
+        thresholds=_counts(threshold, "--threshold"),
+        counts=_counts(count, "--count"),
+        expires=expiries_from(_pairs(expires, "--expires")),
+        passphrase=passphrase_from_env(),
+    )
+    for key in result.keys:
+        console.print(f"{key.role:<9} key {key.path}  (keyid {key.keyid[:16]}…)")
+    console.print(f"trust anchor for devices: {result.root_path}")
+    if passphrase_from_env() is None:
+        console.print(f"[yellow]offline keys are not encrypted; set {PASSPHRASE_ENV} to do so[/]")
+
+
+@keys_app.command("stage")
+def keys_stage(
+    role: Role,
+    repo_dir: RepoDir,
+    remove: Annotated[list[str] | None, typer.Option(help="Drop this target. Repeatable.")] = None,
+) -> None:
+    """Start a new version of targets or root, to be signed offline with 'bsi keys sign'."""
+    stage_role(repo_dir, role, remove_targets=remove or ())
+    console.print(f"staged a new {role} version; sign it with 'bsi keys sign {role}'")
+
+
+@keys_app.command("sign")
+def keys_sign(
+    role: Role,
+    repo_dir: RepoDir,
+    key: Annotated[Path, typer.Option(help="A private key file of the role.")],
+) -> None:
+    """Add one signature to the staged version of a role."""
+    status = sign_role(repo_dir, role, key, passphrase=passphrase_from_env())
+    console.print(status.describe())
+    if status.verified:
+        console.print(f"threshold met: publish with 'bsi keys finalize {role}'")
+
+
+@keys_app.command("finalize")
+def keys_finalize(role: Role, repo_dir: RepoDir, keys_dir: KeysDir) -> None:
+    """Publish the staged version once enough signatures are on it."""
+    result = finalize(repo_dir, keys_dir, role, passphrase=passphrase_from_env())
+    console.print(result.describe())
+
+
+@keys_app.command("discard")
+def keys_discard(role: Role, repo_dir: RepoDir) -> None:
+    """Throw away a staged version."""
+    discard_staged(repo_dir, role)
+    console.print(f"discarded the staged {role} version")
+
+
+@keys_app.command("status")
+def keys_status(repo_dir: RepoDir) -> None:
+    """Served versions and expiries, and staged versions with their signatures."""
+    typer.echo(repository_status(repo_dir).describe())
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    role: Annotated[str, typer.Argument(help="root, targets, snapshot or timestamp")],
+    repo_dir: RepoDir,
+    keys_dir: KeysDir,
+    root_key: Annotated[
+        list[Path] | None, typer.Option(help="A current root key to sign with. Repeatable.")
+    ] = None,
+    count: Annotated[int | None, typer.Option(min=1, help="New keys to make.")] = None,
+    threshold: Annotated[int | None, typer.Option(min=1, help="New threshold.")] = None,
+) -> None:
+    """Replace a role's keys in a new root version (signed by old and new root keys)."""
+    passphrase = passphrase_from_env()
+    signers = [load_signer(path, passphrase=passphrase) for path in root_key or []]
+    result = rotate_key(
+        repo_dir,
+        keys_dir,
+        role,
+        signers=signers,
+        count=count,
+        threshold=threshold,
+        passphrase=passphrase,
+    )
+    for key in result.new_keys:
+        console.print(f"new {key.role} key {key.path}")
+    if result.published is not None:
+        console.print(result.published.describe())
+    else:
+        console.print(result.status.describe())
+        console.print("sign with 'bsi keys sign root', then 'bsi keys finalize root'")
+
+
+@keys_app.command("refresh")
+def keys_refresh(repo_dir: RepoDir, keys_dir: KeysDir) -> None:
+    """Re-sign timestamp (and snapshot when due) with the online keys; run it from a timer."""
+    result = refresh_timestamp(repo_dir, keys_dir, passphrase=passphrase_from_env())
+    console.print(result.describe())
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {warning}")
+
+
+@supplement_app.command("build")
+def supplement_build(
+    spec: Annotated[Path, typer.Option(help="The supplement spec (YAML).")],
+    base: Annotated[Path, typer.Option(help="The base tree: the prerequisite build's files.")],
+    patched: Annotated[Path, typer.Option(help="The patched tree.")],
+    out: Annotated[Path, typer.Option(help="Where to write the bundle.")],
+    files: Annotated[
+        Path | None,
+        typer.Option(
+            help="Only these paths (relative to the trees, one per line; '-path' removes)."
+        ),
+    ] = None,
+    previous: Annotated[
+        Path | None, typer.Option(help="The earlier letter's bundle, for the cumulative check.")
+    ] = None,
+    allow_dropping: Annotated[
+        bool, typer.Option(help="Let this letter stop patching files the previous one patched.")
+    ] = False,
+) -> None:
+    """Build a sealed, deterministic bundle of only the added, changed and removed files."""
+    loaded = load_spec(spec)
+    earlier = read_manifest(previous) if previous else None
+    with _progress() as progress:
+        task = progress.add_task("scanning", total=None)
+
+        def report(phase: str, done: int, total: int) -> None:
+            progress.update(task, description=phase, completed=done, total=total or None)
+
+        if files is not None:
+            lines = files.read_text(encoding="utf-8").splitlines()
+            changes = changes_from_list(base, patched, lines, progress=report)
+        else:
+            changes = diff_trees(base, patched, progress=report)
+        result = build_bundle(
+            loaded,
+            changes,
+            out,
+            previous=earlier,
+            allow_dropping=allow_dropping,
+            progress=report,
+        )
+    for line in describe(result.manifest):
+        typer.echo(line)
+    for path in result.dropped:
+        console.print(f"[yellow]no longer patched (allowed):[/] {path}")
+    console.print(f"{result.path}: {result.size} bytes, sha256 {result.sha256}")
+
+
+@supplement_app.command("verify")
+def supplement_verify(
+    bundle: Annotated[Path, typer.Argument(help="The bundle to check.")],
+    repo_dir: Annotated[
+        Path | None,
+        typer.Option(help="Also check that this TUF repository signs exactly this bundle."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the manifest as JSON.")] = False,
+) -> None:
+    """Check the manifest and every payload's hash (and the TUF signature), and show the changes."""
+    manifest = verify_bundle(bundle)
+    if repo_dir is not None:
+        from bsi.trust.local import verify_published
+
+        name = verify_published(repo_dir, bundle, manifest.supplement_fields())
+        console.print(f"signed by {repo_dir} as target {name}")
+    if as_json:
+        sys.stdout.write(json.dumps(json.loads(manifest.to_json()), indent=2) + "\n")
+        return
+    typer.echo(manifest.display())
+    for line in describe(manifest):
+        typer.echo(line)
+
+
+@supplement_app.command("publish")
+def supplement_publish(
+    bundle: Annotated[Path, typer.Argument(help="A bundle built by 'bsi supplement build'.")],
+    repo_dir: RepoDir,
+    keys_dir: KeysDir,
+    key: Annotated[
+        list[Path] | None,
+        typer.Option(help="Targets key file(s) to sign with (default: those in --keys-dir)."),
+    ] = None,
+) -> None:
+    """Sign the bundle into TUF targets metadata and refresh snapshot and timestamp.
+
+    The supplement's fields are read from the verified bundle and signed as
+    the target's custom metadata; the target is named
+    <platform>/<supplemental build>.cryptex.
+    """
+    manifest = verify_bundle(bundle)
+    fields = manifest.supplement_fields()
+    name = f"{manifest.platform}/{manifest.supplemental_build}.cryptex"
+    passphrase = passphrase_from_env()
+    signers = (
+        [load_signer(path, passphrase=passphrase) for path in key]
+        if key
+        else available_signers(repo_dir, keys_dir, "targets", passphrase=passphrase)
+    )
+    result = publish_target(
+        repo_dir, keys_dir, name, bundle, fields, signers=signers, passphrase=passphrase
+    )
+    console.print(f"published {manifest.display()} as {name}")
+    console.print(result.describe())
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        console=console,
+        transient=True,
+    )

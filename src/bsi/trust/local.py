@@ -1,0 +1,82 @@
+"""Checking a bundle against a repository on local disk, the way a device would.
+
+``bsi supplement verify --repo-dir`` must not trust the files it reads any
+more than a device trusts the network: it runs the real TUF client workflow
+(``tuf.ngclient`` through :class:`TrustedClient`) over the repository folder,
+from a trust anchor, with a fetcher that reads files instead of URLs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from tuf.api import exceptions as tuf_errors
+
+from bsi.trust._tuf import FetcherInterface
+from bsi.trust.client import TrustedClient
+from bsi.trust.errors import TargetRejected
+
+_CHUNK = 1024 * 1024
+
+
+class LocalFetcher(FetcherInterface):
+    """Serves ``file://`` URLs from disk; a missing file is a 404 to ngclient."""
+
+    def _fetch(self, url: str) -> Iterator[bytes]:
+        path = Path(unquote(urlparse(url).path))
+        try:
+            handle = path.open("rb")
+        except FileNotFoundError as error:
+            raise tuf_errors.DownloadHTTPError(f"{path} not found", 404) from error
+        with handle:
+            while chunk := handle.read(_CHUNK):
+                yield chunk
+
+
+def verify_published(
+    repo_dir: Path,
+    bundle: Path,
+    fields: Mapping[str, Any],
+    *,
+    trust_anchor: Path | None = None,
+) -> str:
+    """The target name under which ``repo_dir`` signs exactly ``bundle`` with ``fields``.
+
+    ``trust_anchor`` is the root a device starts from (default: the
+    repository's own ``1.root.json``, which proves only self-consistency).
+    """
+    repo = repo_dir.resolve()
+    anchor = trust_anchor or repo / "metadata" / "1.root.json"
+    name = f"{fields['platform']}/{fields['supplemental_build']}.cryptex"
+    with tempfile.TemporaryDirectory(prefix="bsi-verify-") as scratch:
+        client = TrustedClient(
+            Path(scratch),
+            f"{repo.as_uri()}/metadata/",
+            f"{repo.as_uri()}/targets/",
+            fetcher=LocalFetcher(),
+            bootstrap_root=anchor.read_bytes(),
+        )
+        client.refresh()
+        info = client.expect_target(
+            name,
+            platform=str(fields["platform"]),
+            prerequisite_build=str(fields["prerequisite_build"]),
+            supplemental_build=str(fields["supplemental_build"]),
+        )
+    digest = hashlib.sha256()
+    with bundle.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    if info.sha256 != digest.hexdigest() or info.length != bundle.stat().st_size:
+        raise TargetRejected(
+            f"{bundle} is not the bundle {repo_dir} signs as {name}",
+            hint="its length or sha256 differs from the signed targets metadata",
+        )
+    if dict(info.supplement) != dict(fields):
+        raise TargetRejected(f"the signed fields of {name} differ from the bundle's manifest")
+    return name

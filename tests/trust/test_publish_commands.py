@@ -1,0 +1,148 @@
+"""The publisher's path end to end with the real commands: keys, build, publish, verify,
+and a device-side TUF client downloading from the real server on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from cryptex_support import SPEC_TEXT, standard_trees
+from pgcluster import free_port
+
+
+def bsi(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "bsi", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+        env={k: v for k, v in os.environ.items() if k != "BSI_TUF_KEY_PASSPHRASE"},
+    )
+    if check:
+        assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.fixture
+def published(tmp_path: Path) -> dict[str, Path]:
+    keys, repo = tmp_path / "keys", tmp_path / "repo"
+    bsi("keys", "init", "--keys-dir", keys, "--repo-dir", repo)
+    base, patched = standard_trees(tmp_path)
+    spec = tmp_path / "supplement.yaml"
+    spec.write_text(SPEC_TEXT)
+    bundle = tmp_path / "out" / "12A100a.cryptex"
+    bundle.parent.mkdir()
+    build = ["supplement", "build", "--spec", spec, "--base", base, "--patched", patched]
+    bsi(*build, "--out", bundle)
+    again = tmp_path / "again.cryptex"
+    bsi(*build, "--out", again)
+    assert again.read_bytes() == bundle.read_bytes()  # deterministic
+    bsi("supplement", "publish", bundle, "--repo-dir", repo, "--keys-dir", keys)
+    return {"keys": keys, "repo": repo, "bundle": bundle}
+
+
+def test_published_bundle_verifies_and_a_tampered_one_does_not(
+    published: dict[str, Path], tmp_path: Path
+) -> None:
+    ok = bsi("supplement", "verify", published["bundle"], "--repo-dir", published["repo"])
+    assert "signed by" in ok.stderr
+    assert "libssl.so.3" in ok.stdout
+
+    data = bytearray(published["bundle"].read_bytes())
+    data[len(data) // 2] ^= 0x01
+    tampered = tmp_path / "tampered.cryptex"
+    tampered.write_bytes(bytes(data))
+    refused = bsi("supplement", "verify", tampered, check=False)
+    assert refused.returncode == 2
+    assert "error" in refused.stderr
+    status = bsi("keys", "status", "--repo-dir", published["repo"]).stdout
+    assert "debian/12A100a.cryptex" in status
+
+
+def test_device_downloads_the_signed_bundle_from_the_server(
+    published: dict[str, Path], tmp_path: Path
+) -> None:
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bsi",
+            "serve",
+            "--data-dir",
+            tmp_path / "data",
+            "--port",
+            str(port),
+            "--tuf-repo-dir",
+            published["repo"],
+            "--tuf-keys-dir",
+            published["keys"],
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert server.poll() is None and time.monotonic() < deadline, "server did not start"
+            time.sleep(0.1)
+        timestamp = httpx.get(f"{base}/tuf/metadata/timestamp.json")
+        assert timestamp.headers["cache-control"] == "no-cache"
+        root = httpx.get(f"{base}/tuf/metadata/1.root.json")
+        assert "immutable" in root.headers["cache-control"]
+        assert httpx.get(f"{base}/tuf/staged/targets.json").status_code == 404
+
+        metadata, targets = tmp_path / "device-metadata", tmp_path / "device-targets"
+        metadata.mkdir()
+        targets.mkdir()
+        client = ["tuf-client", "--metadata-dir", metadata]
+        assert bsi(*client, "init", published["repo"] / "metadata" / "1.root.json").returncode == 0
+        download = bsi(
+            *client,
+            "--metadata-url",
+            f"{base}/tuf/metadata",
+            "--target-name",
+            "debian/12A100a.cryptex",
+            "--target-base-url",
+            f"{base}/tuf/targets",
+            "--target-dir",
+            targets,
+            "download",
+            check=False,
+        )
+        assert download.returncode == 0, download.stderr
+        (fetched,) = [p for p in targets.rglob("*") if p.is_file()]
+        expected = hashlib.sha256(published["bundle"].read_bytes()).hexdigest()
+        assert hashlib.sha256(fetched.read_bytes()).hexdigest() == expected
+        missing = bsi(
+            *client,
+            "--metadata-url",
+            f"{base}/tuf/metadata",
+            "--target-name",
+            "debian/nope.cryptex",
+            "--target-base-url",
+            f"{base}/tuf/targets",
+            "--target-dir",
+            targets,
+            "download",
+            check=False,
+        )
+        assert missing.returncode == 1
+    finally:
+        server.send_signal(signal.SIGINT)
+        server.wait(timeout=30)
