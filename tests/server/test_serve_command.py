@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import os
-import signal
 import stat
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
 from pgcluster import create_database, free_port
+from running import bsi_serve
 
 
 def bsi(*args: str | Path, **env: str) -> subprocess.CompletedProcess[str]:
@@ -28,42 +26,16 @@ def bsi(*args: str | Path, **env: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def serving(*args: str | Path) -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "bsi", "serve", "--port", str(port), *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            assert process.poll() is None, process.communicate()[1]
-            try:
-                if httpx.get(f"{url}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "bsi serve did not come up"
-            time.sleep(0.1)
-        yield url
-    finally:
-        process.send_signal(signal.SIGINT)
-        process.wait(timeout=30)
-
-
 def test_embedded_default_creates_its_database_and_first_admin_key(tmp_path: Path) -> None:
     data = tmp_path / "data"
-    for url in serving("--data-dir", data):
+    with bsi_serve("--data-dir", data) as url:
         key_file = data / "admin-api-key"
         assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
         key = key_file.read_text().strip()
         response = httpx.get(f"{url}/v1/admin/devices", headers={"Authorization": f"Bearer {key}"})
         assert response.status_code == 200
     # a second start reuses the database and keeps the key
-    for url in serving("--data-dir", data):
+    with bsi_serve("--data-dir", data) as url:
         response = httpx.get(f"{url}/v1/admin/groups", headers={"Authorization": f"Bearer {key}"})
         assert response.json() == ["default"]
 
@@ -84,7 +56,7 @@ def test_postgresql_must_be_migrated_first(postgres_base: str) -> None:
     created = bsi("api-key", "create", "ops", "--role", "admin", BSI_DATABASE_URL=url)
     assert created.returncode == 0, created.stderr
     key = created.stdout.strip()
-    for server in serving("--database-url", url):
+    with bsi_serve("--database-url", url) as server:
         response = httpx.get(
             f"{server}/v1/admin/devices", headers={"Authorization": f"Bearer {key}"}
         )

@@ -5,17 +5,15 @@ from __future__ import annotations
 
 import hashlib
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
 from cryptex_support import SPEC_TEXT, standard_trees
-from pgcluster import free_port
+from running import bsi_serve
 
 
 def bsi(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -71,36 +69,8 @@ def test_published_bundle_verifies_and_a_tampered_one_does_not(
 def test_device_downloads_the_signed_bundle_from_the_server(
     published: dict[str, Path], tmp_path: Path
 ) -> None:
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bsi",
-            "serve",
-            "--data-dir",
-            tmp_path / "data",
-            "--port",
-            str(port),
-            "--tuf-repo-dir",
-            published["repo"],
-            "--tuf-keys-dir",
-            published["keys"],
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert server.poll() is None and time.monotonic() < deadline, "server did not start"
-            time.sleep(0.1)
+    serve = ("--data-dir", tmp_path / "data", "--tuf-repo-dir", published["repo"])
+    with bsi_serve(*serve, "--tuf-keys-dir", published["keys"]) as base:
         timestamp = httpx.get(f"{base}/tuf/metadata/timestamp.json")
         assert timestamp.headers["cache-control"] == "no-cache"
         root = httpx.get(f"{base}/tuf/metadata/1.root.json")
@@ -143,6 +113,3 @@ def test_device_downloads_the_signed_bundle_from_the_server(
             check=False,
         )
         assert missing.returncode == 1
-    finally:
-        server.send_signal(signal.SIGINT)
-        server.wait(timeout=30)

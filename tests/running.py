@@ -1,0 +1,45 @@
+"""``bsi serve`` as a real subprocess on a free loopback port, for command-level tests."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from pgcluster import free_port
+
+
+@contextlib.contextmanager
+def bsi_serve(*args: str | Path, timeout: float = 30) -> Iterator[str]:
+    """Start ``bsi serve ARGS``, wait for /healthz, yield its base URL, stop it with SIGINT."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bsi", "serve", "--port", str(port), *map(str, args)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if process.poll() is not None:
+                raise AssertionError(f"bsi serve exited: {process.communicate()[1]}")
+            try:
+                if httpx.get(f"{url}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("bsi serve did not come up")
+            time.sleep(0.1)
+        yield url
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(timeout=30)
