@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -293,11 +294,13 @@ def supplement_publish(
     """Sign the bundle into TUF targets metadata and refresh snapshot and timestamp.
 
     The supplement's fields are read from the verified bundle and signed as
-    the target's custom metadata; the target is named
-    <platform>/<supplemental build>.cryptex.
+    the target's custom metadata with today's date as its posting date; the
+    target is named <platform>/<supplemental build>.cryptex. A server hosting
+    the repository (bsi serve --tuf-repo-dir) adds it to its catalogue.
     """
     manifest = verify_bundle(bundle)
-    fields = manifest.supplement_fields()
+    posted = datetime.now(UTC).date().isoformat()
+    fields = {**manifest.supplement_fields(), "posted": posted}
     name = f"{manifest.platform}/{manifest.supplemental_build}.cryptex"
     passphrase = passphrase_from_env()
     signers = (

@@ -10,6 +10,7 @@ import io
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request, Response
@@ -17,7 +18,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from bsi.domain.catalog import SupplementState
-from bsi.errors import Forbidden, InvalidInput, Unauthorized
+from bsi.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from bsi.feeds import dump_bsi_catalog
 from bsi.feeds.load import parse_document
 from bsi.server.http import bearer, json_body
@@ -65,7 +66,7 @@ class Format(StrEnum):
     CSV = "csv"
 
 
-def admin_router(service: BsiService) -> APIRouter:
+def admin_router(service: BsiService, tuf_repo_dir: Path | None = None) -> APIRouter:
     router = APIRouter(prefix="/v1/admin", tags=["admin"])
     store = service.store
 
@@ -145,6 +146,14 @@ def admin_router(service: BsiService) -> APIRouter:
             "supplements": len(merged.supplements),
             "releases": len(merged.releases),
         }
+
+    @router.post("/catalog/sync-repository", summary="Re-read the hosted TUF repository")
+    async def sync_repository(tasks: BackgroundTasks, _: Write) -> dict[str, int]:
+        if tuf_repo_dir is None:
+            raise NotFound("this server hosts no TUF repository", hint="bsi serve --tuf-repo-dir")
+        merged = await run_in_threadpool(service.sync_repository, tuf_repo_dir)
+        recompute_later(tasks)
+        return {"supplements": len(merged.supplements)}
 
     @router.get("/catalog", summary="The whole catalogue as a bsi catalogue document")
     async def get_catalog(_: Read) -> dict[str, object]:

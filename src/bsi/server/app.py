@@ -76,12 +76,15 @@ def prepare(settings: ServerSettings, clock: Callable[[], datetime] = utc_now) -
     store.ensure_group(DEFAULT_GROUP, clock())
     if settings.embedded and not store.has_api_keys():
         _bootstrap_admin_key(store, settings.data_dir, clock())
-    return BsiService(
+    service = BsiService(
         store,
         clock,
         cache_seconds=settings.cache_seconds,
         identity_seconds=settings.identity_seconds,
     )
+    if settings.tuf_repo_dir is not None and (settings.tuf_repo_dir / "metadata").is_dir():
+        service.sync_repository(settings.tuf_repo_dir)
+    return service
 
 
 def _bootstrap_admin_key(store: Store, data_dir: Path, now: datetime) -> None:
@@ -129,7 +132,7 @@ def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
     )
     install_error_handlers(app)
     app.include_router(ddm_router(service, settings.nanomdm_hmac_key))
-    app.include_router(admin_router(service))
+    app.include_router(admin_router(service, settings.tuf_repo_dir))
     app.include_router(enroll_router(service))
 
     if settings.tuf_repo_dir is not None:

@@ -17,9 +17,11 @@ import json
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from bsi.domain.catalog import Catalog
 from bsi.domain.ddm import declaration_items_response
 from bsi.domain.status import state_to_report
 from bsi.errors import Forbidden, NotFound, Unauthorized
+from bsi.feeds import dump_bsi_catalog
 from bsi.server.http import bearer, json_body, verify_hmac
 from bsi.server.service import BsiService, GroupView
 from bsi.store.store import DeviceIdentity
@@ -88,6 +90,17 @@ def ddm_router(service: BsiService, nanomdm_hmac_key: bytes | None) -> APIRouter
         if found is None:
             raise NotFound(f"no {category} declaration {identifier!r} for this device")
         return Response(json.dumps(found.to_json()), media_type=JSON)
+
+    @router.get("/catalog", summary="bsi agents: the supplements of one platform")
+    async def catalog(request: Request, platform: str) -> Response:
+        await identify(request)
+        catalog = await run_in_threadpool(service.catalog)
+        mine = Catalog(
+            supplements=tuple(s for s in catalog.supplements if s.platform == platform),
+            releases=tuple(r for r in catalog.releases if r.platform == platform),
+            source=catalog.source,
+        )
+        return Response(json.dumps(dump_bsi_catalog(mine)), media_type=JSON)
 
     @router.put("/status", summary="Status report (full or partial)")
     async def status(request: Request) -> Response:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from bsi.domain.catalog import Catalog, Supplement, SupplementState
@@ -31,6 +32,7 @@ from bsi.domain.patch_window import PatchWindow, percentiles, posting_instant
 from bsi.domain.policy import SoftwareUpdatePolicy
 from bsi.domain.status import DeviceState, merge_status, parse_status_report
 from bsi.errors import BsiError, InvalidInput
+from bsi.server.linux_catalog import catalog_from_repository
 from bsi.store.store import DEFAULT_GROUP, DeviceIdentity, Store
 
 Clock = Callable[[], datetime]
@@ -212,6 +214,10 @@ class BsiService:
         self.store.replace_catalog(merged, origin)
         self._catalog.drop()
         return merged
+
+    def sync_repository(self, repo_dir: Path) -> Catalog:
+        """Add the supplements the hosted TUF repository signs to the catalogue."""
+        return self.import_catalog(catalog_from_repository(repo_dir), f"TUF repository {repo_dir}")
 
     def set_supplement_state(self, platform: str, build: str, state: SupplementState) -> None:
         self.store.set_supplement_state(platform, build, state)

@@ -77,6 +77,6 @@ def verify_published(
             f"{bundle} is not the bundle {repo_dir} signs as {name}",
             hint="its length or sha256 differs from the signed targets metadata",
         )
-    if dict(info.supplement) != dict(fields):
+    if {key: info.supplement.get(key) for key in fields} != dict(fields):
         raise TargetRejected(f"the signed fields of {name} differ from the bundle's manifest")
     return name

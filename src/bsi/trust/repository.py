@@ -689,3 +689,15 @@ def repository_status(repo_dir: Path) -> RepositoryStatus:
         staged=tuple(staged),
         targets={name: t.length for name, t in state.targets.signed.targets.items()},
     )
+
+
+def published_supplements(repo_dir: Path) -> dict[str, Mapping[str, Any]]:
+    """Target name -> the supplement fields signed under ``custom.bsi``, as served now."""
+    state = store.current_state(_layout(repo_dir))
+    found: dict[str, Mapping[str, Any]] = {}
+    for name, target in state.targets.signed.targets.items():
+        custom = target.unrecognized_fields.get("custom")
+        fields = custom.get(model.CUSTOM_NAMESPACE) if isinstance(custom, dict) else None
+        if isinstance(fields, dict):
+            found[name] = fields
+    return found
