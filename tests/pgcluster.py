@@ -21,6 +21,9 @@ from pathlib import Path
 
 import psycopg
 
+TEMPLATE = "bsi_template"
+"""The migrated database every test database is copied from."""
+
 
 class PostgresUnavailable(Exception):
     pass

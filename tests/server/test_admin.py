@@ -10,8 +10,8 @@ from pathlib import Path
 
 from bsi.apple.sample import fleet_path
 from bsi.domain.declarations import software_update_settings
-from conftest import RunningServer
 from reports import macos_report, supplemental_report
+from server_support import RunningServer
 
 
 def import_real_catalogue(server: RunningServer, shared_data: Path) -> None:

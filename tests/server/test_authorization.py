@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from bsi.domain.declarations import software_update_settings
-from conftest import RunningServer
 from reports import macos_report
+from server_support import RunningServer
 
 DECLARATION = software_update_settings("matrix-test", rsr_enable=False).to_json()
 

@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from bsi.domain.declarations import software_update_settings
-from conftest import RunningServer
 from reports import macos_report
+from server_support import RunningServer
 
 NASTY_BODIES = [
     b"",

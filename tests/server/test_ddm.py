@@ -7,8 +7,8 @@ import uuid
 
 from bsi.domain.declarations import software_update_settings, validate_declaration
 from bsi.server.http import sign_hmac
-from conftest import HMAC_KEY, RunningServer
 from reports import macos_report, supplemental_report
+from server_support import HMAC_KEY, RunningServer
 
 
 def test_tokens_answer_304_when_the_device_holds_the_current_token(server: RunningServer) -> None:

@@ -13,25 +13,10 @@ from sqlalchemy import Engine
 
 from bsi.store.database import open_engine, upgrade
 from bsi.store.store import Store
-from pgcluster import PostgresUnavailable, create_database, postgres_cluster
+from pgcluster import TEMPLATE, create_database
 
 NOW = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
 _names = itertools.count()
-
-
-@pytest.fixture(scope="session")
-def postgres_template() -> Iterator[str]:
-    """A running cluster with a migrated template database; yields the cluster's base URL."""
-    try:
-        with postgres_cluster() as base:
-            engine = open_engine(create_database(base, "bsi_template"))
-            upgrade(engine)
-            engine.dispose()
-            yield base
-    except PostgresUnavailable as error:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"PostgreSQL is required in CI: {error}")
-        pytest.skip(f"PostgreSQL not available here: {error}")
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -40,8 +25,8 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
         engine = open_engine(f"sqlite:///{tmp_path / 'bsi.db'}")
         upgrade(engine)
     else:
-        base = request.getfixturevalue("postgres_template")
-        url = create_database(base, f"bsi_test_{os.getpid()}_{next(_names)}", "bsi_template")
+        base = request.getfixturevalue("postgres_base")
+        url = create_database(base, f"bsi_test_{os.getpid()}_{next(_names)}", TEMPLATE)
         engine = open_engine(url)
     yield engine
     engine.dispose()

@@ -1,0 +1,76 @@
+"""The running test server's handle: its URL, service, clock and ready-made clients.
+
+Lives outside ``conftest.py`` so test modules can import it by a unique name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+
+from bsi.server.service import BsiService
+
+START = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
+HMAC_KEY = b"nanomdm-shared-secret-for-tests"
+
+
+@dataclass
+class Clock:
+    now: datetime = START
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+@dataclass
+class RunningServer:
+    url: str
+    service: BsiService
+    clock: Clock
+    admin_key: str
+    reader_key: str
+    clients: list[httpx.Client] = field(default_factory=list)
+
+    def client(self, credential: str | None = None, **headers: str) -> httpx.Client:
+        if credential:
+            headers["Authorization"] = f"Bearer {credential}"
+        client = httpx.Client(base_url=self.url, headers=headers, timeout=30)
+        self.clients.append(client)
+        return client
+
+    @property
+    def admin(self) -> httpx.Client:
+        return self.client(self.admin_key)
+
+    @property
+    def reader(self) -> httpx.Client:
+        return self.client(self.reader_key)
+
+    def enrollment_token(self, group: str = "default", max_uses: int | None = None) -> str:
+        response = self.admin.post(
+            "/v1/admin/enrollment-tokens", json={"group": group, "max_uses": max_uses}
+        )
+        assert response.status_code == 201, response.text
+        token: str = response.json()["token"]
+        return token
+
+    def enroll(self, group: str = "default") -> tuple[str, str]:
+        response = self.client().post("/v1/enroll", json={"token": self.enrollment_token(group)})
+        assert response.status_code == 201, response.text
+        body: dict[str, str] = response.json()
+        return body["device_id"], body["credential"]
+
+    def device(self, group: str = "default") -> tuple[str, httpx.Client]:
+        device_id, credential = self.enroll(group)
+        return device_id, self.client(credential)
+
+    def recompute(self) -> Any:
+        response = self.admin.post("/v1/admin/decisions/recompute")
+        assert response.status_code == 200, response.text
+        return response.json()
