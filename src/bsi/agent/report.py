@@ -1,0 +1,59 @@
+"""The status report a Linux agent sends: the same DDM items an Apple device reports.
+
+Pure: the agent's facts and what it just did in, a nested DDM status report
+out. Using Apple's item names means the server, the admin API and the
+compliance reports treat a Debian host and a Mac alike.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bsi.agent.machine import InstallState
+from bsi.domain.facts import DeviceFacts
+from bsi.domain.status import nest_status_items
+from bsi.domain.versions import ExtraVersion, SupplementVersion
+
+
+@dataclass(frozen=True, slots=True)
+class Failure:
+    reason: str
+    count: int
+    at: datetime
+
+
+def status_report(
+    facts: DeviceFacts,
+    *,
+    active_extra: ExtraVersion | None,
+    install_state: InstallState,
+    pending: SupplementVersion | None = None,
+    pending_build: str | None = None,
+    failure: Failure | None = None,
+    restart_pending: bool = False,
+) -> dict[str, Any]:
+    """A full report (the agent always sends every item it knows)."""
+    items: dict[str, object] = {
+        "device.operating-system.family": facts.platform,
+        "device.operating-system.version": str(facts.product_version),
+        "device.operating-system.build-version": str(facts.build),
+        "device.operating-system.supplemental.build-version": str(facts.supplemental_build or ""),
+        "device.operating-system.supplemental.extra-version": str(active_extra or ""),
+        "softwareupdate.install-state": install_state.value,
+        "softwareupdate.pending-version": {
+            "os-version": str(pending or ""),
+            "build-version": pending_build or "",
+        },
+        "bsi.agent.restart-pending": restart_pending,
+    }
+    if facts.model_identifier:
+        items["device.model.identifier"] = facts.model_identifier
+    if failure is not None:
+        items["softwareupdate.failure-reason"] = {
+            "reason": failure.reason[:1000],
+            "count": failure.count,
+            "timestamp": failure.at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    return {"StatusItems": nest_status_items(items), "Errors": [], "FullReport": True}

@@ -1,0 +1,122 @@
+"""The agent's pure state machine: every path from facts and disk state to steps."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, date, datetime
+
+from bsi.agent.machine import DiskState, InstallState, Step, next_steps
+from bsi.domain.catalog import Catalog, Supplement, SupplementState
+from bsi.domain.eligibility import Reason
+from bsi.domain.facts import DeviceFacts
+from bsi.domain.policy import InstallSecurityUpdate, SoftwareUpdatePolicy
+from bsi.domain.versions import Build, ExtraVersion, ProductVersion, SupplementVersion
+
+NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+BASE = Build.parse("12A100")
+A, B = Build.parse("12A100a"), Build.parse("12A100b")
+
+
+def supplement(build: Build, letter: str, **changes: object) -> Supplement:
+    made = Supplement(
+        platform="debian",
+        version=SupplementVersion(ProductVersion(12, 5), ExtraVersion(letter)),
+        build=build,
+        prerequisite_build=BASE,
+        cves=("CVE-2026-20643",),
+        posted=date(2026, 11, 20),
+    )
+    return replace(made, **changes)  # type: ignore[arg-type]
+
+
+FACTS = DeviceFacts(
+    platform="debian", product_version=ProductVersion(12, 5), build=BASE, architecture="x86_64"
+)
+CATALOG = Catalog(supplements=(supplement(A, "a"),))
+POLICY = SoftwareUpdatePolicy()
+
+
+def steps(plan_steps: tuple[tuple[Step, Build | None], ...]) -> list[tuple[str, str | None]]:
+    return [(step.value, str(build) if build else None) for step, build in plan_steps]
+
+
+def test_fresh_host_downloads_stages_activates_relaunches_and_checks() -> None:
+    plan = next_steps(FACTS, CATALOG, POLICY, NOW, DiskState())
+    assert steps(plan.steps) == [
+        ("download", "12A100a"),
+        ("stage", "12A100a"),
+        ("activate", "12A100a"),
+        ("relaunch", "12A100a"),
+        ("health-check", "12A100a"),
+    ]
+    assert plan.install_state is InstallState.DOWNLOADING
+
+
+def test_already_staged_skips_the_download() -> None:
+    plan = next_steps(FACTS, CATALOG, POLICY, NOW, DiskState(staged=frozenset({A})))
+    assert steps(plan.steps)[0] == ("activate", "12A100a")
+
+
+def test_active_newest_letter_needs_nothing() -> None:
+    disk = DiskState(active_build=A, active_prerequisite=BASE)
+    plan = next_steps(FACTS, CATALOG, POLICY, NOW, disk)
+    assert plan.steps == ()
+    assert plan.decision is not None
+    assert plan.decision.reason is Reason.SUPPLEMENT_INSTALLED
+
+
+def test_a_later_letter_replaces_the_active_one() -> None:
+    catalog = Catalog(supplements=(supplement(A, "a"), supplement(B, "b")))
+    disk = DiskState(active_build=A, active_prerequisite=BASE)
+    plan = next_steps(FACTS, catalog, POLICY, NOW, disk)
+    assert steps(plan.steps)[:2] == [("roll-back", "12A100a"), ("download", "12A100b")]
+
+
+def test_withdrawn_active_supplement_is_rolled_back() -> None:
+    catalog = Catalog(supplements=(supplement(A, "a", published_state=SupplementState.WITHDRAWN),))
+    disk = DiskState(active_build=A, active_prerequisite=BASE)
+    plan = next_steps(FACTS, catalog, POLICY, NOW, disk)
+    assert steps(plan.steps) == [("roll-back", "12A100a")]
+    assert "withdrawn" in plan.reasons[0]
+
+
+def test_withdrawn_supplement_with_a_next_letter_is_replaced_by_it() -> None:
+    withdrawn = supplement(A, "a", published_state=SupplementState.WITHDRAWN)
+    catalog = Catalog(supplements=(withdrawn, supplement(B, "b")))
+    disk = DiskState(active_build=A, active_prerequisite=BASE)
+    plan = next_steps(FACTS, catalog, POLICY, NOW, disk)
+    assert steps(plan.steps)[:2] == [("roll-back", "12A100a"), ("download", "12A100b")]
+
+
+def test_a_new_minor_release_discards_supplements_for_the_old_base() -> None:
+    upgraded = replace(FACTS, product_version=ProductVersion(12, 6), build=Build.parse("12B7"))
+    disk = DiskState(active_build=A, active_prerequisite=BASE)
+    plan = next_steps(upgraded, CATALOG, POLICY, NOW, disk)
+    assert steps(plan.steps) == [("discard", "12A100a")]
+
+
+def test_refusals_plan_nothing() -> None:
+    wrong_base = replace(FACTS, build=Build.parse("12A99"))
+    low = replace(FACTS, on_battery=True, battery_percent=5.0)
+    off = SoftwareUpdatePolicy(install_security_update=InstallSecurityUpdate.ALWAYS_OFF)
+    for facts, policy, reason in (
+        (wrong_base, POLICY, Reason.NO_SUPPLEMENT),
+        (low, POLICY, Reason.BATTERY_LOW),
+        (FACTS, off, Reason.POLICY_ALWAYS_OFF),
+    ):
+        plan = next_steps(facts, CATALOG, policy, NOW, DiskState())
+        assert plan.steps == ()
+        assert plan.decision is not None
+        assert plan.decision.reason is reason
+
+
+def test_a_supplement_that_failed_its_health_check_is_not_retried() -> None:
+    plan = next_steps(FACTS, CATALOG, POLICY, NOW, DiskState(failed_builds=frozenset({A})))
+    assert plan.steps == ()
+    assert "failed its health check" in plan.reasons[0]
+
+
+def test_pending_relaunch_is_retried() -> None:
+    disk = DiskState(active_build=A, active_prerequisite=BASE, restart_pending=True)
+    plan = next_steps(FACTS, CATALOG, POLICY, NOW, disk)
+    assert steps(plan.steps) == [("relaunch", "12A100a")]
