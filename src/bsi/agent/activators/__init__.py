@@ -1,0 +1,310 @@
+"""Activators: the ways a staged supplement becomes the content the device runs.
+
+Every activator — ``swap`` (replace files by atomic rename; any Linux host),
+and later ``overlay`` and ``sysext`` — answers to one :class:`Activator`
+protocol, so that the agent's runner does not care which one a device uses.
+They share the state directory's layout (:class:`StateLayout`), the staging
+of a verified bundle into the preboot area (:func:`stage_bundle`), the
+:class:`Outcome` they report, and the errors they refuse with, each of which
+carries a short machine-readable ``reason`` for the DDM
+``softwareupdate.failure-reason`` status item.
+
+State directory (default ``<root>/var/lib/bsi``)::
+
+    preboot/cryptexes/<supplemental-build>/manifest.json   the verified manifest
+    preboot/cryptexes/<supplemental-build>/files/<path>    its payloads, verified
+    journal                                                crash-recovery journal
+    lock                                                   one activator at a time
+    rollback/<supplemental-build>/files/<path>             originals, while active
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+from bsi.agent.journal import fsync_directory
+from bsi.cryptex.manifest import Manifest, human_size
+from bsi.cryptex.verify import extract_payloads, read_manifest
+from bsi.errors import BsiError, Conflict, NotFound
+
+DEFAULT_STATE_DIR = "var/lib/bsi"
+"""The state directory, relative to the device root, when none is configured."""
+
+STAGED_MANIFEST = "manifest.json"
+STAGED_FILES = "files"
+BLOCK = 4096
+"""Space is counted in whole blocks: a one-byte file still takes one."""
+
+
+# -- errors --------------------------------------------------------------------
+
+
+class ActivationError(BsiError):
+    """An activation or deactivation was refused or failed.
+
+    ``reason`` is a short code for status reports (``disk-full``,
+    ``wrong-prerequisite``, ``interrupted``, ...); the message says what,
+    where, and whether anything was changed.
+    """
+
+    default_reason = "activation-failed"
+
+    def __init__(self, message: str, *, reason: str | None = None, hint: str | None = None):
+        super().__init__(message, hint=hint)
+        self.reason = reason or self.default_reason
+
+
+class InsufficientSpace(ActivationError):
+    """Not enough free space (or inodes) to stage or activate; nothing was changed."""
+
+    default_reason = "disk-full"
+
+
+class PrerequisiteMismatch(ActivationError):
+    """The device's files are not the prerequisite build's: the host drifted.
+
+    Replacing a file that is not the one the supplement was built against
+    could throw away a local fix or mix two versions, so nothing is touched.
+    """
+
+    default_reason = "wrong-prerequisite"
+
+
+class TransactionPending(ActivationError):
+    """An earlier activation or deactivation was interrupted; recover it first."""
+
+    default_reason = "interrupted"
+
+
+# -- layout --------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class StateLayout:
+    """Where the agent keeps things: the device ``root`` and its ``state`` directory.
+
+    Both are absolute paths on the machine the agent runs on; tests use a
+    temporary root. ``state`` need not be below ``root``, nor on the same
+    file system (backups are then copies instead of hard links).
+    """
+
+    root: Path
+    state: Path
+
+    @classmethod
+    def for_root(cls, root: Path, state: Path | None = None) -> StateLayout:
+        return cls(root, state if state is not None else root / DEFAULT_STATE_DIR)
+
+    @property
+    def journal(self) -> Path:
+        return self.state / "journal"
+
+    @property
+    def lock(self) -> Path:
+        return self.state / "lock"
+
+    @property
+    def cryptexes(self) -> Path:
+        return self.state / "preboot" / "cryptexes"
+
+    def cryptex_dir(self, build: str) -> Path:
+        return self.cryptexes / build
+
+    def staged_manifest(self, build: str) -> Path:
+        return self.cryptex_dir(build) / STAGED_MANIFEST
+
+    def staged_files(self, build: str) -> Path:
+        """The payloads as :func:`~bsi.cryptex.verify.extract_payloads` wrote them."""
+        return self.cryptex_dir(build) / STAGED_FILES
+
+
+# -- outcome and protocol ----------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What an activator did, for logs and status reports.
+
+    ``result`` is one of ``activated``, ``already-active``, ``deactivated``,
+    ``not-active``, ``rolled-forward``, ``rolled-back``, ``nothing-to-do``.
+    ``active`` is the supplemental build in force afterwards (``None``: the
+    baseline). ``problems`` lists what the check after the work found out of
+    place; an empty tuple means the files were found exactly as reported.
+    """
+
+    action: str
+    result: str
+    build: str | None
+    active: str | None
+    files: int = 0
+    problems: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "action": self.action,
+            "result": self.result,
+            "build": self.build,
+            "active": self.active,
+            "files": self.files,
+            "problems": list(self.problems),
+        }
+
+
+class Activator(Protocol):
+    """One way of making staged content live, and of taking it back.
+
+    Implementations must leave the device all-old or all-new whatever
+    instant the agent dies at, with :meth:`recover` (run at every agent start)
+    finishing or undoing what was interrupted.
+    """
+
+    name: str
+
+    def preflight(self, manifest: Manifest, staged_dir: Path) -> None:
+        """Refuse with :class:`ActivationError`, touching nothing, if activating would fail."""
+
+    def activate(self, manifest: Manifest, staged_dir: Path) -> Outcome:
+        """Make ``manifest``'s staged payloads in ``staged_dir`` the live content."""
+
+    def deactivate(self, manifest: Manifest) -> Outcome:
+        """Return the device exactly to its baseline: same bytes, modes and owners."""
+
+    def recover(self) -> Outcome:
+        """Finish or undo whatever an interrupted agent left under way."""
+
+    def active(self) -> str | None:
+        """The supplemental build in force, ``None`` for the baseline."""
+
+
+# -- staging -------------------------------------------------------------------
+
+
+def stage_bundle(bundle: Path, layout: StateLayout) -> Manifest:
+    """Verify ``bundle`` and stage it under ``preboot/cryptexes/<build>/``.
+
+    Staging never touches the device's own files. It is refused before
+    anything is written if the preboot area lacks the space, and if space
+    runs out anyway (something else filled the disk) the partial stage is
+    deleted and :class:`InsufficientSpace` names the cause. The cryptex is
+    assembled in a hidden directory and renamed into place, so a
+    ``<build>`` directory is always complete.
+    """
+    manifest = read_manifest(bundle)
+    build = str(manifest.supplemental_build)
+    final = layout.cryptex_dir(build)
+    if final.exists():
+        raise Conflict(
+            f"supplement {build} is already staged at {str(final)!r}",
+            hint="discard the staged copy first to stage it again",
+        )
+    layout.cryptexes.mkdir(parents=True, exist_ok=True)
+    payload_blocks = sum(blocks(entry.size or 0) for entry in manifest.payloads)
+    check_space(
+        layout.cryptexes,
+        bytes_needed=(payload_blocks + 2) * BLOCK + len(manifest.to_json()),
+        inodes_needed=len(manifest.payloads) + len(manifest.files) + 2,
+        doing=f"stage supplement {build}",
+    )
+    partial = layout.cryptexes / f".{build}.partial"
+    shutil.rmtree(partial, ignore_errors=True)
+    try:
+        partial.mkdir(mode=0o700)
+        extract_payloads(bundle, partial / STAGED_FILES)
+        write_file_durably(partial / STAGED_MANIFEST, manifest.to_json(), mode=0o444)
+        fsync_directory(partial)
+        os.replace(partial, final)
+        fsync_directory(layout.cryptexes)
+    except OSError as error:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise os_failure(error, f"staging supplement {build}", changed=False) from None
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    return manifest
+
+
+def load_staged(layout: StateLayout, build: str) -> tuple[Manifest, Path]:
+    """The staged manifest of ``build`` and the directory of its payloads."""
+    path = layout.staged_manifest(build)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise NotFound(
+            f"supplement {build} is not staged (no {str(path)!r})",
+            hint="stage the bundle first",
+        ) from None
+    return Manifest.from_json(data), layout.staged_files(build)
+
+
+def discard_staged(layout: StateLayout, build: str) -> None:
+    shutil.rmtree(layout.cryptex_dir(build), ignore_errors=True)
+    fsync_directory(layout.cryptexes)
+
+
+# -- helpers shared by activators ----------------------------------------------
+
+
+def blocks(size: int) -> int:
+    return -(-size // BLOCK)
+
+
+def existing_ancestor(path: Path) -> Path:
+    """``path`` or the nearest directory above it that exists (what ``statvfs`` can ask)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_space(path: Path, *, bytes_needed: int, inodes_needed: int, doing: str) -> None:
+    """Refuse with :class:`InsufficientSpace` unless ``path``'s file system has room.
+
+    Counts what an unprivileged user could use (``f_bavail``), so that the
+    agent never eats the blocks the file system keeps for root's recovery.
+    """
+    where = existing_ancestor(path)
+    free = shutil.disk_usage(where).free
+    if bytes_needed > free:
+        raise InsufficientSpace(
+            f"disk full: cannot {doing}: it needs {human_size(bytes_needed)} on the file system "
+            f"of {str(where)!r}, which has {human_size(free)} free; nothing was changed",
+            hint="free some space there, then try again",
+        )
+    stats = os.statvfs(where)
+    if stats.f_files and inodes_needed > stats.f_favail:
+        raise InsufficientSpace(
+            f"disk full: cannot {doing}: it needs {inodes_needed} inodes on the file system of "
+            f"{str(where)!r}, which has {stats.f_favail} free; nothing was changed",
+            hint="delete some files there, then try again",
+        )
+
+
+def os_failure(error: OSError, doing: str, *, changed: bool) -> ActivationError:
+    """An :class:`OSError` as an :class:`ActivationError` saying what failed and why."""
+    where = f" ({error.filename})" if error.filename else ""
+    after = "nothing was changed" if not changed else "the device was left as reported"
+    if error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InsufficientSpace(
+            f"disk full while {doing}{where}: {error.strerror}; {after}",
+            hint="free some space, then try again",
+        )
+    return ActivationError(
+        f"{doing} failed{where}: {error.strerror or error}; {after}", reason="io-error"
+    )
+
+
+def write_file_durably(path: Path, data: bytes, *, mode: int) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(path, flags, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fchmod(fd, mode)
+        os.fsync(fd)
+    finally:
+        os.close(fd)

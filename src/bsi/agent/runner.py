@@ -1,0 +1,412 @@
+"""The agent's runner: one check-in cycle carried out on a real host.
+
+``Agent.once`` recovers any interrupted transaction, reads the facts, checks
+in over DDM (a 304 when the declarations did not change), asks the pure
+state machine what to do, and does it: download and verify through TUF,
+stage, activate, relaunch, health-check (rolling back on failure), then
+reports the truth in DDM status items. Every refusal (wrong prerequisite,
+battery, policy, signature, disk full) leaves the host as it was and is
+reported with its reason.
+
+Local state lives in ``<state>/agent.json`` (mode 0600: it holds the device
+credential), next to the activator's journal and the preboot area.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from bsi.agent.activators import (
+    ActivationError,
+    StateLayout,
+    discard_staged,
+    load_staged,
+    stage_bundle,
+)
+from bsi.agent.activators.swap import SwapActivator
+from bsi.agent.config import AgentConfig
+from bsi.agent.ddm_client import DdmClient
+from bsi.agent.facts import read_facts
+from bsi.agent.health import passed_without_check, run_health_check
+from bsi.agent.machine import DiskState, InstallState, Plan, Step, next_steps
+from bsi.agent.relaunch import (
+    file_ids,
+    processes_using,
+    relaunch,
+    systemd_running,
+    wait_until_relaunched,
+)
+from bsi.agent.report import Failure, status_report
+from bsi.cryptex.manifest import Manifest
+from bsi.domain.declarations import effective_policy, validate_declaration
+from bsi.domain.eligibility import DEFAULT_RULES
+from bsi.domain.facts import DeviceFacts
+from bsi.domain.policy import SoftwareUpdatePolicy
+from bsi.domain.versions import Build
+from bsi.errors import BsiError, Forbidden, InvalidInput
+from bsi.trust import TrustedClient, trust_root
+
+log = logging.getLogger("bsi.agent")
+Clock = Callable[[], datetime]
+RELAUNCH_TIMEOUT = 30.0
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class LocalState:
+    """What the agent remembers between cycles (``agent.json``)."""
+
+    server_url: str = ""
+    device_id: str = ""
+    credential: str = ""
+    declarations_token: str | None = None
+    declarations: list[dict[str, Any]] = field(default_factory=list)
+    failures: dict[str, dict[str, Any]] = field(default_factory=dict)
+    restart_pending: list[list[int]] = field(default_factory=list)
+    last_failure: dict[str, Any] | None = None
+
+    def failure(self) -> Failure | None:
+        if not self.last_failure:
+            return None
+        return Failure(
+            self.last_failure["reason"],
+            int(self.last_failure["count"]),
+            datetime.fromisoformat(self.last_failure["at"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CycleReport:
+    """What one cycle decided and did, for the CLI and logs."""
+
+    decision: str
+    steps: tuple[str, ...]
+    active: str | None
+    failure: str | None = None
+
+
+class Agent:
+    def __init__(self, root: Path, config: AgentConfig, *, clock: Clock = utc_now) -> None:
+        self.root = root
+        self.config = config
+        self.clock = clock
+        self.layout = StateLayout.for_root(root, config.state_dir_under(root))
+        self.activator = SwapActivator(self.layout)
+
+    # -- local state -------------------------------------------------------
+
+    @property
+    def state_file(self) -> Path:
+        return self.layout.state / "agent.json"
+
+    def load_state(self) -> LocalState:
+        try:
+            data = json.loads(self.state_file.read_text())
+        except FileNotFoundError:
+            return LocalState()
+        except (OSError, ValueError) as error:
+            raise InvalidInput(f"cannot read {self.state_file}: {error}") from error
+        return LocalState(**data)
+
+    def save_state(self, state: LocalState) -> None:
+        self.layout.state.mkdir(parents=True, exist_ok=True)
+        temporary = self.state_file.with_suffix(".tmp")
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump(state.__dict__, handle, indent=1)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, self.state_file)
+
+    # -- enrollment --------------------------------------------------------
+
+    def enroll(self, server_url: str, token: str, trust_anchor: Path) -> str:
+        """Spend an enrollment token and install the TUF trust anchor."""
+        trust_root(self.tuf_dir, trust_anchor.read_bytes(), replace=True)
+        client = DdmClient(server_url)
+        try:
+            enrollment = client.enroll(token)
+        finally:
+            client.close()
+        self.save_state(LocalState(server_url, enrollment.device_id, enrollment.credential))
+        return enrollment.device_id
+
+    @property
+    def tuf_dir(self) -> Path:
+        return self.layout.state / "tuf"
+
+    def _client(self, state: LocalState) -> DdmClient:
+        if not state.credential:
+            raise InvalidInput("this device is not enrolled", hint="run 'bsi agent enroll' first")
+        return DdmClient(state.server_url, state.credential)
+
+    # -- one cycle ---------------------------------------------------------
+
+    def once(self) -> CycleReport:
+        self.activator.recover()
+        state = self.load_state()
+        client = self._client(state)
+        try:
+            return self._cycle(state, client)
+        finally:
+            client.close()
+
+    def facts(self) -> tuple[DeviceFacts, Manifest | None]:
+        facts = read_facts(self.root, self.config)
+        active = self.activator.active()
+        if active is None:
+            return replace(facts, supplemental_build=None, supplemental_extra=None), None
+        manifest, _ = load_staged(self.layout, active)
+        facts = replace(
+            facts,
+            supplemental_build=manifest.supplemental_build,
+            supplemental_extra=manifest.extra_version,
+        )
+        return facts, manifest
+
+    def _cycle(self, state: LocalState, client: DdmClient) -> CycleReport:
+        facts, active = self.facts()
+        token = client.declarations_token(state.declarations_token)
+        if token is not None:
+            state.declarations = [d.to_json() for d in client.declarations()]
+            state.declarations_token = token
+            self.save_state(state)
+        policy = self.policy(state)
+        catalog = client.catalog(facts.platform)
+        disk = DiskState(
+            active_build=active.supplemental_build if active else None,
+            active_prerequisite=active.prerequisite_build if active else None,
+            staged=frozenset(self._staged_builds()),
+            restart_pending=bool(state.restart_pending),
+            failed_builds=frozenset(Build.parse(b) for b in state.failures),
+        )
+        rules = self.config.rules(DEFAULT_RULES, facts.platform)
+        plan = next_steps(facts, catalog, policy, self.clock(), disk, rules)
+        for reason in plan.reasons:
+            log.info("%s", reason)
+        if plan.steps:
+            self._report(client, facts, active, plan.install_state, state, plan)
+        failure = None
+        try:
+            self._carry_out(plan, state, client)
+        except BsiError as error:
+            failure = self._fail(state, plan, error)
+        facts, active = self.facts()
+        final = InstallState.FAILED if failure else InstallState.NONE
+        self._report(client, facts, active, final, state, None)
+        decision = plan.decision.message if plan.decision else "no decision"
+        return CycleReport(
+            decision,
+            tuple(f"{step.value} {build}" for step, build in plan.steps),
+            str(active.supplemental_build) if active else None,
+            failure,
+        )
+
+    def policy(self, state: LocalState) -> SoftwareUpdatePolicy:
+        return effective_policy([validate_declaration(d) for d in state.declarations])
+
+    def _staged_builds(self) -> list[Build]:
+        if not self.layout.cryptexes.is_dir():
+            return []
+        builds = []
+        for entry in self.layout.cryptexes.iterdir():
+            if entry.is_dir() and not entry.name.startswith("."):
+                try:
+                    builds.append(Build.parse(entry.name))
+                except BsiError:
+                    continue
+        return builds
+
+    def _carry_out(self, plan: Plan, state: LocalState, client: DdmClient) -> None:
+        bundle: Path | None = None
+        for step, build in plan.steps:
+            assert build is not None
+            name = str(build)
+            log.info("%s %s", step.value, name)
+            if step is Step.DISCARD:
+                self.activator.forget(name) if hasattr(self.activator, "forget") else None
+                discard_staged(self.layout, name)
+            elif step is Step.ROLL_BACK:
+                manifest, _ = load_staged(self.layout, name)
+                self._swap(manifest, state, activate=False)
+            elif step is Step.DOWNLOAD:
+                bundle = self._download(plan, state)
+            elif step is Step.STAGE:
+                assert bundle is not None
+                try:
+                    manifest = stage_bundle(bundle, self.layout)
+                finally:
+                    shutil.rmtree(bundle.parent, ignore_errors=True)
+                self._check_fields(plan, manifest)
+            elif step is Step.ACTIVATE:
+                manifest, _ = load_staged(self.layout, name)
+                self._swap(manifest, state, activate=True)
+            elif step is Step.RELAUNCH:
+                manifest, _ = load_staged(self.layout, name)
+                self._relaunch(manifest, state, [tuple(i) for i in state.restart_pending])
+            elif step is Step.HEALTH_CHECK:
+                manifest, _ = load_staged(self.layout, name)
+                self._health_check(manifest, state)
+
+    def _download(self, plan: Plan, state: LocalState) -> Path:
+        target = plan.target
+        assert target is not None
+        server = state.server_url.rstrip("/")
+        trusted = TrustedClient(self.tuf_dir, f"{server}/tuf/metadata/", f"{server}/tuf/targets/")
+        trusted.refresh()
+        info = trusted.expect_target(
+            f"{target.platform}/{target.build}.cryptex",
+            platform=target.platform,
+            prerequisite_build=str(target.prerequisite_build),
+            supplemental_build=str(target.build),
+        )
+        downloads = self.layout.state / "downloads" / str(target.build)
+        shutil.rmtree(downloads, ignore_errors=True)
+        downloads.mkdir(parents=True)
+        return trusted.download(info, downloads)
+
+    def _check_fields(self, plan: Plan, manifest: Manifest) -> None:
+        """The verified bundle must be the supplement the signed metadata named."""
+        target = plan.target
+        assert target is not None
+        if manifest.supplemental_build != target.build or manifest.platform != target.platform:
+            discard_staged(self.layout, str(manifest.supplemental_build))
+            raise ActivationError(
+                f"bundle for {target.display()} holds {manifest.display()}",
+                reason="wrong-target",
+            )
+
+    def _swap(self, manifest: Manifest, state: LocalState, *, activate: bool) -> None:
+        paths = [self.root / entry.path for entry in manifest.files]
+        old = file_ids(paths)
+        if activate:
+            _, staged = load_staged(self.layout, str(manifest.supplemental_build))
+            self.activator.activate(manifest, staged)
+        else:
+            self.activator.deactivate(manifest)
+        state.restart_pending = [list(i) for i in old]
+        self.save_state(state)
+
+    def _relaunch(self, manifest: Manifest, state: LocalState, old: list[tuple[int, ...]]) -> None:
+        """Restart each component's services until nothing maps the old content."""
+        old_ids = {(i[0], i[1]) for i in old}
+        systemd = systemd_running(self.root)
+        pending = False
+        for component in manifest.components:
+            paths = [self.root / entry.path for entry in component.files]
+            uses = processes_using(paths, old_inodes=old_ids)
+            if uses:
+                result = relaunch(component, uses, systemd_available=systemd, root=self.root)
+                for line in result.describe():
+                    log.info("%s", line)
+            left = wait_until_relaunched(paths, old_inodes=old_ids, timeout=RELAUNCH_TIMEOUT)
+            pending = pending or bool(left)
+        state.restart_pending = [list(i) for i in old_ids] if pending else []
+        self.save_state(state)
+
+    def _health_check(self, manifest: Manifest, state: LocalState) -> None:
+        check = manifest.health_check
+        result = run_health_check(check, root=self.root) if check else passed_without_check()
+        if result.ok:
+            state.last_failure = None
+            self.save_state(state)
+            return
+        old = [tuple(i) for i in file_ids(self.root / e.path for e in manifest.files)]
+        self.activator.deactivate(manifest)
+        self._relaunch(manifest, state, old)
+        raise ActivationError(
+            f"{manifest.display()} failed its health check and was rolled back: {result.reason}",
+            reason="health-check-failed",
+        )
+
+    def _fail(self, state: LocalState, plan: Plan, error: BsiError) -> str:
+        reason = getattr(error, "reason", type(error).__name__)
+        message = f"{reason}: {error}"
+        log.error("%s", message)
+        target = plan.target
+        if target is not None and reason == "health-check-failed":
+            state.failures[str(target.build)] = {"reason": message, "at": self.clock().isoformat()}
+        count = int(state.last_failure["count"]) + 1 if state.last_failure else 1
+        state.last_failure = {"reason": message, "count": count, "at": self.clock().isoformat()}
+        self.save_state(state)
+        return message
+
+    def _report(
+        self,
+        client: DdmClient,
+        facts: DeviceFacts,
+        active: Manifest | None,
+        install_state: InstallState,
+        state: LocalState,
+        plan: Plan | None,
+    ) -> None:
+        target = plan.target if plan else None
+        report = status_report(
+            facts,
+            active_extra=active.extra_version if active else None,
+            install_state=install_state,
+            pending=target.version if target else None,
+            pending_build=str(target.build) if target else None,
+            failure=state.failure(),
+            restart_pending=bool(state.restart_pending),
+        )
+        client.report(report)
+
+    # -- admin commands ----------------------------------------------------
+
+    def rollback(self, *, force: bool = False) -> str | None:
+        """Return to the baseline; refused when policy forbids it, unless ``force``."""
+        self.activator.recover()
+        state = self.load_state()
+        if not self.policy(state).rapid_security_response_enable_rollback and not force:
+            raise Forbidden(
+                "policy sets RapidSecurityResponse.EnableRollback to false",
+                hint="an administrator can override with --force",
+            )
+        active = self.activator.active()
+        if active is None:
+            return None
+        manifest, _ = load_staged(self.layout, active)
+        self._swap(manifest, state, activate=False)
+        self._relaunch(manifest, state, [tuple(i) for i in state.restart_pending])
+        # Removed on purpose: the agent must not put it straight back.
+        state.failures[active] = {
+            "reason": "removed by an administrator (bsi agent rollback)",
+            "at": self.clock().isoformat(),
+        }
+        self.save_state(state)
+        if state.credential:
+            client = self._client(state)
+            try:
+                facts, now_active = self.facts()
+                self._report(client, facts, now_active, InstallState.NONE, state, None)
+            finally:
+                client.close()
+        return active
+
+    def status(self) -> dict[str, Any]:
+        state = self.load_state()
+        facts, active = self.facts()
+        return {
+            "device_id": state.device_id or None,
+            "server": state.server_url or None,
+            "platform": facts.platform,
+            "version": str(facts.product_version),
+            "build": str(facts.build),
+            "active_supplement": active.display() if active else None,
+            "staged": sorted(str(b) for b in self._staged_builds()),
+            "restart_pending": bool(state.restart_pending),
+            "last_failure": state.last_failure,
+            "failed_builds": sorted(state.failures),
+        }

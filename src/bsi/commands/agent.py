@@ -1,0 +1,109 @@
+"""``bsi agent …``: the device side on a Linux host (or a ``--root`` for tests and demos)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from bsi.agent.config import load_config
+from bsi.agent.ddm_client import ServerUnavailable
+from bsi.agent.runner import Agent
+
+agent_app = typer.Typer(
+    help="The device agent: stage, activate, relaunch and roll back supplements.",
+    no_args_is_help=True,
+)
+console = Console(stderr=True, highlight=False)
+
+Root = Annotated[
+    Path, typer.Option("--root", help="The device root to manage (tests and demos use a folder).")
+]
+Config = Annotated[
+    Path | None, typer.Option("--config", help="agent.yaml (default <root>/etc/bsi/agent.yaml).")
+]
+
+
+def _agent(root: Path, config: Path | None) -> Agent:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    return Agent(root.resolve(), load_config(root.resolve(), config))
+
+
+@agent_app.command("enroll")
+def enroll(
+    server: Annotated[str, typer.Option(help="The bsi server's URL.")],
+    token: Annotated[str, typer.Option(help="An enrollment token from the admin.")],
+    trust_anchor: Annotated[
+        Path, typer.Option(help="The supplement repository's root.json (1.root.json).")
+    ],
+    root: Root = Path("/"),
+    config: Config = None,
+) -> None:
+    """Enroll this device and install the TUF trust anchor."""
+    device_id = _agent(root, config).enroll(server, token, trust_anchor)
+    console.print(f"enrolled as {device_id}")
+
+
+@agent_app.command("once")
+def once(root: Root = Path("/"), config: Config = None) -> None:
+    """One check-in cycle: decide, stage, activate, relaunch, health-check, report."""
+    report = _agent(root, config).once()
+    console.print(f"decision: {report.decision}")
+    for step in report.steps:
+        console.print(f"  {step}")
+    console.print(f"active supplement: {report.active or 'none (baseline)'}")
+    if report.failure:
+        console.print(f"[red]failed:[/] {report.failure}")
+        raise typer.Exit(1)
+
+
+@agent_app.command("run")
+def run(
+    root: Root = Path("/"),
+    config: Config = None,
+    interval: Annotated[float, typer.Option(min=1, help="Seconds between check-ins.")] = 900,
+    jitter: Annotated[
+        float, typer.Option(min=0, max=1, help="Spread check-ins by ± this fraction.")
+    ] = 0.1,
+    cycles: Annotated[int | None, typer.Option(help="Stop after this many cycles.")] = None,
+) -> None:
+    """Check in every --interval seconds (with jitter); back off while the server is down."""
+    agent = _agent(root, config)
+    backoff, done = 5.0, 0
+    while cycles is None or done < cycles:
+        try:
+            agent.once()
+            wait = interval * (1 + random.uniform(-jitter, jitter))
+            backoff = 5.0
+        except ServerUnavailable as error:
+            wait = min(backoff, interval)
+            console.print(f"server unavailable, retrying in {wait:.0f} s: {error}")
+            backoff = min(backoff * 2, interval)
+        done += 1
+        if cycles is None or done < cycles:
+            time.sleep(wait)
+
+
+@agent_app.command("status")
+def status(root: Root = Path("/"), config: Config = None) -> None:
+    """What this device runs, what is staged, and the last failure."""
+    typer.echo(json.dumps(_agent(root, config).status(), indent=2))
+
+
+@agent_app.command("rollback")
+def rollback(
+    root: Root = Path("/"),
+    config: Config = None,
+    force: Annotated[
+        bool, typer.Option(help="Roll back even where policy sets EnableRollback to false.")
+    ] = False,
+) -> None:
+    """Remove the active supplement: files return byte for byte to the baseline."""
+    removed = _agent(root, config).rollback(force=force)
+    console.print(f"rolled back {removed}" if removed else "no supplement is active")

@@ -1,0 +1,358 @@
+"""Crash test: kill the swap activator with SIGKILL anywhere; recovery must give all-old or all-new.
+
+Each run builds a real device tree, stages a real cryptex, and runs
+``python -m bsi.agent.activators.swap activate`` (or ``deactivate`` on a
+device where the supplement is active) as a separate process, which is
+killed:
+
+* at **every journal record** of the operation, three ways each — just after
+  the record is durable, just before it is written (the step it reports is
+  done but not journaled), and with the record torn in half
+  (``BSI_CRASH_AT``, see :mod:`bsi.agent.journal`);
+* during **recovery itself**, at every record recovery writes, after an
+  activation killed before, at and after its commit;
+* at **random instants** by the parent, while a larger activation or
+  deactivation (hundreds of small files) is under way, with the state
+  directory on the root's file system (hard-link backups) or on a tmpfs
+  (copied backups).
+
+``recover`` then runs in a fresh process, and the whole tree — every file's
+bytes, mode, owner (and, for the baseline, modification time), every
+directory — must equal exactly the prerequisite build's or exactly the
+supplement's; the build that recovery and a fresh :class:`SwapActivator`
+report as active must be the one on disk, and its own check must find
+nothing out of place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bsi.agent.activators.swap import SwapActivator
+from bsi.agent.journal import CRASH_ENV, Journal
+from bsi.agent.swap_plan import rollback_area
+from test_agent_swap import (
+    BUILD,
+    IS_ROOT,
+    SWAP_BASE,
+    SWAP_PATCHED,
+    Built,
+    Device,
+    build_supplement,
+    make_device,
+    snapshot,
+    tmpfs,
+    without_times,
+)
+
+WORKERS = 3
+KILL_WAYS = ("after", "before", "torn")
+RANDOM_RUNS = 48
+SEED = 20260417
+
+# The larger supplement for random kills: many small files, so that a kill at
+# a random instant lands inside the activation far more often than not.
+MANY_BASE = {
+    **SWAP_BASE,
+    **{f"usr/lib/many/f{i:03d}.so": f"base file {i}\n".encode() * 3 for i in range(260)},
+}
+MANY_PATCHED = {
+    **SWAP_PATCHED,
+    **{
+        f"usr/lib/many/f{i:03d}.so": f"patched file {i}\n".encode() * 3
+        for i in range(260)
+        if i % 13 != 0
+    },
+    **{f"usr/lib/many/new{j % 6}/g{j:03d}.so": f"added {j}\n".encode() for j in range(40)},
+}
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    return build_supplement(tmp_path_factory.mktemp("small"))
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory: pytest.TempPathFactory) -> Built:
+    return build_supplement(tmp_path_factory.mktemp("many"), MANY_BASE, MANY_PATCHED)
+
+
+@pytest.fixture(scope="module")
+def other_fs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path | None]:
+    """A tmpfs for state directories on another file system, or ``None`` where none can mount."""
+    where = tmp_path_factory.mktemp("statefs")
+    if not IS_ROOT:
+        yield None
+        return
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=512m", "tmpfs", str(where)],
+        capture_output=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        yield None
+        return
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+# -- one run -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Run:
+    """One kill and its recovery: ``operation`` killed by ``crash`` or after ``delay`` s."""
+
+    operation: str
+    work: Path
+    crash: str | None = None
+    delay: float | None = None
+    recover_crash: str | None = None
+    state_dir: Path | None = None
+
+
+def swap_command(command: str, device: Device, *extra: str) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "bsi.agent.activators.swap",
+        command,
+        "--root",
+        str(device.root),
+        "--state",
+        str(device.layout.state),
+        *extra,
+    ]
+
+
+def environment(crash: str | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
+    if crash is not None:
+        env[CRASH_ENV] = crash
+    return env
+
+
+def prepare(built: Built, run: Run) -> Device:
+    state = run.state_dir if run.state_dir is not None else run.work / "state"
+    device = make_device(built, run.work / "root", state)
+    if run.operation == "deactivate":
+        device.activator().activate(device.manifest, device.staged)
+    return device
+
+
+def kill_and_recover(built: Built, run: Run) -> str:
+    """Do ``run``; return ``"old"`` or ``"new"``, having checked the tree is exactly one."""
+    device = prepare(built, run)
+    extra = ("--build", BUILD)
+    if run.delay is None:
+        killed = subprocess.run(
+            swap_command(run.operation, device, *extra),
+            env=environment(run.crash),
+            capture_output=True,
+            check=False,
+        )
+        assert killed.returncode == -signal.SIGKILL, (run, killed.stderr)
+    else:
+        process = subprocess.Popen(
+            swap_command(run.operation, device, *extra, "--announce"),
+            env=environment(None),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        assert process.stdout is not None
+        assert process.stdout.readline() == b"ready\n"
+        time.sleep(run.delay)
+        process.send_signal(signal.SIGKILL)
+        process.communicate()
+        assert process.returncode in (0, -signal.SIGKILL)
+
+    if run.recover_crash is not None:
+        interrupted = subprocess.run(
+            swap_command("recover", device),
+            env=environment(run.recover_crash),
+            capture_output=True,
+            check=False,
+        )
+        assert interrupted.returncode in (0, -signal.SIGKILL), interrupted.stderr
+
+    recovered = subprocess.run(
+        swap_command("recover", device), env=environment(None), capture_output=True, check=False
+    )
+    assert recovered.returncode == 0, (run, recovered.stderr)
+    outcome = json.loads(recovered.stdout)
+
+    tree = snapshot(device.root, times=True)
+    if tree == built.old:
+        ended = "old"
+    elif without_times(tree) == built.new:
+        ended = "new"
+    else:
+        pytest.fail(f"{run}: a mix of old and new: {describe_mix(built, tree)}")
+    expected_active = BUILD if ended == "new" else None
+    assert outcome["active"] == expected_active, (run, outcome)
+    assert outcome["problems"] == [], (run, outcome)
+    fresh = SwapActivator(device.layout)
+    assert fresh.active() == expected_active
+    assert fresh.verify() == ()
+    area = device.layout.state / rollback_area(BUILD)
+    assert area.exists() == (ended == "new"), run
+    shutil.rmtree(run.work, ignore_errors=True)
+    if run.state_dir is not None:
+        shutil.rmtree(run.state_dir, ignore_errors=True)
+    return ended
+
+
+def describe_mix(built: Built, tree: dict[str, tuple[object, ...]]) -> str:
+    loose = without_times(tree)
+    old = without_times(built.old)
+    lines = []
+    for path in sorted(set(loose) | set(old) | set(built.new)):
+        here, before, after = loose.get(path), old.get(path), built.new.get(path)
+        if here != before and here != after:
+            lines.append(f"{path}: {here} (old {before}, new {after})")
+        elif here == before and before != after:
+            lines.append(f"{path}: old")
+        elif here == after and before != after:
+            lines.append(f"{path}: new")
+    return "; ".join(lines[:20])
+
+
+def run_all(built: Built, runs: list[Run]) -> Counter[str]:
+    with ThreadPoolExecutor(WORKERS) as pool:
+        return Counter(pool.map(lambda run: kill_and_recover(built, run), runs))
+
+
+def records_written(built: Built, work: Path, operation: str) -> list[str]:
+    """The types of the records an uninterrupted ``operation`` appends: the crash points."""
+    device = prepare(built, Run(operation, work))
+    journal = Journal(device.layout.journal, crash=None)
+    activator = SwapActivator(device.layout, journal=journal)
+    if operation == "activate":
+        activator.activate(device.manifest, device.staged)
+    else:
+        activator.deactivate(device.manifest)
+    types = [str(r["type"]) for r in journal.read()]
+    shutil.rmtree(work)
+    assert types[0] == "checkpoint"  # written by reset, not appended: not a crash point
+    return types[1:]
+
+
+def report(label: str, counts: Counter[str], runs: int, started: float) -> None:
+    print(
+        f"\n{label}: {runs} runs, {counts['old']} all-old, {counts['new']} all-new, "
+        f"{time.monotonic() - started:.1f} s"
+    )
+
+
+# -- the tests -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("operation", ["activate", "deactivate"])
+def test_a_kill_at_every_journal_record_recovers_to_all_old_or_all_new(
+    small: Built, tmp_path: Path, operation: str
+) -> None:
+    started = time.monotonic()
+    total = len(records_written(small, tmp_path / "count", operation))
+    runs = [
+        Run(operation, tmp_path / f"{way}-{n}", crash=f"{way}:{n}")
+        for n in range(1, total + 1)
+        for way in KILL_WAYS
+    ]
+    counts = run_all(small, runs)
+    report(
+        f"{operation}, killed at each of {total} records x {len(KILL_WAYS)}",
+        counts,
+        len(runs),
+        started,
+    )
+
+    assert counts["old"] + counts["new"] == len(runs)
+    # Killed before its commit the operation is undone, after it finished; both happen.
+    assert counts["old"] > 0
+    assert counts["new"] > 0
+
+
+def test_a_kill_during_recovery_is_recovered_by_the_next_start(
+    small: Built, tmp_path: Path
+) -> None:
+    started = time.monotonic()
+    types = records_written(small, tmp_path / "count", "activate")
+    commit = types.index("commit") + 1
+    # Killed in prepare (recovery rolls back: a recover and an end record), at the
+    # commit and in apply (it rolls forward: a recover record, each remaining
+    # step's intent and done, an end record); recovery is killed at each of them.
+    applies = len(types) - commit - 1
+    runs = [
+        Run("activate", tmp_path / f"{n}-{k}", crash=f"after:{n}", recover_crash=f"after:{k}")
+        for n, written in ((5, 2), (commit, applies + 2), (commit + 3, applies - 3 + 2))
+        for k in range(1, written + 1)
+    ]
+    counts = run_all(small, runs)
+    report("activation, then its recovery, killed", counts, len(runs), started)
+    assert counts["old"] + counts["new"] == len(runs)
+
+
+@pytest.mark.parametrize("operation", ["activate", "deactivate"])
+def test_a_kill_at_a_random_instant_recovers_to_all_old_or_all_new(
+    many: Built, other_fs: Path | None, tmp_path: Path, operation: str
+) -> None:
+    started = time.monotonic()
+    window = duration(many, tmp_path / "timing", operation)
+    rng = random.Random(f"{SEED}-{operation}")
+    runs = []
+    for n in range(RANDOM_RUNS // 2):
+        state = None
+        if other_fs is not None and n % 2:
+            state = other_fs / f"{operation}-{n}"
+        runs.append(
+            Run(
+                operation,
+                tmp_path / f"random-{n}",
+                delay=rng.uniform(0, window * 1.1),
+                state_dir=state,
+            )
+        )
+    counts = run_all(many, runs)
+    report(
+        f"{operation} of {len(many.manifest.files)} files ({window:.2f} s), killed at random",
+        counts,
+        len(runs),
+        started,
+    )
+    assert counts["old"] + counts["new"] == len(runs)
+    assert counts["old"] > 0
+    assert counts["new"] > 0
+
+
+def duration(built: Built, work: Path, operation: str) -> float:
+    """Seconds from the process being ready to its exit, for an uninterrupted run."""
+    device = prepare(built, Run(operation, work))
+    process = subprocess.Popen(
+        swap_command(operation, device, "--build", BUILD, "--announce"),
+        env=environment(None),
+        stdout=subprocess.PIPE,
+    )
+    assert process.stdout is not None
+    assert process.stdout.readline() == b"ready\n"
+    started = time.monotonic()
+    process.communicate()
+    assert process.returncode == 0
+    elapsed = time.monotonic() - started
+    shutil.rmtree(work)
+    return elapsed

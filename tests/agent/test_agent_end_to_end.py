@@ -1,0 +1,241 @@
+"""The whole mechanism on one machine: a publisher, the real server on loopback, and
+the real agent on a temporary device root with a real process using a file the
+supplement replaces.
+
+publish (keys, build, sign) -> serve (catalogue from the signed repository) ->
+enroll -> check in -> download and verify through TUF -> stage -> activate ->
+relaunch the process -> health check -> report -> the server shows the new
+supplemental build -> roll back to the baseline byte for byte.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+
+from bsi.agent.config import AgentConfig
+from bsi.agent.runner import Agent
+from bsi.cryptex import build_bundle, diff_trees, parse_spec
+from bsi.server.app import ServerSettings, create_app, prepare, utc_now
+from bsi.trust import init_keys, publish_target
+from bsi.trust.repository import available_signers
+from cryptex_support import BASE_FILES, PATCHED_FILES, write_tree
+from pgcluster import free_port
+
+OS_RELEASE = 'ID=debian\nVERSION_ID="12.5"\nBUILD_ID=12A100\nPRETTY_NAME="Debian (bsi test)"\n'
+
+HOLDER = """\
+import mmap, os, sys, time
+path, pidfile = sys.argv[1], sys.argv[2]
+with open(path, "rb") as handle:
+    mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+with open(pidfile + ".tmp", "w") as out:
+    out.write(str(os.getpid()))
+os.replace(pidfile + ".tmp", pidfile)
+while True:
+    time.sleep(0.1)
+"""
+
+RESTART = """\
+import os, signal, subprocess, sys, time
+holder, path, pidfile = sys.argv[1], sys.argv[2], sys.argv[3]
+old = int(open(pidfile).read())
+os.kill(old, signal.SIGTERM)
+subprocess.Popen([sys.executable, holder, path, pidfile], start_new_session=True,
+                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+deadline = time.time() + 20
+while time.time() < deadline:
+    try:
+        if int(open(pidfile).read()) != old:
+            break
+    except (OSError, ValueError):
+        pass
+    time.sleep(0.05)
+"""
+
+
+def snapshot(root: Path) -> dict[str, tuple[str, int]]:
+    found = {}
+    for path in sorted((root / "usr").rglob("*")):
+        if path.is_file():
+            found[str(path.relative_to(root))] = (
+                hashlib.sha256(path.read_bytes()).hexdigest(),
+                path.stat().st_mode & 0o7777,
+            )
+    return found
+
+
+def pid_of(pidfile: Path) -> int:
+    return int(pidfile.read_text())
+
+
+def maps_inode(pid: int, path: Path) -> int | None:
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        if line.endswith(str(path)) or line.endswith(f"{path} (deleted)"):
+            return int(line.split()[4])
+    return None
+
+
+@dataclass
+class World:
+    server_url: str
+    admin: httpx.Client
+    agent: Agent
+    root: Path
+    pidfile: Path
+    library: Path
+    baseline: dict[str, tuple[str, int]]
+    enrollment_token: str
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> Iterator[World]:
+    scripts = tmp_path / "scripts"
+    scripts.mkdir()
+    (scripts / "holder.py").write_text(HOLDER)
+    (scripts / "restart.py").write_text(RESTART)
+    root = tmp_path / "device"
+    write_tree(root, BASE_FILES)
+    (root / "etc").mkdir(exist_ok=True)
+    (root / "etc" / "os-release").write_text(OS_RELEASE)
+    library = root / "usr/lib/libssl.so.3"
+    pidfile = tmp_path / "holder.pid"
+
+    # -- the publisher: keys, a bundle, signed into the repository -------------
+    keys, repo = tmp_path / "keys", tmp_path / "repo"
+    init_keys(keys, repo)
+    patched = write_tree(tmp_path / "patched", PATCHED_FILES)
+    spec = parse_spec(
+        textwrap.dedent(
+            f"""\
+            platform: debian
+            product_version: "12.5"
+            prerequisite_build: 12A100
+            extra_version: (a)
+            supplemental_build: 12A100a
+            components:
+              openssl:
+                paths: [/usr/lib]
+                relaunch:
+                  command: [{sys.executable}, {scripts / "restart.py"},
+                            {scripts / "holder.py"}, {library}, {pidfile}]
+              other:
+                paths: [/usr]
+            health_check:
+              command: [sh, -c, 'test -s "$BSI_ROOT/usr/lib/libnew.so"']
+              timeout: 20
+            cves:
+              - {{id: CVE-2026-20643, cvss: "CVSS:3.1/AV:N/AC:L/PR:N/UI:R/S:U/C:L/I:L/A:N"}}
+            """
+        ),
+        source="e2e spec",
+    )
+    bundle = tmp_path / "12A100a.cryptex"
+    base = write_tree(tmp_path / "base", BASE_FILES)
+    result = build_bundle(spec, diff_trees(base, patched), bundle)
+    fields = {**result.manifest.supplement_fields(), "posted": utc_now().date().isoformat()}
+    publish_target(
+        repo,
+        keys,
+        "debian/12A100a.cryptex",
+        bundle,
+        fields,
+        signers=available_signers(repo, keys, "targets"),
+    )
+
+    # -- the server, hosting the repository ------------------------------------
+    settings = ServerSettings(data_dir=tmp_path / "data", tuf_repo_dir=repo, tuf_keys_dir=keys)
+    service = prepare(settings)
+    admin_key = service.store.create_api_key("e2e", "admin", utc_now())
+    token = service.store.create_enrollment_token(
+        "default", utc_now() + timedelta(hours=1), None, utc_now()
+    )
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(service, settings), host="127.0.0.1", port=port, log_level="warning"
+        )
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.02)
+
+    # -- the running process that uses the library --------------------------
+    holder = subprocess.Popen(
+        [sys.executable, scripts / "holder.py", library, pidfile], start_new_session=True
+    )
+    deadline = time.monotonic() + 20
+    while not pidfile.exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+    url = f"http://127.0.0.1:{port}"
+    admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_key}"})
+    agent = Agent(root, AgentConfig())
+    try:
+        yield World(url, admin, agent, root, pidfile, library, snapshot(root), token)
+    finally:
+        admin.close()
+        for pid in {holder.pid, pid_of(pidfile)}:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        holder.wait(timeout=10)
+        server.should_exit = True
+        thread.join(timeout=20)
+
+
+def test_supplement_goes_live_the_process_is_relaunched_and_rollback_restores(
+    world: World, tmp_path: Path
+) -> None:
+    repo_root = tmp_path / "repo" / "metadata" / "1.root.json"
+    device_id = world.agent.enroll(world.server_url, world.enrollment_token, repo_root)
+    old_pid = pid_of(world.pidfile)
+    old_inode = world.library.stat().st_ino
+    assert maps_inode(old_pid, world.library) == old_inode
+
+    report = world.agent.once()
+    assert report.failure is None, report.failure
+    assert report.active == "12A100a"
+    assert world.library.read_bytes() == PATCHED_FILES["usr/lib/libssl.so.3"]
+    assert (world.root / "usr/lib/libnew.so").exists()
+    assert not (world.root / "usr/share/doc/readme").exists()
+
+    new_pid = pid_of(world.pidfile)
+    assert new_pid != old_pid  # relaunched ...
+    assert maps_inode(new_pid, world.library) == world.library.stat().st_ino  # ... on new content
+    assert world.agent.status()["restart_pending"] is False
+
+    device = world.admin.get(f"/v1/admin/devices/{device_id}").json()
+    assert (device["supplemental_build"], device["supplemental_extra"]) == ("12A100a", "(a)")
+    assert device["platform"] == "debian"
+
+    # a second check-in changes nothing
+    again = world.agent.once()
+    assert again.steps == ()
+
+    assert world.agent.rollback() == "12A100a"
+    assert snapshot(world.root) == world.baseline
+    rolled = pid_of(world.pidfile)
+    assert rolled != new_pid
+    assert maps_inode(rolled, world.library) == world.library.stat().st_ino
+    device = world.admin.get(f"/v1/admin/devices/{device_id}").json()
+    assert device["supplemental_build"] is None
+    # removed by the admin: not reinstalled behind their back
+    assert world.agent.once().steps == ()
+    assert snapshot(world.root) == world.baseline
