@@ -28,6 +28,7 @@ import pytest
 
 from bsi.agent.activators import (
     ActivationError,
+    Activator,
     InsufficientSpace,
     Outcome,
     PrerequisiteMismatch,
@@ -211,6 +212,11 @@ def test_the_fixture_is_a_real_device_on_its_prerequisite_build(
         "usr/sbin/nginx": "change",
         "usr/share/doc/readme": "remove",
     }
+
+
+def test_swap_is_an_activator(device: Device) -> None:
+    activator: Activator = device.activator()  # checked by mypy
+    assert activator.name == "swap"
 
 
 def test_activate_puts_every_new_file_in_place(device: Device, built: Built) -> None:

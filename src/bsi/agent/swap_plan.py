@@ -154,7 +154,10 @@ def temp_path(build: str, path: str, operation: Operation) -> str:
 
     Named from a hash of the path, not the path's own name, so that it fits
     in NAME_MAX however long the target's name is, and can be found again
-    after a crash from the plan alone.
+    after a crash from the plan alone. The leading dot, the dots inside and
+    the ``.new``/``.old`` ending keep it out of the usual include globs and
+    drop-in rules (``conf.d/*.conf``, ``cron.d``, ``sudoers.d``, run-parts,
+    systemd units) while it briefly sits beside its target.
     """
     digest = hashlib.sha256(path.encode("utf-8")).hexdigest()[:16]
     suffix = "new" if operation is Operation.ACTIVATE else "old"

@@ -246,9 +246,9 @@ class SwapActivator:
             for step in plan.prepare_steps:
                 self._step(txn, step, functools.partial(self._prepare, plan, step, staged_dir))
             self._seal(plan)
+            self._journal.append(commit_record(txn))
         except BaseException as error:
             self._abort(error, doing)
-        self._journal.append(commit_record(txn))
         try:
             self._apply(txn, plan, plan.apply_steps, resulting=_resulting(plan))
         except OSError as error:
@@ -271,7 +271,12 @@ class SwapActivator:
         self._journal.append(end_record(txn, EndOutcome.COMPLETED, resulting))
 
     def _abort(self, error: BaseException, doing: str) -> NoReturn:
-        """Roll the uncommitted transaction back, then raise what went wrong."""
+        """Roll the transaction back unless its commit is durable, then raise what went wrong.
+
+        The journal, not the failure, decides: a ``commit`` that failed to be
+        written was truncated away and is rolled back; one that was written
+        (a hook raised after it) is left for recovery to finish.
+        """
         try:
             pending = self._interpret().pending
             if pending is not None and not pending.committed:
