@@ -568,3 +568,15 @@ def test_the_module_runs_each_operation(built: Built, tmp_path: Path) -> None:
     refused = run_swap("activate", *where, "--build", BUILD)
     assert refused.returncode == 1
     assert json.loads(refused.stderr)["reason"] == "wrong-prerequisite"
+
+
+def test_forget_drops_a_supplement_the_os_has_replaced_without_restoring(
+    device: Device, built: Built
+) -> None:
+    activator = device.activator()
+    activator.activate(device.manifest, device.staged)
+    activator.forget(BUILD)
+    assert device.activator().active() is None
+    assert snapshot(device.root) == built.new  # the new release's files stay
+    assert not (device.layout.state / "rollback" / BUILD).exists()
+    activator.forget(BUILD)  # forgetting twice is harmless

@@ -235,7 +235,7 @@ class Agent:
             name = str(build)
             log.info("%s %s", step.value, name)
             if step is Step.DISCARD:
-                self.activator.forget(name) if hasattr(self.activator, "forget") else None
+                self.activator.forget(name)
                 discard_staged(self.layout, name)
             elif step is Step.ROLL_BACK:
                 manifest, _ = load_staged(self.layout, name)

@@ -219,6 +219,24 @@ class SwapActivator:
 
     # -- more than the protocol ----------------------------------------------
 
+    def forget(self, build: str) -> None:
+        """Drop ``build`` as active without restoring anything.
+
+        For a host whose OS moved to a new release: the release replaced the
+        files, so putting the old originals back would undo the upgrade. The
+        journal is reset to "nothing active" and the backups are deleted.
+        """
+        with self._locked():
+            state = self._interpret()
+            if state.pending is not None:
+                raise TransactionPending(
+                    f"cannot forget {build} while a transaction is pending", hint="recover first"
+                )
+            if state.active != build:
+                return
+            self._journal.reset([checkpoint_record(state.last_txn, None)])
+            shutil.rmtree(self.layout.state / rollback_area(build), ignore_errors=True)
+
     def pending(self) -> str | None:
         """What an interrupted transaction was doing, or ``None``."""
         pending = self._interpret().pending
