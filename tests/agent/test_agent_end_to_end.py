@@ -31,6 +31,7 @@ import uvicorn
 from bsi.agent.config import AgentConfig
 from bsi.agent.runner import Agent
 from bsi.cryptex import build_bundle, diff_trees, parse_spec
+from bsi.domain.declarations import software_update_settings
 from bsi.server.app import ServerSettings, create_app, prepare, utc_now
 from bsi.trust import init_keys, publish_target
 from bsi.trust.repository import available_signers
@@ -239,3 +240,67 @@ def test_supplement_goes_live_the_process_is_relaunched_and_rollback_restores(
     # removed by the admin: not reinstalled behind their back
     assert world.agent.once().steps == ()
     assert snapshot(world.root) == world.baseline
+
+
+def enrolled(world: World, tmp_path: Path) -> str:
+    anchor = tmp_path / "repo" / "metadata" / "1.root.json"
+    return world.agent.enroll(world.server_url, world.enrollment_token, anchor)
+
+
+def reported_decision(world: World, device_id: str) -> dict[str, str]:
+    items = world.admin.get(f"/v1/admin/devices/{device_id}").json()["status_items"]
+    return {k.rsplit(".", 1)[1]: v for k, v in items.items() if k.startswith("bsi.agent.decision")}
+
+
+def fake_battery(root: Path, percent: int) -> None:
+    supplies = root / "sys/class/power_supply"
+    for name, values in {
+        "AC": {"type": "Mains", "online": "0"},
+        "BAT0": {"type": "Battery", "capacity": str(percent), "status": "Discharging"},
+    }.items():
+        (supplies / name).mkdir(parents=True)
+        for key, value in values.items():
+            (supplies / name / key).write_text(value + "\n")
+
+
+def test_battery_below_threshold_defers_and_changes_nothing(world: World, tmp_path: Path) -> None:
+    fake_battery(world.root, 5)
+    device_id = enrolled(world, tmp_path)
+    report = world.agent.once()
+    assert report.steps == ()
+    assert snapshot(world.root) == world.baseline
+    assert reported_decision(world, device_id)["reason"] == "battery-low"
+
+
+def test_wrong_prerequisite_build_changes_nothing(world: World, tmp_path: Path) -> None:
+    (world.root / "etc/os-release").write_text(OS_RELEASE.replace("12A100", "12A99"))
+    device_id = enrolled(world, tmp_path)
+    assert world.agent.once().steps == ()
+    assert snapshot(world.root) == world.baseline
+    assert reported_decision(world, device_id)["reason"] == "no-supplement"
+
+
+def test_policy_always_off_changes_nothing(world: World, tmp_path: Path) -> None:
+    off = software_update_settings("no-bsi", install_security_update="AlwaysOff")
+    assert world.admin.put("/v1/admin/declarations/no-bsi", json=off.to_json()).is_success
+    assert world.admin.put("/v1/admin/declarations/no-bsi/groups/default").status_code == 204
+    device_id = enrolled(world, tmp_path)
+    assert world.agent.once().steps == ()
+    assert snapshot(world.root) == world.baseline
+    assert reported_decision(world, device_id)["reason"] == "policy-always-off"
+
+
+def test_a_tampered_bundle_is_refused_and_reported(world: World, tmp_path: Path) -> None:
+    (served,) = (tmp_path / "repo" / "targets").rglob("*.cryptex")
+    data = bytearray(served.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    served.write_bytes(bytes(data))
+    device_id = enrolled(world, tmp_path)
+    report = world.agent.once()
+    assert report.failure is not None
+    assert report.active is None
+    assert snapshot(world.root) == world.baseline
+    assert not list(world.agent.layout.cryptexes.glob("12A100a*"))
+    items = world.admin.get(f"/v1/admin/devices/{device_id}").json()["status_items"]
+    assert items["softwareupdate.install-state"] == "failed"
+    assert items["softwareupdate.failure-reason"]["count"] == 1

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from bsi.agent.machine import InstallState
+from bsi.domain.eligibility import Decision
 from bsi.domain.facts import DeviceFacts
 from bsi.domain.status import nest_status_items
 from bsi.domain.versions import ExtraVersion, SupplementVersion
@@ -33,6 +34,7 @@ def status_report(
     pending_build: str | None = None,
     failure: Failure | None = None,
     restart_pending: bool = False,
+    decision: Decision | None = None,
 ) -> dict[str, Any]:
     """A full report (the agent always sends every item it knows)."""
     items: dict[str, object] = {
@@ -48,6 +50,13 @@ def status_report(
         },
         "bsi.agent.restart-pending": restart_pending,
     }
+    if decision is not None:
+        # bsi's own item: the agent decides with facts the server lacks (battery).
+        items["bsi.agent.decision"] = {
+            "outcome": decision.outcome.value,
+            "reason": decision.reason.value,
+            "message": decision.message,
+        }
     if facts.model_identifier:
         items["device.model.identifier"] = facts.model_identifier
     if failure is not None:

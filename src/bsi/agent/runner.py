@@ -47,7 +47,7 @@ from bsi.agent.relaunch import (
 from bsi.agent.report import Failure, status_report
 from bsi.cryptex.manifest import Manifest
 from bsi.domain.declarations import effective_policy, validate_declaration
-from bsi.domain.eligibility import DEFAULT_RULES
+from bsi.domain.eligibility import DEFAULT_RULES, Decision
 from bsi.domain.facts import DeviceFacts
 from bsi.domain.policy import SoftwareUpdatePolicy
 from bsi.domain.versions import Build
@@ -204,7 +204,7 @@ class Agent:
             failure = self._fail(state, plan, error)
         facts, active = self.facts()
         final = InstallState.FAILED if failure else InstallState.NONE
-        self._report(client, facts, active, final, state, None)
+        self._report(client, facts, active, final, state, None, plan.decision)
         decision = plan.decision.message if plan.decision else "no decision"
         return CycleReport(
             decision,
@@ -350,6 +350,7 @@ class Agent:
         install_state: InstallState,
         state: LocalState,
         plan: Plan | None,
+        decision: Decision | None = None,
     ) -> None:
         target = plan.target if plan else None
         report = status_report(
@@ -360,6 +361,7 @@ class Agent:
             pending_build=str(target.build) if target else None,
             failure=state.failure(),
             restart_pending=bool(state.restart_pending),
+            decision=decision or (plan.decision if plan else None),
         )
         client.report(report)
 
