@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import threading
+import time
 import uuid
 
 from bsi.domain.declarations import software_update_settings, validate_declaration
@@ -117,3 +119,47 @@ def test_nanomdm_requests_with_a_wrong_or_missing_signature_are_refused(
     )
     assert not_base64.status_code == 401
     assert server.admin.get("/v1/admin/devices/E1").status_code == 404
+
+
+def test_wake_up_long_poll_answers_on_change_and_times_out_otherwise(
+    server: RunningServer,
+) -> None:
+    _, device = server.device()
+    first = device.get("/v1/ddm/wait", params={"generation": 999, "timeout": 5}).json()
+    generation = first["generation"]
+    assert first["check_in"] is True  # a stale generation answers at once
+
+    started = time.monotonic()
+    idle = device.get("/v1/ddm/wait", params={"generation": generation, "timeout": 0.5}).json()
+    assert idle == {"generation": generation, "check_in": False}
+    assert time.monotonic() - started >= 0.4
+
+    answers: list[dict[str, object]] = []
+    waiter = threading.Thread(
+        target=lambda: answers.append(
+            device.get("/v1/ddm/wait", params={"generation": generation, "timeout": 30}).json()
+        )
+    )
+    waiter.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    assert server.admin.post("/v1/admin/wake").status_code == 200
+    waiter.join(timeout=10)
+    assert answers
+    assert answers[0]["check_in"] is True
+    assert time.monotonic() - started < 5
+
+    # a catalogue change wakes devices too
+    generation = int(answers[0]["generation"])  # type: ignore[call-overload]
+    answers.clear()
+    waiter = threading.Thread(
+        target=lambda: answers.append(
+            device.get("/v1/ddm/wait", params={"generation": generation, "timeout": 30}).json()
+        )
+    )
+    waiter.start()
+    time.sleep(0.3)
+    server.admin.post("/v1/admin/catalog", json={"format": "bsi-catalog/1", "supplements": []})
+    waiter.join(timeout=10)
+    assert answers
+    assert answers[0]["check_in"] is True

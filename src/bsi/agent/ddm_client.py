@@ -82,6 +82,17 @@ class DdmClient:
         body = self._request("GET", "/v1/ddm/catalog", params={"platform": platform}).json()
         return parse_bsi_catalog(body, source=f"{self._http.base_url} catalogue")
 
+    def wait(self, generation: int, timeout: float) -> tuple[int, bool]:
+        """Hold a long poll; (new generation, whether to check in now)."""
+        response = self._request(
+            "GET",
+            "/v1/ddm/wait",
+            params={"generation": generation, "timeout": timeout},
+            timeout=timeout + 30,
+        )
+        body = response.json()
+        return int(body["generation"]), bool(body["check_in"])
+
     def report(self, report: dict[str, Any]) -> None:
         self._request("PUT", "/v1/ddm/status", json=report)
 

@@ -365,6 +365,14 @@ class Agent:
         )
         client.report(report)
 
+    def wait(self, generation: int, timeout: float) -> tuple[int, bool]:
+        """The server's wake-up long poll (see ``bsi.server.wakeup``)."""
+        client = self._client(self.load_state())
+        try:
+            return client.wait(generation, timeout)
+        finally:
+            client.close()
+
     # -- admin commands ----------------------------------------------------
 
     def rollback(self, *, force: bool = False) -> str | None:

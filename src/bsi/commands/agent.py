@@ -72,10 +72,16 @@ def run(
         float, typer.Option(min=0, max=1, help="Spread check-ins by ± this fraction.")
     ] = 0.1,
     cycles: Annotated[int | None, typer.Option(help="Stop after this many cycles.")] = None,
+    wake: Annotated[
+        bool, typer.Option(help="Between check-ins, hold the server's wake-up long poll.")
+    ] = True,
 ) -> None:
-    """Check in every --interval seconds (with jitter); back off while the server is down."""
+    """Check in every --interval seconds (with jitter), or at once when the server wakes us.
+
+    Backs off (5 s, doubling, up to the interval) while the server is down.
+    """
     agent = _agent(root, config)
-    backoff, done = 5.0, 0
+    backoff, done, generation = 5.0, 0, 0
     while cycles is None or done < cycles:
         try:
             agent.once()
@@ -85,9 +91,29 @@ def run(
             wait = min(backoff, interval)
             console.print(f"server unavailable, retrying in {wait:.0f} s: {error}")
             backoff = min(backoff * 2, interval)
+            generation = 0
         done += 1
-        if cycles is None or done < cycles:
-            time.sleep(wait)
+        if cycles is not None and done >= cycles:
+            break
+        generation = _wait(agent, wait, generation) if wake else _sleep(wait, generation)
+
+
+def _sleep(seconds: float, generation: int) -> int:
+    time.sleep(seconds)
+    return generation
+
+
+def _wait(agent: Agent, seconds: float, generation: int) -> int:
+    """Until the next check-in is due or the server says to check in now."""
+    deadline = time.monotonic() + seconds
+    while (left := deadline - time.monotonic()) > 0:
+        try:
+            generation, check_in = agent.wait(generation, min(left, 300))
+        except ServerUnavailable:
+            return _sleep(max(left, 0), generation)
+        if check_in:
+            break
+    return generation
 
 
 @agent_app.command("status")

@@ -23,6 +23,7 @@ from bsi.feeds import dump_bsi_catalog
 from bsi.feeds.load import parse_document
 from bsi.server.http import bearer, json_body
 from bsi.server.service import BsiService, window_percentiles
+from bsi.server.wakeup import Wakeups
 from bsi.store.store import DeviceFilter, DeviceRecord
 
 CSV = "text/csv; charset=utf-8"
@@ -66,7 +67,9 @@ class Format(StrEnum):
     CSV = "csv"
 
 
-def admin_router(service: BsiService, tuf_repo_dir: Path | None = None) -> APIRouter:
+def admin_router(
+    service: BsiService, wakeups: Wakeups, tuf_repo_dir: Path | None = None
+) -> APIRouter:
     router = APIRouter(prefix="/v1/admin", tags=["admin"])
     store = service.store
 
@@ -222,6 +225,11 @@ def admin_router(service: BsiService, tuf_repo_dir: Path | None = None) -> APIRo
         await run_in_threadpool(lambda: service.assign(identifier, group, assigned=False))
         recompute_later(tasks)
         return Response(status_code=204)
+
+    @router.post("/wake", summary="Tell every waiting device to check in now")
+    async def wake(_: Write) -> dict[str, int]:
+        wakeups.bump()
+        return {"generation": wakeups.generation + 1}
 
     @router.post("/decisions/recompute", summary="Decide again for every device, now")
     async def recompute(_: Write) -> dict[str, int]:

@@ -25,6 +25,7 @@ from bsi.server.ddm import ddm_router
 from bsi.server.http import BodyLimit, install_error_handlers
 from bsi.server.service import BsiService
 from bsi.server.tuf_hosting import mount_repository, refresh_forever
+from bsi.server.wakeup import Wakeups
 from bsi.store.database import open_engine, require_current_schema, upgrade
 from bsi.store.store import DEFAULT_GROUP, Store
 
@@ -103,8 +104,12 @@ class Health(BaseModel):
 
 
 def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
+    wakeups = Wakeups()
+    service.on_change = wakeups.bump
+
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        wakeups.bind(asyncio.get_running_loop())
         tasks = [asyncio.create_task(_flush_forever(service, settings.last_seen_flush_seconds))]
         if settings.tuf_repo_dir and settings.tuf_keys_dir:
             tasks.append(
@@ -131,8 +136,8 @@ def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.include_router(ddm_router(service, settings.nanomdm_hmac_key))
-    app.include_router(admin_router(service, settings.tuf_repo_dir))
+    app.include_router(ddm_router(service, settings.nanomdm_hmac_key, wakeups))
+    app.include_router(admin_router(service, wakeups, settings.tuf_repo_dir))
     app.include_router(enroll_router(service))
 
     if settings.tuf_repo_dir is not None:

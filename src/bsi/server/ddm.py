@@ -13,8 +13,9 @@ changed at one token comparison.
 """
 
 import json
+from typing import Annotated
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from bsi.domain.catalog import Catalog
@@ -24,12 +25,13 @@ from bsi.errors import Forbidden, NotFound, Unauthorized
 from bsi.feeds import dump_bsi_catalog
 from bsi.server.http import bearer, json_body, verify_hmac
 from bsi.server.service import BsiService, GroupView
+from bsi.server.wakeup import Wakeups
 from bsi.store.store import DeviceIdentity
 
 JSON = "application/json"
 
 
-def ddm_router(service: BsiService, nanomdm_hmac_key: bytes | None) -> APIRouter:
+def ddm_router(service: BsiService, nanomdm_hmac_key: bytes | None, wakeups: Wakeups) -> APIRouter:
     router = APIRouter(prefix="/v1/ddm", tags=["DDM (devices)"])
 
     async def identify(request: Request) -> DeviceIdentity:
@@ -101,6 +103,18 @@ def ddm_router(service: BsiService, nanomdm_hmac_key: bytes | None) -> APIRouter
             source=catalog.source,
         )
         return Response(json.dumps(dump_bsi_catalog(mine)), media_type=JSON)
+
+    @router.get("/wait", summary="Long poll: answers when the device should check in")
+    async def wait(
+        request: Request,
+        generation: Annotated[int, Query(ge=0)] = 0,
+        timeout: Annotated[float, Query(gt=0, le=300)] = 60,
+    ) -> Response:
+        """The counterpart of Apple's push: hold this open; check in when it answers."""
+        await identify(request)
+        now = await wakeups.wait(generation, timeout)
+        body = {"generation": now, "check_in": now != generation}
+        return Response(json.dumps(body), media_type=JSON)
 
     @router.put("/status", summary="Status report (full or partial)")
     async def status(request: Request) -> Response:

@@ -113,6 +113,8 @@ class BsiService:
         self._identities = _TtlCache(identity_seconds)
         self._last_seen: dict[str, datetime] = {}
         self._last_seen_lock = threading.Lock()
+        self.on_change: Callable[[], None] = lambda: None
+        """Called after any change that may alter what devices should run (wake-ups)."""
 
     # -- identities --------------------------------------------------------
 
@@ -198,21 +200,25 @@ class BsiService:
             )
         if self.store.put_declaration(declaration, self.clock()):
             self._groups.drop()
+            self.on_change()
         return declaration
 
     def delete_declaration(self, identifier: str) -> None:
         self.store.delete_declaration(identifier)
         self._groups.drop()
+        self.on_change()
 
     def assign(self, identifier: str, group: str, *, assigned: bool) -> None:
         self.store.assign(identifier, group, assigned=assigned)
         self._groups.drop()
+        self.on_change()
 
     def import_catalog(self, catalog: Catalog, origin: str) -> Catalog:
         """Merge ``catalog`` over the stored one; a publisher's pause or withdrawal stays."""
         merged = self.store.catalog().merged(catalog)
         self.store.replace_catalog(merged, origin)
         self._catalog.drop()
+        self.on_change()
         return merged
 
     def sync_repository(self, repo_dir: Path) -> Catalog:
@@ -222,6 +228,7 @@ class BsiService:
     def set_supplement_state(self, platform: str, build: str, state: SupplementState) -> None:
         self.store.set_supplement_state(platform, build, state)
         self._catalog.drop()
+        self.on_change()
 
     def recompute_decisions(self) -> int:
         """Decide again for every reporting device (after the catalogue or a policy changed)."""
