@@ -27,6 +27,13 @@ p99 under 100 ms. Missing the target still exits 0; the exit status is 1 only
 when the benchmark itself failed (a server did not start, or more than 1 %
 of requests failed).
 
+The device count matters: the server caches a credential's identity for a
+minute, so with 10,000 devices the cache fills during the run (the line of
+requests completed per second shows throughput climbing), while a million
+devices checking in every 15 minutes would miss it on every check-in.
+``--devices 1000000`` measures that case; seeding takes about a minute per
+database. ``--timeline DIR`` keeps every measured request for a closer look.
+
     .venv/bin/python benchmarks/checkin.py                     # SQLite and PostgreSQL
     .venv/bin/python benchmarks/checkin.py --database sqlite --workers 2
     .venv/bin/python benchmarks/checkin.py --devices 1000000 --rate 1111
@@ -36,7 +43,8 @@ latency counts from when each was due, so p99 is what devices would see at that
 load rather than at saturation. Everything runs on 127.0.0.1; every server,
 load generator and database started here is stopped at the end, also on error
 or Ctrl-C. The machine's cores are shared by the server, the load generator
-and PostgreSQL; the load generator's own CPU is printed so that can be judged.
+and PostgreSQL; each one's CPU is printed, and so is what other processes on
+the machine used meanwhile: a run they disturbed says so.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ import argparse
 import contextlib
 import copy
 import json
+import logging
 import math
 import os
 import signal
@@ -54,6 +63,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -64,7 +74,7 @@ import httpx
 import psutil
 from fastapi import FastAPI
 from loadgen import credential, device_id
-from pg import PgCluster, postgres_cluster
+from pg import PgCluster, PostgresUnavailable, postgres_cluster
 from sqlalchemy import func, insert, select
 
 from bsi.apple import sample
@@ -272,6 +282,24 @@ def running(
             process.wait(10)
 
 
+def log_problems(path: Path) -> list[str]:
+    """Lines of a server log that say something went wrong: errors, each traceback's exception."""
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    problems = []
+    in_traceback = False
+    for index, line in enumerate(lines):
+        if line.startswith("Traceback"):
+            in_traceback = True
+        elif in_traceback and line and not line[0].isspace():
+            problems.append(line.strip())
+            in_traceback = False
+        elif line.startswith(("ERROR", "CRITICAL")) or " ERROR " in line:
+            problems.append(line.strip())
+        if index > 1_000_000:
+            break
+    return problems
+
+
 def _tail(path: Path, size: int = 3000) -> str:
     text = path.read_text(errors="replace") if path.exists() else ""
     return text[-size:]
@@ -299,14 +327,24 @@ class Sampler:
         return found
 
     def _sample(self) -> None:
+        """Add up CPU per process, own plus reaped children's.
+
+        A process that ended (an overflow database connection, say) is then
+        counted through its parent's reaped-children time, so it is dropped here.
+        """
         rss = 0
+        alive = set()
         for process in self._processes():
             with contextlib.suppress(psutil.Error):
                 with process.oneshot():
                     times = process.cpu_times()
                     rss += process.memory_info().rss
-                self.first_cpu.setdefault(process.pid, times.user + times.system)
-                self.last_cpu[process.pid] = times.user + times.system
+                used = times.user + times.system + times.children_user + times.children_system
+                self.first_cpu.setdefault(process.pid, used)
+                self.last_cpu[process.pid] = used
+                alive.add(process.pid)
+        for pid in set(self.last_cpu) - alive:
+            del self.first_cpu[pid], self.last_cpu[pid]
         self.rss.append(rss / 2**20)
 
     def _run(self) -> None:
@@ -332,8 +370,22 @@ class Sampler:
         }
 
 
+def machine_usage(since: Any, started: float) -> dict[str, float]:
+    """Busy CPU of the whole machine since ``since`` (``psutil.cpu_times()``), 100 % = one core."""
+    now = psutil.cpu_times()
+    elapsed = max(time.monotonic() - started, 1e-9)
+    busy = ("user", "nice", "system", "irq", "softirq", "steal")
+    used = sum(getattr(now, name, 0.0) - getattr(since, name, 0.0) for name in busy)
+    return {"cpu_percent": 100 * used / elapsed, "cores": float(psutil.cpu_count() or 1)}
+
+
 def drive(
-    args: argparse.Namespace, port: int, mode: str, plan: Path | None, watched: dict[str, list[int]]
+    args: argparse.Namespace,
+    port: int,
+    mode: str,
+    plan: Path | None,
+    watched: dict[str, list[int]],
+    timeline: Path | None = None,
 ) -> dict[str, Any]:
     """Run the load generator against ``port``; CPU and memory of ``watched`` trees meanwhile."""
     command = [
@@ -356,8 +408,12 @@ def drive(
         command += ["--rate", str(args.rate)]
     if plan is not None:
         command += ["--plan", str(plan)]
+    if timeline is not None:
+        command += ["--timeline", str(timeline)]
     samplers = {name: Sampler(roots) for name, roots in watched.items()}
     usage: dict[str, dict[str, float]] = {}
+    machine_from = psutil.cpu_times()
+    machine_started = time.monotonic()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     watchdog = threading.Timer(WARMUP_SECONDS + args.seconds + 120, process.kill)
     watchdog.start()
@@ -368,8 +424,10 @@ def drive(
             if line.startswith("MEASURING"):
                 for sampler in samplers.values():
                     sampler.start()
+                machine_from, machine_started = psutil.cpu_times(), time.monotonic()
             elif line.startswith("DONE") and all(s.started for s in samplers.values()):
                 usage = {name: sampler.stop() for name, sampler in samplers.items()}
+                usage["machine"] = machine_usage(machine_from, machine_started)
             elif line.startswith("{"):
                 result = json.loads(line)
         process.wait(30)
@@ -395,6 +453,7 @@ class Outcome:
     bare: dict[str, Any] = field(default_factory=dict)
     facts: dict[str, int] = field(default_factory=dict)
     failure: str | None = None
+    server_log: list[str] = field(default_factory=list)
 
 
 def prime(port: int, seed: str, templates: list[Template]) -> str:
@@ -413,6 +472,14 @@ def prime(port: int, seed: str, templates: list[Template]) -> str:
         if report.status_code != 200:
             raise BenchmarkFailed(f"PUT /v1/ddm/status: {report.status_code} {report.text[:300]}")
     return etag
+
+
+def _timeline(args: argparse.Namespace, backend: str, server: str) -> Path | None:
+    if not args.timeline:
+        return None
+    directory = Path(args.timeline).resolve()
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory / f"{backend}-{server}.tsv"
 
 
 def measure_backend(
@@ -480,8 +547,11 @@ def measure_backend(
             if postgres_pids:
                 watched["postgresql"] = postgres_pids
             print(f"  driving bsi on port {port} ...", flush=True)
-            outcome.bsi = drive(args, port, "checkin", plan, watched)
+            outcome.bsi = drive(
+                args, port, "checkin", plan, watched, _timeline(args, backend, "bsi")
+            )
         outcome.facts = database_facts(data_dir, database_url)
+        outcome.server_log = log_problems(work / "bsi-server.log")
 
     port = args.port or free_port()
     bare = [
@@ -503,15 +573,51 @@ def measure_backend(
     ]
     with running(bare, work / "bare-server.log", f"http://{HOST}:{port}/ping") as server:
         print(f"  driving bare FastAPI on port {port} ...", flush=True)
-        outcome.bare = drive(args, port, "ping", None, {"server": [server.pid]})
+        outcome.bare = drive(
+            args, port, "ping", None, {"server": [server.pid]}, _timeline(args, backend, "bare")
+        )
     return outcome
 
 
 # -- report ---------------------------------------------------------------------------------
 
 
+def provenance() -> str:
+    """What was measured: bsi's version and commit, and the machine."""
+    import platform
+
+    import uvicorn
+
+    from bsi import __version__
+
+    described = f"bsi {__version__}"
+    git = ["git", "-C", str(BENCHMARKS.parent)]
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        head = subprocess.run(
+            [*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            [*git, "status", "--porcelain", "--", "src"], capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        if head:
+            described += f" at commit {head}" + (" + uncommitted changes in src/" if dirty else "")
+    return (
+        f"{described}; Python {platform.python_version()}, uvicorn {uvicorn.__version__}; "
+        f"{psutil.cpu_count()} CPUs, {psutil.virtual_memory().total / 2**30:.0f} GiB"
+    )
+
+
 def _ms(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:,.1f}"
+
+
+def _others(result: dict[str, Any]) -> float:
+    """Machine CPU used by neither the server, the load generator nor PostgreSQL."""
+    usage: dict[str, dict[str, float]] = result["usage"]
+    ours = sum(
+        usage[name]["cpu_percent"] for name in ("server", "loadgen", "postgresql") if name in usage
+    )
+    return max(0.0, usage["machine"]["cpu_percent"] - ours)
 
 
 def print_outcome(args: argparse.Namespace, outcome: Outcome) -> bool:
@@ -549,6 +655,13 @@ def print_outcome(args: argparse.Namespace, outcome: Outcome) -> bool:
         )
     rows.append(
         (
+            "other processes CPU %",
+            f"{_others(bsi):.0f}",
+            f"{_others(bare):.0f}",
+        )
+    )
+    rows.append(
+        (
             "server RSS MB (max, all procs)",
             f"{bsi['usage']['server']['rss_mb_max']:.0f}",
             f"{bare['usage']['server']['rss_mb_max']:.0f}",
@@ -576,8 +689,17 @@ def print_outcome(args: argparse.Namespace, outcome: Outcome) -> bool:
         f"{100 * status['count'] / total:.1f} % of requests; "
         f"p50 {_ms(status['p50_ms'])} ms, p99 {_ms(status.get('p99_ms', math.nan))} ms"
     )
+    print(f"  bsi requests completed in each second: {' '.join(map(str, bsi['per_second']))}")
     if "postgresql" in bsi["usage"]:
         print(f"  PostgreSQL CPU %: {bsi['usage']['postgresql']['cpu_percent']:.0f}")
+    cores = bsi["usage"]["machine"]["cores"]
+    print(
+        f"  machine CPU % (of {100 * cores:.0f} on {cores:.0f} cores): bsi run "
+        f"{bsi['usage']['machine']['cpu_percent']:.0f}, bare run "
+        f"{bare['usage']['machine']['cpu_percent']:.0f}"
+    )
+    if max(_others(bsi), _others(bare)) > 25:
+        print("  note: other processes used the CPU during this run; figures are noisy")
     facts = outcome.facts
     print(
         f"  afterwards in the database: {facts.get('devices_seen', 0):,} devices with last-seen "
@@ -589,10 +711,17 @@ def print_outcome(args: argparse.Namespace, outcome: Outcome) -> bool:
     rps, p99 = bsi["all"]["rps"], bsi["all"]["p99_ms"]
     met = rps >= TARGET_RPS and p99 < TARGET_P99_MS
     verdict = "MET" if met else "MISSED"
+    if args.rate and args.rate < TARGET_RPS:
+        verdict += f" (the offered {args.rate:,.0f} req/s is below the target rate)"
     print(
         f"  target >= {TARGET_RPS:,.0f} req/s with p99 < {TARGET_P99_MS:.0f} ms: {verdict} "
         f"({rps:,.0f} req/s, p99 {_ms(p99)} ms)"
     )
+    if outcome.server_log:
+        counts = Counter(outcome.server_log)
+        print(f"  !!! the bsi server logged {len(outcome.server_log):,} problems:")
+        for line, times in counts.most_common(5):
+            print(f"  !!!   {times:,} x {line[:200]}")
     sound = True
     for name, result in (("bsi", bsi), ("bare FastAPI", bare)):
         if result["errors"] or result["warmup_errors"]:
@@ -626,6 +755,11 @@ def main() -> None:
         "--rate", type=float, default=0.0, help="open loop at this many req/s (closed loop)"
     )
     parser.add_argument(
+        "--timeline",
+        metavar="DIR",
+        help="write every measured request of each run to DIR/<backend>-<bsi|bare>.tsv",
+    )
+    parser.add_argument(
         "--unchanged-share",
         type=float,
         default=0.8,
@@ -643,17 +777,26 @@ def main() -> None:
     if not 0.8 <= args.unchanged_share <= 1.0:
         parser.error("--unchanged-share must be between 0.8 and 1 (the realistic mix)")
 
+    logging.getLogger("bsi.server").setLevel(logging.ERROR)  # the seeding's "first admin key"
     backends = ["sqlite", "postgresql"] if args.database == "both" else [args.database]
     templates = fleet_templates()
+    print(provenance(), flush=True)
     outcomes: list[Outcome] = []
     for backend in backends:
         print(f"{backend}:", flush=True)
         with tempfile.TemporaryDirectory(prefix=f"bsi-bench-{backend}-") as work:
             try:
                 outcomes.append(measure_backend(args, backend, templates, Path(work)))
-            except (BenchmarkFailed, subprocess.SubprocessError, OSError) as error:
-                detail = error.stderr if isinstance(error, subprocess.CalledProcessError) else ""
-                outcomes.append(Outcome(backend, failure=f"{error} {detail or ''}".strip()))
+            except (
+                BenchmarkFailed,
+                PostgresUnavailable,
+                subprocess.SubprocessError,
+                OSError,
+            ) as error:
+                detail = ""
+                if isinstance(error, subprocess.CalledProcessError) and error.stderr:
+                    detail = error.stderr.decode(errors="replace")[-2000:]
+                outcomes.append(Outcome(backend, failure=f"{error} {detail}".strip()))
                 print(f"  !!! {backend}: the benchmark failed: {outcomes[-1].failure}")
 
     sound = all(outcome.failure is None for outcome in outcomes)

@@ -155,6 +155,10 @@ class Results:
     errors: Counter[str] = field(default_factory=Counter)
     warmup_errors: Counter[str] = field(default_factory=Counter)
     error_samples: list[str] = field(default_factory=list)
+    per_second: Counter[int] = field(default_factory=Counter)
+    """Measured requests completed in each second of the window."""
+    timeline: list[tuple[float, float, str, str]] | None = None
+    """(start, latency, kind, outcome) of every measured request, when asked for."""
 
     def record(self, kind: str, started: float, ended: float, outcome: str, detail: str) -> None:
         ok = outcome.isdigit() and int(outcome) in self.expected[kind]
@@ -165,6 +169,9 @@ class Results:
         entry = self.kinds.setdefault(kind, Kind())
         entry.latencies.append(ended - started)
         entry.statuses[outcome] += 1
+        self.per_second[int(ended - self.measure_from)] += 1
+        if self.timeline is not None:
+            self.timeline.append((started - self.measure_from, ended - started, kind, outcome))
         if not ok:
             self.errors[f"{kind} {outcome}"] += 1
             if len(self.error_samples) < 10:
@@ -338,7 +345,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "tokens": frozenset({200, 304}),
         "status": frozenset({200}),
     }
-    results = Results(expected)
+    results = Results(expected, timeline=[] if args.timeline else None)
     start = time.perf_counter()
     results.measure_from = start + args.warmup
     results.measure_until = stop_at = results.measure_from + args.seconds
@@ -367,6 +374,12 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         if error is not None:
             raise error
 
+    if results.timeline is not None:
+        with Path(args.timeline).open("w", encoding="utf-8") as out:
+            out.write("start_s\tlatency_ms\tkind\toutcome\n")
+            for started, latency, kind, outcome in sorted(results.timeline):
+                out.write(f"{started:.4f}\t{latency * 1000:.2f}\t{kind}\t{outcome}\n")
+
     every = [latency for kind in results.kinds.values() for latency in kind.latencies]
     completed = len(every)
     errors = sum(results.errors.values())
@@ -380,6 +393,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             name: {**summary(kind.latencies, args.seconds), "statuses": dict(kind.statuses)}
             for name, kind in sorted(results.kinds.items())
         },
+        "per_second": [results.per_second[i] for i in range(math.ceil(args.seconds))],
         "errors": errors,
         "error_rate": errors / completed if completed else 1.0,
         "errors_by_kind": dict(results.errors),
@@ -404,6 +418,9 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=2.0, help="unmeasured seconds first (2)")
     parser.add_argument("--rate", type=float, default=0.0, help="open loop at this many req/s")
     parser.add_argument("--random-seed", type=int, default=1)
+    parser.add_argument(
+        "--timeline", help="write every measured request (start, latency, kind, status) here, TSV"
+    )
     args = parser.parse_args()
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         parser.error("this load generator only targets loopback")
