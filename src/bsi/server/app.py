@@ -83,6 +83,7 @@ def prepare(settings: ServerSettings, clock: Callable[[], datetime] = utc_now) -
         cache_seconds=settings.cache_seconds,
         identity_seconds=settings.identity_seconds,
     )
+    assert service.credential_key  # load (or create) the shared key before serving
     if settings.tuf_repo_dir is not None and (settings.tuf_repo_dir / "metadata").is_dir():
         service.sync_repository(settings.tuf_repo_dir)
     return service
@@ -174,9 +175,7 @@ def enroll_router(service: BsiService) -> APIRouter:
     @router.post("/v1/enroll", status_code=201)
     async def enroll(body: EnrollIn) -> dict[str, str]:
         """Spend an enrollment token; the credential is shown once and stored only hashed."""
-        device_id, credential = await run_in_threadpool(
-            service.store.enroll, body.token, service.clock()
-        )
+        device_id, credential = await run_in_threadpool(service.enroll, body.token)
         return {"device_id": device_id, "credential": credential, "ddm_url": "/v1/ddm/"}
 
     return router

@@ -32,10 +32,12 @@ from bsi.domain.patch_window import PatchWindow, percentiles, posting_instant
 from bsi.domain.policy import SoftwareUpdatePolicy
 from bsi.domain.status import DeviceState, merge_status, parse_status_report
 from bsi.errors import BsiError, InvalidInput
+from bsi.server import credentials
 from bsi.server.linux_catalog import catalog_from_repository
 from bsi.store.store import DEFAULT_GROUP, DeviceIdentity, Store
 
 Clock = Callable[[], datetime]
+CREDENTIAL_KEY = "device-credentials"
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,21 +115,33 @@ class BsiService:
         self._identities = _TtlCache(identity_seconds)
         self._last_seen: dict[str, datetime] = {}
         self._last_seen_lock = threading.Lock()
+        self._credential_key: bytes | None = None
         self.on_change: Callable[[], None] = lambda: None
         """Called after any change that may alter what devices should run (wake-ups)."""
 
     # -- identities --------------------------------------------------------
 
-    def device_for_credential(self, credential: str) -> DeviceIdentity | None:
-        found: DeviceIdentity | None = self._identities.get(
-            ("credential", credential), lambda: self.store.device_by_credential(credential)
+    @property
+    def credential_key(self) -> bytes:
+        if self._credential_key is None:
+            self._credential_key = self.store.shared_secret(CREDENTIAL_KEY)
+        return self._credential_key
+
+    def enroll(self, token: str) -> tuple[str, str]:
+        key = self.credential_key
+        return self.store.enroll(
+            token, self.clock(), lambda device, group: credentials.issue(key, device, group)
         )
-        return found
+
+    def device_for_credential(self, credential: str) -> DeviceIdentity | None:
+        """One HMAC: signed credentials need no database read."""
+        return credentials.verify(self.credential_key, credential)
 
     def cached_device_for_credential(self, credential: str) -> tuple[bool, DeviceIdentity | None]:
-        """(in cache, identity): lets the event loop skip a thread hop on a cache hit."""
-        hit = self._identities.peek(("credential", credential))
-        return (False, None) if hit is None else (True, hit.value)
+        """(known without I/O, identity): true once the shared key is loaded."""
+        if self._credential_key is None:
+            return False, None
+        return True, credentials.verify(self._credential_key, credential)
 
     def cached_group_view(self, group_id: int) -> GroupView | None:
         hit = self._groups.peek(group_id)
@@ -161,9 +175,16 @@ class BsiService:
             self._last_seen[device_id] = self.clock()
 
     def flush_last_seen(self) -> int:
+        """Write the buffered check-in times; on failure keep them for the next try."""
         with self._last_seen_lock:
             pending, self._last_seen = self._last_seen, {}
-        self.store.touch_devices(pending)
+        try:
+            self.store.touch_devices(pending)
+        except Exception:
+            with self._last_seen_lock:
+                for device, when in pending.items():
+                    self._last_seen.setdefault(device, when)
+            raise
         return len(pending)
 
     def catalog(self) -> Catalog:

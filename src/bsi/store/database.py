@@ -26,7 +26,7 @@ class DatabaseError(BsiError):
     """The database cannot be reached, or its schema is not what this bsi expects."""
 
 
-def open_engine(url: str, *, pool_size: int = 10) -> Engine:
+def open_engine(url: str, *, pool_size: int = 40) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError as error:
@@ -40,7 +40,9 @@ def open_engine(url: str, *, pool_size: int = 10) -> Engine:
         event.listen(engine, "begin", _begin_sqlite)
         return engine
     if parsed.get_backend_name() == "postgresql":
-        return create_engine(url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True)
+        # As many pooled connections as the server has worker threads (40), so
+        # connections are reused instead of opened and closed under load.
+        return create_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
     raise DatabaseError(f"unsupported database {parsed.get_backend_name()!r} in {url!r}")
 
 

@@ -169,3 +169,12 @@ class CatalogDeviceModel(Base):
 
     model_identifier: Mapped[str] = mapped_column(String(64), primary_key=True)
     device_ids: Mapped[list[Any]] = mapped_column(default=list)
+
+
+class ServerSecret(Base):
+    """Secrets every server process shares, such as the device-credential key."""
+
+    __tablename__ = "server_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    secret: Mapped[str] = mapped_column(String(128))

@@ -36,6 +36,7 @@ from bsi.store.models import (
     DeviceGroup,
     EnrollmentToken,
     GroupDeclaration,
+    ServerSecret,
     StoredDeclaration,
     SupplementalBuildChange,
 )
@@ -212,9 +213,31 @@ class Store:
             )
         return secret
 
-    def enroll(self, token: str, now: datetime) -> tuple[str, str]:
-        """Spend one use of ``token``; returns (device id, device credential)."""
-        credential = new_secret()
+    def shared_secret(self, name: str) -> bytes:
+        """A random secret shared by every server process, created on first use."""
+        with self._reading() as session:
+            found = session.scalar(select(ServerSecret.secret).where(ServerSecret.name == name))
+        if found is None:
+            try:
+                with self._writing() as session:
+                    session.add(ServerSecret(name=name, secret=secrets.token_hex(32)))
+            except IntegrityError:
+                pass  # another process created it first: use theirs
+            with self._reading() as session:
+                found = session.scalar(select(ServerSecret.secret).where(ServerSecret.name == name))
+        assert found is not None
+        return bytes.fromhex(found)
+
+    def enroll(
+        self,
+        token: str,
+        now: datetime,
+        issue: Callable[[str, int], str] = lambda _device, _group: new_secret(),
+    ) -> tuple[str, str]:
+        """Spend one use of ``token``; returns (device id, device credential).
+
+        ``issue(device_id, group_id)`` makes the credential; only its hash is kept.
+        """
         device_id = secrets.token_hex(16)
         with self._writing() as session:
             row = session.scalar(
@@ -231,6 +254,7 @@ class Store:
             if row.max_uses is not None and row.uses >= row.max_uses:
                 raise EnrollmentRefused(f"enrollment token used up ({row.max_uses} uses)")
             row.uses += 1
+            credential = issue(device_id, row.group_id)
             session.add(
                 Device(
                     id=device_id,
@@ -270,13 +294,17 @@ class Store:
         return DeviceIdentity(row[0], row[1]) if row else None
 
     def touch_devices(self, last_seen: dict[str, datetime]) -> None:
-        """Record check-ins in one batch: the hot path never writes per request."""
+        """Record check-ins in one batch: the hot path never writes per request.
+
+        Rows are updated in id order, so two server processes flushing at once
+        lock them in the same order and cannot deadlock.
+        """
         if not last_seen:
             return
         with self._writing() as session:
             session.execute(
                 update(Device),
-                [{"id": device, "last_seen_at": when} for device, when in last_seen.items()],
+                [{"id": device, "last_seen_at": last_seen[device]} for device in sorted(last_seen)],
             )
 
     # -- declarations ------------------------------------------------------
