@@ -206,3 +206,24 @@ def test_decision_counts_group_by_target_outcome_and_reason(store: Store) -> Non
     counts = store.decision_counts()
     assert counts.by_decision[(None, "install", "offered-to-user")] == 3
     assert store.store_decisions([]) == 0
+
+
+def test_a_batch_of_reports_lands_together_and_a_bad_one_alone_is_refused(store: Store) -> None:
+    token = store.create_enrollment_token("default", LATER, None, NOW)
+    good, _ = store.enroll(token, NOW)
+    bad, _ = store.enroll(token, NOW)
+    decision = Decision(Outcome.INSTALL, Reason.OFFERED, "offer")
+    parsed = parse_status_report(report())
+
+    def fine(previous: DeviceState | None) -> tuple[DeviceState, Decision | None]:
+        return merge_status(previous, parsed), decision
+
+    def broken(_previous: DeviceState | None) -> tuple[DeviceState, Decision | None]:
+        raise InvalidInput("not today")
+
+    results = store.save_device_states([(good, fine), (bad, broken), ("ghost", fine)], NOW)
+    assert isinstance(results[0], DeviceState)
+    assert isinstance(results[1], InvalidInput)
+    assert isinstance(results[2], NotFound)
+    assert store.get_device(good)[0].build == "25D2128"
+    assert store.get_device(bad)[0].build is None

@@ -34,6 +34,7 @@ from bsi.domain.status import DeviceState, merge_status, parse_status_report
 from bsi.errors import BsiError, InvalidInput
 from bsi.server import credentials
 from bsi.server.linux_catalog import catalog_from_repository
+from bsi.server.status_writer import StatusWriter
 from bsi.store.store import DEFAULT_GROUP, DeviceIdentity, Store
 
 Clock = Callable[[], datetime]
@@ -116,6 +117,7 @@ class BsiService:
         self._last_seen: dict[str, datetime] = {}
         self._last_seen_lock = threading.Lock()
         self._credential_key: bytes | None = None
+        self._writer = StatusWriter(store, clock)
         self.on_change: Callable[[], None] = lambda: None
         """Called after any change that may alter what devices should run (wake-ups)."""
 
@@ -202,7 +204,7 @@ class BsiService:
             state = merge_status(previous, report)
             return state, _decision(state, catalog, view.policy, now)
 
-        return self.store.save_device_state(identity.device_id, merge, now)
+        return self._writer.submit(identity.device_id, merge).result(timeout=60)
 
     def device_state(self, device_id: str) -> DeviceState | None:
         found = self.store.device_status(device_id)

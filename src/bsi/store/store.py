@@ -25,7 +25,7 @@ from bsi.domain.declarations import Declaration
 from bsi.domain.eligibility import Decision
 from bsi.domain.status import DeviceState
 from bsi.domain.versions import Build, ProductVersion, SupplementVersion
-from bsi.errors import Conflict, EnrollmentRefused, InvalidInput, NotFound
+from bsi.errors import BsiError, Conflict, EnrollmentRefused, InvalidInput, NotFound
 from bsi.store.database import WRITE
 from bsi.store.models import (
     ApiKey,
@@ -42,6 +42,7 @@ from bsi.store.models import (
 )
 
 ROLES = ("admin", "read-only")
+Merge = Callable[[DeviceState | None], tuple[DeviceState, Decision | None]]
 DEFAULT_GROUP = "default"
 
 
@@ -408,43 +409,47 @@ class Store:
     def save_device_state(
         self,
         device_id: str,
-        merge: Callable[[DeviceState | None], tuple[DeviceState, Decision | None]],
+        merge: Merge,
         now: datetime,
     ) -> DeviceState:
-        """Read, merge and write one device's state in one transaction.
+        """Read, merge and write one device's state in one transaction."""
+        (result,) = self.save_device_states([(device_id, merge)], now)
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
-        ``merge(previous: DeviceState | None) -> (DeviceState, Decision | None)``
-        runs inside the transaction (the row is locked on PostgreSQL, the
-        database on SQLite), so two reports from one device never interleave.
+    def save_device_states(
+        self, batch: Sequence[tuple[str, Merge]], now: datetime
+    ) -> list[DeviceState | BsiError]:
+        """Read, merge and write many devices' states in one transaction (group commit).
+
+        ``merge(previous) -> (state, decision)`` runs inside the transaction
+        (rows locked on PostgreSQL, the database on SQLite), so two reports
+        from one device never interleave. Each report has its own savepoint:
+        one that fails is answered with its error and the others still land.
         A change of supplemental build is recorded with ``now``.
         """
+        results: list[DeviceState | BsiError] = []
         with self._writing() as session:
-            row = session.get(Device, device_id, with_for_update=True)
-            if row is None:
-                raise NotFound(f"no device {device_id!r}")
-            previous = (
-                DeviceState(dict(row.status_items), tuple(row.status_errors))
-                if (row.status_items)
-                else None
-            )
-            state, decision = merge(previous)
-            _apply_state(row, state, decision, now)
-            old_build = (
-                str(previous.supplemental_build)
-                if previous and previous.supplemental_build
-                else None
-            )
-            new_build = str(state.supplemental_build) if state.supplemental_build else None
-            if previous is None or old_build != new_build:
-                session.add(
-                    SupplementalBuildChange(
-                        device_id=device_id,
-                        previous_build=old_build,
-                        supplemental_build=new_build,
-                        observed_at=now,
-                    )
+            ids = sorted({device_id for device_id, _ in batch})
+            rows = {
+                row.id: row
+                for row in session.scalars(
+                    select(Device).where(Device.id.in_(ids)).order_by(Device.id).with_for_update()
                 )
-            return state
+            }
+            for device_id, merge in batch:
+                row = rows.get(device_id)
+                if row is None:
+                    results.append(NotFound(f"no device {device_id!r}"))
+                    continue
+                try:
+                    with session.begin_nested():
+                        results.append(_merge_into(session, row, merge, now))
+                except BsiError as error:
+                    session.refresh(row)
+                    results.append(error)
+        return results
 
     def store_decisions(self, decisions: Iterable[tuple[str, Decision]]) -> int:
         """Write recomputed decisions in batches; returns how many were written."""
@@ -583,6 +588,29 @@ class Store:
 
 
 # -- row <-> domain ----------------------------------------------------------
+
+
+def _merge_into(session: Session, row: Device, merge: Merge, now: datetime) -> DeviceState:
+    previous = (
+        DeviceState(dict(row.status_items), tuple(row.status_errors)) if row.status_items else None
+    )
+    state, decision = merge(previous)
+    _apply_state(row, state, decision, now)
+    old_build = (
+        str(previous.supplemental_build) if previous and previous.supplemental_build else None
+    )
+    new_build = str(state.supplemental_build) if state.supplemental_build else None
+    if previous is None or old_build != new_build:
+        session.add(
+            SupplementalBuildChange(
+                device_id=row.id,
+                previous_build=old_build,
+                supplemental_build=new_build,
+                observed_at=now,
+            )
+        )
+    session.flush()
+    return state
 
 
 def _aware(value: datetime) -> datetime:
