@@ -176,7 +176,7 @@ def fleet_templates() -> list[Template]:
 
 def seed_database(
     data_dir: Path, database_url: str | None, devices: int, seed: str, templates: list[Template]
-) -> None:
+) -> tuple[bytes, int]:
     """Catalogue, one assigned declaration, and ``devices`` devices that reported before."""
     service = prepare(ServerSettings(data_dir=data_dir, database_url=database_url))
     store = service.store
@@ -190,6 +190,7 @@ def seed_database(
         service.put_declaration(declaration.to_json())
         service.assign(declaration.identifier, DEFAULT_GROUP, assigned=True)
         group_id = store.group_id(DEFAULT_GROUP)
+        key = service.credential_key
         enrolled = datetime.now(UTC)
         batch: list[dict[str, Any]] = []
         with store.engine.begin() as connection:
@@ -197,7 +198,7 @@ def seed_database(
                 batch.append(
                     {
                         "id": device_id(seed, index),
-                        "credential_hash": secret_hash(credential(seed, index)),
+                        "credential_hash": secret_hash(credential(key, group_id, seed, index)),
                         "group_id": group_id,
                         "enrolled_at": enrolled,
                         "last_seen_at": None,
@@ -209,6 +210,7 @@ def seed_database(
                     batch = []
             if batch:
                 connection.execute(insert(Device), batch)
+        return key, group_id
     finally:
         store.engine.dispose()
 
@@ -456,10 +458,10 @@ class Outcome:
     server_log: list[str] = field(default_factory=list)
 
 
-def prime(port: int, seed: str, templates: list[Template]) -> str:
+def prime(port: int, signing: tuple[bytes, int], seed: str, templates: list[Template]) -> str:
     """Check the server answers a device as expected; returns the group's ETag."""
     base = f"http://{HOST}:{port}"
-    auth = {"Authorization": f"Bearer {credential(seed, 0)}"}
+    auth = {"Authorization": f"Bearer {credential(*signing, seed, 0)}"}
     with httpx.Client(base_url=base, headers=auth, timeout=10) as client:
         first = client.get("/v1/ddm/tokens")
         etag = str(first.headers.get("etag", ""))
@@ -502,7 +504,7 @@ def measure_backend(
             )
             postgres_pids = [pid] if (pid := cluster.postmaster_pid()) else []
         started = time.monotonic()
-        seed_database(data_dir, database_url, args.devices, seed, templates)
+        signing = seed_database(data_dir, database_url, args.devices, seed, templates)
         print(
             f"  seeded {args.devices:,} devices in {time.monotonic() - started:.1f} s", flush=True
         )
@@ -525,12 +527,14 @@ def measure_backend(
         if database_url:
             serve += ["--database-url", database_url]
         with running(serve, work / "bsi-server.log", f"http://{HOST}:{port}/healthz") as server:
-            etag = prime(port, seed, templates)
+            etag = prime(port, signing, seed, templates)
             plan = work / "plan.json"
             plan.write_text(
                 json.dumps(
                     {
                         "seed": seed,
+                        "credential_key": signing[0].hex(),
+                        "group_id": signing[1],
                         "devices": args.devices,
                         "unchanged_share": args.unchanged_share,
                         "full_report_share": args.full_report_share,

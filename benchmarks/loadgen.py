@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import hashlib
 import json
 import math
@@ -47,14 +46,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bsi.server.credentials import issue
+
 REQUEST_TIMEOUT = 10.0
 """Seconds one request may take before it counts as an error and its connection is dropped."""
 
 
-def credential(seed: str, index: int) -> str:
-    """Device ``index``'s bearer credential: 43 URL-safe characters, as ``Store.enroll`` issues."""
-    digest = hashlib.sha256(f"bsi-bench-credential:{seed}:{index}".encode()).digest()
-    return base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+def credential(key: bytes, group_id: int, seed: str, index: int) -> str:
+    """Device ``index``'s bearer credential, signed as the server signs them at enrollment."""
+    return issue(key, device_id(seed, index), group_id)
 
 
 def device_id(seed: str, index: int) -> str:
@@ -205,8 +205,9 @@ class Traffic:
             self.fulls = [
                 [json.dumps(body).encode() for body in t["fulls"]] for t in plan["templates"]
             ]
+            key, group_id = bytes.fromhex(plan["credential_key"]), int(plan["group_id"])
             self.auth = [
-                f"Authorization: Bearer {credential(self.seed, i)}\r\n".encode()
+                f"Authorization: Bearer {credential(key, group_id, self.seed, i)}\r\n".encode()
                 for i in range(self.devices)
             ]
 
