@@ -14,6 +14,7 @@ import pytest
 
 from bsi.apple.sample import fleet_path
 from bsi.domain.declarations import software_update_settings
+from reports import macos_report
 
 
 def bsi(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -35,26 +36,6 @@ def as_json(*args: str | Path) -> dict[str, Any]:
 
 def by_device(document: dict[str, Any]) -> dict[str, dict[str, str]]:
     return {row["device_id"]: row for row in document["devices"]}
-
-
-def macos_report(
-    version: str, build: str, device_id: str, supplemental: str = ""
-) -> dict[str, Any]:
-    return {
-        "StatusItems": {
-            "device": {
-                "operating-system": {
-                    "family": "macOS",
-                    "version": version,
-                    "build-version": build,
-                    "supplemental": {"build-version": supplemental, "extra-version": ""},
-                },
-                "model": {"identifier": "Mac14,2"},
-            },
-            "softwareupdate": {"device-id": device_id},
-        },
-        "Errors": [],
-    }
 
 
 @pytest.fixture

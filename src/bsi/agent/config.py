@@ -45,6 +45,7 @@ import yaml
 from bsi.domain.eligibility import Rules
 from bsi.domain.versions import Build, ProductVersion
 from bsi.errors import InvalidInput, InvalidVersion
+from bsi.strict_yaml import load_strict
 
 CONFIG_PATH = PurePosixPath("etc/bsi/agent.yaml")
 """Where the configuration lives, relative to the device root."""
@@ -159,7 +160,7 @@ def load_config(root: Path, path: Path | None = None) -> AgentConfig:
 def parse_config(text: str, *, source: str = "agent.yaml") -> AgentConfig:
     """The configuration in ``text``; every refusal names ``source`` and the key."""
     try:
-        document = yaml.load(text, Loader=_StrictLoader)
+        document = load_strict(text)
     except yaml.YAMLError as error:
         raise AgentConfigError(f"{source}: not YAML: {error}") from None
     reader = _Reader(source)
@@ -200,25 +201,6 @@ def parse_config(text: str, *, source: str = "agent.yaml") -> AgentConfig:
         battery_minimum_percent=MappingProxyType(minimum or {}),
         source=source,
     )
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a key written twice instead of keeping the last."""
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[object, object]:
-    seen: set[object] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key {key!r} appears twice", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 @dataclass(frozen=True, slots=True)

@@ -52,6 +52,7 @@ from bsi.cryptex.manifest import (
     read_relaunch,
 )
 from bsi.domain.versions import Build, ExtraVersion, ProductVersion
+from bsi.strict_yaml import load_strict
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,30 +112,11 @@ def load_spec(path: Path) -> SupplementSpec:
 def parse_spec(text: str, *, source: str = "spec") -> SupplementSpec:
     """The spec in ``text``; every refusal names ``source`` and the field."""
     try:
-        document = yaml.load(text, Loader=_StrictLoader)
+        document = load_strict(text)
     except yaml.YAMLError as error:
         raise InvalidSupplement(f"{source}: not YAML: {error}") from None
     with publisher_input(source):
         return _read_spec(document)
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """PyYAML's safe loader, refusing a key written twice instead of keeping the last."""
-
-
-def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[object, object]:
-    seen: set[object] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"key {key!r} appears twice", key_node.start_mark
-            )
-        seen.add(key)
-    return loader.construct_mapping(node)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 def _read_spec(document: object) -> SupplementSpec:
