@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, delete, func, insert, or_, select, update
+from sqlalchemy import Engine, Table, bindparam, delete, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -297,15 +297,34 @@ class Store:
     def touch_devices(self, last_seen: dict[str, datetime]) -> None:
         """Record check-ins in one batch: the hot path never writes per request.
 
-        Rows are updated in id order, so two server processes flushing at once
-        lock them in the same order and cannot deadlock.
+        Rows are locked in id order, so two server processes flushing at once
+        cannot deadlock. PostgreSQL gets the whole batch in one statement
+        (arrays unnested), SQLite one prepared statement executed many times.
         """
         if not last_seen:
             return
+        ids = sorted(last_seen)
         with self._writing() as session:
+            if self.engine.dialect.name == "postgresql":
+                session.execute(
+                    text("SELECT 1 FROM devices WHERE id = ANY(:ids) ORDER BY id FOR UPDATE"),
+                    {"ids": ids},
+                )
+                session.execute(
+                    text(
+                        "UPDATE devices AS d SET last_seen_at = v.seen FROM "
+                        "unnest(CAST(:ids AS varchar[]), CAST(:seen AS timestamptz[])) "
+                        "AS v(id, seen) WHERE d.id = v.id"
+                    ),
+                    {"ids": ids, "seen": [last_seen[i] for i in ids]},
+                )
+                return
+            devices = cast(Table, Device.__table__)
             session.execute(
-                update(Device),
-                [{"id": device, "last_seen_at": last_seen[device]} for device in sorted(last_seen)],
+                update(devices)
+                .where(devices.c.id == bindparam("device"))
+                .values(last_seen_at=bindparam("seen")),
+                [{"device": i, "seen": last_seen[i]} for i in ids],
             )
 
     # -- declarations ------------------------------------------------------
