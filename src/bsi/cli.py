@@ -24,6 +24,7 @@ from bsi.apple import sample
 from bsi.apple.compliance import assess_apple_fleet, render_table, report_to_csv, report_to_json
 from bsi.apple.fleet import load_declarations, load_fleet
 from bsi.commands.agent import agent_app
+from bsi.commands.demo import demo_command, sim_command
 from bsi.commands.supplements import keys_app, supplement_app
 from bsi.domain.declarations import effective_policy
 from bsi.errors import BsiError, InvalidInput
@@ -46,6 +47,8 @@ app.add_typer(api_key_app, name="api-key")
 app.add_typer(keys_app, name="keys")
 app.add_typer(supplement_app, name="supplement")
 app.add_typer(agent_app, name="agent")
+app.command("sim")(sim_command)
+app.command("demo")(demo_command)
 
 DatabaseUrl = Annotated[
     str | None,

@@ -1,0 +1,356 @@
+"""Patch window: from publishing a supplement to the fleet reporting it, with and without wake-up.
+
+For each mode (``--modes wake,poll``, both by default) it:
+
+1. makes a fresh workspace: TUF keys and repository, the sample supplement
+   (bsi-appliance 26.3.1 (a), build 25D771280a, component webkit,
+   CVE-2026-20643) built as a real cryptex;
+2. starts the real server, ``python -m bsi serve`` (embedded SQLite, one
+   process), on a free 127.0.0.1 port, hosting that repository;
+3. enrolls ``--devices`` simulated *light* devices (``bsi.sim``: each runs the
+   agent's real decision and DDM protocol from its own small device root; see
+   ``bsi sim --help``), in the default mix of kinds: eligible on mains or on
+   battery just above the threshold, on battery just below it, an older minor
+   release, policy AlwaysOff, hardware no supplement is for, and offline
+   devices (which stay offline for the whole measurement);
+4. lets every device report its baseline and go back to waiting — on the
+   wake-up long poll (``wake``), or until its next poll (``poll``: every
+   ``--poll-interval`` s ± 10 %, each device's first poll uniform over one
+   interval, as in a fleet whose devices started at different times);
+5. publishes: signs the supplement into the repository and calls
+   ``POST /v1/admin/catalog/sync-repository``. The publish instant is taken
+   just before that request is sent;
+6. waits until every eligible online device has reported the new
+   supplemental build (and every other online device has checked in since).
+
+It prints, per mode, the time from the publish to 50 / 90 / 99 % of the
+eligible online devices reporting ``25D771280a``, as the server recorded each
+device's first such report (``GET /v1/admin/patch-windows?per_device=true``)
+and as acknowledged to the device; the server's CPU (100 % = one core) and
+memory (RSS) during the roll-out, sampled every 0.25 s with psutil; the
+simulator's own CPU (it shares the machine's cores with the server); and how
+long each stage took. Target: with wake-up, 99 % of 10,000 eligible devices
+within 60 s.
+
+    .venv/bin/python benchmarks/patch_window.py                    # 1,000 devices
+    .venv/bin/python benchmarks/patch_window.py --devices 10000    # the large run
+    .venv/bin/python benchmarks/patch_window.py --modes wake --json out.json
+
+Everything runs on 127.0.0.1; the server and every file are removed at the
+end (``--keep`` keeps the workspaces). The exit status is 1 only when the
+benchmark itself failed (the roll-out did not complete before ``--timeout``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from bsi.sim.engine import SimOptions, SimResult, Snapshot
+from bsi.sim.fleet import Kind, format_mix, parse_mix
+from bsi.sim.local import Workspace, local_server, run_async, simulate
+
+TARGET_SECONDS = 60.0
+TARGET_DEVICES = 10_000
+
+
+@dataclass
+class Sample:
+    at: float
+    server_cpu: float
+    server_rss: int
+    own_cpu: float
+    machine_cpu: float
+
+
+@dataclass
+class Sampler:
+    """Samples the server's process tree and this process every ``interval`` seconds."""
+
+    server_pid: int
+    interval: float = 0.25
+    samples: list[Sample] = field(default_factory=list)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    def __post_init__(self) -> None:
+        self._server = psutil.Process(self.server_pid)
+        self._me = psutil.Process()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self.sample()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def sample(self) -> None:
+        try:
+            processes = [self._server, *self._server.children(recursive=True)]
+            cpu = rss = 0.0
+            for process in processes:
+                times = process.cpu_times()
+                cpu += times.user + times.system
+                rss += process.memory_info().rss
+        except psutil.Error:
+            return
+        own = self._me.cpu_times()
+        machine = psutil.cpu_times()
+        self.samples.append(
+            Sample(
+                time.time(),
+                cpu,
+                int(rss),
+                own.user + own.system,
+                machine.user + machine.system + machine.nice + getattr(machine, "irq", 0.0),
+            )
+        )
+
+    def window(self, start: float, end: float) -> dict[str, float]:
+        """CPU seconds and percentages, and peak RSS, between two instants."""
+        inside = [s for s in self.samples if start <= s.at <= end]
+        before = [s for s in self.samples if s.at <= start]
+        first = before[-1] if before else (inside[0] if inside else None)
+        if first is None or not inside:
+            return {}
+        last = inside[-1]
+        seconds = max(last.at - first.at, 1e-9)
+        peaks = [
+            (b.server_cpu - a.server_cpu) / (b.at - a.at)
+            for a, b in zip([first, *inside], inside, strict=False)
+            if b.at > a.at
+        ]
+        return {
+            "seconds": seconds,
+            "server_cpu_seconds": last.server_cpu - first.server_cpu,
+            "server_cpu_percent": 100 * (last.server_cpu - first.server_cpu) / seconds,
+            "server_cpu_peak_percent": 100 * max(peaks, default=0.0),
+            "server_rss_peak_mib": max(s.server_rss for s in inside) / 2**20,
+            "server_rss_end_mib": last.server_rss / 2**20,
+            "simulator_cpu_percent": 100 * (last.own_cpu - first.own_cpu) / seconds,
+            "machine_cpu_percent": 100 * (last.machine_cpu - first.machine_cpu) / seconds,
+        }
+
+
+def run_mode(args: argparse.Namespace, wake: bool) -> dict[str, Any]:
+    options = SimOptions(
+        devices=args.devices,
+        full=0,
+        mix=parse_mix(args.mix),
+        wake=wake,
+        poll_interval=args.poll_interval,
+        jitter=args.jitter,
+        offline_seconds=None,
+        timeout=args.timeout or (180.0 if wake else 2 * args.poll_interval + 120.0),
+        concurrency=args.concurrency,
+    )
+    root = Path(tempfile.mkdtemp(prefix=f"bsi-patch-window-{'wake' if wake else 'poll'}-"))
+    workspace = Workspace(root)
+    stages: dict[str, float] = {}
+    last_report = [0.0]
+
+    def progress(snapshot: Snapshot) -> None:
+        now = time.time()
+        if snapshot.stage not in stages:
+            stages[snapshot.stage] = now
+            print(f"  {snapshot.stage} ...", flush=True)
+        elif snapshot.since_publish is not None and now - last_report[0] > 5:
+            last_report[0] = now
+            print(
+                f"    t+{snapshot.since_publish:5.1f} s: {snapshot.installed}/{snapshot.expected} "
+                "eligible devices run the supplement",
+                flush=True,
+            )
+
+    try:
+        workspace.create()
+        with local_server(workspace) as server:
+            assert server.process is not None
+            sampler = Sampler(server.process.pid)
+            sampler.start()
+            try:
+                result = run_async(
+                    lambda: simulate(
+                        server.url,
+                        server.admin_key(),
+                        options,
+                        workspace.devices_dir,
+                        publisher=workspace.publisher,
+                        on_progress=progress,
+                    )
+                )
+            finally:
+                sampler.stop()
+    finally:
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+    assert result.published_at is not None
+    rollout = sampler.window(result.published_at, result.ended_at)
+    return summarise(result, rollout, wake, root if args.keep else None)
+
+
+def summarise(
+    result: SimResult, rollout: dict[str, float], wake: bool, kept: Path | None
+) -> dict[str, Any]:
+    measured = result.measured()
+    counts: dict[str, int] = {}
+    for device in result.devices:
+        counts[device.spec.profile.kind.value] = counts.get(device.spec.profile.kind.value, 0) + 1
+    return {
+        "mode": "wake-up" if wake else "polling only",
+        "devices": len(result.devices),
+        "kinds": counts,
+        "eligible_online": len(measured),
+        "poll_interval": result.options.poll_interval,
+        "jitter": result.options.jitter,
+        "completed": result.completed,
+        "server": result.percentiles("server"),
+        "device": result.percentiles("device"),
+        "reached": sum(1 for w in result.windows("server") if w is not None),
+        "stages": dict(result.stage_seconds),
+        "sync_ms": (result.sync_seconds or 0) * 1000,
+        "rollout": rollout,
+        "errors": sum(d.status.errors for d in result.devices),
+        "failed": sum(1 for d in result.devices if d.status.failure),
+        "mismatches": len(result.mismatches()),
+        "workspace": str(kept) if kept else None,
+    }
+
+
+def fmt(value: float | None) -> str:
+    return "not reached" if value is None else f"{value:7.2f} s"
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    print(
+        f"\n== {summary['mode']}: {summary['devices']} devices, "
+        f"{summary['eligible_online']} eligible online"
+    )
+    if summary["mode"] == "polling only":
+        print(
+            f"   polling every {summary['poll_interval']:g} s ± {summary['jitter']:.0%}, "
+            "each device's first poll uniform over one interval"
+        )
+    else:
+        print(
+            f"   wake-up long poll (GET /v1/ddm/wait); polling every "
+            f"{summary['poll_interval']:g} s as the fallback"
+        )
+    print("   publish -> eligible online devices reporting 25D771280a:")
+    for p in (50, 90, 99):
+        print(
+            f"     {p:2d} %: {fmt(summary['server'][p])} (server-recorded)   "
+            f"{fmt(summary['device'][p])} (acknowledged to the device)"
+        )
+    print(f"   reached: {summary['reached']}/{summary['eligible_online']}")
+    rollout = summary["rollout"]
+    if rollout:
+        print(
+            f"   server during the roll-out ({rollout['seconds']:.1f} s): CPU "
+            f"{rollout['server_cpu_seconds']:.1f} s = {rollout['server_cpu_percent']:.0f} % "
+            f"of a core on average, peak {rollout['server_cpu_peak_percent']:.0f} % (0.25 s "
+            f"samples); RSS peak {rollout['server_rss_peak_mib']:.0f} MiB, end "
+            f"{rollout['server_rss_end_mib']:.0f} MiB"
+        )
+        print(
+            f"   simulator CPU {rollout['simulator_cpu_percent']:.0f} % of a core; whole "
+            f"machine {rollout['machine_cpu_percent']:.0f} % ({os.cpu_count()} cores = "
+            f"{100 * (os.cpu_count() or 1)} %)"
+        )
+    stages = ", ".join(f"{k} {v:.1f} s" for k, v in summary["stages"].items())
+    print(f"   stages: {stages}; sync-repository took {summary['sync_ms']:.0f} ms")
+    print(
+        f"   errors (retried): {summary['errors']}; devices failed: {summary['failed']}; "
+        f"decided other than their kind: {summary['mismatches']}"
+    )
+    if summary["workspace"]:
+        print(f"   workspace kept: {summary['workspace']}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--devices", type=int, default=1000)
+    parser.add_argument(
+        "--modes", default="wake,poll", help="comma-separated: wake, poll (default both)"
+    )
+    parser.add_argument(
+        "--poll-interval",
+        type=float,
+        default=60.0,
+        help="seconds between polls; in wake mode the fallback (default 60)",
+    )
+    parser.add_argument("--jitter", type=float, default=0.1)
+    parser.add_argument("--timeout", type=float, default=None, help="roll-out limit in seconds")
+    parser.add_argument("--concurrency", type=int, default=256)
+    parser.add_argument(
+        "--mix", default="", help=f"device kinds, over the default {format_mix(parse_mix(''))}"
+    )
+    parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--keep", action="store_true", help="keep the workspaces")
+    args = parser.parse_args()
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not modes or any(m not in ("wake", "poll") for m in modes):
+        parser.error("--modes takes wake, poll or both")
+    if Kind.OFFLINE in parse_mix(args.mix):
+        pass  # offline devices stay offline: they are outside the measured set
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if hard < args.devices + 1000:
+        print(
+            f"warning: {hard} open files allowed; {args.devices} long polls need a socket each",
+            file=sys.stderr,
+        )
+
+    print(
+        f"patch-window benchmark: {args.devices} devices, modes {', '.join(modes)}, "
+        f"{os.cpu_count()} cores, Python {sys.version.split()[0]}"
+    )
+    summaries = []
+    for mode in modes:
+        print(f"\n[{mode}]")
+        summaries.append(run_mode(args, wake=mode == "wake"))
+    for summary in summaries:
+        print_summary(summary)
+    for summary in summaries:
+        if summary["mode"] == "wake-up":
+            p99 = summary["server"][99]
+            met = p99 is not None and p99 <= TARGET_SECONDS
+            scale = (
+                ""
+                if summary["devices"] >= TARGET_DEVICES
+                else (
+                    f" (the target is stated for {TARGET_DEVICES:,} devices; this run had "
+                    f"{summary['devices']:,})"
+                )
+            )
+            print(
+                f"\ntarget: 99 % of eligible devices within {TARGET_SECONDS:g} s with wake-up: "
+                f"{'met' if met else 'NOT met'} ({fmt(p99).strip()}){scale}"
+            )
+    if args.json:
+        args.json.write_text(json.dumps(summaries, indent=2, default=str))
+    return 0 if all(s["completed"] for s in summaries) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
