@@ -268,6 +268,7 @@ def serve(
         workers=workers,
         log_level=log_level,
         access_log=False,
+        timeout_graceful_shutdown=5,  # open wake-up long polls must not hold a stop
     )
 
 

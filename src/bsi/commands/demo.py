@@ -16,6 +16,7 @@ Register them in ``bsi.cli`` with::
 from __future__ import annotations
 
 import shutil
+import signal
 import tempfile
 import time
 from enum import StrEnum
@@ -190,12 +191,28 @@ def _run_local(
                 highlight=False,
                 soft_wrap=True,
             )
+            _stop_on_signals()
             try:
                 while server.process is not None and server.process.poll() is None:
                     time.sleep(0.5)
             except KeyboardInterrupt:
                 console.print("stopping the server")
     return result
+
+
+def _interrupt(_signal: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C and ``kill`` both stop the demo and, with it, the server it started.
+
+    SIGINT is set explicitly because a shell starting the demo in the
+    background leaves it ignored, and SIGTERM would otherwise end this process
+    without stopping the server.
+    """
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
 
 
 def _console() -> Console:

@@ -1,0 +1,15 @@
+"""The fleet simulator behind ``bsi sim``, ``bsi demo`` and ``benchmarks/patch_window.py``.
+
+Simulated devices run the agent's own code against the real server on
+loopback, so that a roll-out can be watched and measured end to end on one
+machine: ``full`` devices are the agent itself on a small device root,
+``light`` devices run its decision and DDM protocol and only record what
+they would activate (see :mod:`bsi.sim.devices`).
+
+Modules: ``fleet`` (kinds of device and their roots), ``sample`` (the demo's
+real, signed supplement), ``http`` and ``protocol`` (the devices' side of the
+conversation), ``devices``, ``engine`` (one run: enroll, baseline, publish,
+roll-out, measure), ``server`` (``bsi serve`` in a child process and the admin
+API), ``local`` (a whole run in a data directory) and ``report`` (what is
+printed).
+"""

@@ -16,8 +16,10 @@ poll. They differ in what happens once the rules say "install":
   writing the supplement into its own small state file
   (``var/lib/bsi/sim-state.json``) instead of fetching and swapping files.
   What the server sees is the same protocol and the same reports; what is
-  skipped is the payload transfer and the file work on the device. That is
-  what lets ten thousand of them run on two cores.
+  skipped is the payload transfer and the file work on the device. It also
+  probes its facts once rather than every cycle (nothing changes its root
+  during a run), and talks HTTP through :mod:`bsi.sim.http`. That is what
+  lets ten thousand of them run on two cores.
 """
 
 from __future__ import annotations
