@@ -11,6 +11,7 @@ same app: ``BSI_DATA_DIR``, ``BSI_DATABASE_URL``, ``BSI_NANOMDM_HMAC_KEY_FILE``,
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -51,5 +52,8 @@ def read_key_file(path: Path) -> bytes:
 
 
 def app_from_environment() -> FastAPI:
+    # The event loop answers check-ins while the status writer and the thread
+    # pool hold the GIL; a shorter switch interval keeps its waits short.
+    sys.setswitchinterval(0.0005)
     settings = settings_from_environment()
     return create_app(prepare(settings), settings)
