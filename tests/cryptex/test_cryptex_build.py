@@ -8,17 +8,6 @@ import re
 from pathlib import Path
 
 import pytest
-from cryptex_support import (
-    BASE_FILES,
-    BASE_MODES,
-    PATCHED_FILES,
-    PATCHED_MODES,
-    SPEC_TEXT,
-    members,
-    spec,
-    standard_trees,
-    write_tree,
-)
 
 from bsi.cryptex import (
     Action,
@@ -30,6 +19,17 @@ from bsi.cryptex import (
     verify_bundle,
 )
 from bsi.cryptex.spec import parse_spec
+from cryptex_support import (
+    BASE_FILES,
+    BASE_MODES,
+    PATCHED_FILES,
+    PATCHED_MODES,
+    SPEC_TEXT,
+    members,
+    spec,
+    standard_trees,
+    write_tree,
+)
 
 
 def sha(data: bytes) -> str:

@@ -6,9 +6,9 @@ import re
 from pathlib import Path
 
 import pytest
-from cryptex_support import SPEC_TEXT, spec
 
 from bsi.cryptex import InvalidSupplement, Owner, load_spec, parse_spec
+from cryptex_support import SPEC_TEXT, spec
 
 
 def test_the_spec_reads_into_typed_values() -> None:

@@ -12,20 +12,6 @@ from typing import Any
 
 import pytest
 import zstandard
-from cryptex_support import (
-    PATCHED_FILES,
-    SPEC_TEXT,
-    Member,
-    compress,
-    manifest_document,
-    members,
-    pack,
-    regular,
-    spec,
-    standard_trees,
-    tar_bytes,
-    with_manifest,
-)
 
 from bsi.cryptex import (
     Action,
@@ -42,6 +28,20 @@ from bsi.cryptex import (
 from bsi.cryptex.build import tar_header
 from bsi.domain.versions import Build, ExtraVersion, ProductVersion
 from bsi.errors import Conflict, NotFound
+from cryptex_support import (
+    PATCHED_FILES,
+    SPEC_TEXT,
+    Member,
+    compress,
+    manifest_document,
+    members,
+    pack,
+    regular,
+    spec,
+    standard_trees,
+    tar_bytes,
+    with_manifest,
+)
 
 LIBSSL = "files/usr/lib/libssl.so.3"
 
