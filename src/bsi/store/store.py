@@ -14,9 +14,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Engine, Table, bindparam, delete, func, insert, or_, select, text, update
+from sqlalchemy import Engine, delete, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -319,12 +319,11 @@ class Store:
                     {"ids": ids, "seen": [last_seen[i] for i in ids]},
                 )
                 return
-            devices = cast(Table, Device.__table__)
-            session.execute(
-                update(devices)
-                .where(devices.c.id == bindparam("device"))
-                .values(last_seen_at=bindparam("seen")),
-                [{"device": i, "seen": last_seen[i]} for i in ids],
+            # SQLite: one prepared statement run by the driver's C loop; the
+            # value is written in the form SQLAlchemy's SQLite DATETIME uses.
+            session.connection().exec_driver_sql(
+                "UPDATE devices SET last_seen_at = ? WHERE id = ?",
+                [(last_seen[i].strftime("%Y-%m-%d %H:%M:%S.%f"), i) for i in ids],
             )
 
     # -- declarations ------------------------------------------------------
@@ -444,9 +443,10 @@ class Store:
 
         ``merge(previous) -> (state, decision)`` runs inside the transaction
         (rows locked on PostgreSQL, the database on SQLite), so two reports
-        from one device never interleave. Each report has its own savepoint:
-        one that fails is answered with its error and the others still land.
-        A change of supplemental build is recorded with ``now``.
+        from one device never interleave. A merge is pure and runs before its
+        row is touched, so one that fails is answered with its error and the
+        others still land, with no savepoint round trips. A change of
+        supplemental build is recorded with ``now``.
         """
         results: list[DeviceState | BsiError] = []
         with self._writing() as session:
@@ -463,10 +463,8 @@ class Store:
                     results.append(NotFound(f"no device {device_id!r}"))
                     continue
                 try:
-                    with session.begin_nested():
-                        results.append(_merge_into(session, row, merge, now))
+                    results.append(_merge_into(session, row, merge, now))
                 except BsiError as error:
-                    session.refresh(row)
                     results.append(error)
         return results
 
@@ -628,7 +626,6 @@ def _merge_into(session: Session, row: Device, merge: Merge, now: datetime) -> D
                 observed_at=now,
             )
         )
-    session.flush()
     return state
 
 
