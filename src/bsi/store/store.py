@@ -306,15 +306,14 @@ class Store:
         ids = sorted(last_seen)
         with self._writing() as session:
             if self.engine.dialect.name == "postgresql":
-                session.execute(
-                    text("SELECT 1 FROM devices WHERE id = ANY(:ids) ORDER BY id FOR UPDATE"),
-                    {"ids": ids},
-                )
+                # Rows a status write holds are skipped: that write sets
+                # last_seen itself. Locks are taken in id order: no deadlocks.
                 session.execute(
                     text(
                         "UPDATE devices AS d SET last_seen_at = v.seen FROM "
                         "unnest(CAST(:ids AS varchar[]), CAST(:seen AS timestamptz[])) "
-                        "AS v(id, seen) WHERE d.id = v.id"
+                        "AS v(id, seen) WHERE d.id = v.id AND d.id IN (SELECT id FROM devices "
+                        "WHERE id = ANY(:ids) ORDER BY id FOR UPDATE SKIP LOCKED)"
                     ),
                     {"ids": ids, "seen": [last_seen[i] for i in ids]},
                 )
