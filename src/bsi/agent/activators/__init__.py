@@ -20,9 +20,12 @@ State directory (default ``<root>/var/lib/bsi``)::
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import fcntl
 import os
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -226,6 +229,29 @@ def stage_bundle(bundle: Path, layout: StateLayout) -> Manifest:
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return manifest
+
+
+@contextlib.contextmanager
+def state_lock(layout: StateLayout) -> Iterator[None]:
+    """One activator transaction at a time per state directory, whichever activator.
+
+    An advisory ``flock`` on ``<state>/lock``: the kernel frees it if the
+    agent dies, so a crash never leaves the device locked.
+    """
+    layout.state.mkdir(parents=True, exist_ok=True, mode=0o700)
+    fd = os.open(layout.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise TransactionPending(
+                f"another bsi process holds {str(layout.lock)!r}",
+                reason="busy",
+                hint="wait for it to finish",
+            ) from None
+        yield
+    finally:
+        os.close(fd)
 
 
 def load_staged(layout: StateLayout, build: str) -> tuple[Manifest, Path]:

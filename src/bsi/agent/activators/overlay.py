@@ -72,13 +72,12 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
-import fcntl
 import hashlib
 import json
 import os
 import shutil
 import stat
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,6 +88,7 @@ from bsi.agent.activators import (
     StateLayout,
     TransactionPending,
     os_failure,
+    state_lock,
 )
 from bsi.agent.journal import fsync_directory
 from bsi.cryptex.manifest import Action, FileEntry, Manifest
@@ -420,23 +420,9 @@ class OverlayActivator:
         except OSError:
             return []
 
-    @contextlib.contextmanager
-    def _locked(self) -> Iterator[None]:
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
         """One activation at a time, shared with the other activators' lock file."""
-        self.layout.state.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.layout.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise TransactionPending(
-                    f"another activation holds {str(self.layout.lock)!r}",
-                    reason="busy",
-                    hint="wait for it to finish",
-                ) from None
-            yield
-        finally:
-            os.close(fd)
+        return state_lock(self.layout)
 
     # -- the protocol
 

@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import errno
-import fcntl
 import functools
 import hashlib
 import json
@@ -66,6 +65,7 @@ from bsi.agent.activators import (
     load_staged,
     os_failure,
     stage_bundle,
+    state_lock,
 )
 from bsi.agent.journal import Journal, fsync_directory
 from bsi.agent.swap_plan import (
@@ -659,21 +659,11 @@ class SwapActivator:
     def _locked(self) -> Iterator[None]:
         """One transaction at a time per state directory; the kernel frees it if we die."""
         self._resolved.clear()
-        self.layout.state.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.layout.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                raise ActivationError(
-                    f"another bsi process holds {str(self.layout.lock)!r}",
-                    reason="busy",
-                    hint="wait for it to finish",
-                ) from None
-            yield
+            with state_lock(self.layout):
+                yield
         finally:
             self._journal.close()
-            os.close(fd)
 
 
 def _resulting(plan: Plan) -> str | None:
