@@ -209,8 +209,16 @@ def serve(
     nanomdm_hmac_key_file: Annotated[
         Path | None,
         typer.Option(
-            help="Accept NanoMDM -dm forwarding: requests with X-Enrollment-ID whose body "
-            "is signed with this key in X-Hmac-Signature."
+            help="Accept NanoMDM -dm forwarding signed with this key: the file holds the "
+            "string of NanoMDM's -dm-send-hmac-key (one final newline ignored). Responses "
+            "are signed with it too, for -dm-recv-hmac-key."
+        ),
+    ] = None,
+    nanomdm_response_hmac_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Sign DDM responses with this key instead: the string of NanoMDM's "
+            "-dm-recv-hmac-key, when it differs from -dm-send-hmac-key."
         ),
     ] = None,
     max_body_bytes: Annotated[
@@ -235,12 +243,15 @@ def serve(
     import uvicorn
 
     from bsi.server.app import ADMIN_KEY_FILE, ServerSettings, prepare
-    from bsi.server.asgi import read_key_file
+    from bsi.server.nanomdm import read_key_file
 
     settings = ServerSettings(
         data_dir=data_dir,
         database_url=database_url,
         nanomdm_hmac_key=read_key_file(nanomdm_hmac_key_file) if nanomdm_hmac_key_file else None,
+        nanomdm_response_hmac_key=read_key_file(nanomdm_response_hmac_key_file)
+        if nanomdm_response_hmac_key_file
+        else None,
         max_body_bytes=max_body_bytes,
         tuf_repo_dir=tuf_repo_dir,
         tuf_keys_dir=tuf_keys_dir,
@@ -250,6 +261,7 @@ def serve(
         "BSI_DATA_DIR": str(data_dir.resolve()),
         "BSI_DATABASE_URL": database_url or "",
         "BSI_NANOMDM_HMAC_KEY_FILE": str(nanomdm_hmac_key_file or ""),
+        "BSI_NANOMDM_RESPONSE_HMAC_KEY_FILE": str(nanomdm_response_hmac_key_file or ""),
         "BSI_MAX_BODY_BYTES": str(max_body_bytes),
         "BSI_TUF_REPO_DIR": str(tuf_repo_dir.resolve()) if tuf_repo_dir else "",
         "BSI_TUF_KEYS_DIR": str(tuf_keys_dir.resolve()) if tuf_keys_dir else "",

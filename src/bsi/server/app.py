@@ -21,8 +21,9 @@ from starlette.concurrency import run_in_threadpool
 
 from bsi import __version__
 from bsi.server.admin import admin_router
-from bsi.server.ddm import ddm_router
+from bsi.server.ddm import DDM_PREFIX, SLASHLESS_PREFIX, ddm_router
 from bsi.server.http import BodyLimit, install_error_handlers
+from bsi.server.nanomdm import DDM_ENDPOINTS, SignResponses
 from bsi.server.service import BsiService
 from bsi.server.tuf_hosting import mount_repository, refresh_forever
 from bsi.server.wakeup import Wakeups
@@ -41,6 +42,9 @@ class ServerSettings:
     data_dir: Path = Path("bsi-data")
     database_url: str | None = None
     nanomdm_hmac_key: bytes | None = None
+    """Verifies NanoMDM's request signatures: the string of its ``-dm-send-hmac-key``."""
+    nanomdm_response_hmac_key: bytes | None = None
+    """Signs every DDM response for NanoMDM's ``-dm-recv-hmac-key`` (default: the key above)."""
     max_body_bytes: int = 1024 * 1024
     max_admin_body_bytes: int = 64 * 1024 * 1024
     cache_seconds: float = 2.0
@@ -51,6 +55,10 @@ class ServerSettings:
     tuf_keys_dir: Path | None = None
     """Its online (snapshot, timestamp) keys: the server keeps the timestamp fresh."""
     tuf_refresh_seconds: float = 3600.0
+
+    @property
+    def response_key(self) -> bytes | None:
+        return self.nanomdm_response_hmac_key or self.nanomdm_hmac_key
 
     @property
     def embedded(self) -> bool:
@@ -153,6 +161,13 @@ def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
         max_bytes=settings.max_body_bytes,
         larger={"/v1/admin/": settings.max_admin_body_bytes},
     )
+    if settings.response_key is not None:
+        # Outermost, so that a body-limit refusal or a 500 is signed too.
+        app.add_middleware(
+            SignResponses,
+            key=settings.response_key,
+            prefixes=[DDM_PREFIX + "/", *(f"{SLASHLESS_PREFIX}/{e}" for e in DDM_ENDPOINTS)],
+        )
     return app
 
 

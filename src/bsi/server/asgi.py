@@ -2,6 +2,7 @@
 
 Settings come from the environment so that every worker process builds the
 same app: ``BSI_DATA_DIR``, ``BSI_DATABASE_URL``, ``BSI_NANOMDM_HMAC_KEY_FILE``,
+``BSI_NANOMDM_RESPONSE_HMAC_KEY_FILE``,
 ``BSI_MAX_BODY_BYTES``, ``BSI_CACHE_SECONDS``, ``BSI_TUF_REPO_DIR``,
 ``BSI_TUF_KEYS_DIR``.
 
@@ -18,6 +19,7 @@ from fastapi import FastAPI
 
 from bsi.errors import InvalidInput
 from bsi.server.app import ServerSettings, create_app, prepare
+from bsi.server.nanomdm import read_key_file
 
 
 def settings_from_environment() -> ServerSettings:
@@ -27,6 +29,7 @@ def settings_from_environment() -> ServerSettings:
             data_dir=Path(os.environ.get("BSI_DATA_DIR", "bsi-data")),
             database_url=os.environ.get("BSI_DATABASE_URL") or None,
             nanomdm_hmac_key=read_key_file(Path(key_file)) if key_file else None,
+            nanomdm_response_hmac_key=_key("BSI_NANOMDM_RESPONSE_HMAC_KEY_FILE"),
             max_body_bytes=int(os.environ.get("BSI_MAX_BODY_BYTES", 1024 * 1024)),
             cache_seconds=float(os.environ.get("BSI_CACHE_SECONDS", 2.0)),
             tuf_repo_dir=_path("BSI_TUF_REPO_DIR"),
@@ -36,19 +39,14 @@ def settings_from_environment() -> ServerSettings:
         raise InvalidInput(f"bad BSI_* setting in the environment: {error}") from error
 
 
+def _key(name: str) -> bytes | None:
+    path = _path(name)
+    return read_key_file(path) if path else None
+
+
 def _path(name: str) -> Path | None:
     value = os.environ.get(name)
     return Path(value) if value else None
-
-
-def read_key_file(path: Path) -> bytes:
-    try:
-        key = path.read_bytes().strip()
-    except OSError as error:
-        raise InvalidInput(f"cannot read the NanoMDM HMAC key file {path}: {error}") from error
-    if len(key) < 16:
-        raise InvalidInput(f"the NanoMDM HMAC key in {path} is shorter than 16 bytes")
-    return key
 
 
 def app_from_environment() -> FastAPI:

@@ -13,7 +13,8 @@ changed at one token comparison.
 """
 
 import json
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -29,10 +30,39 @@ from bsi.server.wakeup import Wakeups
 from bsi.store.store import DeviceIdentity
 
 JSON = "application/json"
+Endpoint = Callable[..., Any]
+
+
+DDM_PREFIX = "/v1/ddm"
+"""Where devices (and NanoMDM's ``-dm`` URL, ``http://bsi:8080/v1/ddm/``) find the endpoints."""
+SLASHLESS_PREFIX = "/v1"
+"""Where NanoMDM lands when its ``-dm`` URL lacks the final slash: RFC 3986 resolution
+of ``tokens`` against ``.../v1/ddm`` replaces the last segment, giving ``/v1/tokens``."""
 
 
 def ddm_router(service: BsiService, nanomdm_hmac_key: bytes | None, wakeups: Wakeups) -> APIRouter:
-    router = APIRouter(prefix="/v1/ddm", tags=["DDM (devices)"])
+    router = APIRouter(tags=["DDM (devices)"])
+
+    def apple(method: str, path: str, summary: str) -> Callable[[Endpoint], Endpoint]:
+        """Register one of Apple's endpoints under both prefixes NanoMDM may use."""
+
+        def register(endpoint: Endpoint) -> Endpoint:
+            router.add_api_route(DDM_PREFIX + path, endpoint, methods=[method], summary=summary)
+            router.add_api_route(
+                SLASHLESS_PREFIX + path, endpoint, methods=[method], include_in_schema=False
+            )
+            return endpoint
+
+        return register
+
+    def bsi(method: str, path: str, summary: str) -> Callable[[Endpoint], Endpoint]:
+        """Register an endpoint of bsi's own agents (not part of Apple's protocol)."""
+
+        def register(endpoint: Endpoint) -> Endpoint:
+            router.add_api_route(DDM_PREFIX + path, endpoint, methods=[method], summary=summary)
+            return endpoint
+
+        return register
 
     async def identify(request: Request) -> DeviceIdentity:
         credential = bearer(request)
@@ -66,7 +96,7 @@ def ddm_router(service: BsiService, nanomdm_hmac_key: bytes | None, wakeups: Wak
             return cached
         return await run_in_threadpool(service.group_view, identity.group_id)
 
-    @router.get("/tokens", summary="Sync tokens (Apple TokensResponse)")
+    @apple("GET", "/tokens", "Sync tokens (Apple TokensResponse)")
     async def tokens(request: Request) -> Response:
         identity = await identify(request)
         view = await group_view(identity)
@@ -76,14 +106,14 @@ def ddm_router(service: BsiService, nanomdm_hmac_key: bytes | None, wakeups: Wak
             return Response(status_code=304, headers={"ETag": etag})
         return Response(view.tokens_body, media_type=JSON, headers={"ETag": etag})
 
-    @router.get("/declaration-items", summary="Declaration items (Apple DeclarationItemsResponse)")
+    @apple("GET", "/declaration-items", "Declaration items (Apple DeclarationItemsResponse)")
     async def declaration_items(request: Request) -> Response:
         identity = await identify(request)
         view = await group_view(identity)
         body = json.dumps(declaration_items_response(view.declarations))
         return Response(body, media_type=JSON)
 
-    @router.get("/declaration/{kind}/{identifier}", summary="One declaration")
+    @apple("GET", "/declaration/{kind}/{identifier}", "One declaration")
     async def declaration(request: Request, kind: str, identifier: str) -> Response:
         identity = await identify(request)
         view = await group_view(identity)
@@ -93,7 +123,7 @@ def ddm_router(service: BsiService, nanomdm_hmac_key: bytes | None, wakeups: Wak
             raise NotFound(f"no {category} declaration {identifier!r} for this device")
         return Response(json.dumps(found.to_json()), media_type=JSON)
 
-    @router.get("/catalog", summary="bsi agents: the supplements of one platform")
+    @bsi("GET", "/catalog", "bsi agents: the supplements of one platform")
     async def catalog(request: Request, platform: str) -> Response:
         await identify(request)
         catalog = await run_in_threadpool(service.catalog)
@@ -104,7 +134,7 @@ def ddm_router(service: BsiService, nanomdm_hmac_key: bytes | None, wakeups: Wak
         )
         return Response(json.dumps(dump_bsi_catalog(mine)), media_type=JSON)
 
-    @router.get("/wait", summary="Long poll: answers when the device should check in")
+    @bsi("GET", "/wait", "Long poll: answers when the device should check in")
     async def wait(
         request: Request,
         generation: Annotated[int, Query(ge=0)] = 0,
@@ -116,14 +146,14 @@ def ddm_router(service: BsiService, nanomdm_hmac_key: bytes | None, wakeups: Wak
         body = {"generation": now, "check_in": now != generation}
         return Response(json.dumps(body), media_type=JSON)
 
-    @router.put("/status", summary="Status report (full or partial)")
+    @apple("PUT", "/status", "Status report (full or partial)")
     async def status(request: Request) -> Response:
         identity = await identify(request)
         body = await json_body(request)
         await run_in_threadpool(service.report_status, identity, body)
         return Response(status_code=200)
 
-    @router.get("/status", summary="The device's own merged status, as a full report")
+    @bsi("GET", "/status", "The device's own merged status, as a full report")
     async def own_status(request: Request) -> Response:
         identity = await identify(request)
         state = await run_in_threadpool(service.device_state, identity.device_id)
