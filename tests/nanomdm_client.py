@@ -145,7 +145,9 @@ class DmHook:
         self, request: httpx.Request, **headers: str
     ) -> httpx.Response:  # an attacker on the link
         """Send a captured request again, with some headers changed (signature kept)."""
-        changed = {**request.headers, **headers}
+        changed = httpx.Headers(request.headers)
+        for name, value in headers.items():
+            changed[name] = value
         again = self.client.build_request(
             request.method, str(request.url), content=request.content, headers=changed
         )

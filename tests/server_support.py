@@ -15,6 +15,7 @@ from bsi.server.service import BsiService
 
 START = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
 HMAC_KEY = b"nanomdm-shared-secret-for-tests"
+WEBHOOK_KEY = b"nanomdm-webhook-secret-for-tests"
 
 
 @dataclass

@@ -221,6 +221,20 @@ def serve(
             "-dm-recv-hmac-key, when it differs from -dm-send-hmac-key."
         ),
     ] = None,
+    nanomdm_webhook_hmac_key_file: Annotated[
+        Path | None,
+        typer.Option(
+            help="Accept NanoMDM's webhook events (-webhook-url http://bsi/v1/nanomdm/webhook) "
+            "signed with this key: the string of NanoMDM's -webhook-hmac-key."
+        ),
+    ] = None,
+    nanomdm_allow_unsigned_from: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="Accept unsigned NanoMDM requests (DDM and webhook) from this address or "
+            "network only (repeatable), for NanoMDM run without HMAC keys."
+        ),
+    ] = None,
     max_body_bytes: Annotated[
         int, typer.Option(min=1024, help="Refuse request bodies larger than this.")
     ] = 1024 * 1024,
@@ -243,7 +257,7 @@ def serve(
     import uvicorn
 
     from bsi.server.app import ADMIN_KEY_FILE, ServerSettings, prepare
-    from bsi.server.nanomdm import read_key_file
+    from bsi.server.nanomdm import networks, read_key_file
 
     settings = ServerSettings(
         data_dir=data_dir,
@@ -252,6 +266,10 @@ def serve(
         nanomdm_response_hmac_key=read_key_file(nanomdm_response_hmac_key_file)
         if nanomdm_response_hmac_key_file
         else None,
+        nanomdm_webhook_hmac_key=read_key_file(nanomdm_webhook_hmac_key_file)
+        if nanomdm_webhook_hmac_key_file
+        else None,
+        nanomdm_unsigned_from=networks(nanomdm_allow_unsigned_from or ()),
         max_body_bytes=max_body_bytes,
         tuf_repo_dir=tuf_repo_dir,
         tuf_keys_dir=tuf_keys_dir,
@@ -262,6 +280,8 @@ def serve(
         "BSI_DATABASE_URL": database_url or "",
         "BSI_NANOMDM_HMAC_KEY_FILE": str(nanomdm_hmac_key_file or ""),
         "BSI_NANOMDM_RESPONSE_HMAC_KEY_FILE": str(nanomdm_response_hmac_key_file or ""),
+        "BSI_NANOMDM_WEBHOOK_HMAC_KEY_FILE": str(nanomdm_webhook_hmac_key_file or ""),
+        "BSI_NANOMDM_ALLOW_UNSIGNED_FROM": ",".join(nanomdm_allow_unsigned_from or ()),
         "BSI_MAX_BODY_BYTES": str(max_body_bytes),
         "BSI_TUF_REPO_DIR": str(tuf_repo_dir.resolve()) if tuf_repo_dir else "",
         "BSI_TUF_KEYS_DIR": str(tuf_keys_dir.resolve()) if tuf_keys_dir else "",

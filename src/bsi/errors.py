@@ -19,7 +19,8 @@ bug.
     ├── Conflict                a write would break a uniqueness rule
     ├── Unauthorized            no credential, or one bsi does not know
     └── Forbidden               a known credential that may not do this
-        └── EnrollmentRefused       an enrollment token unknown, expired or used up
+        ├── EnrollmentRefused       an enrollment token unknown, expired or used up
+        └── IdentityMismatch        a request names one enrollment and proves another
 """
 
 from __future__ import annotations
@@ -93,3 +94,13 @@ class Forbidden(BsiError):
 
 class EnrollmentRefused(Forbidden):
     """An enrollment token that is unknown, expired or used up."""
+
+
+class IdentityMismatch(Forbidden):
+    """A request that names one enrollment but carries another's identity.
+
+    A status report whose ``device.identifier.udid`` or ``serial-number``
+    is not the enrollment's, or forwarding headers that do not match how the
+    enrollment is known: a replay or a misrouted request, refused and logged
+    as a security event.
+    """

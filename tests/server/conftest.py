@@ -20,7 +20,7 @@ import uvicorn
 
 from bsi.server.app import ServerSettings, create_app, prepare
 from pgcluster import TEMPLATE, create_database, free_port
-from server_support import HMAC_KEY, Clock, RunningServer
+from server_support import HMAC_KEY, WEBHOOK_KEY, Clock, RunningServer
 
 _names = itertools.count()
 
@@ -32,12 +32,18 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningSe
         base = request.getfixturevalue("postgres_base")
         name = f"bsi_server_{os.getpid()}_{next(_names)}"
         database_url = create_database(base, name, TEMPLATE)
+    marker = request.node.get_closest_marker("server_settings")
+    fields = {
+        "nanomdm_hmac_key": HMAC_KEY,
+        "nanomdm_webhook_hmac_key": WEBHOOK_KEY,
+        **(marker.kwargs if marker else {}),
+    }
     settings = ServerSettings(
         data_dir=tmp_path / "data",
         database_url=database_url,
-        nanomdm_hmac_key=HMAC_KEY,
         max_body_bytes=64 * 1024,
         last_seen_flush_seconds=0.2,
+        **fields,
     )
     clock = Clock()
     service = prepare(settings, clock)

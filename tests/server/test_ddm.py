@@ -1,16 +1,13 @@
-"""DDM endpoints on the real server: sync tokens, declarations, status, NanoMDM mode."""
+"""DDM endpoints on the real server: sync tokens, declarations, status (NanoMDM: test_nanomdm)."""
 
 from __future__ import annotations
 
-import json
 import threading
 import time
-import uuid
 
 from bsi.domain.declarations import software_update_settings, validate_declaration
-from bsi.server.http import sign_hmac
 from reports import macos_report, supplemental_report
-from server_support import HMAC_KEY, RunningServer
+from server_support import RunningServer
 
 
 def test_tokens_answer_304_when_the_device_holds_the_current_token(server: RunningServer) -> None:
@@ -79,46 +76,6 @@ def test_full_then_partial_status_is_merged_and_returned(server: RunningServer) 
     assert operating_system["supplemental"]["build-version"] == "25D771280a"
     record = server.admin.get(f"/v1/admin/devices/{device_id}").json()
     assert (record["supplemental_build"], record["supplemental_extra"]) == ("25D771280a", "(a)")
-
-
-def nanomdm(server: RunningServer, method: str, path: str, enrollment_id: str, body: bytes = b""):  # type: ignore[no-untyped-def]
-    headers = {"X-Enrollment-ID": enrollment_id, "X-Hmac-Signature": sign_hmac(HMAC_KEY, body)}
-    return server.client().request(method, path, content=body, headers=headers)
-
-
-def test_nanomdm_forwarding_with_a_valid_hmac_registers_the_enrollment(
-    server: RunningServer,
-) -> None:
-    enrollment_id = str(uuid.uuid4()).upper()
-    assert nanomdm(server, "GET", "/v1/ddm/tokens", enrollment_id).status_code == 200
-    body = json.dumps(macos_report()).encode()
-    assert nanomdm(server, "PUT", "/v1/ddm/status", enrollment_id, body).status_code == 200
-    record = server.admin.get(f"/v1/admin/devices/{enrollment_id}").json()
-    assert record["build"] == "25D2128"
-
-
-def test_nanomdm_requests_with_a_wrong_or_missing_signature_are_refused(
-    server: RunningServer,
-) -> None:
-    body = json.dumps(macos_report()).encode()
-    forged = server.client().put(
-        "/v1/ddm/status",
-        content=body,
-        headers={
-            "X-Enrollment-ID": "E1",
-            "X-Hmac-Signature": sign_hmac(b"wrong-key-0123456", body),
-        },
-    )
-    assert forged.status_code == 401
-    unsigned = server.client().put(
-        "/v1/ddm/status", content=body, headers={"X-Enrollment-ID": "E1"}
-    )
-    assert unsigned.status_code == 401
-    not_base64 = server.client().get(
-        "/v1/ddm/tokens", headers={"X-Enrollment-ID": "E1", "X-Hmac-Signature": "%%%"}
-    )
-    assert not_base64.status_code == 401
-    assert server.admin.get("/v1/admin/devices/E1").status_code == 404
 
 
 def test_wake_up_long_poll_answers_on_change_and_times_out_otherwise(

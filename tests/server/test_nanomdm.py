@@ -4,15 +4,25 @@ from __future__ import annotations
 
 import json
 import uuid
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from bsi.errors import InvalidInput
-from bsi.server.nanomdm import read_key_file
-from nanomdm_client import BodyHashInvalid, DmHook, EnrollId, HttpStatusError, device
+from bsi.server.nanomdm import networks, read_key_file
+from nanomdm_client import (
+    BodyHashInvalid,
+    DmHook,
+    EnrollId,
+    HttpStatusError,
+    Webhook,
+    device,
+    shared_ipad_user,
+    user_channel,
+)
 from reports import macos_report
-from server_support import HMAC_KEY, RunningServer
+from server_support import HMAC_KEY, WEBHOOK_KEY, RunningServer
 
 
 def hook(server: RunningServer, prefix: str = "/v1/ddm/", **keys: bytes | None) -> DmHook:
@@ -21,22 +31,54 @@ def hook(server: RunningServer, prefix: str = "/v1/ddm/", **keys: bytes | None) 
     return DmHook(server.url + prefix, **keys)  # type: ignore[arg-type]
 
 
-def a_mac() -> EnrollId:
-    return device(str(uuid.uuid4()).upper())
+def webhook(server: RunningServer, key: bytes | None = WEBHOOK_KEY) -> Webhook:
+    return Webhook(server.url + "/v1/nanomdm/webhook", key=key)
+
+
+def new_udid() -> str:
+    return str(uuid.uuid4()).upper()
+
+
+def a_mac(server: RunningServer, serial: str = "C02XK1ZJJGH5") -> EnrollId:
+    """A Mac enrolled in NanoMDM, which told bsi through its webhook."""
+    mac = device(new_udid())
+    events = webhook(server)
+    assert events.authenticate(mac.id, serial, now=server.clock()).status_code == 200
+    assert events.token_update(mac, now=server.clock()).status_code == 200
+    return mac
+
+
+def report_of(mac: EnrollId, serial: str = "C02XK1ZJJGH5", **versions: str) -> bytes:
+    report = macos_report(**versions)
+    report["StatusItems"]["device"]["identifier"] = {"udid": mac.id, "serial-number": serial}
+    return json.dumps(report).encode()
+
+
+def device_record(server: RunningServer, device_id: str) -> dict[str, object]:
+    response = server.admin.get(f"/v1/admin/devices/{device_id}")
+    assert response.status_code == 200, response.text
+    record: dict[str, object] = response.json()
+    return record
+
+
+def security_events(server: RunningServer) -> list[dict[str, str]]:
+    events: list[dict[str, str]] = server.admin.get("/v1/admin/security-events").json()
+    return events
 
 
 @pytest.mark.parametrize("prefix", ["/v1/ddm/", "/v1/ddm"])
 def test_a_check_in_works_with_and_without_the_trailing_slash(
     server: RunningServer, prefix: str
 ) -> None:
-    nano, mac = hook(server, prefix), a_mac()
+    nano, mac = hook(server, prefix), a_mac(server)
     tokens = nano.json(mac, "tokens")
     items = nano.json(mac, "declaration-items")
     assert items["DeclarationsToken"] == tokens["SyncTokens"]["DeclarationsToken"]
     (activation,) = items["Declarations"]["Activations"]
     served = nano.json(mac, f"declaration/activation/{activation['Identifier']}")
     assert served["ServerToken"] == activation["ServerToken"]
-    assert nano.declarative_management(mac, "status", json.dumps(macos_report()).encode()) == b""
+    assert nano.declarative_management(mac, "status", report_of(mac)) == b""
+    assert device_record(server, mac.id)["build"] == "25D2128"
     expected = "/v1/ddm/tokens" if prefix.endswith("/") else "/v1/tokens"
     assert nano.sent[0].url.path == expected
 
@@ -44,7 +86,7 @@ def test_a_check_in_works_with_and_without_the_trailing_slash(
 def test_errors_are_signed_so_nanomdm_sees_the_status_not_a_bad_signature(
     server: RunningServer,
 ) -> None:
-    nano, mac = hook(server), a_mac()
+    nano, mac = hook(server), a_mac(server)
     with pytest.raises(HttpStatusError) as missing:
         nano.declarative_management(mac, "declaration/configuration/nope")
     assert missing.value.status == 404
@@ -63,7 +105,7 @@ def test_errors_are_signed_so_nanomdm_sees_the_status_not_a_bad_signature(
 def test_nanomdm_refuses_a_response_signed_with_another_key(server: RunningServer) -> None:
     nano = hook(server, recv_key=b"NanoMDM's -dm-recv-hmac-key differs")
     with pytest.raises(BodyHashInvalid):
-        nano.declarative_management(a_mac(), "tokens")
+        nano.declarative_management(a_mac(server), "tokens")
 
 
 def test_the_key_file_holds_the_flag_string_less_one_final_newline(tmp_path: Path) -> None:
@@ -81,3 +123,138 @@ def test_the_key_file_holds_the_flag_string_less_one_final_newline(tmp_path: Pat
         read_key_file(path)
     with pytest.raises(InvalidInput, match="cannot read"):
         read_key_file(tmp_path / "absent")
+
+
+# -- identity: nobody reads or writes another device's state --------------------------------
+
+
+def test_an_unknown_enrollment_id_is_refused_and_logged_not_registered(
+    server: RunningServer,
+) -> None:
+    nano, stranger = hook(server), device(new_udid())
+    with pytest.raises(HttpStatusError) as refused:
+        nano.declarative_management(stranger, "tokens")
+    assert refused.value.status == 403
+    assert server.admin.get(f"/v1/admin/devices/{stranger.id}").status_code == 404
+    (event,) = security_events(server)
+    assert (event["kind"], event["enrollment_id"]) == ("unknown-enrollment", stranger.id)
+
+
+def test_a_replayed_get_under_another_enrollment_id_is_refused(server: RunningServer) -> None:
+    nano, mac = hook(server), a_mac(server)
+    nano.declarative_management(mac, "tokens")
+    captured = nano.sent[-1]
+    made_up = new_udid()
+    replayed = nano.replay(captured, **{"X-Enrollment-ID": made_up})
+    assert replayed.status_code == 403
+    assert server.admin.get(f"/v1/admin/devices/{made_up}").status_code == 404
+    assert server.admin.get("/v1/admin/devices").json()["devices"][0]["device_id"] == mac.id
+    assert len(server.admin.get("/v1/admin/devices").json()["devices"]) == 1
+
+
+def test_a_replayed_status_report_under_another_device_is_refused_and_stores_nothing(
+    server: RunningServer,
+) -> None:
+    nano = hook(server)
+    victim, attacker = a_mac(server, "VICTIM00001"), a_mac(server, "ATTACKER001")
+    nano.declarative_management(victim, "status", report_of(victim, "VICTIM00001"))
+    before = device_record(server, victim.id)
+    nano.declarative_management(
+        attacker, "status", report_of(attacker, "ATTACKER001", build="25D2140")
+    )
+    captured = nano.sent[-1]
+    replayed = nano.replay(captured, **{"X-Enrollment-ID": victim.id})
+    assert replayed.status_code == 403
+    assert "device.identifier.udid" in replayed.json()["message"]
+    assert device_record(server, victim.id) == before
+    (event,) = security_events(server)
+    assert (event["kind"], event["enrollment_id"]) == ("identity-contradiction", victim.id)
+
+
+def test_a_report_naming_another_serial_number_than_device_information_is_refused(
+    server: RunningServer,
+) -> None:
+    nano, mac = hook(server), a_mac(server, "C02OLDSERIAL")
+    answers = {"UDID": mac.id, "SerialNumber": "C02REALSERIAL", "OSVersion": "26.3.1"}
+    reply = webhook(server).device_information(mac.id, answers, now=server.clock())
+    assert reply.status_code == 200, reply.text
+    assert device_record(server, mac.id)["serial_number"] == "C02REALSERIAL"
+    with pytest.raises(HttpStatusError) as refused:
+        nano.declarative_management(mac, "status", report_of(mac, "C02OLDSERIAL"))
+    assert refused.value.status == 403
+    nano.declarative_management(mac, "status", report_of(mac, "C02REALSERIAL"))
+
+
+def test_check_out_ends_the_enrollment_until_nanomdm_sees_it_again(
+    server: RunningServer,
+) -> None:
+    nano, mac = hook(server), a_mac(server)
+    assert webhook(server).check_out(mac, now=server.clock()).json()["result"] == "checked out"
+    with pytest.raises(HttpStatusError) as refused:
+        nano.declarative_management(mac, "tokens")
+    assert refused.value.status == 403
+    assert webhook(server).token_update(mac, now=server.clock()).status_code == 200
+    nano.declarative_management(mac, "tokens")
+
+
+def test_the_webhook_refuses_unsigned_forged_and_stale_events(server: RunningServer) -> None:
+    udid = new_udid()
+    assert webhook(server, key=None).authenticate(udid, "S1").status_code == 401
+    assert webhook(server, key=b"another key").authenticate(udid, "S1").status_code == 401
+    stale = webhook(server).authenticate(udid, "S1", now=server.clock() - timedelta(hours=1))
+    assert stale.status_code == 400
+    assert "stale" in stale.json()["message"]
+    assert server.admin.get(f"/v1/admin/devices/{udid}").status_code == 404
+    junk = webhook(server).send({"topic": "mdm.Authenticate", "created_at": "yesterday"})
+    assert junk.status_code == 400
+
+
+@pytest.mark.server_settings(nanomdm_hmac_key=None, nanomdm_unsigned_from=networks(["127.0.0.1"]))
+def test_unsigned_forwarding_is_accepted_from_an_allowed_address(server: RunningServer) -> None:
+    mac = device(new_udid())
+    assert webhook(server, key=None).authenticate(mac.id, "S1", now=server.clock()).is_success
+    nano = hook(server, send_key=None, recv_key=None)
+    assert nano.json(mac, "tokens")["SyncTokens"]["DeclarationsToken"]
+    assert "x-hmac-signature" not in nano.request(mac, "tokens").headers
+
+
+@pytest.mark.server_settings(nanomdm_hmac_key=None, nanomdm_unsigned_from=networks(["10.0.0.0/8"]))
+def test_unsigned_forwarding_from_elsewhere_is_refused(server: RunningServer) -> None:
+    mac = device(new_udid())
+    assert webhook(server, key=None).authenticate(mac.id, "S1").status_code == 401
+    nano = hook(server, send_key=None, recv_key=None)
+    with pytest.raises(HttpStatusError) as refused:
+        nano.declarative_management(mac, "tokens")
+    assert refused.value.status == 401
+
+
+def test_admin_import_takes_long_ids_and_refuses_control_characters(
+    server: RunningServer,
+) -> None:
+    udid = "0000FE00-0123456789ABCDEF"  # an Apple silicon UDID: 25 characters
+    ipad_user = shared_ipad_user(udid, "firstname.lastname.1234@appleid.example.edu")
+    mac_user = user_channel(new_udid(), new_udid())
+    assert len(mac_user.id) == 73
+    batch = {
+        "enrollments": [
+            {"enrollment_id": ipad_user.id, "parent_id": udid, "enrollment_type": "Shared iPad"},
+            {"enrollment_id": udid, "enrollment_type": "Device", "serial_number": "DMPXK1ZJ"},
+        ]
+    }
+    imported = server.admin.post("/v1/admin/enrollments", json=batch)
+    assert imported.json() == {"created": 2, "refreshed": 0}
+    assert hook(server).json(ipad_user, "tokens")["SyncTokens"]["DeclarationsToken"]
+    assert device_record(server, udid)["channels"][0]["enrollment_id"] == ipad_user.id  # type: ignore[index]
+
+    bad = {"enrollments": [{"enrollment_id": "E1"}, {"enrollment_id": "E2\x07"}]}
+    refused = server.admin.post("/v1/admin/enrollments", json=bad)
+    assert refused.status_code == 400
+    assert "U+0007" in refused.json()["message"]
+    orphan = {
+        "enrollments": [{"enrollment_id": "E3"}, {"enrollment_id": "E4:u", "parent_id": "E5"}]
+    }
+    assert server.admin.post("/v1/admin/enrollments", json=orphan).status_code == 404
+    too_long = {"enrollments": [{"enrollment_id": "x" * 256}]}
+    assert server.admin.post("/v1/admin/enrollments", json=too_long).status_code == 422
+    for nothing_stored in ("E1", "E3"):
+        assert server.admin.get(f"/v1/admin/devices/{nothing_stored}").status_code == 404

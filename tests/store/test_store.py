@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine
+from sqlalchemy import Engine, text
 
 from bsi.domain.catalog import Catalog, SupplementState
 from bsi.domain.declarations import software_update_settings
@@ -15,9 +17,15 @@ from bsi.domain.eligibility import Decision, Outcome, Reason
 from bsi.domain.status import DeviceState, merge_status, parse_status_report
 from bsi.errors import Conflict, EnrollmentRefused, InvalidInput, NotFound
 from bsi.feeds import parse_bsi_catalog
-from bsi.store.database import current_revision, head_revision
+from bsi.store.database import (
+    _alembic_config,
+    current_revision,
+    head_revision,
+    open_engine,
+    upgrade,
+)
 from bsi.store.models import Base
-from bsi.store.store import DeviceFilter, Store
+from bsi.store.store import DeviceFilter, NewEnrollment, Store
 
 NOW = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)  # the store fixture uses the same
 LATER = NOW + timedelta(hours=1)
@@ -227,3 +235,36 @@ def test_a_batch_of_reports_lands_together_and_a_bad_one_alone_is_refused(store:
     assert isinstance(results[2], NotFound)
     assert store.get_device(good)[0].build == "25D2128"
     assert store.get_device(bad)[0].build is None
+
+
+def test_widening_enrollment_ids_keeps_every_device_and_its_build_history(tmp_path: Path) -> None:
+    """SQLite rebuilds ``devices`` to widen its id; its DROP must not cascade the history away."""
+    engine = open_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    config = _alembic_config(engine)
+    command.upgrade(config, "0002")
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO device_groups (id, name, created_at) VALUES (1, 'default', :t)"),
+            {"t": NOW},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO devices (id, group_id, enrolled_at, status_items, status_errors) "
+                "VALUES ('D1', 1, :t, '{}', '[]')"
+            ),
+            {"t": NOW},
+        )
+        connection.execute(
+            text(
+                "INSERT INTO supplemental_build_changes (device_id, supplemental_build, "
+                "observed_at) VALUES ('D1', '25D771280a', :t)"
+            ),
+            {"t": NOW},
+        )
+    upgrade(engine)
+    store = Store(engine)
+    assert [c.device_id for c in store.build_changes(["25D771280a"])] == ["D1"]
+    long_id = "D1:" + "u" * 200
+    store.register_enrollments([NewEnrollment(long_id, parent_id="D1")], NOW)
+    assert store.enrollment(long_id) is not None
+    engine.dispose()

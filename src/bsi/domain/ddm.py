@@ -11,6 +11,7 @@ changes, and a check-in where nothing changed is one token comparison.
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -21,9 +22,41 @@ from bsi.domain.declarations import (
     activation_simple,
     status_subscriptions,
 )
+from bsi.errors import InvalidInput
+
+ENROLLMENT_ID_MAX = 255
+"""Longest enrollment id bsi accepts. NanoMDM names a user channel ``<UDID>:<user>``:
+73 characters for an Intel Mac's user, 86 for a Shared iPad user (UDID plus a
+managed Apple ID); 255 leaves room for longer Apple IDs."""
+
+
+def check_enrollment_id(value: str) -> str:
+    """``value`` if it can name an enrollment: 1 to 255 characters, no control characters.
+
+    Control characters (C0, DEL, C1) would corrupt logs and CSV exports and
+    cannot travel in an HTTP header anyway. Raises
+    :class:`~bsi.errors.InvalidInput` naming the rule broken.
+    """
+    if not 0 < len(value) <= ENROLLMENT_ID_MAX:
+        raise InvalidInput(
+            f"enrollment id {value[:40]!r}... is {len(value)} characters"
+            if len(value) > 40
+            else f"enrollment id {value!r} is {len(value)} characters",
+            hint=f"an enrollment id has 1 to {ENROLLMENT_ID_MAX} characters",
+        )
+    for char in value:
+        if unicodedata.category(char) == "Cc":
+            raise InvalidInput(
+                f"enrollment id {value!r} holds the control character U+{ord(char):04X}",
+                hint="enrollment ids are printable text",
+            )
+    return value
+
 
 # The status items bsi needs to decide and report for a device.
 BSI_STATUS_ITEMS = (
+    "device.identifier.udid",  # with the serial number: which hardware wrote a report
+    "device.identifier.serial-number",
     "device.operating-system.family",
     "device.operating-system.version",
     "device.operating-system.build-version",

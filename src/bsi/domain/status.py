@@ -37,6 +37,9 @@ class ItemType(enum.Enum):
     ARRAY = "<array>"
 
 
+UDID_ITEM = "device.identifier.udid"
+SERIAL_ITEM = "device.identifier.serial-number"
+
 _S, _B, _D, _A = ItemType.STRING, ItemType.BOOLEAN, ItemType.DICTIONARY, ItemType.ARRAY
 
 # Lists of objects with an ``identifier``: Apple sends only changed entries in
@@ -63,8 +66,8 @@ _LIST_ITEMS = (
 #: itself rather than reading Apple's YAML at run time.
 STATUS_ITEMS: Mapping[str, ItemType] = MappingProxyType(
     {
-        "device.identifier.serial-number": _S,
-        "device.identifier.udid": _S,
+        SERIAL_ITEM: _S,
+        UDID_ITEM: _S,
         "device.model.family": _S,
         "device.model.identifier": _S,
         "device.model.marketing-name": _S,
@@ -347,8 +350,8 @@ _TEXT_FIELDS: Mapping[str, str] = {
     "model_identifier": "device.model.identifier",
     "model_family": "device.model.family",
     "model_marketing_name": "device.model.marketing-name",
-    "serial_number": "device.identifier.serial-number",
-    "udid": "device.identifier.udid",
+    "serial_number": SERIAL_ITEM,
+    "udid": UDID_ITEM,
     "software_update_device_id": "softwareupdate.device-id",
     "install_state": "softwareupdate.install-state",
     "battery_health": "device.power.battery-health",
@@ -415,3 +418,23 @@ def state_to_report(state: DeviceState) -> dict[str, object]:
         "Errors": copy.deepcopy(list(state.errors)),
         "FullReport": True,
     }
+
+
+def identity_contradictions(
+    items: Mapping[str, object], udid: str | None, serial_number: str | None
+) -> list[str]:
+    """How a report's own hardware identity contradicts the enrollment it came under.
+
+    ``udid`` and ``serial_number`` are what is known of the enrollment's
+    device (None: not known). Apple's ``device.identifier.udid`` and
+    ``device.identifier.serial-number`` items name the hardware that wrote the
+    report; a report naming other hardware was replayed or forwarded under
+    the wrong enrollment. Compared without regard to case, as both are
+    hexadecimal or upper-case alphanumerics that tools print either way.
+    """
+    found = []
+    for name, known in ((UDID_ITEM, udid), (SERIAL_ITEM, serial_number)):
+        said = items.get(name)
+        if known and isinstance(said, str) and said.casefold() != known.casefold():
+            found.append(f"{name} is {said!r}, but this enrollment's is {known!r}")
+    return found

@@ -18,13 +18,14 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from bsi.domain.catalog import SupplementState
+from bsi.domain.ddm import ENROLLMENT_ID_MAX
 from bsi.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from bsi.feeds import dump_bsi_catalog
 from bsi.feeds.load import parse_document
 from bsi.server.http import bearer, json_body
 from bsi.server.service import BsiService, window_percentiles
 from bsi.server.wakeup import Wakeups
-from bsi.store.store import DeviceFilter, DeviceRecord
+from bsi.store.store import DeviceFilter, DeviceRecord, NewEnrollment
 
 CSV = "text/csv; charset=utf-8"
 
@@ -47,6 +48,23 @@ class EnrollmentTokenIn(BaseModel):
 class ApiKeyIn(BaseModel):
     name: str = Field(min_length=1, max_length=64)
     role: Role
+
+
+class EnrollmentIn(BaseModel):
+    enrollment_id: str = Field(min_length=1, max_length=ENROLLMENT_ID_MAX)
+    enrollment_type: str | None = Field(
+        None, max_length=32, description="NanoMDM's type: Device, User, Shared iPad, ..."
+    )
+    parent_id: str | None = Field(
+        None, max_length=ENROLLMENT_ID_MAX, description="a user channel's device enrollment id"
+    )
+    udid: str | None = Field(None, max_length=64)
+    serial_number: str | None = Field(None, max_length=64)
+    group: str | None = Field(None, max_length=32, description="for a new device; default")
+
+
+class EnrollmentsIn(BaseModel):
+    enrollments: list[EnrollmentIn] = Field(max_length=100_000)
 
 
 class SupplementAction(StrEnum):
@@ -288,7 +306,45 @@ def admin_router(
     @router.get("/devices/{device_id}")
     async def get_device(device_id: str, _: Read) -> dict[str, Any]:
         record, items = await run_in_threadpool(store.get_device, device_id)
-        return {**_device_json(record), "status_items": items}
+        detail = await run_in_threadpool(store.device_detail, device_id)
+        return {**_device_json(record), "status_items": items, **detail}
+
+    @router.post("/enrollments", summary="Import enrollment ids NanoMDM forwards DDM for")
+    async def import_enrollments(body: EnrollmentsIn, _: Write) -> dict[str, int]:
+        """Make enrollments known without NanoMDM's webhook: devices first, then channels.
+
+        All or nothing: one unknown group, bad id or unknown parent refuses the batch.
+        """
+        entries = [
+            NewEnrollment(
+                e.enrollment_id,
+                enrollment_type=e.enrollment_type,
+                parent_id=e.parent_id,
+                udid=e.udid,
+                serial_number=e.serial_number,
+                group=e.group,
+                enrolled_by="import",
+            )
+            for e in sorted(body.enrollments, key=lambda e: e.parent_id is not None)
+        ]
+        created = await run_in_threadpool(service.register_enrollments, entries)
+        return {"created": created, "refreshed": len(entries) - created}
+
+    @router.get("/security-events", summary="Refused impersonation attempts, newest first")
+    async def security_events(
+        _: Read, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
+    ) -> list[dict[str, Any]]:
+        events = await run_in_threadpool(store.security_events, limit)
+        return [
+            {
+                "at": e.at.isoformat(),
+                "kind": e.kind,
+                "enrollment_id": e.enrollment_id,
+                "source": e.source,
+                "detail": e.detail,
+            }
+            for e in events
+        ]
 
     @router.get("/compliance/supplements", response_model=None)
     async def supplement_compliance(_: Read, format: Format = Format.JSON) -> Response | list[Any]:

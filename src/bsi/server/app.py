@@ -23,7 +23,8 @@ from bsi import __version__
 from bsi.server.admin import admin_router
 from bsi.server.ddm import DDM_PREFIX, SLASHLESS_PREFIX, ddm_router
 from bsi.server.http import BodyLimit, install_error_handlers
-from bsi.server.nanomdm import DDM_ENDPOINTS, SignResponses
+from bsi.server.nanomdm import DDM_ENDPOINTS, ForwardingTrust, Network, SignResponses
+from bsi.server.nanomdm_webhook import webhook_router
 from bsi.server.service import BsiService
 from bsi.server.tuf_hosting import mount_repository, refresh_forever
 from bsi.server.wakeup import Wakeups
@@ -55,6 +56,21 @@ class ServerSettings:
     tuf_keys_dir: Path | None = None
     """Its online (snapshot, timestamp) keys: the server keeps the timestamp fresh."""
     tuf_refresh_seconds: float = 3600.0
+
+    nanomdm_webhook_hmac_key: bytes | None = None
+    """Verifies NanoMDM's webhook events: the string of its ``-webhook-hmac-key``."""
+    nanomdm_unsigned_from: tuple[Network, ...] = ()
+    """Addresses whose unsigned NanoMDM requests (DDM and webhook) are accepted."""
+
+    @property
+    def forwarding(self) -> ForwardingTrust:
+        return ForwardingTrust(self.nanomdm_hmac_key, self.nanomdm_unsigned_from)
+
+    @property
+    def webhook(self) -> ForwardingTrust:
+        return ForwardingTrust(
+            self.nanomdm_webhook_hmac_key, self.nanomdm_unsigned_from, "NanoMDM webhook"
+        )
 
     @property
     def response_key(self) -> bytes | None:
@@ -145,7 +161,8 @@ def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.include_router(ddm_router(service, settings.nanomdm_hmac_key, wakeups))
+    app.include_router(ddm_router(service, settings.forwarding, wakeups))
+    app.include_router(webhook_router(service, settings.webhook))
     app.include_router(admin_router(service, wakeups, settings.tuf_repo_dir))
     app.include_router(enroll_router(service))
 

@@ -2,7 +2,8 @@
 
 Settings come from the environment so that every worker process builds the
 same app: ``BSI_DATA_DIR``, ``BSI_DATABASE_URL``, ``BSI_NANOMDM_HMAC_KEY_FILE``,
-``BSI_NANOMDM_RESPONSE_HMAC_KEY_FILE``,
+``BSI_NANOMDM_RESPONSE_HMAC_KEY_FILE``, ``BSI_NANOMDM_WEBHOOK_HMAC_KEY_FILE``,
+``BSI_NANOMDM_ALLOW_UNSIGNED_FROM`` (comma-separated),
 ``BSI_MAX_BODY_BYTES``, ``BSI_CACHE_SECONDS``, ``BSI_TUF_REPO_DIR``,
 ``BSI_TUF_KEYS_DIR``.
 
@@ -19,7 +20,7 @@ from fastapi import FastAPI
 
 from bsi.errors import InvalidInput
 from bsi.server.app import ServerSettings, create_app, prepare
-from bsi.server.nanomdm import read_key_file
+from bsi.server.nanomdm import networks, read_key_file
 
 
 def settings_from_environment() -> ServerSettings:
@@ -30,6 +31,10 @@ def settings_from_environment() -> ServerSettings:
             database_url=os.environ.get("BSI_DATABASE_URL") or None,
             nanomdm_hmac_key=read_key_file(Path(key_file)) if key_file else None,
             nanomdm_response_hmac_key=_key("BSI_NANOMDM_RESPONSE_HMAC_KEY_FILE"),
+            nanomdm_webhook_hmac_key=_key("BSI_NANOMDM_WEBHOOK_HMAC_KEY_FILE"),
+            nanomdm_unsigned_from=networks(
+                filter(None, os.environ.get("BSI_NANOMDM_ALLOW_UNSIGNED_FROM", "").split(","))
+            ),
             max_body_bytes=int(os.environ.get("BSI_MAX_BODY_BYTES", 1024 * 1024)),
             cache_seconds=float(os.environ.get("BSI_CACHE_SECONDS", 2.0)),
             tuf_repo_dir=_path("BSI_TUF_REPO_DIR"),

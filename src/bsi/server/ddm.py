@@ -24,7 +24,8 @@ from bsi.domain.ddm import declaration_items_response
 from bsi.domain.status import state_to_report
 from bsi.errors import Forbidden, NotFound, Unauthorized
 from bsi.feeds import dump_bsi_catalog
-from bsi.server.http import bearer, json_body, verify_hmac
+from bsi.server.http import bearer, json_body
+from bsi.server.nanomdm import HMAC_HEADER, ForwardingTrust
 from bsi.server.service import BsiService, GroupView
 from bsi.server.wakeup import Wakeups
 from bsi.store.store import DeviceIdentity
@@ -40,7 +41,7 @@ SLASHLESS_PREFIX = "/v1"
 of ``tokens`` against ``.../v1/ddm`` replaces the last segment, giving ``/v1/tokens``."""
 
 
-def ddm_router(service: BsiService, nanomdm_hmac_key: bytes | None, wakeups: Wakeups) -> APIRouter:
+def ddm_router(service: BsiService, forwarding: ForwardingTrust, wakeups: Wakeups) -> APIRouter:
     router = APIRouter(tags=["DDM (devices)"])
 
     def apple(method: str, path: str, summary: str) -> Callable[[Endpoint], Endpoint]:
@@ -75,13 +76,16 @@ def ddm_router(service: BsiService, nanomdm_hmac_key: bytes | None, wakeups: Wak
                 raise Unauthorized("unknown device credential")
             if enrollment_id is not None and enrollment_id != identity.device_id:
                 raise Forbidden("X-Enrollment-ID names another device than the credential")
-        elif enrollment_id is not None and nanomdm_hmac_key is not None:
-            verify_hmac(
-                nanomdm_hmac_key, await request.body(), request.headers.get("x-hmac-signature")
+        elif enrollment_id is not None:
+            source = request.client.host if request.client else None
+            forwarding.check(await request.body(), request.headers.get(HMAC_HEADER), source)
+            identity = await run_in_threadpool(
+                service.identify_forwarded,
+                enrollment_id,
+                request.headers.get("x-enrollment-type"),
+                request.headers.get("x-enrollment-parentid"),
+                source,
             )
-            if not 0 < len(enrollment_id) <= 64:
-                raise Unauthorized("X-Enrollment-ID must be 1 to 64 characters")
-            identity = await run_in_threadpool(service.device_for_enrollment_id, enrollment_id)
         else:
             raise Unauthorized(
                 "a device credential is required",
@@ -150,7 +154,8 @@ def ddm_router(service: BsiService, nanomdm_hmac_key: bytes | None, wakeups: Wak
     async def status(request: Request) -> Response:
         identity = await identify(request)
         body = await json_body(request)
-        await run_in_threadpool(service.report_status, identity, body)
+        source = request.client.host if request.client else None
+        await run_in_threadpool(service.report_status, identity, body, source)
         return Response(status_code=200)
 
     @bsi("GET", "/status", "The device's own merged status, as a full report")

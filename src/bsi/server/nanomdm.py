@@ -23,14 +23,16 @@ one final line ending (which ``echo`` and editors add) is not part of it.
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bsi.errors import InvalidInput
-from bsi.server.http import sign_hmac
+from bsi.errors import InvalidInput, Unauthorized
+from bsi.server.http import sign_hmac, verify_hmac
 
 log = logging.getLogger("bsi.server")
 
@@ -67,6 +69,65 @@ def read_key_file(path: Path, what: str = "NanoMDM HMAC key") -> bytes:
     if len(raw) < 16:
         log.warning("the %s in %s is only %d bytes: use 32 random bytes", what, path, len(raw))
     return raw
+
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def networks(cidrs: Iterable[str]) -> tuple[Network, ...]:
+    """Parse ``--nanomdm-allow-unsigned-from`` values; InvalidInput names a bad one."""
+    parsed = []
+    for cidr in cidrs:
+        try:
+            parsed.append(ipaddress.ip_network(cidr.strip(), strict=False))
+        except ValueError as error:
+            raise InvalidInput(
+                f"{cidr!r} is not an IP address or network",
+                hint="write 127.0.0.1, 10.0.0.0/8 or fd00::/8",
+            ) from error
+    return tuple(parsed)
+
+
+@dataclass(frozen=True, slots=True)
+class ForwardingTrust:
+    """What bsi accepts as NanoMDM speaking: a body signed with ``key``, or an
+    unsigned body from an address in ``unsigned_from`` (NanoMDM's default is to
+    sign nothing, and KMFDDM-style setups run that way).
+
+    A signature that does not match is refused from every address. Neither
+    proves *which* enrollment is speaking (NanoMDM signs the body only), which
+    is why enrollment ids must be known and reports must not contradict them.
+    """
+
+    key: bytes | None = None
+    unsigned_from: tuple[Network, ...] = ()
+    what: str = "NanoMDM forwarding"
+
+    def check(self, body: bytes, signature: str | None, source: str | None) -> None:
+        """Raise :class:`~bsi.errors.Unauthorized` unless the request may be NanoMDM's."""
+        if signature and self.key is not None:
+            verify_hmac(self.key, body, signature)
+            return
+        if self._unsigned_allowed(source):
+            return
+        if self.key is None and not self.unsigned_from:
+            raise Unauthorized(
+                f"this bsi accepts no {self.what}",
+                hint="give bsi serve the key NanoMDM signs with, or allow unsigned "
+                "requests from NanoMDM's address (--nanomdm-allow-unsigned-from)",
+            )
+        if self.key is None:
+            raise Unauthorized(f"unsigned {self.what} is not allowed from {source}")
+        raise Unauthorized(f"{HMAC_HEADER} is required for {self.what}")
+
+    def _unsigned_allowed(self, source: str | None) -> bool:
+        if source is None or not self.unsigned_from:
+            return False
+        try:
+            address = ipaddress.ip_address(source)
+        except ValueError:
+            return False
+        return any(address in network for network in self.unsigned_from)
 
 
 class SignResponses:

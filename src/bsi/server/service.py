@@ -15,9 +15,10 @@ unchanged check-in never writes to the database.
 from __future__ import annotations
 
 import json
+import logging
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -25,20 +26,33 @@ from typing import Any
 
 from bsi.domain.catalog import Catalog, Supplement, SupplementState
 from bsi.domain.compliance import PENDING
-from bsi.domain.ddm import DeclarationSet, declaration_set, tokens_response
+from bsi.domain.ddm import (
+    DeclarationSet,
+    check_enrollment_id,
+    declaration_set,
+    tokens_response,
+)
 from bsi.domain.declarations import Declaration, effective_policy, validate_declaration
 from bsi.domain.eligibility import Decision, Outcome, decide
 from bsi.domain.patch_window import PatchWindow, percentiles, posting_instant
 from bsi.domain.policy import SoftwareUpdatePolicy
-from bsi.domain.status import DeviceState, merge_status, parse_status_report
-from bsi.errors import BsiError, InvalidInput
+from bsi.domain.status import (
+    DeviceState,
+    identity_contradictions,
+    merge_status,
+    parse_status_report,
+)
+from bsi.errors import BsiError, Forbidden, IdentityMismatch, InvalidInput
 from bsi.server import credentials
 from bsi.server.linux_catalog import catalog_from_repository
 from bsi.server.status_writer import StatusWriter
-from bsi.store.store import DEFAULT_GROUP, DeviceIdentity, Store
+from bsi.store.store import DeviceIdentity, Enrollment, NewEnrollment, Store
 
 Clock = Callable[[], datetime]
 CREDENTIAL_KEY = "device-credentials"
+SECURITY_EVENT_WINDOW = 600.0
+"""Seconds during which a repeat of one security event (kind, enrollment) is logged only."""
+log = logging.getLogger("bsi.security")
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,6 +132,7 @@ class BsiService:
         self._last_seen_lock = threading.Lock()
         self._credential_key: bytes | None = None
         self._writer = StatusWriter(store, clock)
+        self._events_logged: dict[tuple[str, str | None], float] = {}
         self.on_change: Callable[[], None] = lambda: None
         """Called after any change that may alter what devices should run (wake-ups)."""
 
@@ -149,16 +164,91 @@ class BsiService:
         hit = self._groups.peek(group_id)
         return None if hit is None else hit.value
 
-    def device_for_enrollment_id(self, enrollment_id: str) -> DeviceIdentity:
-        """A NanoMDM-forwarded device: registered on first contact, in the default group."""
-        found: DeviceIdentity | None = self._identities.get(
-            ("enrollment", enrollment_id), lambda: self.store.device_identity(enrollment_id)
+    # -- enrollments NanoMDM forwards -----------------------------------------
+
+    def enrollment(self, enrollment_id: str) -> Enrollment | None:
+        found: Enrollment | None = self._identities.get(
+            ("enrollment", enrollment_id), lambda: self.store.enrollment(enrollment_id)
         )
-        if found is None:
-            self.store.ensure_group(DEFAULT_GROUP, self.clock())
-            found = self.store.register_external_device(enrollment_id, DEFAULT_GROUP, self.clock())
-            self._identities.drop(("enrollment", enrollment_id))
         return found
+
+    def identify_forwarded(
+        self,
+        enrollment_id: str,
+        enrollment_type: str | None,
+        parent_id: str | None,
+        source: str | None,
+    ) -> DeviceIdentity:
+        """The device (or user channel) NanoMDM forwards for, if bsi knows it.
+
+        Never registers: an enrollment id is known because NanoMDM's webhook
+        or an admin said so. Headers that contradict how it is known (a
+        channel without its parent, another parent, another type) are refused
+        as a security event, as is an unknown id.
+        """
+        check_enrollment_id(enrollment_id)
+        found = self.enrollment(enrollment_id)
+        if found is None:
+            self.security_event(
+                "unknown-enrollment", enrollment_id, source, "DDM request for an unknown enrollment"
+            )
+            raise Forbidden(
+                f"enrollment {enrollment_id!r} is not known to bsi",
+                hint="NanoMDM's webhook (-webhook-url .../v1/nanomdm/webhook) announces "
+                "enrollments; or import it: POST /v1/admin/enrollments",
+            )
+        if found.checked_out_at is not None:
+            raise Forbidden(
+                f"enrollment {enrollment_id!r} checked out at {found.checked_out_at.isoformat()}",
+                hint="it is known again once NanoMDM reports its next Authenticate or TokenUpdate",
+            )
+        expected_parent = found.identity.device_id if found.identity.channel else None
+        problems = []
+        if (parent_id or None) != expected_parent:
+            problems.append(f"X-Enrollment-ParentID {parent_id!r}, expected {expected_parent!r}")
+        if enrollment_type and found.enrollment_type and enrollment_type != found.enrollment_type:
+            problems.append(
+                f"X-Enrollment-Type {enrollment_type!r}, known as {found.enrollment_type!r}"
+            )
+        if problems:
+            detail = "; ".join(problems)
+            self.security_event("enrollment-mismatch", enrollment_id, source, detail)
+            raise IdentityMismatch(f"enrollment {enrollment_id!r}: {detail}")
+        return found.identity
+
+    def register_enrollments(self, entries: Sequence[NewEnrollment]) -> int:
+        """Make enrollments known (NanoMDM's webhook, an admin import); returns how many are new."""
+        for entry in entries:
+            check_enrollment_id(entry.enrollment_id)
+            if entry.parent_id:
+                check_enrollment_id(entry.parent_id)
+        created = self.store.register_enrollments(entries, self.clock())
+        for entry in entries:
+            self._identities.drop(("enrollment", entry.enrollment_id))
+        return created
+
+    def check_out(self, enrollment_id: str) -> None:
+        identity = self.store.check_out(enrollment_id, self.clock())
+        self._identities.drop()  # a device's channels are checked out with it
+        if identity.channel is None:
+            self._identities.drop(("enrollment", identity.device_id))
+
+    def security_event(
+        self, kind: str, enrollment_id: str | None, source: str | None, detail: str
+    ) -> None:
+        """Log and keep a refused impersonation attempt; one per kind and id per window."""
+        log.warning(
+            "security event %s: enrollment %r from %s: %s", kind, enrollment_id, source, detail
+        )
+        now = time.monotonic()
+        key = (kind, enrollment_id)
+        with self._last_seen_lock:
+            if self._events_logged.get(key, -SECURITY_EVENT_WINDOW) > now - SECURITY_EVENT_WINDOW:
+                return
+            if len(self._events_logged) > 10_000:
+                self._events_logged.clear()
+            self._events_logged[key] = now
+        self.store.record_security_event(kind, enrollment_id, source, detail, self.clock())
 
     # -- check-ins ---------------------------------------------------------
 
@@ -193,18 +283,55 @@ class BsiService:
         catalog: Catalog = self._catalog.get("catalog", self.store.catalog)
         return catalog
 
-    def report_status(self, identity: DeviceIdentity, body: object) -> DeviceState:
-        """Validate, merge and store a status report, deciding for the device anew."""
+    def report_status(
+        self, identity: DeviceIdentity, body: object, source: str | None = None
+    ) -> DeviceState:
+        """Validate, merge and store a status report, deciding for the device anew.
+
+        A report naming other hardware (``device.identifier.udid`` or
+        ``serial-number``) than the enrollment's is refused whole and kept as
+        a security event. A user channel's report is stored on that channel
+        only: the device channel is the one authority on the device's OS.
+        """
         report = parse_status_report(body)
-        view = self.group_view(identity.group_id)
-        catalog = self.catalog()
+        known = self.enrollment(identity.device_id)
+        udid, serial = (known.udid, known.serial_number) if known else (None, None)
         now = self.clock()
 
-        def merge(previous: DeviceState | None) -> tuple[DeviceState, Decision | None]:
-            state = merge_status(previous, report)
-            return state, _decision(state, catalog, view.policy, now)
+        def check(previous: DeviceState | None) -> None:
+            found = identity_contradictions(
+                report.items,
+                udid or (previous.udid if previous else None),
+                serial or (previous.serial_number if previous else None),
+            )
+            if found:
+                raise IdentityMismatch("status report refused: " + "; ".join(found))
 
-        return self._writer.submit(identity.device_id, merge).result(timeout=60)
+        try:
+            if identity.channel is not None:
+                channel = identity.channel
+
+                def merge_channel(
+                    previous: DeviceState | None, invalid: list[Any]
+                ) -> tuple[DeviceState, list[Any]]:
+                    check(None)
+                    return merge_status(previous, report), invalid
+
+                self.store.save_channel_state(channel, merge_channel, now)
+                return merge_status(None, report)
+            view = self.group_view(identity.group_id)
+            catalog = self.catalog()
+
+            def merge(previous: DeviceState | None) -> tuple[DeviceState, Decision | None]:
+                check(previous)
+                state = merge_status(previous, report)
+                return state, _decision(state, catalog, view.policy, now)
+
+            return self._writer.submit(identity.device_id, merge).result(timeout=60)
+        except IdentityMismatch as error:
+            enrollment_id = identity.channel or identity.device_id
+            self.security_event("identity-contradiction", enrollment_id, source, error.message)
+            raise
 
     def device_state(self, device_id: str) -> DeviceState | None:
         found = self.store.device_status(device_id)

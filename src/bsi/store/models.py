@@ -14,6 +14,8 @@ from sqlalchemy import JSON, Boolean, Date, ForeignKey, Index, Integer, String, 
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import DateTime, TypeDecorator
 
+from bsi.domain.ddm import ENROLLMENT_ID_MAX
+
 
 class UtcDateTime(TypeDecorator[datetime]):
     """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
@@ -71,12 +73,20 @@ class ApiKey(Base):
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
+ENROLLMENT_ID_LENGTH = ENROLLMENT_ID_MAX
+
+
 class Device(Base):
-    """One enrolled device and the latest state it reported."""
+    """One enrolled device (its device channel) and the latest state it reported.
+
+    ``udid`` and ``serial_number`` are what bsi knows of the hardware behind
+    the enrollment (from NanoMDM's webhook, an admin import, or the device's
+    first report); a report contradicting them is refused.
+    """
 
     __tablename__ = "devices"
 
-    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    id: Mapped[str] = mapped_column(String(ENROLLMENT_ID_LENGTH), primary_key=True)
     credential_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
     group_id: Mapped[int] = mapped_column(ForeignKey("device_groups.id"), index=True)
     enrolled_at: Mapped[datetime]
@@ -93,6 +103,52 @@ class Device(Base):
     decision_message: Mapped[str | None] = mapped_column(String(512))
     status_items: Mapped[dict[str, Any]] = mapped_column(default=dict)
     status_errors: Mapped[list[Any]] = mapped_column(default=list)
+    status_invalid: Mapped[list[Any]] = mapped_column(default=list)
+    """bsi's own findings: report items it refused, each ``{"path", "reason", "at"}``."""
+    enrollment_type: Mapped[str | None] = mapped_column(String(32))
+    enrolled_by: Mapped[str | None] = mapped_column(String(16))
+    udid: Mapped[str | None] = mapped_column(String(64))
+    serial_number: Mapped[str | None] = mapped_column(String(64))
+    checked_out_at: Mapped[datetime | None]
+
+
+class DeviceChannel(Base):
+    """A user channel (NanoMDM ``UDID:user``) of a device: never a device of its own."""
+
+    __tablename__ = "device_channels"
+
+    enrollment_id: Mapped[str] = mapped_column(String(ENROLLMENT_ID_LENGTH), primary_key=True)
+    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"), index=True)
+    enrollment_type: Mapped[str] = mapped_column(String(32))
+    enrolled_at: Mapped[datetime]
+    last_report_at: Mapped[datetime | None]
+    checked_out_at: Mapped[datetime | None]
+    status_items: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    status_errors: Mapped[list[Any]] = mapped_column(default=list)
+    status_invalid: Mapped[list[Any]] = mapped_column(default=list)
+
+
+class SecurityEvent(Base):
+    """Something that looked like impersonation: refused, and kept for admins to see."""
+
+    __tablename__ = "security_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    enrollment_id: Mapped[str | None] = mapped_column(String(ENROLLMENT_ID_LENGTH))
+    source: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(String(1024))
+
+
+class SyncState(Base):
+    """The served declaration set per scope, and when it last changed (``Timestamp``)."""
+
+    __tablename__ = "sync_states"
+
+    scope: Mapped[str] = mapped_column(String(128), primary_key=True)
+    token: Mapped[str] = mapped_column(String(64))
+    changed_at: Mapped[datetime]
 
 
 class SupplementalBuildChange(Base):
@@ -101,7 +157,9 @@ class SupplementalBuildChange(Base):
     __tablename__ = "supplemental_build_changes"
 
     id: Mapped[int] = mapped_column(primary_key=True)
-    device_id: Mapped[str] = mapped_column(ForeignKey("devices.id", ondelete="CASCADE"))
+    device_id: Mapped[str] = mapped_column(
+        String(ENROLLMENT_ID_LENGTH), ForeignKey("devices.id", ondelete="CASCADE")
+    )
     previous_build: Mapped[str | None] = mapped_column(String(16))
     supplemental_build: Mapped[str | None] = mapped_column(String(16), index=True)
     observed_at: Mapped[datetime]

@@ -33,17 +33,24 @@ from bsi.store.models import (
     CatalogRelease,
     CatalogSupplement,
     Device,
+    DeviceChannel,
     DeviceGroup,
     EnrollmentToken,
     GroupDeclaration,
+    SecurityEvent,
     ServerSecret,
     StoredDeclaration,
     SupplementalBuildChange,
+    SyncState,
 )
 
 ROLES = ("admin", "read-only")
 Merge = Callable[[DeviceState | None], tuple[DeviceState, Decision | None]]
+ChannelMerge = Callable[[DeviceState | None, list[Any]], tuple[DeviceState, list[Any]]]
+"""(previous state, previous invalid items) -> (state, invalid items) of a user channel."""
 DEFAULT_GROUP = "default"
+NANOMDM_DEVICE = "Device"
+"""NanoMDM's ``X-Enrollment-Type`` of a device channel, whose enrollment id is the UDID."""
 
 
 def secret_hash(secret: str) -> str:
@@ -57,8 +64,51 @@ def new_secret() -> str:
 
 @dataclass(frozen=True, slots=True)
 class DeviceIdentity:
+    """Who is checking in: a device, or (``channel``) one user channel of it."""
+
     device_id: str
     group_id: int
+    channel: str | None = None
+    """The user channel's own enrollment id; None for the device channel."""
+
+
+@dataclass(frozen=True, slots=True)
+class Enrollment:
+    """An enrollment id bsi knows, and the hardware identity known behind it."""
+
+    enrollment_id: str
+    identity: DeviceIdentity
+    enrollment_type: str | None
+    udid: str | None
+    serial_number: str | None
+    checked_out_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewEnrollment:
+    """An enrollment NanoMDM told bsi about, or an admin imported.
+
+    ``parent_id`` makes it a user channel of that (known) device. ``group``
+    places a new device (default group if None); a known one keeps its group.
+    Empty ``udid``/``serial_number`` keep what is known.
+    """
+
+    enrollment_id: str
+    enrollment_type: str | None = None
+    parent_id: str | None = None
+    udid: str | None = None
+    serial_number: str | None = None
+    group: str | None = None
+    enrolled_by: str = "import"
+
+
+@dataclass(frozen=True, slots=True)
+class SecurityEventRecord:
+    at: datetime
+    kind: str
+    enrollment_id: str | None
+    source: str | None
+    detail: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,17 +316,161 @@ class Store:
             )
         return device_id, credential
 
-    def register_external_device(self, device_id: str, group: str, now: datetime) -> DeviceIdentity:
-        """A device an MDM (NanoMDM ``-dm``) already enrolled: no credential of ours."""
-        group_id = self.group_id(group)
+    # -- enrollments NanoMDM forwards ----------------------------------------
+
+    def enrollment(self, enrollment_id: str) -> Enrollment | None:
+        """The device, or user channel, known under ``enrollment_id``."""
+        with self._reading() as session:
+            device = session.get(Device, enrollment_id)
+            if device is not None:
+                return Enrollment(
+                    enrollment_id,
+                    DeviceIdentity(device.id, device.group_id),
+                    device.enrollment_type,
+                    device.udid,
+                    device.serial_number,
+                    device.checked_out_at,
+                )
+            row = session.execute(
+                select(DeviceChannel, Device)
+                .join(Device, Device.id == DeviceChannel.device_id)
+                .where(DeviceChannel.enrollment_id == enrollment_id)
+            ).first()
+        if row is None:
+            return None
+        channel, parent = row
+        return Enrollment(
+            enrollment_id,
+            DeviceIdentity(parent.id, parent.group_id, channel.enrollment_id),
+            channel.enrollment_type,
+            parent.udid,
+            parent.serial_number,
+            channel.checked_out_at or parent.checked_out_at,
+        )
+
+    def register_enrollments(self, entries: Sequence[NewEnrollment], now: datetime) -> int:
+        """Create or refresh every entry in one transaction; returns how many were new.
+
+        A device comes before its channels in ``entries``; a channel whose
+        parent is not known (here or before) refuses the whole batch with
+        :class:`~bsi.errors.NotFound`. A known enrollment checked in again
+        (NanoMDM's Authenticate or TokenUpdate) is no longer checked out.
+        """
+        groups = {name: self.group_id(name) for name in {e.group or DEFAULT_GROUP for e in entries}}
+        created = 0
+        with self._writing() as session:
+            for entry in entries:
+                if entry.parent_id:
+                    created += _register_channel(session, entry, now)
+                else:
+                    created += _register_device(
+                        session, entry, groups[entry.group or DEFAULT_GROUP], now
+                    )
+        return created
+
+    def check_out(self, enrollment_id: str, now: datetime) -> DeviceIdentity:
+        """NanoMDM's CheckOut: the enrollment (a device with all its channels) is gone."""
+        with self._writing() as session:
+            device = session.get(Device, enrollment_id)
+            if device is not None:
+                device.checked_out_at = now
+                session.execute(
+                    update(DeviceChannel)
+                    .where(DeviceChannel.device_id == device.id)
+                    .values(checked_out_at=now)
+                )
+                return DeviceIdentity(device.id, device.group_id)
+            channel = session.get(DeviceChannel, enrollment_id)
+            if channel is None:
+                raise NotFound(f"no enrollment {enrollment_id!r}")
+            channel.checked_out_at = now
+            parent = session.get(Device, channel.device_id)
+            assert parent is not None
+            return DeviceIdentity(parent.id, parent.group_id, enrollment_id)
+
+    def channels(self, device_id: str) -> list[dict[str, Any]]:
+        """The user channels of a device, as the admin API shows them."""
+        with self._reading() as session:
+            rows = session.scalars(
+                select(DeviceChannel)
+                .where(DeviceChannel.device_id == device_id)
+                .order_by(DeviceChannel.enrollment_id)
+            ).all()
+        return [
+            {
+                "enrollment_id": r.enrollment_id,
+                "enrollment_type": r.enrollment_type,
+                "enrolled_at": r.enrolled_at.isoformat(),
+                "last_report_at": r.last_report_at.isoformat() if r.last_report_at else None,
+                "checked_out_at": r.checked_out_at.isoformat() if r.checked_out_at else None,
+                "status_items": dict(r.status_items),
+                "status_errors": list(r.status_errors),
+                "status_invalid": list(r.status_invalid),
+            }
+            for r in rows
+        ]
+
+    def save_channel_state(self, enrollment_id: str, merge: ChannelMerge, now: datetime) -> None:
+        """Fold a user channel's report into that channel alone, never into its device."""
+        with self._writing() as session:
+            row = session.get(DeviceChannel, enrollment_id, with_for_update=True)
+            if row is None:
+                raise NotFound(f"no user channel {enrollment_id!r}")
+            previous = (
+                DeviceState(dict(row.status_items), tuple(row.status_errors))
+                if row.status_items
+                else None
+            )
+            state, invalid = merge(previous, list(row.status_invalid))
+            row.status_items = state.items
+            row.status_errors = list(state.errors)
+            row.status_invalid = invalid
+            row.last_report_at = now
+
+    def record_security_event(
+        self, kind: str, enrollment_id: str | None, source: str | None, detail: str, now: datetime
+    ) -> None:
+        with self._writing() as session:
+            session.add(
+                SecurityEvent(
+                    at=now,
+                    kind=kind,
+                    enrollment_id=enrollment_id[:255] if enrollment_id else None,
+                    source=source[:64] if source else None,
+                    detail=detail[:1024],
+                )
+            )
+
+    def security_events(self, limit: int = 100) -> list[SecurityEventRecord]:
+        with self._reading() as session:
+            rows = session.scalars(
+                select(SecurityEvent).order_by(SecurityEvent.id.desc()).limit(limit)
+            ).all()
+        return [
+            SecurityEventRecord(_aware(r.at), r.kind, r.enrollment_id, r.source, r.detail)
+            for r in rows
+        ]
+
+    def sync_changed_at(self, scope: str, token: str, now: datetime) -> datetime:
+        """When the set served under ``scope`` last changed: now if ``token`` is new to it."""
+        with self._reading() as session:
+            row = session.get(SyncState, scope)
+            if row is not None and row.token == token:
+                return _aware(row.changed_at)
         try:
             with self._writing() as session:
-                session.add(Device(id=device_id, group_id=group_id, enrolled_at=now))
-        except IntegrityError:
-            pass  # registered concurrently by another request: use that one
-        found = self.device_identity(device_id)
-        assert found is not None
-        return found
+                row = session.get(SyncState, scope, with_for_update=True)
+                if row is None:
+                    session.add(SyncState(scope=scope, token=token, changed_at=now))
+                    return now
+                if row.token != token:
+                    row.token, row.changed_at = token, now
+                return _aware(row.changed_at)
+        except IntegrityError:  # another process recorded it first: use theirs
+            with self._reading() as session:
+                row = session.get(SyncState, scope)
+                assert row is not None
+                return _aware(row.changed_at)
 
     def device_by_credential(self, credential: str) -> DeviceIdentity | None:
         with self._reading() as session:
@@ -516,6 +710,25 @@ class Store:
         with self._reading() as session:
             return session.scalar(query) or 0
 
+    def device_detail(self, device_id: str) -> dict[str, Any]:
+        """What the admin API adds to a device's record: identity, status findings, channels."""
+        with self._reading() as session:
+            device = session.get(Device, device_id)
+            if device is None:
+                raise NotFound(f"no device {device_id!r}")
+            detail = {
+                "enrollment_type": device.enrollment_type,
+                "enrolled_by": device.enrolled_by,
+                "udid": device.udid,
+                "serial_number": device.serial_number,
+                "checked_out_at": device.checked_out_at.isoformat()
+                if device.checked_out_at
+                else None,
+                "status_errors": list(device.status_errors),
+                "status_invalid": list(device.status_invalid),
+            }
+        return {**detail, "channels": self.channels(device_id)}
+
     def get_device(self, device_id: str) -> tuple[DeviceRecord, dict[str, Any]]:
         with self._reading() as session:
             row = session.execute(
@@ -606,6 +819,56 @@ class Store:
 # -- row <-> domain ----------------------------------------------------------
 
 
+def _register_device(session: Session, entry: NewEnrollment, group_id: int, now: datetime) -> int:
+    device = session.get(Device, entry.enrollment_id, with_for_update=True)
+    created = device is None
+    if device is None:
+        if session.get(DeviceChannel, entry.enrollment_id) is not None:
+            raise Conflict(f"{entry.enrollment_id!r} is a user channel, not a device")
+        device = Device(id=entry.enrollment_id, group_id=group_id, enrolled_at=now)
+        device.enrolled_by = entry.enrolled_by
+        if entry.enrollment_type == NANOMDM_DEVICE:
+            device.udid = entry.enrollment_id  # NanoMDM names a device channel by its UDID
+        session.add(device)
+    device.checked_out_at = None
+    device.enrollment_type = entry.enrollment_type or device.enrollment_type
+    device.udid = entry.udid or device.udid
+    device.serial_number = entry.serial_number or device.serial_number
+    session.flush()
+    return int(created)
+
+
+def _register_channel(session: Session, entry: NewEnrollment, now: datetime) -> int:
+    assert entry.parent_id
+    if session.get(Device, entry.parent_id) is None:
+        raise NotFound(
+            f"user channel {entry.enrollment_id!r} names parent {entry.parent_id!r}, "
+            "which bsi does not know",
+            hint="the device's own enrollment must come first",
+        )
+    if session.get(Device, entry.enrollment_id) is not None:
+        raise Conflict(f"{entry.enrollment_id!r} is a device, not a user channel")
+    channel = session.get(DeviceChannel, entry.enrollment_id, with_for_update=True)
+    if channel is None:
+        session.add(
+            DeviceChannel(
+                enrollment_id=entry.enrollment_id,
+                device_id=entry.parent_id,
+                enrollment_type=entry.enrollment_type or "User",
+                enrolled_at=now,
+            )
+        )
+        session.flush()
+        return 1
+    if channel.device_id != entry.parent_id:
+        raise Conflict(
+            f"user channel {entry.enrollment_id!r} belongs to {channel.device_id!r}, "
+            f"not {entry.parent_id!r}"
+        )
+    channel.checked_out_at = None
+    return 0
+
+
 def _merge_into(session: Session, row: Device, merge: Merge, now: datetime) -> DeviceState:
     previous = (
         DeviceState(dict(row.status_items), tuple(row.status_errors)) if row.status_items else None
@@ -661,6 +924,9 @@ def _apply_state(row: Device, state: DeviceState, decision: Decision | None, now
     row.supplemental_build = str(state.supplemental_build) if state.supplemental_build else None
     row.supplemental_extra = str(state.supplemental_extra) if state.supplemental_extra else None
     row.model_identifier = state.model_identifier
+    # Trust on first use: the hardware a device first names is the one it must keep naming.
+    row.udid = row.udid or state.udid
+    row.serial_number = row.serial_number or state.serial_number
     for column, value in _decision_columns(decision).items():
         setattr(row, column, value)
 
