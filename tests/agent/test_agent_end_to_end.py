@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 import signal
 import subprocess
@@ -92,6 +93,60 @@ def maps_inode(pid: int, path: Path) -> int | None:
     return None
 
 
+HEALTHY = ["sh", "-c", 'test -s "$BSI_ROOT/usr/lib/libnew.so"']
+
+
+def publish_letter(
+    tmp_path: Path,
+    letter: str,
+    files: dict[str, bytes],
+    health_check: list[str],
+    relaunch: list[object],
+) -> None:
+    """Build 12A100<letter> (base -> ``files``), sign it and publish it in the test repository."""
+    build = f"12A100{letter}"
+    patched = write_tree(tmp_path / f"patched-{letter}", files)
+    spec = parse_spec(
+        textwrap.dedent(
+            f"""\
+            platform: debian
+            product_version: "12.5"
+            prerequisite_build: 12A100
+            extra_version: ({letter})
+            supplemental_build: {build}
+            components:
+              openssl:
+                paths: [/usr/lib]
+                relaunch:
+                  command: {json.dumps([str(arg) for arg in relaunch])}
+              other:
+                paths: [/usr]
+            health_check:
+              command: {json.dumps(health_check)}
+              timeout: 20
+            cves:
+              - {{id: CVE-2026-20643, cvss: "CVSS:3.1/AV:N/AC:L/PR:N/UI:R/S:U/C:L/I:L/A:N"}}
+            """
+        ),
+        source="e2e spec",
+    )
+    keys, repo = tmp_path / "keys", tmp_path / "repo"
+    bundle = tmp_path / f"{build}.cryptex"
+    base = tmp_path / "base"
+    if not base.exists():
+        write_tree(base, BASE_FILES)
+    result = build_bundle(spec, diff_trees(base, patched), bundle)
+    fields = {**result.manifest.supplement_fields(), "posted": utc_now().date().isoformat()}
+    publish_target(
+        repo,
+        keys,
+        f"debian/{build}.cryptex",
+        bundle,
+        fields,
+        signers=available_signers(repo, keys, "targets"),
+    )
+
+
 @dataclass
 class World:
     server_url: str
@@ -102,6 +157,7 @@ class World:
     library: Path
     baseline: dict[str, tuple[str, int]]
     enrollment_token: str
+    relaunch: list[object]
 
 
 @pytest.fixture
@@ -120,44 +176,8 @@ def world(tmp_path: Path) -> Iterator[World]:
     # -- the publisher: keys, a bundle, signed into the repository -------------
     keys, repo = tmp_path / "keys", tmp_path / "repo"
     init_keys(keys, repo)
-    patched = write_tree(tmp_path / "patched", PATCHED_FILES)
-    spec = parse_spec(
-        textwrap.dedent(
-            f"""\
-            platform: debian
-            product_version: "12.5"
-            prerequisite_build: 12A100
-            extra_version: (a)
-            supplemental_build: 12A100a
-            components:
-              openssl:
-                paths: [/usr/lib]
-                relaunch:
-                  command: [{sys.executable}, {scripts / "restart.py"},
-                            {scripts / "holder.py"}, {library}, {pidfile}]
-              other:
-                paths: [/usr]
-            health_check:
-              command: [sh, -c, 'test -s "$BSI_ROOT/usr/lib/libnew.so"']
-              timeout: 20
-            cves:
-              - {{id: CVE-2026-20643, cvss: "CVSS:3.1/AV:N/AC:L/PR:N/UI:R/S:U/C:L/I:L/A:N"}}
-            """
-        ),
-        source="e2e spec",
-    )
-    bundle = tmp_path / "12A100a.cryptex"
-    base = write_tree(tmp_path / "base", BASE_FILES)
-    result = build_bundle(spec, diff_trees(base, patched), bundle)
-    fields = {**result.manifest.supplement_fields(), "posted": utc_now().date().isoformat()}
-    publish_target(
-        repo,
-        keys,
-        "debian/12A100a.cryptex",
-        bundle,
-        fields,
-        signers=available_signers(repo, keys, "targets"),
-    )
+    relaunch = [sys.executable, scripts / "restart.py", scripts / "holder.py", library, pidfile]
+    publish_letter(tmp_path, "a", PATCHED_FILES, HEALTHY, relaunch)
 
     # -- the server, hosting the repository ------------------------------------
     settings = ServerSettings(data_dir=tmp_path / "data", tuf_repo_dir=repo, tuf_keys_dir=keys)
@@ -190,7 +210,7 @@ def world(tmp_path: Path) -> Iterator[World]:
     admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_key}"})
     agent = Agent(root, AgentConfig())
     try:
-        yield World(url, admin, agent, root, pidfile, library, snapshot(root), token)
+        yield World(url, admin, agent, root, pidfile, library, snapshot(root), token, relaunch)
     finally:
         admin.close()
         for pid in {holder.pid, pid_of(pidfile)}:

@@ -14,7 +14,7 @@ from bsi.domain.versions import Build, ExtraVersion, ProductVersion, SupplementV
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 BASE = Build.parse("12A100")
-A, B = Build.parse("12A100a"), Build.parse("12A100b")
+A, B, C = Build.parse("12A100a"), Build.parse("12A100b"), Build.parse("12A100c")
 
 
 def supplement(build: Build, letter: str, **changes: object) -> Supplement:
@@ -76,7 +76,8 @@ def test_withdrawn_active_supplement_is_rolled_back() -> None:
     catalog = Catalog(supplements=(supplement(A, "a", published_state=SupplementState.WITHDRAWN),))
     disk = DiskState(active_build=A, active_prerequisite=BASE)
     plan = next_steps(FACTS, catalog, POLICY, NOW, disk)
-    assert steps(plan.steps) == [("roll-back", "12A100a")]
+    # relaunched after the rollback: processes still map the withdrawn content
+    assert steps(plan.steps) == [("roll-back", "12A100a"), ("relaunch", "12A100a")]
     assert "withdrawn" in plan.reasons[0]
 
 
@@ -114,6 +115,99 @@ def test_a_supplement_that_failed_its_health_check_is_not_retried() -> None:
     plan = next_steps(FACTS, CATALOG, POLICY, NOW, DiskState(failed_builds=frozenset({A})))
     assert plan.steps == ()
     assert "failed its health check" in plan.reasons[0]
+    assert "allow-retry" in plan.reasons[0]
+
+
+AB = Catalog(supplements=(supplement(A, "a"), supplement(B, "b")))
+
+
+def test_a_failed_newer_letter_returns_the_host_to_the_last_good_letter() -> None:
+    # On the baseline after an interrupted fallback: (a) is the last good, (b) failed.
+    disk = DiskState(staged=frozenset({A}), failed_builds=frozenset({B}), last_good=A)
+    plan = next_steps(FACTS, AB, POLICY, NOW, disk)
+    assert steps(plan.steps) == [
+        ("activate", "12A100a"),
+        ("relaunch", "12A100a"),
+        ("health-check", "12A100a"),
+    ]
+    assert plan.target is not None
+    assert plan.target.build == A
+    assert any("last good letter" in reason for reason in plan.reasons)
+
+
+def test_on_the_last_good_letter_a_failed_newer_one_changes_nothing() -> None:
+    disk = DiskState(
+        active_build=A, active_prerequisite=BASE, failed_builds=frozenset({B}), last_good=A
+    )
+    plan = next_steps(FACTS, AB, POLICY, NOW, disk)
+    assert plan.steps == ()
+
+
+def test_without_a_last_good_letter_the_baseline_is_the_fallback() -> None:
+    disk = DiskState(failed_builds=frozenset({B}))
+    assert next_steps(FACTS, AB, POLICY, NOW, disk).steps == ()
+
+
+def test_a_withdrawn_or_other_base_last_good_letter_is_not_returned_to() -> None:
+    withdrawn = Catalog(
+        supplements=(
+            supplement(A, "a", published_state=SupplementState.WITHDRAWN),
+            supplement(B, "b"),
+        )
+    )
+    disk = DiskState(staged=frozenset({A}), failed_builds=frozenset({B}), last_good=A)
+    assert next_steps(FACTS, withdrawn, POLICY, NOW, disk).steps == ()
+
+
+def test_a_newer_letter_after_a_failed_one_is_installed() -> None:
+    catalog = Catalog(supplements=(supplement(A, "a"), supplement(B, "b"), supplement(C, "c")))
+    disk = DiskState(
+        active_build=A, active_prerequisite=BASE, failed_builds=frozenset({B}), last_good=A
+    )
+    plan = next_steps(FACTS, catalog, POLICY, NOW, disk)
+    assert steps(plan.steps)[:2] == [("roll-back", "12A100a"), ("download", "12A100c")]
+
+
+def test_an_uncommitted_activation_is_verified_again() -> None:
+    disk = DiskState(active_build=B, active_prerequisite=BASE, last_good=A, uncommitted=B)
+    plan = next_steps(FACTS, AB, POLICY, NOW, disk)
+    assert steps(plan.steps) == [("relaunch", "12A100b"), ("health-check", "12A100b")]
+    assert plan.verifying == B
+    assert plan.install_state is InstallState.INSTALLING
+
+
+def test_an_uncommitted_activation_that_already_failed_falls_back() -> None:
+    disk = DiskState(
+        active_build=B,
+        active_prerequisite=BASE,
+        staged=frozenset({A, B}),
+        failed_builds=frozenset({B}),
+        last_good=A,
+        uncommitted=B,
+    )
+    plan = next_steps(FACTS, AB, POLICY, NOW, disk)
+    assert steps(plan.steps) == [
+        ("roll-back", "12A100b"),
+        ("activate", "12A100a"),
+        ("relaunch", "12A100a"),
+        ("health-check", "12A100a"),
+    ]
+
+
+def test_a_failed_active_letter_without_a_last_good_one_goes_to_the_baseline_and_relaunches() -> (
+    None
+):
+    disk = DiskState(
+        active_build=B, active_prerequisite=BASE, failed_builds=frozenset({B}), uncommitted=B
+    )
+    plan = next_steps(FACTS, AB, POLICY, NOW, disk)
+    assert steps(plan.steps) == [("roll-back", "12A100b"), ("relaunch", "12A100b")]
+
+
+def test_a_letter_an_administrator_removed_is_not_put_back_and_says_why() -> None:
+    plan = next_steps(FACTS, CATALOG, POLICY, NOW, DiskState(removed_builds=frozenset({A})))
+    assert plan.steps == ()
+    assert "removed by an administrator" in plan.reasons[0]
 
 
 def test_pending_relaunch_is_retried() -> None:

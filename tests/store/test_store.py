@@ -206,6 +206,43 @@ def test_catalogue_round_trips_and_supplements_can_be_paused(store: Store) -> No
     assert store.catalog().supplements == ()
 
 
+def test_retry_allowances_reach_every_device_or_one(store: Store) -> None:
+    store.replace_catalog(
+        parse_bsi_catalog(
+            {
+                "format": "bsi-catalog/1",
+                "supplements": [
+                    {
+                        "platform": "debian",
+                        "version": "12.5 (a)",
+                        "build": "12A100a",
+                        "prerequisite_build": "12A100",
+                    }
+                ],
+            },
+            source="test",
+        ),
+        "test",
+    )
+    token = store.create_enrollment_token("default", LATER, None, NOW)
+    one, _ = store.enroll(token, NOW)
+    other, _ = store.enroll(token, NOW)
+    everyone = store.allow_retry("debian", "12A100a", None, NOW)
+    mine = store.allow_retry("debian", "12A100a", one, NOW)
+    assert mine > everyone
+    assert store.retries_after(one, 0) == [
+        (everyone, "debian", "12A100a"),
+        (mine, "debian", "12A100a"),
+    ]
+    assert store.retries_after(other, 0) == [(everyone, "debian", "12A100a")]
+    assert store.retries_after(one, mine) == []
+    with pytest.raises(NotFound):
+        store.allow_retry("debian", "12A100z", None, NOW)
+    with pytest.raises(NotFound):
+        store.allow_retry("debian", "12A100a", "no-such-device", NOW)
+    assert store.retries_after(other, everyone) == []
+
+
 def test_decision_counts_group_by_target_outcome_and_reason(store: Store) -> None:
     token = store.create_enrollment_token("default", LATER, None, NOW)
     for _ in range(3):

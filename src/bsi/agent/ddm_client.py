@@ -93,6 +93,17 @@ class DdmClient:
         body = response.json()
         return int(body["generation"]), bool(body["check_in"])
 
+    def retries(self, after: int) -> list[tuple[int, str]]:
+        """``(id, supplemental build)`` of each retry the server allowed since id ``after``.
+
+        An administrator allows a failed or removed supplement again
+        (``POST /v1/admin/supplements/{platform}/{build}/allow-retry``), for
+        every device or one; ids only grow, so the agent keeps the highest
+        one it has seen.
+        """
+        body = self._request("GET", "/v1/ddm/retries", params={"after": after}).json()
+        return [(int(item["id"]), str(item["build"])) for item in body["retries"]]
+
     def report(self, report: dict[str, Any]) -> None:
         self._request("PUT", "/v1/ddm/status", json=report)
 

@@ -45,28 +45,49 @@ class InstallState(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class DiskState:
-    """What the agent finds on the host before deciding."""
+    """What the agent finds on the host before deciding.
+
+    ``last_good`` is the newest letter that passed its relaunch and health
+    check here (committed, see DESIGN "commit"); ``uncommitted`` is the
+    active build when its activation has not been committed yet (the agent
+    stopped between activation and a passing health check). ``failed_builds``
+    failed their health check here and ``removed_builds`` were removed by an
+    administrator (``bsi agent rollback``); neither is installed again until
+    the server allows it (``POST /v1/admin/supplements/.../allow-retry``) or
+    a newer letter appears.
+    """
 
     active_build: Build | None = None
     active_prerequisite: Build | None = None
     staged: frozenset[Build] = frozenset()
     restart_pending: bool = False
     failed_builds: frozenset[Build] = frozenset()
+    removed_builds: frozenset[Build] = frozenset()
+    last_good: Build | None = None
+    uncommitted: Build | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Plan:
+    """The steps of one cycle, and why.
+
+    ``target`` is the supplement the plan activates (``None``: it activates
+    nothing); ``verifying`` is the build an ``uncommitted`` activation whose
+    relaunch and health check the plan runs again.
+    """
+
     steps: tuple[tuple[Step, Build | None], ...]
     decision: Decision | None
     target: Supplement | None = None
     reasons: tuple[str, ...] = field(default_factory=tuple)
+    verifying: Build | None = None
 
     @property
     def install_state(self) -> InstallState:
         kinds = {step for step, _ in self.steps}
         if Step.DOWNLOAD in kinds:
             return InstallState.DOWNLOADING
-        if Step.ACTIVATE in kinds:
+        if Step.ACTIVATE in kinds or Step.HEALTH_CHECK in kinds:
             return InstallState.INSTALLING
         if Step.STAGE in kinds:
             return InstallState.PREPARED
@@ -81,7 +102,17 @@ def next_steps(
     disk: DiskState,
     rules: Rules = DEFAULT_RULES,
 ) -> Plan:
-    """The steps that bring the host to what the rules say it should run."""
+    """The steps that bring the host to what the rules say it should run.
+
+    Rules (DESIGN rules 6-9): a supplement for a base the OS left is
+    discarded; a withdrawn one is rolled back; an uncommitted activation is
+    verified again (relaunch + health check), or, if it already failed,
+    replaced by the last good letter; a later letter replaces the active
+    one; a letter that failed here (or that an administrator removed) is
+    not installed again, and the host returns to the last good letter
+    instead of staying on the baseline. Every change of what runs is
+    followed by a relaunch.
+    """
     steps: list[tuple[Step, Build | None]] = []
     reasons: list[str] = []
     active = disk.active_build
@@ -90,34 +121,88 @@ def next_steps(
         steps.append((Step.DISCARD, active))
         reasons.append(f"the OS moved from {disk.active_prerequisite} to {facts.build}")
         active = None
-    facts = _with_active(facts, active)
+    rolled_back: Build | None = None
     if active is not None:
         running = catalog.supplement_by_build(facts.platform, active)
         if running is not None and running.state_at(now) is SupplementState.WITHDRAWN:
             steps.append((Step.ROLL_BACK, active))
             reasons.append(f"{running.display()} was withdrawn")
-            facts = _with_active(facts, None)
-            active = None
+            rolled_back, active = active, None
+    refused = disk.failed_builds | disk.removed_builds
+    if active is not None and active == disk.uncommitted and active not in refused:
+        reasons.append(
+            f"{active} was activated but not committed (the agent stopped before its "
+            "health check passed); verifying it again"
+        )
+        decision = decide(_with_active(facts, active), catalog, policy, now, rules)
+        steps += [(Step.RELAUNCH, active), (Step.HEALTH_CHECK, active)]
+        return Plan(tuple(steps), decision, None, tuple(reasons), verifying=active)
 
-    decision = decide(facts, catalog, policy, now, rules)
+    decision = decide(_with_active(facts, active), catalog, policy, now, rules)
     target = decision.supplement
+    want = active
     installing = decision.outcome in (Outcome.INSTALL, Outcome.ENFORCED) and target is not None
-    if installing and target is not None and target.build in disk.failed_builds:
-        reasons.append(f"{target.display()} failed its health check here before; not retried")
-        installing = False
+    fall_back = False
+    if installing and target is not None and target.build in refused:
+        reasons.append(_not_retried(target.display(), target.build in disk.removed_builds))
+        installing, fall_back = False, True
     if installing and target is not None:
-        if active is not None and active != target.build:
-            steps.append((Step.ROLL_BACK, active))  # a later letter replaces the earlier
-        if target.build not in disk.staged:
-            steps += [(Step.DOWNLOAD, target.build), (Step.STAGE, target.build)]
-        steps += [
-            (Step.ACTIVATE, target.build),
-            (Step.RELAUNCH, target.build),
-            (Step.HEALTH_CHECK, target.build),
-        ]
+        want = target.build
+    elif active is not None and active in refused:
+        # An activation that failed but is still live (the agent stopped mid-fallback).
+        reasons.append(f"{active} failed its health check here; taking it back")
+        want, fall_back = None, True
+    if fall_back:
+        fallback = _last_good(facts, catalog, now, disk, refused)
+        if fallback is not None:
+            if fallback.build != active:
+                reasons.append(f"returning to the last good letter, {fallback.display()}")
+            target, want = fallback, fallback.build
+    if want != active:
+        if active is not None:
+            steps.append((Step.ROLL_BACK, active))
+            rolled_back = active
+        if want is not None and target is not None:
+            if want not in disk.staged:
+                steps += [(Step.DOWNLOAD, want), (Step.STAGE, want)]
+            steps += [(Step.ACTIVATE, want), (Step.RELAUNCH, want), (Step.HEALTH_CHECK, want)]
+            return Plan(tuple(steps), decision, target, tuple(reasons))
+    if rolled_back is not None:
+        # Back on the baseline: the processes still run the removed content.
+        steps.append((Step.RELAUNCH, rolled_back))
     elif disk.restart_pending and active is not None:
         steps.append((Step.RELAUNCH, active))
-    return Plan(tuple(steps), decision, target if installing else None, tuple(reasons))
+    return Plan(tuple(steps), decision, None, tuple(reasons))
+
+
+def _not_retried(name: str, removed: bool) -> str:
+    why = (
+        "was removed by an administrator here (bsi agent rollback)"
+        if removed
+        else "failed its health check here"
+    )
+    return (
+        f"{name} {why}; not installed again until the server allows it "
+        "(allow-retry) or a newer letter appears"
+    )
+
+
+def _last_good(
+    facts: DeviceFacts,
+    catalog: Catalog,
+    now: datetime,
+    disk: DiskState,
+    refused: frozenset[Build],
+) -> Supplement | None:
+    """The last good letter, if the host may return to it: same base, not withdrawn or refused."""
+    if disk.last_good is None or disk.last_good in refused:
+        return None
+    found = catalog.supplement_by_build(facts.platform, disk.last_good)
+    if found is None or found.prerequisite_build != facts.build:
+        return None
+    if found.state_at(now) is SupplementState.WITHDRAWN:
+        return None
+    return found
 
 
 def _with_active(facts: DeviceFacts, active: Build | None) -> DeviceFacts:

@@ -8,17 +8,29 @@ reports the truth in DDM status items. Every refusal (wrong prerequisite,
 battery, policy, signature, disk full) leaves the host as it was and is
 reported with its reason.
 
+Commit (DESIGN "commit"): every activation is recorded as
+``pending_commit`` in the state file, durably, before the activator runs; it
+becomes the ``last_good`` letter only once its relaunch and health check
+pass. After any restart an activation still pending is verified again, or
+rolled back to the last good letter. A letter that fails its health check
+returns the host to the last good letter (kept staged for that), the
+baseline only when there is none, and is not installed again until the
+server allows it (``GET /v1/ddm/retries``) or a newer letter appears.
+
 Local state lives in ``<state>/agent.json`` (mode 0600: it holds the device
-credential), next to the activator's journal and the preboot area.
+credential), next to the activator's journal and the preboot area. One cycle
+runs at a time: ``<state>/cycle.lock`` is held for the whole cycle.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,7 +45,7 @@ from bsi.agent.activators import (
 )
 from bsi.agent.activators.swap import SwapActivator
 from bsi.agent.config import AgentConfig
-from bsi.agent.ddm_client import DdmClient
+from bsi.agent.ddm_client import DdmClient, ServerRefused
 from bsi.agent.facts import read_facts
 from bsi.agent.health import passed_without_check, run_health_check
 from bsi.agent.machine import DiskState, InstallState, Plan, Step, next_steps
@@ -51,12 +63,15 @@ from bsi.domain.eligibility import DEFAULT_RULES, Decision
 from bsi.domain.facts import DeviceFacts
 from bsi.domain.policy import SoftwareUpdatePolicy
 from bsi.domain.versions import Build
-from bsi.errors import BsiError, Forbidden, InvalidInput
+from bsi.errors import BsiError, Conflict, Forbidden, InvalidInput
 from bsi.trust import TrustedClient, trust_root
 
 log = logging.getLogger("bsi.agent")
 Clock = Callable[[], datetime]
 RELAUNCH_TIMEOUT = 30.0
+HEALTH_CHECK_FAILED = "health-check-failed"
+REMOVED = "removed"
+"""``kind`` of a failure record: a failed health check, or an administrator's removal."""
 
 
 def utc_now() -> datetime:
@@ -75,6 +90,17 @@ class LocalState:
     failures: dict[str, dict[str, Any]] = field(default_factory=dict)
     restart_pending: list[list[int]] = field(default_factory=list)
     last_failure: dict[str, Any] | None = None
+    last_good: str | None = None
+    pending_commit: str | None = None
+    retry_cursor: int = 0
+
+    def refused(self, kind: str) -> frozenset[Build]:
+        """The builds not installed again, of one failure ``kind``."""
+        return frozenset(
+            Build.parse(build)
+            for build, failure in self.failures.items()
+            if failure.get("kind", HEALTH_CHECK_FAILED) == kind
+        )
 
     def failure(self) -> Failure | None:
         if not self.last_failure:
@@ -153,14 +179,44 @@ class Agent:
 
     # -- one cycle ---------------------------------------------------------
 
-    def once(self) -> CycleReport:
-        self.activator.recover()
-        state = self.load_state()
-        client = self._client(state)
+    @property
+    def cycle_lock_file(self) -> Path:
+        return self.layout.state / "cycle.lock"
+
+    @contextlib.contextmanager
+    def cycle_lock(self) -> Iterator[None]:
+        """Hold ``<state>/cycle.lock`` for a whole cycle; :class:`Conflict` if another holds it.
+
+        An advisory ``flock``: the kernel frees it when the holder dies, so a
+        killed agent never leaves the device locked.
+        """
+        self.layout.state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.cycle_lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            return self._cycle(state, client)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+                raise Conflict(
+                    f"another bsi agent cycle is running on this device (pid {holder}, "
+                    f"lock {str(self.cycle_lock_file)!r})",
+                    hint="wait for it to finish; only one cycle runs at a time",
+                ) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            yield
         finally:
-            client.close()
+            os.close(fd)
+
+    def once(self) -> CycleReport:
+        with self.cycle_lock():
+            self.activator.recover()
+            state = self.load_state()
+            client = self._client(state)
+            try:
+                return self._cycle(state, client)
+            finally:
+                client.close()
 
     def facts(self) -> tuple[DeviceFacts, Manifest | None]:
         facts = read_facts(self.root, self.config)
@@ -184,12 +240,24 @@ class Agent:
             self.save_state(state)
         policy = self.policy(state)
         catalog = client.catalog(facts.platform)
+        self._sync_retries(client, state)
+        active_build = str(active.supplemental_build) if active else None
+        if state.pending_commit is not None and state.pending_commit != active_build:
+            # Recovery undid it (or it never started): it was never live.
+            log.warning(
+                "the activation of %s did not complete; it is not live", state.pending_commit
+            )
+            state.pending_commit = None
+            self.save_state(state)
         disk = DiskState(
             active_build=active.supplemental_build if active else None,
             active_prerequisite=active.prerequisite_build if active else None,
             staged=frozenset(self._staged_builds()),
             restart_pending=bool(state.restart_pending),
-            failed_builds=frozenset(Build.parse(b) for b in state.failures),
+            failed_builds=state.refused(HEALTH_CHECK_FAILED),
+            removed_builds=state.refused(REMOVED),
+            last_good=Build.parse(state.last_good) if state.last_good else None,
+            uncommitted=Build.parse(state.pending_commit) if state.pending_commit else None,
         )
         rules = self.config.rules(DEFAULT_RULES, facts.platform)
         plan = next_steps(facts, catalog, policy, self.clock(), disk, rules)
@@ -212,6 +280,21 @@ class Agent:
             str(active.supplemental_build) if active else None,
             failure,
         )
+
+    def _sync_retries(self, client: DdmClient, state: LocalState) -> None:
+        """Forget the failures the server allows again (admin ``allow-retry``)."""
+        try:
+            allowed = client.retries(state.retry_cursor)
+        except ServerRefused as error:
+            log.warning("cannot read retry allowances: %s", error)
+            return
+        if not allowed:
+            return
+        for ident, build in allowed:
+            if state.failures.pop(build, None) is not None:
+                log.info("the server allows %s again", build)
+            state.retry_cursor = max(state.retry_cursor, ident)
+        self.save_state(state)
 
     def policy(self, state: LocalState) -> SoftwareUpdatePolicy:
         return effective_policy([validate_declaration(d) for d in state.declarations])
@@ -240,6 +323,9 @@ class Agent:
             elif step is Step.ROLL_BACK:
                 manifest, _ = load_staged(self.layout, name)
                 self._swap(manifest, state, activate=False)
+                if plan.target is None and state.last_good == name:
+                    state.last_good = None  # withdrawn: never returned to (DESIGN rule 9)
+                    self.save_state(state)
             elif step is Step.DOWNLOAD:
                 bundle = self._download(plan, state)
             elif step is Step.STAGE:
@@ -254,10 +340,12 @@ class Agent:
                 self._swap(manifest, state, activate=True)
             elif step is Step.RELAUNCH:
                 manifest, _ = load_staged(self.layout, name)
-                self._relaunch(manifest, state, [tuple(i) for i in state.restart_pending])
+                self._relaunch([manifest], state)
             elif step is Step.HEALTH_CHECK:
                 manifest, _ = load_staged(self.layout, name)
                 self._health_check(manifest, state)
+        if plan.steps:
+            self._prune(state)
 
     def _download(self, plan: Plan, state: LocalState) -> Path:
         target = plan.target
@@ -288,55 +376,130 @@ class Agent:
             )
 
     def _swap(self, manifest: Manifest, state: LocalState, *, activate: bool) -> None:
+        """Activate or deactivate ``manifest``; the old files' ids join ``restart_pending``.
+
+        An activation is recorded as ``pending_commit`` durably before the
+        activator runs, so that a restart at any instant finds it and
+        verifies it again (see :meth:`_health_check`).
+        """
+        build = str(manifest.supplemental_build)
         paths = [self.root / entry.path for entry in manifest.files]
         old = file_ids(paths)
         if activate:
-            _, staged = load_staged(self.layout, str(manifest.supplemental_build))
+            state.pending_commit = build
+            self.save_state(state)
+            _, staged = load_staged(self.layout, build)
             self.activator.activate(manifest, staged)
         else:
             self.activator.deactivate(manifest)
-        state.restart_pending = [list(i) for i in old]
+            if state.pending_commit == build:
+                state.pending_commit = None
+        known = {tuple(i) for i in state.restart_pending}
+        state.restart_pending = [list(i) for i in sorted(known | old)]
         self.save_state(state)
 
-    def _relaunch(self, manifest: Manifest, state: LocalState, old: list[tuple[int, ...]]) -> None:
-        """Restart each component's services until nothing maps the old content."""
-        old_ids = {(i[0], i[1]) for i in old}
+    def _relaunch(self, manifests: list[Manifest], state: LocalState) -> None:
+        """Restart each component's services until nothing uses the old content."""
+        old_ids = {(i[0], i[1]) for i in state.restart_pending}
         systemd = systemd_running(self.root)
         pending = False
-        for component in manifest.components:
-            paths = [self.root / entry.path for entry in component.files]
-            uses = processes_using(paths, old_inodes=old_ids)
-            if uses:
-                result = relaunch(component, uses, systemd_available=systemd, root=self.root)
-                for line in result.describe():
-                    log.info("%s", line)
-            left = wait_until_relaunched(paths, old_inodes=old_ids, timeout=RELAUNCH_TIMEOUT)
-            pending = pending or bool(left)
-        state.restart_pending = [list(i) for i in old_ids] if pending else []
+        for manifest in manifests:
+            for component in manifest.components:
+                paths = [self.root / entry.path for entry in component.files]
+                uses = processes_using(paths, old_inodes=old_ids)
+                if uses:
+                    result = relaunch(component, uses, systemd_available=systemd, root=self.root)
+                    for line in result.describe():
+                        log.info("%s", line)
+                left = wait_until_relaunched(paths, old_inodes=old_ids, timeout=RELAUNCH_TIMEOUT)
+                pending = pending or bool(left)
+        state.restart_pending = [list(i) for i in sorted(old_ids)] if pending else []
         self.save_state(state)
 
     def _health_check(self, manifest: Manifest, state: LocalState) -> None:
+        """Commit ``manifest`` if its health check passes; otherwise fall back and raise.
+
+        On failure the failure is recorded first (durably: a kill during the
+        fallback still knows not to keep this letter), then the letter is
+        deactivated and the last good letter activated, relaunched and
+        checked in turn; the baseline when there is none (or it fails too).
+        """
+        result = self._check(manifest)
+        if result is None:
+            self._commit(manifest, state)
+            return
+        build = str(manifest.supplemental_build)
+        self._record_failure(state, build, result)
+        fallback = self._staged_last_good(state, build)
+        self._swap(manifest, state, activate=False)
+        back_on = "the baseline (no healthy letter is staged)"
+        if fallback is not None:
+            self._swap(fallback, state, activate=True)
+            self._relaunch([manifest, fallback], state)
+            problem = self._check(fallback)
+            if problem is None:
+                self._commit(fallback, state)
+                back_on = f"the last good letter, {fallback.display()}"
+            else:
+                self._record_failure(state, str(fallback.supplemental_build), problem)
+                self._swap(fallback, state, activate=False)
+                self._relaunch([manifest, fallback], state)
+                back_on = f"the baseline ({fallback.display()} failed its health check too)"
+        else:
+            self._relaunch([manifest], state)
+        self._prune(state)
+        raise ActivationError(
+            f"{manifest.display()} failed its health check ({result}); the host is back on "
+            f"{back_on}",
+            reason=HEALTH_CHECK_FAILED,
+        )
+
+    def _check(self, manifest: Manifest) -> str | None:
+        """``None`` when ``manifest``'s health check passes, else why it failed."""
         check = manifest.health_check
         result = run_health_check(check, root=self.root) if check else passed_without_check()
-        if result.ok:
-            state.last_failure = None
-            self.save_state(state)
-            return
-        old = [tuple(i) for i in file_ids(self.root / e.path for e in manifest.files)]
-        self.activator.deactivate(manifest)
-        self._relaunch(manifest, state, old)
-        raise ActivationError(
-            f"{manifest.display()} failed its health check and was rolled back: {result.reason}",
-            reason="health-check-failed",
-        )
+        return None if result.ok else result.reason
+
+    def _commit(self, manifest: Manifest, state: LocalState) -> None:
+        """Relaunch and health check passed: ``manifest`` is final and the last good letter."""
+        build = str(manifest.supplemental_build)
+        state.last_good = build
+        state.pending_commit = None
+        state.failures.pop(build, None)
+        self.save_state(state)
+        log.info("committed %s", manifest.display())
+        self._prune(state)
+
+    def _record_failure(self, state: LocalState, build: str, reason: str) -> None:
+        state.failures[build] = {
+            "kind": HEALTH_CHECK_FAILED,
+            "reason": f"failed its health check: {reason}",
+            "at": self.clock().isoformat(),
+        }
+        if state.last_good == build:
+            state.last_good = None
+        self.save_state(state)
+
+    def _staged_last_good(self, state: LocalState, failed: str) -> Manifest | None:
+        if state.last_good is None or state.last_good == failed:
+            return None
+        try:
+            manifest, _ = load_staged(self.layout, state.last_good)
+        except BsiError:
+            return None
+        return manifest
+
+    def _prune(self, state: LocalState) -> None:
+        """Keep staged only what runs, the last good letter and an activation in flight."""
+        keep = {state.last_good, state.pending_commit, self.activator.active()}
+        for build in self._staged_builds():
+            if str(build) not in keep:
+                discard_staged(self.layout, str(build))
 
     def _fail(self, state: LocalState, plan: Plan, error: BsiError) -> str:
         reason = getattr(error, "reason", type(error).__name__)
         message = f"{reason}: {error}"
         log.error("%s", message)
-        target = plan.target
-        if target is not None and reason == "health-check-failed":
-            state.failures[str(target.build)] = {"reason": message, "at": self.clock().isoformat()}
         count = int(state.last_failure["count"]) + 1 if state.last_failure else 1
         state.last_failure = {"reason": message, "count": count, "at": self.clock().isoformat()}
         self.save_state(state)
@@ -377,6 +540,10 @@ class Agent:
 
     def rollback(self, *, force: bool = False) -> str | None:
         """Return to the baseline; refused when policy forbids it, unless ``force``."""
+        with self.cycle_lock():
+            return self._rollback(force=force)
+
+    def _rollback(self, *, force: bool) -> str | None:
         self.activator.recover()
         state = self.load_state()
         if not self.policy(state).rapid_security_response_enable_rollback and not force:
@@ -388,14 +555,25 @@ class Agent:
         if active is None:
             return None
         manifest, _ = load_staged(self.layout, active)
-        self._swap(manifest, state, activate=False)
-        self._relaunch(manifest, state, [tuple(i) for i in state.restart_pending])
-        # Removed on purpose: the agent must not put it straight back.
+        # Recorded before the files move: a kill mid-way is finished by the
+        # next cycle, never undone, and the agent does not put it straight back.
+        previous = (dict(state.failures), state.last_good, state.pending_commit)
         state.failures[active] = {
+            "kind": REMOVED,
             "reason": "removed by an administrator (bsi agent rollback)",
             "at": self.clock().isoformat(),
         }
+        state.last_good = None
         self.save_state(state)
+        try:
+            self._swap(manifest, state, activate=False)
+        except BsiError:
+            if self.activator.active() == active:  # refused: nothing changed
+                state.failures, state.last_good, state.pending_commit = previous
+                self.save_state(state)
+            raise
+        self._relaunch([manifest], state)
+        self._prune(state)
         if state.credential:
             client = self._client(state)
             try:
@@ -417,6 +595,8 @@ class Agent:
             "active_supplement": active.display() if active else None,
             "staged": sorted(str(b) for b in self._staged_builds()),
             "restart_pending": bool(state.restart_pending),
+            "pending_commit": state.pending_commit,
+            "last_good": state.last_good,
             "last_failure": state.last_failure,
-            "failed_builds": sorted(state.failures),
+            "failed_builds": {build: state.failures[build] for build in sorted(state.failures)},
         }

@@ -196,6 +196,28 @@ def admin_router(
             for r in rows
         ]
 
+    @router.post(
+        "/supplements/{platform}/{build}/allow-retry",
+        status_code=201,
+        summary="Allow a supplement that failed (or was removed) on devices again",
+    )
+    async def allow_retry(
+        platform: str,
+        build: str,
+        _: Write,
+        device_id: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> dict[str, Any]:
+        """Devices forget their failure of ``build`` at their next check-in and try it again.
+
+        Without ``device_id`` every device; with it, that one. Agents never
+        retry a failed health check or an administrator's rollback on their own.
+        """
+        ident = await run_in_threadpool(
+            store.allow_retry, platform, build, device_id, service.clock()
+        )
+        wakeups.bump()
+        return {"id": ident, "platform": platform, "build": build, "device_id": device_id}
+
     @router.post("/supplements/{platform}/{build}/{action}")
     async def steer_supplement(
         platform: str, build: str, action: SupplementAction, tasks: BackgroundTasks, _: Write

@@ -138,6 +138,14 @@ def ddm_router(service: BsiService, forwarding: ForwardingTrust, wakeups: Wakeup
         )
         return Response(json.dumps(dump_bsi_catalog(mine)), media_type=JSON)
 
+    @bsi("GET", "/retries", "bsi agents: failed supplements allowed again")
+    async def retries(request: Request, after: Annotated[int, Query(ge=0)] = 0) -> Response:
+        """The admin's ``allow-retry`` rows for this device (or all devices) above ``after``."""
+        identity = await identify(request)
+        rows = await run_in_threadpool(service.store.retries_after, identity.device_id, after)
+        body = {"retries": [{"id": i, "platform": p, "build": b} for i, p, b in rows]}
+        return Response(json.dumps(body), media_type=JSON)
+
     @bsi("GET", "/wait", "Long poll: answers when the device should check in")
     async def wait(
         request: Request,

@@ -229,6 +229,24 @@ class CatalogDeviceModel(Base):
     device_ids: Mapped[list[Any]] = mapped_column(default=list)
 
 
+class RetryAllowance(Base):
+    """An administrator allows a supplement that failed (or was removed) on devices again.
+
+    ``device_id`` null: every device; otherwise that one. Agents read the
+    rows with an id above the highest they have seen (``GET /v1/ddm/retries``).
+    """
+
+    __tablename__ = "retry_allowances"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    platform: Mapped[str] = mapped_column(String(32))
+    build: Mapped[str] = mapped_column(String(16))
+    device_id: Mapped[str | None] = mapped_column(
+        ForeignKey("devices.id", ondelete="CASCADE"), index=True
+    )
+    created_at: Mapped[datetime]
+
+
 class ServerSecret(Base):
     """Secrets every server process shares, such as the device-credential key."""
 

@@ -37,6 +37,7 @@ from bsi.store.models import (
     DeviceGroup,
     EnrollmentToken,
     GroupDeclaration,
+    RetryAllowance,
     SecurityEvent,
     ServerSecret,
     StoredDeclaration,
@@ -804,6 +805,43 @@ class Store:
                 CatalogDeviceModel(model_identifier=m, device_ids=sorted(ids))
                 for m, ids in catalog.device_ids_by_model.items()
             )
+
+    def allow_retry(self, platform: str, build: str, device_id: str | None, now: datetime) -> int:
+        """Allow ``build`` again on ``device_id`` (every device when ``None``); the new id.
+
+        :class:`NotFound` when the catalogue has no such supplement or the
+        device is not enrolled; nothing is stored then.
+        """
+        with self._writing() as session:
+            known = session.scalar(
+                select(CatalogSupplement.id).where(
+                    CatalogSupplement.platform == platform, CatalogSupplement.build == build
+                )
+            )
+            if known is None:
+                raise NotFound(f"no {platform} supplement with build {build!r}")
+            if device_id is not None and session.get(Device, device_id) is None:
+                raise NotFound(f"no device {device_id!r}")
+            row = RetryAllowance(
+                platform=platform, build=build, device_id=device_id, created_at=now
+            )
+            session.add(row)
+            session.flush()
+            return row.id
+
+    def retries_after(self, device_id: str, after: int) -> list[tuple[int, str, str]]:
+        """``(id, platform, build)`` of the allowances for ``device_id`` above id ``after``."""
+        with self._reading() as session:
+            rows = session.execute(
+                select(RetryAllowance.id, RetryAllowance.platform, RetryAllowance.build)
+                .where(
+                    RetryAllowance.id > after,
+                    or_(RetryAllowance.device_id.is_(None), RetryAllowance.device_id == device_id),
+                )
+                .order_by(RetryAllowance.id)
+                .limit(1000)
+            ).all()
+        return [(row[0], row[1], row[2]) for row in rows]
 
     def set_supplement_state(self, platform: str, build: str, state: SupplementState) -> None:
         with self._writing() as session:

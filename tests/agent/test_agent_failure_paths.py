@@ -1,0 +1,193 @@
+"""The agent's failure paths end to end: real server, real agent, real processes.
+
+A later letter that fails its health check returns the host to the last good
+letter (not the baseline) and is reported; a kill during the health check is
+re-verified at the next cycle and ends on the last good letter; a withdrawal
+relaunches onto the baseline; an administrator's rollback is allowed again
+from the server.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from test_agent_end_to_end import (
+    World,
+    enrolled,
+    maps_inode,
+    pid_of,
+    publish_letter,
+    snapshot,
+)
+
+from cryptex_support import PATCHED_FILES
+
+PATCHED_B = {**PATCHED_FILES, "usr/lib/libssl.so.3": b"libssl 3.0.2-fixed-again " * 4000}
+FAILING = ["sh", "-c", "echo 'service answers 500' >&2; exit 1"]
+
+
+def publish_b(world: World, tmp_path: Path, health_check: list[str]) -> None:
+    publish_letter(tmp_path, "b", PATCHED_B, health_check, world.relaunch)
+    synced = world.admin.post("/v1/admin/catalog/sync-repository")
+    assert synced.is_success, synced.text
+
+
+def device_items(world: World, device_id: str) -> dict[str, object]:
+    items: dict[str, object] = world.admin.get(f"/v1/admin/devices/{device_id}").json()[
+        "status_items"
+    ]
+    return items
+
+
+def on_a(world: World, device_id: str) -> dict[str, tuple[str, int]]:
+    report = world.agent.once()
+    assert report.failure is None, report.failure
+    assert report.active == "12A100a"
+    return snapshot(world.root)
+
+
+def assert_relaunched_onto_current(world: World, before: int) -> None:
+    now = pid_of(world.pidfile)
+    assert now != before
+    assert maps_inode(now, world.library) == world.library.stat().st_ino
+
+
+def test_a_failing_later_letter_returns_the_host_to_the_last_good_letter(
+    world: World, tmp_path: Path
+) -> None:
+    device_id = enrolled(world, tmp_path)
+    tree_a = on_a(world, device_id)
+    publish_b(world, tmp_path, FAILING)
+    pid = pid_of(world.pidfile)
+
+    report = world.agent.once()
+    assert report.failure is not None
+    assert "12.5 (b)" in report.failure
+    assert "back on the last good letter" in report.failure
+    assert report.active == "12A100a"
+    assert snapshot(world.root) == tree_a  # (a), byte for byte, not the baseline
+    assert_relaunched_onto_current(world, pid)
+
+    status = world.agent.status()
+    assert status["last_good"] == "12A100a"
+    assert status["pending_commit"] is None
+    assert list(status["failed_builds"]) == ["12A100b"]
+    assert status["last_failure"] is not None
+    assert status["staged"] == ["12A100a"]  # the failed letter is not kept
+    device = world.admin.get(f"/v1/admin/devices/{device_id}").json()
+    assert device["supplemental_build"] == "12A100a"
+    items = device_items(world, device_id)
+    assert items["softwareupdate.install-state"] == "failed"
+    failure = items["softwareupdate.failure-reason"]
+    assert isinstance(failure, dict)
+    assert "health check" in failure["reason"]
+
+    # not retried on its own ...
+    again = world.agent.once()
+    assert again.steps == ()
+    assert snapshot(world.root) == tree_a
+    # ... until the server allows it again: then it is tried (and fails) once more
+    allowed = world.admin.post("/v1/admin/supplements/debian/12A100b/allow-retry")
+    assert allowed.status_code == 201, allowed.text
+    retried = world.agent.once()
+    assert "activate 12A100b" in retried.steps
+    assert retried.active == "12A100a"
+    assert world.agent.once().steps == ()
+
+
+def test_a_kill_during_the_health_check_is_verified_again_and_ends_on_the_last_good_letter(
+    world: World, tmp_path: Path
+) -> None:
+    device_id = enrolled(world, tmp_path)
+    tree_a = on_a(world, device_id)
+    started, slow = tmp_path / "check-started", tmp_path / "slow"
+    slow.touch()
+    check = (
+        f"if [ -e {slow} ]; then touch {started}; sleep 60; fi; "
+        "echo 'service answers 500' >&2; exit 1"
+    )
+    publish_b(world, tmp_path, ["sh", "-c", check])
+
+    agent = subprocess.Popen(
+        [sys.executable, "-m", "bsi", "agent", "once", "--root", str(world.root)],
+        start_new_session=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 60
+    while not started.exists():
+        assert agent.poll() is None, "the agent ended before its health check"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    os.killpg(agent.pid, signal.SIGKILL)
+    agent.wait()
+    slow.unlink()
+
+    # killed mid-check: (b) is live but not committed, and says so
+    status = world.agent.status()
+    assert "12.5 (b)" in status["active_supplement"]
+    assert status["pending_commit"] == "12A100b"
+    assert status["last_good"] == "12A100a"
+
+    report = world.agent.once()
+    assert report.steps[:2] == ("relaunch 12A100b", "health-check 12A100b")
+    assert report.failure is not None
+    assert "back on the last good letter" in report.failure
+    assert report.active == "12A100a"
+    assert snapshot(world.root) == tree_a
+    assert world.agent.status()["pending_commit"] is None
+    items = device_items(world, device_id)
+    assert items["softwareupdate.install-state"] == "failed"
+    assert world.agent.once().steps == ()
+
+
+def test_withdrawing_the_only_letter_relaunches_onto_the_baseline(
+    world: World, tmp_path: Path
+) -> None:
+    device_id = enrolled(world, tmp_path)
+    on_a(world, device_id)
+    pid = pid_of(world.pidfile)
+    withdrawn = world.admin.post("/v1/admin/supplements/debian/12A100a/withdraw")
+    assert withdrawn.is_success, withdrawn.text
+
+    report = world.agent.once()
+    assert report.steps == ("roll-back 12A100a", "relaunch 12A100a")
+    assert report.failure is None
+    assert snapshot(world.root) == world.baseline
+    assert_relaunched_onto_current(world, pid)
+    assert world.agent.status()["restart_pending"] is False
+    assert world.agent.status()["staged"] == []
+
+
+def test_an_administrators_rollback_is_allowed_again_from_the_server(
+    world: World, tmp_path: Path
+) -> None:
+    device_id = enrolled(world, tmp_path)
+    tree_a = on_a(world, device_id)
+    assert world.agent.rollback() == "12A100a"
+    assert snapshot(world.root) == world.baseline
+    status = world.agent.status()
+    assert status["failed_builds"]["12A100a"]["kind"] == "removed"
+    assert status["last_good"] is None
+    assert world.agent.once().steps == ()
+
+    other = world.admin.post(
+        "/v1/admin/supplements/debian/12A100a/allow-retry", params={"device_id": "nobody"}
+    )
+    assert other.status_code == 404
+    assert world.agent.once().steps == ()  # an allowance for nobody changes nothing here
+
+    mine = world.admin.post(
+        "/v1/admin/supplements/debian/12A100a/allow-retry", params={"device_id": device_id}
+    )
+    assert mine.status_code == 201, mine.text
+    report = world.agent.once()
+    assert report.failure is None
+    assert report.active == "12A100a"
+    assert snapshot(world.root) == tree_a
+    assert world.agent.status()["failed_builds"] == {}
