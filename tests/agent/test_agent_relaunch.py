@@ -11,6 +11,7 @@ process maps the new inode and nothing is pending.
 from __future__ import annotations
 
 import contextlib
+import mmap
 import os
 import shutil
 import signal
@@ -187,11 +188,12 @@ def test_replaced_library_is_found_relaunched_and_cleared(service: Service) -> N
     backup.parent.mkdir(parents=True)
     service.replace(keep_original=backup)  # swap-style: the original lives on
 
-    use = mine(processes_using(paths, old_inodes=old_inodes), old_pid)
+    kept = [backup.parent]  # the agent passes its state directory
+    use = mine(processes_using(paths, old_inodes=old_inodes, kept_under=kept), old_pid)
     assert use.name == "python3" or use.name.startswith("python")
     assert set(use.via) == {"map", "fd"}
     assert use.files == (str(backup),)
-    assert restart_pending(paths, old_inodes=old_inodes)
+    assert processes_using(paths, old_inodes=old_inodes, kept_under=kept)
 
     component = service.component(command=service.command)
     result = relaunch(component, [use], systemd_available=False, root=service.root)
@@ -201,8 +203,8 @@ def test_replaced_library_is_found_relaunched_and_cleared(service: Service) -> N
 
     new_pid = service.pid
     assert new_pid != old_pid
-    assert wait_until_relaunched(paths, old_inodes=old_inodes, timeout=10) == []
-    assert not restart_pending(paths, old_inodes=old_inodes)
+    assert wait_until_relaunched(paths, old_inodes=old_inodes, timeout=10, kept_under=kept) == []
+    assert not processes_using(paths, old_inodes=old_inodes, kept_under=kept)
     new_id = file_id(service.library)
     assert new_id is not None
     mapped = {(entry.device, entry.inode) for entry in read_process(new_pid).maps}
@@ -478,3 +480,28 @@ def test_systemd_detection(tmp_path: Path) -> None:
     assert not systemd_running(tmp_path)
     (tmp_path / "run/systemd/system").mkdir(parents=True)
     assert systemd_running(tmp_path)
+
+
+def test_a_recorded_inode_reused_by_another_file_is_not_old_content(tmp_path: Path) -> None:
+    # An old file that was unlinked frees its inode number; another file that
+    # gets it is not the old content. Stand-in: the recorded id *is* another
+    # live file's, which the process maps through that file's own path.
+    other = tmp_path / "elsewhere" / "libssl.so.3"
+    other.parent.mkdir()
+    other.write_bytes(b"someone else's library" * 100)
+    watched = tmp_path / "root/usr/lib/libssl.so.3"
+    watched.parent.mkdir(parents=True)
+    watched.write_bytes(b"the live library" * 100)
+    recorded = file_ids([other])
+    with other.open("rb") as handle:
+        mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        try:
+            found = processes_using([watched], old_inodes=recorded, exclude_pids=())
+            assert [use.pid for use in found] == []
+            # ... but where the agent keeps originals, the same id is old content
+            kept = processes_using(
+                [watched], old_inodes=recorded, exclude_pids=(), kept_under=[other.parent]
+            )
+            assert [use.pid for use in kept] == [os.getpid()]
+        finally:
+            mapped.close()

@@ -332,12 +332,44 @@ def _pids(proc: Path) -> list[int]:
         return []
 
 
+def _without_reused_inodes(
+    info: ProcessInfo, seen: Watch, kept_under: tuple[str, ...]
+) -> ProcessInfo:
+    """``info`` without the files that merely reuse a recorded inode number.
+
+    A recorded old file that was unlinked frees its inode number, and any new
+    file anywhere may get it: a process using *that* file reaches it through
+    a live path outside the watched paths that still holds the number. The
+    old files themselves are reached through a watched path, a path under
+    ``kept_under`` (the state directory, where swap keeps originals), or a
+    name that no longer exists on the host (a detached mount).
+    """
+
+    def reused(path: str | None, ident: FileId | None) -> bool:
+        if path is None or ident is None or ident not in seen.old_inodes:
+            return False
+        if path in seen.current or path.startswith(kept_under):
+            return False
+        now = file_id(path)
+        return now is not None and now[1] == ident[1]
+
+    maps = tuple(e for e in info.maps if not reused(e.path, (e.device, e.inode)))
+    fds = tuple(f for f in info.fds if not reused(f.path, f.id))
+    exe = info.executable
+    if exe is not None and reused(exe.path, exe.id):
+        exe = None
+    if len(maps) == len(info.maps) and len(fds) == len(info.fds) and exe is info.executable:
+        return info
+    return ProcessInfo(info.pid, info.name, exe, info.unit, maps, fds)
+
+
 def processes_using(
     paths: Iterable[Path | str],
     *,
     old_inodes: Collection[FileId] = (),
     proc: Path = Path("/proc"),
     exclude_pids: Collection[int] | None = None,
+    kept_under: Collection[Path | str] = (),
 ) -> list[ProcessUse]:
     """The processes that still use old content of ``paths``, by pid.
 
@@ -349,11 +381,15 @@ def processes_using(
     """
     excluded = {os.getpid()} if exclude_pids is None else set(exclude_pids)
     seen = watch(paths, old_inodes)
+    prefixes = tuple(os.path.join(os.path.realpath(p), "") for p in kept_under)
     uses = []
     for pid in _pids(proc):
         if pid in excluded:
             continue
-        use = uses_old_content(read_process(pid, proc=proc), seen)
+        info = read_process(pid, proc=proc)
+        use = uses_old_content(info, seen)
+        if use is not None and seen.old_inodes:
+            use = uses_old_content(_without_reused_inodes(info, seen, prefixes), seen)
         if use is not None:
             uses.append(use)
     return uses
@@ -365,9 +401,13 @@ def restart_pending(
     old_inodes: Collection[FileId] = (),
     proc: Path = Path("/proc"),
     exclude_pids: Collection[int] | None = None,
+    kept_under: Collection[Path | str] = (),
 ) -> bool:
     """True while any process still uses old content: report "restart pending"."""
-    return bool(processes_using(paths, old_inodes=old_inodes, proc=proc, exclude_pids=exclude_pids))
+    found = processes_using(
+        paths, old_inodes=old_inodes, proc=proc, exclude_pids=exclude_pids, kept_under=kept_under
+    )
+    return bool(found)
 
 
 def wait_until_relaunched(
@@ -378,6 +418,7 @@ def wait_until_relaunched(
     interval: float = 0.2,
     proc: Path = Path("/proc"),
     exclude_pids: Collection[int] | None = None,
+    kept_under: Collection[Path | str] = (),
 ) -> list[ProcessUse]:
     """Poll until no process uses old content or ``timeout`` passes; what still does.
 
@@ -387,7 +428,13 @@ def wait_until_relaunched(
     watched = list(paths)
     deadline = time.monotonic() + timeout
     while True:
-        uses = processes_using(watched, old_inodes=old_inodes, proc=proc, exclude_pids=exclude_pids)
+        uses = processes_using(
+            watched,
+            old_inodes=old_inodes,
+            proc=proc,
+            exclude_pids=exclude_pids,
+            kept_under=kept_under,
+        )
         if not uses or time.monotonic() >= deadline:
             return uses
         time.sleep(interval)

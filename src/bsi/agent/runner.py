@@ -401,17 +401,20 @@ class Agent:
     def _relaunch(self, manifests: list[Manifest], state: LocalState) -> None:
         """Restart each component's services until nothing uses the old content."""
         old_ids = {(i[0], i[1]) for i in state.restart_pending}
+        kept = [self.layout.state]  # where swap keeps the originals it replaced
         systemd = systemd_running(self.root)
         pending = False
         for manifest in manifests:
             for component in manifest.components:
                 paths = [self.root / entry.path for entry in component.files]
-                uses = processes_using(paths, old_inodes=old_ids)
+                uses = processes_using(paths, old_inodes=old_ids, kept_under=kept)
                 if uses:
                     result = relaunch(component, uses, systemd_available=systemd, root=self.root)
                     for line in result.describe():
                         log.info("%s", line)
-                left = wait_until_relaunched(paths, old_inodes=old_ids, timeout=RELAUNCH_TIMEOUT)
+                left = wait_until_relaunched(
+                    paths, old_inodes=old_ids, timeout=RELAUNCH_TIMEOUT, kept_under=kept
+                )
                 pending = pending or bool(left)
         state.restart_pending = [list(i) for i in sorted(old_ids)] if pending else []
         self.save_state(state)
