@@ -205,7 +205,7 @@ def admin_router(
         platform: str,
         build: str,
         _: Write,
-        device_id: Annotated[str | None, Query(max_length=64)] = None,
+        device_id: Annotated[str | None, Query(max_length=ENROLLMENT_ID_MAX)] = None,
     ) -> dict[str, Any]:
         """Devices forget their failure of ``build`` at their next check-in and try it again.
 

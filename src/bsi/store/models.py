@@ -242,7 +242,7 @@ class RetryAllowance(Base):
     platform: Mapped[str] = mapped_column(String(32))
     build: Mapped[str] = mapped_column(String(16))
     device_id: Mapped[str | None] = mapped_column(
-        ForeignKey("devices.id", ondelete="CASCADE"), index=True
+        String(ENROLLMENT_ID_LENGTH), ForeignKey("devices.id", ondelete="CASCADE"), index=True
     )
     created_at: Mapped[datetime]
 

@@ -24,7 +24,7 @@ def upgrade() -> None:
         sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("platform", sa.String(length=32), nullable=False),
         sa.Column("build", sa.String(length=16), nullable=False),
-        sa.Column("device_id", sa.String(length=64), nullable=True),
+        sa.Column("device_id", sa.String(length=255), nullable=True),
         sa.Column("created_at", bsi.store.models.UtcDateTime(timezone=True), nullable=False),
         sa.ForeignKeyConstraint(["device_id"], ["devices.id"], ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id"),
