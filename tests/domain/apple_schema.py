@@ -143,3 +143,15 @@ def _check_value(node: dict[str, Any], value: Any, path: str, found: list[str]) 
     if isinstance(value, list) and "subkeys" in node:
         for index, item in enumerate(value):
             _check_value(node["subkeys"][0], item, f"{path}[{index}]", found)
+
+
+def allowed_scopes(declaration_type: str) -> set[str]:
+    """The union of ``allowed-scopes`` over every OS (Shared iPad included); both when absent."""
+    scopes: set[str] = set()
+    listed = False
+    for platform in schema(declaration_type)["payload"]["supportedOS"].values():
+        for place in (platform, platform.get("sharedipad") or {}):
+            if "allowed-scopes" in place:
+                listed = True
+                scopes.update(place["allowed-scopes"])
+    return scopes if listed else {"system", "user"}

@@ -28,6 +28,7 @@ from bsi.domain.declarations import (
     _combine_values,
     activation_simple,
     combine_payloads,
+    declaration_from_admin,
     effective_policy,
     enforcement_specific,
     server_token,
@@ -205,6 +206,52 @@ def test_enforcement_deadline_is_naive_local_time_to_the_second() -> None:
         enforcement_specific("enf", "26.3.1", DEADLINE.replace(tzinfo=UTC))
     assert (caught.value.path, caught.value.rule) == ("Payload.TargetLocalDateTime", "format")
     assert "2026-03-01T18:00:00+00:00" in str(caught.value)
+
+
+@pytest.mark.parametrize("declaration_type", sorted(apple_schema.FILES))
+def test_scopes_equal_apples_allowed_scopes(declaration_type: str) -> None:
+    assert set(DECLARATION_TYPES[declaration_type].scopes) == apple_schema.allowed_scopes(
+        declaration_type
+    )
+
+
+@pytest.mark.parametrize(
+    ("identifier", "named"),
+    [
+        ("a/b", "slash"),
+        ("a?b", "question mark"),
+        ("a#b", "hash"),
+        ("a%41", "percent sign"),
+        ("a\tb", "U+0009"),
+        ("a\x7fb", "U+007F"),
+        ("..", "dot segment"),
+        (".", "dot segment"),
+    ],
+)
+def test_identifiers_nanomdm_cannot_forward_are_refused_by_name(
+    identifier: str, named: str
+) -> None:
+    with pytest.raises(InvalidDeclaration) as caught:
+        software_update_settings(identifier, rsr_enable=True)
+    assert (caught.value.path, caught.value.rule) == ("Identifier", "format")
+    assert named in caught.value.message
+
+
+def test_identifiers_that_survive_url_resolution_are_accepted() -> None:
+    for identifier in ("com.example.bsi", "a b", "résumé", "a;b", "a..b", "_-~"):
+        assert software_update_settings(identifier, rsr_enable=True).identifier == identifier
+
+
+def test_an_admins_server_token_is_replaced_by_one_over_the_content() -> None:
+    built = software_update_settings("sus", rsr_enable=False)
+    mine = {**built.to_json(), "ServerToken": "my-own-token"}
+    assert declaration_from_admin(mine).server_token == built.server_token
+    changed = {**mine, "Payload": {"RapidSecurityResponse": {"Enable": True}}}
+    assert declaration_from_admin(changed).server_token != built.server_token
+    without = {k: v for k, v in built.to_json().items() if k != "ServerToken"}
+    assert declaration_from_admin(without) == built
+    with pytest.raises(InvalidDeclaration):
+        declaration_from_admin({**without, "Payload": []})
 
 
 def test_server_token_follows_the_content() -> None:

@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import timedelta
+from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from bsi.domain.declarations import software_update_settings, status_subscriptions
 from bsi.errors import InvalidInput
 from bsi.server.nanomdm import networks, read_key_file
 from nanomdm_client import (
@@ -258,3 +261,116 @@ def test_admin_import_takes_long_ids_and_refuses_control_characters(
     assert server.admin.post("/v1/admin/enrollments", json=too_long).status_code == 422
     for nothing_stored in ("E1", "E3"):
         assert server.admin.get(f"/v1/admin/devices/{nothing_stored}").status_code == 404
+
+
+# -- what is served: tokens, timestamps, user channels ---------------------------------------
+
+
+def tokens_of(nano: DmHook, enrollment: EnrollId) -> dict[str, str]:
+    tokens: dict[str, str] = nano.json(enrollment, "tokens")["SyncTokens"]
+    return tokens
+
+
+def test_a_changed_payload_under_the_same_server_token_reaches_devices(
+    server: RunningServer,
+) -> None:
+    nano, mac = hook(server), a_mac(server)
+    settings = software_update_settings("com.example.sus", rsr_enable=False).to_json()
+    settings["ServerToken"] = "admin-chosen"
+    stored = server.admin.put("/v1/admin/declarations/com.example.sus", json=settings)
+    assert stored.json()["ServerToken"] != "admin-chosen"
+    server.admin.put("/v1/admin/declarations/com.example.sus/groups/default")
+    before, items_before = tokens_of(nano, mac), nano.json(mac, "declaration-items")
+
+    settings["Payload"] = {"RapidSecurityResponse": {"Enable": True}}
+    server.clock.advance(hours=1)
+    assert server.admin.put("/v1/admin/declarations/com.example.sus", json=settings).is_success
+    after, items_after = tokens_of(nano, mac), nano.json(mac, "declaration-items")
+    assert after["DeclarationsToken"] != before["DeclarationsToken"]
+    assert after["Timestamp"] == "2026-03-20T13:00:00Z"
+
+    def token(items: dict[str, Any]) -> str:
+        (found,) = [
+            c["ServerToken"]
+            for c in items["Declarations"]["Configurations"]
+            if c["Identifier"] == "com.example.sus"
+        ]
+        return found
+
+    assert token(items_after) != token(items_before)
+    served = nano.json(mac, "declaration/configuration/com.example.sus")
+    assert served["Payload"] == settings["Payload"]
+    assert served["ServerToken"] == token(items_after)
+
+
+def test_the_timestamp_moves_only_when_the_served_set_changes(server: RunningServer) -> None:
+    nano, mac = hook(server), a_mac(server)
+    first = tokens_of(nano, mac)
+    server.clock.advance(hours=5)
+    server.service.recompute_decisions()  # drops every cache: the set is rebuilt, not changed
+    assert tokens_of(nano, mac) == first
+    settings = software_update_settings("com.example.sus", rsr_enable=False)
+    server.admin.put("/v1/admin/declarations/com.example.sus", json=settings.to_json())
+    assert tokens_of(nano, mac) == first  # not assigned: nothing served changed
+    server.admin.put("/v1/admin/declarations/com.example.sus/groups/default")
+    assert tokens_of(nano, mac)["Timestamp"] == "2026-03-20T17:00:00Z"
+    server.clock.advance(hours=1)
+    server.admin.put("/v1/admin/declarations/com.example.sus", json=settings.to_json())
+    assert tokens_of(nano, mac)["Timestamp"] == "2026-03-20T17:00:00Z"  # same content
+
+
+def test_identifiers_nanomdm_cannot_forward_are_refused_at_the_admin_api(
+    server: RunningServer,
+) -> None:
+    body = software_update_settings("ok", rsr_enable=True).to_json()
+    body["Identifier"] = "com.example?x"
+    refused = server.admin.put("/v1/admin/declarations/com.example%3Fx", json=body)
+    assert refused.status_code == 400
+    assert "question mark" in refused.json()["message"]
+    assert server.admin.get("/v1/admin/declarations").json() == []
+
+
+def test_a_mac_with_a_user_channel_is_one_device_and_its_channel_gets_user_scope_only(
+    server: RunningServer,
+) -> None:
+    nano, mac = hook(server), a_mac(server)
+    user = user_channel(mac.id, new_udid())
+    assert webhook(server).token_update(user, now=server.clock()).status_code == 200
+    settings = software_update_settings("com.example.sus", install_security_update="AlwaysOn")
+    subscription = status_subscriptions("com.example.accounts", ["account.list.mail.incoming"])
+    for declaration in (settings, subscription):
+        identifier = declaration.identifier
+        server.admin.put(f"/v1/admin/declarations/{identifier}", json=declaration.to_json())
+        server.admin.put(f"/v1/admin/declarations/{identifier}/groups/default")
+
+    device_items = nano.json(mac, "declaration-items")["Declarations"]["Configurations"]
+    assert "com.example.sus" in {c["Identifier"] for c in device_items}
+    user_items = nano.json(user, "declaration-items")["Declarations"]
+    assert [c["Identifier"] for c in user_items["Configurations"]] == ["com.example.accounts"]
+    (activation,) = user_items["Activations"]
+    served = nano.json(user, f"declaration/activation/{activation['Identifier']}")
+    assert served["Payload"]["StandardConfigurations"] == ["com.example.accounts"]
+    with pytest.raises(HttpStatusError):
+        nano.declarative_management(user, "declaration/configuration/com.example.sus")
+
+    nano.declarative_management(mac, "status", report_of(mac))
+    # macOS user channels may report OS items too (allowed-scopes: system, user): ignored
+    nano.declarative_management(user, "status", report_of(mac, build="25D2140"))
+    devices = server.admin.get("/v1/admin/devices").json()["devices"]
+    assert [(d["device_id"], d["build"]) for d in devices] == [(mac.id, "25D2128")]
+    record = device_record(server, mac.id)
+    (channel,) = record["channels"]  # type: ignore[misc]
+    assert channel["enrollment_id"] == user.id
+    assert channel["status_items"]["device.operating-system.build-version"] == "25D2140"
+    sample = json.loads((files("bsi") / "data" / "sample-catalog.json").read_text())
+    assert server.admin.post("/v1/admin/catalog", json=sample).is_success
+    server.recompute()
+    rows = server.admin.get("/v1/admin/compliance/supplements").json()
+    (row,) = [r for r in rows if r["supplement"] == "26.3.1 (a)" and r["platform"] == "macOS"]
+    assert row["installed"] + row["pending"] + row["blocked"] == 1
+
+    # a user channel cannot pose as a device, nor under another parent
+    as_device = EnrollId("Device", user.id)
+    with pytest.raises(HttpStatusError) as refused:
+        nano.declarative_management(as_device, "tokens")
+    assert refused.value.status == 403

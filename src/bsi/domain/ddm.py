@@ -18,8 +18,11 @@ from datetime import datetime
 
 from bsi.domain.declarations import (
     ACTIVATION_SIMPLE,
+    DECLARATION_TYPES,
+    SYSTEM,
     Declaration,
     activation_simple,
+    server_token,
     status_subscriptions,
 )
 from bsi.errors import InvalidInput
@@ -102,17 +105,42 @@ class DeclarationSet:
         return None
 
 
-def declaration_set(group: str, assigned: Sequence[Declaration]) -> DeclarationSet:
-    """The group's configurations, bsi's status subscription, and one activation for all."""
-    configurations = [d for d in assigned if d.type != ACTIVATION_SIMPLE]
-    subscription = status_subscriptions(f"bsi.status-subscriptions.{group}", BSI_STATUS_ITEMS)
-    configurations.append(subscription)
+def declaration_set(
+    group: str, assigned: Sequence[Declaration], scope: str = SYSTEM
+) -> DeclarationSet:
+    """What one group's channels of ``scope`` are served.
+
+    The device channel (``system``) gets the group's configurations, bsi's
+    status subscription and one activation for all. A user channel (``user``)
+    gets only the configurations Apple allows in user scope, and no bsi
+    subscription: the items BSI needs are system-scope, and a user channel's
+    word on the OS is not used. Every token is recomputed from the content,
+    whatever was stored, so a changed payload always changes the sync token.
+    """
+    configurations = [
+        _with_content_token(d)
+        for d in assigned
+        if d.type != ACTIVATION_SIMPLE and scope in DECLARATION_TYPES[d.type].scopes
+    ]
+    if scope == SYSTEM:
+        items = BSI_STATUS_ITEMS
+        configurations.append(status_subscriptions(f"bsi.status-subscriptions.{group}", items))
     configurations.sort(key=lambda d: d.identifier)
+    if not configurations:
+        return DeclarationSet((), sync_token(()))
     activation = activation_simple(
-        f"bsi.activation.{group}", [d.identifier for d in configurations]
+        f"bsi.activation.{group}.{scope}" if scope != SYSTEM else f"bsi.activation.{group}",
+        [d.identifier for d in configurations],
     )
     served = (activation, *configurations)
     return DeclarationSet(served, sync_token(served))
+
+
+def _with_content_token(declaration: Declaration) -> Declaration:
+    token = server_token(declaration.type, declaration.identifier, declaration.payload)
+    if token == declaration.server_token:
+        return declaration
+    return Declaration(declaration.type, declaration.identifier, token, declaration.payload)
 
 
 def sync_token(declarations: Sequence[Declaration]) -> str:
@@ -123,7 +151,7 @@ def sync_token(declarations: Sequence[Declaration]) -> str:
 
 
 def tokens_response(declarations: DeclarationSet, timestamp: datetime) -> dict[str, object]:
-    """Apple's ``TokensResponse``."""
+    """Apple's ``TokensResponse``; ``timestamp`` is when the served set last changed."""
     return {
         "SyncTokens": {
             "DeclarationsToken": declarations.token,

@@ -34,6 +34,15 @@ STRING, BOOLEAN, INTEGER, REAL = "<string>", "<boolean>", "<integer>", "<real>"
 DICTIONARY, ARRAY = "<dictionary>", "<array>"
 REQUIRED, OPTIONAL = "required", "optional"
 
+PATH_SEGMENT = "one URL path segment"
+"""``format`` bsi gives ``Identifier``: it travels as the last segment of
+``declaration/<category>/<identifier>``, which NanoMDM resolves as a URL
+reference (RFC 3986) before forwarding. ``/`` adds a segment, ``?`` and ``#``
+end the path, ``%`` starts an escape the server decodes, ``.`` and ``..`` are
+removed as dot segments, and Go refuses control characters: such an
+identifier could never be fetched."""
+_NOT_IN_PATH_SEGMENT = {"/": "slash", "?": "question mark", "#": "hash", "%": "percent sign"}
+
 LOCAL_DATETIME = "yyyy-mm-ddThh:mm:ss"
 """``format`` of Apple's ``TargetLocalDateTime``: RFC 3339 without a zone offset."""
 
@@ -74,18 +83,25 @@ class KeySpec:
         return next(spec for spec in self.subkeys if spec.key == name)
 
 
+SYSTEM, USER = "system", "user"
+"""Apple's ``allowed-scopes``: the device channel (system) and user channels (user)."""
+
+
 @dataclass(frozen=True, slots=True)
 class DeclarationType:
-    """A declaration type: its payload keys and Apple's ``apply`` mode.
+    """A declaration type: its payload keys, Apple's ``apply`` mode and scopes.
 
     ``apply`` is ``combined`` where several declarations merge into one
     setting, ``multiple`` where each stands alone, ``None`` where Apple says
-    nothing (activations).
+    nothing (activations). ``scopes`` is the union of Apple's
+    ``allowed-scopes`` over every OS (Shared iPad included); where Apple lists
+    none, both.
     """
 
     name: str
     payload: KeySpec
     apply: str | None
+    scopes: frozenset[str] = frozenset({SYSTEM, USER})
 
 
 def _mode(key: str) -> KeySpec:
@@ -117,15 +133,21 @@ def _array(
     return KeySpec(key, ARRAY, presence, combinetype=combinetype, subkeys=(item,))
 
 
-def _type(name: str, apply: str | None, *keys: KeySpec) -> tuple[str, DeclarationType]:
-    return name, DeclarationType(name, _dict("Payload", *keys, presence=REQUIRED), apply)
+def _type(
+    name: str, apply: str | None, scopes: frozenset[str], *keys: KeySpec
+) -> tuple[str, DeclarationType]:
+    return name, DeclarationType(name, _dict("Payload", *keys, presence=REQUIRED), apply, scopes)
+
+
+_SYSTEM_ONLY = frozenset({SYSTEM})
+_ANY_SCOPE = frozenset({SYSTEM, USER})
 
 
 _BETA_PROGRAM = (_text("Description", REQUIRED), _text("Token", REQUIRED))
 
 BASE_KEYS: tuple[KeySpec, ...] = (
     _text("Type", REQUIRED),
-    KeySpec("Identifier", STRING, REQUIRED, max_octets=64),
+    KeySpec("Identifier", STRING, REQUIRED, max_octets=64, format=PATH_SEGMENT),
     KeySpec("ServerToken", STRING, REQUIRED, max_octets=64),
     _dict("Payload", presence=REQUIRED),
 )
@@ -136,6 +158,7 @@ DECLARATION_TYPES: Mapping[str, DeclarationType] = MappingProxyType(
             _type(
                 SOFTWARE_UPDATE_SETTINGS,
                 "combined",
+                _SYSTEM_ONLY,
                 _flag("Notifications"),
                 _dict("Deferrals", *(_days(f"{k}PeriodInDays") for k in _DEFERRAL_KINDS)),
                 KeySpec(
@@ -166,6 +189,7 @@ DECLARATION_TYPES: Mapping[str, DeclarationType] = MappingProxyType(
             _type(
                 ENFORCEMENT_SPECIFIC,
                 "multiple",
+                _SYSTEM_ONLY,
                 _text("TargetOSVersion", REQUIRED),
                 _text("TargetBuildVersion"),
                 KeySpec("TargetLocalDateTime", STRING, REQUIRED, format=LOCAL_DATETIME),
@@ -174,12 +198,14 @@ DECLARATION_TYPES: Mapping[str, DeclarationType] = MappingProxyType(
             _type(
                 ACTIVATION_SIMPLE,
                 None,
+                _ANY_SCOPE,
                 _array("StandardConfigurations", _text("StandardConfigurationsItems"), REQUIRED),
                 _text("Predicate"),
             ),
             _type(
                 STATUS_SUBSCRIPTIONS,
                 "combined",
+                _ANY_SCOPE,
                 _array(
                     "StatusItems",
                     _dict("StatusItem", _text("Name", REQUIRED)),
@@ -233,6 +259,25 @@ def validate_declaration(obj: object) -> Declaration:
         server_token=obj["ServerToken"],
         payload=copy.deepcopy(obj["Payload"]),
     )
+
+
+def declaration_from_admin(obj: object) -> Declaration:
+    """An admin's declaration, its ``ServerToken`` computed by bsi over the content.
+
+    Apple's protocol schema says the server computes the token over the whole
+    declaration; a token taken verbatim would let a changed payload keep its
+    token, and devices would never fetch it. A supplied ``ServerToken`` is
+    ignored (it may be left out).
+    """
+    if isinstance(obj, dict):
+        payload = obj.get("Payload")
+        token = (
+            server_token(str(obj.get("Type")), str(obj.get("Identifier")), payload)
+            if isinstance(payload, dict)
+            else ""
+        )
+        obj = {**obj, "ServerToken": token}
+    return validate_declaration(obj)
 
 
 def _declaration_type(name: str) -> DeclarationType:
@@ -294,6 +339,8 @@ def _check_string(spec: KeySpec, value: str, path: str) -> None:
         raise InvalidDeclaration(
             f"{value!r} is longer than {spec.max_octets} octets", path=path, rule="length"
         )
+    if spec.format == PATH_SEGMENT:
+        _check_path_segment(value, path)
     if spec.format == LOCAL_DATETIME and not _is_local_datetime(value):
         raise InvalidDeclaration(
             f"{value!r} is not a local date and time",
@@ -301,6 +348,29 @@ def _check_string(spec: KeySpec, value: str, path: str) -> None:
             rule="format",
             hint=f"expected {LOCAL_DATETIME} with no zone, e.g. '2026-03-01T18:00:00'",
         )
+
+
+def _check_path_segment(value: str, path: str) -> None:
+    hint = "use letters, digits and . - _ (reverse-DNS style, e.g. com.example.bsi.settings)"
+    if value in (".", ".."):
+        raise InvalidDeclaration(
+            f"{value!r} is a dot segment, which URL resolution removes",
+            path=path,
+            rule="format",
+            hint=hint,
+        )
+    for char in value:
+        name = _NOT_IN_PATH_SEGMENT.get(char)
+        if name is None and (ord(char) < 0x20 or ord(char) == 0x7F):
+            name = f"control character U+{ord(char):04X}"
+        if name is not None:
+            raise InvalidDeclaration(
+                f"{value!r} holds {name} {char!r}, which does not survive NanoMDM's "
+                "URL handling: devices could never fetch it",
+                path=path,
+                rule="format",
+                hint=hint,
+            )
 
 
 def _is_local_datetime(value: str) -> bool:

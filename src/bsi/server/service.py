@@ -32,7 +32,13 @@ from bsi.domain.ddm import (
     declaration_set,
     tokens_response,
 )
-from bsi.domain.declarations import Declaration, effective_policy, validate_declaration
+from bsi.domain.declarations import (
+    SYSTEM,
+    USER,
+    Declaration,
+    declaration_from_admin,
+    effective_policy,
+)
 from bsi.domain.eligibility import Decision, Outcome, decide
 from bsi.domain.patch_window import PatchWindow, percentiles, posting_instant
 from bsi.domain.policy import SoftwareUpdatePolicy
@@ -160,8 +166,8 @@ class BsiService:
             return False, None
         return True, credentials.verify(self._credential_key, credential)
 
-    def cached_group_view(self, group_id: int) -> GroupView | None:
-        hit = self._groups.peek(group_id)
+    def cached_group_view(self, group_id: int, scope: str = SYSTEM) -> GroupView | None:
+        hit = self._groups.peek((group_id, scope))
         return None if hit is None else hit.value
 
     # -- enrollments NanoMDM forwards -----------------------------------------
@@ -252,14 +258,20 @@ class BsiService:
 
     # -- check-ins ---------------------------------------------------------
 
-    def group_view(self, group_id: int) -> GroupView:
-        view: GroupView = self._groups.get(group_id, lambda: self._load_group(group_id))
+    def group_view(self, group_id: int, scope: str = SYSTEM) -> GroupView:
+        """What a group's channels of ``scope`` (system, user) are served, cached."""
+        view: GroupView = self._groups.get(
+            (group_id, scope), lambda: self._load_group(group_id, scope)
+        )
         return view
 
-    def _load_group(self, group_id: int) -> GroupView:
+    def _load_group(self, group_id: int, scope: str) -> GroupView:
         assigned = self.store.group_declarations(group_id)
-        served = declaration_set(str(group_id), assigned)
-        body = json.dumps(tokens_response(served, self.clock())).encode()
+        served = declaration_set(str(group_id), assigned, scope)
+        changed_at = self.store.sync_changed_at(
+            f"group:{group_id}:{scope}", served.token, self.clock()
+        )
+        body = json.dumps(tokens_response(served, changed_at)).encode()
         return GroupView(served, effective_policy(assigned), body)
 
     def saw(self, device_id: str) -> None:
@@ -342,25 +354,30 @@ class BsiService:
     # -- admin -------------------------------------------------------------
 
     def put_declaration(self, body: object) -> Declaration:
-        declaration = validate_declaration(body)
+        declaration = declaration_from_admin(body)
         if declaration.identifier.startswith("bsi."):
             raise InvalidInput(
                 f"identifier {declaration.identifier!r} is reserved",
                 hint="identifiers starting with 'bsi.' are bsi's own declarations",
             )
         if self.store.put_declaration(declaration, self.clock()):
-            self._groups.drop()
-            self.on_change()
+            self._declarations_changed()
         return declaration
 
     def delete_declaration(self, identifier: str) -> None:
         self.store.delete_declaration(identifier)
-        self._groups.drop()
-        self.on_change()
+        self._declarations_changed()
 
     def assign(self, identifier: str, group: str, *, assigned: bool) -> None:
         self.store.assign(identifier, group, assigned=assigned)
+        self._declarations_changed()
+
+    def _declarations_changed(self) -> None:
+        """Rebuild every group's views now, so each set's ``Timestamp`` is the change's time."""
         self._groups.drop()
+        for group_id in self.store.groups():
+            for scope in (SYSTEM, USER):
+                self.group_view(group_id, scope)
         self.on_change()
 
     def import_catalog(self, catalog: Catalog, origin: str) -> Catalog:
