@@ -374,3 +374,52 @@ def test_a_mac_with_a_user_channel_is_one_device_and_its_channel_gets_user_scope
     with pytest.raises(HttpStatusError) as refused:
         nano.declarative_management(as_device, "tokens")
     assert refused.value.status == 403
+
+
+def subscribed(nano: DmHook, mac: EnrollId) -> list[str]:
+    items = nano.json(mac, "declaration-items")["Declarations"]["Configurations"]
+    (identifier,) = [i["Identifier"] for i in items if "status-subscriptions" in i["Identifier"]]
+    served = nano.json(mac, f"declaration/configuration/{identifier}")
+    return [item["Name"] for item in served["Payload"]["StatusItems"]]
+
+
+def test_the_status_subscription_follows_the_devices_os_and_capabilities(
+    server: RunningServer,
+) -> None:
+    nano, mac = hook(server), a_mac(server)
+    first = subscribed(nano, mac)
+    assert "device.operating-system.build-version" in first
+    assert "softwareupdate.install-state" not in first  # not before macOS 14
+
+    before = tokens_of(nano, mac)["DeclarationsToken"]
+    nano.declarative_management(mac, "status", report_of(mac, version="14.6", build="23G80"))
+    assert tokens_of(nano, mac)["DeclarationsToken"] != before
+    on_14 = subscribed(nano, mac)
+    assert "softwareupdate.install-state" in on_14
+    assert "softwareupdate.device-id" not in on_14  # macOS 15 and later
+
+    capabilities = {
+        "StatusItems": {
+            "management": {
+                "client-capabilities": {
+                    "supported-versions": ["1.0.0"],
+                    "supported-features": {},
+                    "supported-payloads": {
+                        "declarations": {},
+                        "status-items": [
+                            "device.identifier.udid",
+                            "device.operating-system.version",
+                            "softwareupdate.device-id",
+                        ],
+                    },
+                }
+            }
+        },
+        "Errors": [],
+    }
+    nano.declarative_management(mac, "status", json.dumps(capabilities).encode())
+    assert subscribed(nano, mac) == [
+        "device.identifier.udid",
+        "device.operating-system.version",
+        "softwareupdate.device-id",
+    ]

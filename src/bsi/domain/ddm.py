@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import unicodedata
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from types import MappingProxyType
 
 from bsi.domain.declarations import (
     ACTIVATION_SIMPLE,
@@ -25,6 +26,8 @@ from bsi.domain.declarations import (
     server_token,
     status_subscriptions,
 )
+from bsi.domain.status import CATALOGUE_PLATFORM
+from bsi.domain.versions import ProductVersion
 from bsi.errors import InvalidInput
 
 ENROLLMENT_ID_MAX = 255
@@ -56,21 +59,65 @@ def check_enrollment_id(value: str) -> str:
     return value
 
 
-# The status items bsi needs to decide and report for a device.
-BSI_STATUS_ITEMS = (
-    "device.identifier.udid",  # with the serial number: which hardware wrote a report
-    "device.identifier.serial-number",
-    "device.operating-system.family",
-    "device.operating-system.version",
-    "device.operating-system.build-version",
-    "device.operating-system.supplemental.build-version",
-    "device.operating-system.supplemental.extra-version",
-    "device.model.identifier",
-    "softwareupdate.device-id",
-    "softwareupdate.install-state",
-    "softwareupdate.pending-version",
-    "softwareupdate.failure-reason",
+# The status items bsi needs to decide and report for a device, each with the
+# first OS version that reports it (Apple's status schemas,
+# ``supportedOS.<os>.introduced``). Subscribing a device to an item its OS
+# lacks earns an error in every report, so each device is asked only for what
+# it can report.
+_INTRODUCED: Mapping[str, Mapping[str, str]] = MappingProxyType(
+    {
+        # with the serial number: which hardware wrote a report
+        "device.identifier.udid": {"macOS": "13.0", "iOS": "16.0"},
+        "device.identifier.serial-number": {"macOS": "13.0", "iOS": "16.0"},
+        "device.operating-system.family": {"macOS": "13.0", "iOS": "15.0"},
+        "device.operating-system.version": {"macOS": "13.0", "iOS": "15.0"},
+        "device.operating-system.build-version": {"macOS": "13.0", "iOS": "15.0"},
+        "device.operating-system.supplemental.build-version": {"macOS": "13.0", "iOS": "16.1"},
+        "device.operating-system.supplemental.extra-version": {"macOS": "13.0", "iOS": "16.1"},
+        "device.model.identifier": {"macOS": "13.0", "iOS": "15.0"},
+        "softwareupdate.device-id": {"macOS": "15.0", "iOS": "18.0"},
+        "softwareupdate.install-state": {"macOS": "14.0", "iOS": "17.0"},
+        "softwareupdate.pending-version": {"macOS": "14.0", "iOS": "17.0"},
+        "softwareupdate.failure-reason": {"macOS": "14.0", "iOS": "17.0"},
+    }
 )
+BSI_STATUS_ITEMS = tuple(_INTRODUCED)
+"""Every item bsi subscribes to, on an OS new enough for all of them."""
+_DDM_SINCE = {"macOS": ProductVersion(13), "iOS": ProductVersion(15)}
+BASELINE_STATUS_ITEMS = tuple(
+    name
+    for name, since in _INTRODUCED.items()
+    if all(ProductVersion.parse(since[os]) <= first for os, first in _DDM_SINCE.items())
+)
+"""What every DDM-capable OS reports: asked of a device bsi knows nothing about yet.
+Its first report names its OS and capabilities, and its subscription grows."""
+
+
+def subscription_items(
+    platform: str | None,
+    version: ProductVersion | None,
+    capabilities: frozenset[str] | None = None,
+) -> tuple[str, ...]:
+    """The status items to ask of one device, in :data:`BSI_STATUS_ITEMS` order.
+
+    ``capabilities`` is the device's own list (``management.client-
+    capabilities`` → ``supported-payloads.status-items``, which Apple's
+    devices always report) and wins when known. Otherwise the OS family and
+    version pick the items introduced by then (iPadOS as iOS); an unknown
+    device gets :data:`BASELINE_STATUS_ITEMS`. bsi's own agents (not Apple)
+    get everything: they read the items they know and ignore the rest.
+    """
+    if capabilities is not None:
+        return tuple(name for name in BSI_STATUS_ITEMS if name in capabilities)
+    os = CATALOGUE_PLATFORM.get(platform, platform) if platform else None
+    if os is None or version is None:
+        return BASELINE_STATUS_ITEMS
+    if os not in _DDM_SINCE:
+        return BSI_STATUS_ITEMS
+    return tuple(
+        name for name, since in _INTRODUCED.items() if ProductVersion.parse(since[os]) <= version
+    )
+
 
 _CATEGORY_BY_PREFIX = (
     ("com.apple.activation.", "Activations"),
@@ -106,7 +153,10 @@ class DeclarationSet:
 
 
 def declaration_set(
-    group: str, assigned: Sequence[Declaration], scope: str = SYSTEM
+    group: str,
+    assigned: Sequence[Declaration],
+    scope: str = SYSTEM,
+    items: Sequence[str] = BSI_STATUS_ITEMS,
 ) -> DeclarationSet:
     """What one group's channels of ``scope`` are served.
 
@@ -114,16 +164,17 @@ def declaration_set(
     status subscription and one activation for all. A user channel (``user``)
     gets only the configurations Apple allows in user scope, and no bsi
     subscription: the items BSI needs are system-scope, and a user channel's
-    word on the OS is not used. Every token is recomputed from the content,
-    whatever was stored, so a changed payload always changes the sync token.
+    word on the OS is not used. ``items`` are the status items the device
+    channel is subscribed to (:func:`subscription_items`). Every token is
+    recomputed from the content, whatever was stored, so a changed payload
+    always changes the sync token.
     """
     configurations = [
         _with_content_token(d)
         for d in assigned
         if d.type != ACTIVATION_SIMPLE and scope in DECLARATION_TYPES[d.type].scopes
     ]
-    if scope == SYSTEM:
-        items = BSI_STATUS_ITEMS
+    if scope == SYSTEM and items:
         configurations.append(status_subscriptions(f"bsi.status-subscriptions.{group}", items))
     configurations.sort(key=lambda d: d.identifier)
     if not configurations:

@@ -37,6 +37,7 @@ class ItemType(enum.Enum):
     ARRAY = "<array>"
 
 
+CLIENT_CAPABILITIES = "management.client-capabilities"
 UDID_ITEM = "device.identifier.udid"
 SERIAL_ITEM = "device.identifier.serial-number"
 
@@ -80,7 +81,7 @@ STATUS_ITEMS: Mapping[str, ItemType] = MappingProxyType(
         "device.operating-system.version": _S,
         "device.power.battery-health": _S,
         "diskmanagement.filevault.enabled": _B,
-        "management.client-capabilities": _D,
+        CLIENT_CAPABILITIES: _D,
         "management.declarations": _D,
         "passcode.is-compliant": _B,
         "passcode.is-present": _B,
@@ -438,3 +439,17 @@ def identity_contradictions(
         if known and isinstance(said, str) and said.casefold() != known.casefold():
             found.append(f"{name} is {said!r}, but this enrollment's is {known!r}")
     return found
+
+
+def supported_status_items(items: Mapping[str, object]) -> frozenset[str] | None:
+    """The status items a device says it can report, or None when it has not said.
+
+    Read from ``management.client-capabilities`` → ``supported-payloads`` →
+    ``status-items`` (Apple: an implicit subscription, always reported).
+    """
+    capabilities = items.get(CLIENT_CAPABILITIES)
+    payloads = capabilities.get("supported-payloads") if isinstance(capabilities, dict) else None
+    listed = payloads.get("status-items") if isinstance(payloads, dict) else None
+    if not isinstance(listed, list) or not all(isinstance(name, str) for name in listed):
+        return None
+    return frozenset(listed)

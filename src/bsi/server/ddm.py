@@ -21,7 +21,6 @@ from starlette.concurrency import run_in_threadpool
 
 from bsi.domain.catalog import Catalog
 from bsi.domain.ddm import declaration_items_response
-from bsi.domain.declarations import SYSTEM, USER
 from bsi.domain.status import state_to_report
 from bsi.errors import Forbidden, NotFound, Unauthorized
 from bsi.feeds import dump_bsi_catalog
@@ -96,11 +95,10 @@ def ddm_router(service: BsiService, forwarding: ForwardingTrust, wakeups: Wakeup
         return identity
 
     async def group_view(identity: DeviceIdentity) -> GroupView:
-        scope = USER if identity.channel else SYSTEM
-        cached = service.cached_group_view(identity.group_id, scope)
+        cached = service.cached_group_view(identity)
         if cached is not None:
             return cached
-        return await run_in_threadpool(service.group_view, identity.group_id, scope)
+        return await run_in_threadpool(service.identity_view, identity)
 
     @apple("GET", "/tokens", "Sync tokens (Apple TokensResponse)")
     async def tokens(request: Request) -> Response:

@@ -14,12 +14,13 @@ unchanged check-in never writes to the database.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,11 @@ from typing import Any
 from bsi.domain.catalog import Catalog, Supplement, SupplementState
 from bsi.domain.compliance import PENDING
 from bsi.domain.ddm import (
+    BSI_STATUS_ITEMS,
     DeclarationSet,
     check_enrollment_id,
     declaration_set,
+    subscription_items,
     tokens_response,
 )
 from bsi.domain.declarations import (
@@ -48,7 +51,8 @@ from bsi.domain.status import (
     merge_status,
     parse_status_report,
 )
-from bsi.errors import BsiError, Forbidden, IdentityMismatch, InvalidInput
+from bsi.domain.versions import ProductVersion
+from bsi.errors import BsiError, Forbidden, IdentityMismatch, InvalidInput, InvalidVersion
 from bsi.server import credentials
 from bsi.server.linux_catalog import catalog_from_repository
 from bsi.server.status_writer import StatusWriter
@@ -166,8 +170,8 @@ class BsiService:
             return False, None
         return True, credentials.verify(self._credential_key, credential)
 
-    def cached_group_view(self, group_id: int, scope: str = SYSTEM) -> GroupView | None:
-        hit = self._groups.peek((group_id, scope))
+    def cached_group_view(self, identity: DeviceIdentity) -> GroupView | None:
+        hit = self._groups.peek(_view_key(identity))
         return None if hit is None else hit.value
 
     # -- enrollments NanoMDM forwards -----------------------------------------
@@ -220,7 +224,11 @@ class BsiService:
             detail = "; ".join(problems)
             self.security_event("enrollment-mismatch", enrollment_id, source, detail)
             raise IdentityMismatch(f"enrollment {enrollment_id!r}: {detail}")
-        return found.identity
+        if found.identity.channel is not None:
+            return found.identity
+        version = _version(found.product_version)
+        items = subscription_items(found.platform, version, found.status_capabilities)
+        return replace(found.identity, subscription=items)
 
     def register_enrollments(self, entries: Sequence[NewEnrollment]) -> int:
         """Make enrollments known (NanoMDM's webhook, an admin import); returns how many are new."""
@@ -258,18 +266,24 @@ class BsiService:
 
     # -- check-ins ---------------------------------------------------------
 
-    def group_view(self, group_id: int, scope: str = SYSTEM) -> GroupView:
-        """What a group's channels of ``scope`` (system, user) are served, cached."""
-        view: GroupView = self._groups.get(
-            (group_id, scope), lambda: self._load_group(group_id, scope)
-        )
+    def identity_view(self, identity: DeviceIdentity) -> GroupView:
+        """What this device (or user channel) is served."""
+        return self.group_view(*_view_key(identity))
+
+    def group_view(
+        self, group_id: int, scope: str = SYSTEM, items: tuple[str, ...] = BSI_STATUS_ITEMS
+    ) -> GroupView:
+        """What a group's channels of ``scope`` subscribed to ``items`` are served, cached."""
+        key = (group_id, scope, items)
+        view: GroupView = self._groups.get(key, lambda: self._load_group(*key))
         return view
 
-    def _load_group(self, group_id: int, scope: str) -> GroupView:
+    def _load_group(self, group_id: int, scope: str, items: tuple[str, ...]) -> GroupView:
         assigned = self.store.group_declarations(group_id)
-        served = declaration_set(str(group_id), assigned, scope)
+        served = declaration_set(str(group_id), assigned, scope, items)
+        variant = hashlib.sha256("\n".join(items).encode()).hexdigest()[:16]
         changed_at = self.store.sync_changed_at(
-            f"group:{group_id}:{scope}", served.token, self.clock()
+            f"group:{group_id}:{scope}:{variant}", served.token, self.clock()
         )
         body = json.dumps(tokens_response(served, changed_at)).encode()
         return GroupView(served, effective_policy(assigned), body)
@@ -339,7 +353,10 @@ class BsiService:
                 state = merge_status(previous, report)
                 return state, _decision(state, catalog, view.policy, now)
 
-            return self._writer.submit(identity.device_id, merge).result(timeout=60)
+            state = self._writer.submit(identity.device_id, merge).result(timeout=60)
+            # its OS or capabilities may have changed, and with them its subscription
+            self._identities.drop(("enrollment", identity.device_id))
+            return state
         except IdentityMismatch as error:
             enrollment_id = identity.channel or identity.device_id
             self.security_event("identity-contradiction", enrollment_id, source, error.message)
@@ -373,11 +390,13 @@ class BsiService:
         self._declarations_changed()
 
     def _declarations_changed(self) -> None:
-        """Rebuild every group's views now, so each set's ``Timestamp`` is the change's time."""
+        """Rebuild every view now, so each set's ``Timestamp`` is the time of the change."""
+        served = set(self._groups.entries)
         self._groups.drop()
         for group_id in self.store.groups():
-            for scope in (SYSTEM, USER):
-                self.group_view(group_id, scope)
+            served |= {(group_id, SYSTEM, BSI_STATUS_ITEMS), (group_id, USER, BSI_STATUS_ITEMS)}
+        for key in served:
+            self.group_view(*key)
         self.on_change()
 
     def import_catalog(self, catalog: Catalog, origin: str) -> Catalog:
@@ -474,6 +493,18 @@ class BsiService:
                 )
             )
         return windows
+
+
+def _view_key(identity: DeviceIdentity) -> tuple[int, str, tuple[str, ...]]:
+    scope = USER if identity.channel else SYSTEM
+    return identity.group_id, scope, identity.subscription or BSI_STATUS_ITEMS
+
+
+def _version(text: str | None) -> ProductVersion | None:
+    try:
+        return ProductVersion.parse(text) if text else None
+    except InvalidVersion:
+        return None
 
 
 def _decision(

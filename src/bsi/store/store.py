@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bsi.domain.catalog import Catalog, Release, Supersession, Supplement, SupplementState
 from bsi.domain.declarations import Declaration
 from bsi.domain.eligibility import Decision
-from bsi.domain.status import DeviceState
+from bsi.domain.status import DeviceState, supported_status_items
 from bsi.domain.versions import Build, ProductVersion, SupplementVersion
 from bsi.errors import BsiError, Conflict, EnrollmentRefused, InvalidInput, NotFound
 from bsi.store.database import WRITE
@@ -71,6 +71,8 @@ class DeviceIdentity:
     group_id: int
     channel: str | None = None
     """The user channel's own enrollment id; None for the device channel."""
+    subscription: tuple[str, ...] | None = None
+    """The status items this device is asked for; None: all of bsi's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,10 @@ class Enrollment:
     udid: str | None
     serial_number: str | None
     checked_out_at: datetime | None
+    platform: str | None = None
+    product_version: str | None = None
+    status_capabilities: frozenset[str] | None = None
+    """The status items the device says it supports (its client capabilities)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -331,6 +337,9 @@ class Store:
                     device.udid,
                     device.serial_number,
                     device.checked_out_at,
+                    device.platform,
+                    device.product_version,
+                    supported_status_items(device.status_items),
                 )
             row = session.execute(
                 select(DeviceChannel, Device)
