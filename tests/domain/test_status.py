@@ -238,76 +238,91 @@ def test_state_does_not_share_the_report_objects() -> None:
     assert state.failure_reason == {"count": 0}
 
 
+_MALFORMED: list[tuple[object, str]] = [
+    ([], "status report"),
+    ({"Errors": []}, "StatusItems"),
+    ({"StatusItems": []}, "StatusItems"),
+    ({"StatusItems": {}, "Errors": {}}, "Errors"),
+    ({"StatusItems": {}, "Errors": [{"Reasons": []}]}, "StatusItem"),
+    ({"StatusItems": {}, "FullReport": "yes"}, "FullReport"),
+    (
+        {"StatusItems": {"device": {"operating-system": {"build-version": "25d2128"}}}},
+        "device.operating-system.build-version",
+    ),
+    (
+        {"StatusItems": {"device": {"operating-system": {"build-version": ""}}}},
+        "device.operating-system.build-version",
+    ),
+    (
+        {"StatusItems": {"device": {"operating-system": {"version": "26.3.1 (a)"}}}},
+        "device.operating-system.version",
+    ),
+    (
+        {
+            "StatusItems": {
+                "device": {"operating-system": {"supplemental": {"extra-version": "(A)"}}}
+            }
+        },
+        "device.operating-system.supplemental.extra-version",
+    ),
+    (
+        {"StatusItems": {"device": {"operating-system": {"supplemental": {"build-version": "x"}}}}},
+        "device.operating-system.supplemental.build-version",
+    ),
+    ({"StatusItems": {"device": {"model": {"identifier": 14}}}}, "device.model.identifier"),
+    (
+        {"StatusItems": {"device": {"operating-system": {"family": ["macOS"]}}}},
+        "device.operating-system.family",
+    ),
+    ({"StatusItems": {"softwareupdate": {"install-state": None}}}, "install-state"),
+    (
+        {"StatusItems": {"softwareupdate": {"pending-version": "26.4"}}},
+        "softwareupdate.pending-version",
+    ),
+    (
+        {"StatusItems": {"softwareupdate": {"pending-version": {"build-version": "26.4"}}}},
+        "softwareupdate.pending-version.build-version",
+    ),
+    (
+        {"StatusItems": {"softwareupdate": {"failure-reason": {"count": True}}}},
+        "softwareupdate.failure-reason",
+    ),
+    ({"StatusItems": {"passcode": {"is-present": "true"}}}, "passcode.is-present"),
+    ({"StatusItems": {"app": {"managed": {"list": [{"name": "x"}]}}}}, "app.managed.list"),
+    ({"StatusItems": {"device.model": {"family": "Mac"}}}, "device.model"),
+]
+_STRUCTURAL = 4  # the first four are no status report at all
+
+
 @pytest.mark.parametrize(
     ("report", "named"),
-    [
-        ([], "status report"),
-        ({"Errors": []}, "StatusItems"),
-        ({"StatusItems": []}, "StatusItems"),
-        ({"StatusItems": {}, "Errors": {}}, "Errors"),
-        ({"StatusItems": {}, "Errors": [{"Reasons": []}]}, "StatusItem"),
-        ({"StatusItems": {}, "FullReport": "yes"}, "FullReport"),
-        (
-            {"StatusItems": {"device": {"operating-system": {"build-version": "25d2128"}}}},
-            "device.operating-system.build-version",
-        ),
-        (
-            {"StatusItems": {"device": {"operating-system": {"build-version": ""}}}},
-            "device.operating-system.build-version",
-        ),
-        (
-            {"StatusItems": {"device": {"operating-system": {"version": "26.3.1 (a)"}}}},
-            "device.operating-system.version",
-        ),
-        (
-            {
-                "StatusItems": {
-                    "device": {"operating-system": {"supplemental": {"extra-version": "(A)"}}}
-                }
-            },
-            "device.operating-system.supplemental.extra-version",
-        ),
-        (
-            {
-                "StatusItems": {
-                    "device": {"operating-system": {"supplemental": {"build-version": "x"}}}
-                }
-            },
-            "device.operating-system.supplemental.build-version",
-        ),
-        ({"StatusItems": {"device": {"model": {"identifier": 14}}}}, "device.model.identifier"),
-        (
-            {"StatusItems": {"device": {"operating-system": {"family": ["macOS"]}}}},
-            "device.operating-system.family",
-        ),
-        ({"StatusItems": {"softwareupdate": {"install-state": None}}}, "install-state"),
-        (
-            {"StatusItems": {"softwareupdate": {"pending-version": "26.4"}}},
-            "softwareupdate.pending-version",
-        ),
-        (
-            {"StatusItems": {"softwareupdate": {"pending-version": {"build-version": "26.4"}}}},
-            "softwareupdate.pending-version.build-version",
-        ),
-        (
-            {"StatusItems": {"softwareupdate": {"failure-reason": {"count": True}}}},
-            "softwareupdate.failure-reason",
-        ),
-        ({"StatusItems": {"passcode": {"is-present": "true"}}}, "passcode.is-present"),
-        ({"StatusItems": {"app": {"managed": {"list": [{"name": "x"}]}}}}, "app.managed.list"),
-        ({"StatusItems": {"device.model": {"family": "Mac"}}}, "device.model"),
-    ],
+    [*_MALFORMED[:_STRUCTURAL], ({"StatusItems": {}, "FullReport": "yes"}, "FullReport")],
 )
-def test_malformed_reports_are_refused(report: object, named: str) -> None:
+def test_what_is_no_status_report_at_all_is_refused(report: object, named: str) -> None:
     with pytest.raises(InvalidStatusReport) as refused:
         parse_status_report(report)
     assert named in str(refused.value)
 
 
+@pytest.mark.parametrize(
+    ("report", "named"),
+    [case for case in _MALFORMED[_STRUCTURAL:] if "FullReport" not in case[1]],
+)
+def test_a_bad_item_is_recorded_with_path_and_reason_not_kept(report: object, named: str) -> None:
+    assert isinstance(report, dict)
+    good = {"family": "macOS", "version": "26.3.1", "build-version": "25D2128"}
+    with_good = {**report, "StatusItems": {**report["StatusItems"], "good": {"os": good}}}
+    parsed = parse_status_report(with_good)
+    (finding,) = parsed.invalid
+    assert named in finding["path"] + " " + finding["reason"]
+    assert parsed.items == {f"good.os.{key}": value for key, value in good.items()}
+
+
 def test_bad_value_is_quoted() -> None:
     report = {"StatusItems": {"device": {"operating-system": {"build-version": "25d2128"}}}}
-    with pytest.raises(InvalidStatusReport, match="'25d2128'"):
-        parse_status_report(report)
+    (finding,) = parse_status_report(report).invalid
+    assert finding["path"] == "device.operating-system.build-version"
+    assert "'25d2128'" in finding["reason"]
 
 
 def test_unknown_and_out_of_range_values_are_kept() -> None:

@@ -423,3 +423,15 @@ def test_the_status_subscription_follows_the_devices_os_and_capabilities(
         "device.operating-system.version",
         "softwareupdate.device-id",
     ]
+
+
+def test_a_report_with_a_mistyped_item_is_acknowledged_so_the_device_moves_on(
+    server: RunningServer,
+) -> None:
+    nano, mac = hook(server), a_mac(server)
+    report = json.loads(report_of(mac))
+    report["StatusItems"]["softwareupdate"]["install-state"] = 3
+    assert nano.declarative_management(mac, "status", json.dumps(report).encode()) == b""
+    record = device_record(server, mac.id)
+    assert record["build"] == "25D2128"
+    assert [f["path"] for f in record["status_invalid"]] == ["softwareupdate.install-state"]  # type: ignore[union-attr]

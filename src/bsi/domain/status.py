@@ -239,10 +239,21 @@ class StatusReport:
     items: dict[str, object]
     errors: tuple[dict[str, object], ...] = ()
     full_report: bool = False
+    invalid: tuple[dict[str, str], ...] = ()
+    """Items bsi refused (``{"path", "reason"}``); the rest of the report stands."""
 
 
 def parse_status_report(obj: object) -> StatusReport:
-    """Validate the untrusted JSON body of a DDM ``PUT status``."""
+    """Validate the untrusted JSON body of a DDM ``PUT status``, item by item.
+
+    A body that is not a status report at all (not an object, ``StatusItems``
+    not an object, ``Errors`` not an array, ``FullReport`` not a boolean) is
+    refused whole with :class:`~bsi.errors.InvalidStatusReport`. A report
+    with some bad items is accepted without them: each is recorded in
+    ``invalid`` with its path and reason. Apple's devices resend a report
+    until it is accepted, so refusing it whole over one mistyped item would
+    silence the device for good.
+    """
     if not isinstance(obj, dict):
         raise InvalidStatusReport(f"a status report must be an object, not {obj!r}")
     tree = obj.get("StatusItems")
@@ -252,18 +263,40 @@ def parse_status_report(obj: object) -> StatusReport:
     errors = obj.get("Errors", [])
     if not isinstance(errors, list):
         raise InvalidStatusReport(f"status report Errors must be an array, not {errors!r}")
-    for error in errors:
-        if not (isinstance(error, dict) and isinstance(error.get("StatusItem"), str)):
-            raise InvalidStatusReport(
-                f"status report error {error!r} is not an object with a StatusItem string"
-            )
     full = obj.get("FullReport", False)
     if not isinstance(full, bool):
         raise InvalidStatusReport(f"status report FullReport must be a boolean, not {full!r}")
-    items = flatten_status_items(tree)
-    for name, value in items.items():
-        _check_item(name, value)
-    return StatusReport(items=items, errors=tuple(errors), full_report=full)
+    invalid: list[dict[str, str]] = []
+    kept_errors = []
+    for index, error in enumerate(errors):
+        if isinstance(error, dict) and isinstance(error.get("StatusItem"), str):
+            kept_errors.append(error)
+        else:
+            reason = f"{_short(error)} is not an object with a StatusItem string"
+            invalid.append({"path": f"Errors[{index}]", "reason": reason})
+    names = {}
+    for key, value in tree.items():
+        if isinstance(key, str) and "." not in key:
+            names[key] = value
+        else:
+            reason = "keys of StatusItems are strings without dots; dots come from nesting"
+            invalid.append({"path": f"StatusItems.{key}", "reason": reason})
+    items = {}
+    for name, value in flatten_status_items(names).items():
+        try:
+            _check_item(name, value)
+        except InvalidStatusReport as error:
+            invalid.append({"path": name, "reason": error.message})
+        else:
+            items[name] = value
+    return StatusReport(
+        items=items, errors=tuple(kept_errors), full_report=full, invalid=tuple(invalid)
+    )
+
+
+def _short(value: object) -> str:
+    text = repr(value)
+    return text if len(text) <= 120 else text[:117] + "..."
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +312,8 @@ class DeviceState:
 
     items: dict[str, object]
     errors: tuple[dict[str, object], ...] = ()
+    invalid: tuple[dict[str, str], ...] = ()
+    """bsi's findings: reported items it refused, latest per path, until a valid value."""
     platform: str | None = field(init=False)
     product_version: ProductVersion | None = field(init=False)
     build: Build | None = field(init=False)
@@ -409,7 +444,45 @@ def merge_status(previous: DeviceState | None, report: StatusReport) -> DeviceSt
     settled = set(report.items) | {str(error["StatusItem"]) for error in report.errors}
     errors = [error for error in errors if error["StatusItem"] not in settled]
     errors += copy.deepcopy(list(report.errors))
-    return DeviceState(items=items, errors=tuple(errors))
+    # A valid value settles an earlier finding at its path; a new finding replaces one.
+    # Findings about the Errors array belong to the report that had them.
+    earlier = [] if previous is None or report.full_report else list(previous.invalid)
+    found = {finding["path"] for finding in report.invalid}
+    invalid = [
+        finding
+        for finding in earlier
+        if finding["path"] not in found
+        and not finding["path"].startswith("Errors[")
+        and not any(_overlaps(finding["path"], name) for name in report.items)
+    ]
+    invalid += [dict(finding) for finding in report.invalid]
+    return DeviceState(items=items, errors=tuple(errors), invalid=tuple(invalid))
+
+
+DECISION_ITEMS = (
+    _OS_FAMILY,
+    _OS_VERSION,
+    _OS_BUILD,
+    _SUPPLEMENTAL_BUILD,
+    _SUPPLEMENTAL_EXTRA,
+    "device.model.identifier",
+    "softwareupdate.device-id",
+)
+"""The items a decision reads: an invalid value for one makes the decision unsafe."""
+
+
+def invalid_decision_items(state: DeviceState) -> list[str]:
+    """The decision items the device last reported in a form bsi refused.
+
+    Its stored value for such an item is older than what it said, so any
+    decision built on it would be a guess: the device is ``unknown``
+    (``status-invalid``) until it reports the item validly.
+    """
+    return [
+        finding["path"]
+        for finding in state.invalid
+        if any(finding["path"] == n or finding["path"].startswith(n + ".") for n in DECISION_ITEMS)
+    ]
 
 
 def state_to_report(state: DeviceState) -> dict[str, object]:

@@ -48,6 +48,7 @@ from bsi.domain.policy import SoftwareUpdatePolicy
 from bsi.domain.status import (
     DeviceState,
     identity_contradictions,
+    invalid_decision_items,
     merge_status,
     parse_status_report,
 )
@@ -337,11 +338,9 @@ class BsiService:
             if identity.channel is not None:
                 channel = identity.channel
 
-                def merge_channel(
-                    previous: DeviceState | None, invalid: list[Any]
-                ) -> tuple[DeviceState, list[Any]]:
+                def merge_channel(previous: DeviceState | None) -> DeviceState:
                     check(None)
-                    return merge_status(previous, report), invalid
+                    return merge_status(previous, report)
 
                 self.store.save_channel_state(channel, merge_channel, now)
                 return merge_status(None, report)
@@ -510,7 +509,9 @@ def _version(text: str | None) -> ProductVersion | None:
 def _decision(
     state: DeviceState, catalog: Catalog, policy: SoftwareUpdatePolicy, now: datetime
 ) -> Decision | None:
-    """The device's decision, or None while it has not reported its OS yet."""
+    """The device's decision; None while it has not reported its OS validly."""
+    if invalid_decision_items(state):
+        return None  # its stored values are older than what it said: no decision on them
     try:
         facts = state.facts()
     except BsiError:

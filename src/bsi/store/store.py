@@ -47,8 +47,8 @@ from bsi.store.models import (
 
 ROLES = ("admin", "read-only")
 Merge = Callable[[DeviceState | None], tuple[DeviceState, Decision | None]]
-ChannelMerge = Callable[[DeviceState | None, list[Any]], tuple[DeviceState, list[Any]]]
-"""(previous state, previous invalid items) -> (state, invalid items) of a user channel."""
+ChannelMerge = Callable[[DeviceState | None], DeviceState]
+"""previous state -> new state of a user channel."""
 DEFAULT_GROUP = "default"
 NANOMDM_DEVICE = "Device"
 """NanoMDM's ``X-Enrollment-Type`` of a device channel, whose enrollment id is the UDID."""
@@ -426,15 +426,10 @@ class Store:
             row = session.get(DeviceChannel, enrollment_id, with_for_update=True)
             if row is None:
                 raise NotFound(f"no user channel {enrollment_id!r}")
-            previous = (
-                DeviceState(dict(row.status_items), tuple(row.status_errors))
-                if row.status_items
-                else None
-            )
-            state, invalid = merge(previous, list(row.status_invalid))
+            state = merge(_stored_state(row))
             row.status_items = state.items
             row.status_errors = list(state.errors)
-            row.status_invalid = invalid
+            row.status_invalid = list(state.invalid)
             row.last_report_at = now
 
     def record_security_event(
@@ -694,14 +689,20 @@ class Store:
         while True:
             with self._reading() as session:
                 rows = session.execute(
-                    select(Device.id, Device.group_id, Device.status_items, Device.status_errors)
+                    select(
+                        Device.id,
+                        Device.group_id,
+                        Device.status_items,
+                        Device.status_errors,
+                        Device.status_invalid,
+                    )
                     .where(Device.id > after, Device.platform.is_not(None))
                     .order_by(Device.id)
                     .limit(batch_size)
                 ).all()
             if not rows:
                 return
-            yield [(r[0], r[1], DeviceState(dict(r[2]), tuple(r[3]))) for r in rows]
+            yield [(r[0], r[1], DeviceState(dict(r[2]), tuple(r[3]), tuple(r[4]))) for r in rows]
             after = rows[-1][0]
 
     def list_devices(
@@ -917,9 +918,7 @@ def _register_channel(session: Session, entry: NewEnrollment, now: datetime) -> 
 
 
 def _merge_into(session: Session, row: Device, merge: Merge, now: datetime) -> DeviceState:
-    previous = (
-        DeviceState(dict(row.status_items), tuple(row.status_errors)) if row.status_items else None
-    )
+    previous = _stored_state(row)
     state, decision = merge(previous)
     _apply_state(row, state, decision, now)
     old_build = (
@@ -936,6 +935,13 @@ def _merge_into(session: Session, row: Device, merge: Merge, now: datetime) -> D
             )
         )
     return state
+
+
+def _stored_state(row: Device | DeviceChannel) -> DeviceState | None:
+    """What the device (or channel) has reported so far; None before its first report."""
+    if not (row.status_items or row.status_invalid):
+        return None
+    return DeviceState(dict(row.status_items), tuple(row.status_errors), tuple(row.status_invalid))
 
 
 def _aware(value: datetime) -> datetime:
@@ -964,6 +970,7 @@ def _decision_columns(decision: Decision | None) -> dict[str, Any]:
 def _apply_state(row: Device, state: DeviceState, decision: Decision | None, now: datetime) -> None:
     row.status_items = state.items
     row.status_errors = list(state.errors)
+    row.status_invalid = list(state.invalid)
     row.last_seen_at = now
     row.platform = state.platform
     row.product_version = str(state.product_version) if state.product_version else None
