@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from datetime import timedelta
@@ -9,11 +10,12 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from bsi.domain.declarations import software_update_settings, status_subscriptions
 from bsi.errors import InvalidInput
-from bsi.server.nanomdm import networks, read_key_file
+from bsi.server.nanomdm import SignResponses, networks, read_key_file
 from nanomdm_client import (
     BodyHashInvalid,
     DmHook,
@@ -23,6 +25,7 @@ from nanomdm_client import (
     device,
     shared_ipad_user,
     user_channel,
+    verify_response,
 )
 from reports import macos_report
 from server_support import HMAC_KEY, WEBHOOK_KEY, RunningServer
@@ -435,3 +438,27 @@ def test_a_report_with_a_mistyped_item_is_acknowledged_so_the_device_moves_on(
     record = device_record(server, mac.id)
     assert record["build"] == "25D2128"
     assert [f["path"] for f in record["status_invalid"]] == ["softwareupdate.install-state"]  # type: ignore[union-attr]
+
+
+def test_even_an_unhandled_error_leaves_signed() -> None:
+    async def broken(scope: Any, receive: Any, send: Any) -> None:
+        raise RuntimeError("a bug")
+
+    async def healthy(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}", "more_body": True})
+        await send({"type": "http.response.body", "body": b"\n"})
+
+    async def call(app: Any, path: str) -> httpx.Response:
+        signed = SignResponses(app, key=HMAC_KEY, prefixes=["/v1/ddm/"])
+        transport = httpx.ASGITransport(app=signed)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bsi") as client:
+            return await client.get(path)
+
+    failed = asyncio.run(call(broken, "/v1/ddm/tokens"))
+    assert failed.status_code == 500
+    verify_response(HMAC_KEY, failed)
+    streamed = asyncio.run(call(healthy, "/v1/ddm/tokens"))
+    assert streamed.content == b"{}\n"
+    verify_response(HMAC_KEY, streamed)
+    assert "x-hmac-signature" not in asyncio.run(call(healthy, "/v1/admin/devices")).headers

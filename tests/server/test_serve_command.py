@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from nanomdm_client import DmHook, Webhook, device
 from pgcluster import create_database, free_port
 from running import bsi_serve
 
@@ -75,3 +76,30 @@ def test_api_key_roles_are_checked(tmp_path: Path, role: str) -> None:
     result = bsi("api-key", "create", "x", "--role", role, "--data-dir", tmp_path)
     assert result.returncode == 2
     assert "is not a role" in result.stderr
+
+
+def test_the_readme_nanomdm_recipe_works_with_keys_written_by_the_shell(tmp_path: Path) -> None:
+    """Key files end in a newline; NanoMDM gets "$(cat file)", which has none."""
+    dm_key, webhook_key = tmp_path / "dm.key", tmp_path / "webhook.key"
+    dm_key.write_text("c2VjcmV0LWtleS1mb3ItdGhlLWRtLWxpbmsK\n")
+    webhook_key.write_text("d2ViaG9vay1rZXktZm9yLXRoZS10ZXN0Cg==\n")
+    flag = {path: path.read_text().rstrip("\n").encode() for path in (dm_key, webhook_key)}
+    with bsi_serve(
+        "--data-dir",
+        tmp_path / "data",
+        "--nanomdm-hmac-key-file",
+        dm_key,
+        "--nanomdm-webhook-hmac-key-file",
+        webhook_key,
+    ) as url:
+        mac = device("A1B2C3D4-0000-4000-8000-00000000A1B2")
+        events = Webhook(f"{url}/v1/nanomdm/webhook", key=flag[webhook_key])
+        assert events.authenticate(mac.id, "C02RECIPE01").status_code == 200
+        nano = DmHook(f"{url}/v1/ddm/", send_key=flag[dm_key], recv_key=flag[dm_key])
+        assert nano.json(mac, "tokens")["SyncTokens"]["DeclarationsToken"]
+
+
+def test_a_bad_unsigned_source_is_a_clear_error(tmp_path: Path) -> None:
+    result = bsi("serve", "--data-dir", tmp_path, "--nanomdm-allow-unsigned-from", "nowhere")
+    assert result.returncode == 2
+    assert "'nowhere' is not an IP address or network" in result.stderr
