@@ -243,7 +243,7 @@ def test_admin_import_takes_long_ids_and_refuses_control_characters(
     assert len(mac_user.id) == 73
     batch = {
         "enrollments": [
-            {"enrollment_id": ipad_user.id, "parent_id": udid, "enrollment_type": "Shared iPad"},
+            {"enrollment_id": ipad_user.id, "parent_id": udid},  # type not given
             {"enrollment_id": udid, "enrollment_type": "Device", "serial_number": "DMPXK1ZJ"},
         ]
     }

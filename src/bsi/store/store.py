@@ -352,7 +352,7 @@ class Store:
         return Enrollment(
             enrollment_id,
             DeviceIdentity(parent.id, parent.group_id, channel.enrollment_id),
-            channel.enrollment_type,
+            channel.enrollment_type or None,
             parent.udid,
             parent.serial_number,
             channel.checked_out_at or parent.checked_out_at,
@@ -902,7 +902,7 @@ def _register_channel(session: Session, entry: NewEnrollment, now: datetime) -> 
             DeviceChannel(
                 enrollment_id=entry.enrollment_id,
                 device_id=entry.parent_id,
-                enrollment_type=entry.enrollment_type or "User",
+                enrollment_type=entry.enrollment_type or "",  # "": not told
                 enrolled_at=now,
             )
         )
@@ -914,6 +914,7 @@ def _register_channel(session: Session, entry: NewEnrollment, now: datetime) -> 
             f"not {entry.parent_id!r}"
         )
     channel.checked_out_at = None
+    channel.enrollment_type = entry.enrollment_type or channel.enrollment_type
     return 0
 
 
