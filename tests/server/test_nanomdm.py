@@ -16,6 +16,7 @@ import pytest
 from bsi.domain.declarations import software_update_settings, status_subscriptions
 from bsi.errors import InvalidInput
 from bsi.server.nanomdm import SignResponses, networks, read_key_file
+from bsi.server.service import SECURITY_EVENTS_PER_MINUTE
 from nanomdm_client import (
     BodyHashInvalid,
     DmHook,
@@ -462,3 +463,13 @@ def test_even_an_unhandled_error_leaves_signed() -> None:
     assert streamed.content == b"{}\n"
     verify_response(HMAC_KEY, streamed)
     assert "x-hmac-signature" not in asyncio.run(call(healthy, "/v1/admin/devices")).headers
+
+
+def test_a_flood_of_made_up_ids_is_logged_but_stored_only_up_to_a_rate(
+    server: RunningServer,
+) -> None:
+    for n in range(SECURITY_EVENTS_PER_MINUTE + 30):
+        server.service.security_event("unknown-enrollment", f"made-up-{n}", "127.0.0.1", "x")
+    server.service.security_event("unknown-enrollment", "made-up-0", "127.0.0.1", "again")
+    stored = server.admin.get("/v1/admin/security-events", params={"limit": 1000}).json()
+    assert len(stored) == SECURITY_EVENTS_PER_MINUTE

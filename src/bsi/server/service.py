@@ -14,6 +14,7 @@ unchanged check-in never writes to the database.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import json
 import logging
@@ -63,6 +64,8 @@ Clock = Callable[[], datetime]
 CREDENTIAL_KEY = "device-credentials"
 SECURITY_EVENT_WINDOW = 600.0
 """Seconds during which a repeat of one security event (kind, enrollment) is logged only."""
+SECURITY_EVENTS_PER_MINUTE = 120
+"""Security events stored per process and minute; beyond that they are logged only."""
 log = logging.getLogger("bsi.security")
 
 
@@ -144,6 +147,7 @@ class BsiService:
         self._credential_key: bytes | None = None
         self._writer = StatusWriter(store, clock)
         self._events_logged: dict[tuple[str, str | None], float] = {}
+        self._events_stored: collections.deque[float] = collections.deque()
         self.on_change: Callable[[], None] = lambda: None
         """Called after any change that may alter what devices should run (wake-ups)."""
 
@@ -260,9 +264,14 @@ class BsiService:
         with self._last_seen_lock:
             if self._events_logged.get(key, -SECURITY_EVENT_WINDOW) > now - SECURITY_EVENT_WINDOW:
                 return
+            while self._events_stored and self._events_stored[0] < now - 60:
+                self._events_stored.popleft()
+            if len(self._events_stored) >= SECURITY_EVENTS_PER_MINUTE:
+                return  # a flood (made-up ids): logged above, not stored row by row
             if len(self._events_logged) > 10_000:
                 self._events_logged.clear()
             self._events_logged[key] = now
+            self._events_stored.append(now)
         self.store.record_security_event(kind, enrollment_id, source, detail, self.clock())
 
     # -- check-ins ---------------------------------------------------------
