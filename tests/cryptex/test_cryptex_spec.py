@@ -82,6 +82,7 @@ def test_owner_defaults_from_the_top_and_a_component_overrides_it() -> None:
         ("processes: [/usr/sbin/sshd]", "processes: [sbin/sshd]", "neither a process name"),
         ('cvss: "CVSS', 'cvss: "XX', "is not a CVSS 3.x vector"),
         ("platform: debian", "platform: debian\nsigned_by: me", "unknown field 'signed_by'"),
+        ("platform: debian", "platform: Debian", "platform 'Debian' would match no device"),
     ],
 )
 def test_mistakes_are_refused_naming_the_source_and_field(

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, date, datetime
 
-from bsi.domain.catalog import Catalog, Supplement
-from bsi.domain.compliance import assess_fleet
-from bsi.domain.eligibility import Outcome, Reason
+from bsi.domain.catalog import Catalog, Release, Supplement
+from bsi.domain.compliance import Standing, assess_fleet
+from bsi.domain.eligibility import Outcome, Reason, unknown
 from bsi.domain.facts import DeviceFacts
 from bsi.domain.policy import InstallSecurityUpdate, SoftwareUpdatePolicy
 from bsi.domain.versions import Build, ExtraVersion, ProductVersion, SupplementVersion
@@ -22,7 +22,17 @@ A = Supplement(
     cves=("CVE-2026-20643",),
     posted=date(2026, 3, 17),
 )
-CATALOG = Catalog(supplements=(A,))
+CATALOG = Catalog(
+    supplements=(A,),
+    releases=(
+        Release(
+            "macOS",
+            ProductVersion(26, 2),
+            Build.parse("25C56"),
+            supported_devices=frozenset({"J413AP", "J700AP"}),
+        ),
+    ),
+)
 BASE = DeviceFacts(
     platform="macOS",
     product_version=ProductVersion(26, 3, 1),
@@ -35,7 +45,7 @@ FLEET = [
     ("needs-a", BASE),
     ("low-battery", replace(BASE, on_battery=True, battery_percent=3.0)),
     ("old-minor", replace(BASE, product_version=ProductVersion(26, 2), build=Build.parse("25C56"))),
-    ("unsupported", replace(BASE, software_update_device_id="J999AP")),
+    ("unsupported", replace(BASE, software_update_device_id="J700AP")),
     ("too-old", replace(BASE, product_version=ProductVersion(15, 7), build=Build.parse("24G84"))),
 ]
 
@@ -71,3 +81,29 @@ def test_policy_is_asked_per_device() -> None:
     (summary,) = report.supplements
     assert summary.blocked[Reason.POLICY_ALWAYS_OFF] == 1
     assert "needs-a" not in summary.pending
+
+
+def test_unknown_and_restart_pending_are_counted_apart_never_fixed() -> None:
+    """Hand count for CVE-2026-20643: 4 exposed, 3 unknown, 1 restart pending, 1 fixed."""
+    fleet = [
+        *FLEET,
+        ("ghost-build", replace(BASE, build=Build.parse("25D9999"))),
+        ("stray-model", replace(BASE, software_update_device_id="J999AP")),
+        ("on-disk", replace(BASE, supplemental_build=A.build, restart_pending=True)),
+    ]
+    silent = [("silent", unknown(Reason.NOT_REPORTED, "no report yet"))]
+    report = assess_fleet(fleet, CATALOG, lambda _: SoftwareUpdatePolicy(), NOW, unplaced=silent)
+    (exposure,) = report.cves
+    assert sorted(exposure.exposed) == ["low-battery", "needs-a", "old-minor", "unsupported"]
+    assert sorted(exposure.unknown) == ["ghost-build", "silent", "stray-model"]
+    assert exposure.devices(Standing.RESTART_PENDING) == ["on-disk"]
+    assert exposure.fixed == ["has-a"]
+    (summary,) = report.supplements
+    assert summary.installed == ["has-a"]
+    assert summary.restart_pending == ["on-disk"]
+    assert sorted(summary.unknown) == ["ghost-build", "silent", "stray-model"]
+    outcomes = {row.device_id: row.decision.outcome for row in report.devices}
+    assert outcomes["silent"] is Outcome.UNKNOWN
+    assert not any(
+        outcomes[d] is Outcome.UP_TO_DATE for d in ("ghost-build", "stray-model", "on-disk")
+    )

@@ -59,7 +59,13 @@ def mac(
 CATALOG = Catalog(
     supplements=(supplement(),),
     releases=(
-        Release("macOS", ProductVersion(26, 4), Build.parse("25E246"), posted=date(2026, 3, 24)),
+        Release(
+            "macOS",
+            ProductVersion(26, 4),
+            Build.parse("25E246"),
+            posted=date(2026, 3, 24),
+            supported_devices=frozenset({"J413AP", "J316sAP", "J700AP"}),
+        ),
         Release("macOS", ProductVersion(26, 6, 2), Build.parse("25G83"), posted=date(2026, 8, 17)),
     ),
 )
@@ -215,10 +221,58 @@ def test_below_minimum_version_is_blocked() -> None:
 
 
 def test_unsupported_device_is_blocked() -> None:
-    facts = mac(device_id="J999AP", model_identifier="Mac99,1")
+    """The catalogue knows J700AP (26.4 lists it), but the supplement does not name it."""
+    facts = mac(device_id="J700AP", model_identifier="Mac17,5")
     decision = decide(facts, CATALOG, DEFAULT, NOW)
     assert (decision.outcome, decision.reason) == (Outcome.BLOCKED, Reason.UNSUPPORTED_DEVICE)
+    assert "J700AP" in decision.message
+
+
+def test_model_no_list_names_is_unknown_not_unsupported() -> None:
+    facts = mac(device_id="J999AP", model_identifier="Mac99,1")
+    decision = decide(facts, CATALOG, DEFAULT, NOW)
+    assert (decision.outcome, decision.reason) == (Outcome.UNKNOWN, Reason.UNKNOWN_MODEL)
     assert "J999AP" in decision.message
+    assert not decision.exposed
+
+
+def test_platform_the_catalogue_lacks_is_unknown() -> None:
+    decision = decide(mac(platform="Debian"), CATALOG, DEFAULT, NOW)
+    assert (decision.outcome, decision.reason) == (Outcome.UNKNOWN, Reason.UNKNOWN_PLATFORM)
+    assert "'Debian'" in decision.message
+    assert "macOS" in decision.message
+
+
+def test_build_apple_never_published_is_unknown_not_up_to_date() -> None:
+    """25D9999 on 26.3.1: the catalogue knows 26.3.1 as 25D2128 only."""
+    decision = decide(mac(build="25D9999"), CATALOG, DEFAULT, NOW)
+    assert (decision.outcome, decision.reason) == (Outcome.UNKNOWN, Reason.UNKNOWN_BUILD)
+    assert "25D9999" in decision.message
+    assert "25D2128" in decision.message
+
+
+def test_version_the_catalogue_lacks_is_never_up_to_date() -> None:
+    decision = decide(mac("26.3.5", "25D3000"), CATALOG, DEFAULT, NOW)
+    assert (decision.outcome, decision.reason) == (Outcome.UNKNOWN, Reason.UNKNOWN_BUILD)
+
+
+def test_supplemental_build_the_catalogue_lacks_is_unknown() -> None:
+    facts = mac(supplemental_build=Build.parse("25D771289z"))
+    decision = decide(facts, CATALOG, DEFAULT, NOW)
+    assert (decision.outcome, decision.reason) == (Outcome.UNKNOWN, Reason.UNKNOWN_BUILD)
+    assert "25D771289z" in decision.message
+
+
+def test_installed_but_not_relaunched_is_restart_pending_not_up_to_date() -> None:
+    facts = mac(supplemental_build=Build.parse("25D771280a"), restart_pending=True)
+    decision = decide(facts, CATALOG, DEFAULT, NOW)
+    assert (decision.outcome, decision.reason) == (
+        Outcome.RESTART_PENDING,
+        Reason.OLD_CONTENT_RUNNING,
+    )
+    assert decision.supplement is not None
+    assert str(decision.supplement.build) == "25D771280a"
+    assert not decision.exposed
 
 
 def test_model_identifier_is_matched_through_the_catalogue_board_table() -> None:
@@ -226,7 +280,7 @@ def test_model_identifier_is_matched_through_the_catalogue_board_table() -> None
     facts = mac(device_id=None)  # type: ignore[arg-type]
     facts = replace(facts, software_update_device_id=None)
     assert decide(facts, catalog, DEFAULT, NOW).outcome is Outcome.INSTALL
-    assert decide(facts, CATALOG, DEFAULT, NOW).reason is Reason.UNSUPPORTED_DEVICE
+    assert decide(facts, CATALOG, DEFAULT, NOW).reason is Reason.UNKNOWN_MODEL
 
 
 @pytest.mark.parametrize(
@@ -262,7 +316,10 @@ def test_not_yet_posted_supplement_is_not_offered() -> None:
 
 
 def test_build_without_any_supplement_is_up_to_date() -> None:
-    catalog = Catalog(supplements=(supplement(superseded_by=None),))
+    catalog = Catalog(
+        supplements=(supplement(superseded_by=None),),
+        releases=(Release("macOS", ProductVersion(26, 6, 2), Build.parse("25G83")),),
+    )
     decision = decide(mac("26.6.2", "25G83"), catalog, DEFAULT, NOW)
     assert (decision.outcome, decision.reason) == (Outcome.UP_TO_DATE, Reason.NO_SUPPLEMENT)
 

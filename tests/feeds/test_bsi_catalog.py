@@ -174,3 +174,13 @@ def test_a_broken_catalogue_is_refused_whole(edit: Any, message: str) -> None:
         parse_bsi_catalog(document, source=SOURCE)
 
     assert str(refused.value).startswith(f"{SOURCE}: {message}")
+
+
+def test_a_linux_platform_in_another_case_is_refused_with_the_id_to_use() -> None:
+    document = {
+        "format": "bsi-catalog/1",
+        "releases": [{"platform": "Debian", "version": "12.5", "build": "12C301"}],
+    }
+    with pytest.raises(FeedError, match=r"releases\[0\]\.platform: platform 'Debian'") as refused:
+        parse_bsi_catalog(document, source="cat.json")
+    assert "'debian'" in (refused.value.hint or "")

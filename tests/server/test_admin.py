@@ -184,3 +184,60 @@ def test_openapi_docs_are_served(server: RunningServer) -> None:
     assert server.client().get("/docs").status_code == 200
     paths = server.client().get("/openapi.json").json()["paths"]
     assert {"/v1/ddm/tokens", "/v1/enroll", "/v1/admin/devices"} <= set(paths)
+
+
+def test_mixed_fleet_counts_exposed_unknown_restart_pending_and_fixed(
+    server: RunningServer, shared_data: Path
+) -> None:
+    """CVE-2026-20643 on the sample fleet plus three devices bsi must not call fixed.
+
+    Hand count at 2026-03-20: exposed 4 (neo, mac mini on 26.2, studio, air), fixed 1
+    (mbp-m1-dev02 runs (a)); unknown 2 (one never reported, one on a build Apple never
+    published); restart pending 1 ((a) on disk, old content still running). The iPhones,
+    the iPad and the Intel Mac are not concerned (iOS's (a) lists no CVE; below 26.1).
+    """
+    import_real_catalogue(server, shared_data)
+    ids = report_sample_fleet(server)
+    silent, _ = server.device()
+    ghost, ghost_client = server.device()
+    ghost_client.put("/v1/ddm/status", json=macos_report(build="25D9999"))
+    pending, pending_client = server.device()
+    on_disk = macos_report(supplemental="25D771280a", extra="(a)")
+    on_disk["StatusItems"]["bsi"] = {"agent": {"restart-pending": True}}
+    pending_client.put("/v1/ddm/status", json=on_disk)
+    server.recompute()
+    reader = server.reader
+
+    (cve,) = [
+        c for c in reader.get("/v1/admin/compliance/cves").json() if c["cve"] == "CVE-2026-20643"
+    ]
+    assert (
+        cve["exposed_devices"],
+        cve["unknown_devices"],
+        cve["restart_pending_devices"],
+        cve["fixed_devices"],
+    ) == (4, 2, 1, 1)
+    exported = list(
+        csv.DictReader(io.StringIO(reader.get("/v1/admin/compliance/cves?format=csv").text))
+    )
+    (row,) = [r for r in exported if r["cve"] == "CVE-2026-20643"]
+    assert (row["unknown_devices"], row["restart_pending_devices"]) == ("2", "1")
+
+    rows = {r["build"]: r for r in reader.get("/v1/admin/compliance/supplements").json()}
+    assert (rows["25D771280a"]["installed"], rows["25D771280a"]["restart_pending"]) == (1, 1)
+    assert rows["25D771280a"]["unknown"] == 2
+    assert rows["23D771330a"]["unknown"] == 1  # the silent device might be an iPhone
+
+    unknown = reader.get("/v1/admin/devices", params={"outcome": "unknown"}).json()["devices"]
+    assert {d["device_id"]: d["decision_reason"] for d in unknown} == {
+        silent: "not-reported",
+        ghost: "unknown-build",
+    }
+    not_reported = reader.get("/v1/admin/devices", params={"reason": "not-reported"}).json()
+    assert [d["device_id"] for d in not_reported["devices"]] == [silent]
+    waiting = reader.get("/v1/admin/devices", params={"outcome": "restart-pending"}).json()
+    assert [d["device_id"] for d in waiting["devices"]] == [pending]
+    assert ids["mbp-m1-dev02"] not in {d["device_id"] for d in unknown}
+
+    refused = reader.get("/v1/admin/devices", params={"outcome": "unknwon"})
+    assert refused.status_code in (400, 422)

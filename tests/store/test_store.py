@@ -25,7 +25,7 @@ from bsi.store.database import (
     upgrade,
 )
 from bsi.store.models import Base
-from bsi.store.store import DeviceFilter, NewEnrollment, Store
+from bsi.store.store import DecisionGroup, DeviceFilter, NewEnrollment, Store
 
 NOW = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)  # the store fixture uses the same
 LATER = NOW + timedelta(hours=1)
@@ -248,8 +248,13 @@ def test_decision_counts_group_by_target_outcome_and_reason(store: Store) -> Non
     for _ in range(3):
         device_id, _ = store.enroll(token, NOW)
         save(store, device_id, report(), NOW)
+    store.enroll(token, NOW)  # never reports
     counts = store.decision_counts()
-    assert counts.by_decision[(None, "install", "offered-to-user")] == 3
+    offered = DecisionGroup("macOS", "26.3.1", None, "install", "offered-to-user")
+    assert counts.by_group == {
+        offered: 3,
+        DecisionGroup(None, None, None, "unknown", "not-reported"): 1,
+    }
     assert store.store_decisions([]) == 0
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from bsi.agent.machine import InstallState
 from bsi.domain.eligibility import Decision
 from bsi.domain.facts import DeviceFacts
-from bsi.domain.status import nest_status_items
+from bsi.domain.status import RESTART_PENDING, nest_status_items
 from bsi.domain.versions import ExtraVersion, SupplementVersion
 
 
@@ -48,7 +48,7 @@ def status_report(
             "os-version": str(pending or ""),
             "build-version": pending_build or "",
         },
-        "bsi.agent.restart-pending": restart_pending,
+        RESTART_PENDING: restart_pending,
     }
     if decision is not None:
         # bsi's own item: the agent decides with facts the server lacks (battery).

@@ -18,8 +18,8 @@ from rich.table import Table
 
 from bsi.apple.fleet import Fleet, UnreadableDevice
 from bsi.domain.catalog import Catalog
-from bsi.domain.compliance import ComplianceReport, DeviceCompliance, assess_fleet
-from bsi.domain.eligibility import DEFAULT_RULES, Outcome, Rules
+from bsi.domain.compliance import ComplianceReport, DeviceCompliance, Standing, assess_fleet
+from bsi.domain.eligibility import DEFAULT_RULES, Decision, Outcome, Reason, Rules, unknown
 from bsi.domain.facts import DeviceFacts
 from bsi.domain.policy import SoftwareUpdatePolicy
 from bsi.errors import BsiError
@@ -47,15 +47,25 @@ def assess_apple_fleet(
     now: datetime,
     rules: Rules = DEFAULT_RULES,
 ) -> tuple[ComplianceReport, tuple[UnreadableDevice, ...]]:
-    """Decide for every device whose reports name its OS; list the others as unreadable."""
+    """Decide for every device; those bsi cannot read are ``unknown`` rows and listed.
+
+    A device whose reports were refused (``--skip-invalid``) is
+    ``unknown`` / ``status-invalid``; one whose reports never name its OS is
+    ``unknown`` / ``not-reported``.
+    """
     devices: list[tuple[str, DeviceFacts]] = []
     unreadable = list(fleet.unreadable)
+    unplaced: list[tuple[str, Decision]] = [
+        (u.device_id, unknown(Reason.STATUS_INVALID, f"{u.location}: {u.error}"))
+        for u in fleet.unreadable
+    ]
     for device_id, state in sorted(fleet.states.items()):
         try:
             devices.append((device_id, state.facts()))
         except BsiError as error:
             unreadable.append(UnreadableDevice(device_id, device_id, error.message))
-    report = assess_fleet(devices, catalog, lambda _device: policy, now, rules)
+            unplaced.append((device_id, unknown(Reason.NOT_REPORTED, error.message)))
+    report = assess_fleet(devices, catalog, lambda _device: policy, now, rules, unplaced)
     return report, tuple(unreadable)
 
 
@@ -64,11 +74,11 @@ def device_record(row: DeviceCompliance) -> dict[str, str]:
     target = decision.supplement
     return {
         "device_id": row.device_id,
-        "platform": facts.platform,
-        "product_version": str(facts.product_version),
-        "build": str(facts.build),
+        "platform": facts.platform if facts else "",
+        "product_version": str(facts.product_version) if facts else "",
+        "build": str(facts.build) if facts else "",
         "supplement": _installed_supplement(row),
-        "supplemental_build": str(facts.supplemental_build or ""),
+        "supplemental_build": str(facts.supplemental_build or "") if facts else "",
         "outcome": decision.outcome.value,
         "reason": decision.reason.value,
         "target_supplement": str(target.version) if target else "",
@@ -81,6 +91,8 @@ def device_record(row: DeviceCompliance) -> dict[str, str]:
 def _installed_supplement(row: DeviceCompliance) -> str:
     """``26.3.1 (a)``, from the catalogue when it knows the build, else from the report."""
     facts = row.facts
+    if facts is None:
+        return ""
     if row.installed is not None:
         return str(row.installed.version)
     if facts.supplemental_extra is not None:
@@ -104,18 +116,29 @@ def report_to_json(
                 "cves": list(s.supplement.cves),
                 "installed": len(s.installed),
                 "pending": len(s.pending),
+                "restart_pending": len(s.restart_pending),
                 "blocked": {reason.value: count for reason, count in sorted(s.blocked.items())},
+                "unknown": len(s.unknown),
             }
             for s in report.supplements
         ],
         "cves": [
-            {"cve": e.cve, "supplements": sorted(e.supplements), "exposed_devices": e.exposed}
+            {
+                "cve": e.cve,
+                "supplements": sorted(e.supplements),
+                **{_devices_key(which): e.devices(which) for which in Standing},
+            }
             for e in report.cves
         ],
         "unreadable": [
             {"device_id": u.device_id, "location": u.location, "error": u.error} for u in unreadable
         ],
     }
+
+
+def _devices_key(which: Standing) -> str:
+    """``exposed_devices``, ``unknown_devices``, ``restart_pending_devices``, ``fixed_devices``."""
+    return f"{which.value.replace('-', '_')}_devices"
 
 
 def report_to_csv(report: ComplianceReport) -> str:
@@ -134,6 +157,8 @@ _OUTCOME_STYLE = {
     Outcome.ENFORCED: "magenta",
     Outcome.DEFERRED: "yellow",
     Outcome.BLOCKED: "red",
+    Outcome.UNKNOWN: "bold red",
+    Outcome.RESTART_PENDING: "yellow",
 }
 
 
@@ -148,7 +173,7 @@ def render_table(
         style = _OUTCOME_STYLE[row.decision.outcome]
         devices.add_row(
             record["device_id"],
-            f"{record['platform']} {record['product_version']}",
+            f"{record['platform']} {record['product_version']}".strip() or "-",
             record["build"],
             record["supplement"] or "-",
             f"[{style}]{record['outcome']}[/{style}]\n{record['reason']}",
@@ -159,7 +184,9 @@ def render_table(
     supplements = Table(title="Supplements")
     for column in ("supplement", "build", "prerequisite", "state", "installed", "pending"):
         supplements.add_column(column)
+    supplements.add_column("restart pending")
     supplements.add_column("blocked (by reason)", overflow="fold")
+    supplements.add_column("unknown")
     for s in report.supplements:
         blocked = ", ".join(f"{reason.value}: {n}" for reason, n in sorted(s.blocked.items()))
         supplements.add_row(
@@ -169,20 +196,24 @@ def render_table(
             s.supplement.state_at(report.as_of).value,
             str(len(s.installed)),
             str(len(s.pending)),
+            str(len(s.restart_pending)),
             blocked or "-",
+            str(len(s.unknown)),
         )
     console.print(supplements)
 
-    cves = Table(title="CVEs: devices still exposed")
-    for column in ("CVE", "fixed by", "exposed"):
-        cves.add_column(column)
-    cves.add_column("devices", overflow="fold")
+    cves = Table(title="CVEs: exposed, unknown, restart pending, fixed")
+    cves.add_column("CVE")
+    cves.add_column("fixed by")
+    for which in Standing:
+        cves.add_column(which.value)
+    cves.add_column("exposed or unknown devices", overflow="fold")
     for exposure in report.cves:
         cves.add_row(
             exposure.cve,
             ", ".join(sorted(exposure.supplements)),
-            str(len(exposure.exposed)),
-            ", ".join(exposure.exposed),
+            *(str(len(exposure.devices(which))) for which in Standing),
+            ", ".join([*exposure.exposed, *exposure.unknown]),
         )
     console.print(cves)
 

@@ -51,6 +51,7 @@ from bsi.cryptex.manifest import (
     read_health_check,
     read_relaunch,
 )
+from bsi.domain.inventory import check_platform_id
 from bsi.domain.versions import Build, ExtraVersion, ProductVersion
 from bsi.strict_yaml import load_strict
 
@@ -135,7 +136,9 @@ def _read_spec(document: object) -> SupplementSpec:
     )
     components = _read_components(root["components"])
     return SupplementSpec(
-        platform=check_name(doc.text(root["platform"], "platform"), what="platform"),
+        platform=check_name(
+            doc.parsed(check_platform_id, root["platform"], "platform"), what="platform"
+        ),
         product_version=doc.parsed(
             ProductVersion.parse, _version_text(root, "product_version"), "product_version"
         ),

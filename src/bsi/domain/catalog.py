@@ -116,6 +116,37 @@ class Catalog:
     supplements: tuple[Supplement, ...] = ()
     device_ids_by_model: Mapping[str, frozenset[str]] = field(default_factory=dict)
     source: str = ""
+    _index: _Index | None = field(default=None, init=False, repr=False, compare=False)
+
+    def index(self) -> _Index:
+        """What placement asks of every device, computed once per catalogue value."""
+        if self._index is None:
+            object.__setattr__(self, "_index", _Index.of(self))
+        assert self._index is not None
+        return self._index
+
+    def knows_platform(self, platform: str) -> bool:
+        return platform in self.index().platforms
+
+    def builds_of(self, platform: str, version: ProductVersion) -> frozenset[Build] | None:
+        """The builds the catalogue lists for ``platform`` ``version``.
+
+        ``None`` when the catalogue does not know that version at all; an empty
+        set when it knows the version but no build for it (SOFA lists older
+        releases without their builds).
+        """
+        return self.index().builds.get((platform, version))
+
+    def lists_device(self, platform: str, device_ids: Iterable[str]) -> bool | None:
+        """Whether any release or supplement of ``platform`` names one of ``device_ids``.
+
+        ``None`` when nothing on ``platform`` lists supported devices (every
+        device is then supported, as in Linux catalogues).
+        """
+        listed = self.index().devices.get(platform)
+        if not listed:
+            return None
+        return any(d in listed for d in device_ids)
 
     def merged(self, other: Catalog) -> Catalog:
         """This catalogue with ``other`` laid over it, field by field.
@@ -184,6 +215,39 @@ class Catalog:
         if model_identifier:
             ids.extend(sorted(self.device_ids_by_model.get(model_identifier, ())))
         return ids
+
+
+@dataclass(frozen=True, slots=True)
+class _Index:
+    """Lookups eligibility makes per device, so a fleet costs one pass over the catalogue."""
+
+    platforms: frozenset[str]
+    builds: Mapping[tuple[str, ProductVersion], frozenset[Build]]
+    devices: Mapping[str, frozenset[str]]
+
+    @classmethod
+    def of(cls, catalog: Catalog) -> _Index:
+        builds: dict[tuple[str, ProductVersion], set[Build]] = {}
+        devices: dict[str, set[str]] = {}
+
+        def add(platform: str, version: ProductVersion, build: Build | None) -> None:
+            known = builds.setdefault((platform, version), set())
+            if build is not None:
+                known.add(build)
+
+        for r in catalog.releases:
+            add(r.platform, r.version, r.build)
+            devices.setdefault(r.platform, set()).update(r.supported_devices)
+        for s in catalog.supplements:
+            add(s.platform, s.version.product, s.prerequisite_build)
+            if s.superseded_by is not None:
+                add(s.platform, s.superseded_by.version, s.superseded_by.build)
+            devices.setdefault(s.platform, set()).update(s.supported_devices)
+        return cls(
+            platforms=catalog.platforms(),
+            builds={key: frozenset(found) for key, found in builds.items()},
+            devices={platform: frozenset(ids) for platform, ids in devices.items()},
+        )
 
 
 _Entry = TypeVar("_Entry", Release, Supplement)

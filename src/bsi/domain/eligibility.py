@@ -11,6 +11,9 @@ and the Apple compliance report all call it, so a rule is written once:
 4. ``InstallSecurityUpdate`` and ``RapidSecurityResponse.Enable`` steer
    whether it installs; an ``enforcement.specific`` for the supplement's build
    forces it by a local-time deadline even where ``Enable`` is false.
+5. Fail closed (DESIGN rule 7): a device bsi cannot place in the catalogue
+   (platform, build, model, installed supplement) is ``unknown`` with the
+   reason, never ``up-to-date``.
 
 Every decision carries a stable :class:`Reason` code for machines and a
 sentence for people.
@@ -25,6 +28,7 @@ from enum import StrEnum
 
 from bsi.domain.catalog import Catalog, Release, Supplement, SupplementState
 from bsi.domain.facts import DeviceFacts
+from bsi.domain.inventory import resolve
 from bsi.domain.policy import Enforcement, InstallSecurityUpdate, SoftwareUpdatePolicy
 from bsi.domain.versions import ProductVersion
 
@@ -35,6 +39,8 @@ class Outcome(StrEnum):
     UP_TO_DATE = "up-to-date"
     DEFERRED = "deferred"
     BLOCKED = "blocked"
+    UNKNOWN = "unknown"
+    RESTART_PENDING = "restart-pending"
 
 
 class Reason(StrEnum):
@@ -48,6 +54,8 @@ class Reason(StrEnum):
     SUPPLEMENT_INSTALLED = "supplement-installed"
     INCLUDED_IN_RELEASE = "included-in-release"
     NO_SUPPLEMENT = "no-supplement"
+    # restart pending: the supplement is on disk, old content still runs
+    OLD_CONTENT_RUNNING = "old-content-running"
     # deferred
     BATTERY_LOW = "battery-low"
     # blocked
@@ -59,6 +67,12 @@ class Reason(StrEnum):
     SUPPLEMENT_PAUSED = "supplement-paused"
     SUPPLEMENT_WITHDRAWN = "supplement-withdrawn"
     SUPPLEMENT_EXPIRED = "supplement-expired"
+    # unknown: bsi cannot place the device, so it cannot say it is protected
+    UNKNOWN_PLATFORM = "unknown-platform"
+    UNKNOWN_BUILD = "unknown-build"
+    UNKNOWN_MODEL = "unknown-model"
+    NOT_REPORTED = "not-reported"
+    STATUS_INVALID = "status-invalid"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +129,19 @@ class Decision:
 
     @property
     def exposed(self) -> bool:
-        """True when the device lacks a supplement that applies to its line."""
-        return self.supplement is not None and self.outcome is not Outcome.UP_TO_DATE
+        """True when the device lacks a supplement that applies to its line.
+
+        An ``unknown`` device is neither exposed nor fixed: it is counted apart.
+        """
+        return self.supplement is not None and self.outcome not in _NOT_EXPOSED
+
+
+_NOT_EXPOSED = frozenset({Outcome.UP_TO_DATE, Outcome.UNKNOWN, Outcome.RESTART_PENDING})
+
+
+def unknown(reason: Reason, message: str) -> Decision:
+    """The decision for a device bsi cannot place (no report, an invalid one, ...)."""
+    return Decision(Outcome.UNKNOWN, reason, message)
 
 
 def decide(
@@ -126,7 +151,18 @@ def decide(
     now: datetime,
     rules: Rules = DEFAULT_RULES,
 ) -> Decision:
-    """Decide what ``facts``' device should do about supplements at ``now`` (UTC-aware)."""
+    """Decide what ``facts``' device should do about supplements at ``now`` (UTC-aware).
+
+    Never ``up-to-date`` for a device the catalogue cannot place: see :func:`_place`.
+    """
+    if not catalog.knows_platform(facts.platform):
+        known = ", ".join(sorted(catalog.platforms())) or "none"
+        return unknown(
+            Reason.UNKNOWN_PLATFORM,
+            f"the catalogue has nothing for platform {facts.platform!r} (it knows: {known}); "
+            "import a catalogue for it, or check the platform name the device reports",
+        )
+    facts = resolve(facts, catalog)
     minimum = rules.minimum_versions.get(facts.platform)
     if minimum is not None and facts.product_version < minimum:
         return Decision(
@@ -139,6 +175,79 @@ def decide(
         )
 
     device_ids = catalog.known_device_ids(facts.model_identifier, facts.software_update_device_id)
+    unplaced = _unplaced(facts, catalog, device_ids)
+    if unplaced is not None:
+        return unplaced
+    decision = _decide_placed(facts, catalog, policy, now, rules, device_ids)
+    if decision.outcome is not Outcome.UP_TO_DATE:
+        return decision
+    decision = _confirm_up_to_date(facts, catalog, decision)
+    if facts.restart_pending and decision.reason is Reason.SUPPLEMENT_INSTALLED:
+        installed = decision.supplement
+        shown = installed.display() if installed else f"supplement {facts.supplemental_build}"
+        return Decision(
+            Outcome.RESTART_PENDING,
+            Reason.OLD_CONTENT_RUNNING,
+            f"{shown} is installed, but some affected processes still run the old content "
+            "until they relaunch: fixed on disk, not live",
+            supplement=installed,
+        )
+    return decision
+
+
+def _unplaced(facts: DeviceFacts, catalog: Catalog, device_ids: list[str]) -> Decision | None:
+    """``unknown`` when the catalogue lists the device's version or models and not this device."""
+    builds = catalog.builds_of(facts.platform, facts.product_version)
+    if builds and facts.build not in builds:
+        listed = ", ".join(str(b) for b in sorted(builds))
+        return unknown(
+            Reason.UNKNOWN_BUILD,
+            f"build {facts.build} is not a {facts.platform} {facts.product_version} build the "
+            f"catalogue knows ({listed}); update the catalogue, or check what the device reports",
+        )
+    if facts.supplemental_extra is not None and facts.supplemental_build is None:
+        return unknown(
+            Reason.UNKNOWN_BUILD,
+            f"the device reports supplement {facts.supplemental_extra} without its supplemental "
+            f"build, and the catalogue lists no such supplement for build {facts.build}",
+        )
+    if catalog.lists_device(facts.platform, device_ids) is False:
+        shown = ", ".join(device_ids) if device_ids else "no model or device id reported"
+        return unknown(
+            Reason.UNKNOWN_MODEL,
+            f"no {facts.platform} release or supplement in the catalogue lists this device "
+            f"({shown}); import a catalogue that knows it (SOFA maps models to board ids)",
+        )
+    return None
+
+
+def _confirm_up_to_date(facts: DeviceFacts, catalog: Catalog, decision: Decision) -> Decision:
+    """``up-to-date`` stands only on a catalogued release and a catalogued supplement."""
+    if catalog.builds_of(facts.platform, facts.product_version) is None:
+        return unknown(
+            Reason.UNKNOWN_BUILD,
+            f"the catalogue lists no {facts.platform} {facts.product_version} release, so bsi "
+            f"cannot tell whether build {facts.build} carries the fixes; update the catalogue",
+        )
+    installed = facts.supplemental_build
+    if installed is not None and catalog.supplement_by_build(facts.platform, installed) is None:
+        return unknown(
+            Reason.UNKNOWN_BUILD,
+            f"supplemental build {installed} is not in the catalogue for {facts.platform}; "
+            "update the catalogue, or check what the device reports",
+        )
+    return decision
+
+
+def _decide_placed(
+    facts: DeviceFacts,
+    catalog: Catalog,
+    policy: SoftwareUpdatePolicy,
+    now: datetime,
+    rules: Rules,
+    device_ids: list[str],
+) -> Decision:
+    """The BSI rules for a device whose platform, build and model the catalogue knows."""
     on_platform = catalog.supplements_for(facts.platform)
     own_line = [s for s in on_platform if s.prerequisite_build == facts.build]
     if not own_line:
@@ -156,6 +265,7 @@ def decide(
             Outcome.UP_TO_DATE,
             Reason.SUPPLEMENT_INSTALLED,
             f"runs {facts.platform} {shown}, the newest supplement for build {facts.build}",
+            supplement=installed,
         )
     return _apply_policy(facts, current, own_line, policy, now, rules)
 
@@ -225,6 +335,7 @@ def _no_live_supplement(
             Outcome.UP_TO_DATE,
             Reason.SUPPLEMENT_INSTALLED,
             f"runs {facts.platform} {newest.version}",
+            supplement=catalog.supplement_by_build(facts.platform, facts.supplemental_build),
         )
     state = newest.state_at(now)
     if state is SupplementState.SUPERSEDED and newest.superseded_by is not None:

@@ -24,7 +24,9 @@ class DeviceFacts:
     ``battery_percent`` is ``None`` when unknown; ``on_battery`` is ``None``
     when unknown, ``False`` on mains power or for devices without a battery.
     ``utc_offset_minutes`` is the device's local offset, used for enforcement
-    deadlines, which Apple defines in local time.
+    deadlines, which Apple defines in local time. ``restart_pending`` is true
+    while the installed supplement is on disk but some affected process still
+    runs the old content (the agent's ``bsi.agent.restart-pending`` item).
     """
 
     platform: str
@@ -38,3 +40,4 @@ class DeviceFacts:
     on_battery: bool | None = None
     battery_percent: float | None = None
     utc_offset_minutes: int = 0
+    restart_pending: bool = False

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from bsi.domain.facts import DeviceFacts
+from bsi.domain.inventory import normalise, split_version
 from bsi.domain.versions import Build, ExtraVersion, ProductVersion
 from bsi.errors import InvalidStatusReport, InvalidVersion
 
@@ -61,12 +62,16 @@ _LIST_ITEMS = (
     "services.background-task",
 )
 
+#: bsi's own item (the Linux agent): the supplement is on disk, old content still runs.
+RESTART_PENDING = "bsi.agent.restart-pending"
+
 #: The status items bsi models, with Apple's type for each. Knowing an item's
 #: name is what stops flattening at the item (a dictionary item such as
 #: ``softwareupdate.pending-version`` stays one value); bsi carries this table
 #: itself rather than reading Apple's YAML at run time.
 STATUS_ITEMS: Mapping[str, ItemType] = MappingProxyType(
     {
+        RESTART_PENDING: _B,
         SERIAL_ITEM: _S,
         UDID_ITEM: _S,
         "device.model.family": _S,
@@ -139,7 +144,10 @@ def _check_version(name: str, value: str) -> None:
     if value == "" and name in _MAY_BE_EMPTY:
         return
     try:
-        _VERSIONS[name].parse(value)
+        if name == _OS_VERSION:
+            split_version(value)  # "26.3.1" or, from some sources, "26.3.1 (a)"
+        else:
+            _VERSIONS[name].parse(value)
     except InvalidVersion as error:
         raise InvalidStatusReport(f"status item {name}: {error.message}", hint=error.hint) from None
 
@@ -331,6 +339,7 @@ class DeviceState:
     pending_build_version: str | None = field(init=False)
     failure_reason: dict[str, object] | None = field(init=False)
     battery_health: str | None = field(init=False)
+    restart_pending: bool = field(init=False)
 
     def __post_init__(self) -> None:
         for name, value in self.items.items():
@@ -340,7 +349,10 @@ class DeviceState:
             object.__setattr__(self, attribute, value if isinstance(value, str) else None)
         for attribute, name in _VERSION_FIELDS.items():
             value = self.items.get(name)
-            parsed = _VERSIONS[name].parse(value) if isinstance(value, str) and value else None
+            if name == _OS_VERSION:
+                parsed: object = split_version(value)[0] if isinstance(value, str) else None
+            else:
+                parsed = _VERSIONS[name].parse(value) if isinstance(value, str) and value else None
             object.__setattr__(self, attribute, parsed)
         pending = self.items.get(_PENDING)
         pending = pending if isinstance(pending, dict) else {}
@@ -348,6 +360,12 @@ class DeviceState:
         object.__setattr__(self, "pending_build_version", pending.get("build-version") or None)
         failure = self.items.get("softwareupdate.failure-reason")
         object.__setattr__(self, "failure_reason", failure if isinstance(failure, dict) else None)
+        object.__setattr__(self, "restart_pending", self.items.get(RESTART_PENDING) is True)
+        if self.platform and self.product_version and self.build:
+            # The supplement as every form means it (see bsi.domain.inventory).
+            facts = self.facts()
+            object.__setattr__(self, "supplemental_build", facts.supplemental_build)
+            object.__setattr__(self, "supplemental_extra", facts.supplemental_extra)
 
     def facts(self) -> DeviceFacts:
         """What eligibility needs, once the device has reported its OS."""
@@ -365,19 +383,21 @@ class DeviceState:
         # charge, so on_battery and battery_percent stay unknown. Nor does DDM
         # report the CPU architecture, and a board id does not reliably tell it
         # (Intel Macs with a T2 chip have J...AP board ids too).
-        return DeviceFacts(
-            platform=CATALOGUE_PLATFORM.get(platform, platform),
-            product_version=version,
-            build=build,
-            supplemental_build=self.supplemental_build,
-            supplemental_extra=self.supplemental_extra,
+        return normalise(
+            platform=platform,
+            version=str(self.items[_OS_VERSION]),
+            build=str(build),
+            supplemental_build=_text(self.items.get(_SUPPLEMENTAL_BUILD)),
+            supplemental_extra=_text(self.items.get(_SUPPLEMENTAL_EXTRA)),
             model_identifier=self.model_identifier,
             software_update_device_id=self.software_update_device_id,
+            restart_pending=self.restart_pending,
         )
 
 
-# Apple's catalogues list iPads under iOS, though iPads report "iPadOS".
-CATALOGUE_PLATFORM: Mapping[str, str] = {"iPadOS": "iOS"}
+def _text(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
 
 # DeviceState attributes copied from string items as they are.
 _TEXT_FIELDS: Mapping[str, str] = {

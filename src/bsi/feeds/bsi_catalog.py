@@ -28,7 +28,9 @@ from __future__ import annotations
 from datetime import date
 
 from bsi.domain.catalog import Catalog, Release, Supersession, Supplement, SupplementState
+from bsi.domain.inventory import check_platform_id
 from bsi.domain.versions import Build
+from bsi.errors import InvalidInput
 from bsi.feeds.reading import Node, maybe
 
 FORMAT = "bsi-catalog/1"
@@ -78,7 +80,7 @@ def dump_bsi_catalog(catalog: Catalog) -> dict[str, object]:
 
 def _release(node: Node) -> Release:
     return Release(
-        platform=node.get("platform").text(),
+        platform=_platform(node.get("platform")),
         version=node.get("version").product_version(),
         build=maybe(node.opt("build"), Node.build),
         posted=maybe(node.opt("posted"), Node.day),
@@ -90,7 +92,7 @@ def _release(node: Node) -> Release:
 
 def _supplement(node: Node) -> Supplement:
     return Supplement(
-        platform=node.get("platform").text(),
+        platform=_platform(node.get("platform")),
         version=node.get("version").supplement_version(),
         build=node.get("build").build(),
         prerequisite_build=node.get("prerequisite_build").build(),
@@ -102,6 +104,14 @@ def _supplement(node: Node) -> Supplement:
         superseded_by=maybe(node.opt("superseded_by"), _supersession),
         security_info=maybe(node.opt("security_info"), Node.text),
     )
+
+
+def _platform(node: Node) -> str:
+    """Apple's names as Apple spells them, any other as os-release's lower-case ``ID``."""
+    try:
+        return check_platform_id(node.text())
+    except InvalidInput as error:
+        raise node.error(error.message, hint=error.hint) from None
 
 
 def _state(node: Node) -> SupplementState:

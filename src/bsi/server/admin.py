@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from bsi.domain.catalog import SupplementState
 from bsi.domain.ddm import ENROLLMENT_ID_MAX
+from bsi.domain.eligibility import Outcome, Reason
 from bsi.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from bsi.feeds import dump_bsi_catalog
 from bsi.feeds.load import parse_document
@@ -286,8 +287,10 @@ def admin_router(
         build: str | None = None,
         supplemental_build: str | None = None,
         extra_version: Annotated[str | None, Query(description="e.g. (a)")] = None,
-        reason: Annotated[str | None, Query(description="decision reason code")] = None,
-        outcome: str | None = None,
+        reason: Annotated[Reason | None, Query(description="decision reason code")] = None,
+        outcome: Annotated[
+            Outcome | None, Query(description="unknown includes enrolled devices never reported")
+        ] = None,
         target_build: Annotated[str | None, Query(description="decision's supplement")] = None,
         seen_before: datetime | None = None,
         seen_after: datetime | None = None,
@@ -308,8 +311,8 @@ def admin_router(
             build=build,
             supplemental_build=supplemental_build,
             supplemental_extra=f"({extra_version.strip('()')})" if extra_version else None,
-            decision_reason=reason,
-            decision_outcome=outcome,
+            decision_reason=reason.value if reason else None,
+            decision_outcome=outcome.value if outcome else None,
             decision_supplement_build=target_build,
             seen_before=_aware(seen_before),
             seen_after=_aware(seen_after),
@@ -378,8 +381,10 @@ def admin_router(
                 "state": r.state.value,
                 "installed": r.installed,
                 "pending": r.pending,
+                "restart_pending": r.restart_pending,
                 "blocked": sum(r.blocked.values()),
                 "blocked_by_reason": r.blocked,
+                "unknown": r.unknown,
             }
             for r in await run_in_threadpool(service.supplement_compliance)
         ]
@@ -391,7 +396,9 @@ def admin_router(
                 "state",
                 "installed",
                 "pending",
+                "restart_pending",
                 "blocked",
+                "unknown",
             )
             return _csv(columns, rows)
         return rows
@@ -399,16 +406,24 @@ def admin_router(
     @router.get("/compliance/cves", response_model=None)
     async def cve_compliance(_: Read, format: Format = Format.JSON) -> Response | list[Any]:
         exposures = await run_in_threadpool(service.cve_compliance)
-        if format is Format.CSV:
-            flat = [
-                {"cve": c.cve, "supplements": " ".join(c.supplements), "exposed_devices": c.exposed}
-                for c in exposures
-            ]
-            return _csv(("cve", "supplements", "exposed_devices"), flat)
-        return [
-            {"cve": c.cve, "supplements": c.supplements, "exposed_devices": c.exposed}
+        rows = [
+            {
+                "cve": c.cve,
+                "supplements": c.supplements,
+                "exposed_devices": c.exposed,
+                "unknown_devices": c.unknown,
+                "restart_pending_devices": c.restart_pending,
+                "fixed_devices": c.fixed,
+            }
             for c in exposures
         ]
+        if format is Format.CSV:
+            flat = [
+                {**row, "supplements": " ".join(c.supplements)}
+                for row, c in zip(rows, exposures, strict=True)
+            ]
+            return _csv(tuple(CVE_COLUMNS), flat)
+        return rows
 
     @router.get("/patch-windows", response_model=None)
     async def patch_windows(
@@ -430,6 +445,11 @@ def admin_router(
             if format is Format.CSV:
                 return _csv(tuple(rows[0]) if rows else ("device_id",), rows)
             return rows
+        # Devices that have not arrived yet, or cannot be placed, are counted beside the windows.
+        standing = {
+            str(r.supplement.build): r
+            for r in await run_in_threadpool(service.supplement_compliance)
+        }
         return [
             {
                 "platform": supplement.platform,
@@ -437,12 +457,23 @@ def admin_router(
                 "build": build,
                 "devices": len(device_windows),
                 "seconds": window_percentiles(device_windows),
+                "restart_pending": standing[build].restart_pending if build in standing else 0,
+                "unknown": standing[build].unknown if build in standing else 0,
             }
             for build, (supplement, device_windows) in sorted(windows.items())
         ]
 
     return router
 
+
+CVE_COLUMNS = (
+    "cve",
+    "supplements",
+    "exposed_devices",
+    "unknown_devices",
+    "restart_pending_devices",
+    "fixed_devices",
+)
 
 DEVICE_COLUMNS = (
     "device_id",

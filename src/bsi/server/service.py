@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bsi.domain.catalog import Catalog, Supplement, SupplementState
-from bsi.domain.compliance import PENDING
+from bsi.domain.compliance import PENDING, Standing, concerns, fixes_by_cve, standing
 from bsi.domain.ddm import (
     BSI_STATUS_ITEMS,
     DeclarationSet,
@@ -43,7 +43,7 @@ from bsi.domain.declarations import (
     declaration_from_admin,
     effective_policy,
 )
-from bsi.domain.eligibility import Decision, Outcome, decide
+from bsi.domain.eligibility import Decision, Outcome, Reason, decide, unknown
 from bsi.domain.patch_window import PatchWindow, percentiles, posting_instant
 from bsi.domain.policy import SoftwareUpdatePolicy
 from bsi.domain.status import (
@@ -58,7 +58,14 @@ from bsi.errors import BsiError, Forbidden, IdentityMismatch, InvalidInput, Inva
 from bsi.server import credentials
 from bsi.server.linux_catalog import catalog_from_repository
 from bsi.server.status_writer import StatusWriter
-from bsi.store.store import DeviceIdentity, Enrollment, NewEnrollment, Store
+from bsi.store.store import (
+    DecisionCounts,
+    DecisionGroup,
+    DeviceIdentity,
+    Enrollment,
+    NewEnrollment,
+    Store,
+)
 
 Clock = Callable[[], datetime]
 CREDENTIAL_KEY = "device-credentials"
@@ -114,18 +121,27 @@ class _TtlCache:
 
 @dataclass(frozen=True, slots=True)
 class SupplementCompliance:
+    """Devices per standing for one supplement; ``unknown`` are devices bsi cannot place."""
+
     supplement: Supplement
     state: SupplementState
     installed: int
     pending: int
     blocked: dict[str, int]
+    restart_pending: int = 0
+    unknown: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class CveCompliance:
+    """Devices per :class:`~bsi.domain.compliance.Standing` against one CVE."""
+
     cve: str
     supplements: list[str]
     exposed: int
+    unknown: int = 0
+    restart_pending: int = 0
+    fixed: int = 0
 
 
 class BsiService:
@@ -433,52 +449,54 @@ class BsiService:
         def decisions() -> Iterable[tuple[str, Decision]]:
             for batch in self.store.device_states():
                 for device_id, group_id, state in batch:
-                    decision = _decision(state, catalog, self.group_view(group_id).policy, now)
-                    if decision is not None:
-                        yield device_id, decision
+                    yield (
+                        device_id,
+                        _decision(state, catalog, self.group_view(group_id).policy, now),
+                    )
 
         return self.store.store_decisions(decisions())
 
     def supplement_compliance(self) -> list[SupplementCompliance]:
         counts = self.store.decision_counts()
         catalog, now = self.catalog(), self.clock()
+        known = catalog.platforms()
         result = []
         for supplement in sorted(
             catalog.supplements, key=lambda s: (s.platform, s.version), reverse=True
         ):
             build = str(supplement.build)
-            pending = blocked = 0
+            pending = restart_pending = unknown_here = 0
             by_reason: dict[str, int] = {}
-            for (target, outcome, reason), n in counts.by_decision.items():
-                if target != build or outcome is None or reason is None:
+            for group, n in counts.by_group.items():
+                outcome = _outcome(group)
+                if outcome is Outcome.UNKNOWN:
+                    if concerns(group.platform, supplement, known):
+                        unknown_here += n
+                elif group.supplement_build != build:
                     continue
-                if Outcome(outcome) in PENDING:
+                elif outcome is Outcome.RESTART_PENDING:
+                    restart_pending += n
+                elif outcome in PENDING:
                     pending += n
-                elif outcome == Outcome.BLOCKED.value:
-                    blocked += n
-                    by_reason[reason] = by_reason.get(reason, 0) + n
+                elif outcome is Outcome.BLOCKED:
+                    by_reason[group.reason] = by_reason.get(group.reason, 0) + n
             result.append(
                 SupplementCompliance(
                     supplement,
                     supplement.state_at(now),
-                    counts.installed.get(build, 0),
+                    counts.installed.get(build, 0) - restart_pending,
                     pending,
                     by_reason,
+                    restart_pending,
+                    unknown_here,
                 )
             )
         return result
 
     def cve_compliance(self) -> list[CveCompliance]:
-        exposures: dict[str, CveCompliance] = {}
-        for row in self.supplement_compliance():
-            exposed = row.pending + sum(row.blocked.values())
-            for cve in row.supplement.cves:
-                known = exposures.get(cve)
-                names = [*(known.supplements if known else []), row.supplement.display()]
-                exposures[cve] = CveCompliance(
-                    cve, names, exposed + (known.exposed if known else 0)
-                )
-        return sorted(exposures.values(), key=lambda c: (-c.exposed, c.cve))
+        """Per CVE: devices exposed, unknown, restart-pending and fixed, as the offline report."""
+        counts, catalog = self.store.decision_counts(), self.catalog()
+        return cve_counts(counts, catalog)
 
     def patch_windows(self) -> dict[str, tuple[Supplement, list[PatchWindow]]]:
         """Per supplement build: each device's time from posting to first running it."""
@@ -517,15 +535,66 @@ def _version(text: str | None) -> ProductVersion | None:
 
 def _decision(
     state: DeviceState, catalog: Catalog, policy: SoftwareUpdatePolicy, now: datetime
-) -> Decision | None:
-    """The device's decision; None while it has not reported its OS validly."""
-    if invalid_decision_items(state):
-        return None  # its stored values are older than what it said: no decision on them
+) -> Decision:
+    """The device's decision: ``unknown`` while bsi cannot place it.
+
+    ``status-invalid`` while its last word on an item the decision reads was
+    refused (the stored value is older than what it said), ``not-reported``
+    while it has not reported its OS.
+    """
+    invalid = invalid_decision_items(state)
+    if invalid:
+        return unknown(
+            Reason.STATUS_INVALID,
+            "the device's last report of " + ", ".join(invalid) + " was refused as invalid; "
+            "it is unknown until it reports them validly",
+        )
     try:
         facts = state.facts()
-    except BsiError:
-        return None
+    except BsiError as error:
+        return unknown(Reason.NOT_REPORTED, error.message)
     return decide(facts, catalog, policy, now)
+
+
+def _outcome(group: DecisionGroup) -> Outcome | None:
+    try:
+        return Outcome(group.outcome)
+    except ValueError:
+        return None
+
+
+def cve_counts(counts: DecisionCounts, catalog: Catalog) -> list[CveCompliance]:
+    """Apply the domain's :func:`~bsi.domain.compliance.standing` to each group of devices."""
+    known = catalog.platforms()
+    by_build = {(s.platform, str(s.build)): s for s in catalog.supplements}
+    tally: list[CveCompliance] = []
+    for cve, fixes in fixes_by_cve(catalog).items():
+        found = dict.fromkeys(Standing, 0)
+        for group, n in counts.by_group.items():
+            outcome = _outcome(group)
+            if outcome is None:
+                continue
+            where = standing(
+                fixes,
+                platform=group.platform,
+                product_version=_version(group.product_version),
+                outcome=outcome,
+                target=by_build.get((group.platform or "", group.supplement_build or "")),
+                known_platforms=known,
+            )
+            if where is not None:
+                found[where] += n
+        tally.append(
+            CveCompliance(
+                cve,
+                [fix.display() for fix in fixes],
+                exposed=found[Standing.EXPOSED],
+                unknown=found[Standing.UNKNOWN],
+                restart_pending=found[Standing.RESTART_PENDING],
+                fixed=found[Standing.FIXED],
+            )
+        )
+    return sorted(tally, key=lambda c: (-c.exposed, -c.unknown, c.cve))
 
 
 def window_percentiles(windows: list[PatchWindow]) -> dict[str, float]:

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from bsi.domain.catalog import Catalog, Release, Supersession, Supplement, SupplementState
 from bsi.domain.declarations import Declaration
-from bsi.domain.eligibility import Decision
+from bsi.domain.eligibility import Decision, Outcome, Reason
 from bsi.domain.status import DeviceState, supported_status_items
 from bsi.domain.versions import Build, ProductVersion, SupplementVersion
 from bsi.errors import BsiError, Conflict, EnrollmentRefused, InvalidInput, NotFound
@@ -165,11 +165,28 @@ class BuildChange:
     observed_at: datetime
 
 
+#: An enrolled device that never reported has no stored decision: it reads as this one.
+NOT_REPORTED = (Outcome.UNKNOWN.value, Reason.NOT_REPORTED.value)
+NOT_REPORTED_MESSAGE = "enrolled, but no status report naming its OS has arrived yet"
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionGroup:
+    """Devices that share a platform, version, decision and the supplement it is about."""
+
+    platform: str | None
+    product_version: str | None
+    supplement_build: str | None
+    outcome: str
+    reason: str
+
+
 @dataclass(slots=True)
 class DecisionCounts:
-    """Devices per (decision supplement build, outcome, reason) and per installed build."""
+    """Devices per decision group (never-reported devices as ``unknown``/``not-reported``)
+    and per installed supplemental build."""
 
-    by_decision: dict[tuple[str | None, str | None, str | None], int] = field(default_factory=dict)
+    by_group: dict[DecisionGroup, int] = field(default_factory=dict)
     installed: dict[str, int] = field(default_factory=dict)
 
 
@@ -753,20 +770,21 @@ class Store:
 
     def decision_counts(self) -> DecisionCounts:
         counts = DecisionCounts()
+        columns = (
+            Device.platform,
+            Device.product_version,
+            Device.decision_supplement_build,
+            Device.decision_outcome,
+            Device.decision_reason,
+        )
         with self._reading() as session:
-            for build, outcome, reason, n in session.execute(
-                select(
-                    Device.decision_supplement_build,
-                    Device.decision_outcome,
-                    Device.decision_reason,
-                    func.count(),
-                ).group_by(
-                    Device.decision_supplement_build,
-                    Device.decision_outcome,
-                    Device.decision_reason,
-                )
+            for platform, version, build, outcome, reason, n in session.execute(
+                select(*columns, func.count()).group_by(*columns)
             ):
-                counts.by_decision[(build, outcome, reason)] = n
+                if outcome is None:
+                    outcome, reason = NOT_REPORTED
+                key = DecisionGroup(platform, version, build, outcome, reason or "")
+                counts.by_group[key] = counts.by_group.get(key, 0) + n
             for build, n in session.execute(
                 select(Device.supplemental_build, func.count())
                 .where(Device.supplemental_build.is_not(None))
@@ -1000,7 +1018,11 @@ def _filtered(query: Any, f: DeviceFilter) -> Any:
         Device.decision_supplement_build: f.decision_supplement_build,
     }
     for column, value in equal.items():
-        if value is not None:
+        if value is None:
+            continue
+        if (column, value) in _NEVER_REPORTED_READS_AS:
+            query = query.where(or_(column == value, Device.decision_outcome.is_(None)))
+        else:
             query = query.where(column == value)
     if f.seen_before is not None:
         query = query.where(Device.last_seen_at < f.seen_before)
@@ -1016,7 +1038,14 @@ def _filtered(query: Any, f: DeviceFilter) -> Any:
     return query
 
 
+_NEVER_REPORTED_READS_AS = {
+    (Device.decision_outcome, NOT_REPORTED[0]),
+    (Device.decision_reason, NOT_REPORTED[1]),
+}
+
+
 def _record(device: Device, group: str) -> DeviceRecord:
+    reported = device.decision_outcome is not None
     return DeviceRecord(
         device_id=device.id,
         group=group,
@@ -1028,10 +1057,10 @@ def _record(device: Device, group: str) -> DeviceRecord:
         supplemental_build=device.supplemental_build,
         supplemental_extra=device.supplemental_extra,
         model_identifier=device.model_identifier,
-        decision_outcome=device.decision_outcome,
-        decision_reason=device.decision_reason,
+        decision_outcome=device.decision_outcome if reported else NOT_REPORTED[0],
+        decision_reason=device.decision_reason if reported else NOT_REPORTED[1],
         decision_supplement_build=device.decision_supplement_build,
-        decision_message=device.decision_message,
+        decision_message=device.decision_message if reported else NOT_REPORTED_MESSAGE,
     )
 
 
