@@ -87,7 +87,7 @@ def base_url(served: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 @pytest.mark.parametrize(
     ("name", "platforms", "supplements"),
     [
-        ("gdmf_cached.json", {"macOS", "iOS", "visionOS"}, 3),
+        ("gdmf_cached.json", {"macOS", "iOS", "visionOS", "tvOS", "watchOS"}, 3),
         ("macos_data_feed.json", {"macOS"}, 2),
         ("ios_data_feed.json", {"iOS"}, 1),
         ("bsi_history.ndjson", {"macOS", "iOS", "visionOS"}, 3),

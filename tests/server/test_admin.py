@@ -13,6 +13,8 @@ from bsi.domain.declarations import software_update_settings
 from reports import macos_report, supplemental_report
 from server_support import RunningServer
 
+NDJSON = {"content-type": "application/x-ndjson"}
+
 
 def import_real_catalogue(server: RunningServer, shared_data: Path) -> None:
     for name in ("gdmf_cached.json", "macos_data_feed.json", "ios_data_feed.json"):
@@ -92,6 +94,34 @@ def test_pausing_a_supplement_blocks_it_and_resuming_offers_it_again(
     assert admin.get(f"/v1/admin/devices/{device_id}").json()["decision_reason"] == (
         "supplement-withdrawn"
     )
+    # withdrawn is final: no resume, no re-publishing by a later import of any feed
+    refused = admin.post("/v1/admin/supplements/macOS/25D771280a/resume")
+    assert refused.status_code == 409, refused.text
+    assert "withdrawn is final" in refused.json()["message"]
+    import_real_catalogue(server, shared_data)
+    history = (shared_data / "sofa" / "bsi_history.ndjson").read_bytes()
+    assert admin.post("/v1/admin/catalog", content=history, headers=NDJSON).status_code == 200
+    listed = {s["build"]: s["state"] for s in admin.get("/v1/admin/supplements").json()}
+    assert listed["25D771280a"] == "withdrawn"
+
+
+def test_a_supplement_live_gdmf_stops_listing_is_withdrawn_on_import(
+    server: RunningServer, shared_data: Path
+) -> None:
+    gdmf = json.loads((shared_data / "sofa" / "gdmf_cached.json").read_text())
+    admin = server.admin
+    assert admin.post("/v1/admin/catalog", json=gdmf).status_code == 200
+    macos = gdmf["data"]["PublicBackgroundSecurityImprovements"]["macOS"]
+    gdmf["data"]["PublicBackgroundSecurityImprovements"]["macOS"] = [
+        entry for entry in macos if entry["Build"] != "25D771280a"
+    ]
+    assert admin.post("/v1/admin/catalog", json=gdmf).status_code == 200
+    listed = {s["build"]: s["state"] for s in admin.get("/v1/admin/supplements").json()}
+    assert (listed["25D771280a"], listed["25D771400a"]) == ("withdrawn", "published")
+    history = (shared_data / "sofa" / "bsi_history.ndjson").read_bytes()
+    assert admin.post("/v1/admin/catalog", content=history, headers=NDJSON).status_code == 200
+    listed = {s["build"]: s["state"] for s in admin.get("/v1/admin/supplements").json()}
+    assert listed["25D771280a"] == "withdrawn"
 
 
 def test_group_policy_steers_decisions(server: RunningServer, shared_data: Path) -> None:

@@ -8,11 +8,12 @@ release a device should install first.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import re
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from bsi.domain.versions import Build, ProductVersion, SupplementVersion
 
@@ -80,6 +81,8 @@ class Supplement:
     published_state: SupplementState = SupplementState.PUBLISHED
     superseded_by: Supersession | None = None
     security_info: str | None = None
+    listed_live: bool = False
+    """A live GDMF document listed it: when a later live document stops, it is withdrawn."""
 
     def supports(self, device_ids: Iterable[str]) -> bool:
         return not self.supported_devices or any(d in self.supported_devices for d in device_ids)
@@ -115,7 +118,9 @@ class Catalog:
     releases: tuple[Release, ...] = ()
     supplements: tuple[Supplement, ...] = ()
     device_ids_by_model: Mapping[str, frozenset[str]] = field(default_factory=dict)
-    source: str = ""
+    source: str = field(default="", compare=False)
+    live_platforms: frozenset[str] = field(default=frozenset(), compare=False)
+    """Platforms this catalogue is Apple's live listing for (a GDMF document's sections)."""
     _index: _Index | None = field(default=None, init=False, repr=False, compare=False)
 
     def index(self) -> _Index:
@@ -149,30 +154,42 @@ class Catalog:
         return any(d in listed for d in device_ids)
 
     def merged(self, other: Catalog) -> Catalog:
-        """This catalogue with ``other`` laid over it, field by field.
+        """This catalogue and ``other`` combined, the same in any order.
 
         Feeds know different things about the same build (GDMF the expiry
-        date, SOFA the CVEs and the superseding release), so for one build
-        ``other``'s values win where it has them and this one's are kept
-        where it has none.
+        date, SOFA the CVEs and the superseding release); for one build each
+        field is combined without regard to order (:func:`_combine`). A
+        publisher's pause or withdrawal is never lowered by a merge, so a
+        history source cannot re-publish a withdrawn supplement. A build one
+        feed files under another device family (an Apple TV build SOFA's iOS
+        feed inherits from GDMF's ``iOS`` key) is that family's only.
+
+        The one rule that follows time: when ``other`` is a live listing for a
+        platform (GDMF), a supplement an earlier live listing had and ``other``
+        lacks is withdrawn (Apple pulled 16.5.1 (a) from GDMF in July 2023).
         """
-        supplements = {(s.platform, s.build): s for s in self.supplements}
-        for s in other.supplements:
-            earlier = supplements.get((s.platform, s.build))
-            supplements[(s.platform, s.build)] = _overlay(earlier, s) if earlier else s
-        releases = {(r.platform, r.version, r.build): r for r in self.releases}
-        for r in other.releases:
-            release_key = (r.platform, r.version, r.build)
-            known = releases.get(release_key)
-            releases[release_key] = _overlay(known, r) if known else r
+        listed = {(s.platform, s.build) for s in other.supplements}
+        own = [
+            replace(s, published_state=SupplementState.WITHDRAWN)
+            if s.listed_live
+            and s.platform in other.live_platforms
+            and (s.platform, s.build) not in listed
+            else s
+            for s in self.supplements
+        ]
+        supplements = _combined([*own, *other.supplements], lambda s: (s.platform, s.build))
+        releases = _combined(
+            [*self.releases, *other.releases], lambda r: (r.platform, r.version, r.build)
+        )
         models = {m: set(ids) for m, ids in self.device_ids_by_model.items()}
         for model, ids in other.device_ids_by_model.items():
             models.setdefault(model, set()).update(ids)
         return Catalog(
-            releases=tuple(releases.values()),
-            supplements=tuple(supplements.values()),
-            device_ids_by_model={m: frozenset(ids) for m, ids in models.items()},
+            releases=_without_foreign_builds(releases),
+            supplements=_without_foreign_builds(supplements),
+            device_ids_by_model={m: frozenset(ids) for m, ids in sorted(models.items())},
             source=" + ".join(s for s in (self.source, other.source) if s),
+            live_platforms=self.live_platforms | other.live_platforms,
         )
 
     def platforms(self) -> frozenset[str]:
@@ -207,7 +224,12 @@ class Catalog:
             and (r.posted is None or r.posted <= today)
             and r.supports(ids)
         ]
-        return max(candidates, key=lambda r: (r.version, r.build is not None), default=None)
+        best = max(candidates, key=lambda r: (r.version, r.build is not None), default=None)
+        if best is None or best.build is None:
+            return best
+        # Several builds of one version (device-specific ones): the lowest, whatever the order.
+        same = [r.build for r in candidates if r.version == best.version and r.build is not None]
+        return next(r for r in candidates if r.version == best.version and r.build == min(same))
 
     def known_device_ids(self, model_identifier: str | None, device_id: str | None) -> list[str]:
         """Every id a device may be listed under in ``SupportedDevices``."""
@@ -252,11 +274,107 @@ class _Index:
 
 _Entry = TypeVar("_Entry", Release, Supplement)
 
+#: Apple's device families by the prefix of a ``SupportedDevices`` product type, and
+#: the platform each runs. GDMF files tvOS, watchOS and HomePod (audioOS) releases
+#: under its ``iOS`` key; the product types say which family a listing is for.
+DEVICE_FAMILIES: Mapping[str, str] = {
+    "iPhone": "iOS",
+    "iPad": "iOS",
+    "iPod": "iOS",
+    "AppleTV": "tvOS",
+    "Watch": "watchOS",
+    "AudioAccessory": "audioOS",
+    "RealityDevice": "visionOS",
+}
+_FAMILY = re.compile(r"([A-Za-z]+)\d")
+_FILED_UNDER_IOS = frozenset({"iOS", "iPadOS"})
 
-def _overlay(earlier: _Entry, later: _Entry) -> _Entry:
-    """``later``, its unknown fields (None, empty, default state) filled from ``earlier``."""
-    unknown: tuple[object, ...] = (None, "", (), frozenset(), SupplementState.PUBLISHED)
-    filled = {
-        f.name: getattr(earlier, f.name) for f in fields(later) if getattr(later, f.name) in unknown
-    }
-    return replace(later, **filled)
+
+def device_family(device_id: str) -> str | None:
+    """The platform a product type (``AppleTV14,1``) runs; ``None`` for board ids and others."""
+    match = _FAMILY.match(device_id)
+    return DEVICE_FAMILIES.get(match[1]) if match else None
+
+
+def classify(entry: _Entry) -> _Entry:
+    """A listing filed under ``iOS`` moved to the family its ``SupportedDevices`` name.
+
+    A list naming only other families (``AppleTV…``, ``AudioAccessory…``)
+    moves the listing to that platform; a mixed list keeps it under iOS with only the iPhone, iPad
+    and iPod product types, so no iPhone is ever sent another family's build.
+    """
+    if entry.platform not in _FILED_UNDER_IOS or not entry.supported_devices:
+        return entry
+    families = {f for d in entry.supported_devices if (f := device_family(d)) is not None}
+    if not families or families <= {"iOS"}:
+        return entry
+    if "iOS" not in families:
+        # Apple TV and HomePod share builds: the first family in DEVICE_FAMILIES names it.
+        platform = next(p for p in DEVICE_FAMILIES.values() if p in families)
+        return replace(entry, platform=platform)
+    ios = frozenset(d for d in entry.supported_devices if device_family(d) in (None, "iOS"))
+    return replace(entry, supported_devices=ios)
+
+
+def _without_foreign_builds(entries: list[_Entry]) -> tuple[_Entry, ...]:
+    """Drop an iOS listing of a build that another family's listing claims."""
+    foreign = {e.build for e in entries if e.platform in _OTHER_FAMILIES}
+    return tuple(e for e in entries if not (e.platform in _FILED_UNDER_IOS and e.build in foreign))
+
+
+_OTHER_FAMILIES = frozenset(DEVICE_FAMILIES.values()) - {"iOS"}
+
+
+# A publisher's state only rises in a merge: withdrawn is final (DESIGN rule 9).
+_STATE_RANK = {
+    SupplementState.PUBLISHED: 0,
+    SupplementState.PAUSED: 1,
+    SupplementState.WITHDRAWN: 2,
+}
+
+
+def _combined(entries: list[_Entry], key: Callable[[_Entry], Hashable]) -> list[_Entry]:
+    """One entry per key, fields combined by :func:`_combine`; sorted, so order never shows."""
+    kept: dict[Hashable, _Entry] = {}
+    for entry in entries:
+        entry = classify(entry)
+        identity = key(entry)
+        known = kept.get(identity)
+        kept[identity] = _combine(known, entry) if known is not None else entry
+    return sorted(kept.values(), key=_sort_key)
+
+
+def _sort_key(entry: Release | Supplement) -> tuple[str, str, str]:
+    return (entry.platform, str(entry.version), str(entry.build))
+
+
+def _combine(a: _Entry, b: _Entry) -> _Entry:
+    """Two listings of one build as one, whichever comes first.
+
+    Devices: the union (an empty list means every device, and wins). CVEs: the
+    union, sorted. Posting date: the earliest; expiry: the latest. State: the
+    highest (withdrawn > paused > published). Anything else: the value one of
+    them has, the smaller if both differ, so the result never depends on order.
+    """
+    values: dict[str, Any] = {}
+    for f in fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name)
+        if f.name == "supported_devices":
+            values[f.name] = x | y if x and y else frozenset()
+        elif f.name == "cves":
+            values[f.name] = tuple(sorted(set(x) | set(y)))
+        elif f.name == "published_state":
+            values[f.name] = max(x, y, key=_STATE_RANK.__getitem__)
+        elif f.name == "listed_live":
+            values[f.name] = x or y
+        elif f.name == "expires":
+            values[f.name] = max((v for v in (x, y) if v is not None), default=None)
+        elif f.name == "posted":
+            values[f.name] = min((v for v in (x, y) if v is not None), default=None)
+        elif x is None or x == y:
+            values[f.name] = y
+        elif y is None:
+            values[f.name] = x
+        else:
+            values[f.name] = min(x, y, key=repr)
+    return replace(a, **values)

@@ -103,6 +103,7 @@ def _supplement(node: Node) -> Supplement:
         published_state=maybe(node.opt("state"), _state) or SupplementState.PUBLISHED,
         superseded_by=maybe(node.opt("superseded_by"), _supersession),
         security_info=maybe(node.opt("security_info"), Node.text),
+        listed_live=maybe(node.opt("listed_live"), Node.boolean) or False,
     )
 
 
@@ -169,6 +170,7 @@ def _dump_supplement(supplement: Supplement) -> dict[str, object]:
             "released": _day(superseded_by.released),
         },
         "security_info": supplement.security_info,
+        **({"listed_live": True} if supplement.listed_live else {}),
     }
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from bsi.domain.catalog import Catalog, Release, Supplement
+from bsi.domain.catalog import Catalog, Release, Supplement, classify
 from bsi.domain.versions import SupplementVersion
 from bsi.feeds.reading import (
     Node,
@@ -46,10 +46,13 @@ def parse_gdmf(document: object, *, source: str) -> Catalog:
         for section in SUPPLEMENT_SECTIONS
         for platform, entry in _listings(root, section)
     ]
+    # GDMF is Apple's live listing: a supplement it stops listing was withdrawn.
+    live = {platform for section in SUPPLEMENT_SECTIONS for platform, _ in _sections(root, section)}
     return Catalog(
-        releases=collapse_duplicates(releases, release_key),
-        supplements=collapse_duplicates(supplements, supplement_key),
+        releases=tuple(classify(r) for r in collapse_duplicates(releases, release_key)),
+        supplements=tuple(classify(s) for s in collapse_duplicates(supplements, supplement_key)),
         source=source,
+        live_platforms=frozenset(live) | {s.platform for s in supplements},
     )
 
 
@@ -64,6 +67,12 @@ def _unwrap(root: Node) -> Node:
         "not a GDMF document: it has none of " + ", ".join(SECTIONS),
         hint="expected Apple's gdmf.apple.com/v2/pmv document",
     )
+
+
+def _sections(root: Node, section: str) -> Iterator[tuple[str, Node]]:
+    node = root.opt(section)
+    if node is not None:
+        yield from node.entries()
 
 
 def _listings(root: Node, section: str) -> Iterator[tuple[str, Node]]:
@@ -99,4 +108,5 @@ def _supplement(platform: str, entry: Node) -> Supplement:
         supported_devices=frozenset(maybe(entry.opt("SupportedDevices"), Node.strings) or ()),
         posted=maybe(entry.opt("PostingDate"), Node.day),
         expires=maybe(entry.opt("ExpirationDate"), Node.day),
+        listed_live=True,
     )

@@ -118,6 +118,11 @@ class Node:
     def strings(self) -> tuple[str, ...]:
         return tuple(item.text() for item in self.items())
 
+    def boolean(self) -> bool:
+        if not isinstance(self.value, bool):
+            raise self.error(f"expected true or false, found {quote(self.value)}")
+        return self.value
+
     def cve_ids(self) -> tuple[str, ...]:
         """CVE ids from a list, or from the keys of an object as SOFA's releases write them."""
         if isinstance(self.value, dict):

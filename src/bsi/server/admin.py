@@ -22,7 +22,7 @@ from bsi.domain.ddm import ENROLLMENT_ID_MAX
 from bsi.domain.eligibility import Outcome, Reason
 from bsi.errors import Forbidden, InvalidInput, NotFound, Unauthorized
 from bsi.feeds import dump_bsi_catalog
-from bsi.feeds.load import parse_document
+from bsi.feeds.load import parse_document, read_catalog
 from bsi.server.http import bearer, json_body
 from bsi.server.service import BsiService, window_percentiles
 from bsi.server.wakeup import Wakeups
@@ -151,15 +151,23 @@ def admin_router(
 
     # -- catalogue ---------------------------------------------------------
 
-    @router.post("/catalog", summary="Import a GDMF, SOFA or bsi catalogue document")
+    @router.post(
+        "/catalog",
+        summary="Import a GDMF, SOFA or bsi catalogue document, or SOFA's BSI history "
+        "(NDJSON, sent as application/x-ndjson)",
+    )
     async def import_catalog(
         request: Request,
         tasks: BackgroundTasks,
         _: Write,
         source: Annotated[str, Query(max_length=128)] = "upload",
     ) -> dict[str, int]:
-        document = await json_body(request)
-        catalog = await run_in_threadpool(parse_document, document, source=source)
+        if "ndjson" in request.headers.get("content-type", ""):
+            raw = await request.body()
+            catalog = await run_in_threadpool(read_catalog, raw, source=source)
+        else:
+            document = await json_body(request)
+            catalog = await run_in_threadpool(parse_document, document, source=source)
         merged = await run_in_threadpool(service.import_catalog, catalog, source)
         recompute_later(tasks)
         return {

@@ -10,7 +10,17 @@ from __future__ import annotations
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Date, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import DateTime, TypeDecorator
 
@@ -205,6 +215,7 @@ class CatalogSupplement(Base):
     superseded_by: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     security_info: Mapped[str | None] = mapped_column(String(512))
     origin: Mapped[str] = mapped_column(String(128))
+    listed_live: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     __table_args__ = (UniqueConstraint("platform", "build"),)
 

@@ -872,14 +872,29 @@ class Store:
         return [(row[0], row[1], row[2]) for row in rows]
 
     def set_supplement_state(self, platform: str, build: str, state: SupplementState) -> None:
+        """Pause, resume or withdraw; withdrawn is final (DESIGN rule 9), so it never changes."""
         with self._writing() as session:
-            done = session.execute(
+            current = session.scalar(
+                select(CatalogSupplement.published_state)
+                .where(CatalogSupplement.platform == platform, CatalogSupplement.build == build)
+                .with_for_update()
+            )
+            if current is None:
+                raise NotFound(f"no {platform} supplement with build {build!r}")
+            if (
+                current == SupplementState.WITHDRAWN.value
+                and state is not SupplementState.WITHDRAWN
+            ):
+                raise Conflict(
+                    f"{platform} supplement {build} was withdrawn; withdrawn is final",
+                    hint="publish a new letter to replace it (Apple shipped (c) after "
+                    "withdrawing 16.5.1 (a))",
+                )
+            session.execute(
                 update(CatalogSupplement)
                 .where(CatalogSupplement.platform == platform, CatalogSupplement.build == build)
                 .values(published_state=state.value)
             )
-            if done.rowcount == 0:  # type: ignore[attr-defined]
-                raise NotFound(f"no {platform} supplement with build {build!r}")
 
 
 # -- row <-> domain ----------------------------------------------------------
@@ -1085,6 +1100,7 @@ def _supplement_row(s: Supplement, origin: str) -> CatalogSupplement:
         },
         security_info=s.security_info,
         origin=origin,
+        listed_live=s.listed_live,
     )
 
 
@@ -1108,6 +1124,7 @@ def _supplement(row: CatalogSupplement) -> Supplement:
             date.fromisoformat(superseded["released"]) if superseded.get("released") else None,
         ),
         security_info=row.security_info,
+        listed_live=row.listed_live,
     )
 
 
