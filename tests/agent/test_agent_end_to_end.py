@@ -297,7 +297,7 @@ def test_wrong_prerequisite_build_changes_nothing(world: World, tmp_path: Path) 
     device_id = enrolled(world, tmp_path)
     assert world.agent.once().steps == ()
     assert snapshot(world.root) == world.baseline
-    assert reported_decision(world, device_id)["reason"] == "no-supplement"
+    assert reported_decision(world, device_id)["reason"] == "unknown-build"
 
 
 def test_policy_always_off_changes_nothing(world: World, tmp_path: Path) -> None:

@@ -101,7 +101,7 @@ def test_refusals_plan_nothing() -> None:
     low = replace(FACTS, on_battery=True, battery_percent=5.0)
     off = SoftwareUpdatePolicy(install_security_update=InstallSecurityUpdate.ALWAYS_OFF)
     for facts, policy, reason in (
-        (wrong_base, POLICY, Reason.NO_SUPPLEMENT),
+        (wrong_base, POLICY, Reason.UNKNOWN_BUILD),
         (low, POLICY, Reason.BATTERY_LOW),
         (FACTS, off, Reason.POLICY_ALWAYS_OFF),
     ):

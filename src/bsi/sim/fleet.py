@@ -17,8 +17,9 @@ is not built for, and devices that are offline for a while.
 "Unsupported hardware" is modelled as a board with its own build of the same
 release (``25D2130``): supplements published through TUF carry no list of
 supported devices today, so the honest way a Linux supplement "is not for"
-a device is that no supplement names that device's build. The eligibility
-engine reports it as ``no-supplement``.
+a device is that no supplement names that device's build. bsi's catalogue
+then does not know that build of the release either, so the eligibility
+engine fails closed: ``unknown`` / ``unknown-build``, counted, never up to date.
 """
 
 from __future__ import annotations
@@ -202,15 +203,15 @@ PROFILES: Mapping[Kind, Profile] = {
         ),
         Profile(
             Kind.UNSUPPORTED,
-            f"older board, own build {OTHER_BOARD_BUILD}: no supplement for it",
+            f"older board, own build {OTHER_BOARD_BUILD}: no supplement, build unknown to bsi",
             GROUP,
             PRODUCT_VERSION,
             OTHER_BOARD_BUILD,
             "arm64",
             "BSI Appliance A0",
             None,
-            Outcome.UP_TO_DATE,
-            Reason.NO_SUPPLEMENT,
+            Outcome.UNKNOWN,
+            Reason.UNKNOWN_BUILD,
         ),
         Profile(
             Kind.OFFLINE,
