@@ -113,3 +113,31 @@ def test_device_downloads_the_signed_bundle_from_the_server(
             check=False,
         )
         assert missing.returncode == 1
+
+
+def test_a_supplemental_build_is_never_republished_with_other_bytes(
+    published: dict[str, Path], tmp_path: Path
+) -> None:
+    repo, keys, bundle = published["repo"], published["keys"], published["bundle"]
+    # the same bytes again: nothing to refuse
+    bsi("supplement", "publish", bundle, "--repo-dir", repo, "--keys-dir", keys)
+    before = {p: p.read_bytes() for p in (repo / "metadata").glob("*.json")}
+
+    patched = tmp_path / "patched"
+    changed = next(p for p in sorted(patched.rglob("*")) if p.is_file())
+    changed.write_bytes(changed.read_bytes() + b"\n# a different fix under the same build\n")
+    spec = tmp_path / "supplement.yaml"
+    other = tmp_path / "other.cryptex"
+    build = ["supplement", "build", "--spec", spec, "--base", tmp_path / "base"]
+    bsi(*build, "--patched", patched, "--out", other)
+
+    refused = bsi(
+        "supplement", "publish", other, "--repo-dir", repo, "--keys-dir", keys, check=False
+    )
+    assert refused.returncode == 2, refused.stderr
+    old = hashlib.sha256(bundle.read_bytes()).hexdigest()
+    new = hashlib.sha256(other.read_bytes()).hexdigest()
+    message = " ".join(refused.stderr.split())
+    assert old in message and new in message, refused.stderr
+    assert "debian/12A100a.cryptex" in message
+    assert {p: p.read_bytes() for p in (repo / "metadata").glob("*.json")} == before

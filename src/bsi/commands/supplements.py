@@ -309,7 +309,14 @@ def supplement_publish(
         else available_signers(repo_dir, keys_dir, "targets", passphrase=passphrase)
     )
     result = publish_target(
-        repo_dir, keys_dir, name, bundle, fields, signers=signers, passphrase=passphrase
+        repo_dir,
+        keys_dir,
+        name,
+        bundle,
+        fields,
+        signers=signers,
+        passphrase=passphrase,
+        immutable=True,  # a supplemental build, once published, never changes bytes
     )
     console.print(f"published {manifest.display()} as {name}")
     console.print(result.describe())

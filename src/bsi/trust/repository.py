@@ -21,6 +21,7 @@ file written, so clients see a whole new repository state or the old one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
@@ -30,7 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from bsi.errors import InvalidInput
+from bsi.errors import Conflict, InvalidInput
 from bsi.trust import _fs, keys, model, store
 from bsi.trust._tuf import Metadata, Root, Signer, TargetFile, Targets
 from bsi.trust.errors import (
@@ -163,6 +164,30 @@ def _copy_bundle(layout: RepoLayout, name: str, data_path: Path) -> TargetFile:
     return target
 
 
+def _sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as source:
+        for chunk in iter(lambda: source.read(1024 * 1024), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_same_bytes(name: str, known: TargetFile, sha256: str) -> None:
+    """A target name (platform/supplemental build) is one set of bytes forever.
+
+    Devices and caches key on the supplemental build: a second bundle under
+    the same build would make two devices "on 12A100a" run different code.
+    """
+    published = known.hashes[model.HASH_ALGORITHM]
+    if published != sha256:
+        raise Conflict(
+            f"{name} is already published with sha256 {published}; this bundle's sha256 is "
+            f"{sha256}: a supplemental build is never re-published with different bytes",
+            hint="give the new content a new supplemental build (and letter), e.g. "
+            "12A100a -> 12A100b, and publish that",
+        )
+
+
 def _base_targets(layout: RepoLayout, now: datetime, expires: timedelta) -> Metadata[Targets]:
     """The staged targets version to extend, or a new one after the served version."""
     current = store.current_state(layout).targets.signed
@@ -199,12 +224,23 @@ def stage_target(
 
 
 def _stage_target(
-    layout: RepoLayout, name: str, data_path: Path, custom: Mapping[str, Any], now: datetime
+    layout: RepoLayout,
+    name: str,
+    data_path: Path,
+    custom: Mapping[str, Any],
+    now: datetime,
+    *,
+    immutable: bool = False,
 ) -> SignatureStatus:
     model.validate_target_name(name)
-    target = model.with_custom(_copy_bundle(layout, name, data_path), custom)
     expires = store.read_settings(layout).targets
     md = _base_targets(layout, now, expires)
+    known = md.signed.targets.get(name) if immutable else None
+    if known is not None and data_path.is_file():
+        _check_same_bytes(name, known, _sha256_of(data_path))
+    target = model.with_custom(_copy_bundle(layout, name, data_path), custom)
+    if known is not None:
+        _check_same_bytes(name, known, target.hashes[model.HASH_ALGORITHM])
     md.signed.targets[name] = target
     md.signed.expires = model.expiry(now, expires)
     md.signatures.clear()
@@ -524,18 +560,22 @@ def publish_target(
     signers: Sequence[Signer],
     passphrase: bytes | None = None,
     now: datetime | None = None,
+    immutable: bool = False,
 ) -> PublishResult:
     """Stage a bundle, sign targets with ``signers`` and publish it with fresh snapshot/timestamp.
 
     Below the targets threshold this raises :class:`ThresholdNotMet` and leaves the
     partly signed version staged, for other key holders to sign and finalize.
+    ``immutable`` (supplements: one supplemental build is one set of bytes
+    forever) refuses, with ``Conflict`` naming both SHA-256 digests, a name
+    already published or staged with other bytes; the same bytes again are fine.
     """
     layout = _layout(repo_dir)
     moment = _moment(now)
     with _fs.locked(layout.base):
         for signer in signers:  # refuse a wrong key before anything is staged
             _check_signer(layout, TARGETS, signer, None)
-        _stage_target(layout, target_name, Path(data_path), custom, moment)
+        _stage_target(layout, target_name, Path(data_path), custom, moment, immutable=immutable)
         md = _require_staged(layout, TARGETS)
         for signer in signers:
             _sign(layout, md, signer)
