@@ -22,7 +22,7 @@ from rich.markup import escape
 from bsi import __version__
 from bsi.apple import sample
 from bsi.apple.compliance import assess_apple_fleet, render_table, report_to_csv, report_to_json
-from bsi.apple.fleet import load_declarations, load_fleet
+from bsi.apple.fleet import InventoryFormat, load_declarations, load_fleet
 from bsi.commands.agent import agent_app
 from bsi.commands.demo import demo_command, sim_command
 from bsi.commands.supplements import keys_app, supplement_app
@@ -114,10 +114,18 @@ def apple_compliance(
         typer.Option(
             "--reports",
             "-r",
-            help="DDM status reports: a folder of <device-id>.json files, or an NDJSON "
-            'file of {"device_id": ..., "report": {...}} lines.',
+            help="The fleet's inventory: a folder of <device-id>.json (or .plist) files, or "
+            "an NDJSON file; DDM status reports, MDM DeviceInformation results or osquery "
+            "rows (os_version joined with system_info), detected per record.",
         ),
     ] = None,
+    reports_format: Annotated[
+        InventoryFormat,
+        typer.Option(
+            "--reports-format",
+            help="Name the inventory format instead of detecting it per record.",
+        ),
+    ] = InventoryFormat.AUTO,
     declarations: Annotated[
         Path | None,
         typer.Option(
@@ -161,15 +169,18 @@ def apple_compliance(
     """Which devices run which Background Security Improvement, which cannot get it, and why.
 
     Prints one row per device (OS, build, installed supplement, decision and its
-    reason), a summary per supplement (installed / pending / blocked by reason)
-    and the devices still exposed per CVE.
+    reason; unknown where bsi cannot place the device), a summary per supplement
+    (installed / pending / restart pending / blocked by reason / unknown) and per
+    CVE the devices exposed, unknown, restart pending and fixed.
     """
     if as_json and as_csv:
         raise InvalidInput("--json and --csv are exclusive")
     chosen = OutputFormat.JSON if as_json else OutputFormat.CSV if as_csv else output_format
     if use_sample:
         the_catalog = sample.catalog()
-        fleet = load_fleet(reports or sample.fleet_path(), skip_invalid=skip_invalid)
+        fleet = load_fleet(
+            reports or sample.fleet_path(), skip_invalid=skip_invalid, form=reports_format
+        )
         now = parse_instant(at) if at else sample.AS_OF
     else:
         if not catalog or reports is None:
@@ -178,7 +189,7 @@ def apple_compliance(
                 hint="or pass --sample to see the report on bsi's sample fleet",
             )
         the_catalog = load_catalogs(catalog)
-        fleet = load_fleet(reports, skip_invalid=skip_invalid)
+        fleet = load_fleet(reports, skip_invalid=skip_invalid, form=reports_format)
         now = parse_instant(at)
     policy = effective_policy(load_declarations(declarations) if declarations else [])
     report, unreadable = assess_apple_fleet(fleet, the_catalog, policy, now)

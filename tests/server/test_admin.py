@@ -271,3 +271,57 @@ def test_mixed_fleet_counts_exposed_unknown_restart_pending_and_fixed(
 
     refused = reader.get("/v1/admin/devices", params={"outcome": "unknwon"})
     assert refused.status_code in (400, 422)
+
+
+def test_inventory_import_shows_devices_not_on_ddm(
+    server: RunningServer, shared_data: Path
+) -> None:
+    """MDM DeviceInformation (JSON and plist) and osquery rows become devices with decisions."""
+    import plistlib
+
+    import_real_catalogue(server, shared_data)
+    admin = server.admin
+    mdm = {
+        "UDID": "00008112-AAAA",
+        "QueryResponses": {
+            "OSVersion": "26.3.1",
+            "BuildVersion": "25D2128",
+            "SupplementalBuildVersion": "25D2128",
+            "SupplementalOSVersionExtra": "",
+            "ProductName": "Mac14,2",
+            "UDID": "00008112-AAAA",
+        },
+    }
+    rows = [
+        {"name": "macOS", "version": "26.3.1", "build": "25D771280a", "extra": "(a)",
+         "platform": "darwin", "uuid": "4C4C4544-0001", "hardware_model": "Mac14,2"},
+        {"name": "macOS", "version": "26.3.1", "build": "25D9999", "extra": "",
+         "platform": "darwin", "uuid": "4C4C4544-0002", "hardware_model": "Mac14,2"},
+    ]  # fmt: skip
+    bad = [mdm, {"QueryResponses": {"OSVersion": "26.3.1", "UDID": "00008112-CCCC"}}]
+    refused = admin.post("/v1/admin/inventory", json=bad)
+    assert refused.status_code == 400, refused.text
+    assert "body[1]" in refused.json()["message"]
+    assert "BuildVersion" in refused.json()["message"]
+    assert admin.get("/v1/admin/devices").json()["devices"] == []  # nothing stored
+
+    assert admin.post("/v1/admin/inventory", json=mdm).json() == {"devices": 1, "created": 1}
+    ndjson = "\n".join(json.dumps({"hostIdentifier": "h", "columns": r}) for r in rows)
+    done = admin.post("/v1/admin/inventory", content=ndjson, headers=NDJSON)
+    assert done.json() == {"devices": 2, "created": 2}, done.text
+    plist = plistlib.dumps({**mdm, "UDID": "00008112-BBBB"} | {"QueryResponses": {
+        **mdm["QueryResponses"], "UDID": "00008112-BBBB", "ProductName": "iPad13,18",
+        "BuildVersion": "23D8133", "SupplementalBuildVersion": ""}})  # fmt: skip
+    ipad = admin.post(
+        "/v1/admin/inventory", content=plist, headers={"content-type": "application/x-plist"}
+    )
+    assert ipad.status_code == 200, ipad.text
+    server.recompute()
+
+    devices = {d["device_id"]: d for d in admin.get("/v1/admin/devices").json()["devices"]}
+    assert devices["00008112-AAAA"]["decision_outcome"] == "install"
+    assert devices["00008112-AAAA"]["supplemental_build"] is None
+    assert devices["4C4C4544-0001"]["decision_reason"] == "supplement-installed"
+    assert devices["4C4C4544-0002"]["decision_reason"] == "unknown-build"
+    assert devices["00008112-BBBB"]["platform"] == "iPadOS"
+    assert devices["00008112-BBBB"]["decision_outcome"] == "install"

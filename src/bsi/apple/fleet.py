@@ -1,12 +1,28 @@
-"""Reading a fleet's DDM status reports from disk.
+"""Reading a fleet's inventory from disk: DDM status reports, MDM DeviceInformation, osquery.
 
-Two layouts are accepted, both common exports of an MDM's DDM store:
+Two layouts are accepted:
 
-* a folder of ``*.json`` files, one per device; the file name (without
-  ``.json``) is the device id, the content one status report or a list of
-  reports applied in order (full first, then partial);
-* an NDJSON file, one ``{"device_id": ..., "report": {...}}`` per line; lines
-  for the same device are applied in order, as the server received them.
+* a folder of ``*.json`` (and, for MDM, ``*.plist``) files; for DDM and MDM
+  one per device, the file name (without extension) being the device id, the
+  content one record or a list applied in order (full first, then partial);
+* an NDJSON file, one record per line; lines for the same device are applied
+  in order, as the server received them.
+
+Three record formats (:class:`InventoryFormat`), detected per record or named:
+
+* ``ddm``: a DDM status report, ``{"StatusItems": ...}``; in NDJSON
+  ``{"device_id": ..., "report": {...}}``;
+* ``mdm``: an MDM ``DeviceInformation`` result, the command response with
+  ``QueryResponses`` or the ``QueryResponses`` dictionary itself, as plist or
+  JSON; in NDJSON ``{"device_id": ..., "QueryResponses": {...}}`` (or the
+  device id from ``UDID``);
+* ``osquery``: rows of ``os_version`` joined with ``system_info``, as
+  ``osqueryi --json`` prints them (a JSON array), or osqueryd's results log
+  (``{"hostIdentifier": ..., "columns": {...}}`` lines); the device id is the
+  row's ``uuid``, else ``hostIdentifier`` or ``hostname``.
+
+MDM and osquery records become the DDM items a device would have reported
+(:mod:`bsi.domain.inventory`), so every source is validated and normalised alike.
 
 Input is read whole before anything is decided: a malformed file or line is
 refused with its location, so a report is never computed on half a fleet by
@@ -17,13 +33,26 @@ entries instead.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+import plistlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
+from xml.parsers.expat import ExpatError
 
 from bsi.domain.declarations import Declaration, validate_declaration
-from bsi.domain.status import DeviceState, merge_status, parse_status_report
+from bsi.domain.inventory import device_information_items, osquery_items
+from bsi.domain.status import DeviceState, merge_status, nest_status_items, parse_status_report
 from bsi.errors import BsiError, InvalidDeclaration, InvalidInput, InvalidStatusReport, NotFound
+
+
+class InventoryFormat(StrEnum):
+    """How a record of the fleet's inventory is written; ``auto`` detects it per record."""
+
+    AUTO = "auto"
+    DDM = "ddm"
+    MDM = "mdm"
+    OSQUERY = "osquery"
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,11 +70,14 @@ class Fleet:
     unreadable: tuple[UnreadableDevice, ...] = ()
 
 
-def load_fleet(path: Path, *, skip_invalid: bool = False) -> Fleet:
-    """Fold every device's reports into its state."""
+def load_fleet(
+    path: Path, *, skip_invalid: bool = False, form: InventoryFormat = InventoryFormat.AUTO
+) -> Fleet:
+    """Fold every device's records into its state."""
     if not path.exists():
         raise NotFound(f"no status reports at {path}", hint="give a folder or an .ndjson file")
-    entries = _folder_entries(path) if path.is_dir() else _ndjson_entries(path)
+    raw = _folder_entries(path) if path.is_dir() else _ndjson_entries(path)
+    entries = _as_reports(raw, form)
     states: dict[str, DeviceState] = {}
     unreadable: dict[str, UnreadableDevice] = {}
     for device_id, location, report in entries:
@@ -71,19 +103,28 @@ Entry = tuple[str, str, object]
 
 
 def _folder_entries(folder: Path) -> Iterator[Entry]:
-    files = sorted(folder.glob("*.json"))
+    files = sorted([*folder.glob("*.json"), *folder.glob("*.plist")])
     if not files:
-        raise NotFound(f"no *.json status reports in {folder}")
+        raise NotFound(f"no *.json or *.plist inventory files in {folder}")
     for file in files:
         try:
-            content = json.loads(file.read_text(encoding="utf-8"))
+            content = _read_document(file)
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             yield file.stem, str(file), InvalidInput(f"not a JSON file: {error}")
+            continue
+        except (ValueError, ExpatError, plistlib.InvalidFileException) as error:
+            yield file.stem, str(file), InvalidInput(f"not a property list: {error}")
             continue
         reports = content if isinstance(content, list) else [content]
         for index, report in enumerate(reports):
             location = f"{file}[{index}]" if isinstance(content, list) else str(file)
             yield file.stem, location, report
+
+
+def _read_document(file: Path) -> object:
+    if file.suffix == ".plist":
+        return plistlib.loads(file.read_bytes())
+    return json.loads(file.read_text(encoding="utf-8"))
 
 
 def _ndjson_entries(file: Path) -> Iterator[Entry]:
@@ -100,15 +141,126 @@ def _ndjson_entries(file: Path) -> Iterator[Entry]:
         except json.JSONDecodeError as error:
             yield f"<line {number}>", location, InvalidInput(f"not JSON: {error.msg}")
             continue
-        device_id = record.get("device_id") if isinstance(record, dict) else None
-        if not isinstance(device_id, str) or not device_id.strip():
+        device_id = _line_device_id(record)
+        if device_id is None:
             yield (
                 f"<line {number}>",
                 location,
-                InvalidInput('each line needs a "device_id" string and a "report" object'),
+                InvalidInput(
+                    'each line needs a "device_id" string (or, for MDM, UDID; for osquery, '
+                    "hostIdentifier or the uuid column) and a record"
+                ),
             )
             continue
-        yield device_id, location, record.get("report")
+        yield (
+            device_id,
+            location,
+            record.get("report", record) if isinstance(record, dict) else record,
+        )
+
+
+def _line_device_id(record: object) -> str | None:
+    if not isinstance(record, dict):
+        return None
+    columns = record.get("columns")
+    answers = record.get("QueryResponses")
+    for candidate in (
+        record.get("device_id"),
+        answers.get("UDID") if isinstance(answers, dict) else None,
+        record.get("UDID"),
+        columns.get("uuid") if isinstance(columns, dict) else None,
+        record.get("hostIdentifier"),
+        record.get("uuid"),
+    ):
+        if isinstance(candidate, str) and candidate.strip():
+            return candidate.strip()
+    return None
+
+
+def inventory_reports(
+    records: list[object], form: InventoryFormat, *, where: str
+) -> Iterator[Entry]:
+    """(device id, location, DDM report or the error) for each record of an upload.
+
+    The device id comes from ``device_id``, MDM's ``UDID``, osquery's ``uuid``
+    or ``hostIdentifier``; ``where`` names the upload in locations (``body[3]``).
+    """
+    entries = (
+        (_line_device_id(record) or f"<{where}[{index}]>", f"{where}[{index}]", record)
+        for index, record in enumerate(records)
+    )
+    yield from _as_reports(
+        ((d, loc, r.get("report", r) if isinstance(r, dict) else r) for d, loc, r in entries),
+        form,
+    )
+
+
+def _as_reports(entries: Iterator[Entry], form: InventoryFormat) -> Iterator[Entry]:
+    """Each record as the DDM report it stands for (osquery arrays: one per row and host)."""
+    for device_id, location, record in entries:
+        if isinstance(record, BsiError):
+            yield device_id, location, record
+            continue
+        found = form if form is not InventoryFormat.AUTO else detect_format(record)
+        try:
+            if found is InventoryFormat.DDM or found is None:
+                yield device_id, location, record  # parse_status_report names what is wrong
+            elif found is InventoryFormat.MDM:
+                yield device_id, location, _report(device_information_items(_answers(record)))
+            else:
+                yield from _osquery_reports(device_id, location, record)
+        except BsiError as error:
+            yield device_id, location, error
+
+
+def detect_format(record: object) -> InventoryFormat | None:
+    """The format of one record, from its keys; ``None`` when it is none of them."""
+    if isinstance(record, dict):
+        if "StatusItems" in record:
+            return InventoryFormat.DDM
+        if "QueryResponses" in record or "OSVersion" in record or "BuildVersion" in record:
+            return InventoryFormat.MDM
+        row = record.get("columns", record)
+        if isinstance(row, dict) and "platform" in row and ("build" in row or "version" in row):
+            return InventoryFormat.OSQUERY
+    if isinstance(record, list) and record and all(isinstance(r, dict) for r in record):
+        return InventoryFormat.OSQUERY
+    return None
+
+
+def _answers(record: object) -> Mapping[str, object]:
+    if not isinstance(record, dict):
+        raise InvalidInput(f"an MDM DeviceInformation record is a dictionary, not {record!r}")
+    answers = record.get("QueryResponses", record)
+    if not isinstance(answers, dict):
+        raise InvalidInput(f"QueryResponses must be a dictionary, not {answers!r}")
+    return answers
+
+
+def _osquery_reports(device_id: str, location: str, record: object) -> Iterator[Entry]:
+    rows = record if isinstance(record, list) else [record]
+    for index, row in enumerate(rows):
+        where = f"{location}[{index}]" if isinstance(record, list) else location
+        columns = row.get("columns", row) if isinstance(row, dict) else row
+        if not isinstance(columns, dict):
+            yield device_id, where, InvalidInput(f"an osquery row is an object, not {row!r}")
+            continue
+        host = next(
+            (
+                str(v).strip()
+                for v in (columns.get("uuid"), row.get("hostIdentifier"), columns.get("hostname"))
+                if isinstance(v, str) and v.strip()
+            ),
+            device_id if not isinstance(record, list) else f"{device_id}[{index}]",
+        )
+        try:
+            yield host, where, _report(osquery_items(columns))
+        except BsiError as error:
+            yield host, where, error
+
+
+def _report(items: dict[str, object]) -> dict[str, object]:
+    return {"StatusItems": nest_status_items(items), "Errors": [], "FullReport": True}
 
 
 def load_declarations(path: Path) -> list[Declaration]:

@@ -7,20 +7,24 @@ credentials are not API keys: a device calling here gets 401.
 
 import csv
 import io
+import json
+import plistlib
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
+from xml.parsers.expat import ExpatError
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from bsi.apple.fleet import InventoryFormat, inventory_reports
 from bsi.domain.catalog import SupplementState
 from bsi.domain.ddm import ENROLLMENT_ID_MAX
 from bsi.domain.eligibility import Outcome, Reason
-from bsi.errors import Forbidden, InvalidInput, NotFound, Unauthorized
+from bsi.errors import BsiError, Forbidden, InvalidInput, NotFound, Unauthorized
 from bsi.feeds import dump_bsi_catalog
 from bsi.feeds.load import parse_document, read_catalog
 from bsi.server.http import bearer, json_body
@@ -363,6 +367,32 @@ def admin_router(
         created = await run_in_threadpool(service.register_enrollments, entries)
         return {"created": created, "refreshed": len(entries) - created}
 
+    @router.post(
+        "/inventory",
+        summary="Import devices from MDM DeviceInformation results or osquery rows (or DDM "
+        "reports): JSON (one record or an array), plist, or NDJSON (application/x-ndjson)",
+    )
+    async def import_inventory(
+        request: Request,
+        tasks: BackgroundTasks,
+        _: Write,
+        format: InventoryFormat = InventoryFormat.AUTO,
+        group: Annotated[str | None, Query(max_length=64)] = None,
+    ) -> dict[str, int]:
+        """Devices not on DDM still show up (and count): each record becomes its DDM items.
+
+        A malformed record refuses the whole upload, naming ``body[i]`` or the line.
+        """
+        records = await _inventory_records(request)
+        entries = list(inventory_reports(records, format, where="body"))
+        for _device, location, report in entries:
+            if isinstance(report, BsiError):
+                raise InvalidInput(f"{location}: {report.message}", hint=report.hint)
+        pairs = [(device_id, report) for device_id, _location, report in entries]
+        created = await run_in_threadpool(service.import_inventory, pairs, group)
+        recompute_later(tasks)
+        return {"devices": len(dict(pairs)), "created": created}
+
     @router.get("/security-events", summary="Refused impersonation attempts, newest first")
     async def security_events(
         _: Read, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
@@ -499,6 +529,28 @@ DEVICE_COLUMNS = (
     "decision_supplement_build",
     "decision_message",
 )
+
+
+async def _inventory_records(request: Request) -> list[object]:
+    """The upload's records: a JSON record or array, a plist, or NDJSON lines."""
+    kind = request.headers.get("content-type", "")
+    if "plist" in kind or "xml" in kind:
+        try:
+            document: object = plistlib.loads(await request.body())
+        except (ValueError, ExpatError, plistlib.InvalidFileException) as error:
+            raise InvalidInput(f"request body is not a property list: {error}") from error
+    elif "ndjson" in kind:
+        lines = (await request.body()).decode("utf-8", errors="replace").splitlines()
+        document = []
+        for number, line in enumerate(lines, start=1):
+            if line.strip():
+                try:
+                    document.append(json.loads(line))
+                except json.JSONDecodeError as error:
+                    raise InvalidInput(f"line {number} is not JSON: {error.msg}") from error
+    else:
+        document = await json_body(request)
+    return document if isinstance(document, list) else [document]
 
 
 def _device_json(record: DeviceRecord) -> dict[str, Any]:

@@ -262,6 +262,24 @@ class BsiService:
             self._identities.drop(("enrollment", entry.enrollment_id))
         return created
 
+    def import_inventory(self, reports: Sequence[tuple[str, object]], group: str | None) -> int:
+        """Devices known from another inventory (MDM, osquery): registered, then reported.
+
+        Every device id and report is validated before anything is stored, so
+        a bad record refuses the upload whole. Returns how many devices were new.
+        """
+        for device_id, body in reports:
+            check_enrollment_id(device_id)
+            parse_status_report(body)
+        created = self.register_enrollments(
+            [NewEnrollment(d, group=group, enrolled_by="inventory") for d in dict(reports)]
+        )
+        for device_id, body in reports:
+            identity = self.store.device_identity(device_id)
+            assert identity is not None
+            self.report_status(identity, body)
+        return created
+
     def check_out(self, enrollment_id: str) -> None:
         identity = self.store.check_out(enrollment_id, self.clock())
         self._identities.drop()  # a device's channels are checked out with it
