@@ -38,16 +38,6 @@ def by_device(document: dict[str, Any]) -> dict[str, dict[str, str]]:
     return {row["device_id"]: row for row in document["devices"]}
 
 
-@pytest.fixture
-def real_catalogue(shared_data: Path) -> list[str]:
-    sofa = shared_data / "sofa"
-    return [
-        arg
-        for location in ("gdmf_cached.json", "macos_data_feed.json", "ios_data_feed.json")
-        for arg in ("--catalog", str(sofa / location))
-    ]
-
-
 def test_sample_table_answers_who_has_what_and_why() -> None:
     result = bsi("apple", "compliance", "--sample")
     assert result.returncode == 0, result.stderr

@@ -185,7 +185,7 @@ def test_a_malformed_record_is_refused_with_its_file(
     assert [u.location.split("[")[0] for u in fleet.unreadable] == [str(bad)]
 
 
-def test_mixed_fleet_on_the_command_line(tmp_path: Path, real_args: list[str]) -> None:
+def test_mixed_fleet_on_the_command_line(tmp_path: Path, real_catalogue: list[str]) -> None:
     """DDM + MDM + osquery in one folder: CVE-2026-20643 counted by hand.
 
     Exposed: mini (MDM, no supplement), air (DDM, on 25D2128). Fixed: mbp (MDM),
@@ -198,7 +198,7 @@ def test_mixed_fleet_on_the_command_line(tmp_path: Path, real_args: list[str]) -
     (tmp_path / "hosts.json").write_text(json.dumps(OSQUERY_ROWS))
     (tmp_path / "bad.json").write_text("{not json")
     result = subprocess.run(
-        [sys.executable, "-m", "bsi", "apple", "compliance", *real_args,
+        [sys.executable, "-m", "bsi", "apple", "compliance", *real_catalogue,
          "--reports", str(tmp_path), "--at", "2026-03-20T12:00:00Z", "--skip-invalid", "--json"],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
@@ -213,19 +213,9 @@ def test_mixed_fleet_on_the_command_line(tmp_path: Path, real_args: list[str]) -
     assert outcomes["bad"] == ("unknown", "status-invalid")
 
     refused = subprocess.run(
-        [sys.executable, "-m", "bsi", "apple", "compliance", *real_args,
+        [sys.executable, "-m", "bsi", "apple", "compliance", *real_catalogue,
          "--reports", str(tmp_path), "--reports-format", "mdm", "--json"],
         capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert refused.returncode == 2
     assert "air.json" in refused.stderr
-
-
-@pytest.fixture
-def real_args(shared_data: Path) -> list[str]:
-    sofa = shared_data / "sofa"
-    return [
-        arg
-        for name in ("gdmf_cached.json", "macos_data_feed.json", "ios_data_feed.json")
-        for arg in ("--catalog", str(sofa / name))
-    ]

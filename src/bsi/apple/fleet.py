@@ -22,7 +22,7 @@ Three record formats (:class:`InventoryFormat`), detected per record or named:
   row's ``uuid``, else ``hostIdentifier`` or ``hostname``.
 
 MDM and osquery records become the DDM items a device would have reported
-(:mod:`bsi.domain.inventory`), so every source is validated and normalised alike.
+(:mod:`bsi.domain.sources`), so every source is validated and normalised alike.
 
 Input is read whole before anything is decided: a malformed file or line is
 refused with its location, so a report is never computed on half a fleet by
@@ -41,7 +41,7 @@ from pathlib import Path
 from xml.parsers.expat import ExpatError
 
 from bsi.domain.declarations import Declaration, validate_declaration
-from bsi.domain.inventory import device_information_items, osquery_items
+from bsi.domain.sources import device_information_items, osquery_items
 from bsi.domain.status import DeviceState, merge_status, nest_status_items, parse_status_report
 from bsi.errors import BsiError, InvalidDeclaration, InvalidInput, InvalidStatusReport, NotFound
 

@@ -419,6 +419,9 @@ _VERSION_FIELDS: Mapping[str, str] = {
     "supplemental_build": _SUPPLEMENTAL_BUILD,
     "supplemental_extra": _SUPPLEMENTAL_EXTRA,
 }
+#: Each typed DeviceState attribute's status item: how other inventory sources
+#: (bsi.domain.sources) name the DDM items they fill.
+ITEM_OF: Mapping[str, str] = MappingProxyType({**_TEXT_FIELDS, **_VERSION_FIELDS})
 
 
 def _overlaps(a: str, b: str) -> bool:
