@@ -272,6 +272,9 @@ def test_mixed_fleet_counts_exposed_unknown_restart_pending_and_fixed(
     refused = reader.get("/v1/admin/devices", params={"outcome": "unknwon"})
     assert refused.status_code in (400, 422)
 
+    windows = {w["build"]: w for w in reader.get("/v1/admin/patch-windows").json()}
+    assert (windows["25D771280a"]["unknown"], windows["25D771280a"]["restart_pending"]) == (2, 1)
+
 
 def test_inventory_import_shows_devices_not_on_ddm(
     server: RunningServer, shared_data: Path
