@@ -26,7 +26,7 @@ from bsi.domain.declarations import (
     server_token,
     status_subscriptions,
 )
-from bsi.domain.status import CATALOGUE_PLATFORM
+from bsi.domain.inventory import platform_name
 from bsi.domain.versions import ProductVersion
 from bsi.errors import InvalidInput
 
@@ -109,7 +109,7 @@ def subscription_items(
     """
     if capabilities is not None:
         return tuple(name for name in BSI_STATUS_ITEMS if name in capabilities)
-    os = CATALOGUE_PLATFORM.get(platform, platform) if platform else None
+    os = platform_name(platform) if platform else None
     if os is None or version is None:
         return BASELINE_STATUS_ITEMS
     if os not in _DDM_SINCE:
