@@ -201,10 +201,7 @@ class Catalog:
         return [s for s in self.supplements if s.platform == platform]
 
     def supplement_by_build(self, platform: str, build: Build) -> Supplement | None:
-        for supplement in self.supplements:
-            if supplement.platform == platform and supplement.build == build:
-                return supplement
-        return None
+        return self.index().by_build.get((platform, build))
 
     def latest_release(
         self,
@@ -246,6 +243,7 @@ class _Index:
     platforms: frozenset[str]
     builds: Mapping[tuple[str, ProductVersion], frozenset[Build]]
     devices: Mapping[str, frozenset[str]]
+    by_build: Mapping[tuple[str, Build], Supplement]
 
     @classmethod
     def of(cls, catalog: Catalog) -> _Index:
@@ -269,6 +267,7 @@ class _Index:
             platforms=catalog.platforms(),
             builds={key: frozenset(found) for key, found in builds.items()},
             devices={platform: frozenset(ids) for platform, ids in devices.items()},
+            by_build={(s.platform, s.build): s for s in reversed(catalog.supplements)},
         )
 
 
