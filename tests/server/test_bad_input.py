@@ -79,9 +79,10 @@ def test_a_report_with_one_bad_item_stores_the_rest_and_shows_the_error(
     (finding,) = after["status_invalid"]
     assert finding["path"] == "device.operating-system.build-version"
     assert "'25-D-2128'" in finding["reason"]
-    # the build it last reported validly is no longer trusted: no decision on it
+    # the build it last reported validly is no longer trusted: unknown, counted as such
     assert after["build"] == "25D2128"
-    assert after["decision_outcome"] is None
+    assert (after["decision_outcome"], after["decision_reason"]) == ("unknown", "status-invalid")
+    assert "device.operating-system.build-version" in after["decision_message"]
     assert device.put("/v1/ddm/status", json=macos_report(version="26.4")).is_success
     assert state_of(server, device_id)["status_invalid"] == []
 
