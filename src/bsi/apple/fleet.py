@@ -87,6 +87,11 @@ def load_fleet(
             if isinstance(report, BsiError):
                 raise report
             parsed = parse_status_report(report)
+            if parsed.invalid:
+                # The server keeps the rest of such a report; an export is fixed at its
+                # source instead, so a bad item refuses the record (fail closed).
+                first = parsed.invalid[0]
+                raise InvalidStatusReport(f"status item {first['path']}: {first['reason']}")
             states[device_id] = merge_status(states.get(device_id), parsed)
         except BsiError as error:
             if not skip_invalid:
