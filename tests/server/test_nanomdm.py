@@ -473,3 +473,29 @@ def test_a_flood_of_made_up_ids_is_logged_but_stored_only_up_to_a_rate(
     server.service.security_event("unknown-enrollment", "made-up-0", "127.0.0.1", "again")
     stored = server.admin.get("/v1/admin/security-events", params={"limit": 1000}).json()
     assert len(stored) == SECURITY_EVENTS_PER_MINUTE
+
+
+def test_device_information_through_the_webhook_feeds_the_inventory(
+    server: RunningServer,
+) -> None:
+    mac = a_mac(server, "C02INVENTORY")
+    answers = {
+        "UDID": mac.id,
+        "SerialNumber": "C02INVENTORY",
+        "OSVersion": "26.3.1",
+        "BuildVersion": "25D2128",
+        "SupplementalBuildVersion": "25D771280a",
+        "SupplementalOSVersionExtra": "(a)",
+        "ProductName": "Mac14,2",
+        "ModelName": "MacBook Air",
+    }
+    reply = webhook(server).device_information(mac.id, answers, now=server.clock())
+    assert reply.json()["result"] == "device information"
+    record = device_record(server, mac.id)
+    assert (record["platform"], record["build"], record["supplemental_extra"]) == (
+        "macOS",
+        "25D2128",
+        "(a)",
+    )
+    devices = server.admin.get("/v1/admin/devices").json()["devices"]
+    assert [d["device_id"] for d in devices] == [mac.id]

@@ -8,7 +8,10 @@ NanoMDM posts one JSON event per MDM check-in or command result, signed with
   and serial number the device presented over NanoMDM's authenticated channel;
 - ``mdm.CheckOut``: the enrollment (a device with its channels) is gone;
 - ``mdm.Connect`` carrying ``QueryResponses`` (a ``DeviceInformation``
-  result): the device's UDID and serial number, as the device itself says.
+  result): the device's UDID and serial number, as the device itself says,
+  and, when it answers the OS keys, its inventory, through the one MDM
+  mapper (:func:`bsi.domain.sources.device_information_items`) into the
+  same status path as a DDM report.
 
 Every other topic is answered 200 and ignored. Events older (or newer) than
 ``max_age`` by bsi's clock are refused, so a captured ``CheckOut`` cannot be
@@ -27,6 +30,8 @@ from xml.parsers.expat import ExpatError
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
 
+from bsi.domain.sources import device_information_items
+from bsi.domain.status import nest_status_items
 from bsi.errors import InvalidInput, NotFound
 from bsi.server.http import json_body
 from bsi.server.nanomdm import HMAC_HEADER, ForwardingTrust
@@ -93,6 +98,12 @@ def webhook_router(
                 enrolled_by="nanomdm",
             )
             await run_in_threadpool(service.register_enrollments, [entry])
+            try:
+                items = device_information_items(answers)
+            except InvalidInput:  # a query for other keys: its identity is all bsi uses
+                return {"topic": topic, "result": "device identity"}
+            report = {"StatusItems": nest_status_items(items), "Errors": []}
+            await run_in_threadpool(service.report_device_information, enrollment_id, report)
             return {"topic": topic, "result": "device information"}
         return {"topic": topic, "result": "ignored"}
 

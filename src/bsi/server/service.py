@@ -54,7 +54,14 @@ from bsi.domain.status import (
     parse_status_report,
 )
 from bsi.domain.versions import ProductVersion
-from bsi.errors import BsiError, Forbidden, IdentityMismatch, InvalidInput, InvalidVersion
+from bsi.errors import (
+    BsiError,
+    Forbidden,
+    IdentityMismatch,
+    InvalidInput,
+    InvalidVersion,
+    NotFound,
+)
 from bsi.server import credentials
 from bsi.server.linux_catalog import catalog_from_repository
 from bsi.server.status_writer import StatusWriter
@@ -279,6 +286,13 @@ class BsiService:
             assert identity is not None
             self.report_status(identity, body)
         return created
+
+    def report_device_information(self, enrollment_id: str, report: object) -> None:
+        """A ``DeviceInformation`` result NanoMDM relayed, stored as the device's report."""
+        found = self.store.enrollment(enrollment_id)
+        if found is None or found.identity.channel is not None:
+            raise NotFound(f"no device enrollment {enrollment_id!r}")
+        self.report_status(found.identity, report, "nanomdm-webhook")
 
     def check_out(self, enrollment_id: str) -> None:
         identity = self.store.check_out(enrollment_id, self.clock())
