@@ -45,6 +45,7 @@ from bsi.agent.swap_plan import (
     temp_path,
 )
 from bsi.cryptex import Action, Component, FileEntry, Manifest
+from bsi.domain.prerequisite import Prerequisite
 from bsi.domain.versions import Build, ExtraVersion, ProductVersion
 from bsi.errors import InvalidInput
 
@@ -230,7 +231,7 @@ def manifest() -> Manifest:
         platform="debian",
         product_version=ProductVersion.parse("12.5"),
         extra_version=ExtraVersion.parse("(a)"),
-        prerequisite_build=Build.parse("12A100"),
+        prerequisite=Prerequisite.of_build(Build.parse("12A100")),
         supplemental_build=Build.parse("12A100a"),
         components=(Component("openssl", files),),
     )

@@ -10,6 +10,7 @@ from bsi.domain.catalog import Catalog, Supplement, SupplementState
 from bsi.domain.eligibility import Reason
 from bsi.domain.facts import DeviceFacts
 from bsi.domain.policy import InstallSecurityUpdate, SoftwareUpdatePolicy
+from bsi.domain.prerequisite import Prerequisite
 from bsi.domain.versions import Build, ExtraVersion, ProductVersion, SupplementVersion
 
 NOW = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
@@ -22,7 +23,7 @@ def supplement(build: Build, letter: str, **changes: object) -> Supplement:
         platform="debian",
         version=SupplementVersion(ProductVersion(12, 5), ExtraVersion(letter)),
         build=build,
-        prerequisite_build=BASE,
+        prerequisite=Prerequisite.of_build(BASE),
         cves=("CVE-2026-20643",),
         posted=date(2026, 11, 20),
     )

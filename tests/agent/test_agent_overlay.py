@@ -32,6 +32,7 @@ from bsi.agent.activators.overlay import (
 )
 from bsi.agent.relaunch import file_ids, processes_using
 from bsi.cryptex.manifest import Action, Component, FileEntry, Manifest
+from bsi.domain.prerequisite import Prerequisite
 from bsi.domain.versions import Build, ExtraVersion, ProductVersion
 
 BASE = {
@@ -124,7 +125,7 @@ def manifest(*, extra: dict[str, FileEntry] | None = None) -> Manifest:
         platform="debian",
         product_version=ProductVersion(12, 5),
         extra_version=ExtraVersion("a"),
-        prerequisite_build=Build.parse("12A100"),
+        prerequisite=Prerequisite.of_build(Build.parse("12A100")),
         supplemental_build=Build.parse(BUILD),
         components=(Component("openssl", tuple(files)),),
     )

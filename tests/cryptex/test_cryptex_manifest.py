@@ -24,6 +24,7 @@ from bsi.cryptex import (
     cumulative_check,
     describe,
 )
+from bsi.domain.prerequisite import Prerequisite
 from bsi.domain.versions import Build, ExtraVersion, ProductVersion
 
 SHA_A = "a" * 64
@@ -47,7 +48,7 @@ def manifest(*components: Component, letter: str = "a", build: str = "12A100a") 
         platform="debian",
         product_version=ProductVersion.parse("12.5"),
         extra_version=ExtraVersion.parse(letter),
-        prerequisite_build=Build.parse("12A100"),
+        prerequisite=Prerequisite.of_build(Build.parse("12A100")),
         supplemental_build=Build.parse(build),
         components=components
         or (Component("openssl", (entry("usr/lib/libssl.so.3"),), Relaunch(("nginx.service",))),),
@@ -136,7 +137,7 @@ def manifests(draw: st.DrawFn) -> Manifest:
         platform=draw(st.sampled_from(["debian", "flatcar", "macOS"])),
         product_version=ProductVersion.parse(draw(st.sampled_from(["12.5", "26.3.1", "7"]))),
         extra_version=ExtraVersion(draw(st.sampled_from("abcz"))),
-        prerequisite_build=Build.parse("25D2128"),
+        prerequisite=Prerequisite.of_build(Build.parse("25D2128")),
         supplemental_build=Build.parse(draw(st.sampled_from(["25D771280a", "25D2128b"]))),
         components=tuple(Component(n, tuple(g), relaunch) for n, g in groups.items() if g),
         health_check=draw(st.none() | st.just(HealthCheck(("true",), 5))),
@@ -366,7 +367,10 @@ def test_a_cumulative_letter_passes_and_may_patch_more() -> None:
         (letter("a", "12A100z", "x.so"), "extra version (a) is not later than (a)"),
         (letter("b", "12A100a", "x.so"), "'12A100a' is already 12.5 (a)'s"),
         (
-            replace(letter("b", "12A200b", "x.so"), prerequisite_build=Build.parse("12A200")),
+            replace(
+                letter("b", "12A200b", "x.so"),
+                prerequisite=Prerequisite.of_build(Build.parse("12A200")),
+            ),
             "is not for the same release",
         ),
     ],

@@ -26,6 +26,7 @@ from bsi.cryptex import (
     verify_bundle,
 )
 from bsi.cryptex.build import tar_header
+from bsi.domain.prerequisite import Prerequisite
 from bsi.domain.versions import Build, ExtraVersion, ProductVersion
 from bsi.errors import Conflict, NotFound
 from cryptex_support import (
@@ -277,7 +278,7 @@ def bomb(size: int, *, content_size: bool) -> bytes:
         platform="debian",
         product_version=ProductVersion.parse("12.5"),
         extra_version=ExtraVersion.parse("(a)"),
-        prerequisite_build=Build.parse("12A100"),
+        prerequisite=Prerequisite.of_build(Build.parse("12A100")),
         supplemental_build=Build.parse("12A100a"),
         components=(
             Component(

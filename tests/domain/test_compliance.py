@@ -10,6 +10,7 @@ from bsi.domain.compliance import Standing, assess_fleet
 from bsi.domain.eligibility import Outcome, Reason, unknown
 from bsi.domain.facts import DeviceFacts
 from bsi.domain.policy import InstallSecurityUpdate, SoftwareUpdatePolicy
+from bsi.domain.prerequisite import Prerequisite
 from bsi.domain.versions import Build, ExtraVersion, ProductVersion, SupplementVersion
 
 NOW = datetime(2026, 3, 20, tzinfo=UTC)
@@ -17,7 +18,7 @@ A = Supplement(
     platform="macOS",
     version=SupplementVersion(ProductVersion(26, 3, 1), ExtraVersion("a")),
     build=Build.parse("25D771280a"),
-    prerequisite_build=Build.parse("25D2128"),
+    prerequisite=Prerequisite.of_build(Build.parse("25D2128")),
     supported_devices=frozenset({"J413AP"}),
     cves=("CVE-2026-20643",),
     posted=date(2026, 3, 17),

@@ -15,6 +15,7 @@ from bsi.domain.catalog import Catalog, Release, Supersession, Supplement, Suppl
 from bsi.domain.eligibility import Outcome, Reason, Rules, decide
 from bsi.domain.facts import DeviceFacts
 from bsi.domain.policy import Enforcement, InstallSecurityUpdate, SoftwareUpdatePolicy
+from bsi.domain.prerequisite import Prerequisite
 from bsi.domain.versions import Build, ExtraVersion, ProductVersion, SupplementVersion
 
 NOW = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
@@ -32,7 +33,7 @@ def supplement(
         platform="macOS",
         version=SupplementVersion(ProductVersion.parse(version), ExtraVersion(letter)),
         build=Build.parse(build),
-        prerequisite_build=Build.parse(prerequisite),
+        prerequisite=Prerequisite.of_build(Build.parse(prerequisite)),
         supported_devices=frozenset({"J413AP", "J316sAP"}),
         cves=("CVE-2026-20643",),
         posted=date(2026, 3, 17),
@@ -329,7 +330,7 @@ def test_linux_platform_uses_the_same_rules() -> None:
         platform="debian",
         version=SupplementVersion(ProductVersion(12, 8), ExtraVersion("a")),
         build=Build.parse("12D8001a"),
-        prerequisite_build=Build.parse("12D8001"),
+        prerequisite=Prerequisite.of_build(Build.parse("12D8001")),
     )
     facts = DeviceFacts(
         platform="debian",

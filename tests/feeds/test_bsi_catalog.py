@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 
 from bsi.domain.catalog import Catalog, Release, Supersession, Supplement, SupplementState
+from bsi.domain.prerequisite import Prerequisite
 from bsi.domain.versions import Build, ProductVersion, SupplementVersion
 from bsi.errors import FeedError
 from bsi.feeds.bsi_catalog import FORMAT, dump_bsi_catalog, parse_bsi_catalog
@@ -23,7 +24,7 @@ OPENSSL = Supplement(
     platform="debian",
     version=SupplementVersion.parse("12.7 (b)"),
     build=Build.parse("12D4071b"),
-    prerequisite_build=Build.parse("12D407"),
+    prerequisite=Prerequisite.of_build(Build.parse("12D407")),
     supported_devices=frozenset({"web-1", "web-2"}),
     cves=("CVE-2026-1001", "CVE-2026-1002"),
     posted=date(2026, 6, 1),
@@ -147,7 +148,7 @@ def test_a_derived_state_is_not_written_down() -> None:
         ),
         (
             lambda d: d["supplements"][0].pop("prerequisite_build"),
-            "supplements[0].prerequisite_build: required field is missing",
+            "supplements[0]: required field 'prerequisite' is missing",
         ),
         (
             lambda d: d["releases"][0].update(build="12.7"),

@@ -19,6 +19,7 @@ from bsi.agent.facts import read_facts
 from bsi.domain.catalog import Catalog, Supplement
 from bsi.domain.eligibility import DEFAULT_RULES, decide
 from bsi.domain.policy import InstallSecurityUpdate, SoftwareUpdatePolicy
+from bsi.domain.prerequisite import Prerequisite
 from bsi.domain.versions import Build, ExtraVersion, ProductVersion, SupplementVersion
 from bsi.errors import InvalidInput
 from bsi.sim.engine import percentiles
@@ -44,7 +45,7 @@ SAMPLE = Catalog(
             platform=PLATFORM,
             version=SupplementVersion(ProductVersion(26, 3, 1), ExtraVersion("a")),
             build=Build.parse(SUPPLEMENTAL_BUILD),
-            prerequisite_build=Build.parse(PREREQUISITE_BUILD),
+            prerequisite=Prerequisite.of_build(Build.parse(PREREQUISITE_BUILD)),
             cves=(CVE,),
             posted=date(2026, 3, 17),
         ),

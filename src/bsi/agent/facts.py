@@ -5,10 +5,11 @@ the server decides for both with one engine. On Linux they come from:
 
 - **os-release** (``/etc/os-release``, else ``/usr/lib/os-release``): the
   platform is ``ID``, the product version ``VERSION_ID``, the build
-  ``BUILD_ID`` or ``IMAGE_VERSION``. Appliance images set these to their own
-  release; general-purpose distributions usually have no build id at all, so
-  the administrator states one in ``agent.yaml`` (a supplement installs only
-  on its prerequisite build, so the build cannot be guessed).
+  ``BUILD_ID`` or ``IMAGE_VERSION`` when it is a build such as ``12A100``.
+  Appliance images set these to their own release; general-purpose
+  distributions have no build id at all, and are placed by their installed
+  package versions instead (:mod:`bsi.agent.packages`); ``agent.yaml`` can
+  state a build for an appliance whose os-release does not.
 - **the kernel**: the CPU architecture, normalised to the spelling the
   battery thresholds use (``arm64``, ``x86_64``).
 - **power supplies** (``/sys/class/power_supply``): on battery, and how full.
@@ -165,7 +166,7 @@ class OsRelease:
 
 def _os_release_facts(
     release: OsRelease | None, overrides: FactsOverrides, *, searched: str, config_file: str
-) -> tuple[str, ProductVersion, Build]:
+) -> tuple[str, ProductVersion, Build | None]:
     """Platform, product version and build: the overrides first, then os-release.
 
     Each refusal says what was found where, and which key of ``config_file``
@@ -208,30 +209,16 @@ def _os_release_facts(
                 "product_version: '12.1'",
             ) from None
 
-    if overrides.build is not None:
-        build = overrides.build
-    else:
-        found = [(key, values[key]) for key in BUILD_KEYS if values.get(key)]
-        for _, value in found:
+    build: Build | None = overrides.build
+    if build is None:
+        # A stock distribution has no build id (Arch writes BUILD_ID=rolling):
+        # such a host is placed by its installed packages instead.
+        for key in BUILD_KEYS:
             try:
-                build = Build.parse(value)
+                build = Build.parse(values.get(key) or "")
                 break
             except InvalidVersion:
                 continue
-        else:
-            if release is None:
-                problem = nothing
-            elif not found:
-                problem = f"{release.path} has neither BUILD_ID nor IMAGE_VERSION"
-            else:
-                shown = ", ".join(f"{key}={value!r}" for key, value in found)
-                problem = f"{shown} in {release.path} is not a build such as '12A100'"
-            raise FactsUnavailable(
-                f"cannot tell this device's build: {problem}",
-                hint=f"set 'facts: {{build: 12A100}}' in {config_file}, or BUILD_ID=12A100 "
-                "in the image's os-release; a supplement installs only on its "
-                "prerequisite build, so the build cannot be guessed",
-            )
     return platform, product_version, build
 
 

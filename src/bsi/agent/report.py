@@ -14,6 +14,7 @@ from typing import Any
 from bsi.agent.machine import InstallState
 from bsi.domain.eligibility import Decision
 from bsi.domain.facts import DeviceFacts
+from bsi.domain.prerequisite import package_items
 from bsi.domain.status import RESTART_PENDING, nest_status_items
 from bsi.domain.versions import ExtraVersion, SupplementVersion
 
@@ -40,7 +41,6 @@ def status_report(
     items: dict[str, object] = {
         "device.operating-system.family": facts.platform,
         "device.operating-system.version": str(facts.product_version),
-        "device.operating-system.build-version": str(facts.build),
         "device.operating-system.supplemental.build-version": str(facts.supplemental_build or ""),
         "device.operating-system.supplemental.extra-version": str(active_extra or ""),
         "softwareupdate.install-state": install_state.value,
@@ -57,6 +57,9 @@ def status_report(
             "reason": decision.reason.value,
             "message": decision.message,
         }
+    if facts.build is not None:  # a stock distribution has none: packages place it
+        items["device.operating-system.build-version"] = str(facts.build)
+    items.update(package_items(facts.package_manager, facts.packages, facts.file_digests))
     if facts.model_identifier:
         items["device.model.identifier"] = facts.model_identifier
     if failure is not None:

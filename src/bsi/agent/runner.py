@@ -49,6 +49,7 @@ from bsi.agent.ddm_client import DdmClient, ServerRefused
 from bsi.agent.facts import read_facts
 from bsi.agent.health import passed_without_check, run_health_check
 from bsi.agent.machine import DiskState, InstallState, Plan, Step, next_steps
+from bsi.agent.packages import detect_manager, file_digests, named_by, read_packages
 from bsi.agent.relaunch import (
     file_ids,
     processes_using,
@@ -58,10 +59,12 @@ from bsi.agent.relaunch import (
 )
 from bsi.agent.report import Failure, status_report
 from bsi.cryptex.manifest import Manifest
+from bsi.domain.catalog import Catalog
 from bsi.domain.declarations import effective_policy, validate_declaration
 from bsi.domain.eligibility import DEFAULT_RULES, Decision
 from bsi.domain.facts import DeviceFacts
 from bsi.domain.policy import SoftwareUpdatePolicy
+from bsi.domain.prerequisite import dump_base
 from bsi.domain.versions import Build
 from bsi.errors import BsiError, Conflict, Forbidden, InvalidInput
 from bsi.trust import TrustedClient, trust_root
@@ -218,18 +221,37 @@ class Agent:
             finally:
                 client.close()
 
-    def facts(self) -> tuple[DeviceFacts, Manifest | None]:
+    def facts(self, catalog: Catalog | None = None) -> tuple[DeviceFacts, Manifest | None]:
+        """The device's facts with its active supplement, and that supplement's manifest.
+
+        Installed package versions and file digests are read for what
+        ``catalog`` (and the active supplement) names, so a check-in never
+        carries the whole package list.
+        """
         facts = read_facts(self.root, self.config)
         active = self.activator.active()
-        if active is None:
-            return replace(facts, supplemental_build=None, supplemental_extra=None), None
-        manifest, _ = load_staged(self.layout, active)
+        manifest = load_staged(self.layout, active)[0] if active is not None else None
         facts = replace(
             facts,
-            supplemental_build=manifest.supplemental_build,
-            supplemental_extra=manifest.extra_version,
+            supplemental_build=manifest.supplemental_build if manifest else None,
+            supplemental_extra=manifest.extra_version if manifest else None,
         )
-        return facts, manifest
+        return self._with_packages(facts, catalog, manifest), manifest
+
+    def _with_packages(
+        self, facts: DeviceFacts, catalog: Catalog | None, active: Manifest | None
+    ) -> DeviceFacts:
+        names, paths = named_by(catalog, facts.platform) if catalog else (frozenset(), frozenset())
+        if active is not None:
+            names |= active.prerequisite.package_names() | {p.name for p in active.fixed_in}
+            paths |= {f.path for f in active.prerequisite.files}
+        manager = detect_manager(self.root)
+        return replace(
+            facts,
+            package_manager=manager,
+            packages=read_packages(self.root, manager, names) if manager else None,
+            file_digests=file_digests(self.root, paths, active) if paths else None,
+        )
 
     def _cycle(self, state: LocalState, client: DdmClient) -> CycleReport:
         facts, active = self.facts()
@@ -240,6 +262,7 @@ class Agent:
             self.save_state(state)
         policy = self.policy(state)
         catalog = client.catalog(facts.platform)
+        facts = self._with_packages(facts, catalog, active)
         self._sync_retries(client, state)
         active_build = str(active.supplemental_build) if active else None
         if state.pending_commit is not None and state.pending_commit != active_build:
@@ -270,7 +293,7 @@ class Agent:
             self._carry_out(plan, state, client)
         except BsiError as error:
             failure = self._fail(state, plan, error)
-        facts, active = self.facts()
+        facts, active = self.facts(catalog)
         final = InstallState.FAILED if failure else InstallState.NONE
         self._report(client, facts, active, final, state, None, plan.decision)
         decision = plan.decision.message if plan.decision else "no decision"
@@ -356,8 +379,8 @@ class Agent:
         info = trusted.expect_target(
             f"{target.platform}/{target.build}.cryptex",
             platform=target.platform,
-            prerequisite_build=str(target.prerequisite_build),
             supplemental_build=str(target.build),
+            **dump_base(target.prerequisite, target.fixed_in),
         )
         downloads = self.layout.state / "downloads" / str(target.build)
         shutil.rmtree(downloads, ignore_errors=True)
@@ -594,7 +617,8 @@ class Agent:
             "server": state.server_url or None,
             "platform": facts.platform,
             "version": str(facts.product_version),
-            "build": str(facts.build),
+            "build": str(facts.build) if facts.build else None,
+            "packages": [p.display() for p in facts.packages or ()],
             "active_supplement": active.display() if active else None,
             "staged": sorted(str(b) for b in self._staged_builds()),
             "restart_pending": bool(state.restart_pending),

@@ -369,7 +369,8 @@ def manifest_for(spec: SupplementSpec, changes: Sequence[Change]) -> Manifest:
             platform=spec.platform,
             product_version=spec.product_version,
             extra_version=spec.extra_version,
-            prerequisite_build=spec.prerequisite_build,
+            prerequisite=spec.prerequisite,
+            fixed_in=spec.fixed_in,
             supplemental_build=spec.supplemental_build,
             components=tuple(
                 Component(c.name, tuple(entries[c.name]), c.relaunch)

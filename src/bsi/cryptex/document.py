@@ -16,6 +16,7 @@ from bsi.cryptex.errors import InvalidBundle
 from bsi.errors import InvalidInput
 
 T = TypeVar("T")
+T2 = TypeVar("T2")
 
 _QUOTE_LIMIT = 80
 
@@ -74,6 +75,16 @@ def number(value: object, where: str) -> float:
     if not isinstance(value, int | float) or isinstance(value, bool):
         raise InvalidBundle(f"expected a number, found {quote(value)}", where=where)
     return float(value)
+
+
+def parsed_document(read: Callable[[T2, str], T], value: T2, where: str) -> T:
+    """``read(value, where)`` for a sub-document a domain reader checks, its refusal a bundle's."""
+    try:
+        return read(value, where)
+    except InvalidBundle:
+        raise
+    except InvalidInput as error:
+        raise InvalidBundle(error.message, hint=error.hint) from None
 
 
 def parsed(parse: Callable[[str], T], value: object, where: str) -> T:

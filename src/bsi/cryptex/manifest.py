@@ -27,6 +27,7 @@ from enum import StrEnum
 from bsi.cryptex import document as doc
 from bsi.cryptex.errors import InvalidBundle, InvalidSupplement
 from bsi.domain.cves import parse_cve_id, score_cvss
+from bsi.domain.prerequisite import BASE_FIELDS, PackageVersion, Prerequisite, dump_base, read_base
 from bsi.domain.versions import Build, ExtraVersion, ProductVersion, SupplementVersion
 from bsi.errors import InvalidInput
 
@@ -338,20 +339,26 @@ class Component:
 
 @dataclass(frozen=True, slots=True)
 class Manifest:
-    """Everything a device needs to know about one supplement's cryptex."""
+    """Everything a device needs to know about one supplement's cryptex.
+
+    ``prerequisite`` is the base it patches (a build, installed package
+    versions or file digests) and ``fixed_in`` the package versions that fold
+    it in; see :mod:`bsi.domain.prerequisite`.
+    """
 
     platform: str
     product_version: ProductVersion
     extra_version: ExtraVersion
-    prerequisite_build: Build
+    prerequisite: Prerequisite
     supplemental_build: Build
     components: tuple[Component, ...]
     health_check: HealthCheck | None = None
     cves: tuple[CveEntry, ...] = ()
+    fixed_in: tuple[PackageVersion, ...] = ()
 
     def __post_init__(self) -> None:
         check_name(self.platform, what="platform")
-        if self.supplemental_build == self.prerequisite_build:
+        if self.supplemental_build == self.prerequisite.build:
             raise InvalidBundle(
                 f"supplemental build {str(self.supplemental_build)!r} is the prerequisite build",
                 hint="a supplement needs a build of its own, e.g. '25D771280a' on '25D2128'",
@@ -392,6 +399,10 @@ class Manifest:
     # -- views -------------------------------------------------------------
 
     @property
+    def prerequisite_build(self) -> Build | None:
+        return self.prerequisite.build
+
+    @property
     def supplement_version(self) -> SupplementVersion:
         return SupplementVersion(self.product_version, self.extra_version)
 
@@ -420,7 +431,7 @@ class Manifest:
             "platform": self.platform,
             "product_version": str(self.product_version),
             "extra_version": str(self.extra_version),
-            "prerequisite_build": str(self.prerequisite_build),
+            **dump_base(self.prerequisite, self.fixed_in),
             "supplemental_build": str(self.supplemental_build),
             "cves": [cve.id for cve in self.cves],
         }
@@ -428,7 +439,7 @@ class Manifest:
     def display(self) -> str:
         return (
             f"{self.platform} {self.supplement_version} ({self.supplemental_build}) "
-            f"on {self.product_version} ({self.prerequisite_build})"
+            f"on {self.product_version} ({self.prerequisite.build or self.prerequisite.display()})"
         )
 
     # -- JSON --------------------------------------------------------------
@@ -440,7 +451,7 @@ class Manifest:
             "platform": self.platform,
             "product_version": str(self.product_version),
             "extra_version": str(self.extra_version),
-            "prerequisite_build": str(self.prerequisite_build),
+            **dump_base(self.prerequisite, self.fixed_in),
             "supplemental_build": str(self.supplemental_build),
             "components": [_dump_component(c) for c in self.components],
             "health_check": (
@@ -540,12 +551,12 @@ def _read_manifest(document: object) -> Manifest:
             "platform",
             "product_version",
             "extra_version",
-            "prerequisite_build",
             "supplemental_build",
             "components",
         ),
-        optional=("health_check", "cves"),
+        optional=("health_check", "cves", *BASE_FIELDS),
     )
+    prerequisite, fixed_in = doc.parsed_document(read_base, root, "")
     if root["format"] != FORMAT:
         raise InvalidBundle(
             f"format {doc.quote(root['format'])} is not one this bsi reads",
@@ -558,9 +569,8 @@ def _read_manifest(document: object) -> Manifest:
             ProductVersion.parse, root["product_version"], "product_version"
         ),
         extra_version=doc.parsed(ExtraVersion.parse, root["extra_version"], "extra_version"),
-        prerequisite_build=doc.parsed(
-            Build.parse, root["prerequisite_build"], "prerequisite_build"
-        ),
+        prerequisite=prerequisite,
+        fixed_in=fixed_in,
         supplemental_build=doc.parsed(
             Build.parse, root["supplemental_build"], "supplemental_build"
         ),
@@ -675,10 +685,10 @@ def cumulative_check(
     That is refused unless ``allow_dropping`` says it is meant; the dropped
     paths are returned either way so that the caller can show them.
     """
-    if (new.platform, new.product_version, new.prerequisite_build) != (
+    if (new.platform, new.product_version, new.prerequisite) != (
         previous.platform,
         previous.product_version,
-        previous.prerequisite_build,
+        previous.prerequisite,
     ):
         raise InvalidSupplement(
             f"{new.display()} is not for the same release as {previous.display()}",

@@ -52,6 +52,7 @@ from bsi.cryptex.manifest import (
     read_relaunch,
 )
 from bsi.domain.inventory import check_platform_id
+from bsi.domain.prerequisite import BASE_FIELDS, PackageVersion, Prerequisite, read_base
 from bsi.domain.versions import Build, ExtraVersion, ProductVersion
 from bsi.strict_yaml import load_strict
 
@@ -82,12 +83,17 @@ class SupplementSpec:
     platform: str
     product_version: ProductVersion
     extra_version: ExtraVersion
-    prerequisite_build: Build
+    prerequisite: Prerequisite
     supplemental_build: Build
     components: tuple[ComponentSpec, ...]
     health_check: HealthCheck | None = None
     cves: tuple[CveEntry, ...] = ()
     owner: Owner | None = None
+    fixed_in: tuple[PackageVersion, ...] = ()
+
+    @property
+    def prerequisite_build(self) -> Build | None:
+        return self.prerequisite.build
 
     def component_for(self, path: str) -> ComponentSpec | None:
         """The component whose longest prefix contains ``path``; ``None`` when none does."""
@@ -128,12 +134,12 @@ def _read_spec(document: object) -> SupplementSpec:
             "platform",
             "product_version",
             "extra_version",
-            "prerequisite_build",
             "supplemental_build",
             "components",
         ),
-        optional=("health_check", "cves", "owner"),
+        optional=("health_check", "cves", "owner", *BASE_FIELDS),
     )
+    prerequisite, fixed_in = doc.parsed_document(read_base, root, "")
     components = _read_components(root["components"])
     return SupplementSpec(
         platform=check_name(
@@ -143,9 +149,8 @@ def _read_spec(document: object) -> SupplementSpec:
             ProductVersion.parse, _version_text(root, "product_version"), "product_version"
         ),
         extra_version=doc.parsed(ExtraVersion.parse, root["extra_version"], "extra_version"),
-        prerequisite_build=doc.parsed(
-            Build.parse, root["prerequisite_build"], "prerequisite_build"
-        ),
+        prerequisite=prerequisite,
+        fixed_in=fixed_in,
         supplemental_build=doc.parsed(
             Build.parse, root["supplemental_build"], "supplemental_build"
         ),

@@ -15,6 +15,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from bsi.domain.prerequisite import PackageVersion, Prerequisite
 from bsi.domain.versions import Build, ProductVersion, SupplementVersion
 
 
@@ -67,13 +68,17 @@ class Supplement:
     """One Background Security Improvement.
 
     ``version.product`` is the prerequisite release's version: ``26.3.1 (a)``
-    installs on ``26.3.1``, identified by ``prerequisite_build``.
+    installs on ``26.3.1``. ``prerequisite`` is the base it patches: Apple's
+    prerequisite build, or installed package versions or file digests on a
+    stock Linux host (see :mod:`bsi.domain.prerequisite`). ``fixed_in`` names
+    the package versions that carry the fix: a host at or past them has it
+    folded in. Letters of one line share one prerequisite.
     """
 
     platform: str
     version: SupplementVersion
     build: Build
-    prerequisite_build: Build
+    prerequisite: Prerequisite
     supported_devices: frozenset[str] = frozenset()
     cves: tuple[str, ...] = ()
     posted: date | None = None
@@ -83,6 +88,12 @@ class Supplement:
     security_info: str | None = None
     listed_live: bool = False
     """A live GDMF document listed it: when a later live document stops, it is withdrawn."""
+    fixed_in: tuple[PackageVersion, ...] = ()
+
+    @property
+    def prerequisite_build(self) -> Build | None:
+        """The prerequisite build, for supplements that name their base by build."""
+        return self.prerequisite.build
 
     def supports(self, device_ids: Iterable[str]) -> bool:
         return not self.supported_devices or any(d in self.supported_devices for d in device_ids)

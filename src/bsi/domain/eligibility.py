@@ -3,10 +3,13 @@
 ``decide`` is the single place the BSI rules live. The server, the Linux agent
 and the Apple compliance report all call it, so a rule is written once:
 
-1. A supplement installs only on its prerequisite build, on a supported
-   device, at or above the platform's minimum version (26.1 for Apple).
+1. A supplement installs only on its prerequisite (a build; on stock Linux
+   hosts installed package versions or file digests, see
+   :mod:`bsi.domain.prerequisite`), on a supported device, at or above the
+   platform's minimum version (26.1 for Apple).
 2. A later letter for the same prerequisite is cumulative and replaces an
-   earlier one; a newer minor release folds supplements in.
+   earlier one; a newer minor release folds supplements in, and so does a
+   package at or past the supplement's ``fixed_in`` version.
 3. On battery a device needs a minimum charge, by architecture.
 4. ``InstallSecurityUpdate`` and ``RapidSecurityResponse.Enable`` steer
    whether it installs; an ``enforcement.specific`` for the supplement's build
@@ -30,7 +33,8 @@ from bsi.domain.catalog import Catalog, Release, Supplement, SupplementState
 from bsi.domain.facts import DeviceFacts
 from bsi.domain.inventory import resolve
 from bsi.domain.policy import Enforcement, InstallSecurityUpdate, SoftwareUpdatePolicy
-from bsi.domain.versions import ProductVersion
+from bsi.domain.prerequisite import Match, Placement, folded_in, place
+from bsi.domain.versions import Build, ProductVersion
 
 
 class Outcome(StrEnum):
@@ -73,6 +77,8 @@ class Reason(StrEnum):
     UNKNOWN_MODEL = "unknown-model"
     NOT_REPORTED = "not-reported"
     STATUS_INVALID = "status-invalid"
+    PREREQUISITE_MISMATCH = "prerequisite-mismatch"  # another package version or file content
+    PREREQUISITE_UNKNOWN = "prerequisite-unknown"  # packages or digests not reported
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,9 +255,13 @@ def _decide_placed(
 ) -> Decision:
     """The BSI rules for a device whose platform, build and model the catalogue knows."""
     on_platform = catalog.supplements_for(facts.platform)
-    own_line = [s for s in on_platform if s.prerequisite_build == facts.build]
-    if not own_line:
-        return _without_own_supplement(facts, on_platform, device_ids, now)
+    placements = {s.build: placement(s, facts) for s in on_platform}
+    met = [s for s in on_platform if placements[s.build].match is Match.MET]
+    if not met:
+        return _without_own_supplement(facts, on_platform, placements, device_ids, now)
+    # One line per device, as on Apple's: the letters of the newest met prerequisite.
+    line_of = max(met, key=lambda s: s.version).prerequisite
+    own_line = [s for s in met if s.prerequisite == line_of]
 
     current = _newest(own_line, now)
     if current is None:
@@ -276,17 +286,68 @@ def _newest(line: list[Supplement], now: datetime) -> Supplement | None:
     return max(live, key=lambda s: s.version, default=None)
 
 
+def placement(supplement: Supplement, facts: DeviceFacts) -> Placement:
+    """How ``facts``' device stands against ``supplement``'s prerequisite."""
+    return place(
+        supplement.prerequisite,
+        build=facts.build,
+        manager=facts.package_manager,
+        packages=facts.packages,
+        files=facts.file_digests,
+    )
+
+
 def _without_own_supplement(
     facts: DeviceFacts,
     on_platform: list[Supplement],
+    placements: Mapping[Build, Placement],
     device_ids: list[str],
     now: datetime,
 ) -> Decision:
-    """No supplement names the device's build: newer release needed, or nothing to do."""
+    """No supplement's prerequisite is met: newer release needed, folded in, or nothing to do."""
+    by_packages = [
+        (s, reached)
+        for s in on_platform
+        if (
+            reached := folded_in(
+                s.fixed_in, facts.package_manager, s.prerequisite.manager, facts.packages
+            )
+        )
+    ]
+    if by_packages:
+        supplements = sorted({s for s, _ in by_packages}, key=lambda s: s.version)
+        carriers = sorted({p.display() for _, reached in by_packages for p in reached})
+        return Decision(
+            Outcome.UP_TO_DATE,
+            Reason.INCLUDED_IN_RELEASE,
+            f"runs {', '.join(carriers)}, which includes the fixes of "
+            + ", ".join(s.display() for s in supplements),
+        )
+    live = [
+        s
+        for s in on_platform
+        if s.prerequisite.build is None
+        and s.state_at(now) is SupplementState.PUBLISHED
+        and s.supports(device_ids)
+    ]
+    for match, outcome, reason in (
+        (Match.NOT_MET, Outcome.BLOCKED, Reason.PREREQUISITE_MISMATCH),
+        (Match.UNKNOWN, Outcome.UNKNOWN, Reason.PREREQUISITE_UNKNOWN),
+    ):
+        stopped = [s for s in live if placements[s.build].match is match]
+        if stopped:
+            target = max(stopped, key=lambda s: s.version)
+            return Decision(
+                outcome,
+                reason,
+                f"{target.display()} {placements[target.build].message}",
+                supplement=target,
+            )
     newer = [
         s
         for s in on_platform
-        if s.version.product > facts.product_version
+        if s.prerequisite.build is not None
+        and s.version.product > facts.product_version
         and s.version.product.major == facts.product_version.major
         and s.state_at(now) is SupplementState.PUBLISHED
         and s.supports(device_ids)
@@ -314,10 +375,11 @@ def _without_own_supplement(
             f"runs {facts.platform} {facts.product_version}, which includes the fixes of "
             + ", ".join(str(s.version) for s in sorted(folded, key=lambda s: s.version)),
         )
+    base = f"build {facts.build}" if facts.build else "what this device runs"
     return Decision(
         Outcome.UP_TO_DATE,
         Reason.NO_SUPPLEMENT,
-        f"no supplement is published for {facts.platform} build {facts.build}",
+        f"no supplement is published for {facts.platform} {base}",
     )
 
 

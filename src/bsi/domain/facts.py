@@ -6,8 +6,10 @@ agent's own probes; eligibility reads only this type.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
+from bsi.domain.prerequisite import PackageManager, PackageVersion
 from bsi.domain.versions import Build, ExtraVersion, ProductVersion
 
 
@@ -27,11 +29,19 @@ class DeviceFacts:
     deadlines, which Apple defines in local time. ``restart_pending`` is true
     while the installed supplement is on disk but some affected process still
     runs the old content (the agent's ``bsi.agent.restart-pending`` item).
+
+    ``build`` is ``None`` on a stock distribution (no ``BUILD_ID``): such a
+    host is placed by its packages. ``packages`` are the installed versions of
+    the packages the catalogue names, from ``package_manager``'s database;
+    ``file_digests`` maps a path (no leading ``/``) the catalogue names to its
+    SHA-256, ``None`` when the file is missing. Either is ``None`` when not
+    reported (Apple devices), which eligibility treats as unknown, never as
+    "not installed".
     """
 
     platform: str
     product_version: ProductVersion
-    build: Build
+    build: Build | None
     supplemental_build: Build | None = None
     supplemental_extra: ExtraVersion | None = None
     model_identifier: str | None = None
@@ -41,3 +51,6 @@ class DeviceFacts:
     battery_percent: float | None = None
     utc_offset_minutes: int = 0
     restart_pending: bool = False
+    package_manager: PackageManager | None = None
+    packages: tuple[PackageVersion, ...] | None = None
+    file_digests: Mapping[str, str | None] | None = None

@@ -103,7 +103,7 @@ def normalise(
     *,
     platform: str,
     version: str,
-    build: str,
+    build: str | None,
     supplemental_build: str | None = None,
     supplemental_extra: str | None = None,
     model_identifier: str | None = None,
@@ -122,7 +122,7 @@ def normalise(
             f"version {version!r} says {letter} but the extra version is {extra}",
             hint="the two must agree; check what the source reports",
         )
-    base = Build.parse(build.strip())
+    base = Build.parse(build.strip()) if build is not None else None  # stock Linux: no build
     installed = parse_build(supplemental_build)
     extra = extra or letter
     if installed == base and extra is None:
@@ -145,7 +145,9 @@ def resolve(facts: DeviceFacts, catalog: Catalog) -> DeviceFacts:
     Never guesses: when the catalogue does not settle it, the facts stay as
     reported and eligibility says ``unknown``.
     """
-    as_supplement = catalog.supplement_by_build(facts.platform, facts.build)
+    as_supplement = (
+        catalog.supplement_by_build(facts.platform, facts.build) if facts.build else None
+    )
     if as_supplement is not None and facts.supplemental_build in (None, facts.build):
         facts = replace(
             facts,

@@ -17,13 +17,21 @@ from __future__ import annotations
 import copy
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import Any
 
 from bsi.domain.facts import DeviceFacts
 from bsi.domain.inventory import normalise, split_version
+from bsi.domain.prerequisite import (
+    FILE_DIGESTS_ITEM,
+    PACKAGE_MANAGER_ITEM,
+    PACKAGES_ITEM,
+    check_package_item,
+    read_package_items,
+)
 from bsi.domain.versions import Build, ExtraVersion, ProductVersion
-from bsi.errors import InvalidStatusReport, InvalidVersion
+from bsi.errors import InvalidInput, InvalidStatusReport, InvalidVersion
 
 
 class ItemType(enum.Enum):
@@ -159,6 +167,11 @@ def _check_item(name: str, value: object) -> None:
     accepted: Apple's own list already lags its prose (``waiting``), and
     refusing a whole report over a new state would blind the server.
     """
+    if name in _PACKAGE_ITEMS:  # bsi's own: installed package versions, file digests
+        try:
+            check_package_item(name, value)
+        except InvalidInput as error:
+            raise InvalidStatusReport(f"status item {error.message}", hint=error.hint) from None
     expected = STATUS_ITEMS.get(name)
     if expected is None:
         return
@@ -368,9 +381,14 @@ class DeviceState:
             object.__setattr__(self, "supplemental_extra", facts.supplemental_extra)
 
     def facts(self) -> DeviceFacts:
-        """What eligibility needs, once the device has reported its OS."""
+        """What eligibility needs, once the device has reported its OS.
+
+        A device that reports its installed packages (a stock Linux host) may
+        have no build: it is placed by its packages instead.
+        """
         platform, version, build = self.platform, self.product_version, self.build
-        if platform is None or version is None or build is None:
+        manager, packages, digests = _check_package_items(self.items)
+        if platform is None or version is None or (build is None and packages is None):
             missing = (
                 _OS_FAMILY if platform is None else _OS_VERSION if version is None else _OS_BUILD
             )
@@ -383,16 +401,19 @@ class DeviceState:
         # charge, so on_battery and battery_percent stay unknown. Nor does DDM
         # report the CPU architecture, and a board id does not reliably tell it
         # (Intel Macs with a T2 chip have J...AP board ids too).
-        return normalise(
+        facts = normalise(
             platform=platform,
             version=str(self.items[_OS_VERSION]),
-            build=str(build),
+            build=None if build is None else str(build),
             supplemental_build=_text(self.items.get(_SUPPLEMENTAL_BUILD)),
             supplemental_extra=_text(self.items.get(_SUPPLEMENTAL_EXTRA)),
             model_identifier=self.model_identifier,
             software_update_device_id=self.software_update_device_id,
             restart_pending=self.restart_pending,
         )
+        if packages is None and digests is None:
+            return facts
+        return replace(facts, package_manager=manager, packages=packages, file_digests=digests)
 
 
 def _text(value: object) -> str | None:
@@ -422,6 +443,16 @@ _VERSION_FIELDS: Mapping[str, str] = {
 #: Each typed DeviceState attribute's status item: how other inventory sources
 #: (bsi.domain.sources) name the DDM items they fill.
 ITEM_OF: Mapping[str, str] = MappingProxyType({**_TEXT_FIELDS, **_VERSION_FIELDS})
+
+
+_PACKAGE_ITEMS = frozenset({PACKAGE_MANAGER_ITEM, PACKAGES_ITEM, FILE_DIGESTS_ITEM})
+
+
+def _check_package_items(items: Mapping[str, object]) -> tuple[Any, ...]:
+    try:
+        return read_package_items(items)
+    except InvalidInput as error:
+        raise InvalidStatusReport(f"status item {error.message}", hint=error.hint) from None
 
 
 def _overlaps(a: str, b: str) -> bool:

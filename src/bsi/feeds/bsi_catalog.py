@@ -19,8 +19,16 @@ mirror :class:`~bsi.domain.catalog.Release` and
                                         "released": "2026-03-24"}}],
      "device_models": {"Mac14,2": ["J413AP"]}}
 
-Only ``platform``, ``version`` and, for supplements, ``build`` and
-``prerequisite_build`` are required.
+Only ``platform``, ``version`` and, for supplements, ``build`` and the base
+are required. A supplement names its base by ``prerequisite_build`` (as
+above) or by ``prerequisite`` (installed package versions or file digests),
+and may name the package versions that fold it in (``fixed_in``); see
+:mod:`bsi.domain.prerequisite`::
+
+    {"platform": "debian", "version": "12 (a)", "build": "12L1000a",
+     "prerequisite": {"manager": "dpkg", "packages": [
+         {"package": "libssl3", "version": "3.0.19-1~deb12u2", "arch": "amd64"}]},
+     "fixed_in": [{"package": "libssl3", "version": "3.0.20-1~deb12u2"}]}
 """
 
 from __future__ import annotations
@@ -29,6 +37,7 @@ from datetime import date
 
 from bsi.domain.catalog import Catalog, Release, Supersession, Supplement, SupplementState
 from bsi.domain.inventory import check_platform_id
+from bsi.domain.prerequisite import BASE_FIELDS, dump_base, read_base
 from bsi.domain.versions import Build
 from bsi.errors import InvalidInput
 from bsi.feeds.reading import Node, maybe
@@ -91,11 +100,16 @@ def _release(node: Node) -> Release:
 
 
 def _supplement(node: Node) -> Supplement:
+    fields = node.fields()
+    prerequisite, fixed_in = node.document(
+        lambda _, where: read_base({k: fields.get(k) for k in BASE_FIELDS}, where)
+    )
     return Supplement(
         platform=_platform(node.get("platform")),
         version=node.get("version").supplement_version(),
         build=node.get("build").build(),
-        prerequisite_build=node.get("prerequisite_build").build(),
+        prerequisite=prerequisite,
+        fixed_in=fixed_in,
         supported_devices=frozenset(maybe(node.opt("supported_devices"), Node.strings) or ()),
         cves=maybe(node.opt("cves"), Node.strings) or (),
         posted=maybe(node.opt("posted"), Node.day),
@@ -156,7 +170,7 @@ def _dump_supplement(supplement: Supplement) -> dict[str, object]:
         "platform": supplement.platform,
         "version": str(supplement.version),
         "build": str(supplement.build),
-        "prerequisite_build": str(supplement.prerequisite_build),
+        **dump_base(supplement.prerequisite, supplement.fixed_in),
         "supported_devices": sorted(supplement.supported_devices),
         "cves": list(supplement.cves),
         "posted": _day(supplement.posted),

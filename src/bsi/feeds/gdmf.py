@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 from bsi.domain.catalog import Catalog, Release, Supplement, classify
+from bsi.domain.prerequisite import Prerequisite
 from bsi.domain.versions import SupplementVersion
 from bsi.feeds.reading import (
     Node,
@@ -104,7 +105,7 @@ def _supplement(platform: str, entry: Node) -> Supplement:
             entry.get("ProductVersionExtra").extra_version(),
         ),
         build=entry.get("Build").build(),
-        prerequisite_build=entry.get("PrerequisiteBuild").build(),
+        prerequisite=Prerequisite.of_build(entry.get("PrerequisiteBuild").build()),
         supported_devices=frozenset(maybe(entry.opt("SupportedDevices"), Node.strings) or ()),
         posted=maybe(entry.opt("PostingDate"), Node.day),
         expires=maybe(entry.opt("ExpirationDate"), Node.day),

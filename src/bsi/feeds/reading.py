@@ -17,7 +17,7 @@ from typing import TypeVar
 
 from bsi.domain.catalog import Release, Supplement
 from bsi.domain.versions import Build, ExtraVersion, ProductVersion, SupplementVersion
-from bsi.errors import FeedError, InvalidVersion
+from bsi.errors import FeedError, InvalidInput, InvalidVersion
 
 T = TypeVar("T")
 Listing = TypeVar("Listing", Release, Supplement)
@@ -162,6 +162,13 @@ class Node:
     def build_or_none(self) -> Build | None:
         """A build where SOFA writes ``""`` for one it does not know yet."""
         return None if self.value == "" else self.build()
+
+    def document(self, read: Callable[[object, str], T]) -> T:
+        """``read(value, where)`` for a sub-document a domain reader knows, its refusal a feed's."""
+        try:
+            return read(self.value, self.path)
+        except InvalidInput as error:
+            raise FeedError(f"{self.source}: {error.message}", hint=error.hint) from None
 
     def _parsed(self, parse: Callable[[str], T]) -> T:
         try:

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 from bsi.domain.catalog import Catalog, Release, Supersession, Supplement
+from bsi.domain.prerequisite import Prerequisite
 from bsi.domain.versions import Build, ProductVersion, SupplementVersion
 from bsi.feeds.reading import (
     Node,
@@ -154,7 +155,7 @@ def _supplement(platform: str, entry: Node) -> Supplement:
             entry.get("VersionExtra").extra_version(),
         ),
         build=entry.get("Build").build(),
-        prerequisite_build=entry.get("PrerequisiteBuild").build(),
+        prerequisite=Prerequisite.of_build(entry.get("PrerequisiteBuild").build()),
         supported_devices=frozenset(maybe(entry.opt("SupportedDevices"), Node.strings) or ()),
         cves=maybe(entry.opt("CVEs"), Node.cve_ids) or (),
         posted=maybe(entry.opt("PostingDate"), Node.day),
@@ -206,7 +207,7 @@ def _history_supplement(row: Node) -> Supplement:
             row.get("product_version_extra").extra_version(),
         ),
         build=row.get("build").build(),
-        prerequisite_build=row.get("prerequisite_build").build(),
+        prerequisite=Prerequisite.of_build(row.get("prerequisite_build").build()),
         supported_devices=frozenset(maybe(row.opt("supported_devices"), Node.strings) or ()),
         posted=maybe(row.opt("posting_date"), Node.day),
     )

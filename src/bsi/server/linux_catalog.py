@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from bsi.domain.catalog import Catalog, Supplement
+from bsi.domain.prerequisite import read_base
 from bsi.domain.versions import Build, ExtraVersion, ProductVersion, SupplementVersion
 from bsi.errors import BsiError
 from bsi.trust.repository import published_supplements
@@ -31,6 +32,7 @@ def catalog_from_repository(repo_dir: Path) -> Catalog:
 
 def _supplement(fields: Mapping[str, Any]) -> Supplement:
     posted = fields.get("posted")
+    prerequisite, fixed_in = read_base(fields)
     return Supplement(
         platform=str(fields["platform"]),
         version=SupplementVersion(
@@ -38,7 +40,8 @@ def _supplement(fields: Mapping[str, Any]) -> Supplement:
             ExtraVersion.parse(str(fields["extra_version"])),
         ),
         build=Build.parse(str(fields["supplemental_build"])),
-        prerequisite_build=Build.parse(str(fields["prerequisite_build"])),
+        prerequisite=prerequisite,
+        fixed_in=fixed_in,
         cves=tuple(str(c) for c in fields.get("cves", ())),
         posted=date.fromisoformat(posted) if isinstance(posted, str) else None,
     )

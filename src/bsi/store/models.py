@@ -206,7 +206,10 @@ class CatalogSupplement(Base):
     platform: Mapped[str] = mapped_column(String(32))
     build: Mapped[str] = mapped_column(String(16))
     version: Mapped[str] = mapped_column(String(24))
-    prerequisite_build: Mapped[str] = mapped_column(String(16))
+    # The build for build prerequisites; packages, files and fixed_in in ``base``
+    # (bsi.domain.prerequisite.dump_base), null for a bare build.
+    prerequisite_build: Mapped[str | None] = mapped_column(String(16))
+    base: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     supported_devices: Mapped[list[Any]] = mapped_column(default=list)
     cves: Mapped[list[Any]] = mapped_column(default=list)
     posted: Mapped[date | None] = mapped_column(Date)

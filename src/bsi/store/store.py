@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from bsi.domain.catalog import Catalog, Release, Supersession, Supplement, SupplementState
 from bsi.domain.declarations import Declaration
 from bsi.domain.eligibility import Decision, Outcome, Reason
+from bsi.domain.prerequisite import PREREQUISITE_BUILD, dump_base, read_base
 from bsi.domain.status import DeviceState, supported_status_items
 from bsi.domain.versions import Build, ProductVersion, SupplementVersion
 from bsi.errors import BsiError, Conflict, EnrollmentRefused, InvalidInput, NotFound
@@ -1085,7 +1086,10 @@ def _supplement_row(s: Supplement, origin: str) -> CatalogSupplement:
         platform=s.platform,
         build=str(s.build),
         version=str(s.version),
-        prerequisite_build=str(s.prerequisite_build),
+        prerequisite_build=None if s.prerequisite_build is None else str(s.prerequisite_build),
+        base=None
+        if s.prerequisite_build is not None and not s.fixed_in
+        else dump_base(s.prerequisite, s.fixed_in),
         supported_devices=sorted(s.supported_devices),
         cves=list(s.cves),
         posted=s.posted,
@@ -1106,11 +1110,13 @@ def _supplement_row(s: Supplement, origin: str) -> CatalogSupplement:
 
 def _supplement(row: CatalogSupplement) -> Supplement:
     superseded = row.superseded_by
+    base = read_base(row.base or {PREREQUISITE_BUILD: row.prerequisite_build})
     return Supplement(
         platform=row.platform,
         version=SupplementVersion.parse(row.version),
         build=Build.parse(row.build),
-        prerequisite_build=Build.parse(row.prerequisite_build),
+        prerequisite=base[0],
+        fixed_in=base[1],
         supported_devices=frozenset(row.supported_devices),
         cves=tuple(row.cves),
         posted=row.posted,

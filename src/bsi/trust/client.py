@@ -305,24 +305,22 @@ class TrustedClient:
     def expect_target(
         self,
         name: str,
-        *,
-        platform: str,
-        prerequisite_build: str,
-        supplemental_build: str,
+        **wanted: object,
     ) -> TargetInfo:
         """Target ``name`` if its signed metadata says it is for this device and build.
 
-        A bundle signed for another platform, prerequisite build or supplemental
-        build is refused with :class:`WrongTarget`, even though its signature is
-        good: a server (or mirror) steering a device to the wrong supplement is
-        an attack TUF's signature alone does not catch.
+        ``wanted`` holds the signed ``custom.bsi`` fields the device relies on
+        (``platform``, ``supplemental_build`` and the base: ``prerequisite_build``
+        or ``prerequisite``, and ``fixed_in``), in their document form. A
+        bundle signed for another platform, prerequisite or supplemental
+        build is refused with :class:`WrongTarget`, even though its signature
+        is good: a server (or mirror) steering a device to the wrong
+        supplement is an attack TUF's signature alone does not catch.
         """
+        missing = {"platform", "supplemental_build"} - set(wanted)
+        if missing:
+            raise TypeError(f"expect_target needs {', '.join(sorted(missing))}")
         info = self.target_info(name)
-        wanted = {
-            "platform": platform,
-            "prerequisite_build": prerequisite_build,
-            "supplemental_build": supplemental_build,
-        }
         signed = info.supplement
         mismatches = [
             f"{key} {_quoted(signed.get(key))} where this device needs {value!r}"

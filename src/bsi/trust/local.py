@@ -20,6 +20,7 @@ from tuf.api import exceptions as tuf_errors
 from bsi.trust._tuf import FetcherInterface
 from bsi.trust.client import TrustedClient
 from bsi.trust.errors import TargetRejected
+from bsi.trust.model import DEVICE_FIELDS
 
 _CHUNK = 1024 * 1024
 
@@ -63,10 +64,7 @@ def verify_published(
         )
         client.refresh()
         info = client.expect_target(
-            name,
-            platform=str(fields["platform"]),
-            prerequisite_build=str(fields["prerequisite_build"]),
-            supplemental_build=str(fields["supplemental_build"]),
+            name, **{key: fields[key] for key in DEVICE_FIELDS if key in fields}
         )
     digest = hashlib.sha256()
     with bundle.open("rb") as handle:

@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from bsi.domain.prerequisite import BASE_FIELDS
 from bsi.errors import InvalidInput
 from bsi.trust._tuf import (
     Key,
@@ -45,7 +46,7 @@ ONLINE_ROLES: tuple[str, ...] = (SNAPSHOT, TIMESTAMP)
 #: Key under which bsi puts a supplement's fields in a target's signed ``custom``.
 CUSTOM_NAMESPACE = "bsi"
 #: Fields of that namespace a device checks before it stages a bundle.
-DEVICE_FIELDS: tuple[str, ...] = ("platform", "prerequisite_build", "supplemental_build")
+DEVICE_FIELDS: tuple[str, ...] = ("platform", *BASE_FIELDS, "supplemental_build")
 
 HASH_ALGORITHM = "sha256"
 

@@ -1,0 +1,155 @@
+"""Installed package versions and file digests: how a stock Linux host is placed.
+
+A stock Debian, Ubuntu, Proxmox or Fedora host has no build id; a supplement
+names the package versions it patches instead (see
+:mod:`bsi.domain.prerequisite`). The agent reads them from the host's own
+package database, below ``--root``, and only for the packages the catalogue
+names — never the whole list on every check-in:
+
+- **dpkg** (Debian, Ubuntu, Proxmox): ``var/lib/dpkg/status``, read with
+  python-debian's deb822 parser; only entries whose ``Status`` says
+  ``installed`` count (a removed package leaves ``deinstall ok config-files``).
+- **rpm** (Fedora, RHEL, SUSE): ``rpm --root ROOT -q --qf ...``, rpm's own
+  reader of its database (never a parser of its binary format here).
+
+File digests are the SHA-256 of the files a file-digest prerequisite names.
+While a supplement manages a file and the file still holds the supplement's
+content, the digest reported is the base the manifest recorded: the host is
+still on that base, patched.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+
+from debian import deb822
+
+from bsi.agent.facts import FactsUnavailable, resolve_in_root
+from bsi.cryptex.manifest import Manifest
+from bsi.domain.catalog import Catalog
+from bsi.domain.prerequisite import PackageManager, PackageVersion
+from bsi.errors import InvalidInput
+
+DPKG_STATUS = PurePosixPath("/var/lib/dpkg/status")
+RPM_DATABASES = (PurePosixPath("/var/lib/rpm"), PurePosixPath("/usr/lib/sysimage/rpm"))
+# rpm prints the epoch only when there is one, as rpm -q does.
+_RPM_FORMAT = r"%{NAME}\t%|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE}\t%{ARCH}\n"
+_CHUNK = 1 << 20
+
+
+def detect_manager(root: Path) -> PackageManager | None:
+    """The package database below ``root``: dpkg's status file first, then rpm's database."""
+    if resolve_in_root(root, DPKG_STATUS).is_file():
+        return PackageManager.DPKG
+    if any(resolve_in_root(root, path).is_dir() for path in RPM_DATABASES):
+        return PackageManager.RPM
+    return None
+
+
+def read_dpkg(root: Path, names: Iterable[str]) -> tuple[PackageVersion, ...]:
+    """The installed versions of ``names`` in ``<root>/var/lib/dpkg/status``."""
+    wanted = set(names)
+    path = resolve_in_root(root, DPKG_STATUS)
+    found = []
+    try:
+        with path.open("rb") as handle:
+            for paragraph in deb822.Deb822.iter_paragraphs(handle, use_apt_pkg=False):
+                name = paragraph.get("Package")
+                if name not in wanted:
+                    continue
+                if paragraph.get("Status", "").split()[-1:] != ["installed"]:
+                    continue
+                found.append(
+                    PackageVersion(name, paragraph["Version"], paragraph.get("Architecture"))
+                )
+    except OSError as error:
+        raise FactsUnavailable(
+            f"cannot read {root / DPKG_STATUS.relative_to('/')}: {error.strerror}"
+        ) from None
+    except (KeyError, InvalidInput) as error:
+        raise FactsUnavailable(
+            f"{root / DPKG_STATUS.relative_to('/')} has an entry bsi cannot read: {error}"
+        ) from None
+    return tuple(sorted(found, key=lambda p: (p.name, p.arch or "")))
+
+
+def read_rpm(root: Path, names: Iterable[str]) -> tuple[PackageVersion, ...]:
+    """The installed versions of ``names``, as ``rpm --root`` reports them."""
+    wanted = sorted(set(names))
+    if not wanted:
+        return ()
+    rpm = shutil.which("rpm")
+    if rpm is None:
+        raise FactsUnavailable(
+            "this host keeps an rpm database but the rpm command is not installed",
+            hint="install rpm, or state the packages' versions another way",
+        )
+    result = subprocess.run(
+        [rpm, "--root", str(root), "-q", "--qf", _RPM_FORMAT, *wanted],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    found = []
+    for line in result.stdout.splitlines():
+        parts = line.split("\t")
+        if len(parts) == 3 and parts[0] in wanted:
+            found.append(PackageVersion(parts[0], parts[1], parts[2]))
+    if result.returncode != 0 and not found and "is not installed" not in result.stdout:
+        raise FactsUnavailable(f"rpm -q failed: {result.stderr.strip()[:300]}")
+    return tuple(sorted(found, key=lambda p: (p.name, p.arch or "")))
+
+
+def read_packages(
+    root: Path, manager: PackageManager, names: Iterable[str]
+) -> tuple[PackageVersion, ...]:
+    if manager is PackageManager.DPKG:
+        return read_dpkg(root, names)
+    return read_rpm(root, names)
+
+
+def sha256_of(path: Path) -> str | None:
+    """The SHA-256 of a regular file's content, ``None`` when it is missing or not a file."""
+    digest = hashlib.sha256()
+    try:
+        with path.open("rb") as handle:
+            while chunk := handle.read(_CHUNK):
+                digest.update(chunk)
+    except (FileNotFoundError, NotADirectoryError, IsADirectoryError):
+        return None
+    return digest.hexdigest()
+
+
+def file_digests(
+    root: Path, paths: Iterable[str], active: Manifest | None
+) -> dict[str, str | None]:
+    """Path -> SHA-256 (``None`` when missing) of ``paths`` below ``root``.
+
+    A file the active supplement manages and that still holds its content is
+    reported with the base digest the manifest recorded (see module doc).
+    """
+    managed = {entry.path: entry for entry in active.files} if active else {}
+    digests: dict[str, str | None] = {}
+    for path in sorted(set(paths)):
+        found = sha256_of(root / path)
+        entry = managed.get(path)
+        if entry is not None and found == entry.sha256:
+            found = entry.base_sha256
+        digests[path] = found
+    return digests
+
+
+def named_by(catalog: Catalog, platform: str) -> tuple[frozenset[str], frozenset[str]]:
+    """The package names and file paths the platform's supplements name."""
+    packages: set[str] = set()
+    files: set[str] = set()
+    for supplement in catalog.supplements_for(platform):
+        packages |= supplement.prerequisite.package_names()
+        packages |= {p.name for p in supplement.fixed_in}
+        files |= {f.path for f in supplement.prerequisite.files}
+    return frozenset(packages), frozenset(files)
