@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
+from collections.abc import Callable
 from datetime import UTC, datetime
+from importlib import resources
 from pathlib import Path
 from typing import Annotated
 
@@ -17,16 +20,22 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
+from bsi.agent.facts import parse_product_version, read_os_release
 from bsi.cryptex import (
+    Change,
+    SupplementSpec,
     build_bundle,
     changes_from_list,
+    debian,
     describe,
     diff_trees,
     load_spec,
+    parse_spec,
     read_manifest,
     verify_bundle,
 )
-from bsi.errors import InvalidInput
+from bsi.domain.versions import Build, ExtraVersion
+from bsi.errors import InvalidInput, InvalidVersion
 from bsi.trust import (
     PASSPHRASE_ENV,
     available_signers,
@@ -211,10 +220,40 @@ def keys_refresh(repo_dir: RepoDir, keys_dir: KeysDir) -> None:
 
 @supplement_app.command("build")
 def supplement_build(
-    spec: Annotated[Path, typer.Option(help="The supplement spec (YAML).")],
-    base: Annotated[Path, typer.Option(help="The base tree: the prerequisite build's files.")],
-    patched: Annotated[Path, typer.Option(help="The patched tree.")],
     out: Annotated[Path, typer.Option(help="Where to write the bundle.")],
+    spec: Annotated[
+        Path | None,
+        typer.Option(help="The supplement spec (YAML); derived when building --from-deb."),
+    ] = None,
+    base: Annotated[
+        Path | None, typer.Option(help="The base tree: the prerequisite's files.")
+    ] = None,
+    patched: Annotated[Path | None, typer.Option(help="The patched tree.")] = None,
+    from_deb: Annotated[
+        Path | None,
+        typer.Option(help="The fixed package (.deb): its files are the patched tree."),
+    ] = None,
+    base_deb: Annotated[
+        Path | None, typer.Option(help="With --from-deb: the package version hosts run now.")
+    ] = None,
+    base_root: Annotated[
+        Path | None,
+        typer.Option(help="With --from-deb: a root with the base version installed, e.g. /."),
+    ] = None,
+    platform: Annotated[
+        str | None, typer.Option(help="With --from-deb: os-release ID (default: the base's).")
+    ] = None,
+    product_version: Annotated[
+        str | None,
+        typer.Option(help="With --from-deb: os-release VERSION_ID (default: the base's)."),
+    ] = None,
+    extra_version: Annotated[
+        str, typer.Option(help="With --from-deb: the letter, (a) for a first supplement.")
+    ] = "(a)",
+    build: Annotated[
+        str | None,
+        typer.Option(help="With --from-deb: the supplemental build (default: derived)."),
+    ] = None,
     files: Annotated[
         Path | None,
         typer.Option(
@@ -228,20 +267,55 @@ def supplement_build(
         bool, typer.Option(help="Let this letter stop patching files the previous one patched.")
     ] = False,
 ) -> None:
-    """Build a sealed, deterministic bundle of only the added, changed and removed files."""
-    loaded = load_spec(spec)
+    """Build a sealed, deterministic bundle of only the added, changed and removed files.
+
+    Either from two trees (--spec, --base, --patched) or from a Debian
+    security update (--from-deb NEW.deb with --base-deb OLD.deb or --base-root /):
+    then the prerequisite (the base package version), fixed_in (the new one),
+    the component and the units to relaunch are derived, and the spec used is
+    written next to the bundle (OUT without .cryptex, plus .spec.yaml).
+    """
     earlier = read_manifest(previous) if previous else None
-    with _progress() as progress:
+    with _progress() as progress, tempfile.TemporaryDirectory(prefix="bsi-build-") as work:
         task = progress.add_task("scanning", total=None)
 
         def report(phase: str, done: int, total: int) -> None:
             progress.update(task, description=phase, completed=done, total=total or None)
 
-        if files is not None:
-            lines = files.read_text(encoding="utf-8").splitlines()
-            changes = changes_from_list(base, patched, lines, progress=report)
+        written_spec: tuple[Path, str] | None = None
+        if from_deb is not None:
+            loaded, changes, written_spec = _from_deb(
+                from_deb,
+                base_deb=base_deb,
+                base_root=base_root,
+                spec=spec,
+                out=out,
+                work=Path(work),
+                platform=platform,
+                product_version=product_version,
+                extra=extra_version,
+                build=build,
+                conflicting=[name for name, v in (("--base", base), ("--patched", patched)) if v],
+                progress=report,
+            )
         else:
-            changes = diff_trees(base, patched, progress=report)
+            given = (("--spec", spec), ("--base", base), ("--patched", patched))
+            missing = [name for name, value in given if value is None]
+            if missing:
+                raise InvalidInput(
+                    f"missing {', '.join(missing)}",
+                    hint="build from two trees (--spec, --base, --patched) or from a Debian "
+                    "update (--from-deb NEW.deb --base-deb OLD.deb | --base-root /)",
+                )
+            assert spec is not None
+            assert base is not None
+            assert patched is not None
+            loaded = load_spec(spec)
+            if files is not None:
+                lines = files.read_text(encoding="utf-8").splitlines()
+                changes = changes_from_list(base, patched, lines, progress=report)
+            else:
+                changes = diff_trees(base, patched, progress=report)
         result = build_bundle(
             loaded,
             changes,
@@ -250,11 +324,102 @@ def supplement_build(
             allow_dropping=allow_dropping,
             progress=report,
         )
+        if written_spec is not None:
+            path, text = written_spec
+            path.write_text(text, encoding="utf-8")
     for line in describe(result.manifest):
         typer.echo(line)
-    for path in result.dropped:
-        console.print(f"[yellow]no longer patched (allowed):[/] {path}")
+    for dropped in result.dropped:
+        console.print(f"[yellow]no longer patched (allowed):[/] {dropped}")
+    if written_spec is not None:
+        console.print(f"spec used: {written_spec[0]} (review it; rebuild with --spec)")
     console.print(f"{result.path}: {result.size} bytes, sha256 {result.sha256}")
+
+
+def _from_deb(
+    new_deb: Path,
+    *,
+    base_deb: Path | None,
+    base_root: Path | None,
+    spec: Path | None,
+    out: Path,
+    work: Path,
+    platform: str | None,
+    product_version: str | None,
+    extra: str,
+    build: str | None,
+    conflicting: list[str],
+    progress: Callable[[str, int, int], None],
+) -> tuple[SupplementSpec, list[Change], tuple[Path, str]]:
+    """The spec and changes of a supplement built from a Debian update (see ``debian``)."""
+    if conflicting:
+        raise InvalidInput(
+            f"--from-deb takes its files from the packages, not from {' and '.join(conflicting)}"
+        )
+    if (base_deb is None) == (base_root is None):
+        raise InvalidInput(
+            "--from-deb needs exactly one base: --base-deb OLD.deb or --base-root ROOT",
+            hint="e.g. --base-root / on a host that runs the version to patch",
+        )
+    new = debian.unpack_deb(new_deb, work / "new")
+    if base_deb is not None:
+        old = debian.unpack_deb(base_deb, work / "old")
+        base_package, base_tree = old.package, old.tree
+    else:
+        assert base_root is not None
+        base_package = debian.installed_package(base_root, new.name, new.package.arch)
+        base_tree = debian.installed_tree(base_root, base_package, work / "old")
+    debian.check_update(base_package, new.package)
+    changes = diff_trees(base_tree, new.tree, progress=progress)
+    spec_path = out.with_name(out.name.removesuffix(".cryptex") + ".spec.yaml")
+    if spec is not None:
+        return load_spec(spec), changes, (spec_path, spec.read_text(encoding="utf-8"))
+    release = read_os_release(base_root or Path("/"))
+    values = release.values if release else {}
+    chosen_platform = platform or values.get("ID")
+    chosen_version = product_version or values.get("VERSION_ID")
+    if not chosen_platform or not chosen_version:
+        raise InvalidInput(
+            "cannot tell the platform and product version the supplement is for",
+            hint="give --platform debian --product-version 12 (os-release ID and VERSION_ID)",
+        )
+    command = " ".join(
+        ["bsi supplement build --from-deb", str(new_deb)]
+        + (["--base-deb", str(base_deb)] if base_deb else ["--base-root", str(base_root)])
+        + ["--out", str(out)]
+    )
+    try:
+        derived = debian.derive_spec(
+            base=base_package,
+            new=new,
+            changed_paths=[c.entry.path for c in changes],
+            platform=chosen_platform,
+            product_version=str(parse_product_version(chosen_version)),
+            extra=ExtraVersion.parse(extra),
+            build=Build.parse(build) if build else None,
+            command=command,
+        )
+    except InvalidVersion as error:
+        raise InvalidInput(error.message, hint=error.hint) from None
+    return parse_spec(derived.text, source=str(spec_path)), changes, (spec_path, derived.text)
+
+
+@supplement_app.command("init")
+def supplement_init(
+    path: Annotated[Path, typer.Argument(help="Where to write the example spec.")] = Path(
+        "supplement.yaml"
+    ),
+) -> None:
+    """Write a commented example spec (a library fix on a package prerequisite) to edit."""
+    text = (resources.files("bsi") / "data" / "example-spec.yaml").read_text(encoding="utf-8")
+    try:
+        with path.open("x", encoding="utf-8") as handle:
+            handle.write(text)
+    except FileExistsError:
+        raise InvalidInput(
+            f"{path} exists; not overwritten", hint="give another path, or remove it first"
+        ) from None
+    console.print(f"wrote {path}: edit it, then 'bsi supplement build --spec {path} ...'")
 
 
 @supplement_app.command("verify")
