@@ -7,6 +7,8 @@ import hashlib
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import httpx
@@ -142,3 +144,53 @@ def test_a_supplemental_build_is_never_republished_with_other_bytes(
     assert new in message, refused.stderr
     assert "debian/12A100a.cryptex" in message
     assert {p: p.read_bytes() for p in (repo / "metadata").glob("*.json")} == before
+
+
+def test_a_publish_reaches_a_running_server_and_wakes_waiting_devices(
+    published: dict[str, Path], tmp_path: Path
+) -> None:
+    data = tmp_path / "data"
+    serve = ("--data-dir", data, "--tuf-repo-dir", published["repo"])
+    with bsi_serve(*serve) as base:
+        admin = {"Authorization": f"Bearer {(data / 'admin-api-key').read_text().strip()}"}
+        token = httpx.post(
+            f"{base}/v1/admin/enrollment-tokens", headers=admin, json={"group": "default"}
+        ).json()["token"]
+        credential = httpx.post(f"{base}/v1/enroll", json={"token": token}).json()["credential"]
+        device = {"Authorization": f"Bearer {credential}"}
+        known = httpx.get(f"{base}/v1/ddm/wait?generation=0&timeout=0.01", headers=device).json()
+        woken: list[dict[str, object]] = []
+        waiter = threading.Thread(
+            target=lambda: woken.append(
+                httpx.get(
+                    f"{base}/v1/ddm/wait?generation={known['generation']}&timeout=60",
+                    headers=device,
+                    timeout=90,
+                ).json()
+            )
+        )
+        waiter.start()
+
+        spec = tmp_path / "b.yaml"
+        spec.write_text(
+            SPEC_TEXT.replace("extra_version: (a)", "extra_version: (b)").replace(
+                "supplemental_build: 12A100a", "supplemental_build: 12A100b"
+            )
+        )
+        base_tree, patched = tmp_path / "base", tmp_path / "patched"
+        bundle = tmp_path / "12A100b.cryptex"
+        bsi("supplement", "build", "--spec", spec, "--base", base_tree, "--patched", patched,
+            "--out", bundle)  # fmt: skip
+        bsi("supplement", "publish", bundle, "--repo-dir", published["repo"],
+            "--keys-dir", published["keys"])  # fmt: skip
+        published_at = time.monotonic()
+        builds: list[str] = []
+        while time.monotonic() - published_at < 30 and "12A100b" not in builds:
+            time.sleep(0.2)
+            rows = httpx.get(f"{base}/v1/admin/supplements", headers=admin).json()
+            builds = [row["build"] for row in rows]
+        assert "12A100b" in builds, "the published supplement did not reach the server"
+        assert time.monotonic() - published_at < 10
+        waiter.join(timeout=30)
+        assert woken
+        assert woken[0]["check_in"] is True

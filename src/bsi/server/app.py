@@ -26,7 +26,12 @@ from bsi.server.http import BodyLimit, install_error_handlers
 from bsi.server.nanomdm import DDM_ENDPOINTS, ForwardingTrust, Network, SignResponses
 from bsi.server.nanomdm_webhook import webhook_router
 from bsi.server.service import BsiService
-from bsi.server.tuf_hosting import mount_repository, refresh_forever
+from bsi.server.tuf_hosting import (
+    mount_repository,
+    refresh_forever,
+    targets_fingerprint,
+    watch_repository,
+)
 from bsi.server.wakeup import Wakeups
 from bsi.store.database import open_engine, require_current_schema, upgrade
 from bsi.store.store import DEFAULT_GROUP, Store
@@ -56,6 +61,7 @@ class ServerSettings:
     tuf_keys_dir: Path | None = None
     """Its online (snapshot, timestamp) keys: the server keeps the timestamp fresh."""
     tuf_refresh_seconds: float = 3600.0
+    tuf_watch_seconds: float = 1.0
 
     nanomdm_webhook_hmac_key: bytes | None = None
     """Verifies NanoMDM's webhook events: the string of its ``-webhook-hmac-key``."""
@@ -109,6 +115,7 @@ def prepare(settings: ServerSettings, clock: Callable[[], datetime] = utc_now) -
     )
     assert service.credential_key  # load (or create) the shared key before serving
     if settings.tuf_repo_dir is not None and (settings.tuf_repo_dir / "metadata").is_dir():
+        service.repository_seen = targets_fingerprint(settings.tuf_repo_dir)
         service.sync_repository(settings.tuf_repo_dir)
     return service
 
@@ -141,6 +148,20 @@ def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
                 asyncio.create_task(
                     refresh_forever(
                         settings.tuf_repo_dir, settings.tuf_keys_dir, settings.tuf_refresh_seconds
+                    )
+                )
+            )
+        repo = settings.tuf_repo_dir
+        if repo is not None:
+
+            def on_publish() -> None:
+                service.sync_repository(repo)
+                service.recompute_decisions()
+
+            tasks.append(
+                asyncio.create_task(
+                    watch_repository(
+                        repo, on_publish, settings.tuf_watch_seconds, seen=service.repository_seen
                     )
                 )
             )

@@ -173,6 +173,8 @@ class BsiService:
         self._events_stored: collections.deque[float] = collections.deque()
         self.on_change: Callable[[], None] = lambda: None
         """Called after any change that may alter what devices should run (wake-ups)."""
+        self.repository_seen: frozenset[str] | None = None
+        """The hosted TUF repository's targets versions when it was last read."""
 
     # -- identities --------------------------------------------------------
 

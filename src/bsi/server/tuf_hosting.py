@@ -8,6 +8,7 @@ area and settings never are. Versioned files (``3.targets.json``,
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,3 +54,43 @@ async def refresh_forever(repo_dir: Path, keys_dir: Path, every_seconds: float) 
         except Exception:  # keep serving; the next round retries
             log.exception("could not refresh the TUF timestamp")
         await asyncio.sleep(every_seconds)
+
+
+def targets_fingerprint(repo_dir: Path) -> frozenset[str]:
+    """The versioned targets metadata files: a new one appears with every publish.
+
+    Consistent snapshots name each version (``3.targets.json``) and never
+    rewrite one, so the set of names changes exactly when targets change;
+    the hourly timestamp refresh does not touch it.
+    """
+    try:
+        return frozenset(p.name for p in (repo_dir / "metadata").glob("*targets.json"))
+    except OSError:
+        return frozenset()
+
+
+async def watch_repository(
+    repo_dir: Path,
+    on_publish: Callable[[], object],
+    every_seconds: float,
+    seen: frozenset[str] | None = None,
+) -> None:
+    """Call ``on_publish`` (in a worker thread) whenever the repository's targets change.
+
+    This is what makes ``bsi supplement publish`` into the directory a running
+    ``bsi serve --tuf-repo-dir`` hosts reach its catalogue within seconds,
+    without a restart or ``POST /v1/admin/catalog/sync-repository``. A failed
+    re-read is logged and retried on the next change check.
+    """
+    last = targets_fingerprint(repo_dir) if seen is None else seen
+    while True:
+        await asyncio.sleep(every_seconds)
+        current = await run_in_threadpool(targets_fingerprint, repo_dir)
+        if current == last:
+            continue
+        try:
+            await run_in_threadpool(on_publish)
+            last = current
+            log.info("TUF repository %s changed: catalogue re-read", repo_dir)
+        except Exception:  # a half-published or broken repository; keep serving
+            log.exception("could not re-read the TUF repository %s; will retry", repo_dir)
