@@ -59,6 +59,8 @@ class DiskState:
 
     active_build: Build | None = None
     active_prerequisite: Build | None = None
+    active_folded_in: str | None = None
+    """What now carries the active supplement's fix (``libssl3 3.0.20-1``): it is forgotten."""
     staged: frozenset[Build] = frozenset()
     restart_pending: bool = False
     failed_builds: frozenset[Build] = frozenset()
@@ -120,6 +122,11 @@ def next_steps(
         # A new OS release replaced the base: the supplement's files are gone with it.
         steps.append((Step.DISCARD, active))
         reasons.append(f"the OS moved from {disk.active_prerequisite} to {facts.build}")
+        active = None
+    if active is not None and disk.active_folded_in is not None:
+        # The distribution's own update carries the fix: the files are the package's now.
+        steps.append((Step.DISCARD, active))
+        reasons.append(f"{disk.active_folded_in} now carries the fix of {active}")
         active = None
     rolled_back: Build | None = None
     if active is not None:

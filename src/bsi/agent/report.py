@@ -36,6 +36,7 @@ def status_report(
     failure: Failure | None = None,
     restart_pending: bool = False,
     decision: Decision | None = None,
+    drift: list[str] | None = None,
 ) -> dict[str, Any]:
     """A full report (the agent always sends every item it knows)."""
     items: dict[str, object] = {
@@ -60,6 +61,9 @@ def status_report(
     if facts.build is not None:  # a stock distribution has none: packages place it
         items["device.operating-system.build-version"] = str(facts.build)
     items.update(package_items(facts.package_manager, facts.packages, facts.file_digests))
+    if drift:
+        # bsi's own item: files the active supplement manages that something else changed.
+        items["bsi.agent.drift"] = [line[:500] for line in drift[:100]]
     if facts.model_identifier:
         items["device.model.identifier"] = facts.model_identifier
     if failure is not None:

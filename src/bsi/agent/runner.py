@@ -64,7 +64,7 @@ from bsi.domain.declarations import effective_policy, validate_declaration
 from bsi.domain.eligibility import DEFAULT_RULES, Decision
 from bsi.domain.facts import DeviceFacts
 from bsi.domain.policy import SoftwareUpdatePolicy
-from bsi.domain.prerequisite import dump_base
+from bsi.domain.prerequisite import dump_base, folded_in
 from bsi.domain.versions import Build
 from bsi.errors import BsiError, Conflict, Forbidden, InvalidInput
 from bsi.trust import TrustedClient, trust_root
@@ -275,6 +275,7 @@ class Agent:
         disk = DiskState(
             active_build=active.supplemental_build if active else None,
             active_prerequisite=active.prerequisite_build if active else None,
+            active_folded_in=self._folded_in(facts, active),
             staged=frozenset(self._staged_builds()),
             restart_pending=bool(state.restart_pending),
             failed_builds=state.refused(HEALTH_CHECK_FAILED),
@@ -318,6 +319,25 @@ class Agent:
                 log.info("the server allows %s again", build)
             state.retry_cursor = max(state.retry_cursor, ident)
         self.save_state(state)
+
+    @staticmethod
+    def _folded_in(facts: DeviceFacts, active: Manifest | None) -> str | None:
+        """The installed packages at or past the active supplement's ``fixed_in``, if all are."""
+        if active is None:
+            return None
+        reached = folded_in(
+            active.fixed_in, facts.package_manager, active.prerequisite.manager, facts.packages
+        )
+        return ", ".join(p.display() for p in reached) if reached else None
+
+    def drift(self, active: Manifest | None) -> list[str]:
+        """Files the active supplement manages that something else changed (never overwritten).
+
+        A supplement folded in by its package is not drift: the package owns the files.
+        """
+        if active is None:
+            return []
+        return list(self.activator.verify())
 
     def policy(self, state: LocalState) -> SoftwareUpdatePolicy:
         return effective_policy([validate_declaration(d) for d in state.declarations])
@@ -398,7 +418,9 @@ class Agent:
                 reason="wrong-target",
             )
 
-    def _swap(self, manifest: Manifest, state: LocalState, *, activate: bool) -> None:
+    def _swap(
+        self, manifest: Manifest, state: LocalState, *, activate: bool, force: bool = False
+    ) -> None:
         """Activate or deactivate ``manifest``; the old files' ids join ``restart_pending``.
 
         An activation is recorded as ``pending_commit`` durably before the
@@ -414,7 +436,7 @@ class Agent:
             _, staged = load_staged(self.layout, build)
             self.activator.activate(manifest, staged)
         else:
-            self.activator.deactivate(manifest)
+            self.activator.deactivate(manifest, force=force)
             if state.pending_commit == build:
                 state.pending_commit = None
         known = {tuple(i) for i in state.restart_pending}
@@ -542,6 +564,7 @@ class Agent:
         decision: Decision | None = None,
     ) -> None:
         target = plan.target if plan else None
+        drift = [] if self._folded_in(facts, active) else self.drift(active)
         report = status_report(
             facts,
             active_extra=active.extra_version if active else None,
@@ -551,6 +574,7 @@ class Agent:
             failure=state.failure(),
             restart_pending=bool(state.restart_pending),
             decision=decision or (plan.decision if plan else None),
+            drift=drift,
         )
         client.report(report)
 
@@ -581,6 +605,14 @@ class Agent:
         if active is None:
             return None
         manifest, _ = load_staged(self.layout, active)
+        drift = self.drift(manifest)
+        if drift and not force:
+            raise Forbidden(
+                f"files {active} manages were changed by something else: " + "; ".join(drift),
+                hint="restore them, or 'bsi agent rollback --force' to put the baseline's bytes "
+                f"back in all {len(manifest.files)} file(s) of {active} (those changes are "
+                "discarded) and forget the supplement",
+            )
         # Recorded before the files move: a kill mid-way is finished by the
         # next cycle, never undone, and the agent does not put it straight back.
         previous = (dict(state.failures), state.last_good, state.pending_commit)
@@ -592,7 +624,7 @@ class Agent:
         state.last_good = None
         self.save_state(state)
         try:
-            self._swap(manifest, state, activate=False)
+            self._swap(manifest, state, activate=False, force=force)
         except BsiError:
             if self.activator.active() == active:  # refused: nothing changed
                 state.failures, state.last_good, state.pending_commit = previous
@@ -620,6 +652,7 @@ class Agent:
             "build": str(facts.build) if facts.build else None,
             "packages": [p.display() for p in facts.packages or ()],
             "active_supplement": active.display() if active else None,
+            "drift": self.drift(active),
             "staged": sorted(str(b) for b in self._staged_builds()),
             "restart_pending": bool(state.restart_pending),
             "pending_commit": state.pending_commit,
