@@ -26,9 +26,8 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
-from debian import deb822
-
 from bsi.agent.facts import FactsUnavailable, resolve_in_root
+from bsi.cryptex.debian import dpkg_installed
 from bsi.cryptex.manifest import Manifest
 from bsi.domain.catalog import Catalog
 from bsi.domain.prerequisite import PackageManager, PackageVersion
@@ -52,29 +51,13 @@ def detect_manager(root: Path) -> PackageManager | None:
 
 def read_dpkg(root: Path, names: Iterable[str]) -> tuple[PackageVersion, ...]:
     """The installed versions of ``names`` in ``<root>/var/lib/dpkg/status``."""
-    wanted = set(names)
-    path = resolve_in_root(root, DPKG_STATUS)
-    found = []
+    shown = root / DPKG_STATUS.relative_to("/")
     try:
-        with path.open("rb") as handle:
-            for paragraph in deb822.Deb822.iter_paragraphs(handle, use_apt_pkg=False):
-                name = paragraph.get("Package")
-                if name not in wanted:
-                    continue
-                if paragraph.get("Status", "").split()[-1:] != ["installed"]:
-                    continue
-                found.append(
-                    PackageVersion(name, paragraph["Version"], paragraph.get("Architecture"))
-                )
+        return dpkg_installed(resolve_in_root(root, DPKG_STATUS), names)
     except OSError as error:
-        raise FactsUnavailable(
-            f"cannot read {root / DPKG_STATUS.relative_to('/')}: {error.strerror}"
-        ) from None
-    except (KeyError, InvalidInput) as error:
-        raise FactsUnavailable(
-            f"{root / DPKG_STATUS.relative_to('/')} has an entry bsi cannot read: {error}"
-        ) from None
-    return tuple(sorted(found, key=lambda p: (p.name, p.arch or "")))
+        raise FactsUnavailable(f"cannot read {shown}: {error.strerror}") from None
+    except InvalidInput as error:
+        raise FactsUnavailable(f"{shown} has an entry bsi cannot read: {error}") from None
 
 
 def read_rpm(root: Path, names: Iterable[str]) -> tuple[PackageVersion, ...]:

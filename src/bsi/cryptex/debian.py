@@ -26,6 +26,7 @@ import hashlib
 import posixpath
 import shutil
 import tarfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -44,6 +45,7 @@ from bsi.domain.prerequisite import (
     dump_prerequisite,
 )
 from bsi.domain.versions import Build, ExtraVersion
+from bsi.errors import InvalidInput
 
 DPKG_STATUS = PurePosixPath("var/lib/dpkg/status")
 DPKG_INFO = PurePosixPath("var/lib/dpkg/info")
@@ -104,25 +106,41 @@ def unpack_deb(path: Path, into: Path) -> DebPackage:
     return DebPackage(package, into, units)
 
 
+def dpkg_installed(status: Path, names: Iterable[str]) -> tuple[PackageVersion, ...]:
+    """The installed versions of ``names`` in dpkg's ``status`` file, by name and architecture.
+
+    Only entries whose ``Status`` ends in ``installed`` count: a removed
+    package leaves ``deinstall ok config-files`` behind. Raises ``OSError``
+    when the file cannot be read and :class:`~bsi.errors.InvalidInput` for
+    an entry that is not a usable package.
+    """
+    wanted = set(names)
+    found = []
+    with status.open("rb") as handle:
+        for paragraph in deb822.Deb822.iter_paragraphs(handle, use_apt_pkg=False):
+            name = paragraph.get("Package")
+            if name not in wanted or paragraph.get("Status", "").split()[-1:] != ["installed"]:
+                continue
+            version = paragraph.get("Version")
+            if not version:
+                raise InvalidInput(f"{status}: installed package {name} has no Version")
+            found.append(PackageVersion(name, version, paragraph.get("Architecture")))
+    return tuple(sorted(found, key=lambda p: (p.name, p.arch or "")))
+
+
 def installed_package(root: Path, name: str, arch: str | None) -> PackageVersion:
     """``name`` as dpkg's status file below ``root`` says it is installed."""
     status = root / DPKG_STATUS
     try:
-        with status.open("rb") as handle:
-            for paragraph in deb822.Deb822.iter_paragraphs(handle, use_apt_pkg=False):
-                if paragraph.get("Package") != name:
-                    continue
-                if paragraph.get("Status", "").split()[-1:] != ["installed"]:
-                    continue
-                installed_arch = paragraph.get("Architecture")
-                if arch and installed_arch not in (arch, "all"):
-                    continue
-                return PackageVersion(name, paragraph["Version"], installed_arch)
+        installed = dpkg_installed(status, [name])
     except OSError as error:
         raise InvalidSupplement(
             f"cannot read {status}: {error.strerror}",
             hint="--base-root must be a Debian-family root with var/lib/dpkg/status",
         ) from None
+    for package in installed:
+        if not arch or package.arch in (arch, "all"):
+            return package
     raise InvalidSupplement(
         f"{name}{':' + arch if arch else ''} is not installed in {root} ({status})",
         hint="install the base version there, or give it as --base-deb OLD.deb",

@@ -24,6 +24,7 @@ from bsi.apple.fleet import InventoryFormat, inventory_reports
 from bsi.domain.catalog import SupplementState
 from bsi.domain.ddm import ENROLLMENT_ID_MAX
 from bsi.domain.eligibility import Outcome, Reason
+from bsi.domain.prerequisite import dump_base
 from bsi.errors import BsiError, Forbidden, InvalidInput, NotFound, Unauthorized
 from bsi.feeds import dump_bsi_catalog
 from bsi.feeds.load import parse_document, read_catalog
@@ -201,7 +202,7 @@ def admin_router(
                 "platform": r.supplement.platform,
                 "supplement": str(r.supplement.version),
                 "build": str(r.supplement.build),
-                "prerequisite_build": str(r.supplement.prerequisite_build),
+                **dump_base(r.supplement.prerequisite, r.supplement.fixed_in),
                 "state": r.state.value,
                 "posted": r.supplement.posted.isoformat() if r.supplement.posted else None,
                 "cves": list(r.supplement.cves),
