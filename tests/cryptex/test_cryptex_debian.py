@@ -7,16 +7,18 @@ python-debian; the real libssl3 update is exercised in the agent's real-data tes
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner, Result
 
 from bsi.cli import app
-from bsi.cryptex import load_spec, verify_bundle
+from bsi.cryptex import build_bundle, diff_trees, load_spec, verify_bundle
 from bsi.cryptex.errors import InvalidSupplement
 from bsi.domain.prerequisite import PackageManager, PackageVersion
 from bsi.errors import BsiError, InvalidInput
+from cryptex_support import BASE_FILES, SPEC_TEXT, spec, standard_trees
 from debs import install_into, make_deb
 
 LIB = "usr/lib/x86_64-linux-gnu/libdemo.so.1"
@@ -146,3 +148,21 @@ def test_init_writes_an_example_spec_that_loads_and_never_overwrites(tmp_path: P
     again = run("supplement", "init", path)
     assert isinstance(again.exception, InvalidInput)
     assert path.read_text() == before
+
+
+def test_a_file_digest_prerequisite_must_be_the_base_trees_content(tmp_path: Path) -> None:
+    base, patched = standard_trees(tmp_path)
+    digest = hashlib.sha256(BASE_FILES["usr/lib/libssl.so.3"]).hexdigest()
+    text = SPEC_TEXT.replace(
+        "prerequisite_build: 12A100\n",
+        f"prerequisite: {{files: [{{path: /usr/lib/libssl.so.3, sha256: {digest}}}]}}\n",
+    )
+    built = build_bundle(spec(text), diff_trees(base, patched), tmp_path / "ok.cryptex")
+    assert built.manifest.prerequisite.files[0].sha256 == digest
+    assert verify_bundle(built.path).prerequisite == built.manifest.prerequisite
+    wrong = text.replace(digest, "f" * 64)
+    with pytest.raises(InvalidSupplement) as refused:
+        build_bundle(spec(wrong), diff_trees(base, patched), tmp_path / "bad.cryptex")
+    assert digest in str(refused.value)
+    assert "f" * 64 in str(refused.value)
+    assert not (tmp_path / "bad.cryptex").exists()

@@ -375,6 +375,19 @@ class Manifest:
             if duplicate is not None:
                 raise InvalidBundle(f"{what} {duplicate!r} is listed twice")
         self._check_paths()
+        self._check_file_prerequisite()
+
+    def _check_file_prerequisite(self) -> None:
+        """A file-digest prerequisite must agree with the base digests the manifest records."""
+        recorded = {f.path: f.base_sha256 for c in self.components for f in c.files}
+        for digest in self.prerequisite.files:
+            base = recorded.get(digest.path)
+            if base is not None and base != digest.sha256:
+                raise InvalidBundle(
+                    f"the prerequisite names /{digest.path} with sha256 {digest.sha256}, but the "
+                    f"base tree's is {base}",
+                    hint="the prerequisite's files are the base the supplement patches",
+                )
 
     def _check_paths(self) -> None:
         owners: dict[str, str] = {}
