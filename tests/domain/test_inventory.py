@@ -16,6 +16,7 @@ from bsi.domain.catalog import Catalog, Supplement
 from bsi.domain.eligibility import Outcome, Reason, decide
 from bsi.domain.inventory import check_platform_id, normalise, platform_name, resolve
 from bsi.domain.policy import SoftwareUpdatePolicy
+from bsi.domain.prerequisite import Prerequisite
 from bsi.domain.status import DeviceState, merge_status, parse_status_report
 from bsi.domain.versions import Build, ExtraVersion, ProductVersion, SupplementVersion
 from bsi.errors import InvalidInput, InvalidVersion
@@ -25,7 +26,7 @@ A = Supplement(
     platform="macOS",
     version=SupplementVersion(ProductVersion(26, 3, 1), ExtraVersion("a")),
     build=Build.parse("25D771280a"),
-    prerequisite_build=Build.parse("25D2128"),
+    prerequisite=Prerequisite.of_build(Build.parse("25D2128")),
     posted=date(2026, 3, 17),
 )
 CATALOG = Catalog(supplements=(A,))
