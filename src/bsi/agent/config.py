@@ -12,6 +12,7 @@ thresholds eligibility applies.
 
     server_url: https://bsi.example.net/
     state_dir: /var/lib/bsi
+    activator: swap        # or overlay (root only; see bsi.agent.activators)
     facts:
       platform: acme-router
       product_version: "4.2"
@@ -76,6 +77,11 @@ def normalise_architecture(machine: str) -> str:
     return _ARCHITECTURES.get(key, key)
 
 
+ACTIVATORS = ("swap", "overlay")
+"""The activators ``agent.yaml`` can choose (``activator:``); see :mod:`bsi.agent.activators`."""
+DEFAULT_ACTIVATOR = "swap"
+
+
 class AgentConfigError(InvalidInput):
     """``agent.yaml`` cannot be read or breaks a rule; the agent does not start on it."""
 
@@ -110,6 +116,7 @@ class AgentConfig:
 
     server_url: str | None = None
     state_dir: PurePosixPath = DEFAULT_STATE_DIR
+    activator: str = DEFAULT_ACTIVATOR
     facts: FactsOverrides = FactsOverrides()
     battery_minimum_percent: Mapping[str, float] = field(
         default_factory=lambda: MappingProxyType({})
@@ -165,7 +172,10 @@ def parse_config(text: str, *, source: str = "agent.yaml") -> AgentConfig:
         raise AgentConfigError(f"{source}: not YAML: {error}") from None
     reader = _Reader(source)
     top = reader.section(
-        document, "", ("server_url", "state_dir", "facts", "thresholds"), what="top level"
+        document,
+        "",
+        ("server_url", "state_dir", "activator", "facts", "thresholds"),
+        what="top level",
     )
     facts = reader.section(
         top.values.get("facts"),
@@ -188,6 +198,7 @@ def parse_config(text: str, *, source: str = "agent.yaml") -> AgentConfig:
     return AgentConfig(
         server_url=top.get("server_url", reader.url),
         state_dir=top.get("state_dir", reader.absolute_path) or DEFAULT_STATE_DIR,
+        activator=top.get("activator", reader.activator) or DEFAULT_ACTIVATOR,
         facts=FactsOverrides(
             platform=facts.get("platform", reader.platform),
             product_version=facts.get("product_version", reader.product_version),
@@ -241,6 +252,15 @@ class _Reader:
                     label, f"unknown key {key!r}", hint="expected only " + ", ".join(allowed)
                 )
         return _Section(f"{where}." if where else "", value)
+
+    def activator(self, value: object, where: str) -> str:
+        if value not in ACTIVATORS:
+            raise self.error(
+                where,
+                f"unknown activator {value!r}",
+                hint=f"use one of {', '.join(ACTIVATORS)}",
+            )
+        return str(value)
 
     def text(self, value: object, where: str) -> str:
         if not isinstance(value, str) or not value.strip():

@@ -8,7 +8,10 @@ the daemon answers with backoff; refusals become the server's own message.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from datetime import datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -39,6 +42,8 @@ class DdmClient:
     ) -> None:
         headers = {"Authorization": f"Bearer {credential}"} if credential else {}
         self._http = httpx.Client(base_url=server_url.rstrip("/"), headers=headers, timeout=timeout)
+        self.server_date: datetime | None = None
+        """The server's clock (its last ``Date`` header, RFC 9110 5.6.7; 1 s resolution)."""
 
     def close(self) -> None:
         self._http.close()
@@ -48,6 +53,8 @@ class DdmClient:
             response = self._http.request(method, path, **kwargs)
         except httpx.HTTPError as error:
             raise ServerUnavailable(f"cannot reach {self._http.base_url}: {error}") from error
+        with contextlib.suppress(TypeError, ValueError):
+            self.server_date = parsedate_to_datetime(response.headers.get("date", ""))
         if response.status_code >= 500:
             raise ServerUnavailable(f"{method} {path}: server error {response.status_code}")
         if response.status_code == 401:

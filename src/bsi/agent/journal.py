@@ -59,6 +59,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from bsi.durable import fsync_directory as fsync_directory
+from bsi.durable import write_atomic
 from bsi.errors import BsiError, InvalidInput
 
 CRASH_ENV = "BSI_CRASH_AT"
@@ -312,18 +314,8 @@ class Journal:
         Records written this way are not counted by the crash hook.
         """
         self.close()
-        temporary = self.path.with_name(self.path.name + ".new")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         data = b"".join(encode_line(seq, record) for seq, record in enumerate(records, 1))
-        flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW
-        fd = os.open(temporary, flags, 0o600)
-        try:
-            _write_all(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, self.path)
-        fsync_directory(self.path.parent)
+        write_atomic(self.path, data, mode=0o600)
 
     def close(self) -> None:
         if self._fd is not None:
@@ -360,19 +352,3 @@ def _write_all(fd: int, data: bytes) -> None:
     while view:
         written = os.write(fd, view)
         view = view[written:]
-
-
-def fsync_directory(path: Path) -> None:
-    """Make a directory's entries (a rename, a new or removed name) durable.
-
-    A missing directory is skipped: the callers sync directories that a step
-    may just have removed.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    except FileNotFoundError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -23,12 +23,20 @@ and units that would reboot, power off or isolate the system are refused
 before anything runs (:func:`refusal`). That guard catches mistakes, not
 malice — the command is the publisher's signed content either way.
 
-Old content is recognised three ways, so that it is found whatever the
+Old content is recognised four ways, so that it is found whatever the
 activator did with the old file: its ``(st_dev, st_ino)`` is one the
 activator recorded before replacing (``old_inodes``; the swap activator keeps
 originals for rollback, so they are still linked and not "deleted"); the
-kernel shows a watched path as ``(deleted)``; or a watched path is used with
-an inode that is no longer the one at that path.
+kernel shows a watched path as ``(deleted)``; a watched path is used with
+an inode that is no longer the one at that path; or an interpreter (Python,
+Perl, Ruby, Node, a shell) runs a watched script (from ``/proc/<pid>/cmdline``)
+and started before the script was replaced — an interpreter reads its script
+and closes it, so nothing maps the old code it keeps running.
+
+Each process is judged by the files *it* sees: a process in another mount
+namespace (a container, a chroot) is compared with the file at the watched
+path under ``/proc/<pid>/root``; one that has its own copy there is not
+using the host's file at all and is left alone.
 
 The caller records ``old_inodes`` with :func:`file_ids` on the live paths
 just before the activator changes anything — that works for every
@@ -45,9 +53,10 @@ are pure functions; the scan and the runner are the only I/O.
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path, PurePosixPath
 from typing import Literal
 
@@ -159,7 +168,14 @@ class OpenFile:
 
 @dataclass(frozen=True, slots=True)
 class ProcessInfo:
-    """What the scan could read of one process; whatever it could not is empty."""
+    """What the scan could read of one process; whatever it could not is empty.
+
+    ``script`` is the script an interpreter runs (absolute, as the process
+    names it), ``started`` when the process started (seconds since boot,
+    ``CLOCK_BOOTTIME``), ``view`` the ids of the watched paths as this
+    process sees them when it lives in another mount namespace (``None``:
+    the same namespace as the agent).
+    """
 
     pid: int
     name: str = ""
@@ -167,6 +183,69 @@ class ProcessInfo:
     unit: str | None = None
     maps: tuple[MapEntry, ...] = ()
     fds: tuple[OpenFile, ...] = ()
+    script: str | None = None
+    started: float | None = None
+    view: Mapping[str, FileId | None] | None = None
+
+
+_INTERPRETER = re.compile(r"^(python|perl|ruby|node|nodejs|sh|bash|dash|zsh|ksh|mksh)[0-9.]*$")
+_STOPS = {
+    "python": frozenset({"-c", "-m"}),
+    "perl": frozenset({"-e", "-E"}),
+    "ruby": frozenset({"-e"}),
+    "node": frozenset({"-e", "--eval", "-p", "--print"}),
+    "shell": frozenset({"-c", "-s"}),
+}
+"""Options after which no script file follows: code inline, a module, standard input."""
+_WITH_VALUE = {
+    "python": frozenset({"-W", "-X", "--check-hash-based-pycs"}),
+    "perl": frozenset(),
+    "ruby": frozenset({"-I", "-r", "-C", "-E"}),
+    "node": frozenset({"-r", "--require", "--import", "--loader"}),
+    "shell": frozenset({"-o", "+o"}),
+}
+"""Options that take the next argument as their value."""
+
+
+def script_of(argv: Sequence[str], executable: str | None = None) -> str | None:
+    """The script file an interpreter runs, from its command line, or ``None``. No I/O.
+
+    The interpreter is known by the executable's name (``python3.11``,
+    ``perl``, ``ruby``, ``node``, ``bash``, ``dash``, ...) or, failing that,
+    ``argv[0]``'s; the script is the first argument that is not an option
+    (after ``--``, or after the options that take a value). ``-c``, ``-m``,
+    ``-e`` and their kin mean there is no script file. A shebang line makes
+    the kernel start ``interpreter [arg] script``, which this reads the same.
+    """
+    if not argv:
+        return None
+    kind = None
+    for name in (executable, argv[0]):
+        if name:
+            match = _INTERPRETER.match(PurePosixPath(name).name)
+            if match:
+                kind = match.group(1)
+                break
+    if kind is None:
+        return None
+    family = "node" if kind == "nodejs" else kind
+    if family in ("sh", "bash", "dash", "zsh", "ksh", "mksh"):
+        family = "shell"
+    args = list(argv[1:])
+    index = 0
+    while index < len(args):
+        arg = args[index]
+        if arg == "--":
+            index += 1
+            break
+        if arg == "-" or not arg.startswith(("-", "+")):
+            break
+        if arg in _STOPS[family] or (family == "python" and arg.startswith(("-c", "-m"))):
+            return None
+        index += 2 if arg in _WITH_VALUE[family] else 1
+    if index >= len(args) or args[index] == "-":
+        return None
+    return args[index]
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,37 +274,63 @@ class Watch:
     """What counts as old content: recorded inodes, and watched paths with their current inode.
 
     Build it with :func:`watch` just *after* activation, so that ``current``
-    holds the new files' inodes.
+    holds the new files' inodes. ``since`` is when the files changed
+    (seconds since boot, ``CLOCK_BOOTTIME``): an interpreter that started
+    before it and runs a watched script runs the old code.
     """
 
     old_inodes: frozenset[FileId] = frozenset()
     current: Mapping[str, FileId | None] = field(default_factory=dict)
+    since: float | None = None
 
-    def is_old(self, path: str | None, deleted: bool, file_id: FileId | None) -> bool:
+    def is_old(
+        self,
+        path: str | None,
+        deleted: bool,
+        file_id: FileId | None,
+        view: Mapping[str, FileId | None] | None = None,
+    ) -> bool:
         if file_id is not None and file_id in self.old_inodes:
             return True
         if path is None or path not in self.current:
             return False
+        now = self.current[path]
+        if view is not None and not _same(view.get(path), now):
+            return False  # another namespace with its own file there: not ours
         if deleted:
             return True
-        now = self.current[path]
         # Inode numbers only: on btrfs the device in maps is not stat's st_dev,
         # and the same path with the same inode number is the same file.
         return file_id is not None and now is not None and file_id[1] != now[1]
+
+    def runs_old_script(self, info: ProcessInfo) -> bool:
+        script = info.script
+        if script is None or script not in self.current or self.since is None:
+            return False
+        if info.view is not None and not _same(info.view.get(script), self.current[script]):
+            return False
+        return info.started is not None and info.started < self.since
+
+
+def _same(seen: FileId | None, host: FileId | None) -> bool:
+    return seen is not None and host is not None and seen[1] == host[1]
 
 
 def uses_old_content(info: ProcessInfo, watch: Watch) -> ProcessUse | None:
     """The old files ``info`` uses, as a :class:`ProcessUse`, or ``None``. No I/O."""
     found: list[tuple[str, str]] = []  # (file, via), in scan order
     exe = info.executable
-    if exe is not None and watch.is_old(exe.path, exe.deleted, exe.id):
+    view = info.view
+    if exe is not None and watch.is_old(exe.path, exe.deleted, exe.id, view):
         found.append((exe.path, "exe"))
     for entry in info.maps:
-        if watch.is_old(entry.path, entry.deleted, (entry.device, entry.inode)):
+        if watch.is_old(entry.path, entry.deleted, (entry.device, entry.inode), view):
             found.append((entry.path or f"inode {entry.inode}", "map"))
     for handle in info.fds:
-        if watch.is_old(handle.path, handle.deleted, handle.id):
+        if watch.is_old(handle.path, handle.deleted, handle.id, view):
             found.append((handle.path, "fd"))
+    if info.script is not None and watch.runs_old_script(info):
+        found.append((info.script, "script"))
     if not found:
         return None
     return ProcessUse(
@@ -267,13 +372,44 @@ def file_ids(paths: Iterable[Path | str]) -> frozenset[FileId]:
     return frozenset(i for p in paths if (i := file_id(p)) is not None)
 
 
-def watch(paths: Iterable[Path | str], old_inodes: Collection[FileId] = ()) -> Watch:
-    """A :class:`Watch` for ``paths`` as they are now, plus ``old_inodes``."""
+def watch(
+    paths: Iterable[Path | str], old_inodes: Collection[FileId] = (), since: float | None = None
+) -> Watch:
+    """A :class:`Watch` for ``paths`` as they are now, plus ``old_inodes`` and ``since``."""
     current = {}
     for path in paths:
         name = canonical_path(path)
         current[name] = file_id(name)
-    return Watch(old_inodes=frozenset(old_inodes), current=current)
+    return Watch(old_inodes=frozenset(old_inodes), current=current, since=since)
+
+
+def boot_clock() -> float:
+    """Seconds since boot (``CLOCK_BOOTTIME``), the clock of ``/proc/<pid>/stat``'s start time."""
+    return time.clock_gettime(time.CLOCK_BOOTTIME)
+
+
+def _started(stat_text: str | None) -> float | None:
+    """The latest instant a process may have started, seconds since boot.
+
+    ``/proc/<pid>/stat`` field 22 (proc(5)) counts whole clock ticks, cut
+    down: the true start lies within the tick after it, so that tick's end
+    is returned — a process is called older than a change only when it
+    surely is.
+    """
+    if not stat_text:
+        return None
+    fields = stat_text.rpartition(")")[2].split()
+    try:
+        return (int(fields[19]) + 1) / os.sysconf("SC_CLK_TCK")
+    except (IndexError, ValueError):
+        return None
+
+
+def _namespace(link: Path) -> str | None:
+    try:
+        return os.readlink(link)
+    except OSError:
+        return None
 
 
 def _open_file(link: Path) -> OpenFile | None:
@@ -302,10 +438,27 @@ def _read_text(path: Path) -> str | None:
         return None
 
 
-def read_process(pid: int, *, proc: Path = Path("/proc")) -> ProcessInfo:
-    """Everything the scan needs from one process; parts that cannot be read stay empty."""
+def read_process(
+    pid: int, *, proc: Path = Path("/proc"), watched: Collection[str] = ()
+) -> ProcessInfo:
+    """Everything the scan needs from one process; parts that cannot be read stay empty.
+
+    ``watched`` paths are looked up through ``/proc/<pid>/root`` when the
+    process is in another mount namespace than this one (its ``view``).
+    """
     base = proc / str(pid)
     maps_text = _read_text(base / "maps")
+    executable = _open_file(base / "exe")
+    argv = [a for a in (_read_text(base / "cmdline") or "").split("\0") if a]
+    script = script_of(argv, executable.path if executable else None)
+    if script is not None and not script.startswith("/"):
+        cwd = _namespace(base / "cwd")
+        script = os.path.normpath(os.path.join(cwd, script)) if cwd else None
+    view: dict[str, FileId | None] | None = None
+    mine = _namespace(proc / "self" / "ns" / "mnt")
+    theirs = _namespace(base / "ns" / "mnt")
+    if mine is not None and theirs is not None and mine != theirs:
+        view = {path: file_id(f"{base}/root{path}") for path in watched}
     fds: list[OpenFile] = []
     try:
         names = os.listdir(base / "fd")
@@ -318,10 +471,13 @@ def read_process(pid: int, *, proc: Path = Path("/proc")) -> ProcessInfo:
     return ProcessInfo(
         pid=pid,
         name=(_read_text(base / "comm") or "").strip(),
-        executable=_open_file(base / "exe"),
+        executable=executable,
         unit=unit_from_cgroup(_read_text(base / "cgroup") or ""),
         maps=tuple(parse_maps(maps_text)) if maps_text else (),
         fds=tuple(fds),
+        script=script,
+        started=_started(_read_text(base / "stat")),
+        view=view,
     )
 
 
@@ -360,7 +516,7 @@ def _without_reused_inodes(
         exe = None
     if len(maps) == len(info.maps) and len(fds) == len(info.fds) and exe is info.executable:
         return info
-    return ProcessInfo(info.pid, info.name, exe, info.unit, maps, fds)
+    return replace(info, executable=exe, maps=maps, fds=fds)
 
 
 def processes_using(
@@ -370,6 +526,7 @@ def processes_using(
     proc: Path = Path("/proc"),
     exclude_pids: Collection[int] | None = None,
     kept_under: Collection[Path | str] = (),
+    since: float | None = None,
 ) -> list[ProcessUse]:
     """The processes that still use old content of ``paths``, by pid.
 
@@ -380,13 +537,13 @@ def processes_using(
     it takes new content at its next start.
     """
     excluded = {os.getpid()} if exclude_pids is None else set(exclude_pids)
-    seen = watch(paths, old_inodes)
+    seen = watch(paths, old_inodes, since)
     prefixes = tuple(os.path.join(os.path.realpath(p), "") for p in kept_under)
     uses = []
     for pid in _pids(proc):
         if pid in excluded:
             continue
-        info = read_process(pid, proc=proc)
+        info = read_process(pid, proc=proc, watched=seen.current)
         use = uses_old_content(info, seen)
         if use is not None and seen.old_inodes:
             use = uses_old_content(_without_reused_inodes(info, seen, prefixes), seen)
@@ -402,10 +559,16 @@ def restart_pending(
     proc: Path = Path("/proc"),
     exclude_pids: Collection[int] | None = None,
     kept_under: Collection[Path | str] = (),
+    since: float | None = None,
 ) -> bool:
     """True while any process still uses old content: report "restart pending"."""
     found = processes_using(
-        paths, old_inodes=old_inodes, proc=proc, exclude_pids=exclude_pids, kept_under=kept_under
+        paths,
+        old_inodes=old_inodes,
+        proc=proc,
+        exclude_pids=exclude_pids,
+        kept_under=kept_under,
+        since=since,
     )
     return bool(found)
 
@@ -419,6 +582,7 @@ def wait_until_relaunched(
     proc: Path = Path("/proc"),
     exclude_pids: Collection[int] | None = None,
     kept_under: Collection[Path | str] = (),
+    since: float | None = None,
 ) -> list[ProcessUse]:
     """Poll until no process uses old content or ``timeout`` passes; what still does.
 
@@ -434,10 +598,16 @@ def wait_until_relaunched(
             proc=proc,
             exclude_pids=exclude_pids,
             kept_under=kept_under,
+            since=since,
         )
         if not uses or time.monotonic() >= deadline:
             return uses
         time.sleep(interval)
+
+
+def own_unit(proc: Path = Path("/proc")) -> str | None:
+    """The systemd unit this process runs in (the agent's own), from its cgroup."""
+    return unit_from_cgroup(_read_text(proc / "self" / "cgroup") or "")
 
 
 def systemd_running(root: Path = Path("/")) -> bool:
@@ -533,21 +703,30 @@ def plan_relaunch(
     *,
     systemd_available: bool,
     root: Path = Path("/"),
+    own_unit: str | None = None,
 ) -> RelaunchPlan:
     """Decide the relaunch of ``component`` for the processes in ``uses``. No I/O.
 
-    A process counts as managed when it runs in one of the units being
-    restarted, or when the component has a command and the process is one
-    it names (any process, when it names none: the command is then the
-    component's whole relaunch).
+    Where systemd runs, the units to restart are the component's own and
+    every ``.service`` a stale process runs in (``/proc/<pid>/cgroup``), so
+    the spec need not list them — except ``own_unit``, the agent's, which
+    restarting would kill mid-cycle. A process counts as managed when it
+    runs in one of the units being restarted, or when the component has a
+    command and the process is one it names (any process, when it names
+    none: the command is then the component's whole relaunch).
     """
+    uses = list(uses)
     relaunch = component.relaunch
     steps: list[RelaunchStep] = []
     refused: list[str] = []
     restarted: set[str] = set()
     skipped: tuple[str, ...] = ()
     if systemd_available:
-        for unit in relaunch.systemd:
+        found = [u.unit for u in uses if u.unit and u.unit.endswith(".service")]
+        units = list(dict.fromkeys([*relaunch.systemd, *found]))
+        for unit in units:
+            if unit == own_unit:
+                continue
             problem = unit_refusal(unit)
             if problem:
                 refused.append(problem)
@@ -651,6 +830,7 @@ def relaunch(
     systemd_available: bool,
     root: Path = Path("/"),
     runner: Runner | None = None,
+    own_unit: str | None = None,
 ) -> RelaunchResult:
     """Restart what ``component`` names so that the processes in ``uses`` take new content.
 
@@ -659,7 +839,9 @@ def relaunch(
     content. Nothing is killed here and the host is never restarted; check
     :func:`restart_pending` (or :func:`wait_until_relaunched`) afterwards.
     """
-    plan = plan_relaunch(component, uses, systemd_available=systemd_available, root=root)
+    plan = plan_relaunch(
+        component, uses, systemd_available=systemd_available, root=root, own_unit=own_unit
+    )
     run = runner if runner is not None else default_runner(root, component.name)
     outcomes = tuple(run(step.argv) for step in plan.steps)
     return RelaunchResult(plan, outcomes)

@@ -35,8 +35,10 @@ def status_report(
     pending_build: str | None = None,
     failure: Failure | None = None,
     restart_pending: bool = False,
+    restart_pending_processes: list[str] | None = None,
     decision: Decision | None = None,
     drift: list[str] | None = None,
+    clock_skew: int | None = None,
 ) -> dict[str, Any]:
     """A full report (the agent always sends every item it knows)."""
     items: dict[str, object] = {
@@ -51,6 +53,9 @@ def status_report(
         },
         RESTART_PENDING: restart_pending,
     }
+    if restart_pending_processes:
+        # bsi's own item: each process still on old content, "name (pid N in unit) uses old ...".
+        items["bsi.agent.restart-pending-processes"] = restart_pending_processes[:50]
     if decision is not None:
         # bsi's own item: the agent decides with facts the server lacks (battery).
         items["bsi.agent.decision"] = {
@@ -64,6 +69,9 @@ def status_report(
     if drift:
         # bsi's own item: files the active supplement manages that something else changed.
         items["bsi.agent.drift"] = [line[:500] for line in drift[:100]]
+    if clock_skew is not None:
+        # bsi's own item: device clock minus server clock (HTTP Date), seconds.
+        items["bsi.agent.clock-skew-seconds"] = clock_skew
     if facts.model_identifier:
         items["device.model.identifier"] = facts.model_identifier
     if failure is not None:

@@ -34,16 +34,17 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from bsi.agent.activators import (
     ActivationError,
+    Activator,
     StateLayout,
     discard_staged,
     load_staged,
+    make_activator,
     stage_bundle,
 )
-from bsi.agent.activators.swap import SwapActivator
 from bsi.agent.config import AgentConfig
 from bsi.agent.ddm_client import DdmClient, ServerRefused
 from bsi.agent.facts import read_facts
@@ -51,7 +52,9 @@ from bsi.agent.health import passed_without_check, run_health_check
 from bsi.agent.machine import DiskState, InstallState, Plan, Step, next_steps
 from bsi.agent.packages import detect_manager, file_digests, named_by, read_packages
 from bsi.agent.relaunch import (
+    boot_clock,
     file_ids,
+    own_unit,
     processes_using,
     relaunch,
     systemd_running,
@@ -66,12 +69,16 @@ from bsi.domain.facts import DeviceFacts
 from bsi.domain.policy import SoftwareUpdatePolicy
 from bsi.domain.prerequisite import dump_base, folded_in
 from bsi.domain.versions import Build
+from bsi.durable import write_atomic
 from bsi.errors import BsiError, Conflict, Forbidden, InvalidInput
-from bsi.trust import TrustedClient, trust_root
+from bsi.trust import TrustedClient, verify_root
+from bsi.trust.errors import MetadataExpired
 
 log = logging.getLogger("bsi.agent")
 Clock = Callable[[], datetime]
 RELAUNCH_TIMEOUT = 30.0
+CLOCK_SKEW_TOLERANCE = 300.0
+"""Seconds the device clock may differ from the server's before it is named as a cause."""
 HEALTH_CHECK_FAILED = "health-check-failed"
 REMOVED = "removed"
 """``kind`` of a failure record: a failed health check, or an administrator's removal."""
@@ -79,6 +86,21 @@ REMOVED = "removed"
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def _boot_id() -> str:
+    """This boot's id (proc(5) ``boot_id``): boot-clock instants from another boot mean nothing."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return ""
+
+
+def _since(changed_at: list[Any] | None) -> float | None:
+    """When the files last changed, seconds since this boot; ``None`` if not in this boot."""
+    if not changed_at or changed_at[0] != _boot_id():
+        return None
+    return float(changed_at[1])
 
 
 @dataclass
@@ -96,6 +118,8 @@ class LocalState:
     last_good: str | None = None
     pending_commit: str | None = None
     retry_cursor: int = 0
+    changed_at: list[Any] | None = None  # [boot id, seconds since boot] of the last file change
+    restart_pending_processes: list[str] = field(default_factory=list)
 
     def refused(self, kind: str) -> frozenset[Build]:
         """The builds not installed again, of one failure ``kind``."""
@@ -131,7 +155,9 @@ class Agent:
         self.config = config
         self.clock = clock
         self.layout = StateLayout.for_root(root, config.state_dir_under(root))
-        self.activator = SwapActivator(self.layout)
+        self.activator: Activator = make_activator(config.activator, self.layout)
+        self.clock_skew: float | None = None
+        """Device clock minus the server's (``Date``), seconds, as last measured."""
 
     # -- local state -------------------------------------------------------
 
@@ -149,31 +175,82 @@ class Agent:
         return LocalState(**data)
 
     def save_state(self, state: LocalState) -> None:
-        self.layout.state.mkdir(parents=True, exist_ok=True)
-        temporary = self.state_file.with_suffix(".tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as handle:
-            json.dump(state.__dict__, handle, indent=1)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, self.state_file)
+        """Write ``agent.json`` through bsi's one durable-write path (mode 0600)."""
+        data = json.dumps(state.__dict__, indent=1).encode()
+        self.layout.state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_atomic(self.state_file, data, mode=0o600)
 
     # -- enrollment --------------------------------------------------------
 
-    def enroll(self, server_url: str, token: str, trust_anchor: Path) -> str:
-        """Spend an enrollment token and install the TUF trust anchor."""
-        trust_root(self.tuf_dir, trust_anchor.read_bytes(), replace=True)
+    def enroll(
+        self, server_url: str, token: str, trust_anchor: Path, *, force: bool = False
+    ) -> str:
+        """Spend an enrollment token; store the identity and the TUF trust anchor.
+
+        Refused before anything is written or spent when the device root does
+        not exist (a typo must not enrol a ghost device), when this device is
+        already enrolled (unless ``force``: the new identity replaces it; what
+        is installed stays), or when the anchor is not self-signed TUF root
+        metadata. Nothing is written unless the server accepted the token.
+        The anchor is written once (``trust-anchor.json``) and never rewritten
+        by a refresh: the TUF metadata cache (``tuf/``) is re-fetchable from it.
+        """
+        if not self.root.is_dir():
+            raise InvalidInput(
+                f"the device root {str(self.root)!r} does not exist",
+                hint="check --root: bsi manages an existing root and never creates one",
+            )
+        existing = self.load_state()
+        if existing.credential and not force:
+            raise Conflict(
+                f"this device is already enrolled as {existing.device_id} with "
+                f"{existing.server_url}",
+                hint="pass --force to replace its identity; installed supplements stay",
+            )
+        try:
+            anchor = trust_anchor.read_bytes()
+        except OSError as error:
+            raise InvalidInput(
+                f"cannot read the trust anchor {str(trust_anchor)!r}: {error.strerror}"
+            ) from None
+        verify_root(anchor)
         client = DdmClient(server_url)
         try:
             enrollment = client.enroll(token)
         finally:
             client.close()
-        self.save_state(LocalState(server_url, enrollment.device_id, enrollment.credential))
+        with self.cycle_lock():
+            shutil.rmtree(self.tuf_dir, ignore_errors=True)  # another repository's cache
+            write_atomic(self.anchor_file, anchor, mode=0o644)
+            self.save_state(
+                replace(
+                    existing,
+                    server_url=server_url,
+                    device_id=enrollment.device_id,
+                    credential=enrollment.credential,
+                    declarations_token=None,
+                    declarations=[],
+                    retry_cursor=0,
+                )
+            )
         return enrollment.device_id
 
     @property
     def tuf_dir(self) -> Path:
+        """python-tuf's metadata cache: discardable, re-fetched from the anchor."""
         return self.layout.state / "tuf"
+
+    @property
+    def anchor_file(self) -> Path:
+        """The enrolled TUF root (``trust-anchor.json``): written once, fsynced."""
+        return self.layout.state / "trust-anchor.json"
+
+    def _anchor(self) -> bytes | None:
+        """The enrolled anchor, or ``None`` for a device enrolled before it was kept apart."""
+        try:
+            return self.anchor_file.read_bytes()
+        except FileNotFoundError:
+            return None
 
     def _client(self, state: LocalState) -> DdmClient:
         if not state.credential:
@@ -256,6 +333,7 @@ class Agent:
     def _cycle(self, state: LocalState, client: DdmClient) -> CycleReport:
         facts, active = self.facts()
         token = client.declarations_token(state.declarations_token)
+        now = self._now(client)
         if token is not None:
             state.declarations = [d.to_json() for d in client.declarations()]
             state.declarations_token = token
@@ -284,7 +362,7 @@ class Agent:
             uncommitted=Build.parse(state.pending_commit) if state.pending_commit else None,
         )
         rules = self.config.rules(DEFAULT_RULES, facts.platform)
-        plan = next_steps(facts, catalog, policy, self.clock(), disk, rules)
+        plan = next_steps(facts, catalog, policy, now, disk, rules)
         for reason in plan.reasons:
             log.info("%s", reason)
         if plan.steps:
@@ -293,7 +371,7 @@ class Agent:
         try:
             self._carry_out(plan, state, client)
         except BsiError as error:
-            failure = self._fail(state, plan, error)
+            failure = self._fail(state, error)
         facts, active = self.facts(catalog)
         final = InstallState.FAILED if failure else InstallState.NONE
         self._report(client, facts, active, final, state, None, plan.decision)
@@ -303,6 +381,37 @@ class Agent:
             tuple(f"{step.value} {build}" for step, build in plan.steps),
             str(active.supplemental_build) if active else None,
             failure,
+        )
+
+    def _now(self, client: DdmClient) -> datetime:
+        """The instant to decide at: the server's when this device's clock is off.
+
+        A clock behind would hold back a supplement the server already
+        offers, one ahead would install one before its time; both are
+        reported (``bsi.agent.clock-skew-seconds``) and logged.
+        """
+        now = self.clock()
+        if client.server_date is None:
+            self.clock_skew = None
+            return now
+        self.clock_skew = (now - client.server_date).total_seconds()
+        if abs(self.clock_skew) <= CLOCK_SKEW_TOLERANCE:
+            return now
+        log.warning(
+            "this device's clock is %+.0f s off the server's; deciding with the server's time",
+            self.clock_skew,
+        )
+        return client.server_date
+
+    def _clock_blamed(self, error: MetadataExpired) -> MetadataExpired:
+        """An expiry error that names the clock when it is ahead of the server's."""
+        skew = self.clock_skew
+        if skew is None or skew <= CLOCK_SKEW_TOLERANCE:
+            return error
+        return MetadataExpired(
+            f"{error}; this device's clock is {skew:.0f} s ahead of the server's, which is the "
+            "likely cause",
+            hint="set this device's clock (timedatectl, chronyc), then run 'bsi agent once'",
         )
 
     def _sync_retries(self, client: DdmClient, state: LocalState) -> None:
@@ -394,8 +503,16 @@ class Agent:
         target = plan.target
         assert target is not None
         server = state.server_url.rstrip("/")
-        trusted = TrustedClient(self.tuf_dir, f"{server}/tuf/metadata/", f"{server}/tuf/targets/")
-        trusted.refresh()
+        trusted = TrustedClient(
+            self.tuf_dir,
+            f"{server}/tuf/metadata/",
+            f"{server}/tuf/targets/",
+            bootstrap_root=self._anchor(),
+        )
+        try:
+            trusted.refresh()
+        except MetadataExpired as error:
+            raise self._clock_blamed(error) from error
         info = trusted.expect_target(
             f"{target.platform}/{target.build}.cryptex",
             platform=target.platform,
@@ -441,27 +558,48 @@ class Agent:
                 state.pending_commit = None
         known = {tuple(i) for i in state.restart_pending}
         state.restart_pending = [list(i) for i in sorted(known | old)]
+        state.changed_at = [_boot_id(), boot_clock()]
         self.save_state(state)
 
     def _relaunch(self, manifests: list[Manifest], state: LocalState) -> None:
         """Restart each component's services until nothing uses the old content."""
         old_ids = {(i[0], i[1]) for i in state.restart_pending}
         kept = [self.layout.state]  # where swap keeps the originals it replaced
+        since = _since(state.changed_at)
         systemd = systemd_running(self.root)
-        pending = False
+        agent_unit = own_unit()
+        left: dict[int, str] = {}
         for manifest in manifests:
             for component in manifest.components:
                 paths = [self.root / entry.path for entry in component.files]
-                uses = processes_using(paths, old_inodes=old_ids, kept_under=kept)
+                uses = processes_using(paths, old_inodes=old_ids, kept_under=kept, since=since)
+                ran = False
                 if uses:
-                    result = relaunch(component, uses, systemd_available=systemd, root=self.root)
+                    result = relaunch(
+                        component,
+                        uses,
+                        systemd_available=systemd,
+                        root=self.root,
+                        own_unit=agent_unit,
+                    )
                     for line in result.describe():
-                        log.info("%s", line)
-                left = wait_until_relaunched(
-                    paths, old_inodes=old_ids, timeout=RELAUNCH_TIMEOUT, kept_under=kept
+                        if not line.startswith("restart by hand"):  # judged after the wait
+                            log.info("%s", line)
+                    ran = bool(result.plan.steps)
+                # Wait only for what was restarted: nothing else will change by waiting.
+                still = wait_until_relaunched(
+                    paths,
+                    old_inodes=old_ids,
+                    timeout=RELAUNCH_TIMEOUT if ran else 0,
+                    kept_under=kept,
+                    since=since,
                 )
-                pending = pending or bool(left)
-        state.restart_pending = [list(i) for i in sorted(old_ids)] if pending else []
+                for use in still:
+                    left[use.pid] = use.describe()
+        for line in left.values():
+            log.warning("restart pending: %s; restart it by hand", line)
+        state.restart_pending = [list(i) for i in sorted(old_ids)] if left else []
+        state.restart_pending_processes = [left[pid] for pid in sorted(left)]
         self.save_state(state)
 
     def _health_check(self, manifest: Manifest, state: LocalState) -> None:
@@ -476,8 +614,12 @@ class Agent:
         if result is None:
             self._commit(manifest, state)
             return
+        self._record_failure(state, str(manifest.supplemental_build), result)
+        self._fall_back(manifest, state, result)
+
+    def _fall_back(self, manifest: Manifest, state: LocalState, why: str) -> NoReturn:
+        """Take back ``manifest`` (recorded as failed) and return to the last good letter."""
         build = str(manifest.supplemental_build)
-        self._record_failure(state, build, result)
         fallback = self._staged_last_good(state, build)
         self._swap(manifest, state, activate=False)
         back_on = "the baseline (no healthy letter is staged)"
@@ -497,8 +639,7 @@ class Agent:
             self._relaunch([manifest], state)
         self._prune(state)
         raise ActivationError(
-            f"{manifest.display()} failed its health check ({result}); the host is back on "
-            f"{back_on}",
+            f"{manifest.display()} failed its health check ({why}); the host is back on {back_on}",
             reason=HEALTH_CHECK_FAILED,
         )
 
@@ -544,7 +685,8 @@ class Agent:
             if str(build) not in keep:
                 discard_staged(self.layout, str(build))
 
-    def _fail(self, state: LocalState, plan: Plan, error: BsiError) -> str:
+    def _fail(self, state: LocalState, error: BsiError) -> str:
+        """Record ``error`` as the last failure (reported at the next status report)."""
         reason = getattr(error, "reason", type(error).__name__)
         message = f"{reason}: {error}"
         log.error("%s", message)
@@ -573,8 +715,10 @@ class Agent:
             pending_build=str(target.build) if target else None,
             failure=state.failure(),
             restart_pending=bool(state.restart_pending),
+            restart_pending_processes=state.restart_pending_processes,
             decision=decision or (plan.decision if plan else None),
             drift=drift,
+            clock_skew=round(self.clock_skew) if self.clock_skew is not None else None,
         )
         client.report(report)
 
@@ -587,6 +731,41 @@ class Agent:
             client.close()
 
     # -- admin commands ----------------------------------------------------
+
+    def recover(self) -> dict[str, Any]:
+        """Settle the device without the network (``ExecStartPre`` at boot, or by hand).
+
+        Finishes or undoes an interrupted activator transaction, then settles
+        an activation left uncommitted: one that was never live is forgotten;
+        one that is live is relaunched and health-checked again (committed,
+        or rolled back to the last good letter); one already recorded as
+        failed is rolled back at once. The next cycle reports the outcome.
+        """
+        with self.cycle_lock():
+            journal = self.activator.recover()
+            state = self.load_state()
+            active = self.activator.active()
+            pending, result = state.pending_commit, "nothing-pending"
+            if pending is not None and pending != active:
+                state.pending_commit, result = None, "not-live"
+                self.save_state(state)
+            elif pending is not None:
+                manifest, _ = load_staged(self.layout, pending)
+                try:
+                    if pending in state.failures:
+                        self._fall_back(manifest, state, state.failures[pending]["reason"])
+                    self._relaunch([manifest], state)
+                    self._health_check(manifest, state)
+                    result = "committed"
+                except BsiError as error:
+                    result = f"rolled-back: {self._fail(state, error)}"
+            return {
+                "journal": journal.to_json(),
+                "uncommitted": pending,
+                "result": result,
+                "active": self.activator.active(),
+                "last_good": state.last_good,
+            }
 
     def rollback(self, *, force: bool = False) -> str | None:
         """Return to the baseline; refused when policy forbids it, unless ``force``."""
@@ -655,6 +834,7 @@ class Agent:
             "drift": self.drift(active),
             "staged": sorted(str(b) for b in self._staged_builds()),
             "restart_pending": bool(state.restart_pending),
+            "restart_pending_processes": state.restart_pending_processes,
             "pending_commit": state.pending_commit,
             "last_good": state.last_good,
             "last_failure": state.last_failure,

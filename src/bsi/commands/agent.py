@@ -15,6 +15,8 @@ from rich.console import Console
 from bsi.agent.config import load_config
 from bsi.agent.ddm_client import ServerUnavailable
 from bsi.agent.runner import Agent
+from bsi.agent.unit import UNIT_PATH, render_unit
+from bsi.durable import write_atomic
 
 agent_app = typer.Typer(
     help="The device agent: stage, activate, relaunch and roll back supplements.",
@@ -44,9 +46,12 @@ def enroll(
     ],
     root: Root = Path("/"),
     config: Config = None,
+    force: Annotated[
+        bool, typer.Option(help="Replace this device's identity if it is already enrolled.")
+    ] = False,
 ) -> None:
-    """Enroll this device and install the TUF trust anchor."""
-    device_id = _agent(root, config).enroll(server, token, trust_anchor)
+    """Enroll this device and store the TUF trust anchor (nothing is written on failure)."""
+    device_id = _agent(root, config).enroll(server, token, trust_anchor, force=force)
     console.print(f"enrolled as {device_id}")
 
 
@@ -120,6 +125,34 @@ def _wait(agent: Agent, seconds: float, generation: int) -> int:
 def status(root: Root = Path("/"), config: Config = None) -> None:
     """What this device runs, what is staged, and the last failure."""
     typer.echo(json.dumps(_agent(root, config).status(), indent=2))
+
+
+@agent_app.command("recover")
+def recover(root: Root = Path("/"), config: Config = None) -> None:
+    """Settle the device offline: finish or undo an interrupted transaction, verify or
+    roll back an uncommitted activation. Run before the network (the unit's ExecStartPre)."""
+    typer.echo(json.dumps(_agent(root, config).recover(), indent=2))
+
+
+@agent_app.command("install-unit")
+def install_unit(
+    root: Root = Path("/"),
+    config: Config = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            help="Where to write it (default <root>/etc/systemd/system/bsi-agent.service)."
+        ),
+    ] = None,
+) -> None:
+    """Write the systemd unit, running this very bsi (its Python and module path).
+
+    Then: systemctl daemon-reload && systemctl enable --now bsi-agent
+    """
+    agent = _agent(root, config)
+    target = output if output is not None else root / UNIT_PATH
+    write_atomic(target, render_unit(agent.config.activator).encode(), mode=0o644)
+    console.print(f"wrote {target}")
 
 
 @agent_app.command("rollback")

@@ -19,7 +19,7 @@ Modules:
 
 from __future__ import annotations
 
-from bsi.trust.client import ClientLimits, TargetInfo, TrustedClient, trust_root
+from bsi.trust.client import ClientLimits, TargetInfo, TrustedClient, trust_root, verify_root
 from bsi.trust.errors import (
     KeyFileError,
     MetadataExpired,
@@ -104,4 +104,5 @@ __all__ = [
     "stage_target",
     "staged_status",
     "trust_root",
+    "verify_root",
 ]

@@ -15,6 +15,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from bsi import durable
+from bsi.durable import fsync_directory
 from bsi.trust.errors import RepositoryExists
 
 
@@ -36,23 +38,11 @@ def _write_temp(directory: Path, data: bytes, mode: int) -> Path:
 
 def _fsync_dir(directory: Path) -> None:
     with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_directory(directory)
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data`` in one rename."""
-    temp = _write_temp(path.parent, data, mode)
-    try:
-        os.replace(temp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
-        raise
-    _fsync_dir(path.parent)
+write_atomic = durable.write_atomic
+"""Replace ``path`` with ``data`` in one rename (bsi's one durable-write path)."""
 
 
 def write_new(path: Path, data: bytes, *, mode: int = 0o644) -> None:

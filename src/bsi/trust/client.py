@@ -126,6 +126,23 @@ class TargetInfo:
         )
 
 
+def verify_root(root: bytes) -> None:
+    """Refuse with :class:`UntrustedMetadata` unless ``root`` is root metadata signed by itself.
+
+    The TUF specification (5.2) starts a client from a root it trusts out of
+    band; bsi still checks the bytes are one, signed by its own threshold.
+    """
+    try:
+        md = Metadata[Root].from_bytes(root)
+    except (tuf_errors.RepositoryError, ValueError, TypeError) as exc:
+        raise UntrustedMetadata(f"the trusted root is not TUF root metadata: {exc}") from None
+    if not isinstance(md.signed, Root):
+        raise UntrustedMetadata(f"the trusted root holds {md.signed.type} metadata, not root")
+    status = model.signature_status(md, md.signed)
+    if not status.verified:
+        raise UntrustedMetadata(f"the trusted root is not signed by itself: {status.describe()}")
+
+
 def trust_root(
     metadata_dir: Path, root: bytes, *, verify: bool = True, replace: bool = False
 ) -> Path:
@@ -136,17 +153,7 @@ def trust_root(
     """
     metadata_dir = Path(metadata_dir)
     if verify:
-        try:
-            md = Metadata[Root].from_bytes(root)
-        except (tuf_errors.RepositoryError, ValueError, TypeError) as exc:
-            raise UntrustedMetadata(f"the trusted root is not TUF root metadata: {exc}") from None
-        if not isinstance(md.signed, Root):
-            raise UntrustedMetadata(f"the trusted root holds {md.signed.type} metadata, not root")
-        status = model.signature_status(md, md.signed)
-        if not status.verified:
-            raise UntrustedMetadata(
-                f"the trusted root is not signed by itself: {status.describe()}"
-            )
+        verify_root(root)
     path = metadata_dir / ROOT_FILE
     try:
         metadata_dir.mkdir(parents=True, exist_ok=True)

@@ -1,8 +1,10 @@
 """Activators: the ways a staged supplement becomes the content the device runs.
 
-Every activator — ``swap`` (replace files by atomic rename; any Linux host),
-and later ``overlay`` and ``sysext`` — answers to one :class:`Activator`
-protocol, so that the agent's runner does not care which one a device uses.
+Every activator — ``swap`` (replace files by atomic rename; any Linux host)
+and ``overlay`` (overlayfs over the component directories; root only) —
+answers to one :class:`Activator` protocol, so that the agent's runner does
+not care which one a device uses; ``agent.yaml``'s ``activator:`` chooses
+(:func:`make_activator`). bsi has no ``sysext`` activator.
 They share the state directory's layout (:class:`StateLayout`), the staging
 of a verified bundle into the preboot area (:func:`stage_bundle`), the
 :class:`Outcome` they report, and the errors they refuse with, each of which
@@ -174,14 +176,40 @@ class Activator(Protocol):
     def activate(self, manifest: Manifest, staged_dir: Path) -> Outcome:
         """Make ``manifest``'s staged payloads in ``staged_dir`` the live content."""
 
-    def deactivate(self, manifest: Manifest) -> Outcome:
-        """Return the device exactly to its baseline: same bytes, modes and owners."""
+    def deactivate(self, manifest: Manifest, *, force: bool = False) -> Outcome:
+        """Return the device exactly to its baseline: same bytes, modes and owners.
+
+        ``force``: even over files something else changed since (drift).
+        """
+
+    def verify(self) -> tuple[str, ...]:
+        """What is out of place compared with the state the activator reports."""
 
     def recover(self) -> Outcome:
         """Finish or undo whatever an interrupted agent left under way."""
 
     def active(self) -> str | None:
         """The supplemental build in force, ``None`` for the baseline."""
+
+    def forget(self, build: str) -> None:
+        """Stop treating ``build`` as active without restoring its baseline files.
+
+        For a host whose OS moved to a new release: the release's files are
+        the truth now, and putting the old baseline back would undo it.
+        """
+
+
+def make_activator(name: str, layout: StateLayout) -> Activator:
+    """The activator ``agent.yaml`` names (``swap`` or ``overlay``) for ``layout``."""
+    # Imported here: both modules import this one.
+    from bsi.agent.activators.overlay import OverlayActivator
+    from bsi.agent.activators.swap import SwapActivator
+
+    if name == "overlay":
+        return OverlayActivator(layout)
+    if name == "swap":
+        return SwapActivator(layout)
+    raise BsiError(f"unknown activator {name!r}", hint="use swap or overlay in agent.yaml")
 
 
 # -- staging -------------------------------------------------------------------

@@ -92,6 +92,7 @@ from bsi.agent.activators import (
 )
 from bsi.agent.journal import fsync_directory
 from bsi.cryptex.manifest import Action, FileEntry, Manifest
+from bsi.durable import write_atomic
 
 RECORD_NAME = "overlay.json"
 """The activator's record, in the state directory: what is mounted, and how far it got."""
@@ -397,17 +398,7 @@ class OverlayActivator:
         return Record.from_json(data, where=str(self.record_path))
 
     def _write_record(self, record: Record) -> None:
-        temp = self.record_path.with_name(f".{RECORD_NAME}.tmp")
-        with contextlib.suppress(FileNotFoundError):
-            temp.unlink()
-        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-        try:
-            os.write(fd, record.to_json())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temp, self.record_path)
-        fsync_directory(self.layout.state)
+        write_atomic(self.record_path, record.to_json(), mode=0o600)
 
     def _drop_record(self) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -557,8 +548,15 @@ class OverlayActivator:
             "activate", "activated", build, build, len(manifest.files), self._check(manifest)
         )
 
-    def deactivate(self, manifest: Manifest) -> Outcome:
-        """Unmount ``manifest``'s overlays: the live directories are the baseline again."""
+    def verify(self) -> tuple[str, ...]:
+        """Nothing can drift under a mounted read-only overlay: the view is the cryptex's."""
+        return ()
+
+    def deactivate(self, manifest: Manifest, *, force: bool = False) -> Outcome:
+        """Unmount ``manifest``'s overlays: the live directories are the baseline again.
+
+        ``force`` changes nothing: unmounting never overwrites a file.
+        """
         build = str(manifest.supplemental_build)
         with self._locked():
             record = self._read_record()
@@ -576,6 +574,17 @@ class OverlayActivator:
             len(manifest.files),
             self._check(manifest, active=False),
         )
+
+    def forget(self, build: str) -> None:
+        """Unmount ``build``'s overlays: the OS's own (new) files show through again.
+
+        Unlike swap, nothing is restored either way: the lower directories
+        always held the OS's files, so forgetting is the same as unmounting.
+        """
+        with self._locked():
+            record = self._read_record()
+            if record is not None and record.build == build:
+                self._unmount_all(record)
 
     def recover(self) -> Outcome:
         """Undo an interrupted activation, finish a deactivation, remount after a reboot."""
