@@ -64,7 +64,7 @@ from bsi.agent.report import Failure, status_report
 from bsi.cryptex.manifest import Manifest
 from bsi.domain.catalog import Catalog
 from bsi.domain.declarations import effective_policy, validate_declaration
-from bsi.domain.eligibility import DEFAULT_RULES, Decision
+from bsi.domain.eligibility import DEFAULT_RULES, Decision, Reason
 from bsi.domain.facts import DeviceFacts
 from bsi.domain.policy import SoftwareUpdatePolicy
 from bsi.domain.prerequisite import dump_base, folded_in
@@ -86,6 +86,24 @@ REMOVED = "removed"
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
+
+
+def describe_decision(plan: Plan) -> str:
+    """The decision as the agent acts on it.
+
+    Eligibility says "offer ... to the user" when policy leaves the choice to
+    a user (Apple's ``RapidSecurityResponse.Enable``); a Linux host has no
+    user to ask, so the agent installs it, and says so.
+    """
+    decision = plan.decision
+    if decision is None:
+        return "no decision"
+    if decision.reason is Reason.OFFERED and plan.target is not None:
+        return (
+            f"install {plan.target.display()} ({plan.target.build}): offered, and this host "
+            "has no user to ask"
+        )
+    return decision.message
 
 
 def _boot_id() -> str:
@@ -375,7 +393,7 @@ class Agent:
         facts, active = self.facts(catalog)
         final = InstallState.FAILED if failure else InstallState.NONE
         self._report(client, facts, active, final, state, None, plan.decision)
-        decision = plan.decision.message if plan.decision else "no decision"
+        decision = describe_decision(plan)
         return CycleReport(
             decision,
             tuple(f"{step.value} {build}" for step, build in plan.steps),
