@@ -191,3 +191,29 @@ def test_an_administrators_rollback_is_allowed_again_from_the_server(
     assert report.active == "12A100a"
     assert snapshot(world.root) == tree_a
     assert world.agent.status()["failed_builds"] == {}
+
+
+def test_a_rollback_killed_mid_way_is_finished_by_the_next_cycle_not_undone(
+    world: World, tmp_path: Path
+) -> None:
+    device_id = enrolled(world, tmp_path)
+    on_a(world, device_id)
+    # What 'bsi agent rollback' leaves when killed before its deactivation
+    # committed: the removal is recorded (first), the files are still (a)'s.
+    state = world.agent.load_state()
+    state.failures["12A100a"] = {
+        "kind": "removed",
+        "reason": "removed by an administrator (bsi agent rollback)",
+        "at": "2026-11-29T00:00:00+00:00",
+    }
+    state.last_good = None
+    world.agent.save_state(state)
+    pid = pid_of(world.pidfile)
+
+    report = world.agent.once()
+    assert report.steps == ("roll-back 12A100a", "relaunch 12A100a")
+    assert snapshot(world.root) == world.baseline
+    assert_relaunched_onto_current(world, pid)
+    device = world.admin.get(f"/v1/admin/devices/{device_id}").json()
+    assert device["supplemental_build"] is None  # the server is told
+    assert world.agent.once().steps == ()

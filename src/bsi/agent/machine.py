@@ -156,8 +156,13 @@ def next_steps(
     if installing and target is not None:
         want = target.build
     elif active is not None and active in refused:
-        # An activation that failed but is still live (the agent stopped mid-fallback).
-        reasons.append(f"{active} failed its health check here; taking it back")
+        # Still live though refused: the agent stopped mid-fallback or mid-rollback.
+        why = (
+            "was removed by an administrator"
+            if active in disk.removed_builds
+            else "failed its health check here"
+        )
+        reasons.append(f"{active} {why}; taking it back")
         want, fall_back = None, True
     if fall_back:
         fallback = _last_good(facts, catalog, now, disk, refused)
