@@ -505,3 +505,12 @@ def test_a_recorded_inode_reused_by_another_file_is_not_old_content(tmp_path: Pa
             assert [use.pid for use in kept] == [os.getpid()]
         finally:
             mapped.close()
+
+
+def test_the_file_at_a_watched_path_now_is_not_old_even_with_a_recorded_number() -> None:
+    # An unlinked old file's inode number, reused by the new file at the same path.
+    watch = Watch(old_inodes=frozenset({(1, 10)}), current={"/lib/a": (1, 10)})
+    current = ProcessInfo(pid=7, maps=(MapEntry(1, 10, "/lib/a"),))
+    assert uses_old_content(current, watch) is None
+    deleted = ProcessInfo(pid=8, maps=(MapEntry(1, 10, "/lib/a", deleted=True),))
+    assert uses_old_content(deleted, watch) is not None

@@ -290,13 +290,17 @@ class Watch:
         file_id: FileId | None,
         view: Mapping[str, FileId | None] | None = None,
     ) -> bool:
+        if path is not None and path in self.current:
+            now = self.current[path]
+            if view is not None and not _same(view.get(path), now):
+                return False  # another namespace with its own file there: not ours
+            if not deleted and _same(file_id, now):
+                return False  # the file at the path now, even if its number was an old one's
         if file_id is not None and file_id in self.old_inodes:
             return True
         if path is None or path not in self.current:
             return False
         now = self.current[path]
-        if view is not None and not _same(view.get(path), now):
-            return False  # another namespace with its own file there: not ours
         if deleted:
             return True
         # Inode numbers only: on btrfs the device in maps is not stat's st_dev,
