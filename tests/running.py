@@ -16,7 +16,7 @@ from pgcluster import free_port
 
 
 @contextlib.contextmanager
-def bsi_serve(*args: str | Path, timeout: float = 30) -> Iterator[str]:
+def bsi_serve(*args: str | Path, timeout: float = 90) -> Iterator[str]:
     """Start ``bsi serve ARGS``, wait for /healthz, yield its base URL, stop it with SIGINT."""
     port = free_port()
     process = subprocess.Popen(

@@ -296,6 +296,8 @@ def serve(
         "BSI_MAX_BODY_BYTES": str(max_body_bytes),
         "BSI_TUF_REPO_DIR": str(tuf_repo_dir.resolve()) if tuf_repo_dir else "",
         "BSI_TUF_KEYS_DIR": str(tuf_keys_dir.resolve()) if tuf_keys_dir else "",
+        # Workers stop when this process does, even if it is SIGKILLed.
+        "BSI_SUPERVISOR_PID": str(os.getpid()) if workers > 1 else "",
     }
     os.environ.update(environment)
     console = Console(stderr=True)

@@ -18,9 +18,11 @@ bug.
     ├── NotFound                a named thing does not exist
     ├── Conflict                a write would break a uniqueness rule
     ├── Unauthorized            no credential, or one bsi does not know
-    └── Forbidden               a known credential that may not do this
-        ├── EnrollmentRefused       an enrollment token unknown, expired or used up
-        └── IdentityMismatch        a request names one enrollment and proves another
+    ├── Forbidden               a known credential that may not do this
+    │   ├── EnrollmentRefused       an enrollment token unknown, expired or used up
+    │   └── IdentityMismatch        a request names one enrollment and proves another
+    ├── TooManyRequests         a device over its rate limit; says when to come back
+    └── Unavailable             the database cannot be reached now; says when to retry
 """
 
 from __future__ import annotations
@@ -104,3 +106,20 @@ class IdentityMismatch(Forbidden):
     enrollment is known: a replay or a misrouted request, refused and logged
     as a security event.
     """
+
+
+class TooManyRequests(BsiError):
+    """A caller over its rate limit. ``retry_after`` is in whole seconds (RFC 9110 10.2.3)."""
+
+    def __init__(self, message: str, *, retry_after: int, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after
+
+
+class Unavailable(BsiError):
+    """The database cannot be reached or did not answer in time; nothing was changed
+    that was not acknowledged. ``retry_after`` is in whole seconds."""
+
+    def __init__(self, message: str, *, retry_after: int = 5, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.retry_after = retry_after

@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -63,6 +65,25 @@ def test_a_mode_only_change_is_a_change(tmp_path: Path) -> None:
     assert nginx.action is Action.CHANGE
     assert nginx.sha256 == nginx.base_sha256
     assert nginx.mode == 0o750
+
+
+@pytest.mark.parametrize(
+    ("mode", "message"),
+    [
+        (0o4755, "the spec does not list it under setuid"),
+        (0o2755, "the spec does not list it under setuid"),
+        (0o7777, "sticky bit"),
+        (0o0777, "world-writable"),
+    ],
+)
+def test_modes_the_spec_does_not_allow_are_refused_at_build(
+    tmp_path: Path, mode: int, message: str
+) -> None:
+    base, patched = standard_trees(tmp_path)
+    os.chmod(patched / "usr/sbin/nginx", mode)
+    with pytest.raises(InvalidSupplement, match=message):
+        build_bundle(spec(), diff_trees(base, patched), tmp_path / "out.bsi")
+    assert not (tmp_path / "out.bsi").exists()
 
 
 def test_the_bundle_holds_the_manifest_then_only_the_new_content(tmp_path: Path) -> None:
@@ -328,3 +349,21 @@ def test_the_bundle_is_written_readable_beside_its_destination(tmp_path: Path) -
     assert result.path.stat().st_mode & 0o777 == 0o644
     with pytest.raises(InvalidSupplement, match="is not a directory to write the bundle in"):
         build_bundle(spec(), diff_trees(base, patched), tmp_path / "no" / "out.bsi")
+
+
+def test_verify_reports_the_set_user_id_files_its_spec_declared(tmp_path: Path) -> None:
+    base, patched = standard_trees(tmp_path)
+    os.chmod(patched / "usr/sbin/nginx", 0o4755)
+    spec_file = tmp_path / "supplement.yaml"
+    spec_file.write_text(
+        SPEC_TEXT.replace("components:\n", "setuid: [/usr/sbin/nginx]\ncomponents:\n")
+    )
+    bundle = tmp_path / "suid.cryptex"
+    build = ["supplement", "build", "--spec", spec_file, "--base", base, "--patched", patched]
+    run = [sys.executable, "-m", "bsi"]
+    done = subprocess.run([*run, *map(str, build), "--out", str(bundle)], capture_output=True)
+    assert done.returncode == 0, done.stderr
+    shown = subprocess.run(
+        [*run, "supplement", "verify", str(bundle)], capture_output=True, text=True, check=True
+    )
+    assert "set-user-ID/set-group-ID, as its spec declares: /usr/sbin/nginx (4755)" in shown.stdout

@@ -36,15 +36,11 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningSe
     fields = {
         "nanomdm_hmac_key": HMAC_KEY,
         "nanomdm_webhook_hmac_key": WEBHOOK_KEY,
+        "max_body_bytes": 64 * 1024,
+        "last_seen_flush_seconds": 0.2,
         **(marker.kwargs if marker else {}),
     }
-    settings = ServerSettings(
-        data_dir=tmp_path / "data",
-        database_url=database_url,
-        max_body_bytes=64 * 1024,
-        last_seen_flush_seconds=0.2,
-        **fields,
-    )
+    settings = ServerSettings(data_dir=tmp_path / "data", database_url=database_url, **fields)
     clock = Clock()
     service = prepare(settings, clock)
     admin_key = service.store.create_api_key("test-admin", "admin", clock())

@@ -167,7 +167,7 @@ def test_enrollment_refusals(server: RunningServer) -> None:
     anonymous = server.client()
     assert anonymous.post("/v1/enroll", json={"token": "guess"}).status_code == 403
     assert anonymous.post("/v1/enroll", json={}).status_code == 422
-    assert anonymous.post("/v1/enroll", content=b"{oops").status_code == 422
+    assert anonymous.post("/v1/enroll", content=b"{oops").status_code == 400
     single = server.enrollment_token(max_uses=1)
     assert anonymous.post("/v1/enroll", json={"token": single}).status_code == 201
     used = anonymous.post("/v1/enroll", json={"token": single})

@@ -15,7 +15,7 @@ from bsi.domain.catalog import Catalog, SupplementState
 from bsi.domain.declarations import software_update_settings
 from bsi.domain.eligibility import Decision, Outcome, Reason
 from bsi.domain.status import DeviceState, merge_status, parse_status_report
-from bsi.errors import Conflict, EnrollmentRefused, InvalidInput, NotFound
+from bsi.errors import Conflict, EnrollmentRefused, InvalidInput, InvalidStatusReport, NotFound
 from bsi.feeds import parse_bsi_catalog
 from bsi.store.database import (
     _alembic_config,
@@ -25,7 +25,7 @@ from bsi.store.database import (
     upgrade,
 )
 from bsi.store.models import Base
-from bsi.store.store import DecisionGroup, DeviceFilter, NewEnrollment, Store
+from bsi.store.store import DecisionGroup, DeviceFilter, NewEnrollment, StatusWrite, Store
 
 NOW = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)  # the store fixture uses the same
 LATER = NOW + timedelta(hours=1)
@@ -259,24 +259,56 @@ def test_decision_counts_group_by_target_outcome_and_reason(store: Store) -> Non
 
 
 def test_a_batch_of_reports_lands_together_and_a_bad_one_alone_is_refused(store: Store) -> None:
+    """Each report has its own savepoint and outcome: one the database refuses
+    (a lone surrogate, an over-long model), one that raced another report, and
+    one for an unknown device do not stop the good one in the same transaction."""
     token = store.create_enrollment_token("default", LATER, None, NOW)
-    good, _ = store.enroll(token, NOW)
-    bad, _ = store.enroll(token, NOW)
+    good, surrogate, too_long, raced = (store.enroll(token, NOW)[0] for _ in range(4))
     decision = Decision(Outcome.INSTALL, Reason.OFFERED, "offer")
-    parsed = parse_status_report(report())
+    state = merge_status(None, parse_status_report(report()))
 
-    def fine(previous: DeviceState | None) -> tuple[DeviceState, Decision | None]:
-        return merge_status(previous, parsed), decision
+    def with_model(model: str) -> DeviceState:
+        return DeviceState({**state.items, "device.model.identifier": model})
 
-    def broken(_previous: DeviceState | None) -> tuple[DeviceState, Decision | None]:
-        raise InvalidInput("not today")
-
-    results = store.save_device_states([(good, fine), (bad, broken), ("ghost", fine)], NOW)
-    assert isinstance(results[0], DeviceState)
-    assert isinstance(results[1], InvalidInput)
-    assert isinstance(results[2], NotFound)
+    results = store.write_device_states(
+        [
+            StatusWrite(surrogate, 0, None, with_model("Mac\ud800"), decision),
+            StatusWrite(good, 0, None, state, decision),
+            StatusWrite(too_long, 0, None, with_model("M" * 65), decision),
+            StatusWrite(raced, 7, None, state, decision),
+            StatusWrite("ghost", 0, None, state, decision),
+        ],
+        NOW,
+    )
+    assert isinstance(results[0], InvalidStatusReport)
+    assert isinstance(results[1], DeviceState)
+    assert isinstance(results[2], InvalidStatusReport)
+    assert "at most 64" in results[2].message
+    assert results[3] is None  # merge again: another report landed since
+    assert isinstance(results[4], NotFound)
     assert store.get_device(good)[0].build == "25D2128"
-    assert store.get_device(bad)[0].build is None
+    for refused in (surrogate, too_long, raced):
+        assert store.get_device(refused)[0].build is None
+    assert store.stored_status(good).version == 1
+    assert store.stored_status(raced).version == 0
+
+
+def test_a_merge_that_raced_another_report_is_merged_again(store: Store) -> None:
+    token = store.create_enrollment_token("default", LATER, None, NOW)
+    device_id, _ = store.enroll(token, NOW)
+    calls = []
+
+    def merge(previous: DeviceState | None) -> tuple[DeviceState, Decision | None]:
+        calls.append(previous)
+        if len(calls) == 1:  # another report lands while this one merges
+            save(store, device_id, report(build="25D2100"), NOW)
+        return merge_status(previous, parse_status_report(report())), None
+
+    state = store.save_device_state(device_id, merge, NOW)
+    assert calls[0] is None
+    assert calls[1] is not None
+    assert str(state.build) == "25D2128"
+    assert store.stored_status(device_id).version == 2
 
 
 def test_widening_enrollment_ids_keeps_every_device_and_its_build_history(tmp_path: Path) -> None:

@@ -29,6 +29,7 @@ from bsi.trust import (
     staged_status,
 )
 from bsi.trust._tuf import Metadata
+from bsi.trust.errors import ClockTrouble
 from bsi.trust.model import signature_status
 
 NAME = "debian/25D771280a/cryptex.tar.zst"
@@ -233,6 +234,17 @@ def test_refresh_timestamp_resigns_only_what_the_online_keys_own(repo: TufRepo) 
     much_later = now + timedelta(days=85)
     result = refresh_timestamp(repo.repo_dir, repo.keys_dir, now=much_later)
     assert any(w.startswith("targets v1 expires") for w in result.warnings)
+
+
+def test_a_clock_behind_the_last_signature_signs_nothing(repo: TufRepo) -> None:
+    """400 days behind, the server would sign a timestamp every device finds expired."""
+    now = datetime.now(UTC)
+    refresh_timestamp(repo.repo_dir, repo.keys_dir, now=now)
+    before = repo.served("metadata/timestamp.json")
+    with pytest.raises(ClockTrouble, match="refusing to sign"):
+        refresh_timestamp(repo.repo_dir, repo.keys_dir, now=now - timedelta(days=400))
+    assert repo.served("metadata/timestamp.json") == before
+    refresh_timestamp(repo.repo_dir, repo.keys_dir, now=now - timedelta(minutes=1))  # jitter
 
 
 def test_refresh_timestamp_needs_the_online_key(repo: TufRepo) -> None:

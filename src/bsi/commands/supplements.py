@@ -34,6 +34,7 @@ from bsi.cryptex import (
     read_manifest,
     verify_bundle,
 )
+from bsi.cryptex.verify import SETID_BITS
 from bsi.domain.versions import Build, ExtraVersion
 from bsi.errors import InvalidInput, InvalidVersion
 from bsi.trust import (
@@ -444,6 +445,11 @@ def supplement_verify(
     typer.echo(manifest.display())
     for line in describe(manifest):
         typer.echo(line)
+    for entry in manifest.payloads:
+        if (entry.mode or 0) & SETID_BITS:
+            typer.echo(
+                f"set-user-ID/set-group-ID, as its spec declares: /{entry.path} ({entry.mode:04o})"
+            )
 
 
 @supplement_app.command("publish")

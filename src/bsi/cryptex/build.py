@@ -46,6 +46,7 @@ from bsi.cryptex.manifest import (
     cumulative_check,
 )
 from bsi.cryptex.spec import SupplementSpec, normalise_path
+from bsi.cryptex.verify import SETID_BITS, mode_problem
 
 Progress = Callable[[str, int, int], None]
 """``progress(phase, done_bytes, total_bytes)``; phases ``"scan"`` and ``"pack"``."""
@@ -400,6 +401,9 @@ def build_bundle(
     missing = [c.entry.path for c in changes if c.entry.has_payload and c.source is None]
     if missing:
         raise InvalidSupplement(f"no source file for {missing[0]!r}, whose content is new")
+    for change in changes:
+        if change.entry.mode is not None:
+            _check_mode(change.entry.path, change.entry.mode, spec)
     manifest = manifest_for(spec, changes)
     dropped = (
         cumulative_check(previous, manifest, allow_dropping=allow_dropping) if previous else ()
@@ -409,6 +413,23 @@ def build_bundle(
         out_path, lambda sink: _write_bundle(manifest, sources, sink, progress)
     )
     return BuildResult(manifest, out_path, sha256, size, dropped)
+
+
+def _check_mode(path: str, mode: int, spec: SupplementSpec) -> None:
+    """Modes a supplement may give: no sticky or world-writable file, and a set-user-ID
+    or set-group-ID bit only on a file the spec lists under ``setuid``."""
+    problem = mode_problem(mode)
+    if problem:
+        raise InvalidSupplement(
+            f"/{path} has mode {mode:04o}: {problem}",
+            hint=f"chmod it (e.g. to {mode & 0o6755:04o}) in the patched tree",
+        )
+    if mode & SETID_BITS and path not in spec.setuid:
+        raise InvalidSupplement(
+            f"/{path} has mode {mode:04o}: set-user-ID or set-group-ID, "
+            "and the spec does not list it under setuid",
+            hint=f"add 'setuid: [/{path}]' to the spec if it must keep that bit",
+        )
 
 
 class _HashingSink:

@@ -26,6 +26,10 @@ CVEs it fixes::
 the component with the longest prefix that contains it, and a file no
 component claims is refused — every replaced file must say what relaunches.
 
+A file with a set-user-ID or set-group-ID bit must be listed in ``setuid``
+(``setuid: [/usr/bin/sudo]``), or the build refuses it; devices report such
+files in ``bsi supplement verify`` and refuse sticky or world-writable ones.
+
 Without ``owner`` the new files keep the owner they have in the patched tree,
 which is right when the tree was unpacked as root and wrong when a build user
 made it; the spec is where a publisher says so once.
@@ -89,6 +93,8 @@ class SupplementSpec:
     health_check: HealthCheck | None = None
     cves: tuple[CveEntry, ...] = ()
     owner: Owner | None = None
+    setuid: frozenset[str] = frozenset()
+    """Files allowed a set-user-ID or set-group-ID bit: each named here, explicitly."""
     fixed_in: tuple[PackageVersion, ...] = ()
 
     @property
@@ -137,7 +143,7 @@ def _read_spec(document: object) -> SupplementSpec:
             "supplemental_build",
             "components",
         ),
-        optional=("health_check", "cves", "owner", *BASE_FIELDS),
+        optional=("health_check", "cves", "owner", "setuid", *BASE_FIELDS),
     )
     prerequisite, fixed_in = doc.parsed_document(read_base, root, "")
     components = _read_components(root["components"])
@@ -165,6 +171,10 @@ def _read_spec(document: object) -> SupplementSpec:
             for i, item in enumerate(doc.items(root.get("cves", []), "cves"))
         ),
         owner=_read_owner(root["owner"], "owner") if "owner" in root else None,
+        setuid=frozenset(
+            normalise_path(doc.text(item, f"setuid[{i}]"), where=f"setuid[{i}]")
+            for i, item in enumerate(doc.items(root.get("setuid", []), "setuid"))
+        ),
     )
 
 

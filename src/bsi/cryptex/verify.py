@@ -52,6 +52,28 @@ _INPUT_CHUNK = 1024
 block of 128 KiB costs four bytes), so one step yields at most ~32 MiB: a bomb
 is refused after a bounded allocation, not after it has filled memory."""
 
+MAX_RATIO = 1000
+"""Decompressed bytes per compressed byte a bundle may reach. zstd at level 19
+makes real binaries 3-5 times smaller, text up to some 30 times; a thousand is
+only reached by runs of one byte, which is what a bomb is made of."""
+
+_RATIO_SLACK = 16 << 20
+"""Output allowed before the ratio is judged: tar headers alone compress far better."""
+
+SETID_BITS = 0o6000
+"""set-user-ID and set-group-ID: only on files the spec lists under ``setuid``
+(checked at build, reported by verify)."""
+
+
+def mode_problem(mode: int) -> str | None:
+    """Why no supplement file may have ``mode``, or None: sticky or world-writable."""
+    if mode & 0o1000:
+        return "the sticky bit means nothing on a file bsi stages and is refused"
+    if mode & 0o002:
+        return "a world-writable file could be replaced by anyone and is refused"
+    return None
+
+
 _OUTPUT_CHUNK = 1 << 20
 _MAX_PAX_BYTES = 64 << 10
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -139,6 +161,9 @@ class _TarStream:
         self._file = file
         self._max_bytes = max_bytes
         self._produced = 0
+        self._consumed = 0
+        self._compressed_size = os.fstat(file.fileno()).st_size
+        self.declared_size: int | None = None
         self._buffer = bytearray()
         self._position = 0
         self._decompressor = zstandard.ZstdDecompressor(
@@ -161,11 +186,31 @@ class _TarStream:
             declared = zstandard.get_frame_parameters(head).content_size
         except zstandard.ZstdError as error:
             raise self.error(f"the zstd frame header is broken or truncated: {error}") from None
-        if declared != zstandard.CONTENTSIZE_UNKNOWN and declared > self._max_bytes:
-            raise self._too_big(f"declares {human_size(declared)} of content")
+        if declared != zstandard.CONTENTSIZE_UNKNOWN:
+            if declared > self._max_bytes:
+                raise self.too_big(f"declares {human_size(declared)} of content")
+            self.declared_size = declared
+            self.check_ratio(declared, self._compressed_size, "declares")
         return head
 
-    def _too_big(self, claim: str) -> InvalidBundle:
+    def check_ratio(self, output: int, given: int, verb: str) -> None:
+        """Refuse output beyond :data:`MAX_RATIO` times the compressed bytes it came from."""
+        if output > _RATIO_SLACK and output > MAX_RATIO * max(given, 1):
+            raise self.error(
+                f"{verb} {human_size(output)} from {human_size(given)} compressed, "
+                f"more than {MAX_RATIO} times; refusing it (a decompression bomb?)",
+                hint="a real supplement compresses a few times, not thousands",
+            )
+
+    @property
+    def max_bytes(self) -> int:
+        return self._max_bytes
+
+    @property
+    def compressed_size(self) -> int:
+        return self._compressed_size
+
+    def too_big(self, claim: str) -> InvalidBundle:
         return self.error(
             f"{claim}, more than the {human_size(self._max_bytes)} allowed; "
             "refusing it (a decompression bomb?)",
@@ -184,9 +229,11 @@ class _TarStream:
             output = self._decompressor.decompress(data)
         except zstandard.ZstdError as error:
             raise self.error(f"the zstd stream is corrupt: {error}") from None
+        self._consumed += len(data)
         self._produced += len(output)
+        self.check_ratio(self._produced, self._consumed, "has decompressed to")
         if self._produced > self._max_bytes:
-            raise self._too_big(f"has decompressed to {human_size(self._produced)} so far")
+            raise self.too_big(f"has decompressed to {human_size(self._produced)} so far")
         if self._position > _OUTPUT_CHUNK:
             del self._buffer[: self._position]
             self._position = 0
@@ -319,11 +366,36 @@ def _read_manifest_member(stream: _TarStream) -> Manifest:
     data = stream.read_exact(size)
     stream.skip_padding(size)
     try:
-        return Manifest.from_json(data)
+        manifest = Manifest.from_json(data)
     except InvalidBundle as error:
         raise InvalidBundle(
             error.message, where=f"{stream.name}: {MANIFEST_MEMBER}", hint=error.hint
         ) from None
+    _check_policy(stream, manifest, size)
+    return manifest
+
+
+def _check_policy(stream: _TarStream, manifest: Manifest, manifest_size: int) -> None:
+    """Before any payload is decompressed: what the manifest declares must fit.
+
+    The payload sizes it announces must fit the size cap and the zstd frame's
+    declared content, and stay within :data:`MAX_RATIO` of the bundle's
+    compressed size; no file may be sticky or world-writable (set-user-ID
+    and set-group-ID files were declared in the spec, and verify lists them).
+    """
+    announced = manifest_size + sum(entry.size or 0 for entry in manifest.payloads)
+    if announced > stream.max_bytes:
+        raise stream.too_big(f"announces {human_size(announced)} of files in its manifest")
+    if stream.declared_size is not None and announced > stream.declared_size:
+        raise stream.error(
+            f"its manifest announces {human_size(announced)} of files, more than the "
+            f"{human_size(stream.declared_size)} its zstd frame holds"
+        )
+    stream.check_ratio(announced, stream.compressed_size, "announces")
+    for entry in manifest.payloads:
+        problem = mode_problem(entry.mode or 0)
+        if problem:
+            raise stream.error(f"file {entry.path!r} has mode {entry.mode or 0:04o}: {problem}")
 
 
 def _payloads(

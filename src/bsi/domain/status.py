@@ -264,6 +264,15 @@ class StatusReport:
     """Items bsi refused (``{"path", "reason"}``); the rest of the report stands."""
 
 
+MAX_STATUS_ITEMS = 4096
+"""Status items in one report or one device's stored state. Apple's schema
+defines about 80 items; list items (apps, certificates) are one item each."""
+MAX_ITEM_DEPTH = 16
+"""Dotted parts of one status item name (Apple's deepest has 5)."""
+MAX_STATUS_ERRORS = 1024
+"""Entries of a report's ``Errors`` array."""
+
+
 def parse_status_report(obj: object) -> StatusReport:
     """Validate the untrusted JSON body of a DDM ``PUT status``, item by item.
 
@@ -274,6 +283,12 @@ def parse_status_report(obj: object) -> StatusReport:
     ``invalid`` with its path and reason. Apple's devices resend a report
     until it is accepted, so refusing it whole over one mistyped item would
     silence the device for good.
+
+    Bounded so that storing a report costs time linear in its size: more
+    than :data:`MAX_STATUS_ITEMS` items or :data:`MAX_STATUS_ERRORS` errors
+    refuse it whole; a name of more than :data:`MAX_ITEM_DEPTH` parts is an
+    invalid item (string lengths and JSON nesting are bounded where the body
+    is read).
     """
     if not isinstance(obj, dict):
         raise InvalidStatusReport(f"a status report must be an object, not {obj!r}")
@@ -287,6 +302,10 @@ def parse_status_report(obj: object) -> StatusReport:
     full = obj.get("FullReport", False)
     if not isinstance(full, bool):
         raise InvalidStatusReport(f"status report FullReport must be a boolean, not {full!r}")
+    if len(errors) > MAX_STATUS_ERRORS:
+        raise InvalidStatusReport(
+            f"status report has {len(errors)} Errors; bsi takes at most {MAX_STATUS_ERRORS}"
+        )
     invalid: list[dict[str, str]] = []
     kept_errors = []
     for index, error in enumerate(errors):
@@ -302,9 +321,17 @@ def parse_status_report(obj: object) -> StatusReport:
         else:
             reason = "keys of StatusItems are strings without dots; dots come from nesting"
             invalid.append({"path": f"StatusItems.{key}", "reason": reason})
+    flat = flatten_status_items(names)
+    if len(flat) > MAX_STATUS_ITEMS:
+        raise InvalidStatusReport(
+            f"status report has {len(flat)} status items; bsi takes at most {MAX_STATUS_ITEMS}",
+            hint="a device reports each item once; list items carry their entries in one array",
+        )
     items = {}
-    for name, value in flatten_status_items(names).items():
+    for name, value in flat.items():
         try:
+            if name.count(".") >= MAX_ITEM_DEPTH:
+                raise InvalidStatusReport(f"the name has more than {MAX_ITEM_DEPTH} parts")
             _check_item(name, value)
         except InvalidStatusReport as error:
             invalid.append({"path": name, "reason": error.message})
@@ -455,8 +482,10 @@ def _check_package_items(items: Mapping[str, object]) -> tuple[Any, ...]:
         raise InvalidStatusReport(f"status item {error.message}", hint=error.hint) from None
 
 
-def _overlaps(a: str, b: str) -> bool:
-    return a == b or a.startswith(b + ".") or b.startswith(a + ".")
+def _prefixes(name: str) -> list[str]:
+    """The item names that would hold ``name``: ``a``, ``a.b`` for ``a.b.c``."""
+    parts = name.split(".")
+    return [".".join(parts[:end]) for end in range(1, len(parts))]
 
 
 def _merge_list(earlier: list[object], later: list[object]) -> list[object]:
@@ -487,13 +516,32 @@ def merge_status(previous: DeviceState | None, report: StatusReport) -> DeviceSt
         errors: list[dict[str, object]] = []
     else:
         items, errors = dict(previous.items), list(previous.errors)
+    # Which stored items sit below each name: finding what a new value
+    # replaces costs the name's depth, not the size of the state, so a merge
+    # is linear in the report and the state.
+    below: dict[str, set[str]] = {}
+    for other in items:
+        for prefix in _prefixes(other):
+            below.setdefault(prefix, set()).add(other)
     for name, value in report.items.items():
         earlier = items.get(name)
-        for stale in [other for other in items if _overlaps(other, name)]:
-            del items[stale]
+        stale = {prefix for prefix in _prefixes(name) if prefix in items}
+        stale |= below.get(name, set())
+        for gone in stale:
+            del items[gone]
+            for prefix in _prefixes(gone):
+                below[prefix].discard(gone)
         if name in _LIST_ITEMS and isinstance(value, list):
             value = _merge_list(earlier if isinstance(earlier, list) else [], value)
         items[name] = copy.deepcopy(value)
+        for prefix in _prefixes(name):
+            below.setdefault(prefix, set()).add(name)
+    if len(items) > MAX_STATUS_ITEMS:
+        raise InvalidStatusReport(
+            f"this report would leave the device with {len(items)} status items; "
+            f"bsi keeps at most {MAX_STATUS_ITEMS}",
+            hint="send a full report (FullReport: true) with only the items the device has",
+        )
     # A new value or a new error for an item settles any earlier error about it.
     settled = set(report.items) | {str(error["StatusItem"]) for error in report.errors}
     errors = [error for error in errors if error["StatusItem"] not in settled]
@@ -502,12 +550,21 @@ def merge_status(previous: DeviceState | None, report: StatusReport) -> DeviceSt
     # Findings about the Errors array belong to the report that had them.
     earlier = [] if previous is None or report.full_report else list(previous.invalid)
     found = {finding["path"] for finding in report.invalid}
+    reported_prefixes = {prefix for name in report.items for prefix in _prefixes(name)}
+
+    def reported(path: str) -> bool:  # at, above or below an item of this report
+        return (
+            path in report.items
+            or path in reported_prefixes
+            or any(prefix in report.items for prefix in _prefixes(path))
+        )
+
     invalid = [
         finding
         for finding in earlier
         if finding["path"] not in found
         and not finding["path"].startswith("Errors[")
-        and not any(_overlaps(finding["path"], name) for name in report.items)
+        and not reported(finding["path"])
     ]
     invalid += [dict(finding) for finding in report.invalid]
     return DeviceState(items=items, errors=tuple(errors), invalid=tuple(invalid))

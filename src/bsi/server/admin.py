@@ -28,12 +28,14 @@ from bsi.domain.prerequisite import dump_base
 from bsi.errors import BsiError, Forbidden, InvalidInput, NotFound, Unauthorized
 from bsi.feeds import dump_bsi_catalog
 from bsi.feeds.load import parse_document, read_catalog
-from bsi.server.http import bearer, json_body
+from bsi.server.http import MAX_INT32, StrictRoute, bearer, json_body
 from bsi.server.service import BsiService, window_percentiles
 from bsi.server.wakeup import Wakeups
 from bsi.store.store import DeviceFilter, DeviceRecord, NewEnrollment
 
 CSV = "text/csv; charset=utf-8"
+MAX_STALE_HOURS = 24 * 365 * 100
+"""``stale_hours`` beyond a century would only overflow the date arithmetic."""
 
 
 class Role(StrEnum):
@@ -48,7 +50,7 @@ class GroupIn(BaseModel):
 class EnrollmentTokenIn(BaseModel):
     group: str = "default"
     expires_in_hours: float = Field(24.0, gt=0, le=24 * 365)
-    max_uses: int | None = Field(None, ge=1)
+    max_uses: int | None = Field(None, ge=1, le=MAX_INT32)
 
 
 class ApiKeyIn(BaseModel):
@@ -86,6 +88,12 @@ _STATE_FOR_ACTION = {
 }
 
 
+class Lifecycle(StrEnum):
+    ACTIVE = "active"
+    REVOKED = "revoked"
+    DECOMMISSIONED = "decommissioned"
+
+
 class Format(StrEnum):
     JSON = "json"
     CSV = "csv"
@@ -94,7 +102,7 @@ class Format(StrEnum):
 def admin_router(
     service: BsiService, wakeups: Wakeups, tuf_repo_dir: Path | None = None
 ) -> APIRouter:
-    router = APIRouter(prefix="/v1/admin", tags=["admin"])
+    router = APIRouter(prefix="/v1/admin", tags=["admin"], route_class=StrictRoute)
     store = service.store
 
     async def role_of(request: Request) -> Role:
@@ -308,9 +316,13 @@ def admin_router(
         seen_before: datetime | None = None,
         seen_after: datetime | None = None,
         stale_hours: Annotated[
-            float | None, Query(gt=0, description="not seen for this many hours (or never)")
+            float | None,
+            Query(gt=0, le=MAX_STALE_HOURS, description="not seen for this many hours (or never)"),
         ] = None,
         after: Annotated[str | None, Query(description="cursor: last device id seen")] = None,
+        lifecycle: Annotated[
+            Lifecycle | None, Query(description="default: active and revoked devices")
+        ] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
         format: Format = Format.JSON,
     ) -> Response | dict[str, Any]:
@@ -330,6 +342,7 @@ def admin_router(
             seen_before=_aware(seen_before),
             seen_after=_aware(seen_after),
             stale_before=stale_before,
+            lifecycle=lifecycle.value if lifecycle else None,
         )
         rows = await run_in_threadpool(
             lambda: store.list_devices(filters, after=after, limit=limit)
@@ -409,6 +422,24 @@ def admin_router(
             }
             for e in events
         ]
+
+    @router.post("/devices/{device_id}/revoke", summary="Refuse the device's credential")
+    async def revoke_device(device_id: str, _: Write) -> dict[str, str]:
+        """Every server process refuses it within ``revocation_poll_seconds`` (1 s)."""
+        await run_in_threadpool(service.revoke_device, device_id)
+        return {"device_id": device_id, "lifecycle": "revoked"}
+
+    @router.delete("/devices/{device_id}", status_code=204, summary="Decommission a device")
+    async def decommission_device(device_id: str, _: Write) -> Response:
+        """Revoked, and left out of lists and compliance; its history is kept."""
+        await run_in_threadpool(service.decommission_device, device_id)
+        return Response(status_code=204)
+
+    @router.post("/devices/{device_id}/re-enroll", status_code=201, summary="New credential")
+    async def reenroll_device(device_id: str, _: Write) -> dict[str, str]:
+        """A new credential, shown once; every earlier one of the device is refused."""
+        credential = await run_in_threadpool(service.reenroll_device, device_id)
+        return {"device_id": device_id, "credential": credential, "ddm_url": "/v1/ddm/"}
 
     @router.get("/compliance/supplements", response_model=None)
     async def supplement_compliance(_: Read, format: Format = Format.JSON) -> Response | list[Any]:
@@ -529,6 +560,7 @@ DEVICE_COLUMNS = (
     "decision_reason",
     "decision_supplement_build",
     "decision_message",
+    "lifecycle",
 )
 
 
@@ -562,9 +594,13 @@ def _device_json(record: DeviceRecord) -> dict[str, Any]:
 
 
 def _aware(value: datetime | None) -> datetime | None:
-    if value is None or value.tzinfo is not None:
+    """A query instant in UTC; one that has no UTC form (year 1 at +23:59) is a 400."""
+    if value is None:
         return value
-    return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC) if value.tzinfo else value.replace(tzinfo=UTC)
+    except OverflowError as error:
+        raise InvalidInput(f"instant {value.isoformat()} is out of range") from error
 
 
 def _csv(columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> Response:

@@ -20,9 +20,16 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from bsi import __version__
+from bsi.errors import Unavailable
 from bsi.server.admin import admin_router
 from bsi.server.ddm import DDM_PREFIX, SLASHLESS_PREFIX, ddm_router
-from bsi.server.http import BodyLimit, install_error_handlers
+from bsi.server.http import (
+    RETRY_AFTER_SECONDS,
+    BodyLimit,
+    Deadline,
+    StrictRoute,
+    install_error_handlers,
+)
 from bsi.server.nanomdm import DDM_ENDPOINTS, ForwardingTrust, Network, SignResponses
 from bsi.server.nanomdm_webhook import webhook_router
 from bsi.server.service import BsiService
@@ -33,7 +40,7 @@ from bsi.server.tuf_hosting import (
     watch_repository,
 )
 from bsi.server.wakeup import Wakeups
-from bsi.store.database import open_engine, require_current_schema, upgrade
+from bsi.store.database import DatabaseError, open_engine, require_current_schema, upgrade
 from bsi.store.store import DEFAULT_GROUP, Store
 
 log = logging.getLogger("bsi.server")
@@ -62,6 +69,15 @@ class ServerSettings:
     """Its online (snapshot, timestamp) keys: the server keeps the timestamp fresh."""
     tuf_refresh_seconds: float = 3600.0
     tuf_watch_seconds: float = 1.0
+    request_timeout_seconds: float = 45.0
+    """A request not answered within this gets 503 + Retry-After (long polls excepted)."""
+    revocation_poll_seconds: float = 1.0
+    """How often each process reads new revocations: a device revoked through
+    another process is refused within this, plus one query."""
+    status_burst: float = 30
+    """Status reports a device may send at once (per server process)..."""
+    status_per_second: float = 0.5
+    """...and the rate its allowance refills at: beyond it, 429 with Retry-After."""
 
     nanomdm_webhook_hmac_key: bytes | None = None
     """Verifies NanoMDM's webhook events: the string of its ``-webhook-hmac-key``."""
@@ -112,8 +128,11 @@ def prepare(settings: ServerSettings, clock: Callable[[], datetime] = utc_now) -
         clock,
         cache_seconds=settings.cache_seconds,
         identity_seconds=settings.identity_seconds,
+        status_burst=settings.status_burst,
+        status_per_second=settings.status_per_second,
     )
     assert service.credential_key  # load (or create) the shared key before serving
+    service.revocations.refresh()  # no revoked device is served, not even at start
     if settings.tuf_repo_dir is not None and (settings.tuf_repo_dir / "metadata").is_dir():
         service.repository_seen = targets_fingerprint(settings.tuf_repo_dir)
         service.sync_repository(settings.tuf_repo_dir)
@@ -142,7 +161,14 @@ def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         wakeups.bind(asyncio.get_running_loop())
-        tasks = [asyncio.create_task(_flush_forever(service, settings.last_seen_flush_seconds))]
+        tasks = [
+            asyncio.create_task(
+                _every(settings.last_seen_flush_seconds, service.flush_last_seen, "last-seen")
+            ),
+            asyncio.create_task(
+                _every(settings.revocation_poll_seconds, service.revocations.refresh, "revocation")
+            ),
+        ]
         if settings.tuf_repo_dir and settings.tuf_keys_dir:
             tasks.append(
                 asyncio.create_task(
@@ -182,7 +208,7 @@ def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.include_router(ddm_router(service, settings.forwarding, wakeups))
+    app.include_router(ddm_router(service, settings.forwarding, wakeups, settings.max_body_bytes))
     app.include_router(webhook_router(service, settings.webhook))
     app.include_router(admin_router(service, wakeups, settings.tuf_repo_dir))
     app.include_router(enroll_router(service))
@@ -192,8 +218,24 @@ def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
 
     @app.get("/healthz", tags=["health"])
     async def health() -> Health:
+        """Liveness: the process answers. It reads nothing, so a database outage
+        does not make an orchestrator restart healthy processes."""
         return Health(status="ok", version=__version__)
 
+    @app.get(
+        "/readyz",
+        tags=["health"],
+        responses={503: {"description": "database unreachable or schema not current"}},
+    )
+    async def ready() -> Health:
+        """Readiness: the database answers and its schema is the one this bsi needs."""
+        try:
+            await run_in_threadpool(require_current_schema, service.store.engine)
+        except DatabaseError as error:
+            raise Unavailable(error.message, retry_after=RETRY_AFTER_SECONDS) from error
+        return Health(status="ready", version=__version__)
+
+    app.add_middleware(Deadline, seconds=settings.request_timeout_seconds, exempt=("/v1/ddm/wait",))
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,
@@ -209,13 +251,14 @@ def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
     return app
 
 
-async def _flush_forever(service: BsiService, seconds: float) -> None:
+async def _every(seconds: float, work: Callable[[], object], what: str) -> None:
+    """Run ``work`` in a thread every ``seconds``; a failure is logged and retried."""
     while True:
         await asyncio.sleep(seconds)
         try:
-            await run_in_threadpool(service.flush_last_seen)
+            await run_in_threadpool(work)
         except Exception:  # the database may be briefly away; keep serving
-            log.exception("could not record last-seen times; will retry")
+            log.exception("%s update failed; will retry", what)
 
 
 class EnrollIn(BaseModel):
@@ -223,7 +266,7 @@ class EnrollIn(BaseModel):
 
 
 def enroll_router(service: BsiService) -> APIRouter:
-    router = APIRouter(tags=["enrollment"])
+    router = APIRouter(tags=["enrollment"], route_class=StrictRoute)
 
     @router.post("/v1/enroll", status_code=201)
     async def enroll(body: EnrollIn) -> dict[str, str]:

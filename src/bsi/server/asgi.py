@@ -13,7 +13,10 @@ same app: ``BSI_DATA_DIR``, ``BSI_DATABASE_URL``, ``BSI_NANOMDM_HMAC_KEY_FILE``,
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
+import time
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -54,7 +57,34 @@ def _path(name: str) -> Path | None:
     return Path(value) if value else None
 
 
+SUPERVISOR_PID = "BSI_SUPERVISOR_PID"
+"""Set by ``bsi serve --workers N``: the process whose death ends every worker."""
+
+
+def exit_with_supervisor(supervisor: int, every_seconds: float = 0.5) -> threading.Thread:
+    """Stop this worker when its supervisor is gone (SIGKILLed, say).
+
+    Without it the workers keep serving on the shared socket and a restart
+    fails with "address already in use". A reparented worker gets SIGTERM
+    (uvicorn's graceful stop), and exits hard if that has not ended it in 10 s.
+    """
+
+    def watch() -> None:
+        while os.getppid() == supervisor:
+            time.sleep(every_seconds)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)
+        os._exit(3)
+
+    thread = threading.Thread(target=watch, name="bsi-supervisor-watch", daemon=True)
+    thread.start()
+    return thread
+
+
 def app_from_environment() -> FastAPI:
+    supervisor = os.environ.get(SUPERVISOR_PID)
+    if supervisor:
+        exit_with_supervisor(int(supervisor))
     # The event loop answers check-ins while the status writer and the thread
     # pool hold the GIL; a shorter switch interval keeps its waits short.
     sys.setswitchinterval(0.0005)

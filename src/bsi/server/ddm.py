@@ -24,7 +24,7 @@ from bsi.domain.ddm import declaration_items_response
 from bsi.domain.status import state_to_report
 from bsi.errors import Forbidden, NotFound, Unauthorized
 from bsi.feeds import dump_bsi_catalog
-from bsi.server.http import bearer, json_body
+from bsi.server.http import MAX_INT32, StrictRoute, bearer, json_body
 from bsi.server.nanomdm import HMAC_HEADER, ForwardingTrust
 from bsi.server.service import BsiService, GroupView
 from bsi.server.wakeup import Wakeups
@@ -32,6 +32,8 @@ from bsi.store.store import DeviceIdentity
 
 JSON = "application/json"
 Endpoint = Callable[..., Any]
+REVOKED = "this device is revoked or decommissioned, or its credential was replaced"
+REVOKED_HINT = "an admin can re-enrol it: POST /v1/admin/devices/<device id>/re-enroll"
 
 
 DDM_PREFIX = "/v1/ddm"
@@ -41,8 +43,10 @@ SLASHLESS_PREFIX = "/v1"
 of ``tokens`` against ``.../v1/ddm`` replaces the last segment, giving ``/v1/tokens``."""
 
 
-def ddm_router(service: BsiService, forwarding: ForwardingTrust, wakeups: Wakeups) -> APIRouter:
-    router = APIRouter(tags=["DDM (devices)"])
+def ddm_router(
+    service: BsiService, forwarding: ForwardingTrust, wakeups: Wakeups, max_body: int
+) -> APIRouter:
+    router = APIRouter(tags=["DDM (devices)"], route_class=StrictRoute)
 
     def apple(method: str, path: str, summary: str) -> Callable[[Endpoint], Endpoint]:
         """Register one of Apple's endpoints under both prefixes NanoMDM may use."""
@@ -74,6 +78,8 @@ def ddm_router(service: BsiService, forwarding: ForwardingTrust, wakeups: Wakeup
                 identity = await run_in_threadpool(service.device_for_credential, credential)
             if identity is None:
                 raise Unauthorized("unknown device credential")
+            if service.admitted(identity) is None:
+                raise Unauthorized(REVOKED, hint=REVOKED_HINT)
             if enrollment_id is not None and enrollment_id != identity.device_id:
                 raise Forbidden("X-Enrollment-ID names another device than the credential")
         elif enrollment_id is not None:
@@ -86,6 +92,8 @@ def ddm_router(service: BsiService, forwarding: ForwardingTrust, wakeups: Wakeup
                 request.headers.get("x-enrollment-parentid"),
                 source,
             )
+            if service.admitted(identity, by_credential=False) is None:
+                raise Unauthorized(REVOKED, hint=REVOKED_HINT)
         else:
             raise Unauthorized(
                 "a device credential is required",
@@ -139,7 +147,9 @@ def ddm_router(service: BsiService, forwarding: ForwardingTrust, wakeups: Wakeup
         return Response(json.dumps(dump_bsi_catalog(mine)), media_type=JSON)
 
     @bsi("GET", "/retries", "bsi agents: failed supplements allowed again")
-    async def retries(request: Request, after: Annotated[int, Query(ge=0)] = 0) -> Response:
+    async def retries(
+        request: Request, after: Annotated[int, Query(ge=0, le=MAX_INT32)] = 0
+    ) -> Response:
         """The admin's ``allow-retry`` rows for this device (or all devices) above ``after``."""
         identity = await identify(request)
         rows = await run_in_threadpool(service.store.retries_after, identity.device_id, after)
@@ -149,7 +159,7 @@ def ddm_router(service: BsiService, forwarding: ForwardingTrust, wakeups: Wakeup
     @bsi("GET", "/wait", "Long poll: answers when the device should check in")
     async def wait(
         request: Request,
-        generation: Annotated[int, Query(ge=0)] = 0,
+        generation: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
         timeout: Annotated[float, Query(gt=0, le=300)] = 60,
     ) -> Response:
         """The counterpart of Apple's push: hold this open; check in when it answers."""
@@ -161,6 +171,8 @@ def ddm_router(service: BsiService, forwarding: ForwardingTrust, wakeups: Wakeup
     @apple("PUT", "/status", "Status report (full or partial)")
     async def status(request: Request) -> Response:
         identity = await identify(request)
+        length = request.headers.get("content-length", "")
+        service.admit_status(identity.device_id, int(length) if length.isdecimal() else max_body)
         body = await json_body(request)
         source = request.client.host if request.client else None
         await run_in_threadpool(service.report_status, identity, body, source)

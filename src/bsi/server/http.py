@@ -7,17 +7,23 @@ No input may produce a 5xx, and the tests send bad input to every route.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import concurrent.futures
 import hashlib
 import hmac
 import json
 import logging
-from typing import Any
+import math
+from collections.abc import Callable, Coroutine, Iterable
+from typing import Any, cast
 
-from fastapi import FastAPI, Request
+import sqlalchemy.exc
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bsi.errors import (
@@ -26,7 +32,9 @@ from bsi.errors import (
     Forbidden,
     InvalidInput,
     NotFound,
+    TooManyRequests,
     Unauthorized,
+    Unavailable,
 )
 
 log = logging.getLogger("bsi.server")
@@ -37,6 +45,8 @@ _STATUS = (
     (NotFound, 404),
     (Conflict, 409),
     (InvalidInput, 400),
+    (TooManyRequests, 429),
+    (Unavailable, 503),
 )
 
 
@@ -63,7 +73,9 @@ def status_for(error: BsiError) -> int:
 def install_error_handlers(app: FastAPI) -> None:
     async def bsi_error(_request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, BsiError)
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else None
+        headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else {}
+        if isinstance(error, TooManyRequests | Unavailable):
+            headers["Retry-After"] = str(error.retry_after)
         return JSONResponse(error_body(error), status_code=status_for(error), headers=headers)
 
     async def validation_error(_request: Request, error: Exception) -> JSONResponse:
@@ -75,8 +87,84 @@ def install_error_handlers(app: FastAPI) -> None:
             {"error": "InvalidInput", "message": "; ".join(problems)}, status_code=422
         )
 
+    async def database_away(request: Request, error: Exception) -> JSONResponse:
+        log.warning("database unavailable for %s %s: %s", request.method, request.url.path, error)
+        return await bsi_error(request, unavailable(error))
+
     app.add_exception_handler(BsiError, bsi_error)
     app.add_exception_handler(RequestValidationError, validation_error)
+    for kind in DATABASE_AWAY:
+        app.add_exception_handler(kind, database_away)
+
+
+DATABASE_AWAY: tuple[type[Exception], ...] = (
+    sqlalchemy.exc.OperationalError,
+    sqlalchemy.exc.InterfaceError,
+    sqlalchemy.exc.TimeoutError,
+    concurrent.futures.TimeoutError,
+)
+"""Failures that mean the database is away, locked or frozen, not that the request
+was bad: answered ``503`` with ``Retry-After``, never a bare 500."""
+RETRY_AFTER_SECONDS = 5
+
+
+def unavailable(error: Exception) -> Unavailable:
+    return Unavailable(
+        f"the database is unavailable ({type(error).__name__}); nothing was changed",
+        retry_after=RETRY_AFTER_SECONDS,
+        hint=f"send the same request again in {RETRY_AFTER_SECONDS} s",
+    )
+
+
+class Deadline:
+    """Answer ``503`` + ``Retry-After`` when a request is not answered in ``seconds``.
+
+    The last guard against a frozen database: a connection already open to a
+    stopped PostgreSQL hangs without any error (the kernel still acknowledges
+    TCP), so no driver timeout fires. Paths under an ``exempt`` prefix (the
+    long poll) keep their own bounds.
+    """
+
+    def __init__(self, app: ASGIApp, seconds: float, exempt: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.seconds = seconds
+        self.exempt = exempt
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"].startswith(self.exempt):
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def watched(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await asyncio.wait_for(self.app(scope, receive, watched), self.seconds)
+        except TimeoutError:
+            if started:
+                raise
+            error = Unavailable(
+                f"no answer within {self.seconds:g} s: the database is slow or away",
+                retry_after=RETRY_AFTER_SECONDS,
+                hint=f"send the same request again in {RETRY_AFTER_SECONDS} s",
+            )
+            log.warning("request %s %s timed out", scope.get("method"), scope["path"])
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 503,
+                    "headers": [
+                        (b"content-type", b"application/json"),
+                        (b"retry-after", str(RETRY_AFTER_SECONDS).encode()),
+                    ],
+                }
+            )
+            await send(
+                {"type": "http.response.body", "body": json.dumps(error_body(error)).encode()}
+            )
 
 
 class BodyLimit:
@@ -144,38 +232,141 @@ class BodyLimit:
 
 
 MAX_JSON_DEPTH = 64
+"""Nesting: no DDM document is more than a dozen levels deep, and a deeper one
+would only exhaust the recursion of whatever reads it next."""
+MAX_JSON_STRING = 64 * 1024
+"""Characters in one JSON string (key or value)."""
+MAX_INT32 = 2**31 - 1
+"""The largest value of a 32-bit INTEGER column (row ids, counters): query and body
+fields stored in one are bounded by it."""
+JSON_INT_RANGE = (-(2**63), 2**63 - 1)
+"""Integers: what both databases' BIGINT and every JSON reader can hold."""
 
 
-async def json_body(request: Request) -> object:
-    """The request body as JSON, or a 400 that says why it is not.
+def strict_json(raw: bytes) -> object:
+    """Parse an untrusted JSON body by RFC 8259 and nothing more, or raise InvalidInput.
 
-    Nesting is capped: no DDM document is more than a dozen levels deep, and
-    a deeper one would only exhaust the recursion of whatever reads it next.
+    Refused: anything not UTF-8, ``NaN``/``Infinity`` (not JSON, and invalid
+    once echoed back), numbers beyond :data:`JSON_INT_RANGE` or a double,
+    lone surrogates (not Unicode, and unencodable on the way out), NUL
+    (PostgreSQL cannot store it), strings over :data:`MAX_JSON_STRING`, and
+    nesting over :data:`MAX_JSON_DEPTH`. So everything stored can be read back.
+
+    One pass, linear in the body; strings are looked at only when the text
+    could hold a bad one (a ``\\u`` escape is the only way to write NUL or a
+    surrogate in UTF-8 JSON, and only a long body can hold a long string).
     """
-    raw = await request.body()
     try:
-        document = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise InvalidInput(f"request body is not JSON: not UTF-8 ({error.reason})") from error
+    try:
+        document = json.loads(text, parse_constant=_no_constant)
+    except json.JSONDecodeError as error:
         raise InvalidInput(f"request body is not JSON: {error}") from error
     except RecursionError as error:
         raise InvalidInput(f"request body nests deeper than {MAX_JSON_DEPTH} levels") from error
-    if _depth(document) > MAX_JSON_DEPTH:
-        raise InvalidInput(f"request body nests deeper than {MAX_JSON_DEPTH} levels")
+    except ValueError as error:  # an integer of more than 4,300 digits
+        raise InvalidInput(f"request body has a number out of range: {error}") from error
+    _check_values(document, strings="\\u" in text or len(text) > MAX_JSON_STRING)
     return document
 
 
-def _depth(document: object) -> int:
-    deepest, stack = 0, [(document, 1)]
+def _check_values(document: object, *, strings: bool) -> None:
+    """One pass over the parsed document: depth and numbers, and strings when the
+    raw text could hold a bad one."""
+    low, high = JSON_INT_RANGE
+    stack: list[tuple[dict[Any, Any] | list[Any], int]] = [([document], 0)]
     while stack:
         node, depth = stack.pop()
-        deepest = max(deepest, depth)
         if depth > MAX_JSON_DEPTH:
-            break
-        children = (
-            node.values() if isinstance(node, dict) else node if isinstance(node, list) else ()
-        )
-        stack.extend((child, depth + 1) for child in children)
-    return deepest
+            raise InvalidInput(f"request body nests deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(node, dict):
+            if strings:
+                for key in node:
+                    check_text(key, "a JSON key")
+            children: Iterable[Any] = node.values()
+        else:
+            children = node
+        for child in children:
+            kind = type(child)  # exact types: json.loads makes no subclasses
+            if kind is str:
+                if strings:
+                    check_text(cast(str, child), "a JSON string")
+            elif kind is dict or kind is list:
+                stack.append((child, depth + 1))
+            elif kind is int and not low <= cast(int, child) <= high:
+                raise InvalidInput(
+                    f"number {str(child)[:24]}... is out of range",
+                    hint=f"integers must lie between {low} and {high}",
+                )
+            elif kind is float and not math.isfinite(cast(float, child)):
+                raise InvalidInput("a number is too large for a double (RFC 8259 6)")
+
+
+def _no_constant(name: str) -> object:
+    raise InvalidInput(f"request body is not JSON: {name} is not a JSON number (RFC 8259 6)")
+
+
+def check_text(value: str, what: str, *, limit: int = MAX_JSON_STRING) -> None:
+    """Refuse text no database and no JSON reader can hold: NUL, lone surrogates, too long."""
+    if len(value) > limit:
+        raise InvalidInput(f"{what} is {len(value)} characters long; the limit is {limit}")
+    if "\x00" in value:
+        raise InvalidInput(f"{what} contains a NUL character ({value[:40]!r})")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as error:
+        raise InvalidInput(
+            f"{what} contains a lone surrogate ({value[:40]!r}), which is not Unicode text"
+        ) from error
+
+
+class StrictRequest(Request):
+    """A request whose ``json()`` is :func:`strict_json`: FastAPI's body models read it."""
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_strict_json"):
+            self._strict_json = strict_json(await self.body())
+        return self._strict_json
+
+
+class StrictRoute(APIRoute):
+    """Every route reads bodies strictly and refuses control characters in path and query.
+
+    A route with a body model has its body checked up front, so a bad one gets
+    bsi's own 400 naming the problem; routes reading the body themselves call
+    :func:`json_body` after checking who is asking.
+    """
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        original = super().get_route_handler()
+        has_body_model = self.body_field is not None
+
+        async def handler(request: Request) -> Response:
+            strict = StrictRequest(request.scope, request.receive)
+            check_text(strict.url.path, "the URL path", limit=4096)
+            _check_controls(strict.url.path, "the URL path")
+            for name, value in strict.query_params.multi_items():
+                check_text(value, f"query parameter {name}", limit=4096)
+                _check_controls(value, f"query parameter {name}")
+            if has_body_model and await strict.body():
+                await strict.json()
+            return await original(strict)
+
+        return handler
+
+
+def _check_controls(value: str, what: str) -> None:
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise InvalidInput(f"{what} contains a control character ({value[:40]!r})")
+
+
+async def json_body(request: Request) -> object:
+    """The request body as strict JSON (:func:`strict_json`), or a 400 that says why not."""
+    if isinstance(request, StrictRequest):
+        return await request.json()
+    return strict_json(await request.body())
 
 
 def bearer(request: Request) -> str | None:

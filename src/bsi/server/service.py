@@ -63,7 +63,9 @@ from bsi.errors import (
     NotFound,
 )
 from bsi.server import credentials
+from bsi.server.limits import RateLimit
 from bsi.server.linux_catalog import catalog_from_repository
+from bsi.server.revocations import Revocations
 from bsi.server.status_writer import StatusWriter
 from bsi.store.store import (
     DecisionCounts,
@@ -71,6 +73,7 @@ from bsi.store.store import (
     DeviceIdentity,
     Enrollment,
     NewEnrollment,
+    StatusWrite,
     Store,
 )
 
@@ -81,6 +84,10 @@ SECURITY_EVENT_WINDOW = 600.0
 SECURITY_EVENTS_PER_MINUTE = 120
 """Security events stored per process and minute; beyond that they are logged only."""
 log = logging.getLogger("bsi.security")
+STATUS_COST_BYTES = 64 * 1024
+"""Status report body bytes one rate-limit token pays for."""
+STATUS_WRITE_TIMEOUT = 60.0
+"""Seconds a report waits for its write before the device is told to retry."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +166,8 @@ class BsiService:
         *,
         cache_seconds: float = 2.0,
         identity_seconds: float = 60.0,
+        status_burst: float = 30,
+        status_per_second: float = 0.5,
     ) -> None:
         self.store = store
         self.clock = clock
@@ -171,6 +180,8 @@ class BsiService:
         self._writer = StatusWriter(store, clock)
         self._events_logged: dict[tuple[str, str | None], float] = {}
         self._events_stored: collections.deque[float] = collections.deque()
+        self._status_limit = RateLimit(status_burst, status_per_second, "status reports")
+        self.revocations = Revocations(store)
         self.on_change: Callable[[], None] = lambda: None
         """Called after any change that may alter what devices should run (wake-ups)."""
         self.repository_seen: frozenset[str] | None = None
@@ -199,6 +210,39 @@ class BsiService:
         if self._credential_key is None:
             return False, None
         return True, credentials.verify(self._credential_key, credential)
+
+    def admitted(
+        self, identity: DeviceIdentity | None, *, by_credential: bool = True
+    ) -> DeviceIdentity | None:
+        """``identity`` unless its device is revoked or decommissioned, or (for a bsi
+        credential) a re-enrolment replaced the credential it proved: then None.
+        Every process knows within one revocation poll."""
+        if identity is None or not self.revocations.allows(identity, by_credential=by_credential):
+            return None
+        return identity
+
+    def revoke_device(self, device_id: str) -> None:
+        self.store.revoke_device(device_id, self.clock())
+        self._lifecycle_changed(device_id)
+
+    def decommission_device(self, device_id: str) -> None:
+        self.store.decommission_device(device_id, self.clock())
+        self._lifecycle_changed(device_id)
+
+    def reenroll_device(self, device_id: str) -> str:
+        """A new credential for ``device_id``; its earlier ones are refused from now on."""
+        key = self.credential_key
+        credential = self.store.reenroll_device(
+            device_id,
+            self.clock(),
+            lambda device, group, generation: credentials.issue(key, device, group, generation),
+        )
+        self._lifecycle_changed(device_id)
+        return credential
+
+    def _lifecycle_changed(self, device_id: str) -> None:
+        self.revocations.refresh()
+        self._identities.drop(("enrollment", device_id))
 
     def cached_group_view(self, identity: DeviceIdentity) -> GroupView | None:
         hit = self._groups.peek(_view_key(identity))
@@ -369,6 +413,17 @@ class BsiService:
         catalog: Catalog = self._catalog.get("catalog", self.store.catalog)
         return catalog
 
+    def admit_status(self, device_id: str, body_bytes: int) -> None:
+        """The per-device rate limit on status reports, checked before the body is read.
+
+        A report costs one token per started :data:`STATUS_COST_BYTES` of body.
+        Raises TooManyRequests (429 with Retry-After) once a device has spent
+        its burst; it refills at ``status_per_second``. Kept per process: N
+        server processes admit at most N times the rate.
+        """
+        cost = 1 + max(0, body_bytes - 1) // STATUS_COST_BYTES
+        self._status_limit.admit(device_id, time.monotonic(), cost)
+
     def report_status(
         self, identity: DeviceIdentity, body: object, source: str | None = None
     ) -> DeviceState:
@@ -378,6 +433,9 @@ class BsiService:
         ``serial-number``) than the enrollment's is refused whole and kept as
         a security event. A user channel's report is stored on that channel
         only: the device channel is the one authority on the device's OS.
+
+        The merge runs here, in the request's thread and outside any
+        transaction; the status writer only stores its result.
         """
         report = parse_status_report(body)
         known = self.enrollment(identity.device_id)
@@ -411,7 +469,10 @@ class BsiService:
                 state = merge_status(previous, report)
                 return state, _decision(state, catalog, view.policy, now)
 
-            state = self._writer.submit(identity.device_id, merge).result(timeout=60)
+            def write(one: StatusWrite) -> DeviceState | BsiError | None:
+                return self._writer.submit(one).result(timeout=STATUS_WRITE_TIMEOUT)
+
+            state = self.store.save_device_state(identity.device_id, merge, now, write)
             # its OS or capabilities may have changed, and with them its subscription
             self._identities.drop(("enrollment", identity.device_id))
             return state

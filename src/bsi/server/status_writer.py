@@ -4,6 +4,12 @@ Every report still waits until its own write is committed before the device
 gets its answer, so nothing acknowledged is ever lost; but reports arriving
 together share one transaction (and, on SQLite, one turn at the write lock),
 instead of queueing for the lock one by one.
+
+Only finished work reaches this thread: a report is parsed and merged by the
+request's own thread, outside any transaction, and the writer stores the
+result with a compare-and-set (see :meth:`bsi.store.store.Store.write_device_states`).
+Each report has its own savepoint and its own outcome, so a huge or broken
+report costs its sender time and nobody else's.
 """
 
 from __future__ import annotations
@@ -17,10 +23,12 @@ from datetime import datetime
 
 from bsi.domain.status import DeviceState
 from bsi.errors import BsiError
-from bsi.store.store import Merge, Store
+from bsi.store.store import StatusWrite, Store
 
 log = logging.getLogger("bsi.server")
-_Item = tuple[str, Merge, "Future[DeviceState]"]
+Outcome = DeviceState | BsiError | None
+"""Stored state, the error that refused this report, or None: merge again."""
+_Item = tuple[StatusWrite, "Future[Outcome]"]
 
 
 class StatusWriter:
@@ -34,10 +42,10 @@ class StatusWriter:
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def submit(self, device_id: str, merge: Merge) -> Future[DeviceState]:
+    def submit(self, write: StatusWrite) -> Future[Outcome]:
         self._ensure_running()
-        done: Future[DeviceState] = Future()
-        self._queue.put((device_id, merge, done))
+        done: Future[Outcome] = Future()
+        self._queue.put((write, done))
         return done
 
     def _ensure_running(self) -> None:
@@ -61,16 +69,11 @@ class StatusWriter:
 
     def _write(self, batch: list[_Item]) -> None:
         try:
-            results = self._store.save_device_states(
-                [(device_id, merge) for device_id, merge, _ in batch], self._clock()
-            )
+            results = self._store.write_device_states([write for write, _ in batch], self._clock())
         except Exception as error:  # the whole transaction failed: tell every waiter
             log.exception("could not store %d status reports", len(batch))
-            for _, _, done in batch:
+            for _, done in batch:
                 done.set_exception(error)
             return
-        for (_, _, done), result in zip(batch, results, strict=True):
-            if isinstance(result, BsiError):
-                done.set_exception(result)
-            else:
-                done.set_result(result)
+        for (_, done), result in zip(batch, results, strict=True):
+            done.set_result(result)

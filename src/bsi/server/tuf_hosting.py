@@ -19,6 +19,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
 from bsi.trust import refresh_timestamp
+from bsi.trust.errors import ClockTrouble
 
 log = logging.getLogger("bsi.server")
 
@@ -51,6 +52,8 @@ async def refresh_forever(repo_dir: Path, keys_dir: Path, every_seconds: float) 
             result = await run_in_threadpool(refresh_timestamp, repo_dir, keys_dir)
             for warning in result.warnings:
                 log.warning("TUF repository: %s", warning)
+        except ClockTrouble as error:
+            log.error("TUF repository: clock trouble: %s", error)
         except Exception:  # keep serving; the next round retries
             log.exception("could not refresh the TUF timestamp")
         await asyncio.sleep(every_seconds)

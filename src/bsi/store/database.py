@@ -4,6 +4,18 @@ One URL picks the backend: ``sqlite:///path`` (the embedded default) or
 ``postgresql+psycopg://user@host/db``. SQLite is tuned for a server: WAL so
 readers never wait for the writer, a busy timeout instead of "database is
 locked" errors, and foreign keys on.
+
+Acknowledged means durable on both: SQLite runs ``synchronous=FULL`` (in WAL
+mode, every commit syncs the log before it returns; ``NORMAL`` lost
+acknowledged status reports at a power cut), and PostgreSQL keeps its own
+``synchronous_commit=on`` default. Status reports are group-committed, so the
+sync is paid once per batch, not once per report.
+
+Nothing waits for ever on a database that is away or frozen: connecting gives
+up after :data:`CONNECT_TIMEOUT` seconds, a PostgreSQL statement after
+:data:`STATEMENT_TIMEOUT`, waiting for a pooled connection after
+:data:`POOL_TIMEOUT`, and SQLite's write lock after :data:`BUSY_TIMEOUT`. The
+server turns each into ``503`` with ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -26,6 +38,12 @@ class DatabaseError(BsiError):
     """The database cannot be reached, or its schema is not what this bsi expects."""
 
 
+CONNECT_TIMEOUT = 5
+STATEMENT_TIMEOUT = 30
+POOL_TIMEOUT = 10
+BUSY_TIMEOUT = 30
+
+
 def open_engine(url: str, *, pool_size: int = 40) -> Engine:
     try:
         parsed = make_url(url)
@@ -35,14 +53,24 @@ def open_engine(url: str, *, pool_size: int = 40) -> Engine:
             hint="use sqlite:///path/to/bsi.db or postgresql+psycopg://user@host/db",
         ) from error
     if parsed.get_backend_name() == "sqlite":
-        engine = create_engine(url, connect_args={"timeout": 30})
+        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT})
         event.listen(engine, "connect", _tune_sqlite)
         event.listen(engine, "begin", _begin_sqlite)
         return engine
     if parsed.get_backend_name() == "postgresql":
         # As many pooled connections as the server has worker threads (40), so
         # connections are reused instead of opened and closed under load.
-        return create_engine(url, pool_size=pool_size, max_overflow=10, pool_pre_ping=True)
+        return create_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=10,
+            pool_pre_ping=True,
+            pool_timeout=POOL_TIMEOUT,
+            connect_args={
+                "connect_timeout": CONNECT_TIMEOUT,
+                "options": f"-c statement_timeout={STATEMENT_TIMEOUT * 1000}",
+            },
+        )
     raise DatabaseError(f"unsupported database {parsed.get_backend_name()!r} in {url!r}")
 
 
@@ -55,9 +83,9 @@ def _tune_sqlite(connection: Any, _record: Any) -> None:
     connection.isolation_level = None
     cursor = connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA synchronous=FULL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT * 1000}")
     cursor.close()
 
 

@@ -121,6 +121,29 @@ class Device(Base):
     serial_number: Mapped[str | None] = mapped_column(String(64))
     checked_out_at: Mapped[datetime | None]
 
+    status_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Bumped by every stored report: a merge done outside the write transaction
+    is written only if nothing was stored in between (compare and set)."""
+    credential_generation: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Bumped by re-enrolment: credentials of an earlier generation are refused."""
+    revoked_at: Mapped[datetime | None]
+    decommissioned_at: Mapped[datetime | None]
+
+
+class DeviceLifecycleEvent(Base):
+    """Every revoke, decommission and re-enrolment: the audit trail, and what
+    every server process polls to refuse a revoked credential within seconds."""
+
+    __tablename__ = "device_lifecycle_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device_id: Mapped[str] = mapped_column(String(ENROLLMENT_ID_LENGTH), ForeignKey("devices.id"))
+    action: Mapped[str] = mapped_column(String(16))
+    credential_generation: Mapped[int] = mapped_column(Integer)
+    active: Mapped[bool] = mapped_column(Boolean)
+    """Whether the device's credential of ``credential_generation`` is accepted after it."""
+    at: Mapped[datetime]
+
 
 class DeviceChannel(Base):
     """A user channel (NanoMDM ``UDID:user``) of a device: never a device of its own."""

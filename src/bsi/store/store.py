@@ -17,7 +17,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import Engine, delete, func, insert, or_, select, text, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, StatementError
 from sqlalchemy.orm import Session, sessionmaker
 
 from bsi.domain.catalog import Catalog, Release, Supersession, Supplement, SupplementState
@@ -26,7 +26,15 @@ from bsi.domain.eligibility import Decision, Outcome, Reason
 from bsi.domain.prerequisite import PREREQUISITE_BUILD, dump_base, read_base
 from bsi.domain.status import DeviceState, supported_status_items
 from bsi.domain.versions import Build, ProductVersion, SupplementVersion
-from bsi.errors import BsiError, Conflict, EnrollmentRefused, InvalidInput, NotFound
+from bsi.errors import (
+    BsiError,
+    Conflict,
+    EnrollmentRefused,
+    InvalidInput,
+    InvalidStatusReport,
+    NotFound,
+    Unauthorized,
+)
 from bsi.store.database import WRITE
 from bsi.store.models import (
     ApiKey,
@@ -36,6 +44,7 @@ from bsi.store.models import (
     Device,
     DeviceChannel,
     DeviceGroup,
+    DeviceLifecycleEvent,
     EnrollmentToken,
     GroupDeclaration,
     RetryAllowance,
@@ -47,6 +56,8 @@ from bsi.store.models import (
 )
 
 ROLES = ("admin", "read-only")
+STATUS_WRITE_ATTEMPTS = 5
+"""How often a report is merged again when other reports of its device land first."""
 Merge = Callable[[DeviceState | None], tuple[DeviceState, Decision | None]]
 ChannelMerge = Callable[[DeviceState | None], DeviceState]
 """previous state -> new state of a user channel."""
@@ -74,6 +85,8 @@ class DeviceIdentity:
     """The user channel's own enrollment id; None for the device channel."""
     subscription: tuple[str, ...] | None = None
     """The status items this device is asked for; None: all of bsi's."""
+    generation: int = 0
+    """The credential generation it proved (0 for NanoMDM-forwarded devices)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +133,35 @@ class SecurityEventRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class LifecycleEvent:
+    """After event ``id``: is ``device_id``'s credential of ``generation`` accepted?"""
+
+    id: int
+    device_id: str
+    generation: int
+    active: bool
+
+
+@dataclass(frozen=True, slots=True)
+class StoredStatus:
+    """A device's stored state (None before its first report) and its version."""
+
+    state: DeviceState | None
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class StatusWrite:
+    """A merged state to store, if the device's state is still at ``version``."""
+
+    device_id: str
+    version: int
+    previous: DeviceState | None
+    state: DeviceState
+    decision: Decision | None
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceRecord:
     """A device as the admin API shows it."""
 
@@ -137,6 +179,11 @@ class DeviceRecord:
     decision_reason: str | None
     decision_supplement_build: str | None
     decision_message: str | None
+    lifecycle: str
+    """One of :data:`LIFECYCLES`."""
+
+
+LIFECYCLES = ("active", "revoked", "decommissioned")
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +204,8 @@ class DeviceFilter:
     never_seen: bool | None = None
     stale_before: datetime | None = None
     """Not seen since this instant, or never seen."""
+    lifecycle: str | None = None
+    """One of :data:`LIFECYCLES`; None means active or revoked (not decommissioned)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -507,9 +556,11 @@ class Store:
     def device_identity(self, device_id: str) -> DeviceIdentity | None:
         with self._reading() as session:
             row = session.execute(
-                select(Device.id, Device.group_id).where(Device.id == device_id)
+                select(Device.id, Device.group_id, Device.credential_generation).where(
+                    Device.id == device_id
+                )
             ).first()
-        return DeviceIdentity(row[0], row[1]) if row else None
+        return DeviceIdentity(row[0], row[1], generation=row[2]) if row else None
 
     def touch_devices(self, last_seen: dict[str, datetime]) -> None:
         """Record check-ins in one batch: the hot path never writes per request.
@@ -541,6 +592,77 @@ class Store:
                 "UPDATE devices SET last_seen_at = ? WHERE id = ?",
                 [(last_seen[i].strftime("%Y-%m-%d %H:%M:%S.%f"), i) for i in ids],
             )
+
+    # -- device lifecycle --------------------------------------------------
+
+    def revoke_device(self, device_id: str, now: datetime) -> None:
+        """Refuse the device's credentials from now on; its record and history stay."""
+        self._lifecycle(device_id, now, "revoke")
+
+    def decommission_device(self, device_id: str, now: datetime) -> None:
+        """Revoke, and leave the device out of lists and compliance; history is kept."""
+        self._lifecycle(device_id, now, "decommission")
+
+    def reenroll_device(
+        self, device_id: str, now: datetime, issue: Callable[[str, int, int], str]
+    ) -> str:
+        """A new credential (next generation) for a device; earlier ones stay refused.
+
+        ``issue(device_id, group_id, generation)`` makes it; only its hash is kept.
+        """
+        credential = ""
+
+        def reissue(row: Device) -> None:
+            nonlocal credential
+            row.credential_generation += 1
+            credential = issue(row.id, row.group_id, row.credential_generation)
+            row.credential_hash = secret_hash(credential)
+            row.revoked_at = row.decommissioned_at = None
+
+        self._lifecycle(device_id, now, "re-enroll", reissue)
+        return credential
+
+    def _lifecycle(
+        self,
+        device_id: str,
+        now: datetime,
+        action: str,
+        change: Callable[[Device], None] | None = None,
+    ) -> None:
+        with self._writing() as session:
+            row = session.scalar(select(Device).where(Device.id == device_id).with_for_update())
+            if row is None:
+                raise NotFound(f"no device {device_id!r}")
+            if action in ("revoke", "decommission"):
+                row.revoked_at = row.revoked_at or now
+            if action == "decommission":
+                row.decommissioned_at = row.decommissioned_at or now
+            if change is not None:
+                change(row)
+            session.add(
+                DeviceLifecycleEvent(
+                    device_id=device_id,
+                    action=action,
+                    credential_generation=row.credential_generation,
+                    active=row.revoked_at is None,
+                    at=now,
+                )
+            )
+
+    def lifecycle_events(self, after: int, also: Sequence[int] = ()) -> list[LifecycleEvent]:
+        """Revocations and re-enrolments with an id above ``after`` or in ``also``, oldest first."""
+        with self._reading() as session:
+            rows = session.execute(
+                select(
+                    DeviceLifecycleEvent.id,
+                    DeviceLifecycleEvent.device_id,
+                    DeviceLifecycleEvent.credential_generation,
+                    DeviceLifecycleEvent.active,
+                )
+                .where(or_(DeviceLifecycleEvent.id > after, DeviceLifecycleEvent.id.in_(also)))
+                .order_by(DeviceLifecycleEvent.id)
+            ).all()
+        return [LifecycleEvent(*row) for row in rows]
 
     # -- declarations ------------------------------------------------------
 
@@ -640,48 +762,81 @@ class Store:
             ).first()
         return (dict(row[0]), list(row[1])) if row else None
 
+    def stored_status(self, device_id: str) -> StoredStatus:
+        """A device's state and its version, read outside any write transaction.
+
+        Raises NotFound for an unknown device and Unauthorized for one that is
+        revoked or decommissioned: its reports are not stored any more.
+        """
+        with self._reading() as session:
+            row = session.get(Device, device_id)
+            if row is None:
+                raise NotFound(f"no device {device_id!r}")
+            if row.revoked_at is not None or row.decommissioned_at is not None:
+                raise Unauthorized(f"device {device_id} is revoked")
+            return StoredStatus(_stored_state(row), row.status_version)
+
     def save_device_state(
         self,
         device_id: str,
         merge: Merge,
         now: datetime,
+        write: Callable[[StatusWrite], DeviceState | BsiError | None] | None = None,
     ) -> DeviceState:
-        """Read, merge and write one device's state in one transaction."""
-        (result,) = self.save_device_states([(device_id, merge)], now)
-        if isinstance(result, BaseException):
-            raise result
-        return result
+        """Read, merge and write one device's state; merge again if another report won.
 
-    def save_device_states(
-        self, batch: Sequence[tuple[str, Merge]], now: datetime
-    ) -> list[DeviceState | BsiError]:
-        """Read, merge and write many devices' states in one transaction (group commit).
-
-        ``merge(previous) -> (state, decision)`` runs inside the transaction
-        (rows locked on PostgreSQL, the database on SQLite), so two reports
-        from one device never interleave. A merge is pure and runs before its
-        row is touched, so one that fails is answered with its error and the
-        others still land, with no savepoint round trips. A change of
-        supplemental build is recorded with ``now``.
+        ``merge`` runs outside any transaction. ``write`` stores one merged
+        state (by default a transaction of its own; the server passes its
+        group-commit writer). Raises the report's own error, or Conflict when
+        the device's state kept changing under it.
         """
-        results: list[DeviceState | BsiError] = []
+        store = write or (lambda one: self.write_device_states([one], now)[0])
+        for _ in range(STATUS_WRITE_ATTEMPTS):
+            stored = self.stored_status(device_id)
+            state, decision = merge(stored.state)
+            result = store(StatusWrite(device_id, stored.version, stored.state, state, decision))
+            if isinstance(result, BsiError):
+                raise result
+            if result is not None:
+                return result
+        raise Conflict(
+            f"device {device_id}'s status kept changing while this report was merged",
+            hint="send the report again",
+        )
+
+    def write_device_states(
+        self, batch: Sequence[StatusWrite], now: datetime
+    ) -> list[DeviceState | BsiError | None]:
+        """Write merged states in one transaction (group commit), each in its own savepoint.
+
+        Each write is a compare-and-set on the device's ``status_version``: it
+        lands only if nothing was stored since its merge read the state, and
+        otherwise comes back as ``None`` (merge again). The merge itself ran
+        before, outside this transaction, so a huge report holds no lock while
+        it is folded. A write the database refuses (a value it cannot hold)
+        rolls back its own savepoint only and comes back as its error; the
+        other reports of the batch still land. A change of supplemental build
+        is recorded with ``now``.
+        """
+        results: list[DeviceState | BsiError | None] = []
         with self._writing() as session:
-            ids = sorted({device_id for device_id, _ in batch})
-            rows = {
-                row.id: row
-                for row in session.scalars(
-                    select(Device).where(Device.id.in_(ids)).order_by(Device.id).with_for_update()
-                )
-            }
-            for device_id, merge in batch:
-                row = rows.get(device_id)
-                if row is None:
-                    results.append(NotFound(f"no device {device_id!r}"))
-                    continue
+            for write in batch:
                 try:
-                    results.append(_merge_into(session, row, merge, now))
+                    with session.begin_nested():
+                        results.append(_write_state(session, write, now))
                 except BsiError as error:
                     results.append(error)
+                except (StatementError, ValueError) as error:
+                    # The database is away: every report of the batch fails alike.
+                    if isinstance(error, OperationalError | InterfaceError):
+                        raise
+                    cause = getattr(error, "orig", None) or error
+                    results.append(
+                        InvalidStatusReport(
+                            f"the database refused this status report: {type(cause).__name__}",
+                            hint="send only values Apple's status item schema allows",
+                        )
+                    )
         return results
 
     def store_decisions(self, decisions: Iterable[tuple[str, Decision]]) -> int:
@@ -714,7 +869,11 @@ class Store:
                         Device.status_errors,
                         Device.status_invalid,
                     )
-                    .where(Device.id > after, Device.platform.is_not(None))
+                    .where(
+                        Device.id > after,
+                        Device.platform.is_not(None),
+                        Device.decommissioned_at.is_(None),
+                    )
                     .order_by(Device.id)
                     .limit(batch_size)
                 ).all()
@@ -780,7 +939,9 @@ class Store:
         )
         with self._reading() as session:
             for platform, version, build, outcome, reason, n in session.execute(
-                select(*columns, func.count()).group_by(*columns)
+                select(*columns, func.count())
+                .where(Device.decommissioned_at.is_(None))
+                .group_by(*columns)
             ):
                 if outcome is None:
                     outcome, reason = NOT_REPORTED
@@ -788,7 +949,7 @@ class Store:
                 counts.by_group[key] = counts.by_group.get(key, 0) + n
             for build, n in session.execute(
                 select(Device.supplemental_build, func.count())
-                .where(Device.supplemental_build.is_not(None))
+                .where(Device.supplemental_build.is_not(None), Device.decommissioned_at.is_(None))
                 .group_by(Device.supplemental_build)
             ):
                 counts.installed[str(build)] = n
@@ -952,24 +1113,48 @@ def _register_channel(session: Session, entry: NewEnrollment, now: datetime) -> 
     return 0
 
 
-def _merge_into(session: Session, row: Device, merge: Merge, now: datetime) -> DeviceState:
-    previous = _stored_state(row)
-    state, decision = merge(previous)
-    _apply_state(row, state, decision, now)
+def _write_state(session: Session, write: StatusWrite, now: datetime) -> DeviceState | None:
+    columns = _state_columns(write.state, write.decision, now)
+    done = session.execute(
+        update(Device)
+        .where(
+            Device.id == write.device_id,
+            Device.status_version == write.version,
+            Device.revoked_at.is_(None),
+            Device.decommissioned_at.is_(None),
+        )
+        .values(
+            status_version=write.version + 1,
+            # Trust on first use: the hardware a device first names is the one
+            # it must keep naming.
+            udid=func.coalesce(Device.udid, write.state.udid),
+            serial_number=func.coalesce(Device.serial_number, write.state.serial_number),
+            **columns,
+        )
+    )
+    if done.rowcount == 0:  # type: ignore[attr-defined]
+        found = session.execute(
+            select(Device.revoked_at, Device.decommissioned_at).where(Device.id == write.device_id)
+        ).first()
+        if found is None:
+            raise NotFound(f"no device {write.device_id!r}")
+        if found[0] is not None or found[1] is not None:
+            raise Unauthorized(f"device {write.device_id} is revoked")
+        return None  # stored by another report since this merge read: merge again
+    previous = write.previous
     old_build = (
         str(previous.supplemental_build) if previous and previous.supplemental_build else None
     )
-    new_build = str(state.supplemental_build) if state.supplemental_build else None
-    if previous is None or old_build != new_build:
-        session.add(
-            SupplementalBuildChange(
-                device_id=row.id,
+    if previous is None or old_build != columns["supplemental_build"]:
+        session.execute(
+            insert(SupplementalBuildChange).values(
+                device_id=write.device_id,
                 previous_build=old_build,
-                supplemental_build=new_build,
+                supplemental_build=columns["supplemental_build"],
                 observed_at=now,
             )
         )
-    return state
+    return write.state
 
 
 def _stored_state(row: Device | DeviceChannel) -> DeviceState | None:
@@ -1002,22 +1187,34 @@ def _decision_columns(decision: Decision | None) -> dict[str, Any]:
     }
 
 
-def _apply_state(row: Device, state: DeviceState, decision: Decision | None, now: datetime) -> None:
-    row.status_items = state.items
-    row.status_errors = list(state.errors)
-    row.status_invalid = list(state.invalid)
-    row.last_seen_at = now
-    row.platform = state.platform
-    row.product_version = str(state.product_version) if state.product_version else None
-    row.build = str(state.build) if state.build else None
-    row.supplemental_build = str(state.supplemental_build) if state.supplemental_build else None
-    row.supplemental_extra = str(state.supplemental_extra) if state.supplemental_extra else None
-    row.model_identifier = state.model_identifier
-    # Trust on first use: the hardware a device first names is the one it must keep naming.
-    row.udid = row.udid or state.udid
-    row.serial_number = row.serial_number or state.serial_number
-    for column, value in _decision_columns(decision).items():
-        setattr(row, column, value)
+def _state_columns(state: DeviceState, decision: Decision | None, now: datetime) -> dict[str, Any]:
+    """The device row's columns for ``state``; a value too long for its column is refused."""
+    columns: dict[str, Any] = {
+        "status_items": state.items,
+        "status_errors": list(state.errors),
+        "status_invalid": list(state.invalid),
+        "last_seen_at": now,
+        "platform": state.platform,
+        "product_version": str(state.product_version) if state.product_version else None,
+        "build": str(state.build) if state.build else None,
+        "supplemental_build": str(state.supplemental_build) if state.supplemental_build else None,
+        "supplemental_extra": str(state.supplemental_extra) if state.supplemental_extra else None,
+        "model_identifier": state.model_identifier,
+        **_decision_columns(decision),
+    }
+    for name, value in {
+        **columns,
+        "udid": state.udid,
+        "serial_number": state.serial_number,
+    }.items():
+        length = getattr(Device.__table__.c[name].type, "length", None)
+        if isinstance(value, str) and length is not None and len(value) > length:
+            raise InvalidStatusReport(
+                f"{name.replace('_', ' ')} {value[:80]!r} is {len(value)} characters long; "
+                f"bsi stores at most {length}",
+                hint="a real device never reports a value this long",
+            )
+    return columns
 
 
 def _filtered(query: Any, f: DeviceFilter) -> Any:
@@ -1051,6 +1248,14 @@ def _filtered(query: Any, f: DeviceFilter) -> Any:
     if f.never_seen is not None:
         seen = Device.last_seen_at.is_(None)
         query = query.where(seen if f.never_seen else ~seen)
+    if f.lifecycle == "decommissioned":
+        query = query.where(Device.decommissioned_at.is_not(None))
+    else:
+        query = query.where(Device.decommissioned_at.is_(None))
+    if f.lifecycle == "active":
+        query = query.where(Device.revoked_at.is_(None))
+    elif f.lifecycle == "revoked":
+        query = query.where(Device.revoked_at.is_not(None))
     return query
 
 
@@ -1077,6 +1282,11 @@ def _record(device: Device, group: str) -> DeviceRecord:
         decision_reason=device.decision_reason if reported else NOT_REPORTED[1],
         decision_supplement_build=device.decision_supplement_build,
         decision_message=device.decision_message if reported else NOT_REPORTED_MESSAGE,
+        lifecycle="decommissioned"
+        if device.decommissioned_at is not None
+        else "revoked"
+        if device.revoked_at is not None
+        else "active",
     )
 
 

@@ -87,3 +87,8 @@ class RepositoryExists(TrustError, Conflict):
 
 class RepositoryStateError(TrustError):
     """The publisher's repository is missing, incomplete or inconsistent."""
+
+
+class ClockTrouble(RepositoryStateError):
+    """The signer's clock is behind what it already signed: what it would sign now
+    would expire early, or already be expired for every device."""

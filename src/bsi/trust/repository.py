@@ -35,6 +35,7 @@ from bsi.errors import Conflict, InvalidInput
 from bsi.trust import _fs, keys, model, store
 from bsi.trust._tuf import Metadata, Root, Signer, TargetFile, Targets
 from bsi.trust.errors import (
+    ClockTrouble,
     KeyFileError,
     RepositoryExists,
     RepositoryStateError,
@@ -68,6 +69,14 @@ class RotationResult:
     new_keys: tuple[KeyFile, ...]
     status: SignatureStatus
     published: PublishResult | None
+
+
+CLOCK_TOLERANCE = timedelta(minutes=5)
+"""How far behind its last signature the signer's clock may be before it refuses."""
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def _moment(now: datetime | None) -> datetime:
@@ -601,6 +610,15 @@ def refresh_timestamp(
         state = store.current_state(layout)
         settings = store.read_settings(layout)
         next_expiry = model.expiry(moment, settings.timestamp)
+        served = state.timestamp.signed
+        signed_at = _aware(served.expires) - settings.timestamp
+        if moment + CLOCK_TOLERANCE < signed_at:
+            raise ClockTrouble(
+                f"the clock says {moment:%Y-%m-%d %H:%M} UTC, but timestamp "
+                f"v{served.version} was signed at about {signed_at:%Y-%m-%d %H:%M} UTC: "
+                "refusing to sign metadata that would expire before what devices hold",
+                hint="set the system clock right (NTP); the served metadata stays as it is",
+            )
         snapshot_status = model.signature_status(state.snapshot, state.root.signed)
         new_snapshot = state.snapshot.signed.expires <= next_expiry or not snapshot_status.verified
         return _publish(

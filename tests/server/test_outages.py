@@ -1,0 +1,137 @@
+"""Database outages: 503 + Retry-After + a JSON error, never a 500 or a hang; recovery
+without a restart; /healthz (liveness) apart from /readyz (database and schema)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+
+from pgcluster import free_port
+from reports import macos_report
+from server_support import RunningServer
+
+
+def assert_unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert int(response.headers["Retry-After"]) > 0
+    assert response.json()["error"] == "Unavailable"
+
+
+@contextlib.contextmanager
+def postgres_refusing(server: RunningServer, base: str) -> Iterator[None]:
+    """The server's database refuses every connection, and its open ones are cut."""
+    name = server.service.store.engine.url.database
+    dsn = base.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")  # type: ignore[arg-type]
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (name,)
+        )
+        try:
+            yield
+        finally:
+            admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS true")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("server", ["postgresql"], indirect=True)
+def test_a_postgresql_outage_answers_503_and_recovers_without_a_restart(
+    server: RunningServer, postgres_base: str
+) -> None:
+    _, device = server.device()
+    assert device.put("/v1/ddm/status", json=macos_report()).status_code == 200
+    anonymous = server.client()
+    assert anonymous.get("/readyz").status_code == 200
+    with postgres_refusing(server, postgres_base):
+        assert_unavailable(device.put("/v1/ddm/status", json=macos_report()))
+        assert_unavailable(server.admin.get("/v1/admin/devices"))
+        assert_unavailable(anonymous.post("/v1/enroll", json={"token": "x"}))
+        assert_unavailable(anonymous.get("/readyz"))
+        assert anonymous.get("/healthz").status_code == 200
+    deadline = time.monotonic() + 10
+    while device.put("/v1/ddm/status", json=macos_report()).status_code != 200:
+        assert time.monotonic() < deadline, "did not recover"
+        time.sleep(0.2)
+    assert anonymous.get("/readyz").status_code == 200
+
+
+@pytest.mark.server_settings(request_timeout_seconds=2)
+def test_a_locked_or_frozen_database_answers_503_in_bounded_time(
+    server: RunningServer,
+) -> None:
+    """Another holder of the write lock: the request gives up at its deadline."""
+    _, device = server.device()
+    store = server.service.store
+    with store.engine.connect() as connection:
+        if store.engine.dialect.name == "sqlite":
+            raw = sqlite3.connect(store.engine.url.database or "", isolation_level=None)
+            raw.execute("BEGIN EXCLUSIVE")
+        else:
+            connection.exec_driver_sql("LOCK TABLE devices IN ACCESS EXCLUSIVE MODE")
+        started = time.monotonic()
+        response = device.put("/v1/ddm/status", json=macos_report())
+        took = time.monotonic() - started
+        if store.engine.dialect.name == "sqlite":
+            raw.execute("ROLLBACK")
+            raw.close()
+        else:
+            connection.rollback()
+    assert_unavailable(response)
+    assert took < 5
+    deadline = time.monotonic() + 60  # the abandoned write finishes first
+    while device.put("/v1/ddm/status", json=macos_report()).status_code != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
+def test_an_unmigrated_database_is_live_but_not_ready(server: RunningServer) -> None:
+    with server.service.store.engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE alembic_version SET version_num = '0001'")
+    anonymous = server.client()
+    assert anonymous.get("/healthz").status_code == 200
+    not_ready = anonymous.get("/readyz")
+    assert_unavailable(not_ready)
+    assert "bsi db upgrade" in not_ready.text or "schema" in not_ready.json()["message"]
+
+
+def _port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def test_workers_exit_with_their_supervisor_and_a_restart_takes_the_port(tmp_path: Path) -> None:
+    port = free_port()
+    command = [sys.executable, "-m", "bsi", "serve", "--port", str(port)]
+    command += ["--data-dir", str(tmp_path / "data"), "--workers", "2"]
+
+    def start() -> subprocess.Popen[bytes]:
+        process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while not _port_open(port) or httpx.get(f"http://127.0.0.1:{port}/healthz").is_error:
+            assert process.poll() is None, "bsi serve exited"
+            assert time.monotonic() < deadline, "bsi serve did not come up"
+            time.sleep(0.2)
+        return process
+
+    first = start()
+    os.kill(first.pid, signal.SIGKILL)
+    first.wait()
+    killed = time.monotonic()
+    while _port_open(port):
+        assert time.monotonic() - killed < 20, "workers outlived their supervisor"
+        time.sleep(0.1)
+    print(f"\nworkers gone {time.monotonic() - killed:.1f} s after the supervisor's SIGKILL")
+    second = start()
+    second.send_signal(signal.SIGINT)
+    second.wait(timeout=30)
