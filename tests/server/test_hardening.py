@@ -89,8 +89,7 @@ def test_a_hostile_device_does_not_delay_another_devices_report(server: RunningS
     codes = {code for codes in answers.values() for code in codes}
     assert answers["flat"][0] == 400  # over the item limit
     assert answers["wide"][0] == answers["list"][0] == 200  # under every limit: stored
-    assert 429 in codes  # then the device is over its rate
-    assert codes <= {200, 400, 429}
+    assert codes <= {200, 400, 429}  # 429 once over its rate (its own test is below)
 
 
 @pytest.mark.server_settings(status_burst=3, status_per_second=0.01)
