@@ -64,7 +64,7 @@ def test_a_hostile_device_does_not_delay_another_devices_report(server: RunningS
             response = honest.put("/v1/ddm/status", json=macos_report())
             delays.append(time.monotonic() - started)
             assert response.status_code == 200, response.text
-            time.sleep(0.05)
+            time.sleep(0.2)  # ~30 reports in all: within the honest device's own burst of 60
         return delays
 
     calm = honest_reports(2)  # the same machine, no flood: what a report costs here
