@@ -195,7 +195,10 @@ def test_freeze_after_the_device_trusted_a_fresh_state(
     repo.publish(NAME, BUNDLE)
     repo.client(device).refresh()
     refresh_timestamp(
-        repo.repo_dir, repo.keys_dir, now=datetime.now(UTC) - timedelta(days=3)
+        repo.repo_dir,
+        repo.keys_dir,
+        now=datetime.now(UTC) - timedelta(days=3),
+        refuse_clock_behind=False,  # the attacker forges it on purpose
     )  # a newer version number, but long expired
     refused(MetadataExpired, repo, device)
 

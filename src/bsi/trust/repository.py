@@ -598,11 +598,15 @@ def refresh_timestamp(
     *,
     passphrase: bytes | None = None,
     now: datetime | None = None,
+    refuse_clock_behind: bool = True,
 ) -> PublishResult:
     """Re-sign timestamp (and snapshot, when it would expire first) with the online keys.
 
     The server runs this on a timer well inside the timestamp's expiry; the
     result's warnings name offline roles (root, targets) about to expire.
+    Raises :class:`ClockTrouble` when ``now`` is behind the served timestamp's
+    signing time; ``refuse_clock_behind=False`` is only for freeze-attack
+    tests that must forge such stale metadata on purpose.
     """
     layout = _layout(repo_dir)
     moment = _moment(now)
@@ -612,7 +616,7 @@ def refresh_timestamp(
         next_expiry = model.expiry(moment, settings.timestamp)
         served = state.timestamp.signed
         signed_at = _aware(served.expires) - settings.timestamp
-        if moment + CLOCK_TOLERANCE < signed_at:
+        if refuse_clock_behind and moment + CLOCK_TOLERANCE < signed_at:
             raise ClockTrouble(
                 f"the clock says {moment:%Y-%m-%d %H:%M} UTC, but timestamp "
                 f"v{served.version} was signed at about {signed_at:%Y-%m-%d %H:%M} UTC: "
