@@ -134,8 +134,15 @@ def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     relaunch: list[object] = [sys.executable, scripts / "restart.py", scripts / "holder.py"]
     publish_letter(work, "a", PATCHED_FILES, HEALTHY, relaunch)
 
+    # Every run is a copy of one enrolled device, so hundreds of runs are one
+    # device to the server: lift its per-device status rate limit (tested on
+    # its own in tests/server/test_hardening.py) out of the way.
     settings = ServerSettings(
-        data_dir=work / "data", tuf_repo_dir=work / "repo", tuf_keys_dir=work / "keys"
+        data_dir=work / "data",
+        tuf_repo_dir=work / "repo",
+        tuf_keys_dir=work / "keys",
+        status_burst=1_000_000,
+        status_per_second=1_000_000,
     )
     service = prepare(settings)
     admin_key = service.store.create_api_key("crash", "admin", utc_now())

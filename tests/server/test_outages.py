@@ -66,12 +66,28 @@ def test_a_postgresql_outage_answers_503_and_recovers_without_a_restart(
     assert anonymous.get("/readyz").status_code == 200
 
 
+def _enrolled_despite_a_slow_start(server: RunningServer) -> httpx.Client:
+    """Enrol a device, retrying setup requests that meet the test's short deadline.
+
+    Under CI load a fresh database's first writes can take longer than the 2 s
+    deadline this test sets; that is setup, not the behaviour under test.
+    """
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return server.device()[1]
+        except AssertionError as slow:
+            if "no answer within" not in str(slow) or time.monotonic() > deadline:
+                raise
+            time.sleep(1)
+
+
 @pytest.mark.server_settings(request_timeout_seconds=2)
 def test_a_locked_or_frozen_database_answers_503_in_bounded_time(
     server: RunningServer,
 ) -> None:
     """Another holder of the write lock: the request gives up at its deadline."""
-    _, device = server.device()
+    device = _enrolled_despite_a_slow_start(server)
     store = server.service.store
     with store.engine.connect() as connection:
         if store.engine.dialect.name == "sqlite":
