@@ -22,7 +22,9 @@ bug.
     │   ├── EnrollmentRefused       an enrollment token unknown, expired or used up
     │   └── IdentityMismatch        a request names one enrollment and proves another
     ├── TooManyRequests         a device over its rate limit; says when to come back
-    └── Unavailable             the database cannot be reached now; says when to retry
+    ├── Unavailable             the database cannot be reached now; says when to retry
+    ├── ServerUnavailable       (device side) the bsi server did not answer, or answered 5xx
+    └── ServerRefused           (device side) the bsi server refused a request (4xx)
 """
 
 from __future__ import annotations
@@ -123,3 +125,12 @@ class Unavailable(BsiError):
     def __init__(self, message: str, *, retry_after: int = 5, hint: str | None = None) -> None:
         super().__init__(message, hint=hint)
         self.retry_after = retry_after
+
+
+class ServerUnavailable(BsiError):
+    """Device side: the bsi server could not be reached, answered 5xx or an unreadable
+    body. Transient: the agent backs off and tries again (:mod:`bsi.agent.schedule`)."""
+
+
+class ServerRefused(BsiError):
+    """Device side: the bsi server answered 4xx (not 401); the message is the server's own."""

@@ -46,7 +46,7 @@ from bsi.agent.activators import (
     stage_bundle,
 )
 from bsi.agent.config import AgentConfig
-from bsi.agent.ddm_client import DdmClient, ServerRefused
+from bsi.agent.ddm_client import DdmClient
 from bsi.agent.facts import read_facts
 from bsi.agent.health import passed_without_check, run_health_check
 from bsi.agent.machine import DiskState, InstallState, Plan, Step, next_steps
@@ -70,7 +70,7 @@ from bsi.domain.policy import SoftwareUpdatePolicy
 from bsi.domain.prerequisite import dump_base, folded_in
 from bsi.domain.versions import Build
 from bsi.durable import write_atomic
-from bsi.errors import BsiError, Conflict, Forbidden, InvalidInput
+from bsi.errors import BsiError, Conflict, Forbidden, InvalidInput, ServerRefused
 from bsi.trust import TrustedClient, verify_root
 from bsi.trust.errors import MetadataExpired
 

@@ -13,10 +13,10 @@ import typer
 from rich.console import Console
 
 from bsi.agent.config import load_config
-from bsi.agent.ddm_client import ServerUnavailable
 from bsi.agent.runner import Agent
 from bsi.agent.unit import UNIT_PATH, render_unit
 from bsi.durable import write_atomic
+from bsi.errors import ServerUnavailable
 
 agent_app = typer.Typer(
     help="The device agent: stage, activate, relaunch and roll back supplements.",

@@ -205,14 +205,16 @@ class LightDevice:
         """One agent cycle (see ``Agent._cycle``), with activation kept in the state file."""
         state = self.state
         facts = self.facts()
-        token = await self.session.declarations_token(state.declarations_token)
+        token = await self.session.run(
+            self.session.conversation.declarations_token(state.declarations_token)
+        )
         if token is not None:
-            declarations = await self.session.declarations()
+            declarations = await self.session.run(self.session.conversation.declarations())
             state.declarations = [d.to_json() for d in declarations]
             state.declarations_token = token
             self._policy = effective_policy(declarations)
             self.save()
-        catalog = await self.session.catalog(facts.platform)
+        catalog = await self.session.run(self.session.conversation.catalog(facts.platform))
         active = Build.parse(state.active_build) if state.active_build else None
         disk = DiskState(
             active_build=active,
@@ -225,7 +227,7 @@ class LightDevice:
         plan = next_steps(facts, catalog, self._policy, utc_now(), disk, rules)
         target = plan.target
         if plan.steps:
-            await self.session.report(
+            await self._report(
                 status_report(
                     facts,
                     active_extra=facts.supplemental_extra,
@@ -249,7 +251,7 @@ class LightDevice:
         if changed:
             self.save()
             facts = self.facts()
-        await self.session.report(
+        await self._report(
             status_report(
                 facts,
                 active_extra=facts.supplemental_extra,
@@ -264,6 +266,9 @@ class LightDevice:
         if state.active_build and status.installed_at is None:
             status.installed_at = acknowledged
         status.failure = None
+
+    async def _report(self, report: dict[str, Any]) -> None:
+        await self.session.run(self.session.conversation.report(report))
 
     async def wait(self, generation: int, timeout: float) -> tuple[int, bool]:
         return await self.session.wait(generation, timeout)

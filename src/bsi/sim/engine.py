@@ -43,11 +43,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from bsi.agent.ddm_client import ServerUnavailable
 from bsi.domain.declarations import software_update_settings
 from bsi.domain.patch_window import PERCENTILES
 from bsi.domain.policy import InstallSecurityUpdate
-from bsi.errors import InvalidInput
+from bsi.errors import InvalidInput, ServerUnavailable
 from bsi.sim.devices import DeviceStatus, FullDevice, LightDevice, Phase, SimDevice
 from bsi.sim.fleet import (
     DEFAULT_MIX,
