@@ -6,12 +6,15 @@ import io
 import json
 import os
 import tarfile
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import zstandard
+from typer.testing import CliRunner, Result
 
+from bsi.cli import app
 from bsi.cryptex import SupplementSpec, parse_spec
+from bsi.errors import BsiError
 
 SPEC_TEXT = """\
 platform: debian
@@ -130,3 +133,30 @@ def compress(data: bytes, *, content_size: bool = True) -> bytes:
 def pack(path: Path, items: Iterable[Member]) -> Path:
     path.write_bytes(compress(tar_bytes(items)))
     return path
+
+
+def run_cli(*args: str | Path) -> Result:
+    """``bsi ARGS`` in-process, as a user would type it."""
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def written_spec_rebuilds(
+    out: Path, option: str, build_args: Callable[[Path], list[str | Path]]
+) -> Path:
+    """The spec ``--from-deb``/``--from-rpm`` wrote next to ``out`` rebuilds it byte for byte."""
+    spec_file = out.with_name(out.name.removesuffix(".cryptex") + ".spec.yaml")
+    assert f"# Derived by: bsi supplement build {option}" in spec_file.read_text()
+    rebuilt = out.with_name("rebuilt.cryptex")
+    again = run_cli(*build_args(rebuilt), "--spec", spec_file)
+    assert again.exit_code == 0, again.output
+    assert rebuilt.read_bytes() == out.read_bytes()
+    return spec_file
+
+
+def refused(args: list[str | Path], out: Path, error: type[BsiError], message: str) -> None:
+    """The command fails with ``error`` naming ``message``, and writes neither bundle nor spec."""
+    result = run_cli(*args)
+    assert isinstance(result.exception, error), result.output
+    assert message in str(result.exception), str(result.exception)
+    assert not out.exists()
+    assert not out.with_name(out.name.removesuffix(".cryptex") + ".spec.yaml").exists()

@@ -26,11 +26,11 @@ DEB_CACHE = Path(
 )
 
 
-def require(tool: str) -> str:
+def require(tool: str, package: str = "dpkg") -> str:
     """The path of ``tool``; skips (fails under CI=true) when it is not installed."""
     found = shutil.which(tool)
     if found is None:
-        message = f"{tool} is not installed (Debian package dpkg)"
+        message = f"{tool} is not installed (Debian package {package})"
         if os.environ.get("CI") == "true":
             pytest.fail(f"{message}; .ci/run must install it")
         pytest.skip(message)

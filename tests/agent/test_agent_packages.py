@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 from pathlib import Path
 
 import pytest
@@ -11,6 +10,7 @@ import pytest
 from bsi.agent.facts import FactsUnavailable
 from bsi.agent.packages import detect_manager, file_digests, read_dpkg, read_rpm
 from bsi.domain.prerequisite import PackageManager, PackageVersion
+from rpms import fedora_root, make_rpm, rpm_install
 
 STATUS = """\
 Package: libssl3
@@ -62,13 +62,40 @@ def test_no_package_database_means_no_manager(tmp_path: Path) -> None:
     assert detect_manager(tmp_path) is None
 
 
-def test_rpm_database_without_the_rpm_command_says_so(tmp_path: Path) -> None:
-    if shutil.which("rpm"):
-        pytest.skip("rpm is installed here")
+def test_rpm_database_without_the_rpm_command_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path / "no-tools"))  # a host without rpm
     (tmp_path / "var/lib/rpm").mkdir(parents=True)
     assert detect_manager(tmp_path) is PackageManager.RPM
     with pytest.raises(FactsUnavailable, match="rpm command is not installed"):
         read_rpm(tmp_path, ["openssl-libs"])
+
+
+def test_rpm_database_gives_installed_versions_of_the_named_packages_only(
+    tmp_path: Path,
+) -> None:
+    root = fedora_root(tmp_path / "root")
+    lib = {"usr/lib64/libdemo.so.1": b"lib"}
+    rpm_install(root, make_rpm(tmp_path, "openssl-libs", "3.2.2", "3.fc40", lib, epoch=1))
+    multilib = make_rpm(tmp_path, "openssl-libs", "3.2.2", "3.fc40", lib, arch="i686", epoch=1)
+    rpm_install(root, multilib, upgrade=False)
+    rpm_install(root, make_rpm(tmp_path, "unrelated", "1", "1", {"etc/x": b"x"}, arch="noarch"))
+    assert detect_manager(root) is PackageManager.RPM
+    assert read_rpm(root, ["openssl-libs", "absent"]) == (
+        PackageVersion("openssl-libs", "1:3.2.2-3.fc40", "i686"),
+        PackageVersion("openssl-libs", "1:3.2.2-3.fc40", "x86_64"),
+    )
+    assert read_rpm(root, ["absent"]) == ()
+    # the build machine's own rpm database is never read: only the root's
+    assert read_rpm(fedora_root(tmp_path / "empty"), ["openssl-libs"]) == ()
+
+
+def test_a_broken_rpm_database_is_refused_clearly(tmp_path: Path) -> None:
+    root = fedora_root(tmp_path / "root")
+    (root / "usr/lib/sysimage/rpm/rpmdb.sqlite").write_bytes(b"not a database " * 100)
+    with pytest.raises(FactsUnavailable, match="rpm cannot read the database"):
+        read_rpm(root, ["openssl-libs"])
 
 
 def test_file_digests_report_missing_files_as_none(tmp_path: Path) -> None:

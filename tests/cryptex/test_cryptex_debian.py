@@ -11,14 +11,20 @@ import hashlib
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from bsi.cli import app
 from bsi.cryptex import build_bundle, diff_trees, load_spec, verify_bundle
 from bsi.cryptex.errors import InvalidSupplement
 from bsi.domain.prerequisite import PackageManager, PackageVersion
-from bsi.errors import BsiError, InvalidInput
-from cryptex_support import BASE_FILES, SPEC_TEXT, spec, standard_trees
+from bsi.errors import InvalidInput
+from cryptex_support import (
+    BASE_FILES,
+    SPEC_TEXT,
+    refused,
+    run_cli,
+    spec,
+    standard_trees,
+    written_spec_rebuilds,
+)
 from debs import install_into, make_deb
 
 LIB = "usr/lib/x86_64-linux-gnu/libdemo.so.1"
@@ -32,10 +38,6 @@ OLD = {
     CONF: b"a=1\n",
 }
 NEW = {**OLD, LIB: b"libdemo 1.0-1+deb12u1 " * 300, BIN: b"\x7fELF demod 1.0 fixed"}
-
-
-def run(*args: str | Path) -> Result:
-    return CliRunner().invoke(app, [str(a) for a in args])
 
 
 @pytest.fixture
@@ -57,7 +59,7 @@ def test_from_deb_with_base_deb_derives_prerequisite_fixed_in_and_units(
     old, new = debs
     out = tmp_path / "out" / "demo.cryptex"
     out.parent.mkdir()
-    result = run(*build_args(new, out, "--base-deb", old))
+    result = run_cli(*build_args(new, out, "--base-deb", old))
     assert result.exit_code == 0, result.output
     manifest = verify_bundle(out)
     assert manifest.prerequisite.manager is PackageManager.DPKG
@@ -67,12 +69,9 @@ def test_from_deb_with_base_deb_derives_prerequisite_fixed_in_and_units(
     assert manifest.components[0].relaunch.systemd == ("demod.service",)
     assert all((f.uid, f.gid) == (0, 0) for f in manifest.files)
 
-    spec_file = out.parent / "demo.spec.yaml"
-    assert "# Derived by: bsi supplement build --from-deb" in spec_file.read_text()
-    rebuilt = tmp_path / "rebuilt.cryptex"
-    again = run(*build_args(new, rebuilt, "--base-deb", old), "--spec", spec_file)
-    assert again.exit_code == 0, again.output
-    assert rebuilt.read_bytes() == out.read_bytes()  # the written spec rebuilds it exactly
+    spec_file = written_spec_rebuilds(
+        out, "--from-deb", lambda o: build_args(new, o, "--base-deb", old)
+    )
     assert load_spec(spec_file).supplemental_build == manifest.supplemental_build
 
 
@@ -84,7 +83,7 @@ def test_from_deb_with_base_root_reads_dpkg_status_and_file_list(
     install_into(root, old, "demo", "1.0-1")
     (root / "etc/os-release").write_text('ID=debian\nVERSION_ID="12"\n')
     out = tmp_path / "demo.cryptex"
-    result = run("supplement", "build", "--from-deb", new, "--base-root", root, "--out", out)
+    result = run_cli("supplement", "build", "--from-deb", new, "--base-root", root, "--out", out)
     assert result.exit_code == 0, result.output
     manifest = verify_bundle(out)
     assert (manifest.platform, str(manifest.product_version)) == ("debian", "12.0")
@@ -96,16 +95,8 @@ def test_config_only_fix(tmp_path: Path) -> None:
     old = make_deb(tmp_path, "democonf", "2.0-1", {CONF: b"tls=weak\n"}, conffiles=(CONF,))
     new = make_deb(tmp_path, "democonf", "2.0-2", {CONF: b"tls=strong\n"}, conffiles=(CONF,))
     out = tmp_path / "conf.cryptex"
-    assert run(*build_args(new, out, "--base-deb", old)).exit_code == 0
+    assert run_cli(*build_args(new, out, "--base-deb", old)).exit_code == 0
     assert [f.path for f in verify_bundle(out).files] == [CONF]
-
-
-def refused(args: list[str | Path], out: Path, error: type[BsiError], message: str) -> None:
-    result = run(*args)
-    assert isinstance(result.exception, error), result.output
-    assert message in str(result.exception)
-    assert not out.exists()
-    assert not out.with_name(out.name.removesuffix(".cryptex") + ".spec.yaml").exists()
 
 
 def test_bad_input_is_refused_and_writes_nothing(debs: tuple[Path, Path], tmp_path: Path) -> None:
@@ -140,12 +131,12 @@ def test_bad_input_is_refused_and_writes_nothing(debs: tuple[Path, Path], tmp_pa
 
 def test_init_writes_an_example_spec_that_loads_and_never_overwrites(tmp_path: Path) -> None:
     path = tmp_path / "supplement.yaml"
-    assert run("supplement", "init", path).exit_code == 0
+    assert run_cli("supplement", "init", path).exit_code == 0
     spec = load_spec(path)
     assert spec.prerequisite.packages
     assert spec.fixed_in
     before = path.read_text()
-    again = run("supplement", "init", path)
+    again = run_cli("supplement", "init", path)
     assert isinstance(again.exception, InvalidInput)
     assert path.read_text() == before
 

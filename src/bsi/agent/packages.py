@@ -9,8 +9,9 @@ names — never the whole list on every check-in:
 - **dpkg** (Debian, Ubuntu, Proxmox): ``var/lib/dpkg/status``, read with
   python-debian's deb822 parser; only entries whose ``Status`` says
   ``installed`` count (a removed package leaves ``deinstall ok config-files``).
-- **rpm** (Fedora, RHEL, SUSE): ``rpm --root ROOT -q --qf ...``, rpm's own
-  reader of its database (never a parser of its binary format here).
+- **rpm** (Fedora, RHEL, SUSE): ``rpm --root ROOT --dbpath DB -q --qf ...``,
+  rpm's own reader of its database, with ``DB`` where that root keeps it
+  (:mod:`bsi.cryptex.rpm`; never a parser of its binary format).
 
 File digests are the SHA-256 of the files a file-digest prerequisite names.
 While a supplement manages a file and the file still holds the supplement's
@@ -21,12 +22,11 @@ still on that base, patched.
 from __future__ import annotations
 
 import hashlib
-import shutil
-import subprocess
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 
 from bsi.agent.facts import FactsUnavailable, resolve_in_root
+from bsi.cryptex import rpm
 from bsi.cryptex.debian import dpkg_installed
 from bsi.cryptex.manifest import Manifest
 from bsi.domain.catalog import Catalog
@@ -34,9 +34,6 @@ from bsi.domain.prerequisite import PackageManager, PackageVersion
 from bsi.errors import InvalidInput
 
 DPKG_STATUS = PurePosixPath("/var/lib/dpkg/status")
-RPM_DATABASES = (PurePosixPath("/var/lib/rpm"), PurePosixPath("/usr/lib/sysimage/rpm"))
-# rpm prints the epoch only when there is one, as rpm -q does.
-_RPM_FORMAT = r"%{NAME}\t%|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE}\t%{ARCH}\n"
 _CHUNK = 1 << 20
 
 
@@ -44,7 +41,7 @@ def detect_manager(root: Path) -> PackageManager | None:
     """The package database below ``root``: dpkg's status file first, then rpm's database."""
     if resolve_in_root(root, DPKG_STATUS).is_file():
         return PackageManager.DPKG
-    if any(resolve_in_root(root, path).is_dir() for path in RPM_DATABASES):
+    if rpm.database(root) is not None:
         return PackageManager.RPM
     return None
 
@@ -61,31 +58,11 @@ def read_dpkg(root: Path, names: Iterable[str]) -> tuple[PackageVersion, ...]:
 
 
 def read_rpm(root: Path, names: Iterable[str]) -> tuple[PackageVersion, ...]:
-    """The installed versions of ``names``, as ``rpm --root`` reports them."""
-    wanted = sorted(set(names))
-    if not wanted:
-        return ()
-    rpm = shutil.which("rpm")
-    if rpm is None:
-        raise FactsUnavailable(
-            "this host keeps an rpm database but the rpm command is not installed",
-            hint="install rpm, or state the packages' versions another way",
-        )
-    result = subprocess.run(
-        [rpm, "--root", str(root), "-q", "--qf", _RPM_FORMAT, *wanted],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    found = []
-    for line in result.stdout.splitlines():
-        parts = line.split("\t")
-        if len(parts) == 3 and parts[0] in wanted:
-            found.append(PackageVersion(parts[0], parts[1], parts[2]))
-    if result.returncode != 0 and not found and "is not installed" not in result.stdout:
-        raise FactsUnavailable(f"rpm -q failed: {result.stderr.strip()[:300]}")
-    return tuple(sorted(found, key=lambda p: (p.name, p.arch or "")))
+    """The installed versions of ``names`` in ``root``'s rpm database, as ``rpm -q`` says."""
+    try:
+        return rpm.installed_versions(root, names)
+    except rpm.RpmUnavailable as error:
+        raise FactsUnavailable(error.message, hint=error.hint) from None
 
 
 def read_packages(

@@ -32,8 +32,11 @@ from bsi.cryptex import (
     load_spec,
     parse_spec,
     read_manifest,
+    rpm,
+    updates,
     verify_bundle,
 )
+from bsi.cryptex.updates import PackageFormat
 from bsi.cryptex.verify import SETID_BITS
 from bsi.domain.versions import Build, ExtraVersion
 from bsi.errors import InvalidInput, InvalidVersion
@@ -237,9 +240,16 @@ def supplement_build(
     base_deb: Annotated[
         Path | None, typer.Option(help="With --from-deb: the package version hosts run now.")
     ] = None,
+    from_rpm: Annotated[
+        Path | None,
+        typer.Option(help="The fixed package (.rpm): its files are the patched tree."),
+    ] = None,
+    base_rpm: Annotated[
+        Path | None, typer.Option(help="With --from-rpm: the package version hosts run now.")
+    ] = None,
     base_root: Annotated[
         Path | None,
-        typer.Option(help="With --from-deb: a root with the base version installed, e.g. /."),
+        typer.Option(help="With --from-deb/--from-rpm: a root with the base version installed."),
     ] = None,
     platform: Annotated[
         str | None, typer.Option(help="With --from-deb: os-release ID (default: the base's).")
@@ -270,9 +280,10 @@ def supplement_build(
 ) -> None:
     """Build a sealed, deterministic bundle of only the added, changed and removed files.
 
-    Either from two trees (--spec, --base, --patched) or from a Debian
-    security update (--from-deb NEW.deb with --base-deb OLD.deb or --base-root /):
-    then the prerequisite (the base package version), fixed_in (the new one),
+    Either from two trees (--spec, --base, --patched) or from a distribution's
+    security update (--from-deb NEW.deb with --base-deb OLD.deb or --base-root /;
+    --from-rpm NEW.rpm with --base-rpm OLD.rpm or --base-root /): then the
+    prerequisite (the base package version), fixed_in (the new one),
     the component and the units to relaunch are derived, and the spec used is
     written next to the bundle (OUT without .cryptex, plus .spec.yaml).
     """
@@ -284,10 +295,13 @@ def supplement_build(
             progress.update(task, description=phase, completed=done, total=total or None)
 
         written_spec: tuple[Path, str] | None = None
-        if from_deb is not None:
-            loaded, changes, written_spec = _from_deb(
-                from_deb,
-                base_deb=base_deb,
+        source = _package_source(from_deb, base_deb, from_rpm, base_rpm)
+        if source is not None:
+            package_format, new_package, base_package = source
+            loaded, changes, written_spec = _from_package(
+                package_format,
+                new_package,
+                base_file=base_package,
                 base_root=base_root,
                 spec=spec,
                 out=out,
@@ -305,8 +319,9 @@ def supplement_build(
             if missing:
                 raise InvalidInput(
                     f"missing {', '.join(missing)}",
-                    hint="build from two trees (--spec, --base, --patched) or from a Debian "
-                    "update (--from-deb NEW.deb --base-deb OLD.deb | --base-root /)",
+                    hint="build from two trees (--spec, --base, --patched) or from a package "
+                    "update (--from-deb NEW.deb --base-deb OLD.deb | --base-root /, or "
+                    "--from-rpm NEW.rpm --base-rpm OLD.rpm | --base-root /)",
                 )
             assert spec is not None
             assert base is not None
@@ -337,10 +352,33 @@ def supplement_build(
     console.print(f"{result.path}: {result.size} bytes, sha256 {result.sha256}")
 
 
-def _from_deb(
-    new_deb: Path,
+def _package_source(
+    from_deb: Path | None, base_deb: Path | None, from_rpm: Path | None, base_rpm: Path | None
+) -> tuple[PackageFormat, Path, Path | None] | None:
+    """Which package format the build is from, if any: one format, its own base option."""
+    chosen = [
+        (fmt, new, base)
+        for fmt, new, base in ((debian.DEB, from_deb, base_deb), (rpm.RPM, from_rpm, base_rpm))
+        if new is not None or base is not None
+    ]
+    if len(chosen) > 1:
+        raise InvalidInput(
+            "--from-deb/--base-deb and --from-rpm/--base-rpm do not mix",
+            hint="build from one package format: the one the hosts install",
+        )
+    if not chosen:
+        return None
+    fmt, new, base = chosen[0]
+    if new is None:
+        raise InvalidInput(f"{fmt.base_option} needs {fmt.option} NEW (the fixed package)")
+    return fmt, new, base
+
+
+def _from_package(
+    fmt: PackageFormat,
+    new_file: Path,
     *,
-    base_deb: Path | None,
+    base_file: Path | None,
     base_root: Path | None,
     spec: Path | None,
     out: Path,
@@ -352,25 +390,25 @@ def _from_deb(
     conflicting: list[str],
     progress: Callable[[str, int, int], None],
 ) -> tuple[SupplementSpec, list[Change], tuple[Path, str]]:
-    """The spec and changes of a supplement built from a Debian update (see ``debian``)."""
+    """The spec and changes of a supplement built from a package update (see ``updates``)."""
     if conflicting:
         raise InvalidInput(
-            f"--from-deb takes its files from the packages, not from {' and '.join(conflicting)}"
+            f"{fmt.option} takes its files from the packages, not from {' and '.join(conflicting)}"
         )
-    if (base_deb is None) == (base_root is None):
+    if (base_file is None) == (base_root is None):
         raise InvalidInput(
-            "--from-deb needs exactly one base: --base-deb OLD.deb or --base-root ROOT",
+            f"{fmt.option} needs exactly one base: {fmt.base_option} OLD or --base-root ROOT",
             hint="e.g. --base-root / on a host that runs the version to patch",
         )
-    new = debian.unpack_deb(new_deb, work / "new")
-    if base_deb is not None:
-        old = debian.unpack_deb(base_deb, work / "old")
+    new = fmt.unpack(new_file, work / "new")
+    if base_file is not None:
+        old = fmt.unpack(base_file, work / "old")
         base_package, base_tree = old.package, old.tree
     else:
         assert base_root is not None
-        base_package = debian.installed_package(base_root, new.name, new.package.arch)
-        base_tree = debian.installed_tree(base_root, base_package, work / "old")
-    debian.check_update(base_package, new.package)
+        base_package = fmt.installed(base_root, new.name, new.package.arch)
+        base_tree = fmt.installed_tree(base_root, base_package, work / "old")
+    updates.check_update(fmt.manager, base_package, new.package, option=fmt.option)
     changes = diff_trees(base_tree, new.tree, progress=progress)
     spec_path = out.with_name(out.name.removesuffix(".cryptex") + ".spec.yaml")
     if spec is not None:
@@ -385,12 +423,12 @@ def _from_deb(
             hint="give --platform debian --product-version 12 (os-release ID and VERSION_ID)",
         )
     command = " ".join(
-        ["bsi supplement build --from-deb", str(new_deb)]
-        + (["--base-deb", str(base_deb)] if base_deb else ["--base-root", str(base_root)])
+        [f"bsi supplement build {fmt.option}", str(new_file)]
+        + ([fmt.base_option, str(base_file)] if base_file else ["--base-root", str(base_root)])
         + ["--out", str(out)]
     )
     try:
-        derived = debian.derive_spec(
+        derived = updates.derive_spec(
             base=base_package,
             new=new,
             changed_paths=[c.entry.path for c in changes],
