@@ -13,23 +13,15 @@ recovers. The os-release is Debian 12's as shipped: no build id anywhere.
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import subprocess
-import sys
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
-import httpx
 import pytest
-import uvicorn
 import yaml
-from test_agent_end_to_end import HOLDER, RESTART, maps_inode, pid_of
+from served_fleet import Served, holding, serving
+from test_agent_end_to_end import maps_inode, pid_of
 from typer.testing import CliRunner
 
 from bsi.agent.config import AgentConfig
@@ -37,11 +29,10 @@ from bsi.agent.runner import Agent
 from bsi.cli import app
 from bsi.cryptex import verify_bundle
 from bsi.errors import BsiError
-from bsi.server.app import ServerSettings, create_app, prepare, utc_now
+from bsi.server.app import utc_now
 from bsi.trust import init_keys, publish_target
 from bsi.trust.repository import available_signers
 from debs import install_into, set_installed, two_real_versions
-from pgcluster import free_port
 
 DEBIAN_12_OS_RELEASE = """\
 PRETTY_NAME="Debian GNU/Linux 12 (bookworm)"
@@ -59,16 +50,22 @@ LIBSSL = "usr/lib/x86_64-linux-gnu/libssl.so.3"
 
 @dataclass
 class Fleet:
-    url: str
-    admin: httpx.Client
+    served: Served
     anchor: Path
-    token: str
     root: Path
     agent: Agent
     pidfile: Path
     base: tuple[str, Path]
     fixed: tuple[str, Path]
     build: str
+
+    @property
+    def url(self) -> str:
+        return self.served.url
+
+    @property
+    def token(self) -> str:
+        return self.served.token
 
     def host(self, name: str, version: str) -> Agent:
         """Another stock Debian 12 root with libssl3 ``version`` installed (status only)."""
@@ -91,81 +88,44 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
     base, fixed = two_real_versions("libssl3")
     root = stock_debian_root(tmp_path / "host", base[1], base[0])
     library = root / LIBSSL
-    scripts, pidfile = tmp_path / "scripts", tmp_path / "holder.pid"
-    scripts.mkdir()
-    (scripts / "holder.py").write_text(HOLDER)
-    (scripts / "restart.py").write_text(RESTART)
+    pidfile = tmp_path / "holder.pid"
+    with holding(library, tmp_path / "scripts", pidfile) as restart:
+        # -- build from the real update, review (add how to relaunch), rebuild --
+        derived = tmp_path / "first" / "libssl3.cryptex"
+        derived.parent.mkdir()
+        build = ["supplement", "build", "--from-deb", str(fixed[1]), "--base-root", str(root)]
+        result = CliRunner().invoke(app, [*build, "--out", str(derived)])
+        assert result.exit_code == 0, result.output
+        spec_path = derived.with_name("libssl3.spec.yaml")
+        spec = yaml.safe_load(spec_path.read_text())
+        assert spec["prerequisite"]["packages"] == [
+            {"package": "libssl3", "version": base[0], "arch": "amd64"}
+        ]
+        assert spec["fixed_in"] == [{"package": "libssl3", "version": fixed[0]}]
+        spec["components"]["libssl3"]["relaunch"] = {"command": restart}
+        spec_path.write_text(yaml.safe_dump(spec))
+        bundle = tmp_path / "libssl3.cryptex"
+        result = CliRunner().invoke(app, [*build, "--spec", str(spec_path), "--out", str(bundle)])
+        assert result.exit_code == 0, result.output
+        manifest = verify_bundle(bundle)
+        assert LIBSSL in {f.path for f in manifest.files}
 
-    # -- build from the real update, review (add how to relaunch), rebuild ------
-    derived = tmp_path / "first" / "libssl3.cryptex"
-    derived.parent.mkdir()
-    build = ["supplement", "build", "--from-deb", str(fixed[1]), "--base-root", str(root)]
-    result = CliRunner().invoke(app, [*build, "--out", str(derived)])
-    assert result.exit_code == 0, result.output
-    spec_path = derived.with_name("libssl3.spec.yaml")
-    spec = yaml.safe_load(spec_path.read_text())
-    assert spec["prerequisite"]["packages"] == [
-        {"package": "libssl3", "version": base[0], "arch": "amd64"}
-    ]
-    assert spec["fixed_in"] == [{"package": "libssl3", "version": fixed[0]}]
-    restart = [sys.executable, str(scripts / "restart.py"), str(scripts / "holder.py")]
-    spec["components"]["libssl3"]["relaunch"] = {"command": [*restart, str(library), str(pidfile)]}
-    spec_path.write_text(yaml.safe_dump(spec))
-    bundle = tmp_path / "libssl3.cryptex"
-    result = CliRunner().invoke(app, [*build, "--spec", str(spec_path), "--out", str(bundle)])
-    assert result.exit_code == 0, result.output
-    manifest = verify_bundle(bundle)
-    assert LIBSSL in {f.path for f in manifest.files}
-
-    keys, repo = tmp_path / "keys", tmp_path / "repo"
-    init_keys(keys, repo)
-    name = f"debian/{manifest.supplemental_build}.cryptex"
-    fields = {**manifest.supplement_fields(), "posted": utc_now().date().isoformat()}
-    publish_target(
-        repo, keys, name, bundle, fields, signers=available_signers(repo, keys, "targets")
-    )
-
-    settings = ServerSettings(data_dir=tmp_path / "data", tuf_repo_dir=repo)
-    service = prepare(settings)
-    admin_key = service.store.create_api_key("real", "admin", utc_now())
-    token = service.store.create_enrollment_token(
-        "default", utc_now() + timedelta(hours=1), None, utc_now()
-    )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(service, settings), host="127.0.0.1", port=port, log_level="warning"
+        keys, repo = tmp_path / "keys", tmp_path / "repo"
+        init_keys(keys, repo)
+        name = f"debian/{manifest.supplemental_build}.cryptex"
+        fields = {**manifest.supplement_fields(), "posted": utc_now().date().isoformat()}
+        publish_target(
+            repo, keys, name, bundle, fields, signers=available_signers(repo, keys, "targets")
         )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    holder = subprocess.Popen([sys.executable, scripts / "holder.py", library, pidfile])
-    deadline = time.monotonic() + 20
-    while not pidfile.exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{port}"
-    admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_key}"})
-    try:
-        yield Fleet(
-            url, admin, repo / "metadata/1.root.json", token, root, Agent(root, AgentConfig()),
-            pidfile, base, fixed, str(manifest.supplemental_build),
-        )  # fmt: skip
-    finally:
-        admin.close()
-        for pid in {holder.pid, pid_of(pidfile)}:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        holder.wait(timeout=10)
-        server.should_exit = True
-        thread.join(timeout=20)
+        with serving(tmp_path / "data", repo) as served:
+            yield Fleet(
+                served, repo / "metadata/1.root.json", root, Agent(root, AgentConfig()),
+                pidfile, base, fixed, str(manifest.supplemental_build),
+            )  # fmt: skip
 
 
 def decision_of(fleet: Fleet, device_id: str) -> dict[str, object]:
-    device: dict[str, object] = fleet.admin.get(f"/v1/admin/devices/{device_id}").json()
-    return device
+    return fleet.served.device(device_id)
 
 
 def test_stock_debian_takes_the_real_update_and_folds_it_in(fleet: Fleet) -> None:
