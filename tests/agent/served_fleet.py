@@ -25,6 +25,7 @@ import uvicorn
 from test_agent_end_to_end import HOLDER, RESTART, pid_of
 
 from bsi.server.app import ServerSettings, create_app, prepare, utc_now
+from bsi.server.service import BsiService
 from pgcluster import free_port
 
 
@@ -32,7 +33,9 @@ from pgcluster import free_port
 class Served:
     url: str
     admin: httpx.Client
+    admin_key: str
     token: str
+    service: BsiService
 
     def device(self, device_id: str) -> dict[str, object]:
         """The server's view of one device (decision, supplement, status items)."""
@@ -41,7 +44,7 @@ class Served:
 
 
 @contextlib.contextmanager
-def serving(data_dir: Path, repo: Path) -> Iterator[Served]:
+def serving(data_dir: Path, repo: Path | None) -> Iterator[Served]:
     """The real server on ``repo`` (watching it), an admin client and an enrollment token."""
     settings = ServerSettings(data_dir=data_dir, tuf_repo_dir=repo)
     service = prepare(settings)
@@ -61,7 +64,7 @@ def serving(data_dir: Path, repo: Path) -> Iterator[Served]:
     url = f"http://127.0.0.1:{server.config.port}"
     admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_key}"})
     try:
-        yield Served(url, admin, token)
+        yield Served(url, admin, admin_key, token, service)
     finally:
         admin.close()
         server.should_exit = True

@@ -28,6 +28,8 @@ from bsi.agent.config import AgentConfig
 from bsi.agent.runner import Agent
 from bsi.cli import app
 from bsi.cryptex import verify_bundle
+from bsi.errors import BsiError, InvalidInput, ServerRefused, ServerUnavailable, Unauthorized
+from bsi.server.app import utc_now
 from rpms import fedora_root, make_rpm, rpm_install
 
 LIB = "usr/lib64/libdemo.so.1"
@@ -49,9 +51,10 @@ class Fedora:
     build: str
 
 
-def cli(*args: str | Path) -> None:
+def cli(*args: str | Path) -> str:
     result = CliRunner().invoke(app, [str(a) for a in args])
     assert result.exit_code == 0, result.output
+    return result.output
 
 
 @pytest.fixture
@@ -84,8 +87,13 @@ def fedora(tmp_path: Path) -> Iterator[Fedora]:
 
         keys, repo = tmp_path / "keys", tmp_path / "repo"
         cli("keys", "init", "--keys-dir", keys, "--repo-dir", repo)
-        cli("supplement", "publish", bundle, "--repo-dir", repo, "--keys-dir", keys)
         with serving(tmp_path / "data", repo) as served:
+            # publish into the repository the running server hosts, and tell it
+            published = cli(
+                "supplement", "publish", bundle, "--repo-dir", repo, "--keys-dir", keys,
+                "--server", served.url, "--api-key", served.admin_key,
+            )  # fmt: skip
+            assert "it lists 1 supplement(s)" in published
             yield Fedora(
                 served, repo / "metadata/1.root.json", root, Agent(root, AgentConfig()),
                 pidfile, new, str(manifest.supplemental_build),
@@ -142,3 +150,44 @@ def test_stock_fedora_takes_a_supplement_built_from_rpm_and_folds_it_in(fedora: 
         "included-in-release",
     )
     assert agent.once().steps == ()
+
+
+def test_publish_server_refusals_are_clear_and_a_bad_flag_signs_nothing(tmp_path: Path) -> None:
+    packages = tmp_path / "rpms"
+    packages.mkdir()
+    old = make_rpm(packages, "demo-libs", "1.0", "1.fc40", library(BASE))
+    new = make_rpm(packages, "demo-libs", "1.0", "2.fc40", library(FIXED))
+    bundle = tmp_path / "demo.cryptex"
+    cli("supplement", "build", "--from-rpm", new, "--base-rpm", old, "--out", bundle,
+        "--platform", "fedora", "--product-version", "40")  # fmt: skip
+    keys, repo = tmp_path / "keys", tmp_path / "repo"
+    cli("keys", "init", "--keys-dir", keys, "--repo-dir", repo)
+    publish = ["supplement", "publish", str(bundle), "--repo-dir", str(repo), "--keys-dir",
+               str(keys)]  # fmt: skip
+
+    def signed() -> dict[str, bytes]:
+        return {path.name: path.read_bytes() for path in sorted((repo / "metadata").iterdir())}
+
+    def refused(error: type[BsiError], *args: str, env: dict[str, str] | None = None) -> str:
+        before = signed()
+        result = CliRunner().invoke(app, [*publish, *args], env=env)
+        assert isinstance(result.exception, error), result.output
+        return str(result.exception) if signed() != before else "nothing signed"
+
+    # flags checked before anything is signed
+    assert refused(InvalidInput, "--server", "ftp://x") == "nothing signed"
+    assert refused(InvalidInput, "--server", "http://127.0.0.1:1", env={"BSI_API_KEY": ""}) == (
+        "nothing signed"
+    )
+    with serving(tmp_path / "data", repo) as served:
+        read_only = served.service.store.create_api_key("reader", "read-only", utc_now())
+        denied = refused(Unauthorized, "--server", served.url, "--api-key", "not-a-key")
+        assert f"{served.url} did not take the notification" in denied
+        assert "is published" in denied
+        forbidden = refused(ServerRefused, "--server", served.url, env={"BSI_API_KEY": read_only})
+        assert "this API key is read-only" in forbidden
+    with serving(tmp_path / "plain", None) as plain:
+        no_repo = refused(ServerRefused, "--server", plain.url, "--api-key", plain.admin_key)
+        assert "hosts no TUF repository" in no_repo
+    gone = refused(ServerUnavailable, "--server", plain.url, "--api-key", plain.admin_key)
+    assert "cannot reach" in gone

@@ -10,17 +10,21 @@ from __future__ import annotations
 import json
 import sys
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Annotated
+from urllib.parse import urlsplit
 
+import httpx
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from bsi.agent.facts import parse_product_version, read_os_release
+from bsi.agent.protocol import Request, check, read_json, unreachable
 from bsi.cryptex import (
     Change,
     SupplementSpec,
@@ -39,7 +43,8 @@ from bsi.cryptex import (
 from bsi.cryptex.updates import PackageFormat
 from bsi.cryptex.verify import SETID_BITS
 from bsi.domain.versions import Build, ExtraVersion
-from bsi.errors import InvalidInput, InvalidVersion
+from bsi.errors import BsiError, InvalidInput, InvalidVersion, ServerUnavailable
+from bsi.server.paths import SYNC_REPOSITORY_PATH
 from bsi.trust import (
     PASSPHRASE_ENV,
     available_signers,
@@ -79,6 +84,7 @@ KeysDir = Annotated[
     typer.Option("--keys-dir", help="Where the key files live (root/targets may be offline)."),
 ]
 Role = Annotated[str, typer.Argument(help="targets or root")]
+API_KEY_ENV = "BSI_API_KEY"
 
 
 def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
@@ -499,14 +505,28 @@ def supplement_publish(
         list[Path] | None,
         typer.Option(help="Targets key file(s) to sign with (default: those in --keys-dir)."),
     ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            help="A running bsi server that hosts --repo-dir: tell it to re-read the "
+            f"repository now (POST {SYNC_REPOSITORY_PATH})."
+        ),
+    ] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(envvar=API_KEY_ENV, help="With --server: an admin API key of that server."),
+    ] = None,
 ) -> None:
     """Sign the bundle into TUF targets metadata and refresh snapshot and timestamp.
 
     The supplement's fields are read from the verified bundle and signed as
     the target's custom metadata with today's date as its posting date; the
     target is named <platform>/<supplemental build>.cryptex. A server hosting
-    the repository (bsi serve --tuf-repo-dir) adds it to its catalogue.
+    the repository (bsi serve --tuf-repo-dir) adds it to its catalogue within
+    seconds; with --server it is told at once, and a refusal is an error.
     """
+    if server is not None:
+        _check_server(server, api_key)
     manifest = verify_bundle(bundle)
     posted = datetime.now(UTC).date().isoformat()
     fields = {**manifest.supplement_fields(), "posted": posted}
@@ -529,6 +549,65 @@ def supplement_publish(
     )
     console.print(f"published {manifest.display()} as {name}")
     console.print(result.describe())
+    if server is not None:
+        assert api_key is not None
+        listed = _notify_server(server, api_key, published=name)
+        console.print(f"{server} re-read the repository: it lists {listed} supplement(s)")
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+
+def _check_server(server: str, api_key: str | None) -> None:
+    """Refuse ``--server`` without a usable URL or key before anything is signed."""
+    parts = urlsplit(server)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise InvalidInput(
+            f"--server {server!r} is not an http(s) URL",
+            hint="e.g. --server https://bsi.example.net",
+        )
+    if not api_key:
+        raise InvalidInput(
+            "--server needs an admin API key of that server",
+            hint=f"give --api-key KEY or set {API_KEY_ENV} "
+            "(make one with 'bsi api-key create NAME --role admin')",
+        )
+
+
+def _notify_server(server: str, api_key: str, *, published: str) -> int:
+    """``POST`` the sync to ``server``; the number of supplements it lists after re-reading.
+
+    Raises :class:`~bsi.errors.ServerRefused` (or ``Unauthorized``) with the
+    server's own message when it refuses, :class:`~bsi.errors.ServerUnavailable`
+    when it cannot be reached; either says the bundle itself is published.
+    """
+    request = Request("POST", SYNC_REPOSITORY_PATH, headers={"Authorization": f"Bearer {api_key}"})
+    hint = (
+        f"{published} is published; a server hosting this repository picks it up within "
+        "seconds by itself; check --server and the key, then publish again to notify it"
+    )
+    try:
+        try:
+            response = httpx.post(
+                server.rstrip("/") + request.path, headers=dict(request.headers), timeout=30
+            )
+        except httpx.HTTPError as error:
+            raise unreachable(server, request, error) from None
+        reply = _Reply(response.status_code, response.headers, response.content)
+        body = read_json(request, check(request, reply))
+        return int(body["supplements"])
+    except BsiError as error:
+        raise type(error)(
+            f"{server} did not take the notification: {error.message}", hint=hint
+        ) from None
+    except (KeyError, TypeError, ValueError):
+        raise ServerUnavailable(
+            f"{server} answered the notification with a body bsi cannot read", hint=hint
+        ) from None
 
 
 def _progress() -> Progress:

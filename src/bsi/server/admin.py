@@ -29,6 +29,7 @@ from bsi.errors import BsiError, Forbidden, InvalidInput, NotFound, Unauthorized
 from bsi.feeds import dump_bsi_catalog
 from bsi.feeds.load import parse_document, read_catalog
 from bsi.server.http import MAX_INT32, StrictRoute, bearer, json_body
+from bsi.server.paths import ADMIN_PREFIX, SYNC_REPOSITORY_PATH
 from bsi.server.service import BsiService, window_percentiles
 from bsi.server.wakeup import Wakeups
 from bsi.store.store import DeviceFilter, DeviceRecord, NewEnrollment
@@ -102,7 +103,7 @@ class Format(StrEnum):
 def admin_router(
     service: BsiService, wakeups: Wakeups, tuf_repo_dir: Path | None = None
 ) -> APIRouter:
-    router = APIRouter(prefix="/v1/admin", tags=["admin"], route_class=StrictRoute)
+    router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin"], route_class=StrictRoute)
     store = service.store
 
     async def role_of(request: Request) -> Role:
@@ -190,7 +191,10 @@ def admin_router(
             "releases": len(merged.releases),
         }
 
-    @router.post("/catalog/sync-repository", summary="Re-read the hosted TUF repository")
+    @router.post(
+        SYNC_REPOSITORY_PATH.removeprefix(ADMIN_PREFIX),
+        summary="Re-read the hosted TUF repository",
+    )
     async def sync_repository(tasks: BackgroundTasks, _: Write) -> dict[str, int]:
         if tuf_repo_dir is None:
             raise NotFound("this server hosts no TUF repository", hint="bsi serve --tuf-repo-dir")

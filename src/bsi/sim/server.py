@@ -25,6 +25,7 @@ from typing import IO, Any
 import httpx
 
 from bsi.errors import BsiError
+from bsi.server.paths import SYNC_REPOSITORY_PATH
 
 ADMIN_KEY_FILE = "admin-api-key"  # as bsi.server.app writes it; not imported to stay light
 LOOPBACK = "127.0.0.1"
@@ -169,7 +170,7 @@ class Admin:
         return str(body["token"])
 
     async def sync_repository(self) -> int:
-        body = await self.call("POST", "/v1/admin/catalog/sync-repository")
+        body = await self.call("POST", SYNC_REPOSITORY_PATH)
         return int(body["supplements"])
 
     async def device(self, device_id: str) -> dict[str, Any]:
