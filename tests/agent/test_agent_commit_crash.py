@@ -42,7 +42,7 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from test_agent_end_to_end import HEALTHY, OS_RELEASE, pid_of, publish_letter, snapshot
+from test_agent_end_to_end import HEALTHY, OS_RELEASE, maps_inode, pid_of, publish_letter, snapshot
 from test_agent_failure_paths import PATCHED_B
 
 from bsi.agent.config import AgentConfig
@@ -221,7 +221,7 @@ def one_run(fleet: Fleet, base: Path, run: Run) -> Ending:
     )
     pidfile = device / "holder.pid"
     try:
-        _wait_for(lambda: pidfile.exists(), 20)
+        wait_for(lambda: pidfile.exists(), 20)
         env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
         env["PYTHONPYCACHEPREFIX"] = str(fleet.pycache)
         agent = subprocess.Popen(
@@ -232,7 +232,7 @@ def one_run(fleet: Fleet, base: Path, run: Run) -> Ending:
             env=env,
         )
         marker, count, length = PHASE_MARKERS[run.phase]
-        _wait_for(lambda: _lines(device / marker) >= count or agent.poll() is not None, 60)
+        wait_for(lambda: lines_in(device / marker) >= count or agent.poll() is not None, 60)
         time.sleep(run.fraction * length)
         killed = agent.poll() is None
         with contextlib.suppress(ProcessLookupError):
@@ -243,19 +243,19 @@ def one_run(fleet: Fleet, base: Path, run: Run) -> Ending:
         uncommitted = after_kill.load_state().pending_commit == "12A100b"
         # The next cycle is a real agent process too (and no thread of this
         # one forks while it holds the activator's lock).
-        report = _once(root, env)
+        report = run_once(root, env)
         status = after_kill.status()
         again = bool(status["restart_pending"])
         if again:  # reported, and relaunched at the next cycle
             assert status["restart_pending_processes"], (run, status, report)
-            assert f"relaunch {status['last_good']}" in _once(root, env), run
+            assert f"relaunch {status['last_good']}" in run_once(root, env), run
             status = after_kill.status()
         tree = snapshot(root)
         assert status["pending_commit"] is None, (run, status)
         assert status["restart_pending"] is False, (run, status["restart_pending_processes"])
         library = root / "usr/lib/libssl.so.3"
         holder_pid = pid_of(pidfile)
-        assert _maps_inode(holder_pid, library) == library.stat().st_ino, run
+        assert maps_inode(holder_pid, library) == library.stat().st_ino, run
         if run.fail:
             assert tree == fleet.tree_a, (run, report)
             assert status["last_good"] == "12A100a", (run, status)
@@ -275,7 +275,7 @@ def one_run(fleet: Fleet, base: Path, run: Run) -> Ending:
         shutil.rmtree(device, ignore_errors=True)
 
 
-def _once(root: Path, env: dict[str, str]) -> str:
+def run_once(root: Path, env: dict[str, str]) -> str:
     """One uninterrupted ``bsi agent once``; its output (it exits 1 after a failure)."""
     done = subprocess.run(
         [sys.executable, "-m", "bsi", "agent", "once", "--root", str(root)],
@@ -289,21 +289,14 @@ def _once(root: Path, env: dict[str, str]) -> str:
     return done.stdout + done.stderr
 
 
-def _lines(path: Path) -> int:
+def lines_in(path: Path) -> int:
     try:
         return len(path.read_text().splitlines())
     except OSError:
         return 0
 
 
-def _maps_inode(pid: int, path: Path) -> int | None:
-    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
-        if line.endswith(str(path)) or line.endswith(f"{path} (deleted)"):
-            return int(line.split()[4])
-    return None
-
-
-def _wait_for(condition: object, timeout: float) -> None:
+def wait_for(condition: object, timeout: float) -> None:
     assert callable(condition)
     deadline = time.monotonic() + timeout
     while not condition():

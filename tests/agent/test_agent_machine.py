@@ -215,3 +215,16 @@ def test_pending_relaunch_is_retried() -> None:
     disk = DiskState(active_build=A, active_prerequisite=BASE, restart_pending=True)
     plan = next_steps(FACTS, CATALOG, POLICY, NOW, disk)
     assert steps(plan.steps) == [("relaunch", "12A100a")]
+
+
+def test_a_relaunch_left_by_a_kill_after_the_files_moved_back_is_carried_out() -> None:
+    # A rollback killed after its deactivation: nothing is active, the
+    # processes still run (a)'s files, and (a)'s manifest is still staged.
+    removed = DiskState(
+        staged=frozenset({A}), restart_pending=True, relaunching=A, removed_builds=frozenset({A})
+    )
+    plan = next_steps(FACTS, CATALOG, POLICY, NOW, removed)
+    assert steps(plan.steps) == [("relaunch", "12A100a")]
+    # Without the manifest there is nothing to relaunch with: reported, not guessed.
+    gone = replace(removed, staged=frozenset())
+    assert next_steps(FACTS, CATALOG, POLICY, NOW, gone).steps == ()

@@ -67,6 +67,8 @@ class DiskState:
     removed_builds: frozenset[Build] = frozenset()
     last_good: Build | None = None
     uncommitted: Build | None = None
+    relaunching: Build | None = None
+    """The build whose files last changed, while processes may still use the old ones."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,8 +184,11 @@ def next_steps(
     if rolled_back is not None:
         # Back on the baseline: the processes still run the removed content.
         steps.append((Step.RELAUNCH, rolled_back))
-    elif disk.restart_pending and active is not None:
-        steps.append((Step.RELAUNCH, active))
+    elif disk.restart_pending and (disk.relaunching in disk.staged or active is not None):
+        # Still on old content, or the agent stopped after files moved (a kill
+        # mid-rollback leaves no active build): relaunch with the changed build.
+        changed = disk.relaunching if disk.relaunching in disk.staged else active
+        steps.append((Step.RELAUNCH, changed))
     return Plan(tuple(steps), decision, None, tuple(reasons))
 
 

@@ -138,6 +138,8 @@ class LocalState:
     retry_cursor: int = 0
     changed_at: list[Any] | None = None  # [boot id, seconds since boot] of the last file change
     restart_pending_processes: list[str] = field(default_factory=list)
+    relaunching: str | None = None
+    """The build whose manifest names the files in ``restart_pending`` and their relaunch."""
 
     def refused(self, kind: str) -> frozenset[Build]:
         """The builds not installed again, of one failure ``kind``."""
@@ -378,6 +380,7 @@ class Agent:
             removed_builds=state.refused(REMOVED),
             last_good=Build.parse(state.last_good) if state.last_good else None,
             uncommitted=Build.parse(state.pending_commit) if state.pending_commit else None,
+            relaunching=Build.parse(state.relaunching) if state.relaunching else None,
         )
         rules = self.config.rules(DEFAULT_RULES, facts.platform)
         plan = next_steps(facts, catalog, policy, now, disk, rules)
@@ -558,24 +561,39 @@ class Agent:
     ) -> None:
         """Activate or deactivate ``manifest``; the old files' ids join ``restart_pending``.
 
-        An activation is recorded as ``pending_commit`` durably before the
-        activator runs, so that a restart at any instant finds it and
-        verifies it again (see :meth:`_health_check`).
+        Recorded durably before the activator runs, so that a restart at any
+        instant finds them: an activation as ``pending_commit`` (verified
+        again, see :meth:`_health_check`), and for both ways the files about
+        to be replaced (``restart_pending``) and whose manifest names them and
+        their relaunch (``relaunching``), so the next cycle relaunches what a
+        kill after the files moved left on old content. Refused with nothing
+        changed, the record is taken back.
         """
         build = str(manifest.supplemental_build)
         paths = [self.root / entry.path for entry in manifest.files]
-        old = file_ids(paths)
+        was = (state.pending_commit, state.restart_pending, state.relaunching, state.changed_at)
+        was_active = self.activator.active()
+        known = {tuple(i) for i in state.restart_pending}
+        state.restart_pending = [list(i) for i in sorted(known | file_ids(paths))]
+        state.relaunching = build
+        state.changed_at = [_boot_id(), boot_clock()]
         if activate:
             state.pending_commit = build
-            self.save_state(state)
-            _, staged = load_staged(self.layout, build)
-            self.activator.activate(manifest, staged)
-        else:
-            self.activator.deactivate(manifest, force=force)
-            if state.pending_commit == build:
-                state.pending_commit = None
-        known = {tuple(i) for i in state.restart_pending}
-        state.restart_pending = [list(i) for i in sorted(known | old)]
+        self.save_state(state)
+        try:
+            if activate:
+                _, staged = load_staged(self.layout, build)
+                self.activator.activate(manifest, staged)
+            else:
+                self.activator.deactivate(manifest, force=force)
+        except BsiError:
+            if self.activator.active() == was_active:  # refused: nothing changed
+                state.pending_commit, state.restart_pending, state.relaunching = was[:3]
+                state.changed_at = was[3]
+                self.save_state(state)
+            raise
+        if not activate and state.pending_commit == build:
+            state.pending_commit = None
         state.changed_at = [_boot_id(), boot_clock()]
         self.save_state(state)
 
@@ -618,6 +636,8 @@ class Agent:
             log.warning("restart pending: %s; restart it by hand", line)
         state.restart_pending = [list(i) for i in sorted(old_ids)] if left else []
         state.restart_pending_processes = [left[pid] for pid in sorted(left)]
+        if not left:
+            state.relaunching = None
         self.save_state(state)
 
     def _health_check(self, manifest: Manifest, state: LocalState) -> None:
@@ -699,6 +719,8 @@ class Agent:
     def _prune(self, state: LocalState) -> None:
         """Keep staged only what runs, the last good letter and an activation in flight."""
         keep = {state.last_good, state.pending_commit, self.activator.active()}
+        if state.restart_pending:
+            keep.add(state.relaunching)  # the next cycle relaunches with its manifest
         for build in self._staged_builds():
             if str(build) not in keep:
                 discard_staged(self.layout, str(build))
