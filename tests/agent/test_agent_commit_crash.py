@@ -30,82 +30,32 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
-import httpx
 import pytest
-import uvicorn
-from test_agent_end_to_end import HEALTHY, OS_RELEASE, maps_inode, pid_of, publish_letter, snapshot
+from test_agent_end_to_end import HEALTHY, maps_inode, pid_of, publish_letter, snapshot
 from test_agent_failure_paths import PATCHED_B
 
+from agent_support import (
+    baseline_device,
+    lines_in,
+    run_once,
+    serving,
+    start_holder,
+    wait_for,
+)
 from bsi.agent.config import AgentConfig
 from bsi.agent.runner import Agent
-from bsi.server.app import ServerSettings, create_app, prepare, utc_now
-from bsi.trust import init_keys
-from cryptex_support import BASE_FILES, PATCHED_FILES, write_tree
-from pgcluster import free_port
+from cryptex_support import PATCHED_FILES
 
 RUNS = int(os.environ.get("BSI_COMMIT_CRASH_RUNS", "200" if os.environ.get("CI") else "12"))
 WORKERS = 3
 SEED = 20261129
-
-HOLDER = """\
-import mmap, os, sys, time
-root = sys.argv[1]
-with open(os.path.join(root, "usr/lib/libssl.so.3"), "rb") as handle:
-    mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-pidfile = os.path.join(root, "..", "holder.pid")
-with open(pidfile + ".tmp", "w") as out:
-    out.write(str(os.getpid()))
-os.replace(pidfile + ".tmp", pidfile)
-while True:
-    time.sleep(0.1)
-"""
-
-# The component's relaunch command: restarts the holder of the device in $BSI_ROOT.
-# Like "systemctl restart", restarts are serialised (a killed agent's restart may
-# still run when the next cycle restarts) and stop every instance of the service.
-RESTART = """\
-import fcntl, os, signal, subprocess, sys, time
-root = os.environ["BSI_ROOT"]
-with open(os.path.join(root, "..", "relaunch-started"), "a") as marker:
-    marker.write("x\\n")
-lock = open(os.path.join(root, "..", "restart.lock"), "w")
-fcntl.flock(lock, fcntl.LOCK_EX)
-pidfile = os.path.join(root, "..", "holder.pid")
-old = int(open(pidfile).read())
-try:
-    os.kill(old, signal.SIGKILL)
-except ProcessLookupError:
-    pass
-for entry in os.listdir("/proc"):
-    try:
-        argv = open(f"/proc/{entry}/cmdline", "rb").read().split(b"\\0")
-    except OSError:
-        continue
-    if len(argv) > 2 and argv[1] == sys.argv[1].encode() and argv[2] == root.encode():
-        try:
-            os.kill(int(entry), signal.SIGKILL)
-        except ProcessLookupError:
-            pass
-subprocess.Popen([sys.executable, sys.argv[1], root], start_new_session=True,
-                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-deadline = time.time() + 20
-while time.time() < deadline:
-    try:
-        if int(open(pidfile).read()) != old:
-            break
-    except (OSError, ValueError):
-        pass
-    time.sleep(0.02)
-"""
 
 # (b)'s health check: marks its start, takes a moment, fails when the device says so.
 CHECK_B = (
@@ -126,58 +76,20 @@ class Fleet:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     work = tmp_path_factory.mktemp("commit-crash")
-    scripts = work / "scripts"
-    scripts.mkdir()
-    (scripts / "holder.py").write_text(HOLDER)
-    (scripts / "restart.py").write_text(RESTART)
-    init_keys(work / "keys", work / "repo")
-    relaunch: list[object] = [sys.executable, scripts / "restart.py", scripts / "holder.py"]
-    publish_letter(work, "a", PATCHED_FILES, HEALTHY, relaunch)
-
-    # Every run is a copy of one enrolled device, so hundreds of runs are one
-    # device to the server: lift its per-device status rate limit (tested on
-    # its own in tests/server/test_hardening.py) out of the way.
-    settings = ServerSettings(
-        data_dir=work / "data",
-        tuf_repo_dir=work / "repo",
-        tuf_keys_dir=work / "keys",
-        status_burst=1_000_000,
-        status_per_second=1_000_000,
-    )
-    service = prepare(settings)
-    admin_key = service.store.create_api_key("crash", "admin", utc_now())
-    token = service.store.create_enrollment_token(
-        "default", utc_now() + timedelta(hours=4), None, utc_now()
-    )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(service, settings), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    url = f"http://127.0.0.1:{port}"
-    try:
+    with serving(work) as served:
+        publish_letter(work, "a", PATCHED_FILES, HEALTHY, served.relaunch)
+        assert served.admin.post("/v1/admin/catalog/sync-repository").is_success
         device = work / "template" / "root"
-        write_tree(device, BASE_FILES)
-        (device / "etc").mkdir(exist_ok=True)
-        (device / "etc/os-release").write_text(OS_RELEASE)
+        baseline_device(device)
         agent = Agent(device, AgentConfig())
-        agent.enroll(url, token, work / "repo" / "metadata" / "1.root.json")
+        agent.enroll(served.url, served.token, served.anchor)
         report = agent.once()  # nothing maps the library yet: no relaunch needed
         assert report.active == "12A100a", report
         tree_a = snapshot(device)
-        publish_letter(work, "b", PATCHED_B, ["sh", "-c", CHECK_B], relaunch)
-        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_key}"}) as admin:
-            assert admin.post("/v1/admin/catalog/sync-repository").is_success
+        publish_letter(work, "b", PATCHED_B, ["sh", "-c", CHECK_B], served.relaunch)
+        assert served.admin.post("/v1/admin/catalog/sync-repository").is_success
         tree_b = {**tree_a, "usr/lib/libssl.so.3": _sha(PATCHED_B["usr/lib/libssl.so.3"])}
-        yield Fleet(device.parent, tree_a, tree_b, scripts / "holder.py", work / "pycache")
-    finally:
-        server.should_exit = True
-        thread.join(timeout=20)
+        yield Fleet(device.parent, tree_a, tree_b, work / "scripts" / "holder.py", work / "pycache")
 
 
 def _sha(data: bytes) -> tuple[str, int]:
@@ -213,12 +125,7 @@ def one_run(fleet: Fleet, base: Path, run: Run) -> Ending:
     root = device / "root"
     if run.fail:
         (device / "fail").touch()
-    holder = subprocess.Popen(
-        [sys.executable, fleet.holder, root],
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    holder = start_holder(fleet.holder, root)
     pidfile = device / "holder.pid"
     try:
         wait_for(lambda: pidfile.exists(), 20)
@@ -273,35 +180,6 @@ def one_run(fleet: Fleet, base: Path, run: Run) -> Ending:
             os.killpg(holder.pid, signal.SIGKILL)
         holder.wait()
         shutil.rmtree(device, ignore_errors=True)
-
-
-def run_once(root: Path, env: dict[str, str]) -> str:
-    """One uninterrupted ``bsi agent once``; its output (it exits 1 after a failure)."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bsi", "agent", "once", "--root", str(root)],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-        timeout=300,
-    )
-    assert done.returncode in (0, 1), done.stderr
-    return done.stdout + done.stderr
-
-
-def lines_in(path: Path) -> int:
-    try:
-        return len(path.read_text().splitlines())
-    except OSError:
-        return 0
-
-
-def wait_for(condition: object, timeout: float) -> None:
-    assert callable(condition)
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.01)
 
 
 def test_a_kill_during_relaunch_or_health_check_ends_committed_or_on_the_last_good_letter(

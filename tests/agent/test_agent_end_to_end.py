@@ -29,6 +29,7 @@ import httpx
 import pytest
 import uvicorn
 
+from agent_support import OS_RELEASE
 from bsi.agent.config import AgentConfig
 from bsi.agent.runner import Agent
 from bsi.cryptex import build_bundle, diff_trees, parse_spec
@@ -38,8 +39,6 @@ from bsi.trust import init_keys, publish_target
 from bsi.trust.repository import available_signers
 from cryptex_support import BASE_FILES, PATCHED_FILES, write_tree
 from pgcluster import free_port
-
-OS_RELEASE = 'ID=debian\nVERSION_ID="12.5"\nBUILD_ID=12A100\nPRETTY_NAME="Debian (bsi test)"\n'
 
 HOLDER = """\
 import mmap, os, sys, time

@@ -27,27 +27,21 @@ import shutil
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
-from test_agent_commit_crash import HOLDER, RESTART, lines_in, wait_for
-from test_agent_end_to_end import HEALTHY, OS_RELEASE, maps_inode, pid_of, publish_letter, snapshot
+from test_agent_end_to_end import HEALTHY, maps_inode, pid_of, publish_letter, snapshot
 
+from agent_support import baseline_device, lines_in, serving, start_holder, wait_for
 from bsi.agent.config import AgentConfig
 from bsi.agent.runner import REMOVED, Agent
-from bsi.server.app import ServerSettings, create_app, prepare, utc_now
-from bsi.trust import init_keys
-from cryptex_support import BASE_FILES, PATCHED_FILES, write_tree
-from pgcluster import free_port
+from cryptex_support import PATCHED_FILES
 
 KILLS = int(os.environ.get("BSI_ROLLBACK_KILLS", "20" if os.environ.get("CI") else "6"))
 WORKERS = 2
@@ -70,64 +64,28 @@ class Fleet:
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fleet]:
     work = tmp_path_factory.mktemp("rollback-kill")
-    scripts = work / "scripts"
-    scripts.mkdir()
-    (scripts / "holder.py").write_text(HOLDER)
-    (scripts / "restart.py").write_text(RESTART)
-    init_keys(work / "keys", work / "repo")
-    relaunch: list[object] = [sys.executable, scripts / "restart.py", scripts / "holder.py"]
-    publish_letter(work, "a", PATCHED_FILES, HEALTHY, relaunch)
-    settings = ServerSettings(
-        data_dir=work / "data",
-        tuf_repo_dir=work / "repo",
-        tuf_keys_dir=work / "keys",
-        status_burst=1_000_000,
-        status_per_second=1_000_000,
-    )
-    service = prepare(settings)
-    admin_key = service.store.create_api_key("kill", "admin", utc_now())
-    token = service.store.create_enrollment_token(
-        "default", utc_now() + timedelta(hours=4), None, utc_now()
-    )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(service, settings), host="127.0.0.1", port=port, log_level="warning"
-        )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    url = f"http://127.0.0.1:{port}"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPYCACHEPREFIX"] = str(work / "pycache")
-    admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_key}"})
-    try:
+    with serving(work) as served:
+        publish_letter(work, "a", PATCHED_FILES, HEALTHY, served.relaunch)
+        assert served.admin.post("/v1/admin/catalog/sync-repository").is_success
         device = work / "template" / "root"
-        write_tree(device, BASE_FILES)
-        (device / "etc").mkdir(exist_ok=True)
-        (device / "etc/os-release").write_text(OS_RELEASE)
+        baseline_device(device)
         baseline = snapshot(device)
-        anchor = work / "repo" / "metadata" / "1.root.json"
         agent = Agent(device, AgentConfig())
-        agent.enroll(url, token, anchor)
+        agent.enroll(served.url, served.token, served.anchor)
         assert agent.once().active == "12A100a"  # nothing maps the library yet
         yield Fleet(
-            url,
-            admin,
-            token,
-            anchor,
+            served.url,
+            served.admin,
+            served.token,
+            served.anchor,
             device.parent,
             baseline,
             snapshot(device),
-            scripts / "holder.py",
+            work / "scripts" / "holder.py",
             env,
         )
-    finally:
-        admin.close()
-        server.should_exit = True
-        thread.join(timeout=20)
 
 
 @dataclass(frozen=True)
@@ -158,12 +116,7 @@ def one_kill(fleet: Fleet, base: Path, number: int, delay: float) -> Ending:
     assert agent.once().steps == ()  # the server now has this device on (a)
     record = fleet.admin.get(f"/v1/admin/devices/{device_id}").json()
     assert record["supplemental_build"] == "12A100a", record
-    holder = subprocess.Popen(
-        [sys.executable, fleet.holder, root],
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    holder = start_holder(fleet.holder, root)
     pidfile = device / "holder.pid"
     try:
         wait_for(lambda: pidfile.exists(), 20)
@@ -216,12 +169,7 @@ def _window(fleet: Fleet, base: Path) -> float:
     device = base / "timing"
     shutil.copytree(fleet.template, device, symlinks=True)
     root = device / "root"
-    holder = subprocess.Popen(
-        [sys.executable, fleet.holder, root],
-        start_new_session=True,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    holder = start_holder(fleet.holder, root)
     try:
         wait_for(lambda: (device / "holder.pid").exists(), 20)
         state_file = Agent(root, AgentConfig()).state_file
