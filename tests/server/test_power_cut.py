@@ -1,23 +1,17 @@
 """Acknowledged means durable: a power cut loses no acknowledged status report.
 
-The server's data directory lives on an ext4 filesystem in a loop-mounted image
-file. Copying the image while devices report is what the disk would hold if the
-power went at that instant: only what the kernel has written to the device,
-never what sits in the filesystem's page cache. Each copy is mounted (the
-journal replays) and the database opened: every report acknowledged before the
-copy began must be there. Needs root and loop devices (skips without, fails in CI).
+The server's data directory lives on an ext4 file system in a loop-mounted
+image file (tests/loopfs.py); each copy of the image taken while devices report
+is a power cut. Each copy is mounted (the journal replays) and the database
+opened: every report acknowledged before the copy began must be there.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
-import os
 import random
-import shutil
 import sqlite3
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -28,6 +22,7 @@ import pytest
 import uvicorn
 
 from bsi.server.app import ServerSettings, create_app, prepare
+from loopfs import loop_filesystem, mounted, power_cut
 from pgcluster import free_port
 from reports import macos_report
 from server_support import Clock
@@ -36,38 +31,10 @@ DEVICES = 6
 CUTS = 3
 
 
-def _run(*command: str | Path) -> None:
-    subprocess.run([str(c) for c in command], check=True, capture_output=True, timeout=60)
-
-
-@contextlib.contextmanager
-def mounted(image: Path, where: Path) -> Iterator[Path]:
-    where.mkdir(exist_ok=True)
-    _run("mount", "-o", "loop", image, where)
-    try:
-        yield where
-    finally:
-        _run("umount", where)
-
-
 @pytest.fixture
 def filesystem(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
-    image = tmp_path / "fs.img"
-    try:
-        if os.geteuid() != 0 or shutil.which("mkfs.ext4") is None:
-            raise OSError("needs root and mkfs.ext4")
-        _run("truncate", "-s", "64M", image)
-        _run("mkfs.ext4", "-q", "-F", image)
-        context = mounted(image, tmp_path / "live")
-        where = context.__enter__()
-    except (OSError, subprocess.CalledProcessError) as error:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"the power-cut test needs a loop-mounted filesystem: {error}")
-        pytest.skip(f"no loop-mounted filesystem here: {error}")
-    try:
-        yield image, where
-    finally:
-        context.__exit__(None, None, None)
+    with loop_filesystem(tmp_path) as (image, live):
+        yield image, live
 
 
 def test_a_power_cut_loses_no_acknowledged_status_report(
@@ -119,7 +86,7 @@ def test_a_power_cut_loses_no_acknowledged_status_report(
                 for device, acks in list(acknowledged.items())
             }
             copy = tmp_path / f"cut-{n}.img"
-            shutil.copyfile(image, copy)  # the disk as the power cut leaves it
+            power_cut(image, copy)
             cuts.append((copy, promised))
     finally:
         stop.set()
