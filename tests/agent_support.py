@@ -100,7 +100,7 @@ def serving(work: Path) -> Iterator[Served]:
     its own in tests/server/test_hardening.py) is lifted out of the way.
     """
     scripts = work / "scripts"
-    scripts.mkdir()
+    scripts.mkdir(parents=True)
     (scripts / "holder.py").write_text(HOLDER)
     (scripts / "restart.py").write_text(RESTART)
     init_keys(work / "keys", work / "repo")

@@ -37,6 +37,7 @@ def mounted(image: Path, where: Path) -> Iterator[Path]:
 @contextlib.contextmanager
 def loop_filesystem(tmp_path: Path, size: str = "64M") -> Iterator[tuple[Path, Path]]:
     """A fresh ext4 image of ``size`` and where it is mounted: ``(image, mount point)``."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     image = tmp_path / "fs.img"
     try:
         if os.geteuid() != 0 or shutil.which("mkfs.ext4") is None:
