@@ -61,13 +61,17 @@ def make_rpm(
     *,
     arch: str = "x86_64",
     epoch: int | None = None,
+    source: bool = False,
 ) -> Path:
-    """A real binary .rpm of ``files`` (paths relative to /, root:root 0644), built by rpmbuild."""
+    """A real binary .rpm of ``files`` (paths relative to /, root:root 0644), built by rpmbuild.
+
+    ``source=True`` builds the source package (``.src.rpm``) instead.
+    """
     require_rpm()
     work = out_dir / f".rpmbuild-{name}-{version}-{release}-{arch}"
-    source = work / "source"
+    tree = work / "source"
     for path, data in files.items():
-        target = source / path
+        target = tree / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
     spec = work / f"{name}.spec"
@@ -81,18 +85,19 @@ def make_rpm(
     )
     defines = {
         "_topdir": work / "top",
-        "_sourcedir": source,
+        "_sourcedir": tree,
         "_rpmdir": out_dir,
+        "_srcrpmdir": out_dir,
         "_build_name_fmt": "%{NAME}-%{VERSION}-%{RELEASE}.%{ARCH}.rpm",
         "__os_install_post": "%{nil}",  # no stripping or byte-compiling of test files
         "_build_id_links": "none",
         "debug_package": "%{nil}",
     }
-    args = ["rpmbuild", "-bb", "--quiet", "--target", arch]
+    args = ["rpmbuild", "-bs" if source else "-bb", "--quiet", "--target", arch]
     for key, value in defines.items():
         args += ["--define", f"{key} {value}"]
     subprocess.run([*args, str(spec)], check=True, capture_output=True, env=_c_locale())
-    return out_dir / f"{name}-{version}-{release}.{arch}.rpm"
+    return out_dir / f"{name}-{version}-{release}.{'src' if source else arch}.rpm"
 
 
 def fedora_root(root: Path) -> Path:

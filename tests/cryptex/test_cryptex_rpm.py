@@ -98,6 +98,7 @@ def test_bad_input_is_refused_and_writes_nothing(rpms: tuple[Path, Path], tmp_pa
     truncated.write_bytes(new.read_bytes()[:2000])
     arm = make_rpm(tmp_path, "demo-libs", "1.0", "2.fc40", NEW, arch="aarch64")
     other = make_rpm(tmp_path, "other", "1.0", "2.fc40", NEW)
+    srpm = make_rpm(tmp_path, "demo-libs", "1.0", "3.fc40", NEW, source=True)
     root = fedora_root(tmp_path / "root")
     rpm_install(root, old)
     empty = fedora_root(tmp_path / "empty")
@@ -109,6 +110,7 @@ def test_bad_input_is_refused_and_writes_nothing(rpms: tuple[Path, Path], tmp_pa
         (build_args(new, out, "--base-rpm", not_rpm), InvalidSupplement, "is not an rpm package"),
         (build_args(truncated, out, "--base-rpm", old), InvalidSupplement, "not a usable rpm"),
         (build_args(arm, out, "--base-rpm", old), InvalidSupplement, "architecture mismatch"),
+        (build_args(srpm, out, "--base-rpm", old), InvalidSupplement, "is a source package"),
         (build_args(old, out, "--base-rpm", new), InvalidSupplement, "is not later than"),
         (build_args(other, out, "--base-rpm", old), InvalidSupplement, "not the same package"),
         (build_args(other, out, "--base-root", root), InvalidSupplement,
