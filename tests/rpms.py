@@ -42,7 +42,8 @@ SUPPORT_END=2025-05-13
 VARIANT="Server Edition"
 VARIANT_ID=server
 """
-DBPATH = "/usr/lib/sysimage/rpm"
+DBPATH = "/usr/lib/sysimage/rpm"  # Fedora 36+, SUSE
+RHEL_DBPATH = "/var/lib/rpm"  # RHEL 8/9
 
 
 def require_rpm() -> str:
@@ -68,6 +69,7 @@ def make_rpm(
     ``source=True`` builds the source package (``.src.rpm``) instead.
     """
     require_rpm()
+    out_dir = out_dir.resolve()  # rpmbuild's directories must be absolute
     work = out_dir / f".rpmbuild-{name}-{version}-{release}-{arch}"
     tree = work / "source"
     for path, data in files.items():
@@ -112,18 +114,27 @@ def fedora_root(root: Path) -> Path:
     return root
 
 
-def rpm_install(root: Path, package: Path, *, upgrade: bool = True) -> None:
+def rhel_root(root: Path) -> Path:
+    """An empty RHEL-style root: the rpm database in ``/var/lib/rpm`` and nothing in sysimage."""
+    require_rpm()
+    (root / "var/lib/rpm").mkdir(parents=True)
+    _rpm(root, "--initdb", dbpath=RHEL_DBPATH)
+    return root
+
+
+def rpm_install(root: Path, package: Path, *, upgrade: bool = True, dbpath: str = DBPATH) -> None:
     """Install or upgrade ``package`` in ``root`` as ``dnf`` would (files and database).
 
     ``upgrade=False`` installs beside what is there (another architecture of
     a multilib package) instead of replacing it.
     """
-    _rpm(root, "-U" if upgrade else "-i", "--nodeps", "--noscripts", "--nosignature", str(package))
+    flags = ("-U" if upgrade else "-i", "--nodeps", "--noscripts", "--nosignature")
+    _rpm(root, *flags, str(package), dbpath=dbpath)
 
 
-def _rpm(root: Path, *args: str) -> None:
+def _rpm(root: Path, *args: str, dbpath: str = DBPATH) -> None:
     subprocess.run(
-        ["rpm", "--root", str(root.resolve()), "--dbpath", DBPATH, *args],
+        ["rpm", "--root", str(root.resolve()), "--dbpath", dbpath, *args],
         check=True,
         capture_output=True,
         env=_c_locale(),

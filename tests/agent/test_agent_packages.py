@@ -10,7 +10,7 @@ import pytest
 from bsi.agent.facts import FactsUnavailable
 from bsi.agent.packages import detect_manager, file_digests, read_dpkg, read_rpm
 from bsi.domain.prerequisite import PackageManager, PackageVersion
-from rpms import fedora_root, make_rpm, rpm_install
+from rpms import RHEL_DBPATH, fedora_root, make_rpm, rhel_root, rpm_install
 
 STATUS = """\
 Package: libssl3
@@ -89,6 +89,16 @@ def test_rpm_database_gives_installed_versions_of_the_named_packages_only(
     assert read_rpm(root, ["absent"]) == ()
     # the build machine's own rpm database is never read: only the root's
     assert read_rpm(fedora_root(tmp_path / "empty"), ["openssl-libs"]) == ()
+
+
+def test_a_root_keeping_its_rpm_database_in_var_lib_rpm_is_read_there(tmp_path: Path) -> None:
+    root = rhel_root(tmp_path / "rhel")
+    package = make_rpm(tmp_path, "openssl-libs", "3.0.7", "27.el9", {"usr/lib64/x": b"x"})
+    rpm_install(root, package, dbpath=RHEL_DBPATH)
+    assert detect_manager(root) is PackageManager.RPM
+    assert read_rpm(root, ["openssl-libs"]) == (
+        PackageVersion("openssl-libs", "3.0.7-27.el9", "x86_64"),
+    )
 
 
 def test_a_broken_rpm_database_is_refused_clearly(tmp_path: Path) -> None:

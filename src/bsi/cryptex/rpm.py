@@ -152,6 +152,8 @@ def installed_tree(root: Path, package: PackageVersion, into: Path) -> Path:
     package does not ship them, so they are no part of what it changes.
     """
     dbpath = database(root)
+    if dbpath is None:
+        raise InvalidSupplement(f"{root} keeps no rpm database", hint="give --base-rpm OLD.rpm")
     arch = f".{package.arch}" if package.arch else ""
     result = _run(
         [_tool("rpm"), "--root", str(root.resolve()), "--dbpath", str(dbpath), "-q",
