@@ -22,6 +22,7 @@ import httpx
 import uvicorn
 
 from bsi.server.app import ServerSettings, create_app, prepare, utc_now
+from bsi.server.service import BsiService
 from bsi.trust import init_keys
 from cryptex_support import BASE_FILES, write_tree
 from pgcluster import free_port
@@ -111,28 +112,35 @@ def serving(work: Path) -> Iterator[Served]:
         status_burst=1_000_000,
         status_per_second=1_000_000,
     )
+    relaunch: list[object] = [sys.executable, scripts / "restart.py", scripts / "holder.py"]
+    with running_app(settings) as (url, service):
+        admin_key = service.store.create_api_key("harness", "admin", utc_now())
+        token = service.store.create_enrollment_token(
+            "default", utc_now() + timedelta(hours=4), None, utc_now()
+        )
+        admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_key}"})
+        try:
+            yield Served(url, admin, token, work / "repo" / "metadata" / "1.root.json", relaunch)
+        finally:
+            admin.close()
+
+
+@contextlib.contextmanager
+def running_app(settings: ServerSettings) -> Iterator[tuple[str, BsiService]]:
+    """The real app for ``settings`` on a free loopback port (uvicorn in a thread): URL, service."""
     service = prepare(settings)
-    admin_key = service.store.create_api_key("harness", "admin", utc_now())
-    token = service.store.create_enrollment_token(
-        "default", utc_now() + timedelta(hours=4), None, utc_now()
-    )
-    port = free_port()
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(service, settings), host="127.0.0.1", port=port, log_level="warning"
+            create_app(service, settings), host="127.0.0.1", port=free_port(), log_level="warning"
         )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     while not server.started:
         time.sleep(0.02)
-    url = f"http://127.0.0.1:{port}"
-    admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_key}"})
-    relaunch: list[object] = [sys.executable, scripts / "restart.py", scripts / "holder.py"]
     try:
-        yield Served(url, admin, token, work / "repo" / "metadata" / "1.root.json", relaunch)
+        yield f"http://127.0.0.1:{server.config.port}", service
     finally:
-        admin.close()
         server.should_exit = True
         thread.join(timeout=20)
         service.store.engine.dispose()

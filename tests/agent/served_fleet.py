@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,12 +20,11 @@ from datetime import timedelta
 from pathlib import Path
 
 import httpx
-import uvicorn
 from test_agent_end_to_end import HOLDER, RESTART, pid_of
 
-from bsi.server.app import ServerSettings, create_app, prepare, utc_now
+from agent_support import running_app
+from bsi.server.app import ServerSettings, utc_now
 from bsi.server.service import BsiService
-from pgcluster import free_port
 
 
 @dataclass
@@ -46,29 +44,16 @@ class Served:
 @contextlib.contextmanager
 def serving(data_dir: Path, repo: Path | None) -> Iterator[Served]:
     """The real server on ``repo`` (watching it), an admin client and an enrollment token."""
-    settings = ServerSettings(data_dir=data_dir, tuf_repo_dir=repo)
-    service = prepare(settings)
-    admin_key = service.store.create_api_key("real", "admin", utc_now())
-    token = service.store.create_enrollment_token(
-        "default", utc_now() + timedelta(hours=1), None, utc_now()
-    )
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(service, settings), host="127.0.0.1", port=free_port(), log_level="warning"
+    with running_app(ServerSettings(data_dir=data_dir, tuf_repo_dir=repo)) as (url, service):
+        admin_key = service.store.create_api_key("real", "admin", utc_now())
+        token = service.store.create_enrollment_token(
+            "default", utc_now() + timedelta(hours=1), None, utc_now()
         )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
-    url = f"http://127.0.0.1:{server.config.port}"
-    admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_key}"})
-    try:
-        yield Served(url, admin, admin_key, token, service)
-    finally:
-        admin.close()
-        server.should_exit = True
-        thread.join(timeout=20)
+        admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_key}"})
+        try:
+            yield Served(url, admin, admin_key, token, service)
+        finally:
+            admin.close()
 
 
 @contextlib.contextmanager
