@@ -25,10 +25,11 @@ import shutil
 import tarfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import yaml
 
+from bsi.agent.facts import resolve_in_root
 from bsi.cryptex.errors import InvalidSupplement
 from bsi.domain.prerequisite import (
     ARCH_ALL,
@@ -114,14 +115,21 @@ def copy_installed(root: Path, paths: Iterable[str], into: Path) -> Path:
     """The files at ``paths`` (a package's file list) copied from ``root`` into ``into``.
 
     Links are kept as links; directories and listed files that are gone (or
-    diverted) are skipped: there is nothing to compare against.
+    diverted) are skipped: there is nothing to compare against. Links on the
+    way are resolved inside ``root``.
     """
     into.mkdir(parents=True, exist_ok=True)
     for line in paths:
         relative = line.strip().lstrip("/")
         if not relative or relative == ".":
             continue
-        source = root / relative
+        # Directories on the way are followed inside the root, as a chroot
+        # would (an absolute link must not lead to the build machine's files).
+        listed = PurePosixPath("/", relative)
+        try:
+            source = resolve_in_root(root, listed.parent) / listed.name
+        except OSError:
+            continue  # a link loop on the way: nothing to compare against
         if source.is_dir() and not source.is_symlink():
             continue
         if not (source.is_symlink() or source.is_file()):
