@@ -197,7 +197,7 @@ def file_doc(doc: dict[str, Any]) -> dict[str, Any]:
         ("usr/./lib", "not normalised"),
         ("usr/lib/", "not normalised"),
         ("", "is empty"),
-        ("usr/lib\x00x", "control character"),
+        ("usr/lib\x00x", "NUL character"),
         ("usr/lib\nchange /etc/shadow", "control character"),
         ("a/" + "x" * 256, "longer than 255"),
     ],
@@ -319,11 +319,14 @@ def test_relaunch_names_are_checked() -> None:
 @pytest.mark.parametrize(
     ("data", "expected"),
     [
-        (b"not json", "manifest is not JSON"),
-        (b"\xff\xfe", "manifest is not UTF-8"),
+        (b"not json", "manifest: not JSON: Expecting value at line 1 column 1"),
+        (b"\xff\xfe", "manifest: not JSON: not UTF-8"),
         (b"[]", "expected an object"),
-        (b'{"size": NaN}', "NaN, which is not a JSON number"),
-        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'{"size": NaN}', "manifest: size: NaN is not a JSON number"),
+        (b'{"size": 1e999}', "manifest: size: inf is not a finite number"),
+        (b'{"size": ' + b"9" * 5000 + b"}", "manifest: size: number 999"),
+        (b'{"format": "\\u0000"}', "manifest: format: a string contains a NUL"),
+        (b"[" * 100_000 + b"]" * 100_000, "deeper than 64 levels"),
     ],
 )
 def test_what_is_not_a_manifest_is_refused(data: bytes, expected: str) -> None:

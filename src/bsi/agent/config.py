@@ -41,12 +41,10 @@ from types import MappingProxyType
 from typing import TypeVar
 from urllib.parse import urlsplit
 
-import yaml
-
 from bsi.domain.eligibility import Rules
 from bsi.domain.versions import Build, ProductVersion
 from bsi.errors import InvalidInput, InvalidVersion
-from bsi.strict_yaml import load_strict
+from bsi.strict import read_yaml
 
 CONFIG_PATH = PurePosixPath("etc/bsi/agent.yaml")
 """Where the configuration lives, relative to the device root."""
@@ -166,10 +164,7 @@ def load_config(root: Path, path: Path | None = None) -> AgentConfig:
 
 def parse_config(text: str, *, source: str = "agent.yaml") -> AgentConfig:
     """The configuration in ``text``; every refusal names ``source`` and the key."""
-    try:
-        document = load_strict(text)
-    except yaml.YAMLError as error:
-        raise AgentConfigError(f"{source}: not YAML: {error}") from None
+    document = read_yaml(text, source=source, error=AgentConfigError)
     reader = _Reader(source)
     top = reader.section(
         document,

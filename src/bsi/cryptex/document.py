@@ -14,17 +14,10 @@ from typing import TypeVar
 
 from bsi.cryptex.errors import InvalidBundle
 from bsi.errors import InvalidInput
+from bsi.strict import quote
 
 T = TypeVar("T")
 T2 = TypeVar("T2")
-
-_QUOTE_LIMIT = 80
-
-
-def quote(value: object) -> str:
-    """``repr`` cut short: a wrong-typed value may be a whole sub-document."""
-    text = repr(value)
-    return text if len(text) <= _QUOTE_LIMIT else text[: _QUOTE_LIMIT - 3] + "..."
 
 
 def fields(

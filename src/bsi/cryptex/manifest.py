@@ -30,6 +30,7 @@ from bsi.domain.cves import parse_cve_id, score_cvss
 from bsi.domain.prerequisite import BASE_FIELDS, PackageVersion, Prerequisite, dump_base, read_base
 from bsi.domain.versions import Build, ExtraVersion, ProductVersion, SupplementVersion
 from bsi.errors import InvalidInput
+from bsi.strict import quote, read_json
 
 FORMAT = "bsi-cryptex/1"
 
@@ -487,34 +488,8 @@ class Manifest:
         so a signer and a device could read different manifests — and so are
         NaN, unknown fields and a format this bsi does not know.
         """
-        try:
-            document = json.loads(
-                data.decode("utf-8"),
-                object_pairs_hook=_refuse_duplicate_keys,
-                parse_constant=_refuse_constant,
-            )
-        except UnicodeDecodeError as error:
-            raise InvalidBundle(f"manifest is not UTF-8: {error.reason}") from None
-        except json.JSONDecodeError as error:
-            raise InvalidBundle(
-                f"manifest is not JSON: {error.msg} at line {error.lineno} column {error.colno}"
-            ) from None
-        except RecursionError:
-            raise InvalidBundle("manifest is nested too deeply") from None
+        document = read_json(data, source="manifest", error=InvalidBundle, unique_keys=True)
         return _read_manifest(document)
-
-
-def _refuse_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
-    result: dict[str, object] = {}
-    for key, value in pairs:
-        if key in result:
-            raise InvalidBundle(f"key {key!r} appears twice in one object of the manifest")
-        result[key] = value
-    return result
-
-
-def _refuse_constant(name: str) -> object:
-    raise InvalidBundle(f"manifest contains {name}, which is not a JSON number")
 
 
 def _without_nulls(document: dict[str, object]) -> dict[str, object]:
@@ -572,7 +547,7 @@ def _read_manifest(document: object) -> Manifest:
     prerequisite, fixed_in = doc.parsed_document(read_base, root, "")
     if root["format"] != FORMAT:
         raise InvalidBundle(
-            f"format {doc.quote(root['format'])} is not one this bsi reads",
+            f"format {quote(root['format'])} is not one this bsi reads",
             where="manifest",
             hint=f"expected {FORMAT!r}; a newer bsi may read it",
         )

@@ -41,8 +41,6 @@ import posixpath
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from bsi.cryptex import document as doc
 from bsi.cryptex.errors import InvalidBundle, InvalidSupplement, publisher_input
 from bsi.cryptex.manifest import (
@@ -58,7 +56,7 @@ from bsi.cryptex.manifest import (
 from bsi.domain.inventory import check_platform_id
 from bsi.domain.prerequisite import BASE_FIELDS, PackageVersion, Prerequisite, read_base
 from bsi.domain.versions import Build, ExtraVersion, ProductVersion
-from bsi.strict_yaml import load_strict
+from bsi.strict import quote, read_yaml
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,10 +122,7 @@ def load_spec(path: Path) -> SupplementSpec:
 
 def parse_spec(text: str, *, source: str = "spec") -> SupplementSpec:
     """The spec in ``text``; every refusal names ``source`` and the field."""
-    try:
-        document = load_strict(text)
-    except yaml.YAMLError as error:
-        raise InvalidSupplement(f"{source}: not YAML: {error}") from None
+    document = read_yaml(text, source=source, error=InvalidSupplement)
     with publisher_input(source):
         return _read_spec(document)
 
@@ -192,7 +187,7 @@ def _version_text(root: dict[str, object], key: str) -> object:
 def _read_components(value: object) -> tuple[ComponentSpec, ...]:
     if not isinstance(value, dict) or not value:
         raise InvalidBundle(
-            f"expected a mapping of component names to components, found {doc.quote(value)}",
+            f"expected a mapping of component names to components, found {quote(value)}",
             where="components",
         )
     components = tuple(

@@ -18,8 +18,8 @@ from bsi.domain.catalog import Catalog
 from bsi.errors import FeedError
 from bsi.feeds.bsi_catalog import looks_like_bsi_catalog, parse_bsi_catalog
 from bsi.feeds.gdmf import looks_like_gdmf, parse_gdmf
-from bsi.feeds.reading import not_json, quote
 from bsi.feeds.sofa import parse_sofa, parse_sofa_history
+from bsi.strict import quote, read_json
 
 DEFAULT_TIMEOUT = 30.0
 DEFAULT_MAX_BYTES = 64 * 1024 * 1024
@@ -67,16 +67,27 @@ def read_catalog(data: bytes, *, source: str) -> Catalog:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         raise FeedError(f"{source}: not UTF-8 text (byte {error.start})") from None
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as error:
-        # A second value after the first is what NDJSON looks like to a JSON parser.
-        if error.msg != "Extra data":
-            raise not_json(error, source=source) from None
+    if _is_json_lines(text):
         return parse_sofa_history(text, source=source)
+    document = read_json(text, source=source, error=FeedError)
     if isinstance(document, dict) and "first_seen" in document:
         return parse_sofa_history(text, source=source)
     return parse_document(document, source=source)
+
+
+def _is_json_lines(text: str) -> bool:
+    """Whether ``text`` is NDJSON: a first line that is a whole JSON value, more after it.
+
+    Only a sniff; the lines are then read strictly one by one.
+    """
+    first, _, rest = text.strip().partition("\n")
+    if not rest.strip():
+        return False
+    try:
+        json.loads(first)
+    except (ValueError, RecursionError):  # not a whole value (or not one bsi would accept)
+        return False
+    return True
 
 
 def parse_document(document: object, *, source: str) -> Catalog:

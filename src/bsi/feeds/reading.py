@@ -8,7 +8,6 @@ importer refuse a broken feed whole instead of returning part of it.
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Callable, Hashable, Iterable
 from dataclasses import replace
@@ -18,33 +17,12 @@ from typing import TypeVar
 from bsi.domain.catalog import Release, Supplement
 from bsi.domain.versions import Build, ExtraVersion, ProductVersion, SupplementVersion
 from bsi.errors import FeedError, InvalidInput, InvalidVersion
+from bsi.strict import quote
 
 T = TypeVar("T")
 Listing = TypeVar("Listing", Release, Supplement)
 
 _ISO_DAY = re.compile(r"\d{4}-\d{2}-\d{2}")
-_QUOTE_LIMIT = 80
-
-
-def quote(value: object) -> str:
-    """``repr`` cut short: a wrong-typed value may be a whole sub-document."""
-    text = repr(value)
-    return text if len(text) <= _QUOTE_LIMIT else text[: _QUOTE_LIMIT - 3] + "..."
-
-
-def decode_json(text: str, *, source: str, where: str = "") -> object:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as error:
-        raise not_json(error, source=source, where=where) from None
-
-
-def not_json(error: json.JSONDecodeError, *, source: str, where: str = "") -> FeedError:
-    """The refusal of text that does not parse, pointing at the first fault."""
-    place = f"{where}: " if where else ""
-    return FeedError(
-        f"{source}: {place}not JSON: {error.msg} at line {error.lineno} column {error.colno}"
-    )
 
 
 class Node:

@@ -15,14 +15,15 @@ from dataclasses import replace
 from bsi.domain.catalog import Catalog, Release, Supersession, Supplement
 from bsi.domain.prerequisite import Prerequisite
 from bsi.domain.versions import Build, ProductVersion, SupplementVersion
+from bsi.errors import FeedError
 from bsi.feeds.reading import (
     Node,
     collapse_duplicates,
-    decode_json,
     maybe,
     release_key,
     supplement_key,
 )
+from bsi.strict import read_json_lines
 
 # Product names SOFA writes ("iOS and iPadOS") name more than the platform;
 # GDMF files iPadOS under iOS, and so does bsi.
@@ -60,11 +61,8 @@ def parse_sofa_history(text: str, *, source: str) -> Catalog:
     releases: list[Release] = []
     supplements: list[Supplement] = []
     models: defaultdict[str, set[str]] = defaultdict(set)
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        where = f"line {number}"
-        row = Node(decode_json(line, source=source, where=where), source=source, path=where)
+    for number, document in read_json_lines(text, source=source, error=FeedError):
+        row = Node(document, source=source, path=f"line {number}")
         if row.has("prerequisite_build"):
             supplements.append(_history_supplement(row))
         else:

@@ -28,11 +28,12 @@ from bsi.domain.prerequisite import dump_base
 from bsi.errors import BsiError, Forbidden, InvalidInput, NotFound, Unauthorized
 from bsi.feeds import dump_bsi_catalog
 from bsi.feeds.load import parse_document, read_catalog
-from bsi.server.http import MAX_INT32, StrictRoute, bearer, json_body
+from bsi.server.http import StrictRoute, bearer, json_body
 from bsi.server.paths import ADMIN_PREFIX, SYNC_REPOSITORY_PATH
 from bsi.server.service import BsiService, window_percentiles
 from bsi.server.wakeup import Wakeups
 from bsi.store.store import DeviceFilter, DeviceRecord, NewEnrollment
+from bsi.strict import MAX_INT32
 
 CSV = "text/csv; charset=utf-8"
 MAX_STALE_HOURS = 24 * 365 * 100

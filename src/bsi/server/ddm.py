@@ -24,11 +24,12 @@ from bsi.domain.ddm import declaration_items_response
 from bsi.domain.status import state_to_report
 from bsi.errors import Forbidden, NotFound, Unauthorized
 from bsi.feeds import dump_bsi_catalog
-from bsi.server.http import MAX_INT32, StrictRoute, bearer, json_body
+from bsi.server.http import StrictRoute, bearer, json_body
 from bsi.server.nanomdm import HMAC_HEADER, ForwardingTrust
 from bsi.server.service import BsiService, GroupView
 from bsi.server.wakeup import Wakeups
 from bsi.store.store import DeviceIdentity
+from bsi.strict import MAX_INT32
 
 JSON = "application/json"
 Endpoint = Callable[..., Any]

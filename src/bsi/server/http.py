@@ -15,9 +15,8 @@ import hashlib
 import hmac
 import json
 import logging
-import math
-from collections.abc import Callable, Coroutine, Iterable
-from typing import Any, cast
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 import sqlalchemy.exc
 from fastapi import FastAPI, Request, Response
@@ -36,6 +35,7 @@ from bsi.errors import (
     Unauthorized,
     Unavailable,
 )
+from bsi.strict import check_text, read_json
 
 log = logging.getLogger("bsi.server")
 
@@ -231,95 +231,9 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-MAX_JSON_DEPTH = 64
-"""Nesting: no DDM document is more than a dozen levels deep, and a deeper one
-would only exhaust the recursion of whatever reads it next."""
-MAX_JSON_STRING = 64 * 1024
-"""Characters in one JSON string (key or value)."""
-MAX_INT32 = 2**31 - 1
-"""The largest value of a 32-bit INTEGER column (row ids, counters): query and body
-fields stored in one are bounded by it."""
-JSON_INT_RANGE = (-(2**63), 2**63 - 1)
-"""Integers: what both databases' BIGINT and every JSON reader can hold."""
-
-
 def strict_json(raw: bytes) -> object:
-    """Parse an untrusted JSON body by RFC 8259 and nothing more, or raise InvalidInput.
-
-    Refused: anything not UTF-8, ``NaN``/``Infinity`` (not JSON, and invalid
-    once echoed back), numbers beyond :data:`JSON_INT_RANGE` or a double,
-    lone surrogates (not Unicode, and unencodable on the way out), NUL
-    (PostgreSQL cannot store it), strings over :data:`MAX_JSON_STRING`, and
-    nesting over :data:`MAX_JSON_DEPTH`. So everything stored can be read back.
-
-    One pass, linear in the body; strings are looked at only when the text
-    could hold a bad one (a ``\\u`` escape is the only way to write NUL or a
-    surrogate in UTF-8 JSON, and only a long body can hold a long string).
-    """
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise InvalidInput(f"request body is not JSON: not UTF-8 ({error.reason})") from error
-    try:
-        document = json.loads(text, parse_constant=_no_constant)
-    except json.JSONDecodeError as error:
-        raise InvalidInput(f"request body is not JSON: {error}") from error
-    except RecursionError as error:
-        raise InvalidInput(f"request body nests deeper than {MAX_JSON_DEPTH} levels") from error
-    except ValueError as error:  # an integer of more than 4,300 digits
-        raise InvalidInput(f"request body has a number out of range: {error}") from error
-    _check_values(document, strings="\\u" in text or len(text) > MAX_JSON_STRING)
-    return document
-
-
-def _check_values(document: object, *, strings: bool) -> None:
-    """One pass over the parsed document: depth and numbers, and strings when the
-    raw text could hold a bad one."""
-    low, high = JSON_INT_RANGE
-    stack: list[tuple[dict[Any, Any] | list[Any], int]] = [([document], 0)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > MAX_JSON_DEPTH:
-            raise InvalidInput(f"request body nests deeper than {MAX_JSON_DEPTH} levels")
-        if isinstance(node, dict):
-            if strings:
-                for key in node:
-                    check_text(key, "a JSON key")
-            children: Iterable[Any] = node.values()
-        else:
-            children = node
-        for child in children:
-            kind = type(child)  # exact types: json.loads makes no subclasses
-            if kind is str:
-                if strings:
-                    check_text(cast(str, child), "a JSON string")
-            elif kind is dict or kind is list:
-                stack.append((child, depth + 1))
-            elif kind is int and not low <= cast(int, child) <= high:
-                raise InvalidInput(
-                    f"number {str(child)[:24]}... is out of range",
-                    hint=f"integers must lie between {low} and {high}",
-                )
-            elif kind is float and not math.isfinite(cast(float, child)):
-                raise InvalidInput("a number is too large for a double (RFC 8259 6)")
-
-
-def _no_constant(name: str) -> object:
-    raise InvalidInput(f"request body is not JSON: {name} is not a JSON number (RFC 8259 6)")
-
-
-def check_text(value: str, what: str, *, limit: int = MAX_JSON_STRING) -> None:
-    """Refuse text no database and no JSON reader can hold: NUL, lone surrogates, too long."""
-    if len(value) > limit:
-        raise InvalidInput(f"{what} is {len(value)} characters long; the limit is {limit}")
-    if "\x00" in value:
-        raise InvalidInput(f"{what} contains a NUL character ({value[:40]!r})")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as error:
-        raise InvalidInput(
-            f"{what} contains a lone surrogate ({value[:40]!r}), which is not Unicode text"
-        ) from error
+    """An untrusted JSON body read by :func:`bsi.strict.read_json`, or InvalidInput (400)."""
+    return read_json(raw, source="request body")
 
 
 class StrictRequest(Request):
