@@ -117,13 +117,13 @@ def read_json(
     the line and column of a syntax error or the JSON path of a refused value.
     Linear in the size of ``data``.
     """
-    label = f"{source}: {where}" if where else source
+    label = _joined(source, where)
     if isinstance(data, bytes):
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as fault:
             raise error(
-                f"{label}: not JSON: not UTF-8 (byte {fault.start}: {fault.reason})",
+                _joined(label, f"not JSON: not UTF-8 (byte {fault.start}: {fault.reason})"),
                 hint="save the file as UTF-8",
             ) from None
         # Decoded UTF-8 holds no lone surrogate and JSON text no raw NUL, so strings need a
@@ -140,10 +140,10 @@ def read_json(
         )
     except json.JSONDecodeError as fault:
         raise error(
-            f"{label}: not JSON: {fault.msg} at line {fault.lineno} column {fault.colno}"
+            _joined(label, f"not JSON: {fault.msg} at line {fault.lineno} column {fault.colno}")
         ) from None
     except RecursionError:
-        raise error(f"{label}: nests deeper than {MAX_DEPTH} levels") from None
+        raise error(_joined(label, f"nests deeper than {MAX_DEPTH} levels")) from None
     check_document(document, source=label, error=error, strings=strings)
     return document
 
@@ -164,9 +164,9 @@ def read_yaml(text: str, *, source: str, error: ErrorClass = InvalidInput) -> ob
     try:
         document = yaml.load(text, Loader=_StrictLoader)
     except yaml.YAMLError as fault:
-        raise error(f"{source}: not YAML: {fault}") from None
+        raise error(_joined(source, f"not YAML: {fault}")) from None
     except RecursionError:
-        raise error(f"{source}: nests deeper than {MAX_DEPTH} levels") from None
+        raise error(_joined(source, f"nests deeper than {MAX_DEPTH} levels")) from None
     check_document(document, source=source, error=error)
     return document
 
@@ -180,9 +180,9 @@ def read_plist(data: bytes, *, source: str, error: ErrorClass = InvalidInput) ->
     try:
         document = plistlib.loads(data)
     except (ValueError, ExpatError, plistlib.InvalidFileException, OverflowError) as fault:
-        raise error(f"{source}: not a property list: {fault}") from None
+        raise error(_joined(source, f"not a property list: {fault}")) from None
     except RecursionError:
-        raise error(f"{source}: nests deeper than {MAX_DEPTH} levels") from None
+        raise error(_joined(source, f"nests deeper than {MAX_DEPTH} levels")) from None
     check_document(document, source=source, error=error)
     return document
 
@@ -249,7 +249,13 @@ def _describe(refused: _Refused) -> tuple[str, str | None]:
 
 
 def _fail(error: ErrorClass, source: str, path: Any, problem: str, hint: str | None = None) -> None:
-    raise error(f"{source}: {json_path(path)}: {problem}", hint=hint)
+    raise error(_joined(source, json_path(path), problem), hint=hint)
+
+
+def _joined(*parts: str) -> str:
+    """``source: where: problem``, leaving out a part the caller left empty (a caller that
+    names the source itself passes ``source=""``)."""
+    return ": ".join(part for part in parts if part)
 
 
 def json_path(path: Any) -> str:

@@ -3,15 +3,20 @@ be read back) now gets a clear 4xx and changes nothing."""
 
 from __future__ import annotations
 
+import base64
 import json
+import math
+import plistlib
 from typing import Any
 
 import httpx
 import pytest
 
 from bsi.domain.declarations import software_update_settings
+from bsi.server.nanomdm import HMAC_HEADER
+from nanomdm_client import sign
 from reports import macos_report
-from server_support import RunningServer
+from server_support import WEBHOOK_KEY, RunningServer
 
 
 def status_body(**vendor: Any) -> bytes:
@@ -103,3 +108,114 @@ def test_a_credential_with_a_non_ascii_digit_is_401(server: RunningServer, spell
         headers={"Authorization": f"Bearer {variant}".encode()},  # type: ignore[dict-item]
     )
     assert response.status_code == 401
+
+
+# -- the NanoMDM webhook and the inventory upload: one strict reader, as for every body ----
+
+
+def _event(server: RunningServer, udid: str, message: dict[str, Any], **binary: bool) -> bytes:
+    form = plistlib.FMT_BINARY if binary.get("binary") else plistlib.FMT_XML
+    event = {
+        "topic": "mdm.Authenticate",
+        "created_at": server.clock().isoformat(),
+        "checkin_event": {
+            "ids": {"id": udid, "type": "Device"},
+            "udid": udid,
+            "raw_payload": base64.b64encode(plistlib.dumps(message, fmt=form)).decode(),
+        },
+    }
+    return json.dumps(event).encode()
+
+
+def _post_event(server: RunningServer, body: bytes) -> httpx.Response:
+    headers = {"Content-Type": "application/json", HMAC_HEADER: sign(WEBHOOK_KEY, body)}
+    return httpx.post(server.url + "/v1/nanomdm/webhook", content=body, headers=headers)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            lambda body: body.replace(b'"Device"}', b'"Device", "n": ' + b"9" * 5000 + b"}"),
+            "out of range",
+        ),
+        (
+            lambda body: body.replace(b'"Device"}', b'"Device", "n": NaN}'),
+            "NaN is not a JSON number",
+        ),
+        (lambda body: body.replace(b'"Device"}', b'"Device\\u0000"}'), "NUL"),
+    ],
+)
+def test_a_webhook_event_is_read_strictly(server: RunningServer, change: Any, message: str) -> None:
+    udid = "0000FE00-5A5A5A5A5A5A5A5A"
+    body = change(_event(server, udid, {"MessageType": "Authenticate", "UDID": udid}))
+    response = _post_event(server, body)
+    assert response.status_code == 400, response.text
+    assert message in response.json()["message"]
+    assert server.admin.get(f"/v1/admin/devices/{udid}").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("serial", "udid_length", "message"),
+    [
+        ("C02\x00XK1Z", 25, "raw_payload: SerialNumber: a string contains a NUL character"),
+        ("C02XK1ZJJGH5", 65, "udid is 65 characters long; the limit is 64"),
+        ("S" * 65, 25, "serial_number is 65 characters long; the limit is 64"),
+    ],
+)
+def test_a_webhook_plist_that_no_column_can_hold_is_refused_and_nothing_stored(
+    server: RunningServer, serial: str, udid_length: int, message: str
+) -> None:
+    udid = "0000FE00-" + "5" * (udid_length - 9)
+    plist = {"MessageType": "Authenticate", "UDID": udid, "SerialNumber": serial}
+    response = _post_event(server, _event(server, udid, plist, binary=True))
+    assert response.status_code == 400, response.text
+    assert message in response.json()["message"]
+    assert server.admin.get(f"/v1/admin/devices/{udid}").status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("content", "kind", "message"),
+    [
+        (
+            plistlib.dumps(
+                [{"device_id": "m1", "BatteryLevel": math.nan}], fmt=plistlib.FMT_BINARY
+            ),
+            "application/x-plist",
+            "request body: [0].BatteryLevel: nan is not a finite number",
+        ),
+        (
+            b'{"device_id": "m1", "x": 1}\n{"device_id": "m2", "x": -Infinity}\n',
+            "application/x-ndjson",
+            "request body: line 2: x: -Infinity is not a JSON number",
+        ),
+        (b'{"device_id": "m1"}\n\xff\n', "application/x-ndjson", "not UTF-8"),
+    ],
+)
+def test_an_inventory_upload_is_read_strictly(
+    server: RunningServer, content: bytes, kind: str, message: str
+) -> None:
+    response = server.admin.post(
+        "/v1/admin/inventory", content=content, headers={"content-type": kind}
+    )
+    assert response.status_code == 400, response.text
+    assert message in response.json()["message"]
+    assert server.admin.get("/v1/admin/devices/m1").status_code == 404
+
+
+def test_a_catalogue_history_upload_with_nan_is_refused_whole(server: RunningServer) -> None:
+    history = (
+        '{"platform": "macOS", "product_version": "26.3.1", "build": "25D2128",'
+        ' "first_seen": "2026-03-17", "size": NaN}\n'
+        '{"platform": "macOS", "product_version": "26.3.2", "build": "25D3000",'
+        ' "first_seen": "2026-03-18"}\n'
+    )
+    before = server.reader.get("/v1/admin/catalog").json()
+    response = server.admin.post(
+        "/v1/admin/catalog?source=history",
+        content=history.encode(),
+        headers={"content-type": "application/x-ndjson"},
+    )
+    assert response.status_code == 400, response.text
+    assert "history: line 1: size: NaN is not a JSON number" in response.json()["message"]
+    assert server.reader.get("/v1/admin/catalog").json() == before

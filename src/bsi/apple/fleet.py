@@ -32,18 +32,16 @@ entries instead.
 
 from __future__ import annotations
 
-import json
-import plistlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
-from xml.parsers.expat import ExpatError
 
 from bsi.domain.declarations import Declaration, validate_declaration
 from bsi.domain.sources import device_information_items, osquery_items
 from bsi.domain.status import DeviceState, merge_status, nest_status_items, parse_status_report
 from bsi.errors import BsiError, InvalidDeclaration, InvalidInput, InvalidStatusReport, NotFound
+from bsi.strict import read_json, read_plist
 
 
 class InventoryFormat(StrEnum):
@@ -114,11 +112,8 @@ def _folder_entries(folder: Path) -> Iterator[Entry]:
     for file in files:
         try:
             content = _read_document(file)
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            yield file.stem, str(file), InvalidInput(f"not a JSON file: {error}")
-            continue
-        except (ValueError, ExpatError, plistlib.InvalidFileException) as error:
-            yield file.stem, str(file), InvalidInput(f"not a property list: {error}")
+        except InvalidInput as error:
+            yield file.stem, str(file), error
             continue
         reports = content if isinstance(content, list) else [content]
         for index, report in enumerate(reports):
@@ -127,9 +122,15 @@ def _folder_entries(folder: Path) -> Iterator[Entry]:
 
 
 def _read_document(file: Path) -> object:
+    """The file's document by :mod:`bsi.strict`'s rules; errors leave naming the file to
+    the caller, which adds the location."""
+    try:
+        data = file.read_bytes()
+    except OSError as error:
+        raise InvalidInput(f"cannot read: {error.strerror or error}") from None
     if file.suffix == ".plist":
-        return plistlib.loads(file.read_bytes())
-    return json.loads(file.read_text(encoding="utf-8"))
+        return read_plist(data, source="")
+    return read_json(data, source="")
 
 
 def _ndjson_entries(file: Path) -> Iterator[Entry]:
@@ -142,9 +143,9 @@ def _ndjson_entries(file: Path) -> Iterator[Entry]:
             continue
         location = f"{file}:{number}"
         try:
-            record = json.loads(line)
-        except json.JSONDecodeError as error:
-            yield f"<line {number}>", location, InvalidInput(f"not JSON: {error.msg}")
+            record = read_json(line, source="")
+        except InvalidInput as error:
+            yield f"<line {number}>", location, error
             continue
         device_id = _line_device_id(record)
         if device_id is None:
@@ -280,9 +281,9 @@ def load_declarations(path: Path) -> list[Declaration]:
     declarations = []
     for file in files:
         try:
-            content = json.loads(file.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise InvalidInput(f"{file}: not a JSON file: {error}") from error
+            content = read_json(file.read_bytes(), source=str(file))
+        except OSError as error:
+            raise InvalidInput(f"{file}: cannot read: {error.strerror or error}") from None
         for index, item in enumerate(content if isinstance(content, list) else [content]):
             try:
                 declarations.append(validate_declaration(item))

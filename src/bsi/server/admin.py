@@ -7,14 +7,11 @@ credentials are not API keys: a device calling here gets 401.
 
 import csv
 import io
-import json
-import plistlib
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
-from xml.parsers.expat import ExpatError
 
 from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request, Response
 from pydantic import BaseModel, Field
@@ -33,7 +30,7 @@ from bsi.server.paths import ADMIN_PREFIX, SYNC_REPOSITORY_PATH
 from bsi.server.service import BsiService, window_percentiles
 from bsi.server.wakeup import Wakeups
 from bsi.store.store import DeviceFilter, DeviceRecord, NewEnrollment
-from bsi.strict import MAX_INT32
+from bsi.strict import MAX_INT32, read_json_lines, read_plist
 
 CSV = "text/csv; charset=utf-8"
 MAX_STALE_HOURS = 24 * 365 * 100
@@ -573,19 +570,16 @@ async def _inventory_records(request: Request) -> list[object]:
     """The upload's records: a JSON record or array, a plist, or NDJSON lines."""
     kind = request.headers.get("content-type", "")
     if "plist" in kind or "xml" in kind:
-        try:
-            document: object = plistlib.loads(await request.body())
-        except (ValueError, ExpatError, plistlib.InvalidFileException) as error:
-            raise InvalidInput(f"request body is not a property list: {error}") from error
+        document: object = read_plist(await request.body(), source="request body")
     elif "ndjson" in kind:
-        lines = (await request.body()).decode("utf-8", errors="replace").splitlines()
-        document = []
-        for number, line in enumerate(lines, start=1):
-            if line.strip():
-                try:
-                    document.append(json.loads(line))
-                except json.JSONDecodeError as error:
-                    raise InvalidInput(f"line {number} is not JSON: {error.msg}") from error
+        body = await request.body()
+        try:
+            text = body.decode("utf-8")
+        except UnicodeDecodeError as error:
+            raise InvalidInput(
+                f"request body is not UTF-8 (byte {error.start}: {error.reason})"
+            ) from None
+        document = [line for _, line in read_json_lines(text, source="request body")]
     else:
         document = await json_body(request)
     return document if isinstance(document, list) else [document]

@@ -22,10 +22,8 @@ from __future__ import annotations
 
 import base64
 import binascii
-import plistlib
 from datetime import datetime, timedelta
 from typing import Any
-from xml.parsers.expat import ExpatError
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
@@ -33,10 +31,11 @@ from starlette.concurrency import run_in_threadpool
 from bsi.domain.sources import device_information_items
 from bsi.domain.status import nest_status_items
 from bsi.errors import InvalidInput, NotFound
-from bsi.server.http import json_body
+from bsi.server.http import StrictRoute, json_body
 from bsi.server.nanomdm import HMAC_HEADER, ForwardingTrust
 from bsi.server.service import BsiService
 from bsi.store.store import NewEnrollment
+from bsi.strict import read_plist
 
 WEBHOOK_PATH = "/v1/nanomdm/webhook"
 REGISTERING = ("mdm.Authenticate", "mdm.TokenUpdate")
@@ -45,7 +44,7 @@ REGISTERING = ("mdm.Authenticate", "mdm.TokenUpdate")
 def webhook_router(
     service: BsiService, trust: ForwardingTrust, max_age: timedelta = timedelta(minutes=10)
 ) -> APIRouter:
-    router = APIRouter(tags=["NanoMDM"])
+    router = APIRouter(tags=["NanoMDM"], route_class=StrictRoute)
 
     @router.post(WEBHOOK_PATH, summary="NanoMDM -webhook-url events")
     async def webhook(request: Request) -> dict[str, str]:
@@ -145,9 +144,10 @@ def _raw_payload(body: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(raw, str):
         raise InvalidInput("webhook event: raw_payload must be a base64 string")
     try:
-        message = plistlib.loads(base64.b64decode(raw, validate=True))
-    except (binascii.Error, ValueError, ExpatError, plistlib.InvalidFileException) as error:
-        raise InvalidInput(f"webhook event: raw_payload is not a base64 plist: {error}") from error
+        data = base64.b64decode(raw, validate=True)
+    except (binascii.Error, ValueError) as error:
+        raise InvalidInput(f"webhook event: raw_payload is not base64: {error}") from error
+    message = read_plist(data, source="webhook event: raw_payload")
     if not isinstance(message, dict):
         raise InvalidInput("webhook event: raw_payload is not a plist dictionary")
     return message

@@ -86,6 +86,15 @@ class ApiKey(Base):
 ENROLLMENT_ID_LENGTH = ENROLLMENT_ID_MAX
 
 
+def column_length(model: type[Base], name: str) -> int:
+    """The declared length of ``model``'s ``String`` column ``name``: the one place a
+    length is written, read by the checks that keep over-long text out of it."""
+    column_type = model.__table__.c[name].type
+    assert isinstance(column_type, String)
+    assert column_type.length is not None
+    return column_type.length
+
+
 class Device(Base):
     """One enrolled device (its device channel) and the latest state it reported.
 

@@ -53,7 +53,9 @@ from bsi.store.models import (
     StoredDeclaration,
     SupplementalBuildChange,
     SyncState,
+    column_length,
 )
+from bsi.strict import check_text
 
 ROLES = ("admin", "read-only")
 STATUS_WRITE_ATTEMPTS = 5
@@ -121,6 +123,14 @@ class NewEnrollment:
     serial_number: str | None = None
     group: str | None = None
     enrolled_by: str = "import"
+
+    def __post_init__(self) -> None:
+        """Refuse what the ``devices`` columns cannot hold (PostgreSQL would fail the
+        write; SQLite would store it): too long for its column, NUL, a lone surrogate."""
+        for name in ("enrollment_type", "udid", "serial_number"):
+            value = getattr(self, name)
+            if value is not None:
+                check_text(value, name, limit=column_length(Device, name))
 
 
 @dataclass(frozen=True, slots=True)
