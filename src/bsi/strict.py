@@ -214,6 +214,8 @@ def check_document(
                             _fail(error, source, (path, key), problem)
                 elif type(key) is int and not low <= key <= high:
                     _fail(error, source, path, *_describe(_out_of_range(str(key))))
+                elif type(key) is _Refused:
+                    _fail(error, source, path, *_describe(key))
         elif isinstance(node, list | tuple | set | frozenset):
             pairs = enumerate(node)
         else:
@@ -327,4 +329,14 @@ def _construct_mapping(loader: _StrictLoader, node: yaml.MappingNode) -> dict[ob
     return loader.construct_mapping(node)
 
 
+def _construct_int(loader: _StrictLoader, node: yaml.ScalarNode) -> int | _Refused:
+    # PyYAML converts with int(), which refuses over 4,300 digits with a bare ValueError.
+    digits = sum(c.isdigit() for c in str(node.value))
+    if digits > _DIGITS_LIMIT:
+        return _out_of_range(str(node.value))
+    value: int = loader.construct_yaml_int(node)
+    return value
+
+
 _StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+_StrictLoader.add_constructor("tag:yaml.org,2002:int", _construct_int)

@@ -258,6 +258,9 @@ def test_missing_config_file_gives_defaults(tmp_path: Path) -> None:
         ("facts: [1]", r"facts: expected a mapping"),
         ("a: 1\na: 2", r"not YAML: .*appears twice"),
         ("other: 1", r"top level: unknown key 'other'"),
+        ('facts: {model: "Mac\\0"}', r"facts.model: a string contains a NUL character"),
+        ('facts: {device_id: "\\udc80"}', r"facts.device_id: a string contains a lone surrogate"),
+        ("facts: {battery_percent: .inf}", r"facts.battery_percent: inf is not a finite number"),
     ],
 )
 def test_config_refusals_name_the_key(tmp_path: Path, text: str, message: str) -> None:

@@ -95,6 +95,34 @@ def test_mistakes_are_refused_naming_the_source_and_field(
     assert str(caught.value).startswith("test-spec.yaml: ")
 
 
+@pytest.mark.parametrize(
+    ("old", "new", "expected"),
+    [
+        (
+            "paths: [/usr/share]",
+            'paths: ["/usr/sh\\0are"]',
+            "components.docs.paths[0]: a string contains a NUL",
+        ),
+        (
+            "paths: [/usr/share]",
+            'paths: ["/usr/\\ud800"]',
+            "components.docs.paths[0]: a string contains a lone surrogate",
+        ),
+        ("timeout: 20", "timeout: .nan", "health_check.timeout: nan is not a finite number"),
+        ("timeout: 20", "timeout: " + "9" * 5000, "health_check.timeout: number 9999"),
+        ('cvss: "CVSS', 'cvss: "' + "x" * 70_000, "cves[0].cvss: a string is 70"),
+    ],
+)
+def test_values_nothing_can_hold_are_refused_by_the_one_strict_reader(
+    old: str, new: str, expected: str
+) -> None:
+    assert old in SPEC_TEXT
+    with pytest.raises(InvalidSupplement) as caught:
+        spec(SPEC_TEXT.replace(old, new, 1))
+    assert expected in str(caught.value)
+    assert str(caught.value).startswith("test-spec.yaml: ")
+
+
 def test_not_yaml_is_refused() -> None:
     with pytest.raises(InvalidSupplement, match=re.escape("spec: not YAML")):
         parse_spec("a: [unclosed")

@@ -9,13 +9,12 @@ posting, when ``26.3.1 (a)`` was current; ``--at`` moves the clock (after
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 
 from bsi.domain.catalog import Catalog
-from bsi.feeds.bsi_catalog import parse_bsi_catalog
+from bsi.feeds.load import read_catalog
 
 AS_OF = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
 
@@ -23,8 +22,8 @@ _DATA = resources.files("bsi") / "data"
 
 
 def catalog() -> Catalog:
-    text = (_DATA / "sample-catalog.json").read_text(encoding="utf-8")
-    return parse_bsi_catalog(json.loads(text), source="bsi sample catalogue")
+    data = (_DATA / "sample-catalog.json").read_bytes()
+    return read_catalog(data, source="bsi sample catalogue")
 
 
 def fleet_path() -> Path:
