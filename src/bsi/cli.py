@@ -24,6 +24,7 @@ from bsi.apple import sample
 from bsi.apple.compliance import assess_apple_fleet, render_table, report_to_csv, report_to_json
 from bsi.apple.fleet import InventoryFormat, load_declarations, load_fleet
 from bsi.commands.agent import agent_app
+from bsi.commands.arguments import MAX_PORT, MAX_WORKERS
 from bsi.commands.demo import demo_command, sim_command
 from bsi.commands.supplements import keys_app, supplement_app
 from bsi.domain.declarations import effective_policy
@@ -213,9 +214,14 @@ def serve(
     data_dir: DataDir = Path("bsi-data"),
     database_url: DatabaseUrl = None,
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+    port: Annotated[int, typer.Option(min=0, max=MAX_PORT, help="Port to listen on.")] = 8080,
     workers: Annotated[
-        int, typer.Option(min=1, help="Server processes (they share nothing but the database).")
+        int,
+        typer.Option(
+            min=1,
+            max=MAX_WORKERS,
+            help="Server processes (they share nothing but the database).",
+        ),
     ] = 1,
     nanomdm_hmac_key_file: Annotated[
         Path | None,
@@ -247,7 +253,8 @@ def serve(
         ),
     ] = None,
     max_body_bytes: Annotated[
-        int, typer.Option(min=1024, help="Refuse request bodies larger than this.")
+        int,
+        typer.Option(min=1024, max=1 << 30, help="Refuse request bodies larger than this."),
     ] = 1024 * 1024,
     tuf_repo_dir: Annotated[
         Path | None,

@@ -15,8 +15,10 @@ from rich.console import Console
 from bsi.agent.config import load_config
 from bsi.agent.runner import Agent
 from bsi.agent.unit import UNIT_PATH, render_unit
+from bsi.commands.arguments import MAX_SECONDS
 from bsi.durable import write_atomic
 from bsi.errors import ServerUnavailable
+from bsi.strict import MAX_INT32
 
 agent_app = typer.Typer(
     help="The device agent: stage, activate, relaunch and roll back supplements.",
@@ -72,11 +74,17 @@ def once(root: Root = Path("/"), config: Config = None) -> None:
 def run(
     root: Root = Path("/"),
     config: Config = None,
-    interval: Annotated[float, typer.Option(min=1, help="Seconds between check-ins.")] = 900,
+    interval: Annotated[
+        float,
+        typer.Option(min=1, max=MAX_SECONDS, help="Seconds between check-ins."),
+    ] = 900,
     jitter: Annotated[
-        float, typer.Option(min=0, max=1, help="Spread check-ins by ± this fraction.")
+        float,
+        typer.Option(min=0, max=1, help="Spread check-ins by ± this fraction."),
     ] = 0.1,
-    cycles: Annotated[int | None, typer.Option(help="Stop after this many cycles.")] = None,
+    cycles: Annotated[
+        int | None, typer.Option(min=1, max=MAX_INT32, help="Stop after this many cycles.")
+    ] = None,
     wake: Annotated[
         bool, typer.Option(help="Between check-ins, hold the server's wake-up long poll.")
     ] = True,

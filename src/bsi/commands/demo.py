@@ -26,6 +26,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from bsi.commands.arguments import MAX_PORT, MAX_SECONDS
 from bsi.errors import InvalidInput
 from bsi.sim.engine import SimOptions, SimResult
 from bsi.sim.fleet import DEFAULT_MIX, format_mix, parse_mix
@@ -49,12 +50,18 @@ class Mode(StrEnum):
     FULL = "full"
 
 
-Devices = Annotated[int, typer.Option("--devices", min=1, help="How many simulated devices.")]
+MAX_DEVICES = 100_000
+"""Simulated devices (and check-ins in flight): far beyond what one machine simulates."""
+Devices = Annotated[
+    int,
+    typer.Option("--devices", min=1, max=MAX_DEVICES, help="How many simulated devices."),
+]
 Full = Annotated[
     int | None,
     typer.Option(
         "--full",
         min=0,
+        max=MAX_DEVICES,
         help="Run this many devices (one of each kind first) with the full agent, the rest "
         "light. Default: all when --mode full, else none.",
     ),
@@ -72,6 +79,7 @@ PollInterval = Annotated[
     typer.Option(
         "--poll-interval",
         min=1,
+        max=MAX_SECONDS,
         help="Seconds between polls (± --jitter); with --wake, the fallback check-in.",
     ),
 ]
@@ -88,6 +96,8 @@ OfflineSeconds = Annotated[
     float,
     typer.Option(
         "--offline-seconds",
+        min=-MAX_SECONDS,
+        max=MAX_SECONDS,
         help="The offline devices come back this long after the publish; negative: not "
         "during the run.",
     ),
@@ -97,12 +107,19 @@ Timeout = Annotated[
     typer.Option(
         "--timeout",
         min=1,
+        max=MAX_SECONDS,
         help="Give the roll-out at most this long after publishing. Default: 120 s with "
         "--wake, two poll intervals and a minute without.",
     ),
 ]
 Concurrency = Annotated[
-    int, typer.Option("--concurrency", min=1, help="Check-ins in flight at once (fleet-wide).")
+    int,
+    typer.Option(
+        "--concurrency",
+        min=1,
+        max=MAX_DEVICES,
+        help="Check-ins in flight at once (fleet-wide).",
+    ),
 ]
 DataDir = Annotated[
     Path | None,
@@ -112,7 +129,9 @@ DataDir = Annotated[
         "(kept). Default: a temporary directory, removed at the end.",
     ),
 ]
-Port = Annotated[int, typer.Option("--port", min=0, help="Server port on 127.0.0.1; 0: any.")]
+Port = Annotated[
+    int, typer.Option("--port", min=0, max=MAX_PORT, help="Server port on 127.0.0.1; 0: any.")
+]
 Quiet = Annotated[bool, typer.Option("--quiet", help="No live progress.")]
 
 
@@ -346,6 +365,7 @@ def demo_command(
         typer.Option(
             "--full",
             min=0,
+            max=MAX_DEVICES,
             help="How many devices run the full agent (real download, TUF, staging, swap, "
             "health check); the rest run light. " + MODES_HELP,
         ),

@@ -25,6 +25,7 @@ from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, Trans
 
 from bsi.agent.facts import parse_product_version, read_os_release
 from bsi.agent.protocol import Request, check, read_json, unreachable
+from bsi.commands.arguments import MAX_KEYS, whole_text
 from bsi.cryptex import (
     Change,
     SupplementSpec,
@@ -102,9 +103,7 @@ def _pairs(values: list[str] | None, option: str) -> dict[str, str]:
 def _counts(values: list[str] | None, option: str) -> dict[str, int]:
     counts = {}
     for role, text in _pairs(values, option).items():
-        if not text.isdigit() or int(text) < 1:
-            raise InvalidInput(f"{option} {role}={text!r}: expected a whole number of at least 1")
-        counts[role] = int(text)
+        counts[role] = whole_text(text, f"{option} {role}", 1, MAX_KEYS)
     return counts
 
 
@@ -195,8 +194,12 @@ def keys_rotate(
     root_key: Annotated[
         list[Path] | None, typer.Option(help="A current root key to sign with. Repeatable.")
     ] = None,
-    count: Annotated[int | None, typer.Option(min=1, help="New keys to make.")] = None,
-    threshold: Annotated[int | None, typer.Option(min=1, help="New threshold.")] = None,
+    count: Annotated[
+        int | None, typer.Option(min=1, max=MAX_KEYS, help="New keys to make.")
+    ] = None,
+    threshold: Annotated[
+        int | None, typer.Option(min=1, max=MAX_KEYS, help="New threshold.")
+    ] = None,
 ) -> None:
     """Replace a role's keys in a new root version (signed by old and new root keys)."""
     passphrase = passphrase_from_env()
