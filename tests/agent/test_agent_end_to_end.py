@@ -20,7 +20,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -101,10 +101,17 @@ def publish_letter(
     files: dict[str, bytes],
     health_check: list[str],
     relaunch: list[object],
+    *,
+    setuid: dict[str, int] | None = None,
+    alter: Callable[[Path], None] | None = None,
 ) -> None:
-    """Build 12A100<letter> (base -> ``files``), sign it and publish it in the test repository."""
+    """Build 12A100<letter> (base -> ``files``), sign it and publish it in the test repository.
+
+    ``setuid`` gives files set-user-ID modes, declared in the spec; ``alter`` changes the
+    built bundle before it is signed (a hostile publisher, or a stolen signing key).
+    """
     build = f"12A100{letter}"
-    patched = write_tree(tmp_path / f"patched-{letter}", files)
+    patched = write_tree(tmp_path / f"patched-{letter}", files, setuid)
     spec = parse_spec(
         textwrap.dedent(
             f"""\
@@ -113,6 +120,7 @@ def publish_letter(
             prerequisite_build: 12A100
             extra_version: ({letter})
             supplemental_build: {build}
+            setuid: {json.dumps(["/" + path for path in setuid or {}])}
             components:
               openssl:
                 paths: [/usr/lib]
@@ -135,6 +143,8 @@ def publish_letter(
     if not base.exists():
         write_tree(base, BASE_FILES)
     result = build_bundle(spec, diff_trees(base, patched), bundle)
+    if alter is not None:
+        alter(bundle)
     fields = {**result.manifest.supplement_fields(), "posted": utc_now().date().isoformat()}
     publish_target(
         repo,

@@ -70,7 +70,13 @@ def test_a_later_letter_replaces_the_active_one() -> None:
     catalog = Catalog(supplements=(supplement(A, "a"), supplement(B, "b")))
     disk = DiskState(active_build=A, active_prerequisite=BASE)
     plan = next_steps(FACTS, catalog, POLICY, NOW, disk)
-    assert steps(plan.steps)[:2] == [("roll-back", "12A100a"), ("download", "12A100b")]
+    # Downloaded and staged first: a bundle refused there leaves the host on (a).
+    assert steps(plan.steps)[:4] == [
+        ("download", "12A100b"),
+        ("stage", "12A100b"),
+        ("roll-back", "12A100a"),
+        ("activate", "12A100b"),
+    ]
 
 
 def test_withdrawn_active_supplement_is_rolled_back() -> None:
@@ -166,7 +172,11 @@ def test_a_newer_letter_after_a_failed_one_is_installed() -> None:
         active_build=A, active_prerequisite=BASE, failed_builds=frozenset({B}), last_good=A
     )
     plan = next_steps(FACTS, catalog, POLICY, NOW, disk)
-    assert steps(plan.steps)[:2] == [("roll-back", "12A100a"), ("download", "12A100c")]
+    assert steps(plan.steps)[:3] == [
+        ("download", "12A100c"),
+        ("stage", "12A100c"),
+        ("roll-back", "12A100a"),
+    ]
 
 
 def test_an_uncommitted_activation_is_verified_again() -> None:

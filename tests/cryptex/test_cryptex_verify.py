@@ -142,6 +142,48 @@ def test_sticky_or_world_writable_files_are_refused(
     assert problem in message
 
 
+def declared_bundle(tmp_path: Path, mode: int = 0o4755) -> Path:
+    """A bundle whose /usr/sbin/nginx has ``mode``, declared under ``setuid`` in its spec."""
+    base, patched = standard_trees(tmp_path)
+    os.chmod(patched / "usr/sbin/nginx", mode)
+    text = SPEC_TEXT.replace("components:\n", "setuid: [/usr/sbin/nginx]\ncomponents:\n")
+    return build_bundle(spec(text), diff_trees(base, patched), tmp_path / "suid.bsi").path
+
+
+@pytest.mark.parametrize("mode", [0o4755, 0o2755, 0o6711])
+def test_a_set_id_file_the_manifest_does_not_declare_is_refused_before_staging(
+    tmp_path: Path, mode: int
+) -> None:
+    """The bit is in a (signable) manifest but its declaration was left out: refused."""
+    items = members(declared_bundle(tmp_path, mode))
+    document: Any = manifest_document(items)
+    assert document["setuid"] == ["usr/sbin/nginx"]
+    del document["setuid"]
+    hostile = pack(tmp_path / "t.bsi", with_manifest(items, document))
+    message = refusal(hostile)
+    assert f"file 'usr/sbin/nginx' has mode {mode:04o}: set-user-ID or set-group-ID" in message
+    assert "which the manifest does not declare" in message
+    with pytest.raises(InvalidBundle, match="does not declare"):
+        extract_payloads(hostile, tmp_path / "stage")
+    assert not (tmp_path / "stage").exists()
+
+
+def test_a_declared_set_user_id_file_is_staged_with_its_mode(tmp_path: Path) -> None:
+    bundle = declared_bundle(tmp_path)
+    assert verify_bundle(bundle).setuid == ("usr/sbin/nginx",)
+    extract_payloads(bundle, tmp_path / "stage")
+    assert (tmp_path / "stage/usr/sbin/nginx").stat().st_mode & 0o7777 == 0o4755
+
+
+def test_a_declaration_of_a_file_the_bundle_does_not_carry_is_refused(
+    tmp_path: Path, items: list[Member]
+) -> None:
+    document: Any = manifest_document(items)
+    document["setuid"] = ["usr/bin/sudo"]
+    message = refusal(pack(tmp_path / "t.bsi", with_manifest(items, document)))
+    assert "declares /usr/bin/sudo set-user-ID/set-group-ID but carries no such file" in message
+
+
 def test_a_file_declared_larger_than_the_cap_is_invalid_before_decompressing(
     tmp_path: Path, items: list[Member]
 ) -> None:

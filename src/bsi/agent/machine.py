@@ -173,12 +173,14 @@ def next_steps(
                 reasons.append(f"returning to the last good letter, {fallback.display()}")
             target, want = fallback, fallback.build
     if want != active:
+        # Download and stage before taking the active letter back: a bundle that fails its
+        # TUF check or staging policy then leaves the host on that letter (DESIGN rule 8).
+        if want is not None and target is not None and want not in disk.staged:
+            steps += [(Step.DOWNLOAD, want), (Step.STAGE, want)]
         if active is not None:
             steps.append((Step.ROLL_BACK, active))
             rolled_back = active
         if want is not None and target is not None:
-            if want not in disk.staged:
-                steps += [(Step.DOWNLOAD, want), (Step.STAGE, want)]
             steps += [(Step.ACTIVATE, want), (Step.RELAUNCH, want), (Step.HEALTH_CHECK, want)]
             return Plan(tuple(steps), decision, target, tuple(reasons))
     if rolled_back is not None:

@@ -42,7 +42,6 @@ from bsi.cryptex import (
     verify_bundle,
 )
 from bsi.cryptex.updates import PackageFormat
-from bsi.cryptex.verify import SETID_BITS
 from bsi.domain.versions import Build, ExtraVersion
 from bsi.errors import BsiError, InvalidInput, InvalidVersion, ServerUnavailable
 from bsi.server.paths import SYNC_REPOSITORY_PATH
@@ -492,11 +491,9 @@ def supplement_verify(
     typer.echo(manifest.display())
     for line in describe(manifest):
         typer.echo(line)
-    for entry in manifest.payloads:
-        if (entry.mode or 0) & SETID_BITS:
-            typer.echo(
-                f"set-user-ID/set-group-ID, as its spec declares: /{entry.path} ({entry.mode:04o})"
-            )
+    modes = {entry.path: entry.mode or 0 for entry in manifest.payloads}
+    for path in manifest.setuid:
+        typer.echo(f"set-user-ID/set-group-ID, as its spec declares: /{path} ({modes[path]:04o})")
 
 
 @supplement_app.command("publish")

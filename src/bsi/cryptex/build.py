@@ -365,6 +365,8 @@ def manifest_for(spec: SupplementSpec, changes: Sequence[Change]) -> Manifest:
             + (f" and {len(unclaimed) - 10} more" if len(unclaimed) > 10 else ""),
             hint="add a path prefix for them under 'components' in the spec",
         )
+    # The spec may declare files this letter leaves alone; the manifest names carried ones.
+    carried = {e.path for found in entries.values() for e in found if e.has_payload}
     with publisher_input("spec"):
         return Manifest(
             platform=spec.platform,
@@ -380,6 +382,7 @@ def manifest_for(spec: SupplementSpec, changes: Sequence[Change]) -> Manifest:
             ),
             health_check=spec.health_check,
             cves=spec.cves,
+            setuid=tuple(path for path in spec.setuid if path in carried),
         )
 
 

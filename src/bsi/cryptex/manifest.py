@@ -356,9 +356,14 @@ class Manifest:
     health_check: HealthCheck | None = None
     cves: tuple[CveEntry, ...] = ()
     fixed_in: tuple[PackageVersion, ...] = ()
+    setuid: tuple[str, ...] = ()
+    """Files the publisher declared set-user-ID/set-group-ID (the spec's ``setuid``), by
+    path. Signed with the rest, so a device stages such a bit only where it is declared
+    (:func:`bsi.cryptex.verify.setid_problem`); every path is a file the bundle carries."""
 
     def __post_init__(self) -> None:
         check_name(self.platform, what="platform")
+        object.__setattr__(self, "setuid", tuple(sorted(set(self.setuid))))
         if self.supplemental_build == self.prerequisite.build:
             raise InvalidBundle(
                 f"supplemental build {str(self.supplemental_build)!r} is the prerequisite build",
@@ -377,6 +382,14 @@ class Manifest:
                 raise InvalidBundle(f"{what} {duplicate!r} is listed twice")
         self._check_paths()
         self._check_file_prerequisite()
+        carried = {f.path for f in self.payloads}
+        for path in self.setuid:
+            if path not in carried:
+                raise InvalidBundle(
+                    f"declares /{path} set-user-ID/set-group-ID but carries no such file",
+                    where="setuid",
+                    hint="a declaration names a file the supplement adds or changes",
+                )
 
     def _check_file_prerequisite(self) -> None:
         """A file-digest prerequisite must agree with the base digests the manifest records."""
@@ -475,6 +488,8 @@ class Manifest:
             ),
             "cves": [_dump_cve(c) for c in self.cves],
         }
+        if self.setuid:  # absent when empty: manifests without such files read as before
+            document["setuid"] = list(self.setuid)
         text = json.dumps(
             document, sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=False
         )
@@ -542,7 +557,7 @@ def _read_manifest(document: object) -> Manifest:
             "supplemental_build",
             "components",
         ),
-        optional=("health_check", "cves", *BASE_FIELDS),
+        optional=("health_check", "cves", "setuid", *BASE_FIELDS),
     )
     prerequisite, fixed_in = doc.parsed_document(read_base, root, "")
     if root["format"] != FORMAT:
@@ -574,6 +589,10 @@ def _read_manifest(document: object) -> Manifest:
         cves=tuple(
             _read_cve(value, f"cves[{index}]")
             for index, value in enumerate(doc.items(root.get("cves", []), "cves"))
+        ),
+        setuid=tuple(
+            check_path(path, where=f"setuid[{index}]")
+            for index, path in enumerate(doc.texts(root.get("setuid", []), "setuid"))
         ),
     )
 

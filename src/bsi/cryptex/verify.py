@@ -62,7 +62,8 @@ _RATIO_SLACK = 16 << 20
 
 SETID_BITS = 0o6000
 """set-user-ID and set-group-ID: only on files the spec lists under ``setuid``
-(checked at build, reported by verify)."""
+(checked at build), which the signed manifest declares (checked wherever a bundle is
+read: verify, and the device before staging)."""
 
 
 def mode_problem(mode: int) -> str | None:
@@ -381,7 +382,7 @@ def _check_policy(stream: _TarStream, manifest: Manifest, manifest_size: int) ->
     The payload sizes it announces must fit the size cap and the zstd frame's
     declared content, and stay within :data:`MAX_RATIO` of the bundle's
     compressed size; no file may be sticky or world-writable (set-user-ID
-    and set-group-ID files were declared in the spec, and verify lists them).
+    and set-group-ID bits only on files the manifest declares, see :func:`setid_problem`).
     """
     announced = manifest_size + sum(entry.size or 0 for entry in manifest.payloads)
     if announced > stream.max_bytes:
@@ -393,9 +394,32 @@ def _check_policy(stream: _TarStream, manifest: Manifest, manifest_size: int) ->
         )
     stream.check_ratio(announced, stream.compressed_size, "announces")
     for entry in manifest.payloads:
-        problem = mode_problem(entry.mode or 0)
+        problem = mode_problem(entry.mode or 0) or setid_problem(manifest, entry)
         if problem:
-            raise stream.error(f"file {entry.path!r} has mode {entry.mode or 0:04o}: {problem}")
+            raise stream.error(
+                f"file {entry.path!r} has mode {entry.mode or 0:04o}: {problem}",
+                hint="the publisher lists such a file under 'setuid' in the spec and rebuilds"
+                if problem is _UNDECLARED_SETID
+                else None,
+            )
+
+
+_UNDECLARED_SETID = (
+    "set-user-ID or set-group-ID, which the manifest does not declare, so it is refused "
+    "before staging"
+)
+
+
+def setid_problem(manifest: Manifest, entry: FileEntry) -> str | None:
+    """Why ``entry``'s set-user-ID/set-group-ID bit may not be staged, or None.
+
+    A signature proves who published a bundle, not that they meant a file to run
+    with its owner's rights: the bit is staged only where the signed manifest
+    declares it (``setuid``, from the spec), as ``bsi supplement verify`` shows.
+    """
+    if (entry.mode or 0) & SETID_BITS and entry.path not in manifest.setuid:
+        return _UNDECLARED_SETID
+    return None
 
 
 def _payloads(
