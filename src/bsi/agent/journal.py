@@ -62,6 +62,7 @@ from typing import Literal
 from bsi.durable import fsync_directory as fsync_directory
 from bsi.durable import write_atomic
 from bsi.errors import BsiError, InvalidInput
+from bsi.strict import read_json
 
 CRASH_ENV = "BSI_CRASH_AT"
 
@@ -119,8 +120,8 @@ def encode_line(seq: int, record: Record) -> bytes:
 def decode_line(line: bytes) -> tuple[int, Record] | None:
     """``(seq, record)`` from one line (without its newline), or ``None`` if it is not intact."""
     try:
-        document = json.loads(line.decode("ascii"))
-    except (UnicodeDecodeError, ValueError, RecursionError):
+        document = read_json(line.decode("ascii"), source="journal")
+    except (UnicodeDecodeError, InvalidInput):  # torn, or not what bsi writes
         return None
     if not isinstance(document, dict) or set(document) != {"record", "seq", "sha256"}:
         return None

@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import (
@@ -35,6 +36,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from bsi.errors import InvalidInput
+from bsi.strict import read_json
 from bsi.trust import _fs, model, store
 from bsi.trust._tuf import CryptoSigner, Key, Root, Signer
 from bsi.trust.errors import KeyFileError, RepositoryExists
@@ -108,7 +110,7 @@ def generate_key(
 def read_public_key(path: Path) -> tuple[str, Key]:
     """(role, key) from a ``.pub.json`` file."""
     try:
-        raw = json.loads(path.read_bytes())
+        raw: Any = read_json(path.read_bytes(), source=repr(str(path)), error=KeyFileError)
         key = Key.from_dict(str(raw["keyid"]), dict(raw["key"]))
         return str(raw["role"]), key
     except FileNotFoundError:

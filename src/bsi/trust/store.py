@@ -27,6 +27,7 @@ from tuf.api.exceptions import RepositoryError
 from tuf.api.serialization import DeserializationError, SerializationError
 from tuf.api.serialization.json import JSONSerializer
 
+from bsi.strict import read_json
 from bsi.trust import _fs
 from bsi.trust._tuf import Metadata, Root, Snapshot, Targets, Timestamp
 from bsi.trust.errors import RepositoryExists, RepositoryStateError
@@ -189,10 +190,14 @@ def remove_staged(layout: RepoLayout, role: str) -> None:
 def read_settings(layout: RepoLayout) -> Expiries:
     """The repository's expiry periods (defaults if it has no settings file)."""
     try:
-        raw = json.loads(layout.settings.read_bytes())
+        raw = read_json(
+            layout.settings.read_bytes(),
+            source=repr(str(layout.settings)),
+            error=RepositoryStateError,
+        )
     except FileNotFoundError:
         return DEFAULT_EXPIRIES
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         raise RepositoryStateError(f"cannot read {str(layout.settings)!r}: {exc}") from None
     if not isinstance(raw, dict) or not isinstance(raw.get("expires", {}), dict):
         raise RepositoryStateError(f"{str(layout.settings)!r} is not a bsi trust settings file")
