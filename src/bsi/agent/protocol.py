@@ -44,8 +44,9 @@ from typing import Any, Protocol, TypeVar
 
 from bsi.domain.catalog import Catalog
 from bsi.domain.declarations import Declaration, validate_declaration
-from bsi.errors import BsiError, ServerRefused, ServerUnavailable, Unauthorized
+from bsi.errors import BsiError, FeedError, ServerRefused, ServerUnavailable, Unauthorized
 from bsi.feeds import parse_bsi_catalog
+from bsi.strict import read_json as strict_json
 
 T = TypeVar("T")
 
@@ -127,13 +128,11 @@ def check(request: Request, reply: Reply) -> Reply:
 
 
 def read_json(request: Request, reply: Reply) -> Any:
-    """The reply's JSON body; :class:`ServerUnavailable` when it is not JSON."""
-    try:
-        return json.loads(reply.body)
-    except ValueError as error:
-        raise ServerUnavailable(
-            f"{request.describe()}: the server answered a body that is not JSON: {error}"
-        ) from None
+    """The reply's JSON body, read by :mod:`bsi.strict`'s rules; :class:`ServerUnavailable`
+    when it is not (strict) JSON."""
+    return strict_json(
+        reply.body, source=f"{request.describe()}: the server's answer", error=ServerUnavailable
+    )
 
 
 def _message(reply: Reply) -> str:
@@ -179,7 +178,9 @@ class CatalogCache:
     def parse(self, body: bytes, source: str) -> Catalog:
         found = self._parsed.get(body)
         if found is None:
-            found = parse_bsi_catalog(json.loads(body), source=source)
+            found = parse_bsi_catalog(
+                strict_json(body, source=source, error=FeedError), source=source
+            )
             self._parsed[body] = found
             if len(self._parsed) > self._size:
                 self._parsed.popitem(last=False)
