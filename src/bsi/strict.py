@@ -211,7 +211,7 @@ def check_document(
                     if strings:
                         problem = text_problem(key, "a key", MAX_STRING)
                         if problem:
-                            _fail(error, source, (path, key), problem)
+                            _fail(error, source, (path, key), *problem)
                 elif type(key) is int and not low <= key <= high:
                     _fail(error, source, path, *_describe(_out_of_range(str(key))))
                 elif type(key) is _Refused:
@@ -226,7 +226,7 @@ def check_document(
                 if strings:
                     problem = text_problem(cast(str, child), "a string", MAX_STRING)
                     if problem:
-                        _fail(error, source, (path, key), problem)
+                        _fail(error, source, (path, key), *problem)
             elif kind is int:
                 if not low <= cast(int, child) <= high:
                     _fail(error, source, (path, key), *_describe(_out_of_range(str(child))))
@@ -282,17 +282,26 @@ def json_path(path: Any) -> str:
     return out
 
 
-def text_problem(value: str, what: str, limit: int) -> str | None:
-    """Why ``value`` cannot be stored and read back (too long, NUL, a lone surrogate),
-    or ``None`` when it can."""
+def text_problem(value: str, what: str, limit: int) -> tuple[str, str] | None:
+    """Why ``value`` cannot be stored and read back (too long, NUL, a lone surrogate) and
+    what to do about it, or ``None`` when it can."""
     if len(value) > limit:
-        return f"{what} is {len(value)} characters long; the limit is {limit}"
+        return (
+            f"{what} is {len(value)} characters long; the limit is {limit}",
+            "shorten it, or leave it out",
+        )
     if "\x00" in value:
-        return f"{what} contains a NUL character ({value[:40]!r})"
+        return (
+            f"{what} contains a NUL character ({value[:40]!r})",
+            "remove the NUL (U+0000); no text bsi stores may hold one",
+        )
     try:
         value.encode("utf-8")
     except UnicodeEncodeError:
-        return f"{what} contains a lone surrogate ({value[:40]!r}), which is not Unicode text"
+        return (
+            f"{what} contains a lone surrogate ({value[:40]!r}), which is not Unicode text",
+            "write the character itself in UTF-8, or as a \\uD8xx\\uDCxx surrogate pair",
+        )
     return None
 
 
@@ -302,7 +311,7 @@ def check_text(
     """Refuse text no database and no JSON reader can hold: NUL, lone surrogates, too long."""
     problem = text_problem(value, what, limit)
     if problem:
-        raise error(problem)
+        raise error(problem[0], hint=problem[1])
 
 
 class _StrictLoader(yaml.SafeLoader):
