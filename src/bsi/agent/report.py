@@ -15,7 +15,23 @@ from bsi.agent.machine import InstallState
 from bsi.domain.eligibility import Decision
 from bsi.domain.facts import DeviceFacts
 from bsi.domain.prerequisite import package_items
-from bsi.domain.status import RESTART_PENDING, nest_status_items
+from bsi.domain.status import (
+    AGENT_DECISION,
+    AGENT_DRIFT,
+    CLOCK_SKEW,
+    FAILURE_REASON,
+    INSTALL_STATE,
+    MODEL_IDENTIFIER,
+    OS_BUILD,
+    OS_FAMILY,
+    OS_VERSION,
+    PENDING_VERSION,
+    RESTART_PENDING,
+    RESTART_PENDING_PROCESSES,
+    SUPPLEMENTAL_BUILD,
+    SUPPLEMENTAL_EXTRA,
+    nest_status_items,
+)
 from bsi.domain.versions import ExtraVersion, SupplementVersion
 
 
@@ -42,12 +58,12 @@ def status_report(
 ) -> dict[str, Any]:
     """A full report (the agent always sends every item it knows)."""
     items: dict[str, object] = {
-        "device.operating-system.family": facts.platform,
-        "device.operating-system.version": str(facts.product_version),
-        "device.operating-system.supplemental.build-version": str(facts.supplemental_build or ""),
-        "device.operating-system.supplemental.extra-version": str(active_extra or ""),
-        "softwareupdate.install-state": install_state.value,
-        "softwareupdate.pending-version": {
+        OS_FAMILY: facts.platform,
+        OS_VERSION: str(facts.product_version),
+        SUPPLEMENTAL_BUILD: str(facts.supplemental_build or ""),
+        SUPPLEMENTAL_EXTRA: str(active_extra or ""),
+        INSTALL_STATE: install_state.value,
+        PENDING_VERSION: {
             "os-version": str(pending or ""),
             "build-version": pending_build or "",
         },
@@ -55,27 +71,27 @@ def status_report(
     }
     if restart_pending_processes:
         # bsi's own item: each process still on old content, "name (pid N in unit) uses old ...".
-        items["bsi.agent.restart-pending-processes"] = restart_pending_processes[:50]
+        items[RESTART_PENDING_PROCESSES] = restart_pending_processes[:50]
     if decision is not None:
         # bsi's own item: the agent decides with facts the server lacks (battery).
-        items["bsi.agent.decision"] = {
+        items[AGENT_DECISION] = {
             "outcome": decision.outcome.value,
             "reason": decision.reason.value,
             "message": decision.message,
         }
     if facts.build is not None:  # a stock distribution has none: packages place it
-        items["device.operating-system.build-version"] = str(facts.build)
+        items[OS_BUILD] = str(facts.build)
     items.update(package_items(facts.package_manager, facts.packages, facts.file_digests))
     if drift:
         # bsi's own item: files the active supplement manages that something else changed.
-        items["bsi.agent.drift"] = [line[:500] for line in drift[:100]]
+        items[AGENT_DRIFT] = [line[:500] for line in drift[:100]]
     if clock_skew is not None:
         # bsi's own item: device clock minus server clock (HTTP Date), seconds.
-        items["bsi.agent.clock-skew-seconds"] = clock_skew
+        items[CLOCK_SKEW] = clock_skew
     if facts.model_identifier:
-        items["device.model.identifier"] = facts.model_identifier
+        items[MODEL_IDENTIFIER] = facts.model_identifier
     if failure is not None:
-        items["softwareupdate.failure-reason"] = {
+        items[FAILURE_REASON] = {
             "reason": failure.reason[:1000],
             "count": failure.count,
             "timestamp": failure.at.strftime("%Y-%m-%dT%H:%M:%SZ"),

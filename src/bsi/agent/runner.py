@@ -71,7 +71,7 @@ from bsi.domain.prerequisite import dump_base, folded_in
 from bsi.domain.versions import Build
 from bsi.durable import write_atomic
 from bsi.errors import BsiError, Conflict, Forbidden, InvalidInput, ServerRefused
-from bsi.trust import TrustedClient, verify_root
+from bsi.trust import TrustedClient, target_name, verify_root
 from bsi.trust.errors import MetadataExpired
 
 log = logging.getLogger("bsi.agent")
@@ -535,7 +535,7 @@ class Agent:
         except MetadataExpired as error:
             raise self._clock_blamed(error) from error
         info = trusted.expect_target(
-            f"{target.platform}/{target.build}.cryptex",
+            target_name(target.platform, target.build),
             platform=target.platform,
             supplemental_build=str(target.build),
             **dump_base(target.prerequisite, target.fixed_in),

@@ -6,6 +6,7 @@ import json
 import logging
 import random
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -14,6 +15,7 @@ from rich.console import Console
 
 from bsi.agent.config import load_config
 from bsi.agent.runner import Agent
+from bsi.agent.schedule import Schedule
 from bsi.agent.unit import UNIT_PATH, render_unit
 from bsi.commands.arguments import MAX_SECONDS
 from bsi.durable import write_atomic
@@ -94,39 +96,36 @@ def run(
     Backs off (5 s, doubling, up to the interval) while the server is down.
     """
     agent = _agent(root, config)
-    backoff, done, generation = 5.0, 0, 0
+    schedule = Schedule(interval=interval, jitter=jitter)
+    cadence, done = schedule.start(), 0
     while cycles is None or done < cycles:
+        unavailable: ServerUnavailable | None = None
         try:
             agent.once()
-            wait = interval * (1 + random.uniform(-jitter, jitter))
-            backoff = 5.0
         except ServerUnavailable as error:
-            wait = min(backoff, interval)
-            console.print(f"server unavailable, retrying in {wait:.0f} s: {error}")
-            backoff = min(backoff * 2, interval)
-            generation = 0
+            unavailable = error
+        reached = unavailable is None
+        wait, cadence = schedule.after_check_in(cadence, reached=reached, draw=random.random())
+        if unavailable is not None:
+            console.print(f"server unavailable, retrying in {wait:.0f} s: {unavailable}")
         done += 1
         if cycles is not None and done >= cycles:
             break
-        generation = _wait(agent, wait, generation) if wake else _sleep(wait, generation)
+        if wake:
+            cadence = replace(cadence, generation=_wait(agent, schedule, wait, cadence.generation))
+        else:
+            time.sleep(wait)
 
 
-def _sleep(seconds: float, generation: int) -> int:
-    time.sleep(seconds)
-    return generation
-
-
-def _wait(agent: Agent, seconds: float, generation: int) -> int:
+def _wait(agent: Agent, schedule: Schedule, seconds: float, generation: int) -> int:
     """Until the next check-in is due or the server says to check in now."""
-    deadline = time.monotonic() + seconds
-    while (left := deadline - time.monotonic()) > 0:
+    wait = schedule.wait(seconds, generation, time.monotonic())
+    while (timeout := wait.next_poll(time.monotonic())) is not None:
         try:
-            generation, check_in = agent.wait(generation, min(left, 300))
+            wait.answered(*agent.wait(wait.generation, timeout))
         except ServerUnavailable:
-            return _sleep(max(left, 0), generation)
-        if check_in:
-            break
-    return generation
+            time.sleep(wait.failed(time.monotonic()))
+    return wait.generation
 
 
 @agent_app.command("status")

@@ -59,6 +59,7 @@ from bsi.trust import (
     rotate_key,
     sign_role,
     stage_role,
+    target_name,
 )
 from bsi.trust.keys import passphrase_from_env
 
@@ -530,7 +531,7 @@ def supplement_publish(
     manifest = verify_bundle(bundle)
     posted = datetime.now(UTC).date().isoformat()
     fields = {**manifest.supplement_fields(), "posted": posted}
-    name = f"{manifest.platform}/{manifest.supplemental_build}.cryptex"
+    name = target_name(manifest.platform, manifest.supplemental_build)
     passphrase = passphrase_from_env()
     signers = (
         [load_signer(path, passphrase=passphrase) for path in key]

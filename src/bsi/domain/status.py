@@ -50,6 +50,29 @@ CLIENT_CAPABILITIES = "management.client-capabilities"
 UDID_ITEM = "device.identifier.udid"
 SERIAL_ITEM = "device.identifier.serial-number"
 
+# Apple's status items bsi reads and the agent writes (names from Apple's
+# declarative/status YAML; one owner each, here).
+OS_FAMILY = "device.operating-system.family"
+OS_VERSION = "device.operating-system.version"
+OS_BUILD = "device.operating-system.build-version"
+SUPPLEMENTAL_BUILD = "device.operating-system.supplemental.build-version"
+SUPPLEMENTAL_EXTRA = "device.operating-system.supplemental.extra-version"
+MODEL_IDENTIFIER = "device.model.identifier"
+INSTALL_STATE = "softwareupdate.install-state"
+PENDING_VERSION = "softwareupdate.pending-version"
+FAILURE_REASON = "softwareupdate.failure-reason"
+
+# bsi's own items, sent by the Linux agent.
+AGENT_DECISION = "bsi.agent.decision"
+"""The agent's own decision (``outcome``, ``reason``, ``message``): it decides with
+facts the server lacks (battery)."""
+RESTART_PENDING_PROCESSES = "bsi.agent.restart-pending-processes"
+"""Each process still on old content, ``name (pid N in unit) uses old ...``."""
+AGENT_DRIFT = "bsi.agent.drift"
+"""Files the active supplement manages that something else changed."""
+CLOCK_SKEW = "bsi.agent.clock-skew-seconds"
+"""Device clock minus the server's (HTTP ``Date``), whole seconds."""
+
 _S, _B, _D, _A = ItemType.STRING, ItemType.BOOLEAN, ItemType.DICTIONARY, ItemType.ARRAY
 
 # Lists of objects with an ``identifier``: Apple sends only changed entries in
@@ -83,15 +106,15 @@ STATUS_ITEMS: Mapping[str, ItemType] = MappingProxyType(
         SERIAL_ITEM: _S,
         UDID_ITEM: _S,
         "device.model.family": _S,
-        "device.model.identifier": _S,
+        MODEL_IDENTIFIER: _S,
         "device.model.marketing-name": _S,
         "device.model.number": _S,
-        "device.operating-system.build-version": _S,
-        "device.operating-system.family": _S,
+        OS_BUILD: _S,
+        OS_FAMILY: _S,
         "device.operating-system.marketing-name": _S,
-        "device.operating-system.supplemental.build-version": _S,
-        "device.operating-system.supplemental.extra-version": _S,
-        "device.operating-system.version": _S,
+        SUPPLEMENTAL_BUILD: _S,
+        SUPPLEMENTAL_EXTRA: _S,
+        OS_VERSION: _S,
         "device.power.battery-health": _S,
         "diskmanagement.filevault.enabled": _B,
         CLIENT_CAPABILITIES: _D,
@@ -100,10 +123,10 @@ STATUS_ITEMS: Mapping[str, ItemType] = MappingProxyType(
         "passcode.is-present": _B,
         "softwareupdate.beta-enrollment": _S,
         "softwareupdate.device-id": _S,
-        "softwareupdate.failure-reason": _D,
+        FAILURE_REASON: _D,
         "softwareupdate.install-reason": _D,
-        "softwareupdate.install-state": _S,
-        "softwareupdate.pending-version": _D,
+        INSTALL_STATE: _S,
+        PENDING_VERSION: _D,
         **dict.fromkeys(_LIST_ITEMS, _A),
     }
 )
@@ -111,29 +134,23 @@ STATUS_ITEMS: Mapping[str, ItemType] = MappingProxyType(
 # Sub-keys bsi reads inside dictionary items, with their types. Extra sub-keys
 # are allowed: Apple adds them over OS releases.
 _SUBKEYS: Mapping[str, Mapping[str, tuple[type, ...]]] = {
-    "softwareupdate.pending-version": {"os-version": (str,), "build-version": (str,)},
-    "softwareupdate.failure-reason": {"count": (int,), "reason": (str,), "timestamp": (str,)},
+    PENDING_VERSION: {"os-version": (str,), "build-version": (str,)},
+    FAILURE_REASON: {"count": (int,), "reason": (str,), "timestamp": (str,)},
 }
 
-_OS_FAMILY = "device.operating-system.family"
-_OS_VERSION = "device.operating-system.version"
-_OS_BUILD = "device.operating-system.build-version"
-_SUPPLEMENTAL_BUILD = "device.operating-system.supplemental.build-version"
-_SUPPLEMENTAL_EXTRA = "device.operating-system.supplemental.extra-version"
-_PENDING = "softwareupdate.pending-version"
-_PENDING_BUILD = f"{_PENDING}.build-version"
+_PENDING_BUILD = f"{PENDING_VERSION}.build-version"
 
 # Values that must parse as versions. Apple reports "" for "no supplement
 # installed" and "no update pending"; the OS's own version and build are never
 # empty.
 _VERSIONS: Mapping[str, type[ProductVersion | Build | ExtraVersion]] = {
-    _OS_VERSION: ProductVersion,
-    _OS_BUILD: Build,
-    _SUPPLEMENTAL_BUILD: Build,
-    _SUPPLEMENTAL_EXTRA: ExtraVersion,
+    OS_VERSION: ProductVersion,
+    OS_BUILD: Build,
+    SUPPLEMENTAL_BUILD: Build,
+    SUPPLEMENTAL_EXTRA: ExtraVersion,
     _PENDING_BUILD: Build,
 }
-_MAY_BE_EMPTY = frozenset({_SUPPLEMENTAL_BUILD, _SUPPLEMENTAL_EXTRA, _PENDING_BUILD})
+_MAY_BE_EMPTY = frozenset({SUPPLEMENTAL_BUILD, SUPPLEMENTAL_EXTRA, _PENDING_BUILD})
 
 _JSON_TYPES: Mapping[ItemType, tuple[type, ...]] = {
     _S: (str,),
@@ -152,7 +169,7 @@ def _check_version(name: str, value: str) -> None:
     if value == "" and name in _MAY_BE_EMPTY:
         return
     try:
-        if name == _OS_VERSION:
+        if name == OS_VERSION:
             split_version(value)  # "26.3.1" or, from some sources, "26.3.1 (a)"
         else:
             _VERSIONS[name].parse(value)
@@ -185,7 +202,7 @@ def _check_item(name: str, value: object) -> None:
                 raise InvalidStatusReport(
                     f"status item {name}: {key} {value[key]!r} has the wrong type"
                 )
-        if name == _PENDING and isinstance(value.get("build-version"), str):
+        if name == PENDING_VERSION and isinstance(value.get("build-version"), str):
             _check_version(_PENDING_BUILD, value["build-version"])
     if isinstance(value, list) and name in _LIST_ITEMS:
         for entry in value:
@@ -389,16 +406,16 @@ class DeviceState:
             object.__setattr__(self, attribute, value if isinstance(value, str) else None)
         for attribute, name in _VERSION_FIELDS.items():
             value = self.items.get(name)
-            if name == _OS_VERSION:
+            if name == OS_VERSION:
                 parsed: object = split_version(value)[0] if isinstance(value, str) else None
             else:
                 parsed = _VERSIONS[name].parse(value) if isinstance(value, str) and value else None
             object.__setattr__(self, attribute, parsed)
-        pending = self.items.get(_PENDING)
+        pending = self.items.get(PENDING_VERSION)
         pending = pending if isinstance(pending, dict) else {}
         object.__setattr__(self, "pending_os_version", pending.get("os-version") or None)
         object.__setattr__(self, "pending_build_version", pending.get("build-version") or None)
-        failure = self.items.get("softwareupdate.failure-reason")
+        failure = self.items.get(FAILURE_REASON)
         object.__setattr__(self, "failure_reason", failure if isinstance(failure, dict) else None)
         object.__setattr__(self, "restart_pending", self.items.get(RESTART_PENDING) is True)
         if self.platform and self.product_version and self.build:
@@ -416,9 +433,7 @@ class DeviceState:
         platform, version, build = self.platform, self.product_version, self.build
         manager, packages, digests = _check_package_items(self.items)
         if platform is None or version is None or (build is None and packages is None):
-            missing = (
-                _OS_FAMILY if platform is None else _OS_VERSION if version is None else _OS_BUILD
-            )
+            missing = OS_FAMILY if platform is None else OS_VERSION if version is None else OS_BUILD
             raise InvalidStatusReport(
                 f"status item {missing} has not been reported yet",
                 hint="the device's first, full status report carries it",
@@ -430,10 +445,10 @@ class DeviceState:
         # (Intel Macs with a T2 chip have J...AP board ids too).
         facts = normalise(
             platform=platform,
-            version=str(self.items[_OS_VERSION]),
+            version=str(self.items[OS_VERSION]),
             build=None if build is None else str(build),
-            supplemental_build=_text(self.items.get(_SUPPLEMENTAL_BUILD)),
-            supplemental_extra=_text(self.items.get(_SUPPLEMENTAL_EXTRA)),
+            supplemental_build=_text(self.items.get(SUPPLEMENTAL_BUILD)),
+            supplemental_extra=_text(self.items.get(SUPPLEMENTAL_EXTRA)),
             model_identifier=self.model_identifier,
             software_update_device_id=self.software_update_device_id,
             restart_pending=self.restart_pending,
@@ -449,23 +464,23 @@ def _text(value: object) -> str | None:
 
 # DeviceState attributes copied from string items as they are.
 _TEXT_FIELDS: Mapping[str, str] = {
-    "platform": _OS_FAMILY,
+    "platform": OS_FAMILY,
     "os_marketing_name": "device.operating-system.marketing-name",
-    "model_identifier": "device.model.identifier",
+    "model_identifier": MODEL_IDENTIFIER,
     "model_family": "device.model.family",
     "model_marketing_name": "device.model.marketing-name",
     "serial_number": SERIAL_ITEM,
     "udid": UDID_ITEM,
     "software_update_device_id": "softwareupdate.device-id",
-    "install_state": "softwareupdate.install-state",
+    "install_state": INSTALL_STATE,
     "battery_health": "device.power.battery-health",
 }
 # DeviceState attributes parsed from version items; "" (none installed) is None.
 _VERSION_FIELDS: Mapping[str, str] = {
-    "product_version": _OS_VERSION,
-    "build": _OS_BUILD,
-    "supplemental_build": _SUPPLEMENTAL_BUILD,
-    "supplemental_extra": _SUPPLEMENTAL_EXTRA,
+    "product_version": OS_VERSION,
+    "build": OS_BUILD,
+    "supplemental_build": SUPPLEMENTAL_BUILD,
+    "supplemental_extra": SUPPLEMENTAL_EXTRA,
 }
 #: Each typed DeviceState attribute's status item: how other inventory sources
 #: (bsi.domain.sources) name the DDM items they fill.
@@ -571,12 +586,12 @@ def merge_status(previous: DeviceState | None, report: StatusReport) -> DeviceSt
 
 
 DECISION_ITEMS = (
-    _OS_FAMILY,
-    _OS_VERSION,
-    _OS_BUILD,
-    _SUPPLEMENTAL_BUILD,
-    _SUPPLEMENTAL_EXTRA,
-    "device.model.identifier",
+    OS_FAMILY,
+    OS_VERSION,
+    OS_BUILD,
+    SUPPLEMENTAL_BUILD,
+    SUPPLEMENTAL_EXTRA,
+    MODEL_IDENTIFIER,
     "softwareupdate.device-id",
 )
 """The items a decision reads: an invalid value for one makes the decision unsafe."""

@@ -44,6 +44,7 @@ from bsi.domain.declarations import effective_policy
 from bsi.domain.eligibility import DEFAULT_RULES, Decision
 from bsi.domain.facts import DeviceFacts
 from bsi.domain.policy import SoftwareUpdatePolicy
+from bsi.domain.status import AGENT_DECISION
 from bsi.domain.versions import Build, ExtraVersion
 from bsi.sim.fleet import DeviceSpec
 from bsi.sim.http import Connection
@@ -342,13 +343,16 @@ class FullDevice:
 
 
 def reported_decision(items: dict[str, Any]) -> dict[str, str]:
-    """The agent's own decision from its status items (flat dotted keys or nested)."""
-    nested = items.get("bsi", {}).get("agent", {}).get("decision") if "bsi" in items else None
-    if isinstance(nested, dict):
-        return {str(k): str(v) for k, v in nested.items()}
-    prefix = "bsi.agent.decision."
+    """The agent's own decision (:data:`~bsi.domain.status.AGENT_DECISION`) from its
+    status items, nested as reported or flattened to dotted names."""
+    node: Any = items
+    for part in AGENT_DECISION.split("."):
+        node = node.get(part) if isinstance(node, dict) else None
+    if isinstance(node, dict):
+        return {str(k): str(v) for k, v in node.items()}
+    prefix = AGENT_DECISION + "."
     found = {k[len(prefix) :]: str(v) for k, v in items.items() if k.startswith(prefix)}
-    whole = items.get("bsi.agent.decision")
+    whole = items.get(AGENT_DECISION)
     if isinstance(whole, dict):
         found.update({str(k): str(v) for k, v in whole.items()})
     return found

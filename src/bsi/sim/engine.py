@@ -38,11 +38,12 @@ import time
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from bsi.agent.schedule import Schedule
 from bsi.domain.declarations import software_update_settings
 from bsi.domain.patch_window import PERCENTILES
 from bsi.domain.policy import InstallSecurityUpdate
@@ -63,8 +64,6 @@ from bsi.sim.server import Admin
 
 AUTOMATIC_POLICY = "sim.softwareupdate.automatic"
 ALWAYS_OFF_POLICY = "sim.softwareupdate.always-off"
-MAX_LONG_POLL = 300.0  # the server's limit for GET /v1/ddm/wait?timeout=
-BACKOFF_SECONDS = 5.0  # the agent's first retry after the server was unreachable
 
 
 @dataclass(frozen=True, slots=True)
@@ -380,14 +379,15 @@ class Simulation:
             device.status.online = True
             async with self._gate:
                 await self._check_in(tracked)
-        generation = 0
-        backoff = BACKOFF_SECONDS
-        interval = rng.uniform(0, options.poll_interval)  # fleets start at different times
+        schedule = Schedule(interval=options.poll_interval, jitter=options.jitter)
+        cadence = schedule.start()
+        interval = schedule.first_check_in(rng.random())  # fleets start at different times
         while True:
             tracked.idle = True
             try:
                 if options.wake:
-                    generation = await self._wait(tracked, interval, generation)
+                    generation = await self._wait(tracked, schedule, interval, cadence.generation)
+                    cadence = replace(cadence, generation=generation)
                 else:
                     tracked.settled = True
                     await asyncio.sleep(interval)
@@ -395,35 +395,26 @@ class Simulation:
                 tracked.idle = False
             async with self._gate:
                 reached = await self._check_in(tracked)
-            if reached:
-                jitter = rng.uniform(-options.jitter, options.jitter)
-                interval = options.poll_interval * (1 + jitter)
-                backoff = BACKOFF_SECONDS
-            else:  # as bsi agent run: 5 s, doubling, up to the interval
-                interval = min(backoff, options.poll_interval)
-                backoff = min(backoff * 2, options.poll_interval)
-                generation = 0
+            interval, cadence = schedule.after_check_in(cadence, reached=reached, draw=rng.random())
 
-    async def _wait(self, tracked: _Tracked, seconds: float, generation: int) -> int:
+    async def _wait(
+        self, tracked: _Tracked, schedule: Schedule, seconds: float, generation: int
+    ) -> int:
         """As ``bsi agent run`` does: until the next poll is due or the server wakes us."""
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
-            tracked.settled = tracked.settled or generation != 0
+        wait = schedule.wait(seconds, generation, time.monotonic())
+        while (timeout := wait.next_poll(time.monotonic())) is not None:
+            tracked.settled = tracked.settled or wait.generation != 0
             try:
-                generation, check_in = await tracked.device.wait(
-                    generation, min(left, MAX_LONG_POLL)
-                )
+                wait.answered(*await tracked.device.wait(wait.generation, timeout))
             except asyncio.CancelledError:
                 raise
             except Exception as error:
                 tracked.device.status.errors += 1
                 tracked.device.status.last_error = f"{type(error).__name__}: {error}"
-                await asyncio.sleep(max(min(left, 5.0), 0))
+                await asyncio.sleep(wait.failed(time.monotonic()))
                 continue
-            if check_in:
-                break
             tracked.settled = True
-        return generation
+        return wait.generation
 
     async def _settle(self) -> None:
         """Until every online device waits (with a known wake-up generation) or sleeps."""

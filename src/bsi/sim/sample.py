@@ -22,6 +22,7 @@ from pathlib import Path
 from bsi.cryptex import build_bundle, diff_trees, parse_spec, verify_bundle
 from bsi.sim.fleet import PLATFORM, PREREQUISITE_BUILD, PRODUCT_VERSION
 from bsi.trust import init_keys, publish_target
+from bsi.trust.model import target_name
 from bsi.trust.repository import available_signers
 
 EXTRA_VERSION = "(a)"
@@ -29,7 +30,7 @@ SUPPLEMENTAL_BUILD = "25D771280a"
 CVE = "CVE-2026-20643"
 CVSS = "CVSS:3.1/AV:N/AC:L/PR:N/UI:R/S:U/C:L/I:L/A:N"
 COMPONENT = "webkit"
-TARGET_NAME = f"{PLATFORM}/{SUPPLEMENTAL_BUILD}.cryptex"
+TARGET_NAME = target_name(PLATFORM, SUPPLEMENTAL_BUILD)
 
 LIBRARY = "usr/lib/webkit/libwebkit2gtk-4.1.so.0"
 _FIXED_MARK = b"webkit 2.50.1-bsi1 CVE-2026-20643 fixed "

@@ -44,6 +44,7 @@ from bsi.trust.model import (
     SignatureStatus,
     expiries_from,
     parse_period,
+    target_name,
 )
 from bsi.trust.repository import (
     PublishResult,
@@ -103,6 +104,7 @@ __all__ = [
     "stage_role",
     "stage_target",
     "staged_status",
+    "target_name",
     "trust_root",
     "verify_root",
 ]

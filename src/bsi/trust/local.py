@@ -20,7 +20,7 @@ from tuf.api import exceptions as tuf_errors
 from bsi.trust._tuf import FetcherInterface
 from bsi.trust.client import TrustedClient
 from bsi.trust.errors import TargetRejected
-from bsi.trust.model import DEVICE_FIELDS
+from bsi.trust.model import DEVICE_FIELDS, target_name
 
 _CHUNK = 1024 * 1024
 
@@ -53,7 +53,7 @@ def verify_published(
     """
     repo = repo_dir.resolve()
     anchor = trust_anchor or repo / "metadata" / "1.root.json"
-    name = f"{fields['platform']}/{fields['supplemental_build']}.cryptex"
+    name = target_name(fields["platform"], fields["supplemental_build"])
     with tempfile.TemporaryDirectory(prefix="bsi-verify-") as scratch:
         client = TrustedClient(
             Path(scratch),

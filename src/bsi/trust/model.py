@@ -49,6 +49,13 @@ CUSTOM_NAMESPACE = "bsi"
 DEVICE_FIELDS: tuple[str, ...] = ("platform", *BASE_FIELDS, "supplemental_build")
 
 HASH_ALGORITHM = "sha256"
+CRYPTEX_SUFFIX = ".cryptex"
+
+
+def target_name(platform: str, supplemental_build: object) -> str:
+    """The TUF target name a supplement's cryptex is signed under and fetched by:
+    ``<platform>/<supplemental build>.cryptex`` (``debian/25D771280a.cryptex``)."""
+    return f"{platform}/{supplemental_build}{CRYPTEX_SUFFIX}"
 
 
 @dataclass(frozen=True)
