@@ -8,7 +8,8 @@ For each mode (``--modes wake,poll``, both by default) it:
 2. starts the real server, ``python -m bsi serve`` (embedded SQLite, one
    process), on a free 127.0.0.1 port, hosting that repository;
 3. enrolls ``--devices`` simulated *light* devices (``bsi.sim``: each runs the
-   agent's real decision and DDM protocol from its own small device root; see
+   agent's own check-in cycle with a record-only activator from its own small
+   device root; see
    ``bsi sim --help``), in the default mix of kinds: eligible on mains or on
    battery just above the threshold, on battery just below it, an older minor
    release, policy AlwaysOff, hardware no supplement is for, and offline

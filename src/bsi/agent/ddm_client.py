@@ -17,8 +17,6 @@ from typing import Any, TypeVar
 import httpx
 
 from bsi.agent.protocol import Conversation, Enrollment, Exchange, Request, drive, unreachable
-from bsi.domain.catalog import Catalog
-from bsi.domain.declarations import Declaration
 
 T = TypeVar("T")
 
@@ -76,20 +74,5 @@ class DdmClient:
     def enroll(self, token: str) -> Enrollment:
         return self.run(self.conversation.enroll(token))
 
-    def declarations_token(self, known: str | None) -> str | None:
-        return self.run(self.conversation.declarations_token(known))
-
-    def declarations(self) -> list[Declaration]:
-        return self.run(self.conversation.declarations())
-
-    def catalog(self, platform: str) -> Catalog:
-        return self.run(self.conversation.catalog(platform))
-
     def wait(self, generation: int, timeout: float) -> tuple[int, bool]:
         return self.run(self.conversation.wait(generation, timeout))
-
-    def retries(self, after: int) -> list[tuple[int, str]]:
-        return self.run(self.conversation.retries(after))
-
-    def report(self, report: dict[str, Any]) -> None:
-        self.run(self.conversation.report(report))

@@ -51,6 +51,7 @@ from bsi.agent.facts import read_facts
 from bsi.agent.health import passed_without_check, run_health_check
 from bsi.agent.machine import DiskState, InstallState, Plan, Step, next_steps
 from bsi.agent.packages import detect_manager, file_digests, named_by, read_packages
+from bsi.agent.protocol import Conversation, Exchange
 from bsi.agent.relaunch import (
     boot_clock,
     file_ids,
@@ -67,7 +68,7 @@ from bsi.domain.declarations import effective_policy, validate_declaration
 from bsi.domain.eligibility import DEFAULT_RULES, Decision, Reason
 from bsi.domain.facts import DeviceFacts
 from bsi.domain.policy import SoftwareUpdatePolicy
-from bsi.domain.prerequisite import dump_base, folded_in
+from bsi.domain.prerequisite import PackageManager, dump_base, folded_in
 from bsi.domain.versions import Build
 from bsi.durable import write_atomic
 from bsi.errors import BsiError, Conflict, Forbidden, InvalidInput, ServerRefused
@@ -167,15 +168,36 @@ class CycleReport:
     steps: tuple[str, ...]
     active: str | None
     failure: str | None = None
+    outcome: Decision | None = None
+    """The eligibility decision the cycle acted on (``None``: none was reached)."""
 
 
 class Agent:
-    def __init__(self, root: Path, config: AgentConfig, *, clock: Clock = utc_now) -> None:
+    """The agent on one device root.
+
+    The cycle (:meth:`cycle`) is one DDM exchange (:mod:`bsi.agent.protocol`)
+    any transport can drive: :meth:`once` drives it over httpx. What it does
+    to the host goes through a few seams — the ``activator``,
+    :meth:`read_facts`, :meth:`load_state`/:meth:`save_state`, the staging
+    area (:meth:`_download`, :meth:`_stage`, :meth:`_load_staged`,
+    :meth:`_discard`, :meth:`_staged_builds`) and :meth:`_restart_users` — so that a
+    simulated device (:mod:`bsi.sim.recorded`) runs this very cycle with a
+    record-only activator and in-memory facts.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        config: AgentConfig,
+        *,
+        clock: Clock = utc_now,
+        activator: Activator | None = None,
+    ) -> None:
         self.root = root
         self.config = config
         self.clock = clock
         self.layout = StateLayout.for_root(root, config.state_dir_under(root))
-        self.activator: Activator = make_activator(config.activator, self.layout)
+        self.activator: Activator = activator or make_activator(config.activator, self.layout)
         self.clock_skew: float | None = None
         """Device clock minus the server's (``Date``), seconds, as last measured."""
 
@@ -314,9 +336,13 @@ class Agent:
             state = self.load_state()
             client = self._client(state)
             try:
-                return self._cycle(state, client)
+                return client.run(self.cycle(state, client.conversation))
             finally:
                 client.close()
+
+    def read_facts(self) -> DeviceFacts:
+        """The device's own facts (os-release, hardware, power), before packages."""
+        return read_facts(self.root, self.config)
 
     def facts(self, catalog: Catalog | None = None) -> tuple[DeviceFacts, Manifest | None]:
         """The device's facts with its active supplement, and that supplement's manifest.
@@ -325,15 +351,19 @@ class Agent:
         ``catalog`` (and the active supplement) names, so a check-in never
         carries the whole package list.
         """
-        facts = read_facts(self.root, self.config)
+        facts = self.read_facts()
         active = self.activator.active()
-        manifest = load_staged(self.layout, active)[0] if active is not None else None
+        manifest = self._load_staged(active)[0] if active is not None else None
         facts = replace(
             facts,
             supplemental_build=manifest.supplemental_build if manifest else None,
             supplemental_extra=manifest.extra_version if manifest else None,
         )
         return self._with_packages(facts, catalog, manifest), manifest
+
+    def _package_manager(self) -> PackageManager | None:
+        """The package database the device root has (dpkg, rpm), if any."""
+        return detect_manager(self.root)
 
     def _with_packages(
         self, facts: DeviceFacts, catalog: Catalog | None, active: Manifest | None
@@ -342,7 +372,7 @@ class Agent:
         if active is not None:
             names |= active.prerequisite.package_names() | {p.name for p in active.fixed_in}
             paths |= {f.path for f in active.prerequisite.files}
-        manager = detect_manager(self.root)
+        manager = self._package_manager()
         return replace(
             facts,
             package_manager=manager,
@@ -350,18 +380,25 @@ class Agent:
             file_digests=file_digests(self.root, paths, active) if paths else None,
         )
 
-    def _cycle(self, state: LocalState, client: DdmClient) -> CycleReport:
+    def cycle(self, state: LocalState, conversation: Conversation) -> Exchange[CycleReport]:
+        """One check-in cycle, as a DDM exchange: check in, decide, act, report.
+
+        ``state`` is the loaded local state (saved through :meth:`save_state`
+        as the cycle goes). The caller holds the cycle lock and has run the
+        activator's recovery (see :meth:`once`).
+        """
         facts, active = self.facts()
-        token = client.declarations_token(state.declarations_token)
-        now = self._now(client)
+        token = yield from conversation.declarations_token(state.declarations_token)
+        now = self._now(conversation)
         if token is not None:
-            state.declarations = [d.to_json() for d in client.declarations()]
+            declarations = yield from conversation.declarations()
+            state.declarations = [d.to_json() for d in declarations]
             state.declarations_token = token
             self.save_state(state)
         policy = self.policy(state)
-        catalog = client.catalog(facts.platform)
+        catalog = yield from conversation.catalog(facts.platform)
         facts = self._with_packages(facts, catalog, active)
-        self._sync_retries(client, state)
+        yield from self._sync_retries(conversation, state)
         active_build = str(active.supplemental_build) if active else None
         if state.pending_commit is not None and state.pending_commit != active_build:
             # Recovery undid it (or it never started): it was never live.
@@ -387,24 +424,25 @@ class Agent:
         for reason in plan.reasons:
             log.info("%s", reason)
         if plan.steps:
-            self._report(client, facts, active, plan.install_state, state, plan)
+            yield from self._report(conversation, facts, active, plan.install_state, state, plan)
         failure = None
         try:
-            self._carry_out(plan, state, client)
+            self._carry_out(plan, state)
         except BsiError as error:
             failure = self._fail(state, error)
         facts, active = self.facts(catalog)
         final = InstallState.FAILED if failure else InstallState.NONE
-        self._report(client, facts, active, final, state, None, plan.decision)
+        yield from self._report(conversation, facts, active, final, state, None, plan.decision)
         decision = describe_decision(plan)
         return CycleReport(
             decision,
             tuple(f"{step.value} {build}" for step, build in plan.steps),
             str(active.supplemental_build) if active else None,
             failure,
+            plan.decision,
         )
 
-    def _now(self, client: DdmClient) -> datetime:
+    def _now(self, conversation: Conversation) -> datetime:
         """The instant to decide at: the server's when this device's clock is off.
 
         A clock behind would hold back a supplement the server already
@@ -412,17 +450,18 @@ class Agent:
         reported (``bsi.agent.clock-skew-seconds``) and logged.
         """
         now = self.clock()
-        if client.server_date is None:
+        server_date = conversation.server_date
+        if server_date is None:
             self.clock_skew = None
             return now
-        self.clock_skew = (now - client.server_date).total_seconds()
+        self.clock_skew = (now - server_date).total_seconds()
         if abs(self.clock_skew) <= CLOCK_SKEW_TOLERANCE:
             return now
         log.warning(
             "this device's clock is %+.0f s off the server's; deciding with the server's time",
             self.clock_skew,
         )
-        return client.server_date
+        return server_date
 
     def _clock_blamed(self, error: MetadataExpired) -> MetadataExpired:
         """An expiry error that names the clock when it is ahead of the server's."""
@@ -435,10 +474,10 @@ class Agent:
             hint="set this device's clock (timedatectl, chronyc), then run 'bsi agent once'",
         )
 
-    def _sync_retries(self, client: DdmClient, state: LocalState) -> None:
+    def _sync_retries(self, conversation: Conversation, state: LocalState) -> Exchange[None]:
         """Forget the failures the server allows again (admin ``allow-retry``)."""
         try:
-            allowed = client.retries(state.retry_cursor)
+            allowed = yield from conversation.retries(state.retry_cursor)
         except ServerRefused as error:
             log.warning("cannot read retry allowances: %s", error)
             return
@@ -473,6 +512,7 @@ class Agent:
         return effective_policy([validate_declaration(d) for d in state.declarations])
 
     def _staged_builds(self) -> list[Build]:
+        """The supplemental builds staged in the preboot area."""
         if not self.layout.cryptexes.is_dir():
             return []
         builds = []
@@ -484,7 +524,15 @@ class Agent:
                     continue
         return builds
 
-    def _carry_out(self, plan: Plan, state: LocalState, client: DdmClient) -> None:
+    def _load_staged(self, build: str) -> tuple[Manifest, Path]:
+        """The staged manifest of ``build`` and its payloads' directory (:class:`NotFound`)."""
+        return load_staged(self.layout, build)
+
+    def _discard(self, build: str) -> None:
+        """Remove ``build`` from the preboot area (nothing if it is not there)."""
+        discard_staged(self.layout, build)
+
+    def _carry_out(self, plan: Plan, state: LocalState) -> None:
         bundle: Path | None = None
         for step, build in plan.steps:
             assert build is not None
@@ -492,9 +540,9 @@ class Agent:
             log.info("%s %s", step.value, name)
             if step is Step.DISCARD:
                 self.activator.forget(name)
-                discard_staged(self.layout, name)
+                self._discard(name)
             elif step is Step.ROLL_BACK:
-                manifest, _ = load_staged(self.layout, name)
+                manifest, _ = self._load_staged(name)
                 self._swap(manifest, state, activate=False)
                 if plan.target is None and state.last_good == name:
                     state.last_good = None  # withdrawn: never returned to (DESIGN rule 9)
@@ -503,24 +551,28 @@ class Agent:
                 bundle = self._download(plan, state)
             elif step is Step.STAGE:
                 assert bundle is not None
-                try:
-                    manifest = stage_bundle(bundle, self.layout)
-                finally:
-                    shutil.rmtree(bundle.parent, ignore_errors=True)
-                self._check_fields(plan, manifest)
+                self._check_fields(plan, self._stage(plan, bundle))
             elif step is Step.ACTIVATE:
-                manifest, _ = load_staged(self.layout, name)
+                manifest, _ = self._load_staged(name)
                 self._swap(manifest, state, activate=True)
             elif step is Step.RELAUNCH:
-                manifest, _ = load_staged(self.layout, name)
+                manifest, _ = self._load_staged(name)
                 self._relaunch([manifest], state)
             elif step is Step.HEALTH_CHECK:
-                manifest, _ = load_staged(self.layout, name)
+                manifest, _ = self._load_staged(name)
                 self._health_check(manifest, state)
         if plan.steps:
             self._prune(state)
 
+    def _stage(self, plan: Plan, bundle: Path) -> Manifest:
+        """Verify the downloaded ``bundle`` and stage it; the download is removed either way."""
+        try:
+            return stage_bundle(bundle, self.layout)
+        finally:
+            shutil.rmtree(bundle.parent, ignore_errors=True)
+
     def _download(self, plan: Plan, state: LocalState) -> Path:
+        """Fetch the target's bundle through TUF (verified against the signed targets)."""
         target = plan.target
         assert target is not None
         server = state.server_url.rstrip("/")
@@ -550,7 +602,7 @@ class Agent:
         target = plan.target
         assert target is not None
         if manifest.supplemental_build != target.build or manifest.platform != target.platform:
-            discard_staged(self.layout, str(manifest.supplemental_build))
+            self._discard(str(manifest.supplemental_build))
             raise ActivationError(
                 f"bundle for {target.display()} holds {manifest.display()}",
                 reason="wrong-target",
@@ -582,7 +634,7 @@ class Agent:
         self.save_state(state)
         try:
             if activate:
-                _, staged = load_staged(self.layout, build)
+                _, staged = self._load_staged(build)
                 self.activator.activate(manifest, staged)
             else:
                 self.activator.deactivate(manifest, force=force)
@@ -600,6 +652,20 @@ class Agent:
     def _relaunch(self, manifests: list[Manifest], state: LocalState) -> None:
         """Restart each component's services until nothing uses the old content."""
         old_ids = {(i[0], i[1]) for i in state.restart_pending}
+        left = self._restart_users(manifests, old_ids, state)
+        for line in left.values():
+            log.warning("restart pending: %s; restart it by hand", line)
+        state.restart_pending = [list(i) for i in sorted(old_ids)] if left else []
+        state.restart_pending_processes = [left[pid] for pid in sorted(left)]
+        if not left:
+            state.relaunching = None
+        self.save_state(state)
+
+    def _restart_users(
+        self, manifests: list[Manifest], old_ids: set[tuple[int, int]], state: LocalState
+    ) -> dict[int, str]:
+        """Relaunch the processes that use ``manifests``' old files (``old_ids``);
+        those still on old content afterwards, described, by pid."""
         kept = [self.layout.state]  # where swap keeps the originals it replaced
         since = _since(state.changed_at)
         systemd = systemd_running(self.root)
@@ -632,13 +698,7 @@ class Agent:
                 )
                 for use in still:
                     left[use.pid] = use.describe()
-        for line in left.values():
-            log.warning("restart pending: %s; restart it by hand", line)
-        state.restart_pending = [list(i) for i in sorted(old_ids)] if left else []
-        state.restart_pending_processes = [left[pid] for pid in sorted(left)]
-        if not left:
-            state.relaunching = None
-        self.save_state(state)
+        return left
 
     def _health_check(self, manifest: Manifest, state: LocalState) -> None:
         """Commit ``manifest`` if its health check passes; otherwise fall back and raise.
@@ -711,7 +771,7 @@ class Agent:
         if state.last_good is None or state.last_good == failed:
             return None
         try:
-            manifest, _ = load_staged(self.layout, state.last_good)
+            manifest, _ = self._load_staged(state.last_good)
         except BsiError:
             return None
         return manifest
@@ -723,7 +783,7 @@ class Agent:
             keep.add(state.relaunching)  # the next cycle relaunches with its manifest
         for build in self._staged_builds():
             if str(build) not in keep:
-                discard_staged(self.layout, str(build))
+                self._discard(str(build))
 
     def _fail(self, state: LocalState, error: BsiError) -> str:
         """Record ``error`` as the last failure (reported at the next status report)."""
@@ -737,14 +797,14 @@ class Agent:
 
     def _report(
         self,
-        client: DdmClient,
+        conversation: Conversation,
         facts: DeviceFacts,
         active: Manifest | None,
         install_state: InstallState,
         state: LocalState,
         plan: Plan | None,
         decision: Decision | None = None,
-    ) -> None:
+    ) -> Exchange[None]:
         target = plan.target if plan else None
         drift = [] if self._folded_in(facts, active) else self.drift(active)
         report = status_report(
@@ -760,7 +820,7 @@ class Agent:
             drift=drift,
             clock_skew=round(self.clock_skew) if self.clock_skew is not None else None,
         )
-        client.report(report)
+        yield from conversation.report(report)
 
     def wait(self, generation: int, timeout: float) -> tuple[int, bool]:
         """The server's wake-up long poll (see ``bsi.server.wakeup``)."""
@@ -790,7 +850,7 @@ class Agent:
                 state.pending_commit, result = None, "not-live"
                 self.save_state(state)
             elif pending is not None:
-                manifest, _ = load_staged(self.layout, pending)
+                manifest, _ = self._load_staged(pending)
                 try:
                     if pending in state.failures:
                         self._fall_back(manifest, state, state.failures[pending]["reason"])
@@ -823,7 +883,7 @@ class Agent:
         active = self.activator.active()
         if active is None:
             return None
-        manifest, _ = load_staged(self.layout, active)
+        manifest, _ = self._load_staged(active)
         drift = self.drift(manifest)
         if drift and not force:
             raise Forbidden(
@@ -855,7 +915,10 @@ class Agent:
             client = self._client(state)
             try:
                 facts, now_active = self.facts()
-                self._report(client, facts, now_active, InstallState.NONE, state, None)
+                report = self._report(
+                    client.conversation, facts, now_active, InstallState.NONE, state, None
+                )
+                client.run(report)
             finally:
                 client.close()
         return active

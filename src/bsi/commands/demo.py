@@ -35,10 +35,10 @@ from bsi.sim.report import render_result
 from bsi.sim.sample import CVE, Publisher
 
 MODES_HELP = (
-    "light: each device runs the agent's real decision (next_steps) and the real DDM "
-    "protocol (sync-token check-in, declarations, catalogue, status reports, wake-up long "
-    "poll) from its own small device root, but records activation in its state file instead "
-    "of downloading and swapping files — this is what scales to 10,000 devices. full: each "
+    "light: each device runs the agent's own check-in cycle (sync-token check-in, "
+    "declarations, catalogue, decision, commit, status reports, wake-up long poll) from its "
+    "own small device root with a record-only activator: no download, no file swap — this "
+    "is what scales to 10,000 devices. full: each "
     "device runs the real agent (TUF download and verification, staging, swap activation, "
     "relaunch scan, health check) on its device root — a thread and tens of ms per cycle, "
     "for small fleets."

@@ -1,8 +1,11 @@
-"""Simulated devices: ``light`` (the agent's decision and protocol) and ``full`` (the agent).
+"""Simulated devices: ``light`` and ``full``; both run the agent's own cycle.
 
 Both kinds read their facts with the agent's own probes from their device
-root, check in over the real DDM endpoints, and hold the real wake-up long
-poll. They differ in what happens once the rules say "install":
+root, check in over the real DDM endpoints with the agent's conversation
+(:mod:`bsi.agent.protocol`), decide and report with the agent's cycle
+(:meth:`bsi.agent.runner.Agent.cycle`), and hold the real wake-up long poll
+on the agent's schedule (:mod:`bsi.agent.schedule`). They differ in what the
+cycle does to the device:
 
 * :class:`FullDevice` *is* the agent: :class:`bsi.agent.runner.Agent` on a
   small device root, run in a worker thread. It downloads the bundle and
@@ -10,16 +13,14 @@ poll. They differ in what happens once the rules say "install":
   ``/proc`` for processes to relaunch, runs the health check and reports.
   Each cycle costs tens of milliseconds and a thread, so it suits the demo
   and small fleets.
-* :class:`LightDevice` runs the agent's cycle step for step — facts,
-  sync-token check-in, declarations, catalogue, :func:`next_steps`,
-  :func:`status_report` before and after — but carries out ``activate`` by
-  writing the supplement into its own small state file
-  (``var/lib/bsi/sim-state.json``) instead of fetching and swapping files.
-  What the server sees is the same protocol and the same reports; what is
-  skipped is the payload transfer and the file work on the device. It also
-  probes its facts once rather than every cycle (nothing changes its root
-  during a run), and talks HTTP through :mod:`bsi.sim.http`. That is what
-  lets ten thousand of them run on two cores.
+* :class:`LightDevice` runs the same cycle as a
+  :class:`~bsi.sim.recorded.RecordedAgent`: a record-only activator, facts
+  probed once, state in memory (copied to ``var/lib/bsi/sim-state.json``),
+  no payload transfer and no file work; the cycle is driven by the
+  simulator's async transport (:mod:`bsi.sim.protocol`, over
+  :mod:`bsi.sim.http`). What the server sees is the same protocol and the
+  same reports (``tests/agent/test_agent_sim_contract.py`` holds it to that). That
+  is what lets ten thousand of them run on two cores.
 """
 
 from __future__ import annotations
@@ -29,26 +30,19 @@ import json
 import os
 import time
 from concurrent.futures import Executor
-from dataclasses import asdict, dataclass, field, replace
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
 
 from bsi.agent.config import load_config
-from bsi.agent.facts import read_facts
-from bsi.agent.machine import DiskState, InstallState, Step, next_steps
-from bsi.agent.report import status_report
-from bsi.agent.runner import Agent
-from bsi.domain.declarations import effective_policy
-from bsi.domain.eligibility import DEFAULT_RULES, Decision
-from bsi.domain.facts import DeviceFacts
-from bsi.domain.policy import SoftwareUpdatePolicy
+from bsi.agent.runner import Agent, LocalState
+from bsi.domain.eligibility import Decision
 from bsi.domain.status import AGENT_DECISION
-from bsi.domain.versions import Build, ExtraVersion
 from bsi.sim.fleet import DeviceSpec
 from bsi.sim.http import Connection
 from bsi.sim.protocol import DeviceSession, enroll
+from bsi.sim.recorded import RecordedAgent
 from bsi.sim.server import Admin
 
 STATE_FILE = Path("var/lib/bsi/sim-state.json")
@@ -129,51 +123,36 @@ class SimDevice(Protocol):
     async def aclose(self) -> None: ...
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 # -- light ---------------------------------------------------------------------------
 
 
-@dataclass
-class LightState:
-    """``sim-state.json``: the credential, the declarations, and the "active" supplement."""
-
-    device_id: str = ""
-    credential: str = ""
-    declarations_token: str | None = None
-    declarations: list[dict[str, Any]] = field(default_factory=list)
-    active_build: str | None = None
-    active_prerequisite: str | None = None
-    active_extra: str | None = None
-
-
 class LightDevice:
-    """The agent's cycle over the real protocol; activation is recorded, not performed."""
+    """The agent's own cycle (:class:`~bsi.sim.recorded.RecordedAgent`) over the real
+    protocol, driven by the simulator's async transport; activation is recorded."""
 
     def __init__(self, spec: DeviceSpec, connection: Connection) -> None:
         self.spec = spec
         self.connection = connection
         self.status = DeviceStatus()
-        self.config = load_config(spec.root)
-        self.state = LightState()
-        self._policy = SoftwareUpdatePolicy()
+        self.agent = RecordedAgent(spec.root, load_config(spec.root))
         self._session: DeviceSession | None = None
-        self._probed: DeviceFacts | None = None
 
     @property
     def state_file(self) -> Path:
         return self.spec.root / STATE_FILE
 
     def save(self) -> None:
+        """A copy of the agent's state for inspection (not durable: a run is never resumed)."""
         path = self.state_file
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.with_suffix(".tmp")
         fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as handle:
-            json.dump(asdict(self.state), handle)
+            json.dump(
+                {"state": asdict(self.agent.state), "active": self.agent.recorder.active()}, handle
+            )
         os.replace(temporary, path)
+        self.agent.changed = False
 
     @property
     def session(self) -> DeviceSession:
@@ -182,94 +161,28 @@ class LightDevice:
 
     async def enroll(self, token: str) -> None:
         enrollment = await enroll(self.connection, token)
-        self.state = LightState(enrollment.device_id, enrollment.credential)
+        self.agent.state = LocalState(
+            server_url=self.connection.base_url,
+            device_id=enrollment.device_id,
+            credential=enrollment.credential,
+        )
         self.status.device_id = enrollment.device_id
         self._session = DeviceSession(self.connection, enrollment.credential)
         self.save()
 
-    def facts(self) -> DeviceFacts:
-        """The agent's probes of the device root, run once: nothing changes the root during
-        a run, and probing every check-in cost 0.75 ms of the simulator's CPU each time."""
-        if self._probed is None:
-            self._probed = read_facts(self.spec.root, self.config)
-        facts = self._probed
-        active = self.state.active_build
-        return replace(
-            facts,
-            supplemental_build=Build.parse(active) if active else None,
-            supplemental_extra=ExtraVersion.parse(self.state.active_extra)
-            if self.state.active_extra
-            else None,
-        )
-
     async def check_in(self) -> None:
-        """One agent cycle (see ``Agent._cycle``), with activation kept in the state file."""
-        state = self.state
-        facts = self.facts()
-        token = await self.session.run(
-            self.session.conversation.declarations_token(state.declarations_token)
-        )
-        if token is not None:
-            declarations = await self.session.run(self.session.conversation.declarations())
-            state.declarations = [d.to_json() for d in declarations]
-            state.declarations_token = token
-            self._policy = effective_policy(declarations)
-            self.save()
-        catalog = await self.session.run(self.session.conversation.catalog(facts.platform))
-        active = Build.parse(state.active_build) if state.active_build else None
-        disk = DiskState(
-            active_build=active,
-            active_prerequisite=(
-                Build.parse(state.active_prerequisite) if state.active_prerequisite else None
-            ),
-            staged=frozenset({active}) if active else frozenset(),
-        )
-        rules = self.config.rules(DEFAULT_RULES, facts.platform)
-        plan = next_steps(facts, catalog, self._policy, utc_now(), disk, rules)
-        target = plan.target
-        if plan.steps:
-            await self._report(
-                status_report(
-                    facts,
-                    active_extra=facts.supplemental_extra,
-                    install_state=plan.install_state,
-                    pending=target.version if target else None,
-                    pending_build=str(target.build) if target else None,
-                    decision=plan.decision,
-                )
-            )
-        changed = False
-        for step, build in plan.steps:
-            if step in (Step.DISCARD, Step.ROLL_BACK):
-                state.active_build = state.active_prerequisite = state.active_extra = None
-                changed = True
-            elif step is Step.ACTIVATE and target is not None:
-                state.active_build = str(build)
-                state.active_prerequisite = str(facts.build)
-                state.active_extra = str(target.version.extra)
-                changed = True
-            # DOWNLOAD, STAGE, RELAUNCH, HEALTH_CHECK: no content in light mode.
-        if changed:
-            self.save()
-            facts = self.facts()
-        await self._report(
-            status_report(
-                facts,
-                active_extra=facts.supplemental_extra,
-                install_state=InstallState.NONE,
-                decision=plan.decision,
-            )
-        )
+        """One agent cycle (:meth:`Agent.cycle`), over this device's connection."""
+        agent = self.agent
+        report = await self.session.run(agent.cycle(agent.state, self.session.conversation))
         acknowledged = time.time()
+        if agent.changed:
+            self.save()
         status = self.status
-        status.decided(plan.decision)
-        status.active_build = state.active_build
-        if state.active_build and status.installed_at is None:
+        status.decided(report.outcome)
+        status.active_build = report.active
+        if report.active and status.installed_at is None:
             status.installed_at = acknowledged
-        status.failure = None
-
-    async def _report(self, report: dict[str, Any]) -> None:
-        await self.session.run(self.session.conversation.report(report))
+        status.failure = report.failure
 
     async def wait(self, generation: int, timeout: float) -> tuple[int, bool]:
         return await self.session.wait(generation, timeout)
@@ -358,10 +271,10 @@ def reported_decision(items: dict[str, Any]) -> dict[str, str]:
     return found
 
 
-def light_state(root: Path) -> LightState | None:
-    """A light device's state file, for tests and inspection."""
+def light_state(root: Path) -> LocalState | None:
+    """A light device's agent state (``sim-state.json``), for tests and inspection."""
     try:
-        return LightState(**json.loads((root / STATE_FILE).read_text()))
+        return LocalState(**json.loads((root / STATE_FILE).read_text())["state"])
     except FileNotFoundError:
         return None
 
@@ -370,7 +283,6 @@ __all__ = [
     "DeviceStatus",
     "FullDevice",
     "LightDevice",
-    "LightState",
     "Phase",
     "SimDevice",
     "light_state",

@@ -210,8 +210,8 @@ def summary_lines(result: SimResult) -> list[str]:
     ]
     if full < len(result.devices):
         lines.append(
-            "light devices run the agent's decision and DDM protocol from their own device "
-            "roots but record activation in their state file (no download, no file swap); "
+            "light devices run the agent's check-in cycle from their own device roots with a "
+            "record-only activator (no download, no file swap); "
             "full devices run the agent itself"
         )
     if result.sync_seconds is not None:
