@@ -1,18 +1,39 @@
-"""``bsi serve`` as a real subprocess on a free loopback port, for command-level tests."""
+"""``bsi`` as a real subprocess for command-level tests: any command, or ``bsi serve``
+on a free loopback port."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import httpx
 
 from pgcluster import free_port
+
+
+def run_bsi(
+    *args: str | Path,
+    env: Mapping[str, str] | None = None,
+    unset: tuple[str, ...] = (),
+    timeout: float = 180,
+) -> subprocess.CompletedProcess[str]:
+    """``python -m bsi ARGS`` with this environment plus ``env`` less ``unset``; never raises
+    on a non-zero exit (callers assert on ``returncode``, ``stdout`` and ``stderr``)."""
+    environment = {k: v for k, v in os.environ.items() if k not in unset}
+    return subprocess.run(
+        [sys.executable, "-m", "bsi", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**environment, **(env or {})},
+    )
 
 
 @contextlib.contextmanager

@@ -18,7 +18,6 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,18 +26,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
-from agent_support import OS_RELEASE
+from agent_support import OS_RELEASE, running_app
 from bsi.agent.config import AgentConfig
 from bsi.agent.runner import Agent
 from bsi.cryptex import build_bundle, diff_trees, parse_spec
 from bsi.domain.declarations import software_update_settings
-from bsi.server.app import ServerSettings, create_app, prepare, utc_now
+from bsi.server.app import ServerSettings, utc_now
 from bsi.trust import init_keys, publish_target
 from bsi.trust.repository import available_signers
 from cryptex_support import BASE_FILES, PATCHED_FILES, write_tree
-from pgcluster import free_port
 
 HOLDER = """\
 import mmap, os, sys, time
@@ -190,44 +187,32 @@ def world(tmp_path: Path) -> Iterator[World]:
 
     # -- the server, hosting the repository ------------------------------------
     settings = ServerSettings(data_dir=tmp_path / "data", tuf_repo_dir=repo, tuf_keys_dir=keys)
-    service = prepare(settings)
-    admin_key = service.store.create_api_key("e2e", "admin", utc_now())
-    token = service.store.create_enrollment_token(
-        "default", utc_now() + timedelta(hours=1), None, utc_now()
-    )
-    port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(service, settings), host="127.0.0.1", port=port, log_level="warning"
+    with running_app(settings) as (url, service):
+        admin_key = service.store.create_api_key("e2e", "admin", utc_now())
+        token = service.store.create_enrollment_token(
+            "default", utc_now() + timedelta(hours=1), None, utc_now()
         )
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.02)
+        # -- the running process that uses the library --------------------------
+        holder = subprocess.Popen(
+            [sys.executable, scripts / "holder.py", library, pidfile], start_new_session=True
+        )
+        deadline = time.monotonic() + 20
+        while not pidfile.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
 
-    # -- the running process that uses the library --------------------------
-    holder = subprocess.Popen(
-        [sys.executable, scripts / "holder.py", library, pidfile], start_new_session=True
-    )
-    deadline = time.monotonic() + 20
-    while not pidfile.exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.05)
-
-    url = f"http://127.0.0.1:{port}"
-    admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_key}"})
-    agent = Agent(root, AgentConfig())
-    try:
-        yield World(url, admin, agent, root, pidfile, library, snapshot(root), token, relaunch)
-    finally:
-        admin.close()
-        for pid in {holder.pid, pid_of(pidfile)}:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        holder.wait(timeout=10)
-        server.should_exit = True
-        thread.join(timeout=20)
+        admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_key}"})
+        agent = Agent(root, AgentConfig())
+        try:
+            yield World(
+                url, admin, agent, root, pidfile, library, snapshot(root), token, relaunch,
+            )  # fmt: skip
+        finally:
+            admin.close()
+            for pid in {holder.pid, pid_of(pidfile)}:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            holder.wait(timeout=10)
 
 
 def test_supplement_goes_live_the_process_is_relaunched_and_rollback_restores(

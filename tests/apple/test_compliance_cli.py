@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,16 +14,11 @@ import pytest
 from bsi.apple.sample import fleet_path
 from bsi.domain.declarations import software_update_settings
 from reports import macos_report
+from running import run_bsi
 
 
 def bsi(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bsi", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_bsi(*args)
 
 
 def as_json(*args: str | Path) -> dict[str, Any]:

@@ -8,8 +8,6 @@ from every other process, including the workers of ``bsi serve --workers 2``.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -20,7 +18,7 @@ import pytest
 from nanomdm_client import DmHook, device
 from pgcluster import create_database
 from reports import macos_report, supplemental_report
-from running import bsi_serve
+from running import bsi_serve, run_bsi
 from server_support import HMAC_KEY, RunningServer
 
 DDM_CALLS = [
@@ -103,14 +101,8 @@ def test_a_revoked_nanomdm_enrollment_is_refused(server: RunningServer) -> None:
 
 
 def bsi(*args: str | Path, **env: str) -> str:
-    done = subprocess.run(
-        [sys.executable, "-m", "bsi", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-        env={**os.environ, **env},
-    )
+    done = run_bsi(*args, env=env)
+    assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
 

@@ -13,18 +13,11 @@ import pytest
 
 from nanomdm_client import DmHook, Webhook, device
 from pgcluster import create_database, free_port
-from running import bsi_serve
+from running import bsi_serve, run_bsi
 
 
 def bsi(*args: str | Path, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bsi", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        env={**os.environ, **env},
-    )
+    return run_bsi(*args, env=env)
 
 
 def test_embedded_default_creates_its_database_and_first_admin_key(tmp_path: Path) -> None:

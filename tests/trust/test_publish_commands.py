@@ -4,9 +4,7 @@ and a device-side TUF client downloading from the real server on loopback."""
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -14,19 +12,13 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bsi.trust.repository import available_signers, publish_target, published_supplements
 from cryptex_support import SPEC_TEXT, standard_trees
-from running import bsi_serve
+from running import bsi_serve, run_bsi
 
 
 def bsi(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "bsi", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-        env={k: v for k, v in os.environ.items() if k != "BSI_TUF_KEY_PASSPHRASE"},
-    )
+    result = run_bsi(*args, unset=("BSI_TUF_KEY_PASSPHRASE",))
     if check:
         assert result.returncode == 0, result.stderr
     return result
@@ -194,3 +186,46 @@ def test_a_publish_reaches_a_running_server_and_wakes_waiting_devices(
         waiter.join(timeout=30)
         assert woken
         assert woken[0]["check_in"] is True
+
+
+def test_a_running_server_refuses_a_known_build_signed_again_with_other_bytes(
+    published: dict[str, Path], tmp_path: Path
+) -> None:
+    """A signer that bypasses ``supplement publish``'s guard (another tool, a hand edit of
+    the repository) re-signs 12A100a with other bytes: the server keeps the known
+    bytes' entry, pauses it so no device is offered the change, and says why."""
+    repo, keys, bundle = published["repo"], published["keys"], published["bundle"]
+    data = tmp_path / "data"
+    with bsi_serve("--data-dir", data, "--tuf-repo-dir", repo) as base:
+        admin = {"Authorization": f"Bearer {(data / 'admin-api-key').read_text().strip()}"}
+
+        def supplement() -> dict[str, object]:
+            rows = httpx.get(f"{base}/v1/admin/supplements", headers=admin).json()
+            return next(row for row in rows if row["build"] == "12A100a")
+
+        assert supplement()["state"] == "published"
+        fields, old = published_supplements(repo)["debian/12A100a.cryptex"]
+        other = tmp_path / "other.cryptex"
+        other.write_bytes(bundle.read_bytes() + b"other bytes")
+        new = hashlib.sha256(other.read_bytes()).hexdigest()
+        signers = available_signers(repo, keys, "targets")
+        publish_target(repo, keys, "debian/12A100a.cryptex", other, fields,
+                       signers=signers, immutable=False)  # fmt: skip
+        assert published_supplements(repo)["debian/12A100a.cryptex"][1] == new
+
+        deadline = time.monotonic() + 30
+        while supplement()["state"] != "paused":
+            assert time.monotonic() < deadline, "the server did not notice the changed bytes"
+            time.sleep(0.2)
+        events = httpx.get(f"{base}/v1/admin/security-events", headers=admin).json()
+        republished = [e for e in events if e["kind"] == "republished-build"]
+        assert republished, events
+        assert old in republished[0]["detail"]
+        assert new in republished[0]["detail"]
+
+        refused = httpx.post(f"{base}/v1/admin/catalog/sync-repository", headers=admin)
+        assert refused.status_code == 409, refused.text
+        assert old in refused.text
+        assert new in refused.text
+        stored = httpx.get(f"{base}/v1/admin/catalog", headers=admin).json()
+        assert any(s["build"] == "12A100a" for s in stored["supplements"])

@@ -89,6 +89,8 @@ class Supplement:
     listed_live: bool = False
     """A live GDMF document listed it: when a later live document stops, it is withdrawn."""
     fixed_in: tuple[PackageVersion, ...] = ()
+    target_sha256: str | None = None
+    """SHA-256 (hex) of the signed cryptex a Linux supplement ships; ``None`` for Apple's."""
 
     @property
     def prerequisite_build(self) -> Build | None:
@@ -201,6 +203,31 @@ class Catalog:
             device_ids_by_model={m: frozenset(ids) for m, ids in sorted(models.items())},
             source=" + ".join(s for s in (self.source, other.source) if s),
             live_platforms=self.live_platforms | other.live_platforms,
+        )
+
+    def republished(self, incoming: Catalog) -> list[tuple[Supplement, Supplement]]:
+        """``(known, incoming)`` pairs of one build whose signed bytes differ.
+
+        A supplemental build names one set of bytes forever (DESIGN rule: a
+        build is an identity), so devices "on 12A100a" never run different
+        code; a repository that now signs other bytes under a known build is
+        a mistake or an attack, never an update.
+        """
+        known = {(s.platform, s.build): s for s in self.supplements if s.target_sha256}
+        return [
+            (known[(s.platform, s.build)], s)
+            for s in incoming.supplements
+            if s.target_sha256
+            and (s.platform, s.build) in known
+            and known[(s.platform, s.build)].target_sha256 != s.target_sha256
+        ]
+
+    def without(self, supplements: Iterable[Supplement]) -> Catalog:
+        """This catalogue less the supplements with the builds of ``supplements``."""
+        dropped = {(s.platform, s.build) for s in supplements}
+        return replace(
+            self,
+            supplements=tuple(s for s in self.supplements if (s.platform, s.build) not in dropped),
         )
 
     def platforms(self) -> frozenset[str]:

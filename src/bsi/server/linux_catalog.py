@@ -7,6 +7,7 @@ set through the admin API, survives every re-read (see ``Catalog.merged``).
 """
 
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,9 @@ from bsi.trust.repository import published_supplements
 
 def catalog_from_repository(repo_dir: Path) -> Catalog:
     supplements = []
-    for name, fields in sorted(published_supplements(repo_dir).items()):
+    for name, (fields, sha256) in sorted(published_supplements(repo_dir).items()):
         try:
-            supplements.append(_supplement(fields))
+            supplements.append(replace(_supplement(fields), target_sha256=sha256))
         except (BsiError, KeyError, TypeError, ValueError) as error:
             raise BsiError(
                 f"target {name} carries unreadable supplement fields: {error}"

@@ -56,6 +56,7 @@ from bsi.domain.status import (
 from bsi.domain.versions import ProductVersion
 from bsi.errors import (
     BsiError,
+    Conflict,
     Forbidden,
     IdentityMismatch,
     InvalidInput,
@@ -527,8 +528,35 @@ class BsiService:
         return merged
 
     def sync_repository(self, repo_dir: Path) -> Catalog:
-        """Add the supplements the hosted TUF repository signs to the catalogue."""
-        return self.import_catalog(catalog_from_repository(repo_dir), f"TUF repository {repo_dir}")
+        """Add the supplements the hosted TUF repository signs to the catalogue.
+
+        A known build the repository now signs with other bytes is refused:
+        the rest is imported, the known supplement is paused (so no device is
+        offered the changed bytes), a ``republished-build`` security event is
+        kept, and :class:`Conflict` names both SHA-256 digests.
+        """
+        incoming = catalog_from_repository(repo_dir)
+        conflicts = self.store.catalog().republished(incoming)
+        origin = f"TUF repository {repo_dir}"
+        merged = self.import_catalog(incoming.without(new for _, new in conflicts), origin)
+        if not conflicts:
+            return merged
+        details = []
+        for known, new in conflicts:
+            if known.published_state is SupplementState.PUBLISHED:
+                self.set_supplement_state(known.platform, str(known.build), SupplementState.PAUSED)
+            detail = (
+                f"{known.platform}/{known.build} was published with sha256 "
+                f"{known.target_sha256}; {origin} now signs sha256 {new.target_sha256} under it"
+            )
+            self.security_event("republished-build", None, str(repo_dir), detail)
+            details.append(detail)
+        raise Conflict(
+            "; ".join(details) + ": a supplemental build is never re-published with different "
+            "bytes, so it is paused and the new bytes are not offered",
+            hint="publish the new content under a new supplemental build (a new letter); "
+            "restore the repository's earlier targets, or withdraw the build",
+        )
 
     def set_supplement_state(self, platform: str, build: str, state: SupplementState) -> None:
         self.store.set_supplement_state(platform, build, state)

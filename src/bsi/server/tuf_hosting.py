@@ -18,6 +18,7 @@ from starlette.responses import Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
+from bsi.errors import Conflict
 from bsi.trust import refresh_timestamp
 from bsi.trust.errors import ClockTrouble
 
@@ -95,5 +96,8 @@ async def watch_repository(
             await run_in_threadpool(on_publish)
             last = current
             log.info("TUF repository %s changed: catalogue re-read", repo_dir)
+        except Conflict as refused:  # re-reading gives the same refusal: say it once
+            last = current
+            log.error("TUF repository %s changed and was refused: %s", repo_dir, refused)
         except Exception:  # a half-published or broken repository; keep serving
             log.exception("could not re-read the TUF repository %s; will retry", repo_dir)

@@ -251,6 +251,7 @@ class CatalogSupplement(Base):
     security_info: Mapped[str | None] = mapped_column(String(512))
     origin: Mapped[str] = mapped_column(String(128))
     listed_live: Mapped[bool] = mapped_column(default=False, server_default=false())
+    target_sha256: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (UniqueConstraint("platform", "build"),)
 

@@ -1325,6 +1325,7 @@ def _supplement_row(s: Supplement, origin: str) -> CatalogSupplement:
         security_info=s.security_info,
         origin=origin,
         listed_live=s.listed_live,
+        target_sha256=s.target_sha256,
     )
 
 
@@ -1351,6 +1352,7 @@ def _supplement(row: CatalogSupplement) -> Supplement:
         ),
         security_info=row.security_info,
         listed_live=row.listed_live,
+        target_sha256=row.target_sha256,
     )
 
 

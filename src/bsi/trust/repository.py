@@ -753,13 +753,14 @@ def repository_status(repo_dir: Path) -> RepositoryStatus:
     )
 
 
-def published_supplements(repo_dir: Path) -> dict[str, Mapping[str, Any]]:
-    """Target name -> the supplement fields signed under ``custom.bsi``, as served now."""
+def published_supplements(repo_dir: Path) -> dict[str, tuple[Mapping[str, Any], str]]:
+    """Target name -> (the supplement fields signed under ``custom.bsi``, the
+    target's SHA-256 hex digest), as served now."""
     state = store.current_state(_layout(repo_dir))
-    found: dict[str, Mapping[str, Any]] = {}
+    found: dict[str, tuple[Mapping[str, Any], str]] = {}
     for name, target in state.targets.signed.targets.items():
         custom = target.unrecognized_fields.get("custom")
         fields = custom.get(model.CUSTOM_NAMESPACE) if isinstance(custom, dict) else None
         if isinstance(fields, dict):
-            found[name] = fields
+            found[name] = (fields, target.hashes[model.HASH_ALGORITHM])
     return found
