@@ -13,7 +13,9 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 
 def fsync_directory(path: Path) -> None:
@@ -32,28 +34,55 @@ def fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
-    """Replace ``path`` with ``data``: written whole, fsynced, renamed, directory fsynced.
+@contextlib.contextmanager
+def replacing(path: Path, *, mode: int = 0o644) -> Iterator[BinaryIO]:
+    """A file to stream ``path``'s new content into; a clean exit replaces ``path`` durably.
 
-    ``mode`` is set before any byte is written (a credential is never
-    readable by others, even for an instant). Raises :class:`OSError`; the
-    temporary file is removed then and ``path`` is unchanged.
+    The temporary file beside ``path`` gets ``mode`` before any byte is
+    written (a credential is never readable by others, even for an instant);
+    on exit it is flushed, fsynced, renamed over ``path`` and the directory is
+    fsynced. On any exception the temporary file is removed and ``path`` is
+    unchanged. Raises :class:`OSError` (callers turn it into their own error).
     """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         os.fchmod(fd, mode)
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view) :]
-        os.fsync(fd)
-        os.close(fd)
-        fd = -1
+        with os.fdopen(fd, "wb") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(name, path)
     except BaseException:
-        if fd >= 0:
-            os.close(fd)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(name)
         raise
+    fsync_directory(path.parent)
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Replace ``path`` with ``data`` (see :func:`replacing`)."""
+    with replacing(path, mode=mode) as handle:
+        handle.write(data)  # a buffered file writes all of it or raises
+
+
+def write_new(path: Path, data: bytes, *, mode: int = 0o644) -> None:
+    """Create ``path`` with ``data``, durably; :class:`FileExistsError` if it exists.
+
+    A hard link of a finished, fsynced temporary file is the atomic "create if
+    absent": the name appears complete or not at all, and an existing file is
+    never replaced.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.link(name, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(name)
     fsync_directory(path.parent)

@@ -23,6 +23,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
+from bsi import durable
 from bsi.agent.facts import parse_product_version, read_os_release
 from bsi.agent.protocol import Request, check, read_json, unreachable
 from bsi.commands.arguments import MAX_KEYS, whole_text
@@ -351,7 +352,7 @@ def supplement_build(
         )
         if written_spec is not None:
             path, text = written_spec
-            path.write_text(text, encoding="utf-8")
+            durable.write_atomic(path, text.encode("utf-8"))
     for line in describe(result.manifest):
         typer.echo(line)
     for dropped in result.dropped:

@@ -19,13 +19,11 @@ so a reader never sees half a bundle.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
 import stat
 import tarfile
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -34,6 +32,7 @@ from typing import BinaryIO
 
 import zstandard
 
+from bsi import durable
 from bsi.cryptex.errors import InvalidSupplement, publisher_input
 from bsi.cryptex.manifest import (
     MANIFEST_MEMBER,
@@ -453,37 +452,17 @@ class _HashingSink:
 
 
 def _write_atomically(out_path: Path, write: Callable[[_HashingSink], None]) -> tuple[str, int]:
+    """Stream the bundle into ``out_path`` through bsi's one durable-write path."""
     directory = out_path.parent
     if not directory.is_dir():
         raise InvalidSupplement(f"{str(directory)!r} is not a directory to write the bundle in")
-    try:
-        fd, temporary = tempfile.mkstemp(
-            dir=directory, prefix=f".{out_path.name}.", suffix=".partial"
-        )
-    except OSError as error:
-        raise InvalidSupplement(f"cannot write in {str(directory)!r}: {error.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as file:
-            sink = _HashingSink(file)
-            write(sink)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(temporary, 0o644)  # mkstemp's 0600 would hide a bundle meant for publishing
-        os.replace(temporary, out_path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temporary)
-        raise
-    _fsync_directory(directory)
+    if not os.access(directory, os.W_OK):
+        raise InvalidSupplement(f"cannot write in {str(directory)!r}: permission denied")
+    # 0644: a bundle is meant for publishing, unlike a temporary file's 0600
+    with durable.replacing(out_path, mode=0o644) as file:
+        sink = _HashingSink(file)
+        write(sink)
     return sink.hexdigest(), sink.size
-
-
-def _fsync_directory(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def tar_header(name: str, size: int) -> bytes:

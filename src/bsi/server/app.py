@@ -9,7 +9,6 @@ so several server processes never race to change one schema.
 import asyncio
 import contextlib
 import logging
-import os
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +18,7 @@ from fastapi import APIRouter, FastAPI
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from bsi import __version__
+from bsi import __version__, durable
 from bsi.errors import Unavailable
 from bsi.server.admin import admin_router
 from bsi.server.ddm import DDM_PREFIX, SLASHLESS_PREFIX, ddm_router
@@ -143,9 +142,7 @@ def _bootstrap_admin_key(store: Store, data_dir: Path, now: datetime) -> None:
     """First start of the embedded default: one admin key, readable only by its owner."""
     key = store.create_api_key("bootstrap-admin", "admin", now)
     path = data_dir / ADMIN_KEY_FILE
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key + "\n")
+    durable.write_atomic(path, f"{key}\n".encode(), mode=0o600)
     log.warning("created the first admin API key in %s", path)
 
 

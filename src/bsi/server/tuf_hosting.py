@@ -25,6 +25,7 @@ from bsi.trust.errors import ClockTrouble
 log = logging.getLogger("bsi.server")
 
 IMMUTABLE = "public, max-age=31536000, immutable"
+WATCH_RETRY_MAX_SECONDS = 60.0
 REVALIDATE = "no-cache"
 
 
@@ -84,20 +85,33 @@ async def watch_repository(
     This is what makes ``bsi supplement publish`` into the directory a running
     ``bsi serve --tuf-repo-dir`` hosts reach its catalogue within seconds,
     without a restart or ``POST /v1/admin/catalog/sync-repository``. A failed
-    re-read is logged and retried on the next change check.
+    re-read (a half-published or broken repository, a database outage) is
+    retried with a doubling delay up to :data:`WATCH_RETRY_MAX_SECONDS` (a new
+    change is still seen at once), its traceback logged once per change; a
+    refusal (:class:`Conflict`, a known build signed again with other bytes)
+    is final for that change.
     """
     last = targets_fingerprint(repo_dir) if seen is None else seen
+    clock = asyncio.get_running_loop().time
+    failed: frozenset[str] | None = None  # the fingerprint whose re-read last failed
+    backoff, retry_at = every_seconds, 0.0
     while True:
         await asyncio.sleep(every_seconds)
         current = await run_in_threadpool(targets_fingerprint, repo_dir)
-        if current == last:
+        if current == last or (current == failed and clock() < retry_at):
             continue
         try:
             await run_in_threadpool(on_publish)
-            last = current
             log.info("TUF repository %s changed: catalogue re-read", repo_dir)
-        except Conflict as refused:  # re-reading gives the same refusal: say it once
-            last = current
+        except Conflict as refused:
             log.error("TUF repository %s changed and was refused: %s", repo_dir, refused)
-        except Exception:  # a half-published or broken repository; keep serving
-            log.exception("could not re-read the TUF repository %s; will retry", repo_dir)
+        except Exception as error:
+            if current != failed:
+                log.exception("could not re-read the TUF repository %s; will retry", repo_dir)
+                backoff = every_seconds
+            else:
+                log.warning("TUF repository %s still unreadable: %s", repo_dir, error)
+            backoff = min(backoff * 2, WATCH_RETRY_MAX_SECONDS)
+            failed, retry_at = current, clock() + backoff
+            continue
+        last, failed = current, None
