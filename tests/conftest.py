@@ -7,10 +7,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from bsi.store.database import open_engine, upgrade
 from pgcluster import TEMPLATE, PostgresUnavailable, create_database, postgres_cluster
 from realdata import shared_data_path
+
+# Property tests check behaviour, not speed: on a loaded 2-core machine (CI, or
+# engineers' runs side by side) generation and examples can be slow, which
+# hypothesis would otherwise report as a failure.
+settings.register_profile(
+    "bsi", deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
+)
+settings.load_profile("bsi")
 
 
 @pytest.fixture
