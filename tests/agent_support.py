@@ -34,7 +34,7 @@ import mmap, os, sys, time
 root = sys.argv[1]
 with open(os.path.join(root, "usr/lib/libssl.so.3"), "rb") as handle:
     mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
-pidfile = os.path.join(root, "..", "holder.pid")
+pidfile = sys.argv[2] if len(sys.argv) > 2 else os.path.join(root, "..", "holder.pid")
 with open(pidfile + ".tmp", "w") as out:
     out.write(str(os.getpid()))
 os.replace(pidfile + ".tmp", pidfile)
@@ -52,7 +52,7 @@ with open(os.path.join(root, "..", "relaunch-started"), "a") as marker:
     marker.write("x\\n")
 lock = open(os.path.join(root, "..", "restart.lock"), "w")
 fcntl.flock(lock, fcntl.LOCK_EX)
-pidfile = os.path.join(root, "..", "holder.pid")
+pidfile = sys.argv[2] if len(sys.argv) > 2 else os.path.join(root, "..", "holder.pid")
 old = int(open(pidfile).read())
 try:
     os.kill(old, signal.SIGKILL)

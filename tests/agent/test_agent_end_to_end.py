@@ -17,7 +17,6 @@ import os
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -101,44 +100,41 @@ def publish_letter(
     *,
     setuid: dict[str, int] | None = None,
     alter: Callable[[Path], None] | None = None,
+    components: dict[str, object] | None = None,
+    base_files: dict[str, bytes] = BASE_FILES,
 ) -> None:
     """Build 12A100<letter> (base -> ``files``), sign it and publish it in the test repository.
 
     ``setuid`` gives files set-user-ID modes, declared in the spec; ``alter`` changes the
     built bundle before it is signed (a hostile publisher, or a stolen signing key).
+    ``components`` replaces the spec's default ones (``openssl``: ``/usr/lib``,
+    relaunched by ``relaunch``; ``other``: ``/usr``); ``base_files`` is the
+    prerequisite build's tree, written once under ``tmp_path/base``.
     """
     build = f"12A100{letter}"
     patched = write_tree(tmp_path / f"patched-{letter}", files, setuid)
-    spec = parse_spec(
-        textwrap.dedent(
-            f"""\
-            platform: debian
-            product_version: "12.5"
-            prerequisite_build: 12A100
-            extra_version: ({letter})
-            supplemental_build: {build}
-            setuid: {json.dumps(["/" + path for path in setuid or {}])}
-            components:
-              openssl:
-                paths: [/usr/lib]
-                relaunch:
-                  command: {json.dumps([str(arg) for arg in relaunch])}
-              other:
-                paths: [/usr]
-            health_check:
-              command: {json.dumps(health_check)}
-              timeout: 20
-            cves:
-              - {{id: CVE-2026-20643, cvss: "CVSS:3.1/AV:N/AC:L/PR:N/UI:R/S:U/C:L/I:L/A:N"}}
-            """
-        ),
-        source="e2e spec",
-    )
+    if components is None:
+        components = {
+            "openssl": {"paths": ["/usr/lib"], "relaunch": {"command": [str(a) for a in relaunch]}},
+            "other": {"paths": ["/usr"]},
+        }
+    document = {  # JSON is YAML: the spec as the publisher would write it
+        "platform": "debian",
+        "product_version": "12.5",
+        "prerequisite_build": "12A100",
+        "extra_version": f"({letter})",
+        "supplemental_build": build,
+        "setuid": ["/" + path for path in setuid or {}],
+        "components": components,
+        "health_check": {"command": health_check, "timeout": 20},
+        "cves": [{"id": "CVE-2026-20643", "cvss": "CVSS:3.1/AV:N/AC:L/PR:N/UI:R/S:U/C:L/I:L/A:N"}],
+    }
+    spec = parse_spec(json.dumps(document, indent=1), source="e2e spec")
     keys, repo = tmp_path / "keys", tmp_path / "repo"
     bundle = tmp_path / f"{build}.cryptex"
     base = tmp_path / "base"
     if not base.exists():
-        write_tree(base, BASE_FILES)
+        write_tree(base, base_files)
     result = build_bundle(spec, diff_trees(base, patched), bundle)
     if alter is not None:
         alter(bundle)

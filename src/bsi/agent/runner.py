@@ -132,7 +132,8 @@ class LocalState:
     declarations_token: str | None = None
     declarations: list[dict[str, Any]] = field(default_factory=list)
     failures: dict[str, dict[str, Any]] = field(default_factory=dict)
-    restart_pending: list[list[int]] = field(default_factory=list)
+    restart_pending: list[list[Any]] = field(default_factory=list)
+    """``[st_dev, st_ino, path]`` of each replaced file processes may still use."""
     last_failure: dict[str, Any] | None = None
     last_good: str | None = None
     pending_commit: str | None = None
@@ -622,11 +623,15 @@ class Agent:
         changed, the record is taken back.
         """
         build = str(manifest.supplemental_build)
-        paths = [self.root / entry.path for entry in manifest.files]
         was = (state.pending_commit, state.restart_pending, state.relaunching, state.changed_at)
         was_active = self.activator.active()
         known = {tuple(i) for i in state.restart_pending}
-        state.restart_pending = [list(i) for i in sorted(known | file_ids(paths))]
+        replaced = {
+            (*ident, entry.path)
+            for entry in manifest.files
+            for ident in file_ids([self.root / entry.path])
+        }
+        state.restart_pending = [list(i) for i in sorted(known | replaced, key=str)]
         state.relaunching = build
         state.changed_at = [_boot_id(), boot_clock()]
         if activate:
@@ -651,21 +656,23 @@ class Agent:
 
     def _relaunch(self, manifests: list[Manifest], state: LocalState) -> None:
         """Restart each component's services until nothing uses the old content."""
-        old_ids = {(i[0], i[1]) for i in state.restart_pending}
-        left = self._restart_users(manifests, old_ids, state)
+        left = self._restart_users(manifests, state)
         for line in left.values():
             log.warning("restart pending: %s; restart it by hand", line)
-        state.restart_pending = [list(i) for i in sorted(old_ids)] if left else []
-        state.restart_pending_processes = [left[pid] for pid in sorted(left)]
         if not left:
-            state.relaunching = None
+            state.restart_pending, state.relaunching = [], None
+        state.restart_pending_processes = [left[pid] for pid in sorted(left)]
         self.save_state(state)
 
-    def _restart_users(
-        self, manifests: list[Manifest], old_ids: set[tuple[int, int]], state: LocalState
-    ) -> dict[int, str]:
-        """Relaunch the processes that use ``manifests``' old files (``old_ids``);
-        those still on old content afterwards, described, by pid."""
+    def _restart_users(self, manifests: list[Manifest], state: LocalState) -> dict[int, str]:
+        """Relaunch the processes that use ``manifests``' old files (``restart_pending``);
+        those still on old content afterwards, described, by pid.
+
+        Each component is judged by its own replaced files (a process on
+        another component's old file is that component's), and the wait is
+        only for the processes its relaunch restarts: one nothing restarts
+        is reported at once, never waited for.
+        """
         kept = [self.layout.state]  # where swap keeps the originals it replaced
         since = _since(state.changed_at)
         systemd = systemd_running(self.root)
@@ -673,9 +680,13 @@ class Agent:
         left: dict[int, str] = {}
         for manifest in manifests:
             for component in manifest.components:
-                paths = [self.root / entry.path for entry in component.files]
+                mine = {entry.path for entry in component.files}
+                old_ids = {
+                    (i[0], i[1]) for i in state.restart_pending if len(i) < 3 or i[2] in mine
+                }
+                paths = [self.root / path for path in sorted(mine)]
                 uses = processes_using(paths, old_inodes=old_ids, kept_under=kept, since=since)
-                ran = False
+                ran, unmanaged = False, set()
                 if uses:
                     result = relaunch(
                         component,
@@ -688,14 +699,18 @@ class Agent:
                         if not line.startswith("restart by hand"):  # judged after the wait
                             log.info("%s", line)
                     ran = bool(result.plan.steps)
+                    unmanaged = {use.pid for use in result.unmanaged}
                 # Wait only for what was restarted: nothing else will change by waiting.
-                still = wait_until_relaunched(
-                    paths,
-                    old_inodes=old_ids,
-                    timeout=RELAUNCH_TIMEOUT if ran else 0,
-                    kept_under=kept,
-                    since=since,
-                )
+                if ran:
+                    wait_until_relaunched(
+                        paths,
+                        old_inodes=old_ids,
+                        timeout=RELAUNCH_TIMEOUT,
+                        kept_under=kept,
+                        since=since,
+                        exclude_pids={os.getpid(), *unmanaged},
+                    )
+                still = processes_using(paths, old_inodes=old_ids, kept_under=kept, since=since)
                 for use in still:
                     left[use.pid] = use.describe()
         return left

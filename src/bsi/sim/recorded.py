@@ -159,8 +159,6 @@ class RecordedAgent(Agent):
         self._staged[str(manifest.supplemental_build)] = manifest
         return manifest
 
-    def _restart_users(
-        self, manifests: list[Manifest], old_ids: set[tuple[int, int]], state: LocalState
-    ) -> dict[int, str]:
+    def _restart_users(self, manifests: list[Manifest], state: LocalState) -> dict[int, str]:
         """No process runs from a simulated root: none is left on old content."""
         return {}
