@@ -9,6 +9,8 @@ small waits and counts the harnesses use.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -52,7 +54,7 @@ with open(os.path.join(root, "..", "relaunch-started"), "a") as marker:
     marker.write("x\\n")
 lock = open(os.path.join(root, "..", "restart.lock"), "w")
 fcntl.flock(lock, fcntl.LOCK_EX)
-pidfile = sys.argv[2] if len(sys.argv) > 2 else os.path.join(root, "..", "holder.pid")
+pidfile = os.path.join(root, "..", "holder.pid")
 old = int(open(pidfile).read())
 try:
     os.kill(old, signal.SIGKILL)
@@ -161,6 +163,15 @@ def start_holder(holder: Path, root: Path) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def stop_holder(holder: subprocess.Popen[bytes], pidfile: Path) -> None:
+    """Kill the service: the instance ``pidfile`` names (a restart's) and the first one."""
+    with contextlib.suppress(OSError, ValueError):
+        os.kill(int(pidfile.read_text()), signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(holder.pid, signal.SIGKILL)
+    holder.wait()
 
 
 def run_once(root: Path, env: dict[str, str]) -> str:

@@ -47,6 +47,7 @@ from agent_support import (
     run_once,
     serving,
     start_holder,
+    stop_holder,
     wait_for,
 )
 from bsi.agent.config import AgentConfig
@@ -174,11 +175,7 @@ def one_run(fleet: Fleet, base: Path, run: Run) -> Ending:
             ended = "b"
         return Ending(ended, uncommitted, killed, again)
     finally:
-        with contextlib.suppress(OSError, ValueError):
-            os.kill(pid_of(pidfile), signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(holder.pid, signal.SIGKILL)
-        holder.wait()
+        stop_holder(holder, pidfile)
         shutil.rmtree(device, ignore_errors=True)
 
 

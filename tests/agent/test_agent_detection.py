@@ -141,7 +141,7 @@ def test_an_interpreted_daemon_whose_script_was_replaced_is_stale_until_relaunch
         os.killpg(os.getpgid(new_pid), signal.SIGKILL)
 
 
-def _unshare() -> str | None:
+def namespaces_unavailable() -> str | None:
     """Why mount namespaces cannot be made here, or ``None``."""
     tool = shutil.which("unshare")
     if tool is None or os.geteuid() != 0:
@@ -155,7 +155,7 @@ def _unshare() -> str | None:
 def test_each_process_is_judged_by_the_file_it_sees_in_its_mount_namespace(
     tmp_path: Path,
 ) -> None:
-    reason = _unshare()
+    reason = namespaces_unavailable()
     if reason:
         if os.environ.get("CI") == "true":
             pytest.fail(reason)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -30,6 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from test_agent_detection import namespaces_unavailable
 from test_agent_end_to_end import HEALTHY, publish_letter, snapshot
 
 from agent_support import HOLDER, baseline_device, serving, wait_for
@@ -84,16 +84,6 @@ PATCHED = {
 }
 
 
-def _namespaces_unavailable() -> str | None:
-    tool = shutil.which("unshare")
-    if tool is None or os.geteuid() != 0:
-        return "needs root and unshare(1) (util-linux) to make mount namespaces"
-    probe = subprocess.run([tool, "-m", "true"], capture_output=True, check=False)
-    if probe.returncode != 0:
-        return f"unshare -m is refused here: {probe.stderr.decode().strip()}"
-    return None
-
-
 def _gone(pid: int) -> bool:
     """Exited (a zombie until its parent reaps it holds no files)."""
     try:
@@ -126,7 +116,7 @@ def _running(argv: list[object], pidfile: Path) -> Iterator[int]:
 def test_scripts_are_relaunched_and_each_namespace_is_judged_by_its_own_file(
     tmp_path: Path,
 ) -> None:
-    reason = _namespaces_unavailable()
+    reason = namespaces_unavailable()
     if reason:
         if os.environ.get("CI") == "true":
             pytest.fail(reason)

@@ -90,6 +90,8 @@ def test_a_failing_later_letter_returns_the_host_to_the_last_good_letter(
     # not retried on its own ...
     again = world.agent.once()
     assert again.steps == ()
+    assert again.decision.startswith("not installing debian 12.5 (b)"), again.decision
+    assert "failed its health check here" in again.decision
     assert snapshot(world.root) == tree_a
     # ... until the server allows it again: then it is tried (and fails) once more
     allowed = world.admin.post("/v1/admin/supplements/debian/12A100b/allow-retry")

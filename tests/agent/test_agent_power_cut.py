@@ -47,9 +47,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from test_agent_end_to_end import HEALTHY, pid_of, publish_letter, snapshot
+from test_agent_end_to_end import HEALTHY, publish_letter, snapshot
 
-from agent_support import Served, baseline_device, serving, start_holder, wait_for
+from agent_support import Served, baseline_device, serving, start_holder, stop_holder, wait_for
 from bsi.agent.config import AgentConfig
 from bsi.agent.runner import REMOVED, Agent
 from bsi.errors import BsiError
@@ -286,11 +286,7 @@ def _cut_while_running(
         live.stop.set()
         if scenario.is_alive():
             scenario.join(timeout=600)
-        with contextlib.suppress(OSError, ValueError):
-            os.kill(pid_of(pidfile), signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(holder.pid, signal.SIGKILL)
-        holder.wait()
+        stop_holder(holder, pidfile)
         time.sleep(0.2)  # the service's last instance lets go of the file system
     assert live.error is None, live.error
     return cuts

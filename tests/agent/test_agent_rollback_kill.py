@@ -38,7 +38,7 @@ import httpx
 import pytest
 from test_agent_end_to_end import HEALTHY, maps_inode, pid_of, publish_letter, snapshot
 
-from agent_support import baseline_device, lines_in, serving, start_holder, wait_for
+from agent_support import baseline_device, lines_in, serving, start_holder, stop_holder, wait_for
 from bsi.agent.config import AgentConfig
 from bsi.agent.runner import REMOVED, Agent
 from cryptex_support import PATCHED_FILES
@@ -153,14 +153,12 @@ def one_kill(fleet: Fleet, base: Path, number: int, delay: float) -> Ending:
         assert record["supplemental_build"] is None, (at, record)  # the server is told
         again = agent.once()
         assert again.steps == (), (at, again)  # nothing rolled back, activated or relaunched
+        assert again.decision.startswith("not installing debian 12.5 (a)"), again.decision
+        assert "removed by an administrator" in again.decision, again.decision
         assert snapshot(root) == fleet.baseline, (at, again)
         return Ending(at, lines_in(device / "relaunch-started") > relaunches)
     finally:
-        with contextlib.suppress(OSError, ValueError):
-            os.kill(pid_of(pidfile), signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(holder.pid, signal.SIGKILL)
-        holder.wait()
+        stop_holder(holder, pidfile)
         shutil.rmtree(device, ignore_errors=True)
 
 
@@ -184,11 +182,7 @@ def _window(fleet: Fleet, base: Path) -> float:
         assert rollback.wait(timeout=120) == 0
         return time.monotonic() - started
     finally:
-        with contextlib.suppress(OSError, ValueError):
-            os.kill(pid_of(device / "holder.pid"), signal.SIGKILL)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(holder.pid, signal.SIGKILL)
-        holder.wait()
+        stop_holder(holder, device / "holder.pid")
         shutil.rmtree(device, ignore_errors=True)
 
 

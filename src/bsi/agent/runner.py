@@ -65,7 +65,7 @@ from bsi.agent.report import Failure, status_report
 from bsi.cryptex.manifest import Manifest
 from bsi.domain.catalog import Catalog
 from bsi.domain.declarations import effective_policy, validate_declaration
-from bsi.domain.eligibility import DEFAULT_RULES, Decision, Reason
+from bsi.domain.eligibility import DEFAULT_RULES, Decision, Outcome, Reason
 from bsi.domain.facts import DeviceFacts
 from bsi.domain.policy import SoftwareUpdatePolicy
 from bsi.domain.prerequisite import PackageManager, dump_base, folded_in
@@ -94,11 +94,22 @@ def describe_decision(plan: Plan) -> str:
 
     Eligibility says "offer ... to the user" when policy leaves the choice to
     a user (Apple's ``RapidSecurityResponse.Enable``); a Linux host has no
-    user to ask, so the agent installs it, and says so.
+    user to ask, so the agent installs it, and says so. Eligibility does not
+    know what failed or was removed here: when the plan does not install the
+    supplement the decision names, the message says so and why, rather than
+    "install" or "offer" next to a cycle that installs nothing.
     """
     decision = plan.decision
     if decision is None:
         return "no decision"
+    wanted = decision.supplement
+    if (
+        decision.outcome in (Outcome.INSTALL, Outcome.ENFORCED)
+        and wanted is not None
+        and (plan.target is None or plan.target.build != wanted.build)
+    ):
+        why = "; ".join(plan.reasons) or "refused on this host"
+        return f"not installing {wanted.display()}: {why}"
     if decision.reason is Reason.OFFERED and plan.target is not None:
         return (
             f"install {plan.target.display()} ({plan.target.build}): offered, and this host "
