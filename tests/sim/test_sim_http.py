@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 
 import pytest
 
+from bsi.errors import ServerUnavailable, Unauthorized
 from bsi.sim.http import Connection, HttpFailed
+from bsi.sim.protocol import DeviceSession
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -119,3 +122,45 @@ def test_no_server_and_no_answer_are_failures() -> None:
 def test_only_plain_http_urls() -> None:
     with pytest.raises(ValueError, match="only http"):
         Connection("https://127.0.0.1:1")
+
+
+def test_the_device_session_drives_the_agents_conversation_over_this_client() -> None:
+    """The simulator's transport: the agent's requests on the wire, its reading of the
+    answers (a 304 is "unchanged"), and its failure mapping (no answer, 5xx, 401)."""
+    heads: list[bytes] = []
+    answers = [
+        b"HTTP/1.1 304 Not Modified\r\ndate: Sun, 29 Nov 2026 23:00:00 GMT\r\n\r\n",
+        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n",
+        b'HTTP/1.1 401 Unauthorized\r\ncontent-length: 19\r\n\r\n{"message":"gone!"}',
+    ]
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        for answer in answers:
+            head, _ = await read_request(reader)
+            heads.append(head)
+            writer.write(answer)
+            await writer.drain()
+        writer.close()
+
+    async def scenario() -> None:
+        server, url = await serve(handler)
+        async with server:
+            session = DeviceSession(Connection(url), "secret")
+            conversation = session.conversation
+            assert await session.run(conversation.declarations_token("t1")) is None
+            assert conversation.server_date == datetime(2026, 11, 29, 23, 0, tzinfo=UTC)
+            with pytest.raises(ServerUnavailable, match="server error 503"):
+                await session.run(conversation.catalog("debian"))
+            with pytest.raises(Unauthorized, match="gone!"):
+                await session.run(conversation.report({}))
+        closed = DeviceSession(Connection(url), "secret")
+        with pytest.raises(ServerUnavailable, match="GET /v1/ddm/tokens: cannot reach"):
+            await closed.run(closed.conversation.declarations_token(None))
+
+    asyncio.run(scenario())
+    first = heads[0].decode()
+    assert first.startswith("GET /v1/ddm/tokens HTTP/1.1\r\n")
+    assert "Authorization: Bearer secret\r\n" in first
+    assert "If-None-Match: t1\r\n" in first
+    assert heads[1].startswith(b"GET /v1/ddm/catalog?platform=debian HTTP/1.1")
+    assert heads[2].startswith(b"PUT /v1/ddm/status HTTP/1.1")
