@@ -44,7 +44,7 @@ _DATABASE_FILES = ("rpmdb.sqlite", "Packages.db", "Packages")  # sqlite, ndb, bd
 RPM_MAGIC = b"\xed\xab\xee\xdb"
 # rpm prints the epoch only when there is one, as rpm -q does.
 _NEVRA = r"%{NAME}\t%|EPOCH?{%{EPOCH}:}:{}|%{VERSION}-%{RELEASE}\t%{ARCH}"
-_TIMEOUT = 120
+_TIMEOUT = 120  # seconds
 
 
 class RpmUnavailable(InvalidInput):
@@ -61,18 +61,32 @@ def _tool(name: str) -> str:
     return found
 
 
-def _run(args: list[str], *, stdin: Path | None = None) -> subprocess.CompletedProcess[str]:
-    environment = {**os.environ, "LC_ALL": "C"}
-    with stdin.open("rb") if stdin else open(os.devnull, "rb") as handle:
+def _run(args: list[str]) -> subprocess.CompletedProcess[str]:
+    """``args`` with rpm's messages in English, no input, and a time limit."""
+    try:
         return subprocess.run(
             args,
-            stdin=handle,
+            stdin=subprocess.DEVNULL,
             capture_output=True,
             text=True,
-            env=environment,
+            env=_c_locale(),
             timeout=_TIMEOUT,
             check=False,
         )
+    except subprocess.TimeoutExpired:
+        raise _timed_out(args[0]) from None
+
+
+def _c_locale() -> dict[str, str]:
+    """This process's environment with rpm's messages in English (bsi reads them)."""
+    return {**os.environ, "LC_ALL": "C"}
+
+
+def _timed_out(tool: str) -> RpmUnavailable:
+    return RpmUnavailable(
+        f"{Path(tool).name} did not answer within {_TIMEOUT} s",
+        hint="is another rpm or dnf holding the database lock?",
+    )
 
 
 def database(root: Path) -> PurePosixPath | None:
@@ -215,16 +229,20 @@ def unpack_rpm(path: Path, into: Path) -> UnpackedPackage:
         raise InvalidSupplement(f"{path}: its header is not usable: {error}") from None
     payload = into.with_name(into.name + ".payload.tar")
     into.parent.mkdir(parents=True, exist_ok=True)
+    rpm2archive = _tool("rpm2archive")
     with path.open("rb") as source, payload.open("wb") as out:
-        archived = subprocess.run(
-            [_tool("rpm2archive"), "-n", "-"],
-            stdin=source,
-            stdout=out,
-            stderr=subprocess.PIPE,
-            env={**os.environ, "LC_ALL": "C"},
-            timeout=_TIMEOUT,
-            check=False,
-        )
+        try:
+            archived = subprocess.run(
+                [rpm2archive, "-n", "-"],
+                stdin=source,
+                stdout=out,
+                stderr=subprocess.PIPE,
+                env=_c_locale(),
+                timeout=_TIMEOUT,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise _timed_out(rpm2archive) from None
     if archived.returncode != 0:
         raise InvalidSupplement(
             f"{path}: rpm2archive cannot read its payload: "
