@@ -56,3 +56,24 @@ def test_a_numeric_argument_out_of_range_exits_2_naming_it(
     assert message in " ".join(result.stderr.split()), result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "k").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        (b"k" * 65, "the API key's name is 65 characters long; the limit is 64"),
+        (b"ops-\xff", "the API key's name contains a lone surrogate"),  # not UTF-8 in argv
+    ],
+)
+def test_a_text_argument_no_column_can_hold_is_refused_and_nothing_stored(
+    tmp_path: Path, name: bytes, message: str
+) -> None:
+    data = tmp_path / "data"
+    assert bsi("db", "upgrade", "--data-dir", data).returncode == 0
+    command = [sys.executable, "-m", "bsi", "api-key", "create", name, "--data-dir", data]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    again = bsi("api-key", "create", "k" * 64, "--data-dir", data)
+    assert again.returncode == 0, again.stderr

@@ -296,6 +296,7 @@ class Store:
         """A new key; only its hash is stored, so the returned secret is shown once."""
         if role not in ROLES:
             raise InvalidInput(f"{role!r} is not a role", hint=f"use one of {', '.join(ROLES)}")
+        check_text(name, "the API key's name", limit=column_length(ApiKey, "name"))
         secret = new_secret()
         try:
             with self._writing() as session:
