@@ -83,6 +83,7 @@ class DeviceStatus:
     online: bool = False
     checked_in: int = 0
     last_check_in: float | None = None
+    """When the last completed check-in began (``time.time()``)."""
     outcome: str | None = None
     reason: str | None = None
     message: str | None = None

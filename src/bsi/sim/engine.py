@@ -16,7 +16,8 @@ One run goes through these stages, in order:
    the catalogue (which wakes every waiting device). The publish instant is
    taken just *before* that request is sent, so it includes the sync itself;
 6. **roll-out** — devices check in, decide and install; the run ends when
-   every online device has checked in since the publish and every device the
+   every online device has completed a check-in begun after the sync (one
+   begun before may have read the old catalogue) and every device the
    rules let install has installed (offline devices included, once they are
    back), or at ``timeout``.
 
@@ -204,6 +205,8 @@ class Simulation:
         self.stage_seconds: dict[str, float] = {}
         self.published_at: float | None = None
         self.sync_seconds: float | None = None
+        self.synced_at: float | None = None
+        """When the catalogue held the supplement: a check-in begun after it decides with it."""
         self._tracked: list[_Tracked] = []
         self._published = asyncio.Event()
         self._gate = asyncio.Semaphore(max(1, options.concurrency))
@@ -263,9 +266,10 @@ class Simulation:
                 await asyncio.to_thread(self.publisher.sign, bundle, datetime.now(UTC).date())
                 self.published_at = time.time()
                 await self.admin.sync_repository()
-                self.sync_seconds = time.time() - self.published_at
+                self.synced_at = time.time()
+                self.sync_seconds = self.synced_at - self.published_at
             else:
-                self.published_at = time.time()
+                self.published_at = self.synced_at = time.time()
             self._published.set()
 
             self.stage = "roll-out"
@@ -350,6 +354,7 @@ class Simulation:
         Failures are counted and shown, and never end the device's life.
         """
         status = tracked.device.status
+        began = time.time()
         try:
             await tracked.device.check_in()
         except asyncio.CancelledError:
@@ -363,7 +368,7 @@ class Simulation:
             status.failure = status.last_error = f"{type(error).__name__}: {error}"
             return True
         status.checked_in += 1
-        status.last_check_in = time.time()
+        status.last_check_in = began
         return True
 
     async def _life(self, index: int, tracked: _Tracked) -> None:
@@ -426,14 +431,15 @@ class Simulation:
         await asyncio.sleep(0.5)  # let the last long polls reach the server
 
     def _done(self) -> bool:
-        assert self.published_at is not None
+        assert self.synced_at is not None
         for tracked in self._tracked:
             status = tracked.device.status
             if not status.online:
                 if tracked.offline and self.options.offline_seconds is not None:
                     return False
                 continue
-            if status.last_check_in is None or status.last_check_in < self.published_at:
+            # A check-in begun before the sync may have read the old catalogue.
+            if status.last_check_in is None or status.last_check_in < self.synced_at:
                 return False
             if tracked.device.spec.profile.expects_install and status.installed_at is None:
                 return False
