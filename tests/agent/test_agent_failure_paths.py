@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from test_agent_end_to_end import (
     World,
     enrolled,
@@ -25,6 +26,9 @@ from test_agent_end_to_end import (
     snapshot,
 )
 
+from bsi.agent.config import AgentConfig
+from bsi.agent.runner import Agent
+from bsi.errors import InvalidInput
 from cryptex_support import PATCHED_FILES
 
 PATCHED_B = {**PATCHED_FILES, "usr/lib/libssl.so.3": b"libssl 3.0.2-fixed-again " * 4000}
@@ -219,3 +223,15 @@ def test_a_rollback_killed_mid_way_is_finished_by_the_next_cycle_not_undone(
     device = world.admin.get(f"/v1/admin/devices/{device_id}").json()
     assert device["supplemental_build"] is None  # the server is told
     assert world.agent.once().steps == ()
+
+
+@pytest.mark.parametrize("content", ["[]", '"text"', '{"server_url": "x", "unknown_field": 1}'])
+def test_a_state_file_that_is_not_the_agents_is_a_clear_error(tmp_path: Path, content: str) -> None:
+    root = tmp_path / "root"
+    root.mkdir()
+    agent = Agent(root, AgentConfig())
+    agent.state_file.parent.mkdir(parents=True)
+    agent.state_file.write_text(content)
+    with pytest.raises(InvalidInput, match="is not this agent's state"):
+        agent.load_state()
+    assert agent.state_file.read_text() == content

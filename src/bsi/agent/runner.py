@@ -226,7 +226,16 @@ class Agent:
             return LocalState()
         except (OSError, ValueError) as error:
             raise InvalidInput(f"cannot read {self.state_file}: {error}") from error
-        return LocalState(**data)
+        try:
+            if not isinstance(data, dict):
+                raise TypeError(f"a JSON {type(data).__name__}, not an object")
+            return LocalState(**data)
+        except TypeError as error:  # not an object, or a field this agent does not know
+            raise InvalidInput(
+                f"{self.state_file} is not this agent's state: {error}",
+                hint="bsi replaces this file atomically, so something else changed it: "
+                "restore it from a backup; the agent changes nothing until it can read it",
+            ) from error
 
     def save_state(self, state: LocalState) -> None:
         """Write ``agent.json`` through bsi's one durable-write path (mode 0600)."""
