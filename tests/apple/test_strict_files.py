@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,18 +16,13 @@ from bsi.domain.declarations import software_update_settings
 from bsi.errors import FeedError, InvalidInput
 from bsi.feeds.load import load_catalog
 from reports import macos_report
+from running import run_bsi
 
 SAMPLE_CATALOG = Path(__file__).parents[2] / "src" / "bsi" / "data" / "sample-catalog.json"
 
 
 def bsi(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bsi", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_bsi(*args, timeout=60)
 
 
 def report_with(raw: str) -> str:

@@ -4,23 +4,17 @@ naming the option and the range — never a traceback, never a run on a value no
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
+from running import run_bsi
+
 
 def bsi(*args: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bsi", *map(str, args)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        env={**os.environ, "COLUMNS": "300"},
-    )
+    return run_bsi(*args, env={"COLUMNS": "300"}, timeout=60)
 
 
 @pytest.mark.parametrize(
