@@ -5,8 +5,9 @@ Each run builds a real device tree, stages a real cryptex, and runs
 device where the supplement is active) as a separate process, which is
 killed:
 
-* at **every journal record** of the operation (``BSI_CRASH_AT``, see
-  :mod:`bsi.agent.journal`): just after the record is durable, and with the
+* at **every journal record** of the operation (a
+  :class:`~bsi.agent.journal.CrashHook`, given by ``crashing_swap.py``, the
+  test build's entry): just after the record is durable, and with the
   record torn in half; and just before each ``done`` and ``begin`` record is
   written — the step is done but not journaled. (Just before any other record
   is the same instant as just after the one before it: nothing happens in
@@ -57,7 +58,7 @@ from test_agent_swap import (
 )
 
 from bsi.agent.activators.swap import SwapActivator
-from bsi.agent.journal import CRASH_ENV, Journal
+from bsi.agent.journal import Journal
 from bsi.agent.swap_plan import rollback_area
 
 WORKERS = 3
@@ -135,11 +136,17 @@ class Run:
     state_dir: Path | None = None
 
 
-def swap_command(command: str, device: Device, *extra: str) -> list[str]:
+CRASHING_SWAP = Path(__file__).with_name("crashing_swap.py")
+
+
+def swap_command(command: str, device: Device, *extra: str, crash: str | None = None) -> list[str]:
+    """The swap activator's process entry; with ``crash``, the test entry that kills it there."""
+    entry = ["-m", "bsi.agent.activators.swap"]
+    if crash is not None:
+        entry = [str(CRASHING_SWAP), "--crash-at", crash]
     return [
         sys.executable,
-        "-m",
-        "bsi.agent.activators.swap",
+        *entry,
         command,
         "--root",
         str(device.root),
@@ -149,16 +156,14 @@ def swap_command(command: str, device: Device, *extra: str) -> list[str]:
     ]
 
 
-def environment(crash: str | None) -> dict[str, str]:
-    """The child's environment: the crash point, and a bytecode cache outside the source tree.
+def environment() -> dict[str, str]:
+    """The child's environment, with a bytecode cache outside the source tree.
 
     Hundreds of short processes would otherwise each compile bsi afresh
     where ``PYTHONDONTWRITEBYTECODE`` is set.
     """
-    env = {k: v for k, v in os.environ.items() if k not in (CRASH_ENV, "PYTHONDONTWRITEBYTECODE")}
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     env["PYTHONPYCACHEPREFIX"] = str(_BYTECODE[0])
-    if crash is not None:
-        env[CRASH_ENV] = crash
     return env
 
 
@@ -176,8 +181,8 @@ def kill_and_recover(built: Built, run: Run) -> str:
     extra = ("--build", BUILD)
     if run.delay is None:
         killed = subprocess.run(
-            swap_command(run.operation, device, *extra),
-            env=environment(run.crash),
+            swap_command(run.operation, device, *extra, crash=run.crash),
+            env=environment(),
             capture_output=True,
             check=False,
         )
@@ -185,7 +190,7 @@ def kill_and_recover(built: Built, run: Run) -> str:
     else:
         process = subprocess.Popen(
             swap_command(run.operation, device, *extra, "--announce"),
-            env=environment(None),
+            env=environment(),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
         )
@@ -198,15 +203,15 @@ def kill_and_recover(built: Built, run: Run) -> str:
 
     if run.recover_crash is not None:
         interrupted = subprocess.run(
-            swap_command("recover", device),
-            env=environment(run.recover_crash),
+            swap_command("recover", device, crash=run.recover_crash),
+            env=environment(),
             capture_output=True,
             check=False,
         )
         assert interrupted.returncode in (0, -signal.SIGKILL), interrupted.stderr
 
     recovered = subprocess.run(
-        swap_command("recover", device), env=environment(None), capture_output=True, check=False
+        swap_command("recover", device), env=environment(), capture_output=True, check=False
     )
     assert recovered.returncode == 0, (run, recovered.stderr)
     outcome = json.loads(recovered.stdout)
@@ -255,7 +260,7 @@ def run_all(built: Built, runs: list[Run]) -> Counter[str]:
 def records_written(built: Built, work: Path, operation: str) -> list[str]:
     """The types of the records an uninterrupted ``operation`` appends: the crash points."""
     device = prepare(built, Run(operation, work))
-    journal = Journal(device.layout.journal, crash=None)
+    journal = Journal(device.layout.journal)
     activator = SwapActivator(device.layout, journal=journal)
     if operation == "activate":
         activator.activate(device.manifest, device.staged)
@@ -352,7 +357,7 @@ def duration(built: Built, work: Path, operation: str) -> float:
     device = prepare(built, Run(operation, work))
     process = subprocess.Popen(
         swap_command(operation, device, "--build", BUILD, "--announce"),
-        env=environment(None),
+        env=environment(),
         stdout=subprocess.PIPE,
     )
     assert process.stdout is not None

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bsi.agent.journal import (
-    CRASH_ENV,
+    CrashHook,
     CrashPoint,
     Journal,
     JournalCorrupt,
@@ -57,7 +57,7 @@ RECORDS: list[Record] = [
 
 
 def journal_with(tmp_path: Path, records: list[Record]) -> Journal:
-    journal = Journal(tmp_path / "journal", crash=None)
+    journal = Journal(tmp_path / "journal")
     for record in records:
         journal.append(record)
     journal.close()
@@ -80,7 +80,7 @@ def test_an_absent_journal_is_empty(tmp_path: Path) -> None:
 
 def test_appending_continues_the_sequence(tmp_path: Path) -> None:
     journal = journal_with(tmp_path, RECORDS[:2])
-    assert Journal(journal.path, crash=None).append(RECORDS[2]) == 3
+    assert Journal(journal.path).append(RECORDS[2]) == 3
     assert list(Journal(journal.path).read()) == RECORDS
 
 
@@ -97,7 +97,7 @@ def test_a_torn_last_line_is_ignored_and_cut_off_before_the_next_append(
     assert list(parsed.records) == RECORDS[:2]
     assert parsed.ignored == f"a torn last line of {len(torn)} bytes"
 
-    appender = Journal(journal.path, crash=None)
+    appender = Journal(journal.path)
     assert appender.append(RECORDS[2]) == 3
     appender.close()
     assert list(Journal(journal.path).read()) == RECORDS
@@ -128,7 +128,7 @@ def test_a_damaged_line_before_intact_ones_is_corruption(tmp_path: Path) -> None
     with pytest.raises(JournalCorrupt, match="followed by intact records"):
         journal.read()
     with pytest.raises(JournalCorrupt):
-        Journal(journal.path, crash=None).append({"type": "x"})
+        Journal(journal.path).append({"type": "x"})
 
 
 def test_a_missing_record_is_corruption(tmp_path: Path) -> None:
@@ -163,7 +163,7 @@ def test_reset_replaces_the_journal_whole(tmp_path: Path) -> None:
 
 def test_floats_are_refused(tmp_path: Path) -> None:
     with pytest.raises(InvalidInput, match="no floats"):
-        Journal(tmp_path / "j", crash=None).append({"type": "x", "value": 1.5})
+        Journal(tmp_path / "j").append({"type": "x", "value": 1.5})
 
 
 @pytest.mark.parametrize(
@@ -181,15 +181,16 @@ def test_crash_points_parse(text: str, point: CrashPoint) -> None:
 
 @pytest.mark.parametrize("text", ["0", "x", "during:3", "after:", "-1"])
 def test_bad_crash_points_are_refused(text: str) -> None:
-    with pytest.raises(InvalidInput, match=CRASH_ENV):
+    with pytest.raises(InvalidInput, match="is not a crash point"):
         CrashPoint.parse(text)
 
 
 APPEND_THREE = """
 import sys
 from pathlib import Path
-from bsi.agent.journal import Journal
-journal = Journal(Path(sys.argv[1]))
+from bsi.agent.journal import CrashHook, CrashPoint, Journal
+hook = CrashHook(CrashPoint.parse(sys.argv[2])) if len(sys.argv) > 2 else None
+journal = Journal(Path(sys.argv[1]), crash=hook)
 for n in range(3):
     journal.append({"type": "step", "n": n})
 """
@@ -204,15 +205,36 @@ def test_the_crash_hook_kills_the_process_where_it_says(
 ) -> None:
     path = tmp_path / "journal"
     ran = subprocess.run(
-        [sys.executable, "-c", APPEND_THREE, str(path)],
-        env={**os.environ, CRASH_ENV: point},
-        check=False,
-        capture_output=True,
+        [sys.executable, "-c", APPEND_THREE, str(path), point], check=False, capture_output=True
     )
     assert ran.returncode == -signal.SIGKILL
     parsed = Journal(path).parse()
     assert [r["n"] for r in parsed.records] == list(range(intact))
     assert (parsed.ignored is not None) == torn
+
+
+def test_one_hook_counts_the_records_of_every_journal_it_is_given_to(tmp_path: Path) -> None:
+    hook = CrashHook(CrashPoint.parse("after:9"))
+    first, second = Journal(tmp_path / "a", crash=hook), Journal(tmp_path / "b", crash=hook)
+    first.append({"type": "x"})
+    second.append({"type": "y"})
+    first.reset([{"type": "checkpoint"}])  # not appended: not counted
+    assert hook.appended == 2
+
+
+def test_a_journal_made_without_a_hook_ignores_the_old_environment_variable(
+    tmp_path: Path,
+) -> None:
+    """Production journals never die on purpose, whatever the environment says."""
+    path = tmp_path / "journal"
+    ran = subprocess.run(
+        [sys.executable, "-c", APPEND_THREE, str(path)],
+        env={**os.environ, "BSI_CRASH_AT": "1"},
+        check=False,
+        capture_output=True,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert [r["n"] for r in Journal(path).read()] == [0, 1, 2]
 
 
 # -- plans ---------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import sys
@@ -290,8 +291,7 @@ def test_the_state_directory_may_live_under_the_root(built: Built, tmp_path: Pat
     device = make_device(built, root, layout.state)
     device.activator().activate(device.manifest, device.staged)
     device.activator().deactivate(device.manifest)
-    after = {k: v for k, v in snapshot(root, times=True).items() if not k.startswith("var")}
-    assert after == built.old
+    assert outside_state(snapshot(root, times=True)) == built.old
 
 
 # -- refusals that change nothing ------------------------------------------------
@@ -580,3 +580,45 @@ def test_forget_drops_a_supplement_the_os_has_replaced_without_restoring(
     assert snapshot(device.root) == built.new  # the new release's files stay
     assert not (device.layout.state / "rollback" / BUILD).exists()
     activator.forget(BUILD)  # forgetting twice is harmless
+
+
+def test_only_the_test_entry_can_crash_the_agent(built: Built, tmp_path: Path) -> None:
+    """Crash injection is for test builds: ``crashing_swap.py`` kills at a journal record;
+    the installed ``bsi agent`` and ``python -m bsi.agent.activators.swap`` ignore
+    ``BSI_CRASH_AT``, the variable that once enabled it in every bsi, and finish."""
+    root = tmp_path / "root"
+    device = make_device(built, root, StateLayout.for_root(root).state)
+    journal = Journal(device.layout.journal, on_append=hook_stopping_at("commit"))
+    with pytest.raises(StopAfter):
+        device.activator(journal).activate(device.manifest, device.staged)
+    where = ["--root", str(root), "--state", str(device.layout.state)]
+    crashing = Path(__file__).with_name("crashing_swap.py")
+    killed = subprocess.run(
+        [sys.executable, str(crashing), "--crash-at", "after:1", "recover", *where],
+        capture_output=True,
+        check=False,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+
+    installed = Path(sys.executable).with_name("bsi")
+    assert installed.is_file(), f"no console script at {installed}: pip install -e ."
+    crash_everywhere = {**os.environ, "BSI_CRASH_AT": "after:1"}
+    recovered = subprocess.run(
+        [str(installed), "agent", "recover", "--root", str(root)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=crash_everywhere,
+    )
+    assert recovered.returncode == 0, recovered.stderr
+    assert json.loads(recovered.stdout)["journal"]["result"] == "rolled-forward"
+    assert outside_state(snapshot(root)) == built.new
+
+    deactivated = run_swap("deactivate", *where, env={"BSI_CRASH_AT": "after:1"})
+    assert deactivated.returncode == 0, deactivated.stderr
+    assert outside_state(snapshot(root, times=True)) == built.old
+
+
+def outside_state(tree: Snapshot) -> Snapshot:
+    """A device root's tree without its state directory (``var/lib/bsi``) and parents."""
+    return {path: entry for path, entry in tree.items() if not path.startswith("var")}

@@ -26,16 +26,18 @@ it growing forever, :meth:`Journal.reset` replaces the whole file atomically
 (write a new file, fsync, rename) with a short checkpoint once the last
 transaction is over.
 
-Test hook: ``BSI_CRASH_AT``
----------------------------
+Crash injection (test builds only)
+----------------------------------
 
 The crash tests need the agent to die at exact points of a real activation
-without mocking anything, so the journal honours an environment variable (read
-when a :class:`Journal` is made; tests may also pass ``crash=`` directly):
+without mocking anything. A :class:`CrashHook` passed to :class:`Journal`
+(``crash=``) does that; nothing in bsi makes one, and no environment variable
+is read, so a production agent never dies on purpose. Its :class:`CrashPoint`
+is written (and parsed by :meth:`CrashPoint.parse`) as:
 
-``BSI_CRASH_AT=<n>`` or ``after:<n>``
-    SIGKILL the process right after the ``n``-th record this process appended
-    is durable (counting from 1, across every journal of the process);
+``<n>`` or ``after:<n>``
+    SIGKILL the process right after the ``n``-th record appended through the
+    hook is durable (counting from 1, across every journal given the hook);
 ``before:<n>``
     SIGKILL it just before the ``n``-th record is written, i.e. after the step
     that record would have reported has been done;
@@ -43,8 +45,8 @@ when a :class:`Journal` is made; tests may also pass ``crash=`` directly):
     write the first half of the ``n``-th record, fsync, then SIGKILL — a torn
     line exactly as a crash in mid-write leaves it.
 
-Nothing else in bsi sets the variable. Whoever can set an agent's environment
-can already kill it, so the hook gives no new power to anyone.
+The tests reach a real process through ``tests/agent/crashing_swap.py``, which
+runs :func:`bsi.agent.activators.swap.main` with a hook from its own argument.
 """
 
 from __future__ import annotations
@@ -63,8 +65,6 @@ from bsi.durable import fsync_directory as fsync_directory
 from bsi.durable import write_atomic
 from bsi.errors import BsiError, InvalidInput
 from bsi.strict import read_json
-
-CRASH_ENV = "BSI_CRASH_AT"
 
 Record = Mapping[str, object]
 """One journal record: a JSON object (strings, integers, booleans, null, lists, objects)."""
@@ -195,39 +195,50 @@ def parse_journal(data: bytes, *, name: str = "journal") -> ParsedJournal:
     return ParsedJournal(tuple(records), valid_length, last_seq, bad)
 
 
-# -- crash injection (test hook) ---------------------------------------------
+# -- crash injection (test builds only) ----------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
 class CrashPoint:
-    """Where the test hook kills the process; see the module docstring."""
+    """Where a :class:`CrashHook` kills the process; see the module docstring."""
 
     when: CrashWhen
     record: int
 
     @classmethod
     def parse(cls, text: str) -> CrashPoint:
+        """``<n>``, ``after:<n>``, ``before:<n>`` or ``torn:<n>`` (``n`` >= 1).
+
+        Raises :class:`InvalidInput` naming the text for anything else.
+        """
         when, colon, number = text.strip().rpartition(":")
         if not colon:
             when = "after"
         if when not in ("before", "after", "torn") or not number.isdigit() or int(number) < 1:
             raise InvalidInput(
-                f"{CRASH_ENV}={text!r} is not a crash point",
+                f"{text!r} is not a crash point",
                 hint="expected '<n>', 'after:<n>', 'before:<n>' or 'torn:<n>' with n >= 1",
             )
         kind: CrashWhen = "before" if when == "before" else "torn" if when == "torn" else "after"
         return cls(kind, int(number))
 
-    @classmethod
-    def from_environment(cls) -> CrashPoint | None:
-        text = os.environ.get(CRASH_ENV, "")
-        return cls.parse(text) if text.strip() else None
 
+@dataclass(slots=True)
+class CrashHook:
+    """Test builds only: SIGKILL this process at ``point``.
 
-class _ProcessCount:
-    """Records appended by this process, over all its journals (what ``<n>`` counts)."""
+    Give the one hook to every journal of the process: it counts the records
+    appended through all of them (records written by :meth:`Journal.reset`
+    are not counted).
+    """
 
-    appended = 0
+    point: CrashPoint
+    appended: int = 0
+
+    def next_record(self) -> CrashWhen | None:
+        """Count one more record; how to die at it if it is the chosen one, else ``None``."""
+        self.appended += 1
+        return self.point.when if self.appended == self.point.record else None
 
 
 def _die() -> None:
@@ -235,9 +246,6 @@ def _die() -> None:
 
 
 # -- the journal file ------------------------------------------------------
-
-
-_FROM_ENVIRONMENT = CrashPoint("after", 0)  # sentinel: read BSI_CRASH_AT
 
 
 class Journal:
@@ -251,11 +259,11 @@ class Journal:
         self,
         path: Path,
         *,
-        crash: CrashPoint | None = _FROM_ENVIRONMENT,
+        crash: CrashHook | None = None,
         on_append: AppendHook | None = None,
     ) -> None:
         self.path = path
-        self._crash = CrashPoint.from_environment() if crash is _FROM_ENVIRONMENT else crash
+        self._crash = crash
         self._on_append = on_append
         self._fd: int | None = None
         self._next_seq = 1
@@ -279,12 +287,10 @@ class Journal:
         """Write ``record`` and fsync it; returns its sequence number once it is durable."""
         fd = self._open()
         line = encode_line(self._next_seq, record)
-        _ProcessCount.appended += 1
-        count = _ProcessCount.appended
-        crash = self._crash
-        if crash is not None and crash.record == count and crash.when == "before":
+        die = self._crash.next_record() if self._crash is not None else None
+        if die == "before":
             _die()
-        if crash is not None and crash.record == count and crash.when == "torn":
+        if die == "torn":
             _write_all(fd, line[: max(1, len(line) // 2)])
             os.fsync(fd)
             _die()
@@ -301,7 +307,7 @@ class Journal:
             raise
         seq = self._next_seq
         self._next_seq += 1
-        if crash is not None and crash.record == count and crash.when == "after":
+        if die == "after":
             _die()
         if self._on_append is not None:
             self._on_append(seq, record)
@@ -312,7 +318,7 @@ class Journal:
 
         The new file is written beside the old, fsynced and renamed over it,
         so a crash leaves either the old journal or the new one, whole.
-        Records written this way are not counted by the crash hook.
+        Records written this way are not counted by a :class:`CrashHook`.
         """
         self.close()
         data = b"".join(encode_line(seq, record) for seq, record in enumerate(records, 1))

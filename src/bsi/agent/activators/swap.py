@@ -31,8 +31,9 @@ transaction forward and any other back, then checks the files against what
 it reports.
 
 Run as ``python -m bsi.agent.activators.swap {stage,activate,deactivate,recover,status}``
-for the crash tests, which kill that process; the agent's CLI is the real
-entry point.
+for the crash tests, which kill that process (``tests/agent/crashing_swap.py``
+runs :func:`main` with a :class:`~bsi.agent.journal.CrashHook`); the agent's
+CLI is the real entry point.
 """
 
 from __future__ import annotations
@@ -67,7 +68,7 @@ from bsi.agent.activators import (
     stage_bundle,
     state_lock,
 )
-from bsi.agent.journal import Journal, fsync_directory
+from bsi.agent.journal import CrashHook, Journal, fsync_directory
 from bsi.agent.swap_plan import (
     ROLLBACK_DIR,
     Direction,
@@ -822,10 +823,11 @@ def _describe(error: BaseException) -> str:
 # -- a process entry for the crash tests --------------------------------------------
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, *, crash: CrashHook | None = None) -> int:
     """``python -m bsi.agent.activators.swap``: one operation, its outcome as JSON on stdout.
 
-    Exists so that tests can kill a real activation at any instant; the agent's
+    Exists so that tests can kill a real activation at any instant (``crash``,
+    given only by the test entry; ``python -m`` runs without one); the agent's
     own CLI wires the same calls. Exit status 0 on success, 1 with the error
     (and its ``reason``) as JSON on stderr.
     """
@@ -844,7 +846,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     layout = StateLayout.for_root(args.root, args.state)
-    activator = SwapActivator(layout)
+    activator = SwapActivator(layout, journal=Journal(layout.journal, crash=crash))
     try:
         result = _run_command(activator, layout, args)
     except BsiError as error:
