@@ -163,7 +163,11 @@ class World:
 
 
 @pytest.fixture
-def world(tmp_path: Path) -> Iterator[World]:
+def world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[World]:
+    """A served repository holding 12A100a, a device at 12A100 and its running service.
+
+    ``@pytest.mark.server_settings(**fields)`` sets ServerSettings fields.
+    """
     scripts = tmp_path / "scripts"
     scripts.mkdir()
     (scripts / "holder.py").write_text(HOLDER)
@@ -182,7 +186,13 @@ def world(tmp_path: Path) -> Iterator[World]:
     publish_letter(tmp_path, "a", PATCHED_FILES, HEALTHY, relaunch)
 
     # -- the server, hosting the repository ------------------------------------
-    settings = ServerSettings(data_dir=tmp_path / "data", tuf_repo_dir=repo, tuf_keys_dir=keys)
+    marker = request.node.get_closest_marker("server_settings")
+    settings = ServerSettings(
+        data_dir=tmp_path / "data",
+        tuf_repo_dir=repo,
+        tuf_keys_dir=keys,
+        **(marker.kwargs if marker else {}),
+    )
     with running_app(settings) as (url, service):
         admin_key = service.store.create_api_key("e2e", "admin", utc_now())
         token = service.store.create_enrollment_token(
@@ -314,3 +324,50 @@ def test_a_tampered_bundle_is_refused_and_reported(world: World, tmp_path: Path)
     items = world.admin.get(f"/v1/admin/devices/{device_id}").json()["status_items"]
     assert items["softwareupdate.install-state"] == "failed"
     assert items["softwareupdate.failure-reason"]["count"] == 1
+
+
+def test_a_failure_is_reported_until_the_pending_update_installs(
+    world: World, tmp_path: Path
+) -> None:
+    """``softwareupdate.failure-reason`` counts failures of the pending update: once it
+    is installed there is none pending, and the count goes back to 0 (Apple's schema)."""
+    (served,) = (tmp_path / "repo" / "targets").rglob("*.cryptex")
+    good = served.read_bytes()
+    served.write_bytes(good[:-1] + bytes([good[-1] ^ 0xFF]))
+    device_id = enrolled(world, tmp_path)
+    assert world.agent.once().failure is not None
+    assert world.agent.once().failure is not None
+    items = world.admin.get(f"/v1/admin/devices/{device_id}").json()["status_items"]
+    assert items["softwareupdate.failure-reason"]["count"] == 2
+
+    served.write_bytes(good)
+    report = world.agent.once()
+    assert (report.failure, report.active) == (None, "12A100a")
+    assert world.agent.status()["last_failure"] is None
+    items = world.admin.get(f"/v1/admin/devices/{device_id}").json()["status_items"]
+    assert "softwareupdate.failure-reason" not in items
+    assert items["softwareupdate.install-state"] != "failed"
+
+
+@pytest.mark.server_settings(tuf_watch_seconds=3600)
+def test_a_build_signed_again_with_other_bytes_is_refused_before_the_server_notices(
+    world: World, tmp_path: Path
+) -> None:
+    """A stolen targets key (or a second signing tool) re-signs 12A100a with other bytes,
+    and the server has not re-read its repository yet: the catalogue still names the
+    first digest, so the device refuses the download and changes nothing."""
+    catalog = world.admin.get("/v1/admin/catalog").json()
+    (entry,) = [s for s in catalog["supplements"] if s["build"] == "12A100a"]
+    (served,) = (tmp_path / "repo" / "targets").rglob("*.cryptex")
+    assert entry["target_sha256"] == hashlib.sha256(served.read_bytes()).hexdigest()
+    other = {**PATCHED_FILES, "usr/lib/libnew.so": b"not what was published"}
+    publish_letter(tmp_path, "a", other, HEALTHY, world.relaunch)
+
+    device_id = enrolled(world, tmp_path)
+    report = world.agent.once()
+    assert report.failure is not None
+    assert "was published with sha256 " + entry["target_sha256"] in report.failure
+    assert report.active is None
+    assert snapshot(world.root) == world.baseline
+    items = world.admin.get(f"/v1/admin/devices/{device_id}").json()["status_items"]
+    assert items["softwareupdate.install-state"] == "failed"

@@ -32,6 +32,7 @@ OPENSSL = Supplement(
     published_state=SupplementState.PAUSED,
     superseded_by=Supersession(ProductVersion.parse("12.8"), Build.parse("12E1"), date(2026, 7, 1)),
     security_info="https://example.org/advisories/1",
+    target_sha256="ab" * 32,
 )
 BOOKWORM = Release(platform="debian", version=ProductVersion.parse("12.7"), build=None)
 
@@ -85,6 +86,7 @@ def test_the_dump_is_plain_and_stable() -> None:
             "state": "paused",
             "superseded_by": {"version": "12.8", "build": "12E1", "released": "2026-07-01"},
             "security_info": "https://example.org/advisories/1",
+            "target_sha256": "ab" * 32,
         }
     ]
 
@@ -163,6 +165,14 @@ def test_a_derived_state_is_not_written_down() -> None:
             "device_models.Mac14,2: expected a list, found 'J413AP'",
         ),
         (lambda d: d.update(releases={}), "releases: expected a list, found {}"),
+        (
+            lambda d: d["supplements"][0].update(target_sha256="AB" * 32),
+            "supplements[0].target_sha256: 'ABAB",
+        ),
+        (
+            lambda d: d["supplements"][0].update(target_sha256=12),
+            "supplements[0].target_sha256: expected a string, found 12",
+        ),
     ],
 )
 def test_a_broken_catalogue_is_refused_whole(edit: Any, message: str) -> None:

@@ -63,7 +63,7 @@ from bsi.agent.relaunch import (
 )
 from bsi.agent.report import Failure, status_report
 from bsi.cryptex.manifest import Manifest
-from bsi.domain.catalog import Catalog
+from bsi.domain.catalog import Catalog, Supplement
 from bsi.domain.declarations import effective_policy, validate_declaration
 from bsi.domain.eligibility import DEFAULT_RULES, Decision, Outcome, Reason
 from bsi.domain.facts import DeviceFacts
@@ -73,7 +73,7 @@ from bsi.domain.versions import Build
 from bsi.durable import write_atomic
 from bsi.errors import BsiError, Conflict, Forbidden, InvalidInput, ServerRefused
 from bsi.trust import TrustedClient, target_name, verify_root
-from bsi.trust.errors import MetadataExpired
+from bsi.trust.errors import MetadataExpired, WrongTarget
 
 log = logging.getLogger("bsi.agent")
 Clock = Callable[[], datetime]
@@ -116,6 +116,40 @@ def describe_decision(plan: Plan) -> str:
             "has no user to ask"
         )
     return decision.message
+
+
+def _check_published_digest(target: Supplement, name: str, signed: str | None) -> None:
+    """Refuse a target signed with other bytes than its build was published with.
+
+    A supplemental build is published once (DESIGN.md: a new letter for new
+    bytes). The server's catalogue keeps the SHA-256 the build was first
+    published with; a repository that signs other bytes under the same name
+    (a second signing tool, a hand edit, a stolen targets key) is refused
+    here, before the server has noticed and paused the build. A catalogue
+    that names no digest cannot be checked against and is refused too.
+
+    Raises :class:`WrongTarget`.
+    """
+    expected = target.target_sha256
+    if expected is None:
+        raise WrongTarget(
+            f"the server's catalogue names no SHA-256 for {target.display()} ({target.build}), "
+            "so the signed target cannot be checked against what was published",
+            hint="upgrade the bsi server, or have it sync its TUF repository "
+            "(POST /v1/admin/catalog/sync-repository)",
+        )
+    if signed != expected:
+        raise WrongTarget(
+            f"target {name!r} is signed with sha256 {signed}, but {target.build} was "
+            f"published with sha256 {expected}: a build is never re-published with other bytes",
+            hint="the server pauses such a build; publish the new bytes under a new letter",
+        )
+
+
+def _settled(plan: Plan, active: Manifest | None) -> bool:
+    """Whether nothing is pending after a cycle: no target, or the target now runs."""
+    target = plan.target
+    return target is None or (active is not None and active.supplemental_build == target.build)
 
 
 def _boot_id() -> str:
@@ -450,8 +484,13 @@ class Agent:
         try:
             self._carry_out(plan, state)
         except BsiError as error:
-            failure = self._fail(state, error)
+            failure = self._fail(state, error, str(plan.target.build) if plan.target else None)
         facts, active = self.facts(catalog)
+        if failure is None and state.last_failure is not None and _settled(plan, active):
+            # softwareupdate.failure-reason counts the failures of the *pending*
+            # update; with none pending (or it now runs) there are none to report.
+            state.last_failure = None
+            self.save_state(state)
         final = InstallState.FAILED if failure else InstallState.NONE
         yield from self._report(conversation, facts, active, final, state, None, plan.decision)
         decision = describe_decision(plan)
@@ -607,12 +646,14 @@ class Agent:
             trusted.refresh()
         except MetadataExpired as error:
             raise self._clock_blamed(error) from error
+        name = target_name(target.platform, target.build)
         info = trusted.expect_target(
-            target_name(target.platform, target.build),
+            name,
             platform=target.platform,
             supplemental_build=str(target.build),
             **dump_base(target.prerequisite, target.fixed_in),
         )
+        _check_published_digest(target, name, info.sha256)
         downloads = self.layout.state / "downloads" / str(target.build)
         shutil.rmtree(downloads, ignore_errors=True)
         downloads.mkdir(parents=True)
@@ -820,13 +861,24 @@ class Agent:
             if str(build) not in keep:
                 self._discard(str(build))
 
-    def _fail(self, state: LocalState, error: BsiError) -> str:
-        """Record ``error`` as the last failure (reported at the next status report)."""
+    def _fail(self, state: LocalState, error: BsiError, build: str | None) -> str:
+        """Record ``error`` as the last failure (reported at the next status report).
+
+        The count is of failures of one pending update (Apple's
+        ``softwareupdate.failure-reason`` ``count``): it starts again at 1
+        when the failure is about another supplemental build than the last.
+        """
         reason = getattr(error, "reason", type(error).__name__)
         message = f"{reason}: {error}"
         log.error("%s", message)
-        count = int(state.last_failure["count"]) + 1 if state.last_failure else 1
-        state.last_failure = {"reason": message, "count": count, "at": self.clock().isoformat()}
+        last = state.last_failure
+        count = int(last["count"]) + 1 if last and last.get("build") == build else 1
+        state.last_failure = {
+            "reason": message,
+            "count": count,
+            "at": self.clock().isoformat(),
+            "build": build,
+        }
         self.save_state(state)
         return message
 
@@ -893,7 +945,7 @@ class Agent:
                     self._health_check(manifest, state)
                     result = "committed"
                 except BsiError as error:
-                    result = f"rolled-back: {self._fail(state, error)}"
+                    result = f"rolled-back: {self._fail(state, error, pending)}"
             return {
                 "journal": journal.to_json(),
                 "uncommitted": pending,

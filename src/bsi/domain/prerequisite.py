@@ -51,6 +51,12 @@ _RPM_VERSION = re.compile(r"(?:\d{1,10}:)?[A-Za-z0-9._+~^]{1,128}(?:-[A-Za-z0-9.
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _MAX_ENTRIES = 4096
 
+
+def is_sha256(value: object) -> bool:
+    """Whether ``value`` is a SHA-256 as bsi writes one: 64 lower-case hex digits."""
+    return isinstance(value, str) and _SHA256.fullmatch(value) is not None
+
+
 #: Debian's architecture-independent packages install on every architecture.
 ARCH_ALL = frozenset({"all", "noarch"})
 
@@ -134,7 +140,7 @@ class FileDigest:
     def __post_init__(self) -> None:
         if not isinstance(self.path, str) or not self.path or self.path.startswith("/"):
             raise InvalidInput(f"{self.path!r} is not a path below the device root")
-        if not isinstance(self.sha256, str) or not _SHA256.fullmatch(self.sha256):
+        if not is_sha256(self.sha256):
             raise InvalidInput(
                 f"{self.sha256!r} is not a SHA-256", hint="64 lower-case hexadecimal digits"
             )

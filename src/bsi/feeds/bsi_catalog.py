@@ -28,7 +28,13 @@ and may name the package versions that fold it in (``fixed_in``); see
     {"platform": "debian", "version": "12 (a)", "build": "12L1000a",
      "prerequisite": {"manager": "dpkg", "packages": [
          {"package": "libssl3", "version": "3.0.19-1~deb12u2", "arch": "amd64"}]},
-     "fixed_in": [{"package": "libssl3", "version": "3.0.20-1~deb12u2"}]}
+     "fixed_in": [{"package": "libssl3", "version": "3.0.20-1~deb12u2"}],
+     "target_sha256": "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"}
+
+``target_sha256`` (Linux supplements the server's TUF repository signs) is the
+SHA-256 of the cryptex the build was first published with: an agent refuses a
+download whose signed digest differs, so a build signed again with other bytes
+is never installed, even before the server notices and pauses it.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ from datetime import date
 
 from bsi.domain.catalog import Catalog, Release, Supersession, Supplement, SupplementState
 from bsi.domain.inventory import check_platform_id
-from bsi.domain.prerequisite import BASE_FIELDS, dump_base, read_base
+from bsi.domain.prerequisite import BASE_FIELDS, dump_base, is_sha256, read_base
 from bsi.domain.versions import Build
 from bsi.errors import InvalidInput
 from bsi.feeds.reading import Node, maybe
@@ -118,6 +124,7 @@ def _supplement(node: Node) -> Supplement:
         superseded_by=maybe(node.opt("superseded_by"), _supersession),
         security_info=maybe(node.opt("security_info"), Node.text),
         listed_live=maybe(node.opt("listed_live"), Node.boolean) or False,
+        target_sha256=maybe(node.opt("target_sha256"), _sha256),
     )
 
 
@@ -127,6 +134,13 @@ def _platform(node: Node) -> str:
         return check_platform_id(node.text())
     except InvalidInput as error:
         raise node.error(error.message, hint=error.hint) from None
+
+
+def _sha256(node: Node) -> str:
+    text = node.text()
+    if not is_sha256(text):
+        raise node.error(f"{text!r} is not a SHA-256", hint="64 lower-case hexadecimal digits")
+    return text
 
 
 def _state(node: Node) -> SupplementState:
@@ -185,6 +199,7 @@ def _dump_supplement(supplement: Supplement) -> dict[str, object]:
         },
         "security_info": supplement.security_info,
         **({"listed_live": True} if supplement.listed_live else {}),
+        **({"target_sha256": supplement.target_sha256} if supplement.target_sha256 else {}),
     }
 
 

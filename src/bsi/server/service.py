@@ -520,8 +520,21 @@ class BsiService:
         self.on_change()
 
     def import_catalog(self, catalog: Catalog, origin: str) -> Catalog:
-        """Merge ``catalog`` over the stored one; a publisher's pause or withdrawal stays."""
-        merged = self.store.catalog().merged(catalog)
+        """Merge ``catalog`` over the stored one; a publisher's pause or withdrawal stays.
+
+        Raises :class:`Conflict` (and changes nothing) when ``catalog`` gives a
+        known Linux build another target SHA-256: a build's bytes are fixed
+        when it is first published.
+        """
+        stored = self.store.catalog()
+        conflicts = stored.republished(catalog)
+        if conflicts:
+            raise Conflict(
+                "; ".join(_republished(known, new, origin) for known, new in conflicts)
+                + ": nothing was imported",
+                hint="publish new bytes under a new supplemental build (a new letter)",
+            )
+        merged = stored.merged(catalog)
         self.store.replace_catalog(merged, origin)
         self._catalog.drop()
         self.on_change()
@@ -531,26 +544,24 @@ class BsiService:
         """Add the supplements the hosted TUF repository signs to the catalogue.
 
         A known build the repository now signs with other bytes is refused:
-        the rest is imported, the known supplement is paused (so no device is
-        offered the changed bytes), a ``republished-build`` security event is
-        kept, and :class:`Conflict` names both SHA-256 digests.
+        it is paused first, the rest is imported, a ``republished-build``
+        security event is kept, and :class:`Conflict` names both SHA-256
+        digests. Devices never install the other bytes, paused or not: the
+        catalogue keeps the first digest, and the agent refuses a target
+        signed with any other (see ``bsi.agent.runner``).
         """
         incoming = catalog_from_repository(repo_dir)
         conflicts = self.store.catalog().republished(incoming)
         origin = f"TUF repository {repo_dir}"
+        for known, _ in conflicts:
+            if known.published_state is SupplementState.PUBLISHED:
+                self.set_supplement_state(known.platform, str(known.build), SupplementState.PAUSED)
         merged = self.import_catalog(incoming.without(new for _, new in conflicts), origin)
         if not conflicts:
             return merged
-        details = []
-        for known, new in conflicts:
-            if known.published_state is SupplementState.PUBLISHED:
-                self.set_supplement_state(known.platform, str(known.build), SupplementState.PAUSED)
-            detail = (
-                f"{known.platform}/{known.build} was published with sha256 "
-                f"{known.target_sha256}; {origin} now signs sha256 {new.target_sha256} under it"
-            )
+        details = [_republished(known, new, origin) for known, new in conflicts]
+        for detail in details:
             self.security_event("republished-build", None, str(repo_dir), detail)
-            details.append(detail)
         raise Conflict(
             "; ".join(details) + ": a supplemental build is never re-published with different "
             "bytes, so it is paused and the new bytes are not offered",
@@ -723,3 +734,10 @@ def cve_counts(counts: DecisionCounts, catalog: Catalog) -> list[CveCompliance]:
 def window_percentiles(windows: list[PatchWindow]) -> dict[str, float]:
     """p50/p90/p99 in seconds, for JSON."""
     return {f"p{p}": value.total_seconds() for p, value in percentiles(windows).items()}
+
+
+def _republished(known: Supplement, new: Supplement, origin: str) -> str:
+    return (
+        f"{known.platform}/{known.build} was published with sha256 "
+        f"{known.target_sha256}; {origin} now signs sha256 {new.target_sha256} under it"
+    )
