@@ -228,4 +228,12 @@ def test_a_running_server_refuses_a_known_build_signed_again_with_other_bytes(
         assert old in refused.text
         assert new in refused.text
         stored = httpx.get(f"{base}/v1/admin/catalog", headers=admin).json()
-        assert any(s["build"] == "12A100a" for s in stored["supplements"])
+        (entry,) = [s for s in stored["supplements"] if s["build"] == "12A100a"]
+        assert entry["target_sha256"] == old  # what every device checks its download against
+
+        # An admin import cannot change the digest either; it changes nothing.
+        forged = {**stored, "supplements": [{**entry, "target_sha256": new}]}
+        imported = httpx.post(f"{base}/v1/admin/catalog", headers=admin, json=forged)
+        assert imported.status_code == 409, imported.text
+        assert "nothing was imported" in imported.text
+        assert httpx.get(f"{base}/v1/admin/catalog", headers=admin).json() == stored
