@@ -138,7 +138,7 @@ def publish_letter(
     result = build_bundle(spec, diff_trees(base, patched), bundle)
     if alter is not None:
         alter(bundle)
-    fields = {**result.manifest.supplement_fields(), "posted": utc_now().date().isoformat()}
+    fields = result.manifest.supplement_fields(posted=utc_now().date()).document()
     publish_target(
         repo,
         keys,

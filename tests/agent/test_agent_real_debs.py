@@ -113,7 +113,7 @@ def fleet(tmp_path: Path) -> Iterator[Fleet]:
         keys, repo = tmp_path / "keys", tmp_path / "repo"
         init_keys(keys, repo)
         name = f"debian/{manifest.supplemental_build}.cryptex"
-        fields = {**manifest.supplement_fields(), "posted": utc_now().date().isoformat()}
+        fields = manifest.supplement_fields(posted=utc_now().date()).document()
         publish_target(
             repo, keys, name, bundle, fields, signers=available_signers(repo, keys, "targets")
         )

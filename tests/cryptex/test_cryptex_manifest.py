@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import replace
+from datetime import date
 from typing import Any
 
 import pytest
@@ -25,6 +26,7 @@ from bsi.cryptex import (
     describe,
 )
 from bsi.domain.prerequisite import Prerequisite
+from bsi.domain.supplement_fields import read_supplement_fields
 from bsi.domain.versions import Build, ExtraVersion, ProductVersion
 
 SHA_A = "a" * 64
@@ -406,7 +408,7 @@ def test_describe_says_what_would_change() -> None:
 
 
 def test_supplement_fields_match_the_catalogue_and_tuf_custom_names() -> None:
-    assert manifest().supplement_fields() == {
+    assert manifest().supplement_fields().document() == {
         "platform": "debian",
         "product_version": "12.5",
         "extra_version": "(a)",
@@ -414,3 +416,13 @@ def test_supplement_fields_match_the_catalogue_and_tuf_custom_names() -> None:
         "supplemental_build": "12A100a",
         "cves": ["CVE-2026-20643"],
     }
+
+
+def test_supplement_fields_signed_from_a_manifest_read_back_as_they_were_written() -> None:
+    written = manifest().supplement_fields(posted=date(2026, 3, 1))
+    assert read_supplement_fields(written.document(), source="test") == written
+
+
+def test_a_manifest_whose_platform_no_device_reports_cannot_be_signed() -> None:
+    with pytest.raises(InvalidBundle, match="platform 'Debian' would match no device"):
+        replace(manifest(), platform="Debian").supplement_fields()

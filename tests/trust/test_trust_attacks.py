@@ -83,7 +83,7 @@ def test_device_stages_a_signed_bundle_for_it(repo: TufRepo, device: Path) -> No
     assert info.length == len(BUNDLE)
     assert info.sha256 is not None
     assert len(info.sha256) == 64
-    assert info.supplement["extra_version"] == "(a)"
+    assert str(info.supplement_fields().version.extra) == "(a)"
     assert [p.name for p in staged(device)] == ["cryptex.tar.zst"]
     assert len(repo.server.requested("targets/")) == 1
 

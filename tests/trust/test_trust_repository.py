@@ -92,7 +92,7 @@ def test_publish_signs_the_bundle_with_its_custom_metadata(repo: TufRepo, tmp_pa
     assert not (repo.repo_dir / "staged" / "targets.json").exists()
 
     info = repo.client(tmp_path / "device").expect_target(NAME, **DEVICE)
-    assert info.supplement["cves"] == ["CVE-2026-0001"]
+    assert info.supplement_fields().cves == ("CVE-2026-0001",)
 
 
 def test_published_versions_are_never_rewritten(repo: TufRepo, tmp_path: Path) -> None:

@@ -167,6 +167,8 @@ class TufRepo:
         source.write_bytes(data)
         custom = {
             "platform": platform,
+            "product_version": "26.3.1",
+            "extra_version": "(a)",
             "prerequisite_build": prerequisite_build,
             "supplemental_build": supplemental_build,
             **(extra or {}),

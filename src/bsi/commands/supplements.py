@@ -530,8 +530,7 @@ def supplement_publish(
     if server is not None:
         _check_server(server, api_key)
     manifest = verify_bundle(bundle)
-    posted = datetime.now(UTC).date().isoformat()
-    fields = {**manifest.supplement_fields(), "posted": posted}
+    fields = manifest.supplement_fields(posted=datetime.now(UTC).date()).document()
     name = target_name(manifest.platform, manifest.supplemental_build)
     passphrase = passphrase_from_env()
     signers = (

@@ -22,12 +22,14 @@ import json
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date
 from enum import StrEnum
 
 from bsi.cryptex import document as doc
 from bsi.cryptex.errors import InvalidBundle, InvalidSupplement
 from bsi.domain.cves import parse_cve_id, score_cvss
 from bsi.domain.prerequisite import BASE_FIELDS, PackageVersion, Prerequisite, dump_base, read_base
+from bsi.domain.supplement_fields import SupplementFields
 from bsi.domain.versions import Build, ExtraVersion, ProductVersion, SupplementVersion
 from bsi.errors import InvalidInput
 from bsi.strict import quote, read_json
@@ -447,21 +449,27 @@ class Manifest:
     def payload_bytes(self) -> int:
         return sum(f.size or 0 for f in self.payloads)
 
-    def supplement_fields(self) -> dict[str, object]:
-        """The supplement's identity as bsi's catalogue and TUF ``custom`` metadata write it.
+    def supplement_fields(self, *, posted: date | None = None) -> SupplementFields:
+        """The supplement's identity as bsi's catalogue and TUF ``custom`` metadata sign it
+        (:mod:`bsi.domain.supplement_fields`), ``posted`` the day it is published.
 
         Publishing derives these from the bundle's own manifest, and the agent
-        compares them after download, so the signed metadata and the content
-        it vouches for cannot describe two different supplements.
+        compares them before download, so the signed metadata and the content
+        it vouches for cannot describe two different supplements. Raises
+        :class:`InvalidBundle` for a platform no device would report.
         """
-        return {
-            "platform": self.platform,
-            "product_version": str(self.product_version),
-            "extra_version": str(self.extra_version),
-            **dump_base(self.prerequisite, self.fixed_in),
-            "supplemental_build": str(self.supplemental_build),
-            "cves": [cve.id for cve in self.cves],
-        }
+        try:
+            return SupplementFields(
+                platform=self.platform,
+                version=self.supplement_version,
+                prerequisite=self.prerequisite,
+                supplemental_build=self.supplemental_build,
+                fixed_in=self.fixed_in,
+                cves=tuple(cve.id for cve in self.cves),
+                posted=posted,
+            )
+        except InvalidInput as error:
+            raise InvalidBundle(error.message, where="manifest", hint=error.hint) from None
 
     def display(self) -> str:
         return (

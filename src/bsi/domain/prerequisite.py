@@ -345,7 +345,9 @@ def folded_in(
 # -- the document form -----------------------------------------------------
 
 
-def _fields(value: object, where: str, allowed: Iterable[str]) -> dict[str, object]:
+def document_fields(value: object, where: str, allowed: Iterable[str]) -> dict[str, object]:
+    """The object ``value`` with only ``allowed`` keys, nulls dropped; else :class:`InvalidInput`
+    naming ``where`` (the document's fields are a closed set: an unknown one may change meaning)."""
     if not isinstance(value, dict):
         raise InvalidInput(f"{where}: expected an object, found {value!r:.80}")
     names = tuple(allowed)
@@ -357,7 +359,8 @@ def _fields(value: object, where: str, allowed: Iterable[str]) -> dict[str, obje
     return {str(k): v for k, v in value.items() if v is not None}
 
 
-def _list(value: object, where: str) -> list[object]:
+def document_list(value: object, where: str) -> list[object]:
+    """The list ``value`` (at most a few thousand entries); else :class:`InvalidInput`."""
     if not isinstance(value, list):
         raise InvalidInput(f"{where}: expected a list, found {value!r:.80}")
     if len(value) > _MAX_ENTRIES:
@@ -365,14 +368,16 @@ def _list(value: object, where: str) -> list[object]:
     return value
 
 
-def _text(value: object, where: str) -> str:
+def document_text(value: object, where: str) -> str:
+    """The string ``value``; else :class:`InvalidInput` naming ``where``."""
     if not isinstance(value, str):
         hint = "quote it in YAML so that it stays text" if isinstance(value, int | float) else None
         raise InvalidInput(f"{where}: expected a string, found {value!r:.80}", hint=hint)
     return value
 
 
-def _located(where: str, error: InvalidInput) -> InvalidInput:
+def located(where: str, error: InvalidInput) -> InvalidInput:
+    """``error`` (same class and hint) with its message prefixed by ``where``."""
     return type(error)(f"{where}: {error.message}", hint=error.hint)
 
 
@@ -380,25 +385,25 @@ def read_package(
     value: object, where: str, manager: PackageManager | None = None
 ) -> PackageVersion:
     """``{package, version, arch?}``, its version checked by ``manager``'s rules."""
-    entry = _fields(value, where, ("package", "version", "arch"))
+    entry = document_fields(value, where, ("package", "version", "arch"))
     for key in ("package", "version"):
         if key not in entry:
             raise InvalidInput(f"{where}: required field {key!r} is missing")
     try:
         package = PackageVersion(
-            name=_text(entry["package"], f"{where}.package"),
-            version=_text(entry["version"], f"{where}.version"),
-            arch=_text(entry["arch"], f"{where}.arch") if "arch" in entry else None,
+            name=document_text(entry["package"], f"{where}.package"),
+            version=document_text(entry["version"], f"{where}.version"),
+            arch=document_text(entry["arch"], f"{where}.arch") if "arch" in entry else None,
         )
         if manager is not None:
             check_package_version(manager, package.version)
     except InvalidInput as error:
-        raise error if error.message.startswith(where) else _located(where, error) from None
+        raise error if error.message.startswith(where) else located(where, error) from None
     return package
 
 
 def read_manager(value: object, where: str) -> PackageManager:
-    text = _text(value, where)
+    text = document_text(value, where)
     try:
         return PackageManager(text)
     except ValueError:
@@ -410,7 +415,7 @@ def read_manager(value: object, where: str) -> PackageManager:
 
 def read_prerequisite(value: object, where: str = "prerequisite") -> Prerequisite:
     """A prerequisite from its document form; every refusal names ``where`` and the field."""
-    entry = _fields(value, where, ("build", "manager", "packages", "files"))
+    entry = document_fields(value, where, ("build", "manager", "packages", "files"))
     manager = read_manager(entry["manager"], f"{where}.manager") if "manager" in entry else None
     if "packages" in entry and manager is None:
         raise InvalidInput(
@@ -421,37 +426,39 @@ def read_prerequisite(value: object, where: str = "prerequisite") -> Prerequisit
         build = None
         if "build" in entry:
             try:
-                build = Build.parse(_text(entry["build"], f"{where}.build"))
+                build = Build.parse(document_text(entry["build"], f"{where}.build"))
             except InvalidInput as error:
-                raise _located(f"{where}.build", error) from None
+                raise located(f"{where}.build", error) from None
         return Prerequisite(
             build=build,
             manager=manager,
             packages=tuple(
                 read_package(item, f"{where}.packages[{i}]", manager)
-                for i, item in enumerate(_list(entry.get("packages", []), f"{where}.packages"))
+                for i, item in enumerate(
+                    document_list(entry.get("packages", []), f"{where}.packages")
+                )
             ),
             files=tuple(
                 _read_digest(item, f"{where}.files[{i}]")
-                for i, item in enumerate(_list(entry.get("files", []), f"{where}.files"))
+                for i, item in enumerate(document_list(entry.get("files", []), f"{where}.files"))
             ),
         )
     except InvalidInput as error:
-        raise error if error.message.startswith(where) else _located(where, error) from None
+        raise error if error.message.startswith(where) else located(where, error) from None
 
 
 def _read_digest(value: object, where: str) -> FileDigest:
-    entry = _fields(value, where, ("path", "sha256"))
+    entry = document_fields(value, where, ("path", "sha256"))
     for key in ("path", "sha256"):
         if key not in entry:
             raise InvalidInput(f"{where}: required field {key!r} is missing")
     try:
         return FileDigest(
-            _text(entry["path"], f"{where}.path").lstrip("/"),
-            _text(entry["sha256"], f"{where}.sha256"),
+            document_text(entry["path"], f"{where}.path").lstrip("/"),
+            document_text(entry["sha256"], f"{where}.sha256"),
         )
     except InvalidInput as error:
-        raise error if error.message.startswith(where) else _located(where, error) from None
+        raise error if error.message.startswith(where) else located(where, error) from None
 
 
 def read_fixed_in(
@@ -459,7 +466,8 @@ def read_fixed_in(
 ) -> tuple[PackageVersion, ...]:
     """``fixed_in``: package versions, ordered by the prerequisite's package manager."""
     packages = tuple(
-        read_package(item, f"{where}[{i}]", manager) for i, item in enumerate(_list(value, where))
+        read_package(item, f"{where}[{i}]", manager)
+        for i, item in enumerate(document_list(value, where))
     )
     if packages and manager is None:
         raise InvalidInput(
@@ -470,7 +478,7 @@ def read_fixed_in(
     try:
         return _sorted_unique(packages, "package")
     except InvalidInput as error:
-        raise _located(where, error) from None
+        raise located(where, error) from None
 
 
 def dump_package(package: PackageVersion) -> dict[str, object]:
@@ -530,11 +538,11 @@ def read_base(
             "'build', 'manager' + 'packages', or 'files'",
         )
     if present[0] == PREREQUISITE_BUILD:
-        text = _text(fields[PREREQUISITE_BUILD], prefix + PREREQUISITE_BUILD)
+        text = document_text(fields[PREREQUISITE_BUILD], prefix + PREREQUISITE_BUILD)
         try:
             prerequisite = Prerequisite.of_build(Build.parse(text))
         except InvalidInput as error:
-            raise _located(prefix + PREREQUISITE_BUILD, error) from None
+            raise located(prefix + PREREQUISITE_BUILD, error) from None
     else:
         prerequisite = read_prerequisite(fields[PREREQUISITE], prefix + PREREQUISITE)
     fixed_in = read_fixed_in(fields.get(FIXED_IN) or [], prerequisite.manager, prefix + FIXED_IN)
@@ -586,7 +594,7 @@ def check_package_item(name: str, value: object) -> None:
     if name == PACKAGE_MANAGER_ITEM:
         read_manager(value, name)
     elif name == PACKAGES_ITEM:
-        for i, entry in enumerate(_list(value, name)):
+        for i, entry in enumerate(document_list(value, name)):
             read_package(entry, f"{name}[{i}]")
     elif name == FILE_DIGESTS_ITEM:
         read_package_items({name: value})
@@ -604,18 +612,18 @@ def read_package_items(
         manager = read_manager(items.get(PACKAGE_MANAGER_ITEM), PACKAGE_MANAGER_ITEM)
         packages = tuple(
             read_package(entry, f"{PACKAGES_ITEM}[{i}]", manager)
-            for i, entry in enumerate(_list(items.get(PACKAGES_ITEM), PACKAGES_ITEM))
+            for i, entry in enumerate(document_list(items.get(PACKAGES_ITEM), PACKAGES_ITEM))
         )
     if items.get(FILE_DIGESTS_ITEM) is not None:
         digests = {}
-        for i, entry in enumerate(_list(items[FILE_DIGESTS_ITEM], FILE_DIGESTS_ITEM)):
+        for i, entry in enumerate(document_list(items[FILE_DIGESTS_ITEM], FILE_DIGESTS_ITEM)):
             where = f"{FILE_DIGESTS_ITEM}[{i}]"
-            fields = _fields(entry, where, ("path", "sha256"))
-            path = _text(fields.get("path"), f"{where}.path")
-            sha256 = _text(fields.get("sha256", ""), f"{where}.sha256")
+            fields = document_fields(entry, where, ("path", "sha256"))
+            path = document_text(fields.get("path"), f"{where}.path")
+            sha256 = document_text(fields.get("sha256", ""), f"{where}.sha256")
             try:
                 FileDigest(path, sha256 or "0" * 64)
             except InvalidInput as error:
-                raise _located(where, error) from None
+                raise located(where, error) from None
             digests[path] = sha256 or None
     return manager, packages, digests

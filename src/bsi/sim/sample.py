@@ -80,7 +80,7 @@ class Publisher:
     def sign(self, bundle: Path, posted: date) -> None:
         """Sign the bundle into the repository; the server lists it after a sync."""
         manifest = verify_bundle(bundle)
-        fields = {**manifest.supplement_fields(), "posted": posted.isoformat()}
+        fields = manifest.supplement_fields(posted=posted).document()
         publish_target(
             self.repo_dir,
             self.keys_dir,

@@ -29,6 +29,8 @@ from typing import Any
 from tuf.api import exceptions as tuf_errors
 from tuf.ngclient.urllib3_fetcher import Urllib3Fetcher
 
+from bsi.domain.supplement_fields import SupplementFields, read_supplement_fields
+from bsi.errors import InvalidInput
 from bsi.trust import _fs, model
 from bsi.trust._tuf import FetcherInterface, Metadata, Root, TargetFile, Updater, UpdaterConfig
 from bsi.trust.errors import (
@@ -108,11 +110,18 @@ class TargetInfo:
         """The signed sha256 of the bundle (bsi's repository always signs one)."""
         return self.hashes.get(model.HASH_ALGORITHM)
 
-    @property
-    def supplement(self) -> Mapping[str, Any]:
-        """The supplement's fields bsi signed under ``custom["bsi"]`` (empty if none)."""
-        value = self.custom.get(model.CUSTOM_NAMESPACE)
-        return value if isinstance(value, Mapping) else {}
+    def supplement_fields(self) -> SupplementFields:
+        """The supplement's fields bsi signed under ``custom["bsi"]``.
+
+        Raises :class:`WrongTarget` naming the field when they are missing or
+        unreadable: a target bsi cannot place is not for this device.
+        """
+        try:
+            return read_supplement_fields(
+                self.custom.get(model.CUSTOM_NAMESPACE), source=f"target {self.name!r}"
+            )
+        except InvalidInput as error:
+            raise WrongTarget(error.message, hint=error.hint) from None
 
     @classmethod
     def from_target_file(cls, target: TargetFile) -> TargetInfo:
@@ -328,7 +337,7 @@ class TrustedClient:
         if missing:
             raise TypeError(f"expect_target needs {', '.join(sorted(missing))}")
         info = self.target_info(name)
-        signed = info.supplement
+        signed = info.supplement_fields().document()
         mismatches = [
             f"{key} {_quoted(signed.get(key))} where this device needs {value!r}"
             for key, value in wanted.items()

@@ -10,17 +10,18 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
-from typing import Any
 from urllib.parse import unquote, urlparse
 
 from tuf.api import exceptions as tuf_errors
 
+from bsi.domain.supplement_fields import SupplementFields
 from bsi.trust._tuf import FetcherInterface
 from bsi.trust.client import TrustedClient
 from bsi.trust.errors import TargetRejected
-from bsi.trust.model import DEVICE_FIELDS, target_name
+from bsi.trust.model import target_name
 
 _CHUNK = 1024 * 1024
 
@@ -42,18 +43,19 @@ class LocalFetcher(FetcherInterface):
 def verify_published(
     repo_dir: Path,
     bundle: Path,
-    fields: Mapping[str, Any],
+    fields: SupplementFields,
     *,
     trust_anchor: Path | None = None,
 ) -> str:
-    """The target name under which ``repo_dir`` signs exactly ``bundle`` with ``fields``.
+    """The target name under which ``repo_dir`` signs exactly ``bundle`` with ``fields``
+    (the bundle manifest's; the signed posting day is not compared).
 
     ``trust_anchor`` is the root a device starts from (default: the
     repository's own ``1.root.json``, which proves only self-consistency).
     """
     repo = repo_dir.resolve()
     anchor = trust_anchor or repo / "metadata" / "1.root.json"
-    name = target_name(fields["platform"], fields["supplemental_build"])
+    name = target_name(fields.platform, fields.supplemental_build)
     with tempfile.TemporaryDirectory(prefix="bsi-verify-") as scratch:
         client = TrustedClient(
             Path(scratch),
@@ -63,9 +65,7 @@ def verify_published(
             bootstrap_root=anchor.read_bytes(),
         )
         client.refresh()
-        info = client.expect_target(
-            name, **{key: fields[key] for key in DEVICE_FIELDS if key in fields}
-        )
+        info = client.expect_target(name, **fields.device_document())
     digest = hashlib.sha256()
     with bundle.open("rb") as handle:
         while chunk := handle.read(_CHUNK):
@@ -75,6 +75,6 @@ def verify_published(
             f"{bundle} is not the bundle {repo_dir} signs as {name}",
             hint="its length or sha256 differs from the signed targets metadata",
         )
-    if {key: info.supplement.get(key) for key in fields} != dict(fields):
+    if replace(info.supplement_fields(), posted=None) != replace(fields, posted=None):
         raise TargetRejected(f"the signed fields of {name} differ from the bundle's manifest")
     return name

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from bsi.domain.prerequisite import BASE_FIELDS
+from bsi.domain.supplement_fields import CUSTOM_NAMESPACE, DEVICE_FIELDS
 from bsi.errors import InvalidInput
 from bsi.trust._tuf import (
     Key,
@@ -43,10 +43,6 @@ OFFLINE_ROLES: tuple[str, ...] = (ROOT, TARGETS)
 #: Roles the server re-signs unattended (fresh snapshot and timestamp).
 ONLINE_ROLES: tuple[str, ...] = (SNAPSHOT, TIMESTAMP)
 
-#: Key under which bsi puts a supplement's fields in a target's signed ``custom``.
-CUSTOM_NAMESPACE = "bsi"
-#: Fields of that namespace a device checks before it stages a bundle.
-DEVICE_FIELDS: tuple[str, ...] = ("platform", *BASE_FIELDS, "supplemental_build")
 
 HASH_ALGORITHM = "sha256"
 CRYPTEX_SUFFIX = ".cryptex"
