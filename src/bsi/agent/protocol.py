@@ -34,7 +34,6 @@ The rules kept here:
 from __future__ import annotations
 
 import contextlib
-import json
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -138,8 +137,8 @@ def read_json(request: Request, reply: Reply) -> Any:
 def _message(reply: Reply) -> str:
     """The server's own explanation of a refusal (its ``message``), or the start of the body."""
     try:
-        body = json.loads(reply.body)
-    except ValueError:
+        body = strict_json(reply.body, source="")
+    except BsiError:
         return reply.body.decode("utf-8", errors="replace")[:200]
     return str(body.get("message", body)) if isinstance(body, dict) else str(body)
 

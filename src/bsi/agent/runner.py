@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+from bsi import strict
 from bsi.agent.activators import (
     ActivationError,
     Activator,
@@ -205,6 +206,23 @@ class LocalState:
             datetime.fromisoformat(self.last_failure["at"]),
         )
 
+    @classmethod
+    def read(cls, data: bytes, *, source: str, key: str | None = None, hint: str) -> LocalState:
+        """The state in the JSON ``data`` (under ``key`` when given), read by
+        :mod:`bsi.strict`'s rules; :class:`InvalidInput` naming ``source`` with ``hint``
+        when it is not JSON, not an object or has a field this agent does not know."""
+        try:
+            document = strict.read_json(data, source="")
+            if key is not None:
+                if not isinstance(document, dict) or key not in document:
+                    raise TypeError(f"no {key!r} in it")
+                document = document[key]
+            if not isinstance(document, dict):
+                raise TypeError(f"a JSON {type(document).__name__}, not an object")
+            return cls(**document)
+        except (TypeError, InvalidInput) as error:  # not JSON, not an object, an unknown field
+            raise InvalidInput(f"{source} is not this agent's state: {error}", hint=hint) from None
+
 
 @dataclass(frozen=True, slots=True)
 class CycleReport:
@@ -254,22 +272,24 @@ class Agent:
         return self.layout.state / "agent.json"
 
     def load_state(self) -> LocalState:
+        """``agent.json`` (read by :mod:`bsi.strict`'s rules), or a fresh state when absent.
+
+        Raises :class:`InvalidInput` naming the file when it is not JSON or not
+        this agent's state (not an object, a field this agent does not know);
+        the file is left as it is.
+        """
         try:
-            data = json.loads(self.state_file.read_text())
+            data = self.state_file.read_bytes()
         except FileNotFoundError:
             return LocalState()
-        except (OSError, ValueError) as error:
+        except OSError as error:
             raise InvalidInput(f"cannot read {self.state_file}: {error}") from error
-        try:
-            if not isinstance(data, dict):
-                raise TypeError(f"a JSON {type(data).__name__}, not an object")
-            return LocalState(**data)
-        except TypeError as error:  # not an object, or a field this agent does not know
-            raise InvalidInput(
-                f"{self.state_file} is not this agent's state: {error}",
-                hint="bsi replaces this file atomically, so something else changed it: "
-                "restore it from a backup; the agent changes nothing until it can read it",
-            ) from error
+        return LocalState.read(
+            data,
+            source=str(self.state_file),
+            hint="bsi replaces this file atomically, so something else changed it: "
+            "restore it from a backup; the agent changes nothing until it can read it",
+        )
 
     def save_state(self, state: LocalState) -> None:
         """Write ``agent.json`` through bsi's one durable-write path (mode 0600)."""

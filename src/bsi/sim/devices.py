@@ -274,10 +274,17 @@ def reported_decision(items: dict[str, Any]) -> dict[str, str]:
 
 def light_state(root: Path) -> LocalState | None:
     """A light device's agent state (``sim-state.json``), for tests and inspection."""
+    path = root / STATE_FILE
     try:
-        return LocalState(**json.loads((root / STATE_FILE).read_text())["state"])
+        data = path.read_bytes()
     except FileNotFoundError:
         return None
+    return LocalState.read(
+        data,
+        source=str(path),
+        key="state",
+        hint="the simulator rewrites it after each check-in: run it again, or delete the file",
+    )
 
 
 __all__ = [

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
+from bsi.strict import read_json
+
 
 class HttpFailed(Exception):
     """The request got no complete response (connection refused, reset, timed out)."""
@@ -35,7 +37,9 @@ class Response:
     body: bytes
 
     def json(self) -> Any:
-        return json.loads(self.body)
+        """The body, read by :mod:`bsi.strict`'s rules (:class:`~bsi.errors.InvalidInput`
+        naming the fault when it is not strict JSON)."""
+        return read_json(self.body, source=f"HTTP {self.status} response body")
 
     @property
     def text(self) -> str:

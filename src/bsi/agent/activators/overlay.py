@@ -92,7 +92,10 @@ from bsi.agent.activators import (
 )
 from bsi.agent.journal import fsync_directory
 from bsi.cryptex.manifest import Action, FileEntry, Manifest
+from bsi.domain.prerequisite import document_fields, document_list, document_text
 from bsi.durable import write_atomic
+from bsi.errors import InvalidInput
+from bsi.strict import read_json
 
 RECORD_NAME = "overlay.json"
 """The activator's record, in the state directory: what is mounted, and how far it got."""
@@ -290,26 +293,48 @@ class Record:
 
     @classmethod
     def from_json(cls, data: bytes, *, where: str) -> Record:
+        """The record in ``data`` (read by :mod:`bsi.strict`'s rules), or
+        :class:`TransactionPending` naming ``where`` and the field at fault: a record
+        the activator cannot read means it cannot tell what is mounted."""
         try:
-            document = json.loads(data)
+            document = read_json(data, source="")
+            fields = _record_fields(document, "record", ("build", "phase", "whiteouts", "mounts"))
+            mounts = document_list(fields["mounts"], "mounts")
             record = cls(
-                build=str(document["build"]),
-                phase=str(document["phase"]),
-                whiteouts=str(document["whiteouts"]),
+                build=document_text(fields["build"], "build"),
+                phase=document_text(fields["phase"], "phase"),
+                whiteouts=document_text(fields["whiteouts"], "whiteouts"),
                 mounts=tuple(
-                    MountSpec(str(m["target"]), tuple(str(layer) for layer in m["layers"]))
-                    for m in document["mounts"]
+                    _mount_spec(mount, f"mounts[{index}]") for index, mount in enumerate(mounts)
                 ),
             )
-        except (ValueError, KeyError, TypeError) as error:
+        except InvalidInput as error:
             raise TransactionPending(
-                f"the overlay record {where!r} is unreadable ({error})",
+                f"the overlay record {where!r} is unreadable: {error.message}",
                 hint="check /proc/self/mountinfo for overlays over the supplement's "
                 "directories, unmount them, then delete the record",
             ) from None
         if record.phase not in ("mounting", "active", "unmounting"):
             raise TransactionPending(f"the overlay record {where!r} has phase {record.phase!r}")
         return record
+
+
+def _record_fields(value: object, where: str, names: tuple[str, ...]) -> dict[str, object]:
+    """The object ``value`` with exactly ``names``: the record is bsi's own, so none is optional."""
+    fields = document_fields(value, where, names)
+    missing = [name for name in names if name not in fields]
+    if missing:
+        raise InvalidInput(f"{where}: required field {missing[0]!r} is missing")
+    return fields
+
+
+def _mount_spec(value: object, where: str) -> MountSpec:
+    fields = _record_fields(value, where, ("target", "layers"))
+    layers = document_list(fields["layers"], f"{where}.layers")
+    return MountSpec(
+        document_text(fields["target"], f"{where}.target"),
+        tuple(document_text(layer, f"{where}.layers[{i}]") for i, layer in enumerate(layers)),
+    )
 
 
 # -- system calls ----------------------------------------------------------
