@@ -62,6 +62,8 @@ class Reason(StrEnum):
     OLD_CONTENT_RUNNING = "old-content-running"
     # deferred
     BATTERY_LOW = "battery-low"
+    ROLLOUT_WAVE = "rollout-wave"  # its wave of the supplement's rollout is not open
+    MAINTENANCE_WINDOW = "maintenance-window"  # outside its group's window
     # blocked
     NOT_LATEST_MINOR = "not-latest-minor"
     BELOW_MINIMUM_VERSION = "below-minimum-version"

@@ -1,0 +1,678 @@
+"""Rollouts: a supplement reaches the fleet in waves, halts on failures, waits for windows.
+
+Pure: no I/O and no clock (every instant is a parameter, UTC-aware).
+
+A :class:`RolloutPlan` is a list of :class:`Wave` s, each the *cumulative*
+share of eligible devices reached once it opens (``1 -> 10 -> 50 -> 100``),
+optionally with device groups pinned to it (a ``canary`` group in the first
+wave), a minimum soak time and the plan's halt rule. ``all_now`` skips the
+waves: it is for a supplement whose CVE is actively exploited.
+
+Membership is decided once, when the rollout starts, by a deterministic draw
+from ``(supplemental build, device id)`` (:func:`draw`), ranked so every
+wave's size is within one device of its share (:func:`assign_waves`). A
+device that appears later is placed by its draw alone (:func:`late_wave`),
+so no device ever moves from one wave to another: the draw depends only on
+the build and the device. This is Ubuntu's phased-update idea (a
+per-machine draw seeded by what is being rolled out) with Nebraska's brake:
+a wave whose failures pass the halt rule halts the rollout (:func:`step`).
+
+:class:`MaintenanceWindow` is when activation and relaunch may happen on a
+group's devices (days, local hours, an IANA time zone).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, time, timedelta
+from enum import StrEnum
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from bsi.domain.eligibility import Decision, Outcome, Reason
+from bsi.errors import InvalidInput
+
+#: Days of the week as a window names them (ISO order: Monday is 0).
+DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+MAX_WAVES = 20
+
+
+class RolloutState(StrEnum):
+    RUNNING = "running"
+    HALTED = "halted"
+    COMPLETED = "completed"
+    ABORTED = "aborted"
+
+
+class WaveState(StrEnum):
+    PASSED = "passed"  # opened, soaked and healthy: the next one opened
+    OPEN = "open"  # its devices may install now
+    WAITING = "waiting"  # opens after the earlier waves pass
+    HALTED = "halted"  # the open wave, when its failures halted the rollout
+
+
+class FailureKind(StrEnum):
+    """What counts against a wave's health (issue: install failures, health-check
+    rollbacks, fallbacks to an earlier letter, devices that stop reporting)."""
+
+    INSTALL_FAILED = "install-failed"
+    HEALTH_CHECK_ROLLBACK = "health-check-rollback"
+    FELL_BACK = "fell-back"
+    STOPPED_REPORTING = "stopped-reporting"
+
+
+@dataclass(frozen=True, slots=True)
+class Wave:
+    """One step of a plan: ``percent`` is cumulative, in (0, 100]."""
+
+    name: str
+    percent: float
+    groups: frozenset[str] = frozenset()
+    soak: timedelta = timedelta(hours=24)
+
+
+@dataclass(frozen=True, slots=True)
+class HaltRule:
+    """When the open wave's failures halt the rollout.
+
+    ``max_failures``: halt when failures reach this count (``None``: no
+    count limit). ``max_failure_rate``: halt when failures over the wave's
+    devices reach this fraction (``None``: no rate limit). ``silence``: a
+    device that installed and then sends no status report for this long
+    counts as a failure (it may not have come back from its relaunch).
+    """
+
+    max_failures: int | None = 1
+    max_failure_rate: float | None = None
+    silence: timedelta = timedelta(hours=6)
+
+    def tripped(self, failures: int, devices: int) -> bool:
+        if failures == 0:
+            return False
+        if self.max_failures is not None and failures >= self.max_failures:
+            return True
+        rate = self.max_failure_rate
+        return rate is not None and devices > 0 and failures / devices >= rate
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutPlan:
+    """Waves, the halt rule and what a wave needs before the next opens.
+
+    ``min_success_rate``: the fraction of the open wave's devices that must
+    report the supplement installed before the next wave opens (0: soak time
+    alone). ``all_now``: every eligible device at once, no waves (actively
+    exploited CVEs); the halt rule still applies to the whole fleet.
+    """
+
+    waves: tuple[Wave, ...] = (Wave("all", 100.0, soak=timedelta(0)),)
+    halt: HaltRule = field(default_factory=HaltRule)
+    min_success_rate: float = 0.0
+    all_now: bool = False
+
+    @property
+    def effective_waves(self) -> tuple[Wave, ...]:
+        return (Wave("all", 100.0, soak=timedelta(0)),) if self.all_now else self.waves
+
+
+ALL_NOW = RolloutPlan(all_now=True)
+
+
+# -- reading and writing a plan ---------------------------------------------------
+
+
+def read_plan(document: object, *, known_groups: Iterable[str]) -> RolloutPlan:
+    """The plan in an admin's JSON document; :class:`InvalidInput` names what is wrong.
+
+    Shape (every field but ``waves`` optional; ``waves`` omitted with
+    ``all_now: true``)::
+
+        {"waves": [{"name": "canary", "percent": 1, "groups": ["canary"],
+                    "soak_hours": 24},
+                   {"name": "broad", "percent": 100, "soak_hours": 0}],
+         "halt": {"max_failures": 3, "max_failure_rate": 0.05, "silence_hours": 6},
+         "min_success_rate": 0.9,
+         "all_now": false}
+
+    Refused: no waves, a percentage not above the one before, a last wave
+    below 100 (the shares must reach every device), a group in two waves or
+    not known, a negative soak, a rate outside [0, 1], unknown fields.
+    """
+    doc = _fields(document, "plan", {"waves", "halt", "min_success_rate", "all_now"})
+    all_now = _boolean(doc.get("all_now", False), "plan.all_now")
+    halt = _halt(doc.get("halt", {}))
+    min_success = _fraction(doc.get("min_success_rate", 0.0), "plan.min_success_rate")
+    if all_now:
+        if doc.get("waves"):
+            raise InvalidInput(
+                "plan: all_now and waves together",
+                hint="all_now sends the supplement to every device at once; drop the waves",
+            )
+        return RolloutPlan(halt=halt, min_success_rate=min_success, all_now=True)
+    raw_waves = doc.get("waves")
+    if not isinstance(raw_waves, list) or not raw_waves:
+        raise InvalidInput(
+            "plan.waves: a plan needs at least one wave",
+            hint='e.g. [{"name": "canary", "percent": 1}, {"name": "all", "percent": 100}], '
+            "or all_now: true",
+        )
+    if len(raw_waves) > MAX_WAVES:
+        raise InvalidInput(f"plan.waves: {len(raw_waves)} waves; at most {MAX_WAVES}")
+    waves = tuple(_wave(w, f"plan.waves[{i}]") for i, w in enumerate(raw_waves))
+    check_waves(waves, frozenset(known_groups))
+    return RolloutPlan(waves=waves, halt=halt, min_success_rate=min_success)
+
+
+def check_waves(waves: Sequence[Wave], known_groups: frozenset[str]) -> None:
+    """Refuse waves that overlap, do not grow, do not reach 100 % or name unknown groups."""
+    names: set[str] = set()
+    pinned: dict[str, str] = {}
+    previous = 0.0
+    for i, wave in enumerate(waves):
+        where = f"plan.waves[{i}]"
+        if wave.name in names:
+            raise InvalidInput(f"{where}.name: {wave.name!r} names two waves")
+        names.add(wave.name)
+        if not previous < wave.percent <= 100:
+            raise InvalidInput(
+                f"{where}.percent: {wave.percent:g} is not above the wave before ({previous:g}) "
+                "and at most 100",
+                hint="percent is cumulative: the share of devices reached once the wave opens",
+            )
+        previous = wave.percent
+        for group in sorted(wave.groups):
+            if group not in known_groups:
+                raise InvalidInput(
+                    f"{where}.groups: no group {group!r}",
+                    hint="known groups: " + (", ".join(sorted(known_groups)) or "none"),
+                )
+            if group in pinned:
+                raise InvalidInput(
+                    f"{where}.groups: {group!r} is already in wave {pinned[group]!r}",
+                    hint="a group belongs to one wave",
+                )
+            pinned[group] = wave.name
+    if previous != 100:
+        raise InvalidInput(
+            f"plan.waves: the last wave reaches {previous:g} %, not 100 %",
+            hint="the last wave's percent must be 100, so every eligible device is reached",
+        )
+
+
+def dump_plan(plan: RolloutPlan) -> dict[str, object]:
+    """``plan`` as :func:`read_plan` reads it."""
+    halt = plan.halt
+    return {
+        "waves": []
+        if plan.all_now
+        else [
+            {
+                "name": w.name,
+                "percent": w.percent,
+                "groups": sorted(w.groups),
+                "soak_hours": w.soak.total_seconds() / 3600,
+            }
+            for w in plan.waves
+        ],
+        "halt": {
+            "max_failures": halt.max_failures,
+            "max_failure_rate": halt.max_failure_rate,
+            "silence_hours": halt.silence.total_seconds() / 3600,
+        },
+        "min_success_rate": plan.min_success_rate,
+        "all_now": plan.all_now,
+    }
+
+
+def _wave(value: object, where: str) -> Wave:
+    doc = _fields(value, where, {"name", "percent", "groups", "soak_hours"})
+    name = doc.get("name")
+    if not isinstance(name, str) or not name.strip() or len(name) > 64:
+        raise InvalidInput(f"{where}.name: expected a name of 1 to 64 characters, found {name!r}")
+    groups = doc.get("groups", [])
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        raise InvalidInput(f"{where}.groups: expected a list of group names, found {groups!r}")
+    return Wave(
+        name=name,
+        percent=_number(doc.get("percent"), f"{where}.percent"),
+        groups=frozenset(groups),
+        soak=_hours(doc.get("soak_hours", 24), f"{where}.soak_hours"),
+    )
+
+
+def _halt(value: object) -> HaltRule:
+    doc = _fields(value, "plan.halt", {"max_failures", "max_failure_rate", "silence_hours"})
+    count = doc.get("max_failures", 1)
+    if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+        raise InvalidInput(
+            f"plan.halt.max_failures: expected a whole number of at least 1 or null, found "
+            f"{count!r}"
+        )
+    rate = doc.get("max_failure_rate")
+    return HaltRule(
+        max_failures=count,
+        max_failure_rate=None if rate is None else _fraction(rate, "plan.halt.max_failure_rate"),
+        silence=_hours(doc.get("silence_hours", 6), "plan.halt.silence_hours"),
+    )
+
+
+def _fields(value: object, where: str, allowed: set[str]) -> dict[str, object]:
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{where}: expected an object, found {type(value).__name__}")
+    unknown = sorted(set(value) - allowed)
+    if unknown:
+        raise InvalidInput(
+            f"{where}: unknown field {unknown[0]!r}", hint="known: " + ", ".join(sorted(allowed))
+        )
+    return value
+
+
+def _number(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidInput(f"{where}: expected a number, found {value!r}")
+    return float(value)
+
+
+def _fraction(value: object, where: str) -> float:
+    number = _number(value, where)
+    if not 0 <= number <= 1:
+        raise InvalidInput(f"{where}: {number:g} is not a fraction", hint="a number from 0 to 1")
+    return number
+
+
+def _hours(value: object, where: str) -> timedelta:
+    number = _number(value, where)
+    if not 0 <= number <= 24 * 366:
+        raise InvalidInput(f"{where}: {number:g} hours", hint="from 0 to 8784 hours (a year)")
+    return timedelta(hours=number)
+
+
+def _boolean(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInput(f"{where}: expected true or false, found {value!r}")
+    return value
+
+
+# -- membership ----------------------------------------------------------------
+
+
+def draw(build: str, device_id: str) -> float:
+    """The device's draw for ``build``, in [0, 1): SHA-256 of both, the same everywhere."""
+    digest = hashlib.sha256(f"{build}\0{device_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def assign_waves(plan: RolloutPlan, build: str, devices: Mapping[str, str]) -> dict[str, int]:
+    """Each eligible device's wave index when the rollout starts.
+
+    ``devices`` maps device id to its group. A device in a group a wave names
+    is in that wave; the others are ranked by :func:`draw` and fill each wave
+    up to ``round(percent * len(devices) / 100)`` devices in all (counting
+    those pinned to it and to earlier waves), so each wave holds its share
+    within one device while pinned groups do not exceed it.
+    """
+    waves = plan.effective_waves
+    pinned_to = {g: i for i, w in enumerate(waves) for g in w.groups}
+    assigned = {d: pinned_to[g] for d, g in devices.items() if g in pinned_to}
+    ranked = sorted((d for d in devices if d not in assigned), key=lambda d: (draw(build, d), d))
+    total, taken = len(devices), 0
+    pinned_so_far = 0
+    for i, wave in enumerate(waves):
+        pinned_so_far += sum(1 for w in assigned.values() if w == i)
+        target = total if i == len(waves) - 1 else round(wave.percent * total / 100)
+        while taken < len(ranked) and pinned_so_far + taken < target:
+            assigned[ranked[taken]] = i
+            taken += 1
+    return assigned
+
+
+def late_wave(plan: RolloutPlan, build: str, device_id: str, group: str) -> int:
+    """The wave of a device that became eligible after the rollout started: its draw's."""
+    waves = plan.effective_waves
+    for i, wave in enumerate(waves):
+        if group in wave.groups:
+            return i
+    share = draw(build, device_id) * 100
+    return next(i for i, wave in enumerate(waves) if share < wave.percent or i == len(waves) - 1)
+
+
+# -- progress ------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """Where one supplement's rollout stands.
+
+    ``current`` is the index of the open wave; ``opened_at`` when it opened.
+    ``halted_because`` says why a halt happened (which devices, which failures).
+    """
+
+    build: str
+    plan: RolloutPlan
+    started_at: datetime
+    current: int = 0
+    opened_at: datetime | None = None
+    state: RolloutState = RolloutState.RUNNING
+    halted_because: str | None = None
+
+    def wave_state(self, index: int) -> WaveState:
+        if index < self.current or self.state is RolloutState.COMPLETED:
+            return WaveState.PASSED
+        if index > self.current:
+            return WaveState.WAITING
+        return WaveState.HALTED if self.state is RolloutState.HALTED else WaveState.OPEN
+
+    def earliest_opening(self, index: int) -> datetime | None:
+        """When wave ``index`` can open at the earliest (its own soak-time chain); None when
+        it is open or passed, or the rollout is halted or aborted (it opens by hand then)."""
+        if (
+            self.wave_state(index) is not WaveState.WAITING
+            or self.state is not RolloutState.RUNNING
+        ):
+            return None
+        waves = self.plan.effective_waves
+        opened = self.opened_at or self.started_at
+        return opened + sum((waves[i].soak for i in range(self.current, index)), timedelta(0))
+
+
+def start(plan: RolloutPlan, build: str, now: datetime) -> Rollout:
+    return Rollout(build=build, plan=plan, started_at=now, opened_at=now)
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceProgress:
+    """One device of the open wave, as its status reports show it.
+
+    ``installed_at``: when it first reported the supplement active (None: not
+    yet); ``last_report_at``: its latest status report; ``failure``: what
+    went wrong with this supplement on it, if anything.
+    """
+
+    device_id: str
+    installed_at: datetime | None = None
+    last_report_at: datetime | None = None
+    failure: FailureKind | None = None
+    detail: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WaveHealth:
+    devices: int
+    installed: int
+    failures: tuple[DeviceProgress, ...]
+
+    def explain(self) -> str:
+        """Which devices failed and how, for a halt's reason (at most ten named)."""
+        by_kind: dict[str, list[str]] = {}
+        for p in self.failures:
+            by_kind.setdefault(str(p.failure), []).append(p.device_id)
+        parts = [
+            f"{len(ids)} {kind} ({', '.join(sorted(ids)[:10])}{', ...' if len(ids) > 10 else ''})"
+            for kind, ids in sorted(by_kind.items())
+        ]
+        return f"{len(self.failures)} of {self.devices} devices failed: " + "; ".join(parts)
+
+
+def wave_health(
+    progress: Iterable[DeviceProgress], silence: timedelta, now: datetime
+) -> WaveHealth:
+    """The open wave's health at ``now``: installs, and failures including silent devices."""
+    rows = list(progress)
+    failures = []
+    for p in rows:
+        last = p.last_report_at or p.installed_at
+        if p.failure is not None:
+            failures.append(p)
+        elif p.installed_at is not None and last is not None and last + silence <= now:
+            failures.append(
+                replace(
+                    p,
+                    failure=FailureKind.STOPPED_REPORTING,
+                    detail=f"no status report since {last:%Y-%m-%dT%H:%M:%SZ}",
+                )
+            )
+    installed = sum(1 for p in rows if p.installed_at is not None and p.failure is None)
+    return WaveHealth(len(rows), installed, tuple(failures))
+
+
+class Change(StrEnum):
+    """What :func:`step` or an admin did to a rollout (event kinds)."""
+
+    STARTED = "rollout-started"
+    WAVE_ADVANCED = "wave-advanced"
+    HALTED = "rollout-halted"
+    RESUMED = "rollout-resumed"
+    COMPLETED = "rollout-completed"
+    ABORTED = "rollout-aborted"
+
+
+def step(rollout: Rollout, health: WaveHealth, now: datetime) -> tuple[Rollout, Change | None]:
+    """The rollout after looking at the open wave's health at ``now``.
+
+    Halts when the halt rule trips (the reason names the devices and
+    failures); opens the next wave when the open one has soaked and enough of
+    it installed; completes after the last wave soaks healthy. Otherwise it is
+    unchanged and the change is ``None``.
+    """
+    if rollout.state is not RolloutState.RUNNING:
+        return rollout, None
+    plan = rollout.plan
+    if plan.halt.tripped(len(health.failures), health.devices):
+        halted = replace(rollout, state=RolloutState.HALTED, halted_because=health.explain())
+        return halted, Change.HALTED
+    wave = plan.effective_waves[rollout.current]
+    opened = rollout.opened_at or rollout.started_at
+    if now < opened + wave.soak:
+        return rollout, None
+    if health.devices and health.installed / health.devices < plan.min_success_rate:
+        return rollout, None
+    if rollout.current == len(plan.effective_waves) - 1:
+        return replace(rollout, state=RolloutState.COMPLETED), Change.COMPLETED
+    return replace(rollout, current=rollout.current + 1, opened_at=now), Change.WAVE_ADVANCED
+
+
+def resume(rollout: Rollout, now: datetime) -> Rollout:
+    """An admin's resume of a halted rollout: the same wave opens again, its soak anew."""
+    if rollout.state is not RolloutState.HALTED:
+        raise InvalidInput(
+            f"the rollout of {rollout.build} is {rollout.state.value}, not halted",
+            hint="only a halted rollout resumes",
+        )
+    return replace(rollout, state=RolloutState.RUNNING, halted_because=None, opened_at=now)
+
+
+def advance(rollout: Rollout, now: datetime) -> Rollout:
+    """An admin opens the next wave now, whatever the soak time and health say."""
+    if rollout.state not in (RolloutState.RUNNING, RolloutState.HALTED):
+        raise InvalidInput(f"the rollout of {rollout.build} is {rollout.state.value}")
+    if rollout.current >= len(rollout.plan.effective_waves) - 1:
+        raise InvalidInput(
+            f"the rollout of {rollout.build} is in its last wave",
+            hint="there is no next wave to open",
+        )
+    return replace(
+        rollout,
+        current=rollout.current + 1,
+        opened_at=now,
+        state=RolloutState.RUNNING,
+        halted_because=None,
+    )
+
+
+def abort(rollout: Rollout) -> Rollout:
+    """An admin's abort: the supplement is withdrawn, devices return to the last good letter."""
+    if rollout.state in (RolloutState.ABORTED, RolloutState.COMPLETED):
+        raise InvalidInput(f"the rollout of {rollout.build} is already {rollout.state.value}")
+    return replace(rollout, state=RolloutState.ABORTED)
+
+
+@dataclass(frozen=True, slots=True)
+class Gate:
+    """Whether a device in wave ``wave`` may install now, and if not why and until when."""
+
+    open: bool
+    wave: int
+    wave_name: str
+    state: WaveState
+    earliest: datetime | None = None
+
+    def sentence(self) -> str:
+        if self.open:
+            return f"wave {self.wave_name!r} is open"
+        when = (
+            f"; it opens at the earliest at {self.earliest:%Y-%m-%d %H:%M} UTC"
+            if self.earliest
+            else ""
+        )
+        return f"in rollout wave {self.wave_name!r}, which is {self.state.value}{when}"
+
+
+def gate(rollout: Rollout, wave: int) -> Gate:
+    """The gate for a device in ``wave`` of ``rollout``."""
+    state = rollout.wave_state(wave)
+    name = rollout.plan.effective_waves[wave].name
+    is_open = state in (WaveState.PASSED, WaveState.OPEN) and rollout.state in (
+        RolloutState.RUNNING,
+        RolloutState.COMPLETED,
+    )
+    return Gate(is_open, wave, name, state, rollout.earliest_opening(wave))
+
+
+# -- maintenance windows ---------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class MaintenanceWindow:
+    """When a group's devices may activate and relaunch: ``days`` (0 = Monday) and local
+    hours ``start``..``end`` in ``timezone``; an ``end`` at or before ``start`` runs past
+    midnight into the next day (the day named is the day the window starts)."""
+
+    days: frozenset[int]
+    start: time
+    end: time
+    timezone: str
+
+    def contains(self, now: datetime) -> bool:
+        local = now.astimezone(ZoneInfo(self.timezone))
+        clock = local.time().replace(tzinfo=None)
+        if self.start < self.end:
+            return local.weekday() in self.days and self.start <= clock < self.end
+        today = local.weekday() in self.days and clock >= self.start
+        yesterday = (local.weekday() - 1) % 7 in self.days and clock < self.end
+        return today or yesterday
+
+    def next_opening(self, now: datetime) -> datetime:
+        """The first instant at or after ``now`` inside the window (UTC-aware)."""
+        if self.contains(now):
+            return now
+        zone = ZoneInfo(self.timezone)
+        local = now.astimezone(zone)
+        for offset in range(8):
+            day = local.date() + timedelta(days=offset)
+            if day.weekday() not in self.days:
+                continue
+            opening = datetime.combine(day, self.start, tzinfo=zone)
+            if opening >= local:
+                return opening.astimezone(now.tzinfo)
+        raise AssertionError("a window with days opens within a week")  # pragma: no cover
+
+
+def read_window(document: object) -> MaintenanceWindow:
+    """A window from ``{"days": ["mon", ...], "start": "22:00", "end": "04:00",
+    "timezone": "Europe/Berlin"}``; :class:`InvalidInput` names what is wrong."""
+    doc = _fields(document, "window", {"days", "start", "end", "timezone"})
+    days = doc.get("days")
+    if not isinstance(days, list) or not days or not all(d in DAYS for d in days):
+        raise InvalidInput(
+            f"window.days: expected a non-empty list of {', '.join(DAYS)}, found {days!r}"
+        )
+    start, end = _clock(doc.get("start"), "window.start"), _clock(doc.get("end"), "window.end")
+    if start == end:
+        raise InvalidInput(
+            f"window: starts and ends at {start:%H:%M}, so it has no hours",
+            hint="give a start and an end that differ (an end before the start runs past midnight)",
+        )
+    zone = doc.get("timezone")
+    try:
+        if not isinstance(zone, str):
+            raise ZoneInfoNotFoundError(zone)
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidInput(
+            f"window.timezone: {zone!r} is not a time zone",
+            hint="an IANA name such as 'Europe/Berlin' or 'UTC'",
+        ) from None
+    return MaintenanceWindow(frozenset(DAYS.index(d) for d in days), start, end, zone)
+
+
+def dump_window(window: MaintenanceWindow) -> dict[str, object]:
+    return {
+        "days": [DAYS[d] for d in sorted(window.days)],
+        "start": f"{window.start:%H:%M}",
+        "end": f"{window.end:%H:%M}",
+        "timezone": window.timezone,
+    }
+
+
+def _clock(value: object, where: str) -> time:
+    if isinstance(value, str) and len(value) == 5 and value[2] == ":":
+        try:
+            return time(int(value[:2]), int(value[3:]))
+        except ValueError:
+            pass
+    raise InvalidInput(f"{where}: expected a local time HH:MM, found {value!r}")
+
+
+# -- the decision, held back ---------------------------------------------------------
+
+
+def hold(
+    decision: Decision,
+    wave_gate: Gate | None,
+    window: MaintenanceWindow | None,
+    now: datetime,
+) -> Decision:
+    """``decision`` after the rollout and the maintenance window have their say.
+
+    Only an ``install`` is held: to ``deferred / rollout-wave`` while the
+    device's wave is not open (with the wave, its state and the earliest time
+    it can open), then to ``deferred / maintenance-window`` outside its
+    group's window (with the next opening). An enforcement deadline
+    (``enforced``) passes both, and its message says which it overrode.
+    """
+    if decision.outcome is Outcome.ENFORCED:
+        overridden = []
+        if wave_gate is not None and not wave_gate.open:
+            overridden.append(f"rollout wave {wave_gate.wave_name!r} ({wave_gate.state.value})")
+        if window is not None and not window.contains(now):
+            overridden.append("the maintenance window")
+        if overridden:
+            return replace(
+                decision, message=f"{decision.message} (overrides {' and '.join(overridden)})"
+            )
+        return decision
+    if decision.outcome is not Outcome.INSTALL:
+        return decision
+    supplement = decision.supplement
+    what = supplement.display() if supplement is not None else "the supplement"
+    if wave_gate is not None and not wave_gate.open:
+        return replace(
+            decision,
+            outcome=Outcome.DEFERRED,
+            reason=Reason.ROLLOUT_WAVE,
+            message=f"{what} waits: this device is {wave_gate.sentence()}",
+            deadline=None,
+        )
+    if window is not None and not window.contains(now):
+        opening = window.next_opening(now)
+        return replace(
+            decision,
+            outcome=Outcome.DEFERRED,
+            reason=Reason.MAINTENANCE_WINDOW,
+            message=f"{what} waits for the maintenance window, which opens at "
+            f"{opening:%Y-%m-%d %H:%M} UTC",
+            deadline=None,
+        )
+    return decision
