@@ -209,7 +209,7 @@ def test_document_form_round_trips(prerequisite: Prerequisite) -> None:
         ),
         (
             {"prerequisite": {"build": "12A100", "files": [{"path": "a", "sha256": SHA_A}]}},
-            "exactly one of build, packages or files",
+            "exactly one of build, packages, files or image",
         ),
         (
             {"prerequisite": {"files": [{"path": "a", "sha256": "abc"}]}},

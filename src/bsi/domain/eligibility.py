@@ -296,6 +296,7 @@ def placement(supplement: Supplement, facts: DeviceFacts) -> Placement:
         manager=facts.package_manager,
         packages=facts.packages,
         files=facts.file_digests,
+        image=facts.image,
     )
 
 

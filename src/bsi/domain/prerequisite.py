@@ -2,13 +2,16 @@
 
 Apple names a supplement's base by one build (``25D2128``). Stock Linux hosts
 have no such build: what they run is what their package database says is
-installed. So a supplement names its base in exactly one of three ways
+installed. So a supplement names its base in exactly one of four ways
 (:class:`Prerequisite`):
 
 - ``build``: a ``BUILD_ID`` / ``IMAGE_VERSION`` (appliance images, Apple);
 - ``packages``: installed package versions, read from dpkg's status file or
   the rpm database (``libssl3 3.0.19-1~deb12u2 amd64``);
-- ``files``: the SHA-256 of every file it replaces (any host).
+- ``files``: the SHA-256 of every file it replaces (any host);
+- ``image``: a container image (:class:`ImageBase`), by its digest and/or
+  by its os-release and package versions, so that one supplement can serve
+  every image built on the same base layer.
 
 ``fixed_in`` is the package versions that carry the fix themselves: a host at
 or past every one of them needs the supplement no more (Apple's "the next
@@ -24,6 +27,8 @@ and written here too, once::
     prerequisite: {manager: dpkg, packages: [{package: libssl3, version: 3.0.19-1~deb12u2,
                                               arch: amd64}]}
     prerequisite: {files: [{path: /usr/lib/x86_64-linux-gnu/libssl.so.3, sha256: 9f86...}]}
+    prerequisite: {image: {digest: "sha256:5f70...", os_release: {id: debian, version_id: "12"},
+                           manager: dpkg, packages: [{package: libssl3, version: 3.0.19-1}]}}
     fixed_in: [{package: libssl3, version: 3.0.20-1~deb12u2}]
 
 Nothing here does I/O.
@@ -49,12 +54,26 @@ _PACKAGE = re.compile(r"[A-Za-z0-9][A-Za-z0-9+._-]{0,127}")
 _ARCH = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,31}")
 _RPM_VERSION = re.compile(r"(?:\d{1,10}:)?[A-Za-z0-9._+~^]{1,128}(?:-[A-Za-z0-9._+~^]{1,128})?")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_IMAGE_DIGEST = re.compile(r"sha256:[0-9a-f]{64}")
+# os-release(5): ID and VERSION_ID are lower-case letters, digits and "._-"
+# (VERSION_ID may also carry "~"); nothing a shell or a path could misread.
+_OS_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_OS_VERSION_ID = re.compile(r"[a-z0-9][a-z0-9._~-]{0,63}")
 _MAX_ENTRIES = 4096
 
 
 def is_sha256(value: object) -> bool:
     """Whether ``value`` is a SHA-256 as bsi writes one: 64 lower-case hex digits."""
     return isinstance(value, str) and _SHA256.fullmatch(value) is not None
+
+
+def is_image_digest(value: object) -> bool:
+    """Whether ``value`` is an OCI content digest bsi accepts: ``sha256:`` + 64 hex digits.
+
+    The OCI image spec (descriptor ``digest``) allows other algorithms;
+    Docker and Podman name every image by SHA-256, so bsi asks for that.
+    """
+    return isinstance(value, str) and _IMAGE_DIGEST.fullmatch(value) is not None
 
 
 #: Debian's architecture-independent packages install on every architecture.
@@ -146,15 +165,104 @@ class FileDigest:
             )
 
 
+@dataclass(frozen=True, slots=True)
+class ImageBase:
+    """The container image a supplement patches.
+
+    ``digest`` is an image's content digest (``sha256:...``): its ID as
+    ``docker image inspect -f '{{.Id}}'`` prints it (the digest of its config,
+    the same under Docker and Podman) or one of its repository digests. Without
+    a digest, ``os_id`` / ``os_version_id`` (the image's ``/etc/os-release``
+    ``ID`` and ``VERSION_ID``) and the installed ``packages`` (from
+    ``manager``'s database inside the image) name every image built on that
+    base; with both, both must hold. At least a digest or an ``os_id``.
+    """
+
+    digest: str | None = None
+    os_id: str | None = None
+    os_version_id: str | None = None
+    manager: PackageManager | None = None
+    packages: tuple[PackageVersion, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.digest is None and self.os_id is None:
+            raise InvalidInput(
+                "an image prerequisite names the image's digest, its os-release, or both",
+                hint="e.g. {digest: 'sha256:...'} or {os_release: {id: debian, version_id: '12'}}",
+            )
+        if self.digest is not None and not is_image_digest(self.digest):
+            raise InvalidInput(
+                f"{self.digest!r} is not an image digest",
+                hint="'sha256:' and 64 lower-case hexadecimal digits, as "
+                "'docker image inspect -f {{.Id}} IMAGE' prints it",
+            )
+        if self.os_id is not None and not _OS_ID.fullmatch(self.os_id):
+            raise InvalidInput(
+                f"{self.os_id!r} is not an os-release ID",
+                hint="lower-case letters, digits and . _ - (os-release(5)), e.g. debian",
+            )
+        if self.os_version_id is not None and (
+            self.os_id is None or not _OS_VERSION_ID.fullmatch(self.os_version_id)
+        ):
+            raise InvalidInput(
+                f"{self.os_version_id!r} is not an os-release VERSION_ID with an ID",
+                hint="lower-case letters, digits and . _ ~ - (os-release(5)), e.g. '12', "
+                "given with the ID",
+            )
+        if (self.manager is None) == bool(self.packages):
+            raise InvalidInput(
+                "an image's packages name their package manager (dpkg or rpm), "
+                "and a package manager names packages"
+            )
+        if self.packages and self.os_id is None:
+            raise InvalidInput(
+                "an image prerequisite by package versions names the image's os-release too",
+                hint="add os_release: {id: ..., version_id: ...}",
+            )
+        object.__setattr__(self, "packages", _sorted_unique(self.packages, "package"))
+        if self.manager is not None:
+            for package in self.packages:
+                check_package_version(self.manager, package.version)
+
+    def display(self) -> str:
+        """``image sha256:5f70bf18a086``, ``debian 12 image with libssl3 3.0.19-1``."""
+        parts = []
+        if self.os_id is not None:
+            release = " ".join(p for p in (self.os_id, self.os_version_id) if p)
+            with_packages = ", ".join(p.display() for p in self.packages)
+            parts.append(f"{release} image" + (f" with {with_packages}" if with_packages else ""))
+        if self.digest is not None:
+            parts.append(f"image {self.digest[:19]}")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageFacts:
+    """What a container engine says about one image, for :func:`place`.
+
+    ``digests`` are every digest the image is known by: its ID and its
+    repository digests. ``os_id`` / ``os_version_id`` come from the image's
+    ``/etc/os-release`` (``None`` when it has none); ``packages`` from its
+    package database (``None`` when not read).
+    """
+
+    digests: frozenset[str]
+    os_id: str | None = None
+    os_version_id: str | None = None
+    manager: PackageManager | None = None
+    packages: tuple[PackageVersion, ...] | None = None
+
+
 class PrerequisiteKind(StrEnum):
     BUILD = "build"
     PACKAGES = "packages"
     FILES = "files"
+    IMAGE = "image"
 
 
 @dataclass(frozen=True, slots=True)
 class Prerequisite:
-    """The base a supplement patches: exactly one of a build, packages or file digests.
+    """The base a supplement patches: exactly one of a build, packages, file digests or image.
 
     ``manager`` is set exactly when ``packages`` is. Packages and files are
     kept sorted, so equal prerequisites compare equal however they were written.
@@ -164,16 +272,19 @@ class Prerequisite:
     manager: PackageManager | None = None
     packages: tuple[PackageVersion, ...] = ()
     files: tuple[FileDigest, ...] = ()
+    image: ImageBase | None = None
 
     def __post_init__(self) -> None:
         given = [k for k, v in ((PrerequisiteKind.BUILD, self.build),
                                 (PrerequisiteKind.PACKAGES, self.packages),
-                                (PrerequisiteKind.FILES, self.files)) if v]  # fmt: skip
+                                (PrerequisiteKind.FILES, self.files),
+                                (PrerequisiteKind.IMAGE, self.image)) if v]  # fmt: skip
         if len(given) != 1:
             raise InvalidInput(
-                "a prerequisite names exactly one of build, packages or files"
+                "a prerequisite names exactly one of build, packages, files or image"
                 + (f", not {' and '.join(given)}" if given else ""),
-                hint="e.g. {build: 12A100}, {manager: dpkg, packages: [...]} or {files: [...]}",
+                hint="e.g. {build: 12A100}, {manager: dpkg, packages: [...]}, {files: [...]} "
+                "or {image: {digest: 'sha256:...'}}",
             )
         if (self.manager is None) == bool(self.packages):
             raise InvalidInput(
@@ -196,12 +307,16 @@ class Prerequisite:
     def kind(self) -> PrerequisiteKind:
         if self.build is not None:
             return PrerequisiteKind.BUILD
+        if self.image is not None:
+            return PrerequisiteKind.IMAGE
         return PrerequisiteKind.PACKAGES if self.packages else PrerequisiteKind.FILES
 
     def display(self) -> str:
         """``build 12A100``, ``libssl3 3.0.19-1~deb12u2 (amd64)``, ``2 files by SHA-256``."""
         if self.build is not None:
             return f"build {self.build}"
+        if self.image is not None:
+            return self.image.display()
         if self.packages:
             return ", ".join(p.display() for p in self.packages)
         return f"{len(self.files)} file(s) by SHA-256"
@@ -258,13 +373,20 @@ def place(
     manager: PackageManager | None,
     packages: tuple[PackageVersion, ...] | None,
     files: Mapping[str, str | None] | None,
+    image: ImageFacts | None = None,
 ) -> Placement:
     """Whether a device (its build, installed packages, file digests) is on ``prerequisite``.
 
     Packages must be installed at exactly the named version (and
     architecture): a supplement replaces that version's files. ``files`` maps
-    a path to its digest, ``None`` when the file is missing.
+    a path to its digest, ``None`` when the file is missing. ``image`` is the
+    image a container runs (``None``: the device is not a container); see
+    :func:`place_image`.
     """
+    if prerequisite.image is not None:
+        if image is None:
+            return Placement(Match.ABSENT, "the device is not a container")
+        return place_image(prerequisite.image, image)
     if prerequisite.build is not None:
         if build is None:
             return Placement(Match.UNKNOWN, "the device reports no build")
@@ -318,6 +440,43 @@ def place(
     if differences:
         return Placement(Match.NOT_MET, "; ".join(differences))
     return Placement(Match.MET)
+
+
+def place_image(base: ImageBase, image: ImageFacts) -> Placement:
+    """Whether a container's ``image`` is the one ``base`` names.
+
+    Another digest, or another os-release ``ID``, is another image: the
+    supplement is not for it (``absent``). The same ``ID`` at another
+    ``VERSION_ID``, or other package versions, is the image at another
+    version (``not-met``). An image that has no os-release, or whose packages
+    were not read, cannot be placed by them (``unknown``).
+    """
+    if base.digest is not None and base.digest not in image.digests:
+        shown = ", ".join(sorted(image.digests)) or "no digest"
+        return Placement(Match.ABSENT, f"needs image {base.digest}; the image is {shown}")
+    if base.os_id is None:
+        return Placement(Match.MET)
+    if image.os_id is None:
+        return Placement(Match.UNKNOWN, "the image has no /etc/os-release ID")
+    if image.os_id != base.os_id:
+        return Placement(Match.ABSENT, f"needs a {base.os_id} image; the image is {image.os_id}")
+    if base.os_version_id is not None and image.os_version_id != base.os_version_id:
+        return Placement(
+            Match.NOT_MET,
+            f"needs {base.os_id} {base.os_version_id}; the image is "
+            f"{base.os_id} {image.os_version_id or '(no VERSION_ID)'}",
+        )
+    if not base.packages:
+        return Placement(Match.MET)
+    if image.packages is None or image.manager is None:
+        return Placement(Match.UNKNOWN, "the image's installed packages were not read")
+    return place(
+        Prerequisite(manager=base.manager, packages=base.packages),
+        build=None,
+        manager=image.manager,
+        packages=image.packages,
+        files=None,
+    )
 
 
 def folded_in(
@@ -415,7 +574,7 @@ def read_manager(value: object, where: str) -> PackageManager:
 
 def read_prerequisite(value: object, where: str = "prerequisite") -> Prerequisite:
     """A prerequisite from its document form; every refusal names ``where`` and the field."""
-    entry = document_fields(value, where, ("build", "manager", "packages", "files"))
+    entry = document_fields(value, where, ("build", "manager", "packages", "files", "image"))
     manager = read_manager(entry["manager"], f"{where}.manager") if "manager" in entry else None
     if "packages" in entry and manager is None:
         raise InvalidInput(
@@ -442,9 +601,58 @@ def read_prerequisite(value: object, where: str = "prerequisite") -> Prerequisit
                 _read_digest(item, f"{where}.files[{i}]")
                 for i, item in enumerate(document_list(entry.get("files", []), f"{where}.files"))
             ),
+            image=read_image(entry["image"], f"{where}.image") if "image" in entry else None,
         )
     except InvalidInput as error:
         raise error if error.message.startswith(where) else located(where, error) from None
+
+
+def read_image(value: object, where: str = "image") -> ImageBase:
+    """An :class:`ImageBase` from ``{digest?, os_release?: {id, version_id?}, manager?,
+    packages?}``; every refusal names ``where`` and the field."""
+    entry = document_fields(value, where, ("digest", "os_release", "manager", "packages"))
+    release = (
+        document_fields(entry["os_release"], f"{where}.os_release", ("id", "version_id"))
+        if "os_release" in entry
+        else {}
+    )
+    if "os_release" in entry and "id" not in release:
+        raise InvalidInput(f"{where}.os_release: required field 'id' is missing")
+    manager = read_manager(entry["manager"], f"{where}.manager") if "manager" in entry else None
+
+    def text(fields: dict[str, object], key: str, at: str) -> str | None:
+        return document_text(fields[key], f"{where}.{at}") if key in fields else None
+
+    try:
+        packages = document_list(entry.get("packages", []), f"{where}.packages")
+        return ImageBase(
+            digest=text(entry, "digest", "digest"),
+            os_id=text(release, "id", "os_release.id"),
+            os_version_id=text(release, "version_id", "os_release.version_id"),
+            manager=manager,
+            packages=tuple(
+                read_package(item, f"{where}.packages[{i}]", manager)
+                for i, item in enumerate(packages)
+            ),
+        )
+    except InvalidInput as error:
+        raise error if error.message.startswith(where) else located(where, error) from None
+
+
+def dump_image(image: ImageBase) -> dict[str, object]:
+    """The document form :func:`read_image` reads back."""
+    document: dict[str, object] = {}
+    if image.digest is not None:
+        document["digest"] = image.digest
+    if image.os_id is not None:
+        release = {"id": image.os_id}
+        if image.os_version_id is not None:
+            release["version_id"] = image.os_version_id
+        document["os_release"] = release
+    if image.manager is not None:
+        document["manager"] = image.manager.value
+        document["packages"] = [dump_package(p) for p in image.packages]
+    return document
 
 
 def _read_digest(value: object, where: str) -> FileDigest:
@@ -492,6 +700,8 @@ def dump_prerequisite(prerequisite: Prerequisite) -> dict[str, object]:
     """The document form of ``prerequisite``: only the fields of its kind."""
     if prerequisite.build is not None:
         return {"build": str(prerequisite.build)}
+    if prerequisite.image is not None:
+        return {"image": dump_image(prerequisite.image)}
     if prerequisite.packages:
         assert prerequisite.manager is not None
         return {
