@@ -1,0 +1,53 @@
+"""Admin routes for credentials: enrollment tokens and API keys (each secret shown once)."""
+
+from datetime import timedelta
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from bsi.server.admin.common import Access, Role
+from bsi.server.http import StrictRoute
+from bsi.server.service import BsiService
+from bsi.strict import MAX_INT32
+
+
+class EnrollmentTokenIn(BaseModel):
+    group: str = "default"
+    expires_in_hours: float = Field(24.0, gt=0, le=24 * 365)
+    max_uses: int | None = Field(None, ge=1, le=MAX_INT32)
+
+
+class ApiKeyIn(BaseModel):
+    name: str = Field(min_length=1, max_length=64)
+    role: Role
+
+
+def credential_routes(service: BsiService, access: Access) -> APIRouter:
+    router = APIRouter(route_class=StrictRoute)
+    Write = Annotated[Role, Depends(access.write)]  # noqa: N806 - a type, named as one
+    store = service.store
+
+    @router.post("/enrollment-tokens", status_code=201)
+    async def create_enrollment_token(body: EnrollmentTokenIn, _: Write) -> dict[str, Any]:
+        now = service.clock()
+        expires = now + timedelta(hours=body.expires_in_hours)
+        token = await run_in_threadpool(
+            store.create_enrollment_token, body.group, expires, body.max_uses, now
+        )
+        return {
+            "token": token,
+            "group": body.group,
+            "expires_at": expires.isoformat(),
+            "max_uses": body.max_uses,
+        }
+
+    @router.post("/api-keys", status_code=201)
+    async def create_api_key(body: ApiKeyIn, _: Write) -> dict[str, str]:
+        key = await run_in_threadpool(
+            store.create_api_key, body.name, body.role.value, service.clock()
+        )
+        return {"name": body.name, "role": body.role.value, "key": key}
+
+    return router
