@@ -23,6 +23,7 @@ from bsi import __version__
 from bsi.apple import sample
 from bsi.apple.compliance import assess_apple_fleet, render_table, report_to_csv, report_to_json
 from bsi.apple.fleet import InventoryFormat, load_declarations, load_fleet
+from bsi.commands.admin import admin_app
 from bsi.commands.agent import agent_app
 from bsi.commands.arguments import MAX_PORT, MAX_WORKERS
 from bsi.commands.demo import demo_command, sim_command
@@ -48,6 +49,7 @@ app.add_typer(api_key_app, name="api-key")
 app.add_typer(keys_app, name="keys")
 app.add_typer(supplement_app, name="supplement")
 app.add_typer(agent_app, name="agent")
+app.add_typer(admin_app, name="admin")
 app.command("sim")(sim_command)
 app.command("demo")(demo_command)
 
