@@ -8,16 +8,16 @@ code 2. Nothing below it prints or exits.
 from __future__ import annotations
 
 import json
-import os
 import sys
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from typer.core import TyperGroup
 
 from bsi import __version__
 from bsi.apple import sample
@@ -25,51 +25,52 @@ from bsi.apple.compliance import assess_apple_fleet, render_table, report_to_csv
 from bsi.apple.fleet import InventoryFormat, load_declarations, load_fleet
 from bsi.commands.admin import admin_app
 from bsi.commands.agent import agent_app
-from bsi.commands.arguments import MAX_PORT, MAX_WORKERS
 from bsi.commands.demo import demo_command, sim_command
 from bsi.commands.supplements import keys_app, supplement_app
 from bsi.domain.declarations import effective_policy
 from bsi.errors import BsiError, InvalidInput
 from bsi.feeds.load import load_catalogs
 
+
+class _Commands(TyperGroup):
+    """bsi's commands; the server's (``serve``, ``db``, ``api-key``) are loaded when asked for.
+
+    They bring pydantic, the database and the web framework with them, which
+    ``bsi agent`` on a device, started at every boot and every timer, never needs.
+    (``Any``: typer's own copy of click's ``Context`` and ``Command``, not importable.)
+    """
+
+    def list_commands(self, ctx: Any) -> list[str]:
+        return [*super().list_commands(ctx), *SERVER_COMMANDS]
+
+    def get_command(self, ctx: Any, cmd_name: str) -> Any:
+        if cmd_name in SERVER_COMMANDS:
+            from bsi.commands.server import server_commands
+
+            return server_commands().get_command(ctx, cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+SERVER_COMMANDS = ("serve", "db", "api-key")
+"""Commands of :mod:`bsi.commands.server`, listed and loaded by :class:`_Commands`."""
+
 app = typer.Typer(
     name="bsi",
     help="Background Security Improvements for any fleet.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    cls=_Commands,
 )
 apple_app = typer.Typer(
     help="Apple fleets: Apple's BSI catalogue and DDM status reports.", no_args_is_help=True
 )
 app.add_typer(apple_app, name="apple")
-db_app = typer.Typer(help="The server's database.", no_args_is_help=True)
-app.add_typer(db_app, name="db")
-api_key_app = typer.Typer(help="Admin API keys.", no_args_is_help=True)
-app.add_typer(api_key_app, name="api-key")
 app.add_typer(keys_app, name="keys")
 app.add_typer(supplement_app, name="supplement")
 app.add_typer(agent_app, name="agent")
 app.add_typer(admin_app, name="admin")
 app.command("sim")(sim_command)
 app.command("demo")(demo_command)
-
-DatabaseUrl = Annotated[
-    str | None,
-    typer.Option(
-        "--database-url",
-        envvar="BSI_DATABASE_URL",
-        help="postgresql+psycopg://user:pass@host/db or sqlite:///path. "
-        "Default: the SQLite file in --data-dir.",
-    ),
-]
-DataDir = Annotated[
-    Path,
-    typer.Option(
-        "--data-dir",
-        envvar="BSI_DATA_DIR",
-        help="Where the embedded default keeps its database and first admin key.",
-    ),
-]
 
 
 class OutputFormat(StrEnum):
@@ -209,152 +210,6 @@ def apple_compliance(
         output.write_text(text, encoding="utf-8")
     else:
         sys.stdout.write(text)
-
-
-@app.command("serve")
-def serve(
-    data_dir: DataDir = Path("bsi-data"),
-    database_url: DatabaseUrl = None,
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(min=0, max=MAX_PORT, help="Port to listen on.")] = 8080,
-    workers: Annotated[
-        int,
-        typer.Option(
-            min=1,
-            max=MAX_WORKERS,
-            help="Server processes (they share nothing but the database).",
-        ),
-    ] = 1,
-    nanomdm_hmac_key_file: Annotated[
-        Path | None,
-        typer.Option(
-            help="Accept NanoMDM -dm forwarding signed with this key: the file holds the "
-            "string of NanoMDM's -dm-send-hmac-key (one final newline ignored). Responses "
-            "are signed with it too, for -dm-recv-hmac-key."
-        ),
-    ] = None,
-    nanomdm_response_hmac_key_file: Annotated[
-        Path | None,
-        typer.Option(
-            help="Sign DDM responses with this key instead: the string of NanoMDM's "
-            "-dm-recv-hmac-key, when it differs from -dm-send-hmac-key."
-        ),
-    ] = None,
-    nanomdm_webhook_hmac_key_file: Annotated[
-        Path | None,
-        typer.Option(
-            help="Accept NanoMDM's webhook events (-webhook-url http://bsi/v1/nanomdm/webhook) "
-            "signed with this key: the string of NanoMDM's -webhook-hmac-key."
-        ),
-    ] = None,
-    nanomdm_allow_unsigned_from: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="Accept unsigned NanoMDM requests (DDM and webhook) from this address or "
-            "network only (repeatable), for NanoMDM run without HMAC keys."
-        ),
-    ] = None,
-    max_body_bytes: Annotated[
-        int,
-        typer.Option(min=1024, max=1 << 30, help="Refuse request bodies larger than this."),
-    ] = 1024 * 1024,
-    tuf_repo_dir: Annotated[
-        Path | None,
-        typer.Option(help="Serve this TUF repository at /tuf/metadata/ and /tuf/targets/."),
-    ] = None,
-    tuf_keys_dir: Annotated[
-        Path | None,
-        typer.Option(help="Its online snapshot/timestamp keys: keep the timestamp fresh."),
-    ] = None,
-    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "warning",
-) -> None:
-    """Run the bsi server: DDM endpoints for devices, enrollment, and the admin API.
-
-    With no --database-url it keeps a SQLite database in --data-dir, creating
-    and migrating it on first start, and writes the first admin API key to
-    <data-dir>/admin-api-key. OpenAPI docs are served at /docs.
-    """
-    import uvicorn
-
-    from bsi.server.app import ADMIN_KEY_FILE, ServerSettings, prepare
-    from bsi.server.nanomdm import networks, read_key_file
-
-    settings = ServerSettings(
-        data_dir=data_dir,
-        database_url=database_url,
-        nanomdm_hmac_key=read_key_file(nanomdm_hmac_key_file) if nanomdm_hmac_key_file else None,
-        nanomdm_response_hmac_key=read_key_file(nanomdm_response_hmac_key_file)
-        if nanomdm_response_hmac_key_file
-        else None,
-        nanomdm_webhook_hmac_key=read_key_file(nanomdm_webhook_hmac_key_file)
-        if nanomdm_webhook_hmac_key_file
-        else None,
-        nanomdm_unsigned_from=networks(nanomdm_allow_unsigned_from or ()),
-        max_body_bytes=max_body_bytes,
-        tuf_repo_dir=tuf_repo_dir,
-        tuf_keys_dir=tuf_keys_dir,
-    )
-    prepare(settings)  # migrate and bootstrap once, before any worker starts
-    environment = {
-        "BSI_DATA_DIR": str(data_dir.resolve()),
-        "BSI_DATABASE_URL": database_url or "",
-        "BSI_NANOMDM_HMAC_KEY_FILE": str(nanomdm_hmac_key_file or ""),
-        "BSI_NANOMDM_RESPONSE_HMAC_KEY_FILE": str(nanomdm_response_hmac_key_file or ""),
-        "BSI_NANOMDM_WEBHOOK_HMAC_KEY_FILE": str(nanomdm_webhook_hmac_key_file or ""),
-        "BSI_NANOMDM_ALLOW_UNSIGNED_FROM": ",".join(nanomdm_allow_unsigned_from or ()),
-        "BSI_MAX_BODY_BYTES": str(max_body_bytes),
-        "BSI_TUF_REPO_DIR": str(tuf_repo_dir.resolve()) if tuf_repo_dir else "",
-        "BSI_TUF_KEYS_DIR": str(tuf_keys_dir.resolve()) if tuf_keys_dir else "",
-        # Workers stop when this process does, even if it is SIGKILLed.
-        "BSI_SUPERVISOR_PID": str(os.getpid()) if workers > 1 else "",
-    }
-    os.environ.update(environment)
-    console = Console(stderr=True)
-    console.print(f"bsi {__version__} serving on http://{host}:{port} (API docs: /docs)")
-    if settings.embedded:
-        console.print(f"data: {settings.resolved_database_url()}")
-        console.print(f"admin API key: {data_dir / ADMIN_KEY_FILE}")
-    uvicorn.run(
-        "bsi.server.asgi:app_from_environment",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level=log_level,
-        access_log=False,
-        timeout_graceful_shutdown=5,  # open wake-up long polls must not hold a stop
-    )
-
-
-@db_app.command("upgrade")
-def db_upgrade(data_dir: DataDir = Path("bsi-data"), database_url: DatabaseUrl = None) -> None:
-    """Create or migrate the database schema to this bsi's version (Alembic)."""
-    from bsi.server.app import ServerSettings
-    from bsi.store.database import open_engine, upgrade
-
-    settings = ServerSettings(data_dir=data_dir, database_url=database_url)
-    if settings.embedded:
-        data_dir.mkdir(parents=True, exist_ok=True)
-    revision = upgrade(open_engine(settings.resolved_database_url()))
-    typer.echo(f"database at revision {revision}")
-
-
-@api_key_app.command("create")
-def api_key_create(
-    name: Annotated[str, typer.Argument(help="A name to recognise the key by.")],
-    role: Annotated[str, typer.Option(help="admin or read-only")] = "read-only",
-    data_dir: DataDir = Path("bsi-data"),
-    database_url: DatabaseUrl = None,
-) -> None:
-    """Create an admin API key and print it (it is stored only as a hash)."""
-    from bsi.server.app import ServerSettings, utc_now
-    from bsi.store.database import open_engine, require_current_schema
-    from bsi.store.store import Store
-
-    settings = ServerSettings(data_dir=data_dir, database_url=database_url)
-    engine = open_engine(settings.resolved_database_url())
-    require_current_schema(engine)
-    typer.echo(Store(engine).create_api_key(name, role, utc_now()))
 
 
 @app.command(

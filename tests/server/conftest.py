@@ -34,8 +34,8 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningSe
         database_url = create_database(base, name, TEMPLATE)
     marker = request.node.get_closest_marker("server_settings")
     fields = {
-        "nanomdm_hmac_key": HMAC_KEY,
-        "nanomdm_webhook_hmac_key": WEBHOOK_KEY,
+        "nanomdm_hmac_key_file": key_file(tmp_path / "dm.key", HMAC_KEY),
+        "nanomdm_webhook_hmac_key_file": key_file(tmp_path / "webhook.key", WEBHOOK_KEY),
         "max_body_bytes": 64 * 1024,
         "last_seen_flush_seconds": 0.2,
         **(marker.kwargs if marker else {}),
@@ -65,3 +65,9 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningSe
         uvicorn_server.should_exit = True
         thread.join(timeout=20)
         service.store.engine.dispose()
+
+
+def key_file(path: Path, key: bytes) -> Path:
+    """A NanoMDM key file as an operator writes it (with a final newline)."""
+    path.write_bytes(key + b"\n")
+    return path

@@ -15,7 +15,7 @@ import pytest
 
 from bsi.domain.declarations import software_update_settings, status_subscriptions
 from bsi.errors import InvalidInput
-from bsi.server.nanomdm import SignResponses, networks, read_key_file
+from bsi.server.nanomdm import SignResponses, read_key_file
 from bsi.server.service import SECURITY_EVENTS_PER_MINUTE
 from nanomdm_client import (
     BodyHashInvalid,
@@ -216,7 +216,7 @@ def test_the_webhook_refuses_unsigned_forged_and_stale_events(server: RunningSer
     assert junk.status_code == 400
 
 
-@pytest.mark.server_settings(nanomdm_hmac_key=None, nanomdm_unsigned_from=networks(["127.0.0.1"]))
+@pytest.mark.server_settings(nanomdm_hmac_key_file=None, nanomdm_allow_unsigned_from=["127.0.0.1"])
 def test_unsigned_forwarding_is_accepted_from_an_allowed_address(server: RunningServer) -> None:
     mac = device(new_udid())
     assert webhook(server, key=None).authenticate(mac.id, "S1", now=server.clock()).is_success
@@ -225,7 +225,7 @@ def test_unsigned_forwarding_is_accepted_from_an_allowed_address(server: Running
     assert "x-hmac-signature" not in nano.request(mac, "tokens").headers
 
 
-@pytest.mark.server_settings(nanomdm_hmac_key=None, nanomdm_unsigned_from=networks(["10.0.0.0/8"]))
+@pytest.mark.server_settings(nanomdm_hmac_key_file=None, nanomdm_allow_unsigned_from=["10.0.0.0/8"])
 def test_unsigned_forwarding_from_elsewhere_is_refused(server: RunningServer) -> None:
     mac = device(new_udid())
     assert webhook(server, key=None).authenticate(mac.id, "S1").status_code == 401

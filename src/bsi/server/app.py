@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,9 +28,10 @@ from bsi.server.http import (
     StrictRoute,
     install_error_handlers,
 )
-from bsi.server.nanomdm import DDM_ENDPOINTS, ForwardingTrust, Network, SignResponses
+from bsi.server.nanomdm import DDM_ENDPOINTS, SignResponses
 from bsi.server.nanomdm_webhook import webhook_router
 from bsi.server.service import BsiService
+from bsi.server.settings import ServerSettings as ServerSettings
 from bsi.server.tuf_hosting import (
     mount_repository,
     refresh_forever,
@@ -45,64 +45,6 @@ from bsi.store.store import DEFAULT_GROUP, Store
 log = logging.getLogger("bsi.server")
 
 ADMIN_KEY_FILE = "admin-api-key"
-
-
-@dataclass(frozen=True, slots=True)
-class ServerSettings:
-    """Everything ``bsi serve`` can be told. Defaults suit one small machine."""
-
-    data_dir: Path = Path("bsi-data")
-    database_url: str | None = None
-    nanomdm_hmac_key: bytes | None = None
-    """Verifies NanoMDM's request signatures: the string of its ``-dm-send-hmac-key``."""
-    nanomdm_response_hmac_key: bytes | None = None
-    """Signs every DDM response for NanoMDM's ``-dm-recv-hmac-key`` (default: the key above)."""
-    max_body_bytes: int = 1024 * 1024
-    max_admin_body_bytes: int = 64 * 1024 * 1024
-    cache_seconds: float = 2.0
-    identity_seconds: float = 60.0
-    last_seen_flush_seconds: float = 5.0
-    tuf_repo_dir: Path | None = None
-    """A TUF repository (bsi keys init) served at /tuf/metadata/ and /tuf/targets/."""
-    tuf_keys_dir: Path | None = None
-    """Its online (snapshot, timestamp) keys: the server keeps the timestamp fresh."""
-    tuf_refresh_seconds: float = 3600.0
-    tuf_watch_seconds: float = 1.0
-    request_timeout_seconds: float = 45.0
-    """A request not answered within this gets 503 + Retry-After (long polls excepted)."""
-    revocation_poll_seconds: float = 1.0
-    """How often each process reads new revocations: a device revoked through
-    another process is refused within this, plus one query."""
-    status_burst: float = 30
-    """Status reports a device may send at once (per server process)..."""
-    status_per_second: float = 0.5
-    """...and the rate its allowance refills at: beyond it, 429 with Retry-After."""
-
-    nanomdm_webhook_hmac_key: bytes | None = None
-    """Verifies NanoMDM's webhook events: the string of its ``-webhook-hmac-key``."""
-    nanomdm_unsigned_from: tuple[Network, ...] = ()
-    """Addresses whose unsigned NanoMDM requests (DDM and webhook) are accepted."""
-
-    @property
-    def forwarding(self) -> ForwardingTrust:
-        return ForwardingTrust(self.nanomdm_hmac_key, self.nanomdm_unsigned_from)
-
-    @property
-    def webhook(self) -> ForwardingTrust:
-        return ForwardingTrust(
-            self.nanomdm_webhook_hmac_key, self.nanomdm_unsigned_from, "NanoMDM webhook"
-        )
-
-    @property
-    def response_key(self) -> bytes | None:
-        return self.nanomdm_response_hmac_key or self.nanomdm_hmac_key
-
-    @property
-    def embedded(self) -> bool:
-        return self.database_url is None
-
-    def resolved_database_url(self) -> str:
-        return self.database_url or f"sqlite:///{(self.data_dir / 'bsi.db').resolve()}"
 
 
 def utc_now() -> datetime:

@@ -1,13 +1,10 @@
 """The ASGI entry for ``bsi serve`` and for any ASGI server run by hand.
 
-Settings come from the environment so that every worker process builds the
-same app: ``BSI_DATA_DIR``, ``BSI_DATABASE_URL``, ``BSI_NANOMDM_HMAC_KEY_FILE``,
-``BSI_NANOMDM_RESPONSE_HMAC_KEY_FILE``, ``BSI_NANOMDM_WEBHOOK_HMAC_KEY_FILE``,
-``BSI_NANOMDM_ALLOW_UNSIGNED_FROM`` (comma-separated),
-``BSI_MAX_BODY_BYTES``, ``BSI_CACHE_SECONDS``, ``BSI_TUF_REPO_DIR``,
-``BSI_TUF_KEYS_DIR``.
+Settings come from the environment (``BSI_*``, one variable per setting of
+:class:`~bsi.server.settings.ServerSettings`; ``bsi serve --help`` lists
+them), so that every worker process builds the same app:
 
-    uvicorn --factory bsi.server.asgi:app_from_environment
+    BSI_DATA_DIR=/var/lib/bsi uvicorn --factory bsi.server.asgi:app_from_environment
 """
 
 from __future__ import annotations
@@ -17,44 +14,17 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 
 from fastapi import FastAPI
 
-from bsi.errors import InvalidInput
-from bsi.server.app import ServerSettings, create_app, prepare
-from bsi.server.nanomdm import networks, read_key_file
+from bsi.server.app import create_app, prepare
+from bsi.server.settings import ServerSettings, load
 
 
 def settings_from_environment() -> ServerSettings:
-    key_file = os.environ.get("BSI_NANOMDM_HMAC_KEY_FILE")
-    try:
-        return ServerSettings(
-            data_dir=Path(os.environ.get("BSI_DATA_DIR", "bsi-data")),
-            database_url=os.environ.get("BSI_DATABASE_URL") or None,
-            nanomdm_hmac_key=read_key_file(Path(key_file)) if key_file else None,
-            nanomdm_response_hmac_key=_key("BSI_NANOMDM_RESPONSE_HMAC_KEY_FILE"),
-            nanomdm_webhook_hmac_key=_key("BSI_NANOMDM_WEBHOOK_HMAC_KEY_FILE"),
-            nanomdm_unsigned_from=networks(
-                filter(None, os.environ.get("BSI_NANOMDM_ALLOW_UNSIGNED_FROM", "").split(","))
-            ),
-            max_body_bytes=int(os.environ.get("BSI_MAX_BODY_BYTES", 1024 * 1024)),
-            cache_seconds=float(os.environ.get("BSI_CACHE_SECONDS", 2.0)),
-            tuf_repo_dir=_path("BSI_TUF_REPO_DIR"),
-            tuf_keys_dir=_path("BSI_TUF_KEYS_DIR"),
-        )
-    except ValueError as error:
-        raise InvalidInput(f"bad BSI_* setting in the environment: {error}") from error
-
-
-def _key(name: str) -> bytes | None:
-    path = _path(name)
-    return read_key_file(path) if path else None
-
-
-def _path(name: str) -> Path | None:
-    value = os.environ.get(name)
-    return Path(value) if value else None
+    """The ``BSI_*`` variables read into settings; :class:`~bsi.errors.InvalidInput`
+    names each bad one."""
+    return load(ServerSettings)
 
 
 SUPERVISOR_PID = "BSI_SUPERVISOR_PID"

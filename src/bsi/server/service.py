@@ -165,10 +165,10 @@ class BsiService:
         store: Store,
         clock: Clock,
         *,
-        cache_seconds: float = 2.0,
-        identity_seconds: float = 60.0,
-        status_burst: float = 30,
-        status_per_second: float = 0.5,
+        cache_seconds: float,
+        identity_seconds: float,
+        status_burst: float,
+        status_per_second: float,
     ) -> None:
         self.store = store
         self.clock = clock

@@ -44,34 +44,42 @@ POOL_TIMEOUT = 10
 BUSY_TIMEOUT = 30
 
 
-def open_engine(url: str, *, pool_size: int = 40) -> Engine:
+BACKENDS = ("sqlite", "postgresql")
+"""The databases bsi runs on."""
+_URL_HINT = "use sqlite:///path/to/bsi.db or postgresql+psycopg://user@host/db"
+
+
+def database_backend(url: str) -> str:
+    """The backend ``url`` names, one of :data:`BACKENDS`; :class:`DatabaseError` when it
+    is not a URL or names another database. Opens nothing."""
     try:
-        parsed = make_url(url)
+        backend = make_url(url).get_backend_name()
     except ArgumentError as error:
-        raise DatabaseError(
-            f"{url!r} is not a database URL",
-            hint="use sqlite:///path/to/bsi.db or postgresql+psycopg://user@host/db",
-        ) from error
-    if parsed.get_backend_name() == "sqlite":
+        raise DatabaseError(f"{url!r} is not a database URL", hint=_URL_HINT) from error
+    if backend not in BACKENDS:
+        raise DatabaseError(f"unsupported database {backend!r} in {url!r}", hint=_URL_HINT)
+    return backend
+
+
+def open_engine(url: str, *, pool_size: int = 40) -> Engine:
+    if database_backend(url) == "sqlite":
         engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT})
         event.listen(engine, "connect", _tune_sqlite)
         event.listen(engine, "begin", _begin_sqlite)
         return engine
-    if parsed.get_backend_name() == "postgresql":
-        # As many pooled connections as the server has worker threads (40), so
-        # connections are reused instead of opened and closed under load.
-        return create_engine(
-            url,
-            pool_size=pool_size,
-            max_overflow=10,
-            pool_pre_ping=True,
-            pool_timeout=POOL_TIMEOUT,
-            connect_args={
-                "connect_timeout": CONNECT_TIMEOUT,
-                "options": f"-c statement_timeout={STATEMENT_TIMEOUT * 1000}",
-            },
-        )
-    raise DatabaseError(f"unsupported database {parsed.get_backend_name()!r} in {url!r}")
+    # PostgreSQL: as many pooled connections as the server has worker threads
+    # (40), so connections are reused instead of opened and closed under load.
+    return create_engine(
+        url,
+        pool_size=pool_size,
+        max_overflow=10,
+        pool_pre_ping=True,
+        pool_timeout=POOL_TIMEOUT,
+        connect_args={
+            "connect_timeout": CONNECT_TIMEOUT,
+            "options": f"-c statement_timeout={STATEMENT_TIMEOUT * 1000}",
+        },
+    )
 
 
 WRITE = {"bsi_write": True}
