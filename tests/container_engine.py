@@ -40,6 +40,9 @@ tmp_dir = "{tmp}"
 runtime = "runc"
 cgroup_manager = "cgroupfs"
 events_logger = "file"
+
+[network]
+network_config_dir = "{networks}"
 """
 
 STORAGE_CONF = """\
@@ -145,7 +148,9 @@ def podman_service(home: Path) -> Iterator[Engine]:
     """Start ``podman system service`` on ``<home>/podman.sock``; stop it (by pid) after."""
     podman = require_podman()
     home.mkdir(parents=True, exist_ok=True)
-    (home / "containers.conf").write_text(CONTAINERS_CONF.format(tmp=home / "libpod"))
+    (home / "containers.conf").write_text(
+        CONTAINERS_CONF.format(tmp=home / "libpod", networks=home / "networks")
+    )
     (home / "storage.conf").write_text(
         STORAGE_CONF.format(root=home / "storage", runroot=home / "run")
     )

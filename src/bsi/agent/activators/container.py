@@ -1,0 +1,663 @@
+"""The ``container`` activator: supplements for the containers of a Docker or Podman host.
+
+A container's files come from its image, so a supplement for a container is
+a *patched image*: the base image plus one layer holding the supplement's
+files, built locally (no registry) and labelled with the supplement
+(:data:`LABELS`). Activation recreates each running container whose image
+is the supplement's base (:class:`~bsi.domain.prerequisite.ImageBase`, placed
+by :func:`~bsi.domain.prerequisite.place_image`) on the patched image with
+the same configuration — environment, mounts, ports, networks, restart
+policy, labels, health check, command — one container at a time, the way
+Watchtower recreates containers on a new image.
+
+Each recreation keeps the old container, stopped and renamed, until the new
+one is healthy (its health check — the container's or image's
+``HEALTHCHECK`` — or, without one, the supplement's check, run inside the
+container; and still running). A container that fails comes back as it was:
+the new one is removed, the old one renamed back and started, and
+activation halts with :class:`ActivationError` (``health-check-failed``),
+leaving the containers recreated before it on the patched image for the
+agent's fall-back to undo. Deactivation (``bsi agent rollback``) recreates
+every patched container on its base image the same way.
+
+Everything is refused up front, nothing changed, when the engine does not
+answer (:class:`EngineUnavailable`), when a container's configuration cannot
+be reproduced (:class:`NotReproducible`: anonymous volumes, another
+container's network namespace, a pod, ``--rm``), or when the supplement
+removes files (a layer built from a context cannot delete, so bsi refuses
+rather than ship a patched image that still holds the file).
+
+The engine is spoken to through the Docker SDK for Python over the Docker
+Engine API, which Docker and Podman's ``podman system service`` both serve.
+State (``<state>/containers.json``) records the active supplement and each
+recreated container with its base and patched image, and the one
+recreation under way, so that :meth:`ContainerActivator.recover` puts back a
+container an agent killed mid-way left renamed or stopped.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import docker
+import docker.errors
+from docker.models.containers import Container
+
+from bsi.agent.activators import (
+    ActivationError,
+    Outcome,
+    PrerequisiteMismatch,
+    StateLayout,
+    state_lock,
+)
+from bsi.agent.facts import parse_os_release
+from bsi.cryptex.manifest import Action, Manifest
+from bsi.domain.prerequisite import (
+    ImageBase,
+    ImageFacts,
+    Match,
+    PackageManager,
+    PackageVersion,
+    place_image,
+)
+from bsi.durable import write_atomic
+from bsi.errors import InvalidInput
+from bsi.strict import read_json
+
+LABEL_SUPPLEMENT = "bsi.supplement"
+LABEL_EXTRA_VERSION = "bsi.extra-version"
+LABEL_SUPPLEMENTAL_BUILD = "bsi.supplemental-build"
+LABEL_BASE_IMAGE = "bsi.base-image"
+LABELS = (LABEL_SUPPLEMENT, LABEL_EXTRA_VERSION, LABEL_SUPPLEMENTAL_BUILD, LABEL_BASE_IMAGE)
+"""The labels of a patched image (its containers inherit them)."""
+
+STATE_FILE = "containers.json"
+OLD_SUFFIX = ".bsi-old"
+"""A container being recreated keeps its old self under ``<name>.bsi-old`` until then."""
+
+HEALTH_POLL = 0.5
+
+
+class EngineUnavailable(ActivationError):
+    """The container engine does not answer: nothing was changed."""
+
+    default_reason = "engine-unavailable"
+
+
+class NotReproducible(ActivationError):
+    """A container's configuration cannot be carried over to a new container."""
+
+    default_reason = "container-not-reproducible"
+
+
+@dataclass(frozen=True, slots=True)
+class Recreated:
+    """One container bsi put on a patched image: its name and both image IDs."""
+
+    name: str
+    base_image: str
+    patched_image: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "base_image": self.base_image, "patched": self.patched_image}
+
+
+@dataclass(slots=True)
+class _State:
+    active: str | None = None
+    containers: tuple[Recreated, ...] = ()
+    under_way: str | None = None
+    """The name of the container being recreated, while it is."""
+
+
+class ContainerActivator:
+    """Patched images and recreated containers, through one engine's Docker Engine API.
+
+    ``engine_url`` is the SDK's ``base_url`` (``unix:///var/run/docker.sock``,
+    ``unix:///run/podman/podman.sock``); ``health_timeout`` bounds the wait
+    for each recreated container to become healthy, in seconds.
+    """
+
+    name = "container"
+    relaunches_itself = True
+    """Recreating a container is its relaunch, and its health is checked inside it."""
+
+    def __init__(
+        self,
+        layout: StateLayout,
+        engine_url: str,
+        *,
+        health_timeout: float = 60.0,
+        stop_timeout: int = 10,
+        api_timeout: int = 120,
+    ) -> None:
+        self.layout = layout
+        self.engine_url = engine_url
+        self.health_timeout = health_timeout
+        self.stop_timeout = stop_timeout
+        self.api_timeout = api_timeout
+
+    # -- the engine ------------------------------------------------------------
+
+    def client(self) -> docker.DockerClient:
+        """A client that has answered a ping, else :class:`EngineUnavailable`."""
+        try:
+            client = docker.DockerClient(base_url=self.engine_url, timeout=self.api_timeout)
+            client.ping()
+        except docker.errors.DockerException as error:
+            raise EngineUnavailable(
+                f"the container engine at {self.engine_url} does not answer ({_short(error)}); "
+                "nothing was changed",
+                hint="start Docker or 'podman system service', or fix agent.yaml's "
+                "container_engine",
+            ) from None
+        return client
+
+    @contextmanager
+    def _engine(self, doing: str) -> Iterator[docker.DockerClient]:
+        client = self.client()
+        try:
+            yield client
+        except docker.errors.DockerException as error:
+            raise ActivationError(
+                f"{doing}: the container engine refused ({_short(error)}); "
+                "running containers were left as reported",
+                reason="engine-error",
+            ) from None
+        finally:
+            client.close()
+
+    # -- state -----------------------------------------------------------------
+
+    @property
+    def state_file(self) -> Path:
+        return self.layout.state / STATE_FILE
+
+    def _load(self) -> _State:
+        try:
+            data = self.state_file.read_bytes()
+        except FileNotFoundError:
+            return _State()
+        document = read_json(data, source=str(self.state_file))
+        try:
+            assert isinstance(document, dict)
+            containers = tuple(
+                Recreated(str(c["name"]), str(c["base_image"]), str(c["patched"]))
+                for c in document.get("containers", [])
+            )
+            active, under_way = document.get("active"), document.get("under_way")
+            assert active is None or isinstance(active, str)
+            assert under_way is None or isinstance(under_way, str)
+        except (AssertionError, KeyError, TypeError):
+            raise InvalidInput(
+                f"{self.state_file} is not the container activator's state",
+                hint="bsi replaces this file atomically, so something else changed it: "
+                "restore it from a backup",
+            ) from None
+        return _State(active, containers, under_way)
+
+    def _save(self, state: _State) -> None:
+        document = {
+            "active": state.active,
+            "containers": [c.to_json() for c in state.containers],
+            "under_way": state.under_way,
+        }
+        self.layout.state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_atomic(self.state_file, json.dumps(document, indent=1).encode(), mode=0o600)
+
+    def active(self) -> str | None:
+        return self._load().active
+
+    def recreated(self) -> tuple[Recreated, ...]:
+        """The containers the active supplement runs in, with their base and patched images."""
+        return self._load().containers
+
+    def forget(self, build: str) -> None:
+        state = self._load()
+        if state.active == build:
+            self._save(_State())
+
+    # -- finding what a supplement is for --------------------------------------
+
+    def affected(self, client: docker.DockerClient, base: ImageBase) -> list[Container]:
+        """The running containers whose base image is ``base``, by name.
+
+        A container already on a patched image is judged by the base image its
+        label names, so a later letter finds the containers an earlier one
+        patched.
+        """
+        facts: dict[str, ImageFacts] = {}
+        found = []
+        for container in client.containers.list():
+            image_id = base_image_of(container)
+            if image_id not in facts:
+                facts[image_id] = image_facts(client, image_id, base)
+            if place_image(base, facts[image_id]).match is Match.MET:
+                found.append(container)
+        return sorted(found, key=lambda c: str(c.name))
+
+    # -- Activator -------------------------------------------------------------
+
+    def preflight(self, manifest: Manifest, staged_dir: Path) -> None:
+        base = _image_base(manifest)
+        _refuse_removals(manifest)
+        with self._engine(f"checking supplement {manifest.supplemental_build}") as client:
+            for container in self.affected(client, base):
+                recreate_config(container.attrs, base_image_of(container))
+
+    def activate(self, manifest: Manifest, staged_dir: Path) -> Outcome:
+        build = str(manifest.supplemental_build)
+        base = _image_base(manifest)
+        _refuse_removals(manifest)
+        with state_lock(self.layout), self._engine(f"activating {build}") as client:
+            state = self._load()
+            if state.active == build:
+                return Outcome("activate", "already-active", build, build)
+            containers = self.affected(client, base)
+            # Refuse before anything changes: every configuration must carry over.
+            for container in containers:
+                recreate_config(container.attrs, base_image_of(container))
+            patched: dict[str, str] = {}
+            done = list(state.containers)
+            for container in containers:
+                base_id = base_image_of(container)
+                if base_id not in patched:
+                    patched[base_id] = build_patched_image(client, base_id, manifest, staged_dir)
+                name = str(container.name)
+                done = [r for r in done if r.name != name]
+                state.under_way = name
+                self._save(state)
+                self._recreate(client, container, patched[base_id], manifest)
+                done.append(Recreated(name, base_id, patched[base_id]))
+                state.containers, state.under_way = tuple(done), None
+                state.active = build
+                self._save(state)
+            state.active = build
+            self._save(state)
+            return Outcome("activate", "activated", build, build, files=len(containers))
+
+    def deactivate(self, manifest: Manifest, *, force: bool = False) -> Outcome:
+        build = str(manifest.supplemental_build)
+        with state_lock(self.layout), self._engine(f"rolling back {build}") as client:
+            state = self._load()
+            if state.active is None:
+                return Outcome("deactivate", "not-active", build, None)
+            left = list(state.containers)
+            for record in state.containers:
+                try:
+                    container = client.containers.get(record.name)
+                except docker.errors.NotFound:
+                    left.remove(record)  # removed by its owner: nothing to put back
+                    continue
+                state.under_way = record.name
+                self._save(state)
+                self._recreate(client, container, record.base_image, None)
+                left.remove(record)
+                state.containers, state.under_way = tuple(left), None
+                self._save(state)
+            self._save(_State())
+            return Outcome("deactivate", "deactivated", build, None, files=len(state.containers))
+
+    def verify(self) -> tuple[str, ...]:
+        """Each recorded container that no longer runs its patched image."""
+        state = self._load()
+        if not state.containers:
+            return ()
+        problems = []
+        with self._engine("verifying the patched containers") as client:
+            for record in state.containers:
+                try:
+                    container = client.containers.get(record.name)
+                except docker.errors.NotFound:
+                    problems.append(f"container {record.name} is gone")
+                    continue
+                if container.image is None or container.image.id != record.patched_image:
+                    problems.append(
+                        f"container {record.name} runs image {_image_id(container)}, "
+                        f"not its patched image {record.patched_image}"
+                    )
+                elif container.status != "running":
+                    problems.append(f"container {record.name} is {container.status}")
+        return tuple(problems)
+
+    def recover(self) -> Outcome:
+        """Put back the container an interrupted recreation left renamed or stopped."""
+        state = self._load()
+        if state.under_way is None:
+            return Outcome("recover", "nothing-to-do", state.active, state.active)
+        name = state.under_way
+        with state_lock(self.layout), self._engine(f"recovering container {name}") as client:
+            old = _find(client, name + OLD_SUFFIX)
+            new = _find(client, name)
+            if old is not None:
+                if new is not None:
+                    new.remove(force=True)
+                old.rename(name)
+                old.start()
+            state.under_way = None
+            self._save(state)
+        return Outcome("recover", "rolled-back", state.active, state.active)
+
+    # -- one container ---------------------------------------------------------
+
+    def _recreate(
+        self, client: docker.DockerClient, old: Container, image: str, manifest: Manifest | None
+    ) -> None:
+        """Replace ``old`` by a container on ``image`` with its configuration, or put it back."""
+        name = str(old.name)
+        config = recreate_config(old.attrs, image, _labels_of(client, _image_id(old)))
+        old.stop(timeout=self.stop_timeout)
+        old.rename(name + OLD_SUFFIX)
+        new_id: str | None = None
+        try:
+            created = client.api.create_container_from_config(  # type: ignore[no-untyped-call]
+                config, name=name
+            )
+            new_id = str(created["Id"])
+            client.api.start(new_id)
+            problem = self._wait_healthy(client, new_id, config, manifest)
+        except docker.errors.DockerException as error:
+            problem = f"the engine refused to create or start it: {_short(error)}"
+        if problem is None:
+            old.remove(force=True)
+            return
+        if new_id is not None:
+            client.api.remove_container(new_id, force=True)
+        old.rename(name)
+        old.start()
+        raise ActivationError(
+            f"container {name} failed on image {image[:19]} ({problem}); it is back on its "
+            "previous image with its configuration, and no further container was changed",
+            reason="health-check-failed",
+        )
+
+    def _wait_healthy(
+        self,
+        client: docker.DockerClient,
+        container_id: str,
+        config: Mapping[str, Any],
+        manifest: Manifest | None,
+    ) -> str | None:
+        """``None`` once the container runs and its checks pass, else why not.
+
+        The checks are the container's own ``HEALTHCHECK`` (from its image or
+        its configuration) and the supplement's, both run inside the container
+        (``exec``), so that the result does not depend on the engine running
+        health checks on a timer (Podman needs systemd for that).
+        """
+        commands = []
+        test = (config.get("Healthcheck") or {}).get("Test") or []
+        if test[:1] == ["CMD"]:
+            commands.append(list(test[1:]))
+        elif test[:1] == ["CMD-SHELL"]:
+            commands.append(["/bin/sh", "-c", *test[1:]])
+        if manifest is not None and manifest.health_check is not None:
+            commands.append(list(manifest.health_check.command))
+        deadline = time.monotonic() + self.health_timeout
+        while True:
+            inspect = client.api.inspect_container(container_id)
+            status = inspect["State"]["Status"]
+            if status != "running":
+                code = inspect["State"].get("ExitCode")
+                return f"it is {status} (exit code {code})"
+            failed = next(
+                (f for f in (self._exec(client, container_id, c) for c in commands) if f), None
+            )
+            if failed is None:
+                return None
+            if time.monotonic() >= deadline:
+                return failed
+            time.sleep(HEALTH_POLL)
+
+    @staticmethod
+    def _exec(client: docker.DockerClient, container_id: str, command: list[str]) -> str | None:
+        """``None`` when ``command`` exits 0 inside the container, else what it said."""
+        execution = client.api.exec_create(container_id, command)
+        output = client.api.exec_start(execution["Id"])
+        code = client.api.exec_inspect(execution["Id"])["ExitCode"]
+        if code == 0:
+            return None
+        text = output.decode(errors="replace").strip() if isinstance(output, bytes) else ""
+        return f"its health check {' '.join(command)} exited {code}" + (
+            f": {text[-200:]}" if text else ""
+        )
+
+
+# -- images ----------------------------------------------------------------------
+
+
+def base_image_of(container: Container) -> str:
+    """The base image ID of ``container``: its image's :data:`LABEL_BASE_IMAGE` or the image."""
+    labels = container.labels or {}
+    return labels.get(LABEL_BASE_IMAGE) or _image_id(container)
+
+
+def _image_id(container: Container) -> str:
+    return str(container.attrs.get("Image") or "")
+
+
+def image_facts(client: docker.DockerClient, image_id: str, base: ImageBase) -> ImageFacts:
+    """What ``image_id`` is: its digests, and, when ``base`` names them, its os-release
+    and the versions of the packages ``base`` names (from its dpkg status file)."""
+    try:
+        image = client.images.get(image_id)
+    except docker.errors.ImageNotFound:
+        return ImageFacts(digests=frozenset())
+    digests = {str(image.id)} | {d.split("@", 1)[1] for d in image.attrs.get("RepoDigests") or []}
+    if base.os_id is None:
+        return ImageFacts(digests=frozenset(digests))
+    release = parse_os_release(
+        (_read_from_image(client, image_id, "etc/os-release") or b"").decode(errors="replace")
+    )
+    packages: tuple[PackageVersion, ...] | None = None
+    manager = None
+    if base.packages and base.manager is PackageManager.DPKG:
+        status = _read_from_image(client, image_id, "var/lib/dpkg/status")
+        if status is not None:
+            manager, packages = PackageManager.DPKG, _dpkg_packages(status, base)
+    return ImageFacts(
+        digests=frozenset(digests),
+        os_id=release.get("ID"),
+        os_version_id=release.get("VERSION_ID"),
+        manager=manager,
+        packages=packages,
+    )
+
+
+def _dpkg_packages(status: bytes, base: ImageBase) -> tuple[PackageVersion, ...]:
+    from debian import deb822
+
+    wanted = {p.name for p in base.packages}
+    found = []
+    for paragraph in deb822.Deb822.iter_paragraphs(io.BytesIO(status), use_apt_pkg=False):
+        name = paragraph.get("Package")
+        if name in wanted and paragraph.get("Status", "").split()[-1:] == ["installed"]:
+            found.append(PackageVersion(name, paragraph["Version"], paragraph.get("Architecture")))
+    return tuple(found)
+
+
+def _read_from_image(client: docker.DockerClient, image_id: str, path: str) -> bytes | None:
+    """One file of an image, through a container created (never started) and removed."""
+    container = client.containers.create(image_id, command=["/bin/true"])
+    try:
+        stream, _ = container.get_archive("/" + path)
+        data = b"".join(stream)
+    except docker.errors.NotFound:
+        return None
+    finally:
+        container.remove(force=True)
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        member = next((m for m in tar.getmembers() if m.isfile()), None)
+        extracted = tar.extractfile(member) if member is not None else None
+        return extracted.read() if extracted is not None else None
+
+
+def patched_labels(manifest: Manifest, base_image: str) -> dict[str, str]:
+    """The :data:`LABELS` of ``manifest``'s patched image of ``base_image``."""
+    return {
+        LABEL_SUPPLEMENT: manifest.display(),
+        LABEL_EXTRA_VERSION: str(manifest.extra_version),
+        LABEL_SUPPLEMENTAL_BUILD: str(manifest.supplemental_build),
+        LABEL_BASE_IMAGE: base_image,
+    }
+
+
+def build_patched_image(
+    client: docker.DockerClient, base_image: str, manifest: Manifest, staged_dir: Path
+) -> str:
+    """``base_image`` + one layer of ``manifest``'s staged files (modes and owners as the
+    manifest says), labelled; its image ID. Built locally, no registry."""
+    context = io.BytesIO()
+    labels = patched_labels(manifest, base_image)
+    dockerfile = f"FROM {base_image}\nCOPY files/ /\n".encode()
+    with tarfile.open(fileobj=context, mode="w") as tar:
+        info = tarfile.TarInfo("Dockerfile")
+        info.size = len(dockerfile)
+        tar.addfile(info, io.BytesIO(dockerfile))
+        for entry in manifest.payloads:
+            source = staged_dir / entry.path
+            info = tarfile.TarInfo(f"files/{entry.path}")
+            info.size = source.stat().st_size
+            info.mode = entry.mode or 0o644
+            info.uid, info.gid = entry.uid or 0, entry.gid or 0
+            with source.open("rb") as data:
+                tar.addfile(info, data)
+    context.seek(0)
+    image, _ = client.images.build(
+        fileobj=context, custom_context=True, rm=True, forcerm=True, labels=labels
+    )
+    return str(image.id)
+
+
+def _image_base(manifest: Manifest) -> ImageBase:
+    image = manifest.prerequisite.image
+    if image is None:
+        raise PrerequisiteMismatch(
+            f"{manifest.display()} patches {manifest.prerequisite.display()}, not a container "
+            "image; nothing was changed",
+            hint="the container activator serves supplements whose prerequisite is an image",
+        )
+    return image
+
+
+def _refuse_removals(manifest: Manifest) -> None:
+    removed = [f.path for f in manifest.files if f.action is Action.REMOVE]
+    if removed:
+        raise ActivationError(
+            f"{manifest.display()} removes /{removed[0]}"
+            + (f" and {len(removed) - 1} more" if len(removed) > 1 else "")
+            + "; a patched image layer built by bsi cannot remove files, so nothing was changed",
+            reason="unsupported-in-container",
+            hint="build the container supplement so that it replaces files instead",
+        )
+
+
+# -- configuration ---------------------------------------------------------------
+
+# Podman's inspect names ulimits RLIMIT_NOFILE; its create wants nofile.
+_RLIMIT = "RLIMIT_"
+
+
+def recreate_config(
+    attrs: Mapping[str, Any], image: str, image_labels: Mapping[str, str] | None = None
+) -> dict[str, Any]:
+    """The ``POST /containers/create`` body for a container like ``attrs`` on ``image``.
+
+    The inspected ``Config`` and ``HostConfig`` are carried over whole (so
+    every field the engine knows survives, including ones bsi does not name),
+    except what the engine made up for the old container: a hostname and
+    ``HOSTNAME`` equal to its short ID, its own ID among its network aliases,
+    and the labels it inherited from its image (``image_labels``: the new
+    image brings its own), bsi's among them. Networks come from
+    ``NetworkSettings.Networks`` with their aliases, static addresses and links.
+    Raises :class:`NotReproducible` for what a new container cannot get back.
+    """
+    name = str(attrs.get("Name", "")).lstrip("/")
+    host = dict(attrs.get("HostConfig") or {})
+    config = {k: v for k, v in (attrs.get("Config") or {}).items() if k != "Image"}
+    short_id = str(attrs.get("Id", ""))[:12]
+    problems = []
+    for mount in attrs.get("Mounts") or []:
+        if mount.get("Type") == "volume" and _anonymous(mount):
+            problems.append(
+                f"the anonymous volume at {mount.get('Destination')} would be left behind"
+            )
+    mode = str(host.get("NetworkMode") or "")
+    if mode.startswith("container:"):
+        problems.append(f"it shares the network of {mode.removeprefix('container:')}")
+    if host.get("VolumesFrom"):
+        problems.append("it mounts the volumes of another container (--volumes-from)")
+    if host.get("AutoRemove"):
+        problems.append("it is removed when it stops (--rm)")
+    if attrs.get("Pod"):
+        problems.append(f"it belongs to pod {attrs['Pod']}")
+    if problems:
+        raise NotReproducible(
+            f"container {name}'s configuration cannot be reproduced: "
+            + "; ".join(problems)
+            + "; it was left running untouched, and nothing was changed",
+            hint="recreate it with named volumes or bind mounts and its own network, or leave "
+            "it to its image's publisher",
+        )
+    if config.get("Hostname") == short_id:
+        config.pop("Hostname")
+    config["Env"] = [e for e in config.get("Env") or [] if e != f"HOSTNAME={short_id}"]
+    inherited = dict(image_labels or {})
+    labels = {
+        k: v
+        for k, v in (config.get("Labels") or {}).items()
+        if k not in LABELS and inherited.get(k) != v
+    }
+    config["Labels"] = labels
+    if host.get("Ulimits"):
+        host["Ulimits"] = [
+            {**u, "Name": str(u["Name"]).removeprefix(_RLIMIT).lower()} for u in host["Ulimits"]
+        ]
+    config["Image"] = image
+    config["HostConfig"] = host
+    endpoints = {}
+    for network, settings in (attrs.get("NetworkSettings", {}).get("Networks") or {}).items():
+        endpoint: dict[str, Any] = {
+            "Aliases": [a for a in settings.get("Aliases") or [] if a != short_id]
+        }
+        for key in ("IPAMConfig", "Links", "DriverOpts"):
+            if settings.get(key):
+                endpoint[key] = settings[key]
+        endpoints[network] = endpoint
+    if endpoints:
+        config["NetworkingConfig"] = {"EndpointsConfig": endpoints}
+    return config
+
+
+def _anonymous(mount: Mapping[str, Any]) -> bool:
+    """A volume the engine named itself (64 hex digits): a new container would get a new,
+    empty one. Docker and Podman both name anonymous volumes so."""
+    name = str(mount.get("Name") or "")
+    return len(name) == 64 and all(c in "0123456789abcdef" for c in name)
+
+
+def _labels_of(client: docker.DockerClient, image_id: str) -> dict[str, str]:
+    try:
+        return dict(client.images.get(image_id).labels or {})
+    except docker.errors.ImageNotFound:
+        return {}
+
+
+def _find(client: docker.DockerClient, name: str) -> Container | None:
+    try:
+        return client.containers.get(name)
+    except docker.errors.NotFound:
+        return None
+
+
+def _short(error: Exception) -> str:
+    text = str(error).strip().splitlines()
+    return (text[-1] if text else type(error).__name__)[:300]

@@ -1,0 +1,266 @@
+"""The container activator against a real engine (Podman's Docker-compatible API).
+
+Two containers from the base image and one from another image: activation
+recreates exactly the two on the patched image with the same configuration,
+the new process holds the new library, a failing health check puts that
+container back and halts, rollback restores the base image, and bad input
+(an engine that does not answer, a configuration that cannot be carried
+over, a supplement that is not for an image) changes nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import docker
+import pytest
+from docker.models.containers import Container
+
+from bsi.agent.activators import ActivationError, StateLayout, stage_bundle
+from bsi.agent.activators.container import (
+    LABEL_BASE_IMAGE,
+    LABEL_EXTRA_VERSION,
+    LABEL_SUPPLEMENTAL_BUILD,
+    LABELS,
+    ContainerActivator,
+    EngineUnavailable,
+    NotReproducible,
+)
+from bsi.cryptex import parse_spec
+from bsi.cryptex.build import build_bundle, diff_trees
+from bsi.cryptex.manifest import Manifest
+from container_engine import Engine
+from cryptex_support import write_tree
+
+OLD_LIB = b"libssl 3.0.2 old\n" * 50
+NEW_LIB = b"libssl 3.0.2 fixed\n" * 50
+# The process holds the library open on fd 3 for its whole life, as a
+# process that mapped it would: /proc/1/fd/3 shows which content it runs.
+HOLDS_LIB = ["/bin/sh", "-c", "exec 3</usr/lib/libssl.so.3; exec sleep 100000"]
+_names = itertools.count()
+
+
+def spec_text(digest: str, check: str = "/bin/true") -> str:
+    return f"""\
+platform: debian
+product_version: "12"
+prerequisite: {{image: {{digest: "{digest}"}}}}
+extra_version: (a)
+supplemental_build: 12C1000a
+components:
+  openssl: {{paths: [/usr/lib]}}
+health_check: {{command: ["{check}"], timeout: 5}}
+"""
+
+
+def supplement(tmp_path: Path, digest: str, check: str = "/bin/true") -> tuple[Manifest, Path]:
+    """A signed-shape bundle patching libssl for image ``digest``, staged like the agent does."""
+    base = write_tree(tmp_path / "base", {"usr/lib/libssl.so.3": OLD_LIB})
+    patched = write_tree(tmp_path / "patched", {"usr/lib/libssl.so.3": NEW_LIB})
+    spec = parse_spec(spec_text(digest, check), source="container-spec.yaml")
+    bundle = build_bundle(spec, diff_trees(base, patched), tmp_path / "12C1000a.cryptex").path
+    layout = StateLayout.for_root(tmp_path / "root")
+    manifest = stage_bundle(bundle, layout)
+    return manifest, layout.staged_files("12C1000a")
+
+
+@pytest.fixture(scope="module")
+def images(engine: Engine) -> dict[str, str]:
+    return {
+        "base": engine.import_image(
+            "localhost/bsi-test/web:1",
+            {"usr/lib/libssl.so.3": OLD_LIB},
+            changes=(f"CMD {HOLDS_LIB!r}".replace("'", '"'),),
+        ),
+        "other": engine.import_image("localhost/bsi-test/other:1", {"etc/other": b"x\n"}),
+    }
+
+
+@pytest.fixture(autouse=True)
+def no_containers_left(engine: Engine) -> Iterator[None]:
+    """Each test sees only its own containers: the engine is shared by the session."""
+    yield
+    for container in engine.client().containers.list(all=True):
+        container.remove(force=True, v=True)
+
+
+def run(client: docker.DockerClient, image: str, **options: Any) -> Container:
+    name = f"c{next(_names)}"
+    container = client.containers.run(image, name=name, detach=True, **options)
+    container.reload()
+    return container
+
+
+# Configuration the recreated container must carry, compared field by field.
+CONFIG_FIELDS = ("Env", "Cmd", "Entrypoint", "Labels", "Healthcheck", "User", "WorkingDir",
+                 "ExposedPorts", "StopSignal")  # fmt: skip
+HOST_FIELDS = ("Binds", "PortBindings", "RestartPolicy", "NetworkMode", "Ulimits", "Memory",
+               "CapAdd", "Privileged", "ExtraHosts", "Dns")  # fmt: skip
+
+
+def configuration(container: Container) -> dict[str, object]:
+    """The configuration given to ``container`` (its labels without its image's)."""
+    attrs = container.attrs
+    image_labels = container.image.labels if container.image is not None else {}
+    short = attrs["Id"][:12]
+    config, host = attrs["Config"], attrs["HostConfig"]
+    shown: dict[str, object] = {f"Config.{k}": config.get(k) for k in CONFIG_FIELDS}
+    shown["Config.Env"] = sorted(e for e in config["Env"] if not e.startswith("HOSTNAME="))
+    shown["Config.Labels"] = {k: v for k, v in config["Labels"].items() if image_labels.get(k) != v}
+    shown.update({f"HostConfig.{k}": host.get(k) for k in HOST_FIELDS})
+    shown["Networks"] = {
+        name: sorted(a for a in network.get("Aliases") or [] if a != short)
+        for name, network in attrs["NetworkSettings"]["Networks"].items()
+    }
+    shown["Mounts"] = sorted((m["Source"], m["Destination"], m["RW"]) for m in attrs["Mounts"])
+    return shown
+
+
+def fresh(client: docker.DockerClient, name: str) -> Container:
+    return client.containers.get(name)
+
+
+def test_activation_recreates_exactly_the_base_containers_with_their_configuration(
+    engine: Engine, images: dict[str, str], tmp_path: Path
+) -> None:
+    client = engine.client()
+    network = client.networks.create(f"bsi-net-{next(_names)}")
+    data = tmp_path / "data"
+    data.mkdir()
+    web = [
+        run(
+            client,
+            images["base"],
+            environment={"ROLE": f"web{i}", "EMPTY": ""},
+            labels={"app": "web", "tier": str(i)},
+            volumes={str(data): {"bind": "/data", "mode": "rw"}},
+            ports={"8080/tcp": 28080 + i},
+            restart_policy={"Name": "on-failure", "MaximumRetryCount": 3},
+            network=network.name,
+            healthcheck={"test": ["CMD", "/bin/cat", "/usr/lib/libssl.so.3"], "retries": 2},
+            command=HOLDS_LIB,
+        )
+        for i in range(2)
+    ]
+    other = run(client, images["other"])
+    before = {c.name: configuration(c) for c in web}
+    manifest, staged = supplement(tmp_path, images["base"])
+    activator = ContainerActivator(StateLayout.for_root(tmp_path / "root"), engine.url)
+
+    outcome = activator.activate(manifest, staged)
+
+    assert (outcome.result, outcome.active, outcome.files) == ("activated", "12C1000a", 2)
+    assert activator.active() == "12C1000a"
+    patched = {r.patched_image for r in activator.recreated()}
+    assert len(patched) == 1
+    for container in web:
+        now = fresh(client, str(container.name))
+        assert now.id != container.id, "the container was recreated"
+        assert now.status == "running"
+        assert now.image is not None
+        assert now.image.id in patched
+        assert configuration(now) == before[container.name]
+        assert now.labels[LABEL_BASE_IMAGE] == images["base"]
+        assert now.labels[LABEL_SUPPLEMENTAL_BUILD] == "12C1000a"
+        assert now.labels[LABEL_EXTRA_VERSION] == "(a)"
+        # The new process holds the new library; the data volume is the same.
+        assert now.exec_run(["cat", "/proc/1/fd/3"]).output == NEW_LIB
+        assert now.exec_run(["ls", "/data"]).exit_code == 0
+    untouched = fresh(client, str(other.name))
+    assert (untouched.id, untouched.image and untouched.image.id) == (other.id, images["other"])
+    assert activator.verify() == ()
+    # The patched image is the base plus exactly one layer.
+    base_layers = client.images.get(images["base"]).attrs["RootFS"]["Layers"]
+    patched_layers = client.images.get(patched.pop()).attrs["RootFS"]["Layers"]
+    assert patched_layers[:-1] == base_layers
+    assert len(patched_layers) == len(base_layers) + 1
+
+    rolled = activator.deactivate(manifest)
+
+    assert (rolled.result, rolled.active) == ("deactivated", None)
+    assert activator.active() is None
+    for container in web:
+        back = fresh(client, str(container.name))
+        assert back.image is not None
+        assert back.image.id == images["base"]
+        assert configuration(back) == before[container.name]
+        assert back.exec_run(["cat", "/proc/1/fd/3"]).output == OLD_LIB
+        assert not set(LABELS) & set(back.labels)
+
+
+def test_a_failing_health_check_puts_the_container_back_and_halts(
+    engine: Engine, images: dict[str, str], tmp_path: Path
+) -> None:
+    client = engine.client()
+    first, second = (run(client, images["base"], command=HOLDS_LIB) for _ in range(2))
+    manifest, staged = supplement(tmp_path, images["base"], check="/bin/false")
+    activator = ContainerActivator(
+        StateLayout.for_root(tmp_path / "root"), engine.url, health_timeout=1
+    )
+
+    with pytest.raises(ActivationError) as raised:
+        activator.activate(manifest, staged)
+
+    assert raised.value.reason == "health-check-failed"
+    assert str(first.name) in str(raised.value)
+    assert "no further container" in str(raised.value)
+    # The failing one is the very container it was, running its base image again;
+    # the next one was never touched.
+    for container in (first, second):
+        now = fresh(client, str(container.name))
+        assert (now.id, now.status) == (container.id, "running")
+        assert now.exec_run(["cat", "/proc/1/fd/3"]).output == OLD_LIB
+    assert activator.active() is None
+
+
+def test_a_container_whose_configuration_cannot_be_reproduced_is_refused_untouched(
+    engine: Engine, images: dict[str, str], tmp_path: Path
+) -> None:
+    client = engine.client()
+    plain = run(client, images["base"], command=HOLDS_LIB)
+    anonymous = run(client, images["base"], command=HOLDS_LIB, volumes=["/cache"])
+    manifest, staged = supplement(tmp_path, images["base"])
+    activator = ContainerActivator(StateLayout.for_root(tmp_path / "root"), engine.url)
+
+    with pytest.raises(NotReproducible) as raised:
+        activator.activate(manifest, staged)
+
+    assert f"container {anonymous.name}" in str(raised.value)
+    assert "anonymous volume at /cache" in str(raised.value)
+    for container in (plain, anonymous):
+        now = fresh(client, str(container.name))
+        assert (now.id, now.status) == (container.id, "running")
+    assert activator.active() is None
+
+
+def test_an_engine_that_does_not_answer_is_a_clear_error_and_nothing_changes(
+    images: dict[str, str], tmp_path: Path
+) -> None:
+    manifest, staged = supplement(tmp_path, images["base"])
+    activator = ContainerActivator(
+        StateLayout.for_root(tmp_path / "root"), f"unix://{tmp_path}/absent.sock", api_timeout=2
+    )
+    with pytest.raises(EngineUnavailable) as raised:
+        activator.activate(manifest, staged)
+    assert "does not answer" in str(raised.value)
+    assert "nothing was changed" in str(raised.value)
+    assert not (tmp_path / "root/var/lib/bsi/containers.json").exists()
+
+
+def test_a_supplement_for_a_build_is_not_for_containers(engine: Engine, tmp_path: Path) -> None:
+    base = write_tree(tmp_path / "base", {"usr/lib/libssl.so.3": OLD_LIB})
+    patched = write_tree(tmp_path / "patched", {"usr/lib/libssl.so.3": NEW_LIB})
+    text = spec_text("x").replace(
+        'prerequisite: {image: {digest: "x"}}', "prerequisite_build: 12C1"
+    )
+    bundle = build_bundle(
+        parse_spec(text, source="s.yaml"), diff_trees(base, patched), tmp_path / "b.cryptex"
+    ).path
+    layout = StateLayout.for_root(tmp_path / "root")
+    manifest = stage_bundle(bundle, layout)
+    activator = ContainerActivator(layout, engine.url)
+    with pytest.raises(ActivationError, match="not a container image"):
+        activator.activate(manifest, layout.staged_files("12C1000a"))
