@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
 import time
 from dataclasses import replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -14,12 +16,13 @@ import typer
 from rich.console import Console
 
 from bsi.agent.config import load_config
-from bsi.agent.runner import Agent
+from bsi.agent.runner import Agent, CycleReport
 from bsi.agent.schedule import Schedule
+from bsi.agent.textfile import AgentGauges, CycleResult, write_textfile
 from bsi.agent.unit import UNIT_PATH, render_unit
 from bsi.commands.arguments import MAX_SECONDS
 from bsi.durable import write_atomic
-from bsi.errors import ServerUnavailable
+from bsi.errors import BsiError, ServerUnavailable
 from bsi.strict import MAX_INT32
 
 agent_app = typer.Typer(
@@ -59,10 +62,46 @@ def enroll(
     console.print(f"enrolled as {device_id}")
 
 
+Textfile = Annotated[
+    Path | None,
+    typer.Option(
+        "--textfile",
+        help="After each cycle, write node-exporter's textfile-collector file here "
+        "(e.g. /var/lib/node_exporter/textfile/bsi.prom): active supplement, last cycle "
+        "time and result, restart-pending processes.",
+    ),
+]
+
+
+def _cycle(agent: Agent, textfile: Path | None) -> CycleReport:
+    """``agent.once()``; with ``textfile``, its outcome written there, whatever it was."""
+    if textfile is None:
+        return agent.once()
+    result, active = CycleResult.ERROR, None
+    try:
+        report = agent.once()
+        result = CycleResult.FAILED if report.failure else CycleResult.OK
+        active = report.active
+        return report
+    except ServerUnavailable:
+        result = CycleResult.UNREACHABLE
+        raise
+    finally:
+        pending = 0
+        with contextlib.suppress(BsiError, OSError):
+            pending = len(agent.load_state().restart_pending_processes)
+        if active is None and result is not CycleResult.OK:
+            with contextlib.suppress(BsiError, OSError):
+                running = agent.facts()[1]
+                active = str(running.supplemental_build) if running else None
+        gauges = AgentGauges(datetime.now(UTC), result, active, pending)
+        write_textfile(textfile, gauges)
+
+
 @agent_app.command("once")
-def once(root: Root = Path("/"), config: Config = None) -> None:
+def once(root: Root = Path("/"), config: Config = None, textfile: Textfile = None) -> None:
     """One check-in cycle: decide, stage, activate, relaunch, health-check, report."""
-    report = _agent(root, config).once()
+    report = _cycle(_agent(root, config), textfile)
     console.print(f"decision: {report.decision}")
     for step in report.steps:
         console.print(f"  {step}")
@@ -90,6 +129,7 @@ def run(
     wake: Annotated[
         bool, typer.Option(help="Between check-ins, hold the server's wake-up long poll.")
     ] = True,
+    textfile: Textfile = None,
 ) -> None:
     """Check in every --interval seconds (with jitter), or at once when the server wakes us.
 
@@ -101,7 +141,7 @@ def run(
     while cycles is None or done < cycles:
         unavailable: ServerUnavailable | None = None
         try:
-            agent.once()
+            _cycle(agent, textfile)
         except ServerUnavailable as error:
             unavailable = error
         reached = unavailable is None

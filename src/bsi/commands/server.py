@@ -44,6 +44,17 @@ def serve(settings: ServeSettings) -> None:
     """
     import uvicorn
 
+    if settings.workers > 1 and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # Set before any worker imports prometheus_client: each worker writes its
+        # counters here and /metrics, answered by any one, sums them (bsi.server.metrics).
+        import atexit
+        import shutil
+        import tempfile
+
+        metrics_dir = tempfile.mkdtemp(prefix="bsi-metrics-")
+        atexit.register(shutil.rmtree, metrics_dir, ignore_errors=True)
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir
+
     from bsi.server.app import ADMIN_KEY_FILE, prepare
     from bsi.server.asgi import SUPERVISOR_PID
     from bsi.server.settings import to_environment

@@ -28,6 +28,7 @@ from bsi.server.http import (
     StrictRoute,
     install_error_handlers,
 )
+from bsi.server.metrics import RequestMetrics, metrics_router, watch_database
 from bsi.server.nanomdm import DDM_ENDPOINTS, SignResponses
 from bsi.server.nanomdm_webhook import webhook_router
 from bsi.server.service import BsiService
@@ -151,6 +152,8 @@ def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
     app.include_router(webhook_router(service, settings.webhook))
     app.include_router(admin_router(service, wakeups, settings.tuf_repo_dir))
     app.include_router(enroll_router(service))
+    app.include_router(metrics_router(service))
+    watch_database(service.store.engine)
 
     if settings.tuf_repo_dir is not None:
         mount_repository(app, settings.tuf_repo_dir)
@@ -180,6 +183,7 @@ def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
         max_bytes=settings.max_body_bytes,
         larger={"/v1/admin/": settings.max_admin_body_bytes},
     )
+    app.add_middleware(RequestMetrics)  # outside the limits: their refusals are counted
     if settings.response_key is not None:
         # Outermost, so that a body-limit refusal or a 500 is signed too.
         app.add_middleware(
