@@ -19,6 +19,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from bsi.cli import app as bsi_app
 from bsi.commands.settings import settings_options
 from bsi.errors import InvalidInput
 from bsi.server.asgi import settings_from_environment
@@ -204,15 +205,38 @@ FROM_THE_ENVIRONMENT = "in the environment:"
     ],
 )
 def test_a_bad_value_stops_bsi_serve_before_it_starts_naming_where_it_came_from(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    env: dict[str, str],
+    message: str,
+) -> None:
+    for other in ServeSettings.model_fields:
+        monkeypatch.delenv(env_name(other), raising=False)
+    data = tmp_path / "data"
+    result = CliRunner().invoke(bsi_app, ["serve", "--data-dir", str(data), *args], env=env)
+    assert isinstance(result.exception, InvalidInput), (result.output, result.exception)
+    assert message in str(result.exception)
+    assert "--help lists each setting" in str(result.exception)
+    assert not data.exists()  # nothing was created: the server did not start
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["--cache-seconds", "-1"], {}, "'--cache-seconds': Input should be greater than"),
+        ([], {"BSI_PORT": "http"}, f"BSI_PORT='http' {FROM_THE_ENVIRONMENT} Input should be"),
+    ],
+)
+def test_the_bsi_command_says_which_setting_is_bad_and_exits_2(
     tmp_path: Path, args: list[str], env: dict[str, str], message: str
 ) -> None:
     data = tmp_path / "data"
     result = run_bsi("serve", "--data-dir", data, *args, env={"COLUMNS": "400", **env})
     assert result.returncode == 2, result.stderr
     assert message in " ".join(result.stderr.split()), result.stderr
-    assert "--help lists each setting" in result.stderr
     assert "Traceback" not in result.stderr
-    assert not data.exists()  # nothing was created: the server did not start
+    assert not data.exists()
 
 
 def test_a_bad_variable_stops_an_asgi_server_run_by_hand(monkeypatch: pytest.MonkeyPatch) -> None:
