@@ -84,7 +84,7 @@ from bsi.domain.status import merge_status, parse_status_report
 from bsi.server.app import ServerSettings, prepare
 from bsi.store.database import open_engine
 from bsi.store.models import Device, SupplementalBuildChange
-from bsi.store.store import DEFAULT_GROUP, secret_hash
+from bsi.store.store import DEFAULT_GROUP, Store, secret_hash
 
 BENCHMARKS = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
@@ -179,7 +179,8 @@ def seed_database(
 ) -> tuple[bytes, int]:
     """Catalogue, one assigned declaration, and ``devices`` devices that reported before."""
     service = prepare(ServerSettings(data_dir=data_dir, database_url=database_url))
-    store = service.store
+    store = service.stores.database
+    assert isinstance(store, Store)  # rows are written in bulk, below the store
     try:
         service.import_catalog(sample.catalog(), "bsi sample catalogue (benchmark)")
         declaration = software_update_settings(
@@ -212,7 +213,7 @@ def seed_database(
                 connection.execute(insert(Device), batch)
         return key, group_id
     finally:
-        store.engine.dispose()
+        service.close()
 
 
 def database_facts(data_dir: Path, database_url: str | None) -> dict[str, int]:

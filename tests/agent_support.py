@@ -23,7 +23,7 @@ from pathlib import Path
 import httpx
 import uvicorn
 
-from bsi.server.app import ServerSettings, create_app, prepare, utc_now
+from bsi.server.app import ServerSettings, create_app, prepare
 from bsi.server.service import BsiService
 from bsi.trust import init_keys
 from cryptex_support import BASE_FILES, write_tree
@@ -116,10 +116,8 @@ def serving(work: Path) -> Iterator[Served]:
     )
     relaunch: list[object] = [sys.executable, scripts / "restart.py", scripts / "holder.py"]
     with running_app(settings) as (url, service):
-        admin_key = service.store.create_api_key("harness", "admin", utc_now())
-        token = service.store.create_enrollment_token(
-            "default", utc_now() + timedelta(hours=4), None, utc_now()
-        )
+        admin_key = service.create_api_key("harness", "admin")
+        token = service.create_enrollment_token("default", timedelta(hours=4), None)[0]
         admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_key}"})
         try:
             yield Served(url, admin, token, work / "repo" / "metadata" / "1.root.json", relaunch)
@@ -145,7 +143,7 @@ def running_app(settings: ServerSettings) -> Iterator[tuple[str, BsiService]]:
     finally:
         server.should_exit = True
         thread.join(timeout=20)
-        service.store.engine.dispose()
+        service.close()
 
 
 def baseline_device(root: Path) -> None:

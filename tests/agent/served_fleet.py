@@ -23,7 +23,7 @@ import httpx
 from test_agent_end_to_end import HOLDER, RESTART, pid_of
 
 from agent_support import running_app
-from bsi.server.app import ServerSettings, utc_now
+from bsi.server.app import ServerSettings
 from bsi.server.service import BsiService
 
 
@@ -45,10 +45,8 @@ class Served:
 def serving(data_dir: Path, repo: Path | None) -> Iterator[Served]:
     """The real server on ``repo`` (watching it), an admin client and an enrollment token."""
     with running_app(ServerSettings(data_dir=data_dir, tuf_repo_dir=repo)) as (url, service):
-        admin_key = service.store.create_api_key("real", "admin", utc_now())
-        token = service.store.create_enrollment_token(
-            "default", utc_now() + timedelta(hours=1), None, utc_now()
-        )
+        admin_key = service.create_api_key("real", "admin")
+        token = service.create_enrollment_token("default", timedelta(hours=1), None)[0]
         admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_key}"})
         try:
             yield Served(url, admin, admin_key, token, service)

@@ -194,10 +194,8 @@ def world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[World]:
         **(marker.kwargs if marker else {}),
     )
     with running_app(settings) as (url, service):
-        admin_key = service.store.create_api_key("e2e", "admin", utc_now())
-        token = service.store.create_enrollment_token(
-            "default", utc_now() + timedelta(hours=1), None, utc_now()
-        )
+        admin_key = service.create_api_key("e2e", "admin")
+        token = service.create_enrollment_token("default", timedelta(hours=1), None)[0]
         # -- the running process that uses the library --------------------------
         holder = subprocess.Popen(
             [sys.executable, scripts / "holder.py", library, pidfile], start_new_session=True

@@ -29,7 +29,6 @@ from bsi.agent.runner import Agent
 from bsi.cli import app
 from bsi.cryptex import verify_bundle
 from bsi.errors import BsiError, InvalidInput, ServerRefused, ServerUnavailable, Unauthorized
-from bsi.server.app import utc_now
 from rpms import fedora_root, make_rpm, rpm_install
 
 LIB = "usr/lib64/libdemo.so.1"
@@ -180,7 +179,7 @@ def test_publish_server_refusals_are_clear_and_a_bad_flag_signs_nothing(tmp_path
         "nothing signed"
     )
     with serving(tmp_path / "data", repo) as served:
-        read_only = served.service.store.create_api_key("reader", "read-only", utc_now())
+        read_only = served.service.create_api_key("reader", "read-only")
         denied = refused(Unauthorized, "--server", served.url, "--api-key", "not-a-key")
         assert f"{served.url} did not take the notification" in denied
         assert "is published" in denied

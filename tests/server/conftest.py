@@ -43,8 +43,8 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningSe
     settings = ServerSettings(data_dir=tmp_path / "data", database_url=database_url, **fields)
     clock = Clock()
     service = prepare(settings, clock)
-    admin_key = service.store.create_api_key("test-admin", "admin", clock())
-    reader_key = service.store.create_api_key("test-reader", "read-only", clock())
+    admin_key = service.create_api_key("test-admin", "admin")
+    reader_key = service.create_api_key("test-reader", "read-only")
     port = free_port()
     config = uvicorn.Config(
         create_app(service, settings), host="127.0.0.1", port=port, log_level="warning"
@@ -64,7 +64,7 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningSe
             client.close()
         uvicorn_server.should_exit = True
         thread.join(timeout=20)
-        service.store.engine.dispose()
+        service.close()
 
 
 def key_file(path: Path, key: bytes) -> Path:

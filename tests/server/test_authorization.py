@@ -107,8 +107,8 @@ def test_admin_keys_write_but_are_no_device_credential(server: RunningServer) ->
 
 @pytest.mark.parametrize("role", ["admin", "read-only"])
 def test_revoked_keys_stop_working(server: RunningServer, role: str) -> None:
-    key = server.service.store.create_api_key(f"short-lived-{role}", role, server.clock())
+    key = server.service.create_api_key(f"short-lived-{role}", role)
     client = server.client(key)
     assert client.get("/v1/admin/devices").status_code == 200
-    server.service.store.revoke_api_key(f"short-lived-{role}")
+    server.service.stores.credentials.revoke_api_key(f"short-lived-{role}")
     assert client.get("/v1/admin/devices").status_code == 401

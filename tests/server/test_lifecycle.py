@@ -82,7 +82,7 @@ def test_a_decommissioned_device_keeps_its_history_and_leaves_the_lists(
     assert (record["lifecycle"], record["supplemental_build"]) == ("decommissioned", "25D771280a")
     installed = {r["build"]: r["installed"] for r in admin.get("/v1/admin/supplements").json()}
     assert installed.get("25D771280a", 0) == 0
-    changes = server.service.store.build_changes(["25D771280a"])
+    changes = server.service.stores.devices.build_changes(["25D771280a"])
     assert [c.device_id for c in changes] == [device_id]  # history kept
 
 

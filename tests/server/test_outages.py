@@ -17,7 +17,9 @@ from pathlib import Path
 import httpx
 import psycopg
 import pytest
+from sqlalchemy import Engine
 
+from bsi.store.store import Store
 from pgcluster import free_port
 from reports import macos_report
 from server_support import RunningServer
@@ -29,10 +31,17 @@ def assert_unavailable(response: httpx.Response) -> None:
     assert response.json()["error"] == "Unavailable"
 
 
+def engine_of(server: RunningServer) -> Engine:
+    """The database under the running server, for a test that breaks it on purpose."""
+    store = server.service.stores.database
+    assert isinstance(store, Store)
+    return store.engine
+
+
 @contextlib.contextmanager
 def postgres_refusing(server: RunningServer, base: str) -> Iterator[None]:
     """The server's database refuses every connection, and its open ones are cut."""
-    name = server.service.store.engine.url.database
+    name = engine_of(server).url.database
     dsn = base.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
     with psycopg.connect(dsn, autocommit=True) as admin:
         admin.execute(f"ALTER DATABASE {name} ALLOW_CONNECTIONS false")  # type: ignore[arg-type]
@@ -88,17 +97,17 @@ def test_a_locked_or_frozen_database_answers_503_in_bounded_time(
 ) -> None:
     """Another holder of the write lock: the request gives up at its deadline."""
     device = _enrolled_despite_a_slow_start(server)
-    store = server.service.store
-    with store.engine.connect() as connection:
-        if store.engine.dialect.name == "sqlite":
-            raw = sqlite3.connect(store.engine.url.database or "", isolation_level=None)
+    engine = engine_of(server)
+    with engine.connect() as connection:
+        if engine.dialect.name == "sqlite":
+            raw = sqlite3.connect(engine.url.database or "", isolation_level=None)
             raw.execute("BEGIN EXCLUSIVE")
         else:
             connection.exec_driver_sql("LOCK TABLE devices IN ACCESS EXCLUSIVE MODE")
         started = time.monotonic()
         response = device.put("/v1/ddm/status", json=macos_report())
         took = time.monotonic() - started
-        if store.engine.dialect.name == "sqlite":
+        if engine.dialect.name == "sqlite":
             raw.execute("ROLLBACK")
             raw.close()
         else:
@@ -112,7 +121,7 @@ def test_a_locked_or_frozen_database_answers_503_in_bounded_time(
 
 
 def test_an_unmigrated_database_is_live_but_not_ready(server: RunningServer) -> None:
-    with server.service.store.engine.begin() as connection:
+    with engine_of(server).begin() as connection:
         connection.exec_driver_sql("UPDATE alembic_version SET version_num = '0001'")
     anonymous = server.client()
     assert anonymous.get("/healthz").status_code == 200

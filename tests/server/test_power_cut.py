@@ -94,7 +94,7 @@ def test_a_power_cut_loses_no_acknowledged_status_report(
             thread.join()
         server.should_exit = True
         serving.join(timeout=20)
-        service.store.engine.dispose()
+        service.close()
     lost = checked = 0
     for n, (copy, promised) in enumerate(cuts):
         with mounted(copy, tmp_path / f"after-{n}") as after:

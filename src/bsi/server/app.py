@@ -41,6 +41,7 @@ from bsi.server.tuf_hosting import (
 )
 from bsi.server.wakeup import Wakeups
 from bsi.store.database import DatabaseError, open_engine, require_current_schema, upgrade
+from bsi.store.protocols import Stores
 from bsi.store.store import DEFAULT_GROUP, Store
 
 log = logging.getLogger("bsi.server")
@@ -66,7 +67,7 @@ def prepare(settings: ServerSettings, clock: Callable[[], datetime] = utc_now) -
     if settings.embedded and not store.has_api_keys():
         _bootstrap_admin_key(store, settings.data_dir, clock())
     service = BsiService(
-        store,
+        Stores.sharing(store),
         clock,
         cache_seconds=settings.cache_seconds,
         identity_seconds=settings.identity_seconds,
@@ -172,7 +173,7 @@ def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
     async def ready() -> Health:
         """Readiness: the database answers and its schema is the one this bsi needs."""
         try:
-            await run_in_threadpool(require_current_schema, service.store.engine)
+            await run_in_threadpool(service.require_current_schema)
         except DatabaseError as error:
             raise Unavailable(error.message, retry_after=RETRY_AFTER_SECONDS) from error
         return Health(status="ready", version=__version__)

@@ -153,7 +153,7 @@ def ddm_router(
     ) -> Response:
         """The admin's ``allow-retry`` rows for this device (or all devices) above ``after``."""
         identity = await identify(request)
-        rows = await run_in_threadpool(service.store.retries_after, identity.device_id, after)
+        rows = await run_in_threadpool(service.retries_after, identity.device_id, after)
         body = {"retries": [{"id": i, "platform": p, "build": b} for i, p, b in rows]}
         return Response(json.dumps(body), media_type=JSON)
 

@@ -18,14 +18,15 @@ from __future__ import annotations
 import threading
 import time
 
-from bsi.store.store import DeviceIdentity, Store
+from bsi.store.protocols import CredentialStore
+from bsi.store.store import DeviceIdentity
 
 HOLE_SECONDS = 120.0
 """How long an id skipped over is looked for: longer than any write transaction."""
 
 
 class Revocations:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: CredentialStore) -> None:
         self._store = store
         self._lock = threading.Lock()
         self._state: dict[str, tuple[int, bool]] = {}

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -68,14 +68,17 @@ from bsi.server.limits import RateLimit
 from bsi.server.linux_catalog import catalog_from_repository
 from bsi.server.revocations import Revocations
 from bsi.server.status_writer import StatusWriter
+from bsi.store.protocols import Stores
 from bsi.store.store import (
     DecisionCounts,
     DecisionGroup,
+    DeviceFilter,
     DeviceIdentity,
+    DeviceRecord,
     Enrollment,
     NewEnrollment,
+    SecurityEventRecord,
     StatusWrite,
-    Store,
 )
 
 Clock = Callable[[], datetime]
@@ -160,9 +163,15 @@ class CveCompliance:
 
 
 class BsiService:
+    """The server's operations; HTTP routes call these, never a store.
+
+    It depends on one narrow store per concern (:class:`~bsi.store.protocols.Stores`);
+    ``Stores.sharing(store)`` lets one database serve them all.
+    """
+
     def __init__(
         self,
-        store: Store,
+        stores: Stores,
         clock: Clock,
         *,
         cache_seconds: float,
@@ -170,7 +179,13 @@ class BsiService:
         status_burst: float,
         status_per_second: float,
     ) -> None:
-        self.store = store
+        self.stores = stores
+        """For the composition root and tests; routes go through the methods below."""
+        self._devices = stores.devices
+        self._catalogue = stores.catalog
+        self._declarations = stores.declarations
+        self._credentials = stores.credentials
+        self._events = stores.events
         self.clock = clock
         self._groups = _TtlCache(cache_seconds)
         self._catalog = _TtlCache(cache_seconds)
@@ -178,11 +193,11 @@ class BsiService:
         self._last_seen: dict[str, datetime] = {}
         self._last_seen_lock = threading.Lock()
         self._credential_key: bytes | None = None
-        self._writer = StatusWriter(store, clock)
+        self._writer = StatusWriter(stores.devices, clock)
         self._events_logged: dict[tuple[str, str | None], float] = {}
         self._events_stored: collections.deque[float] = collections.deque()
         self._status_limit = RateLimit(status_burst, status_per_second, "status reports")
-        self.revocations = Revocations(store)
+        self.revocations = Revocations(stores.credentials)
         self.on_change: Callable[[], None] = lambda: None
         """Called after any change that may alter what devices should run (wake-ups)."""
         self.repository_seen: frozenset[str] | None = None
@@ -193,12 +208,12 @@ class BsiService:
     @property
     def credential_key(self) -> bytes:
         if self._credential_key is None:
-            self._credential_key = self.store.shared_secret(CREDENTIAL_KEY)
+            self._credential_key = self._credentials.shared_secret(CREDENTIAL_KEY)
         return self._credential_key
 
     def enroll(self, token: str) -> tuple[str, str]:
         key = self.credential_key
-        return self.store.enroll(
+        return self._credentials.enroll(
             token, self.clock(), lambda device, group: credentials.issue(key, device, group)
         )
 
@@ -223,17 +238,17 @@ class BsiService:
         return identity
 
     def revoke_device(self, device_id: str) -> None:
-        self.store.revoke_device(device_id, self.clock())
+        self._credentials.revoke_device(device_id, self.clock())
         self._lifecycle_changed(device_id)
 
     def decommission_device(self, device_id: str) -> None:
-        self.store.decommission_device(device_id, self.clock())
+        self._credentials.decommission_device(device_id, self.clock())
         self._lifecycle_changed(device_id)
 
     def reenroll_device(self, device_id: str) -> str:
         """A new credential for ``device_id``; its earlier ones are refused from now on."""
         key = self.credential_key
-        credential = self.store.reenroll_device(
+        credential = self._credentials.reenroll_device(
             device_id,
             self.clock(),
             lambda device, group, generation: credentials.issue(key, device, group, generation),
@@ -253,7 +268,7 @@ class BsiService:
 
     def enrollment(self, enrollment_id: str) -> Enrollment | None:
         found: Enrollment | None = self._identities.get(
-            ("enrollment", enrollment_id), lambda: self.store.enrollment(enrollment_id)
+            ("enrollment", enrollment_id), lambda: self._devices.enrollment(enrollment_id)
         )
         return found
 
@@ -311,7 +326,7 @@ class BsiService:
             check_enrollment_id(entry.enrollment_id)
             if entry.parent_id:
                 check_enrollment_id(entry.parent_id)
-        created = self.store.register_enrollments(entries, self.clock())
+        created = self._devices.register_enrollments(entries, self.clock())
         for entry in entries:
             self._identities.drop(("enrollment", entry.enrollment_id))
         return created
@@ -329,20 +344,20 @@ class BsiService:
             [NewEnrollment(d, group=group, enrolled_by="inventory") for d in dict(reports)]
         )
         for device_id, body in reports:
-            identity = self.store.device_identity(device_id)
+            identity = self._devices.device_identity(device_id)
             assert identity is not None
             self.report_status(identity, body)
         return created
 
     def report_device_information(self, enrollment_id: str, report: object) -> None:
         """A ``DeviceInformation`` result NanoMDM relayed, stored as the device's report."""
-        found = self.store.enrollment(enrollment_id)
+        found = self._devices.enrollment(enrollment_id)
         if found is None or found.identity.channel is not None:
             raise NotFound(f"no device enrollment {enrollment_id!r}")
         self.report_status(found.identity, report, "nanomdm-webhook")
 
     def check_out(self, enrollment_id: str) -> None:
-        identity = self.store.check_out(enrollment_id, self.clock())
+        identity = self._devices.check_out(enrollment_id, self.clock())
         self._identities.drop()  # a device's channels are checked out with it
         if identity.channel is None:
             self._identities.drop(("enrollment", identity.device_id))
@@ -367,7 +382,7 @@ class BsiService:
                 self._events_logged.clear()
             self._events_logged[key] = now
             self._events_stored.append(now)
-        self.store.record_security_event(kind, enrollment_id, source, detail, self.clock())
+        self._events.record_security_event(kind, enrollment_id, source, detail, self.clock())
 
     # -- check-ins ---------------------------------------------------------
 
@@ -384,10 +399,10 @@ class BsiService:
         return view
 
     def _load_group(self, group_id: int, scope: str, items: tuple[str, ...]) -> GroupView:
-        assigned = self.store.group_declarations(group_id)
+        assigned = self._declarations.group_declarations(group_id)
         served = declaration_set(str(group_id), assigned, scope, items)
         variant = hashlib.sha256("\n".join(items).encode()).hexdigest()[:16]
-        changed_at = self.store.sync_changed_at(
+        changed_at = self._declarations.sync_changed_at(
             f"group:{group_id}:{scope}:{variant}", served.token, self.clock()
         )
         body = json.dumps(tokens_response(served, changed_at)).encode()
@@ -402,7 +417,7 @@ class BsiService:
         with self._last_seen_lock:
             pending, self._last_seen = self._last_seen, {}
         try:
-            self.store.touch_devices(pending)
+            self._devices.touch_devices(pending)
         except Exception:
             with self._last_seen_lock:
                 for device, when in pending.items():
@@ -411,7 +426,7 @@ class BsiService:
         return len(pending)
 
     def catalog(self) -> Catalog:
-        catalog: Catalog = self._catalog.get("catalog", self.store.catalog)
+        catalog: Catalog = self._catalog.get("catalog", self._catalogue.catalog)
         return catalog
 
     def admit_status(self, device_id: str, body_bytes: int) -> None:
@@ -460,7 +475,7 @@ class BsiService:
                     check(None)
                     return merge_status(previous, report)
 
-                self.store.save_channel_state(channel, merge_channel, now)
+                self._devices.save_channel_state(channel, merge_channel, now)
                 return merge_status(None, report)
             view = self.group_view(identity.group_id)
             catalog = self.catalog()
@@ -473,7 +488,7 @@ class BsiService:
             def write(one: StatusWrite) -> DeviceState | BsiError | None:
                 return self._writer.submit(one).result(timeout=STATUS_WRITE_TIMEOUT)
 
-            state = self.store.save_device_state(identity.device_id, merge, now, write)
+            state = self._devices.save_device_state(identity.device_id, merge, now, write)
             # its OS or capabilities may have changed, and with them its subscription
             self._identities.drop(("enrollment", identity.device_id))
             return state
@@ -483,12 +498,74 @@ class BsiService:
             raise
 
     def device_state(self, device_id: str) -> DeviceState | None:
-        found = self.store.device_status(device_id)
+        found = self._devices.device_status(device_id)
         if not found or not found[0]:
             return None
         return DeviceState(found[0], tuple(found[1]))
 
     # -- admin -------------------------------------------------------------
+
+    def require_current_schema(self) -> None:
+        """Readiness: raises DatabaseError unless the database answers with the current schema."""
+        self.stores.database.require_current_schema()
+
+    def close(self) -> None:
+        """Close the database's pooled connections (a server that stops, a test)."""
+        self.stores.database.dispose()
+
+    def api_key_role(self, secret: str) -> str | None:
+        """The role of an unrevoked admin API key; None for any other secret."""
+        return self._credentials.api_key_role(secret)
+
+    def create_api_key(self, name: str, role: str) -> str:
+        """A new API key, returned once (only its hash is stored)."""
+        return self._credentials.create_api_key(name, role, self.clock())
+
+    def create_enrollment_token(
+        self, group: str, valid_for: timedelta, max_uses: int | None
+    ) -> tuple[str, datetime]:
+        """A new enrollment token for ``group`` (returned once) and when it expires."""
+        now = self.clock()
+        expires = now + valid_for
+        return self._credentials.create_enrollment_token(group, expires, max_uses, now), expires
+
+    def group_names(self) -> list[str]:
+        """Every device group's name, sorted."""
+        return sorted(self._declarations.groups().values())
+
+    def create_group(self, name: str) -> None:
+        """Create the device group ``name``; an existing one is left as it is."""
+        self._declarations.ensure_group(name, self.clock())
+
+    def declarations(self) -> list[tuple[Declaration, list[str]]]:
+        """Every declaration with the names of the groups it is assigned to."""
+        return self._declarations.declarations()
+
+    def list_devices(
+        self, filters: DeviceFilter, *, after: str | None, limit: int
+    ) -> list[DeviceRecord]:
+        """Devices matching ``filters``, ordered by id, from just after ``after``."""
+        return self._devices.list_devices(filters, after=after, limit=limit)
+
+    def device(self, device_id: str) -> tuple[DeviceRecord, dict[str, Any], dict[str, Any]]:
+        """A device's record, its status items, and its detail (identity, findings, channels).
+
+        Raises NotFound for an unknown device.
+        """
+        record, items = self._devices.get_device(device_id)
+        return record, items, self._devices.device_detail(device_id)
+
+    def security_events(self, limit: int) -> list[SecurityEventRecord]:
+        """The newest ``limit`` security events, newest first."""
+        return self._events.security_events(limit)
+
+    def allow_retry(self, platform: str, build: str, device_id: str | None) -> int:
+        """Allow ``build`` again on ``device_id`` (every device when None); the allowance's id."""
+        return self._catalogue.allow_retry(platform, build, device_id, self.clock())
+
+    def retries_after(self, device_id: str, after: int) -> list[tuple[int, str, str]]:
+        """``(id, platform, build)`` of the retry allowances for the device above id ``after``."""
+        return self._catalogue.retries_after(device_id, after)
 
     def put_declaration(self, body: object) -> Declaration:
         declaration = declaration_from_admin(body)
@@ -497,23 +574,23 @@ class BsiService:
                 f"identifier {declaration.identifier!r} is reserved",
                 hint="identifiers starting with 'bsi.' are bsi's own declarations",
             )
-        if self.store.put_declaration(declaration, self.clock()):
+        if self._declarations.put_declaration(declaration, self.clock()):
             self._declarations_changed()
         return declaration
 
     def delete_declaration(self, identifier: str) -> None:
-        self.store.delete_declaration(identifier)
+        self._declarations.delete_declaration(identifier)
         self._declarations_changed()
 
     def assign(self, identifier: str, group: str, *, assigned: bool) -> None:
-        self.store.assign(identifier, group, assigned=assigned)
+        self._declarations.assign(identifier, group, assigned=assigned)
         self._declarations_changed()
 
     def _declarations_changed(self) -> None:
         """Rebuild every view now, so each set's ``Timestamp`` is the time of the change."""
         served = set(self._groups.entries)
         self._groups.drop()
-        for group_id in self.store.groups():
+        for group_id in self._declarations.groups():
             served |= {(group_id, SYSTEM, BSI_STATUS_ITEMS), (group_id, USER, BSI_STATUS_ITEMS)}
         for key in served:
             self.group_view(*key)
@@ -526,7 +603,7 @@ class BsiService:
         known Linux build another target SHA-256: a build's bytes are fixed
         when it is first published.
         """
-        stored = self.store.catalog()
+        stored = self._catalogue.catalog()
         conflicts = stored.republished(catalog)
         if conflicts:
             raise Conflict(
@@ -535,7 +612,7 @@ class BsiService:
                 hint="publish new bytes under a new supplemental build (a new letter)",
             )
         merged = stored.merged(catalog)
-        self.store.replace_catalog(merged, origin)
+        self._catalogue.replace_catalog(merged, origin)
         self._catalog.drop()
         self.on_change()
         return merged
@@ -551,7 +628,7 @@ class BsiService:
         signed with any other (see ``bsi.agent.runner``).
         """
         incoming = catalog_from_repository(repo_dir)
-        conflicts = self.store.catalog().republished(incoming)
+        conflicts = self._catalogue.catalog().republished(incoming)
         origin = f"TUF repository {repo_dir}"
         for known, _ in conflicts:
             if known.published_state is SupplementState.PUBLISHED:
@@ -570,7 +647,7 @@ class BsiService:
         )
 
     def set_supplement_state(self, platform: str, build: str, state: SupplementState) -> None:
-        self.store.set_supplement_state(platform, build, state)
+        self._catalogue.set_supplement_state(platform, build, state)
         self._catalog.drop()
         self.on_change()
 
@@ -581,17 +658,17 @@ class BsiService:
         catalog, now = self.catalog(), self.clock()
 
         def decisions() -> Iterable[tuple[str, Decision]]:
-            for batch in self.store.device_states():
+            for batch in self._devices.device_states():
                 for device_id, group_id, state in batch:
                     yield (
                         device_id,
                         _decision(state, catalog, self.group_view(group_id).policy, now),
                     )
 
-        return self.store.store_decisions(decisions())
+        return self._devices.store_decisions(decisions())
 
     def supplement_compliance(self) -> list[SupplementCompliance]:
-        counts = self.store.decision_counts()
+        counts = self._devices.decision_counts()
         catalog, now = self.catalog(), self.clock()
         known = catalog.platforms()
         result = []
@@ -629,7 +706,7 @@ class BsiService:
 
     def cve_compliance(self) -> list[CveCompliance]:
         """Per CVE: devices exposed, unknown, restart-pending and fixed, as the offline report."""
-        counts, catalog = self.store.decision_counts(), self.catalog()
+        counts, catalog = self._devices.decision_counts(), self.catalog()
         return cve_counts(counts, catalog)
 
     def patch_windows(self) -> dict[str, tuple[Supplement, list[PatchWindow]]]:
@@ -639,7 +716,7 @@ class BsiService:
         windows: dict[str, tuple[Supplement, list[PatchWindow]]] = {
             build: (s, []) for build, s in posted.items()
         }
-        for change in self.store.build_changes(sorted(posted)):
+        for change in self._devices.build_changes(sorted(posted)):
             if change.supplemental_build is None:
                 continue
             supplement = posted[change.supplemental_build]

@@ -23,7 +23,8 @@ from datetime import datetime
 
 from bsi.domain.status import DeviceState
 from bsi.errors import BsiError
-from bsi.store.store import StatusWrite, Store
+from bsi.store.protocols import DeviceStore
+from bsi.store.store import StatusWrite
 
 log = logging.getLogger("bsi.server")
 Outcome = DeviceState | BsiError | None
@@ -33,7 +34,7 @@ _Item = tuple[StatusWrite, "Future[Outcome]"]
 
 class StatusWriter:
     def __init__(
-        self, store: Store, clock: Callable[[], datetime], *, batch_max: int = 200
+        self, store: DeviceStore, clock: Callable[[], datetime], *, batch_max: int = 200
     ) -> None:
         self._store = store
         self._clock = clock

@@ -1,5 +1,9 @@
 """The Store: every read and write the server makes, as small named operations.
 
+It implements each narrow protocol of :mod:`bsi.store.protocols` (devices,
+catalogue, declarations, credentials, events), which is what the server's
+service depends on.
+
 One implementation over SQLAlchemy serves SQLite and PostgreSQL; the
 conformance tests in ``tests/store`` run every operation on both. Methods take
 plain values and return plain values (domain objects or small records), so
@@ -35,7 +39,7 @@ from bsi.errors import (
     NotFound,
     Unauthorized,
 )
-from bsi.store.database import WRITE
+from bsi.store.database import WRITE, require_current_schema
 from bsi.store.models import (
     ApiKey,
     CatalogDeviceModel,
@@ -255,6 +259,14 @@ class Store:
         self.engine = engine
         self._read = sessionmaker(engine, expire_on_commit=False)
         self._write = sessionmaker(engine.execution_options(**WRITE), expire_on_commit=False)
+
+    def require_current_schema(self) -> None:
+        """Raises :class:`~bsi.store.database.DatabaseError` unless the database
+        answers and its schema is the one this bsi needs."""
+        require_current_schema(self.engine)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
 
     @contextmanager
     def _writing(self) -> Iterator[Session]:

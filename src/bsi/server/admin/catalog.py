@@ -39,7 +39,6 @@ def catalog_routes(
     router = APIRouter(route_class=StrictRoute)
     Read = Annotated[Role, Depends(access.read)]  # noqa: N806 - a type, named as one
     Write = Annotated[Role, Depends(access.write)]  # noqa: N806
-    store = service.store
 
     @router.post(
         "/catalog",
@@ -114,9 +113,7 @@ def catalog_routes(
         Without ``device_id`` every device; with it, that one. Agents never
         retry a failed health check or an administrator's rollback on their own.
         """
-        ident = await run_in_threadpool(
-            store.allow_retry, platform, build, device_id, service.clock()
-        )
+        ident = await run_in_threadpool(service.allow_retry, platform, build, device_id)
         wakeups.bump()
         return {"id": ident, "platform": platform, "build": build, "device_id": device_id}
 

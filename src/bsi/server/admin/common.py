@@ -47,7 +47,7 @@ class Access:
             raise Unauthorized(
                 "an admin API key is required", hint="send 'Authorization: Bearer <key>'"
             )
-        role = await run_in_threadpool(self._service.store.api_key_role, key)
+        role = await run_in_threadpool(self._service.api_key_role, key)
         if role is None:
             raise Unauthorized("unknown or revoked API key")
         return Role(role)

@@ -27,14 +27,12 @@ class ApiKeyIn(BaseModel):
 def credential_routes(service: BsiService, access: Access) -> APIRouter:
     router = APIRouter(route_class=StrictRoute)
     Write = Annotated[Role, Depends(access.write)]  # noqa: N806 - a type, named as one
-    store = service.store
 
     @router.post("/enrollment-tokens", status_code=201)
     async def create_enrollment_token(body: EnrollmentTokenIn, _: Write) -> dict[str, Any]:
-        now = service.clock()
-        expires = now + timedelta(hours=body.expires_in_hours)
-        token = await run_in_threadpool(
-            store.create_enrollment_token, body.group, expires, body.max_uses, now
+        valid_for = timedelta(hours=body.expires_in_hours)
+        token, expires = await run_in_threadpool(
+            service.create_enrollment_token, body.group, valid_for, body.max_uses
         )
         return {
             "token": token,
@@ -45,9 +43,7 @@ def credential_routes(service: BsiService, access: Access) -> APIRouter:
 
     @router.post("/api-keys", status_code=201)
     async def create_api_key(body: ApiKeyIn, _: Write) -> dict[str, str]:
-        key = await run_in_threadpool(
-            store.create_api_key, body.name, body.role.value, service.clock()
-        )
+        key = await run_in_threadpool(service.create_api_key, body.name, body.role.value)
         return {"name": body.name, "role": body.role.value, "key": key}
 
     return router

@@ -20,20 +20,19 @@ def declaration_routes(service: BsiService, access: Access) -> APIRouter:
     router = APIRouter(route_class=StrictRoute)
     Read = Annotated[Role, Depends(access.read)]  # noqa: N806 - a type, named as one
     Write = Annotated[Role, Depends(access.write)]  # noqa: N806
-    store = service.store
 
     @router.get("/groups")
     async def list_groups(_: Read) -> list[str]:
-        return sorted((await run_in_threadpool(store.groups)).values())
+        return await run_in_threadpool(service.group_names)
 
     @router.post("/groups", status_code=201)
     async def create_group(body: GroupIn, _: Write) -> dict[str, str]:
-        await run_in_threadpool(store.ensure_group, body.name, service.clock())
+        await run_in_threadpool(service.create_group, body.name)
         return {"name": body.name}
 
     @router.get("/declarations")
     async def list_declarations(_: Read) -> list[dict[str, Any]]:
-        rows = await run_in_threadpool(store.declarations)
+        rows = await run_in_threadpool(service.declarations)
         return [{**d.to_json(), "groups": groups} for d, groups in rows]
 
     @router.put("/declarations/{identifier}")

@@ -50,7 +50,6 @@ def device_routes(service: BsiService, access: Access, wakeups: Wakeups) -> APIR
     router = APIRouter(route_class=StrictRoute)
     Read = Annotated[Role, Depends(access.read)]  # noqa: N806 - a type, named as one
     Write = Annotated[Role, Depends(access.write)]  # noqa: N806
-    store = service.store
 
     @router.post("/wake", summary="Tell every waiting device to check in now")
     async def wake(_: Write) -> dict[str, int]:
@@ -107,7 +106,7 @@ def device_routes(service: BsiService, access: Access, wakeups: Wakeups) -> APIR
             lifecycle=lifecycle.value if lifecycle else None,
         )
         rows = await run_in_threadpool(
-            lambda: store.list_devices(filters, after=after, limit=limit)
+            lambda: service.list_devices(filters, after=after, limit=limit)
         )
         if format is Format.CSV:
             return csv_response(DEVICE_COLUMNS, (_device_json(r) for r in rows))
@@ -118,8 +117,7 @@ def device_routes(service: BsiService, access: Access, wakeups: Wakeups) -> APIR
 
     @router.get("/devices/{device_id}")
     async def get_device(device_id: str, _: Read) -> dict[str, Any]:
-        record, items = await run_in_threadpool(store.get_device, device_id)
-        detail = await run_in_threadpool(store.device_detail, device_id)
+        record, items, detail = await run_in_threadpool(service.device, device_id)
         return {**_device_json(record), "status_items": items, **detail}
 
     @router.post("/enrollments", summary="Import enrollment ids NanoMDM forwards DDM for")

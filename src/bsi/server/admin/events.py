@@ -13,13 +13,12 @@ from bsi.server.service import BsiService
 def event_routes(service: BsiService, access: Access) -> APIRouter:
     router = APIRouter(route_class=StrictRoute)
     Read = Annotated[Role, Depends(access.read)]  # noqa: N806 - a type, named as one
-    store = service.store
 
     @router.get("/security-events", summary="Refused impersonation attempts, newest first")
     async def security_events(
         _: Read, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
     ) -> list[dict[str, Any]]:
-        events = await run_in_threadpool(store.security_events, limit)
+        events = await run_in_threadpool(service.security_events, limit)
         return [
             {
                 "at": e.at.isoformat(),
