@@ -1,21 +1,34 @@
-"""Store fixtures: every store test runs on a SQLite file and on a real PostgreSQL."""
+"""Store fixtures: every store test runs on a SQLite file and on a real PostgreSQL.
+
+The conformance suite is organised by protocol (:mod:`bsi.store.protocols`):
+each ``test_<concern>.py`` asks for the fixture of its concern (``devices``,
+``catalogue``, ``declarations``, ``credentials``, ``events``, ``database``),
+typed as that protocol, and uses another concern's fixture only to set up.
+"""
 
 from __future__ import annotations
 
 import itertools
 import os
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
+from store_facts import NOW
 
 from bsi.store.database import open_engine, upgrade
-from bsi.store.store import Store
+from bsi.store.protocols import (
+    CatalogStore,
+    CredentialStore,
+    Database,
+    DeclarationStore,
+    DeviceStore,
+    EventStore,
+)
+from bsi.store.store import DEFAULT_GROUP, Store
 from pgcluster import TEMPLATE, create_database
 
-NOW = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
 _names = itertools.count()
 
 
@@ -35,5 +48,35 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
 @pytest.fixture
 def store(engine: Engine) -> Store:
     store = Store(engine)
-    store.ensure_group("default", NOW)
+    store.ensure_group(DEFAULT_GROUP, NOW)
+    return store
+
+
+@pytest.fixture
+def devices(store: Store) -> DeviceStore:
+    return store
+
+
+@pytest.fixture
+def catalogue(store: Store) -> CatalogStore:
+    return store
+
+
+@pytest.fixture
+def declarations(store: Store) -> DeclarationStore:
+    return store
+
+
+@pytest.fixture
+def credentials(store: Store) -> CredentialStore:
+    return store
+
+
+@pytest.fixture
+def events(store: Store) -> EventStore:
+    return store
+
+
+@pytest.fixture
+def database(store: Store) -> Database:
     return store

@@ -1,0 +1,233 @@
+"""DeviceStore conformance: enrollments, status reports, decisions and lists, on both databases."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from store_facts import LATER, NOW, OFFERED, enrolled, report, save
+
+from bsi.domain.eligibility import Decision, Outcome, Reason
+from bsi.domain.status import DeviceState, merge_status, parse_status_report
+from bsi.errors import Conflict, InvalidStatusReport, NotFound, Unauthorized
+from bsi.store.protocols import CredentialStore, DeviceStore
+from bsi.store.store import DecisionGroup, DeviceFilter, NewEnrollment, StatusWrite
+
+
+def test_status_merges_and_every_supplemental_build_change_is_kept(devices: DeviceStore) -> None:
+    (device_id,) = enrolled(devices, "D1")
+    save(devices, device_id, report(), NOW)
+    save(devices, device_id, report(), NOW + timedelta(minutes=1))  # unchanged build
+    partial = {
+        "StatusItems": {
+            "device": {"operating-system": {"supplemental": {"build-version": "25D771280a"}}}
+        }
+    }
+    state = save(devices, device_id, partial, LATER)
+    assert str(state.supplemental_build) == "25D771280a"
+    assert state.items["vendor.custom-item"] == 7  # unknown items survive the merge
+    changes = devices.build_changes(["25D771280a"])
+    assert [(c.device_id, c.observed_at) for c in changes] == [(device_id, LATER)]
+    record, items = devices.get_device(device_id)
+    assert (record.supplemental_build, record.decision_reason) == ("25D771280a", "offered-to-user")
+    assert items["device.operating-system.build-version"] == "25D2128"
+    assert devices.device_status(device_id) == (items, [])
+    assert devices.device_status("ghost") is None
+    with pytest.raises(NotFound):
+        devices.get_device("ghost")
+
+
+def test_device_filters(devices: DeviceStore) -> None:
+    on_a, without, silent = enrolled(devices, "A", "B", "C")
+    save(devices, on_a, report(supplemental="25D771280a"), NOW)
+    save(devices, without, report(), LATER)
+    assert [
+        d.device_id for d in devices.list_devices(DeviceFilter(supplemental_build="25D771280a"))
+    ] == [on_a]
+    assert {d.device_id for d in devices.list_devices(DeviceFilter(platform="macOS"))} == {
+        on_a,
+        without,
+    }
+    stale = devices.list_devices(DeviceFilter(stale_before=NOW + timedelta(minutes=30)))
+    assert {d.device_id for d in stale} == {on_a, silent}
+    assert devices.count_devices(DeviceFilter(decision_reason="offered-to-user")) == 2
+    assert devices.count_devices(DeviceFilter(decision_reason="not-reported")) == 1
+    first = devices.list_devices(DeviceFilter(), limit=2)
+    rest = devices.list_devices(DeviceFilter(), after=first[-1].device_id)
+    assert len(first) + len(rest) == 3
+
+
+def test_last_seen_is_written_in_one_batch(devices: DeviceStore) -> None:
+    first, second = enrolled(devices, "D1", "D2")
+    devices.touch_devices({first: LATER, second: NOW})
+    devices.touch_devices({})
+    assert devices.get_device(first)[0].last_seen_at == LATER
+    assert devices.get_device(second)[0].last_seen_at == NOW
+
+
+def test_decision_counts_group_by_target_outcome_and_reason(devices: DeviceStore) -> None:
+    for device_id in enrolled(devices, "D1", "D2", "D3"):
+        save(devices, device_id, report(), NOW)
+    enrolled(devices, "never-reports")
+    counts = devices.decision_counts()
+    offered = DecisionGroup("macOS", "26.3.1", None, "install", "offered-to-user")
+    assert counts.by_group == {
+        offered: 3,
+        DecisionGroup(None, None, None, "unknown", "not-reported"): 1,
+    }
+    assert devices.store_decisions([]) == 0
+
+
+def test_recomputed_decisions_reach_every_reporting_device(devices: DeviceStore) -> None:
+    reporting = enrolled(devices, "D1", "D2", "D3")
+    enrolled(devices, "never-reports")
+    for device_id in reporting:
+        save(devices, device_id, report(), NOW)
+    batches = list(devices.device_states(batch_size=2))
+    assert [len(b) for b in batches] == [2, 1]  # never-reporting devices have no state
+    states = [row for batch in batches for row in batch]
+    assert [device_id for device_id, _group, _state in states] == list(reporting)
+    assert str(states[0][2].build) == "25D2128"
+    recomputed = Decision(Outcome.UNKNOWN, Reason.NOT_REPORTED, "recomputed")
+    assert devices.store_decisions((d, recomputed) for d, _g, _s in states) == 3
+    assert devices.count_devices(DeviceFilter(decision_outcome="unknown")) == 4
+
+
+def test_a_batch_of_reports_lands_together_and_a_bad_one_alone_is_refused(
+    devices: DeviceStore,
+) -> None:
+    """Each report has its own savepoint and outcome: one the database refuses
+    (a lone surrogate, an over-long model), one that raced another report, and
+    one for an unknown device do not stop the good one in the same transaction."""
+    good, surrogate, too_long, raced = enrolled(devices, "good", "surrogate", "long", "raced")
+    state = merge_status(None, parse_status_report(report()))
+
+    def with_model(model: str) -> DeviceState:
+        return DeviceState({**state.items, "device.model.identifier": model})
+
+    results = devices.write_device_states(
+        [
+            StatusWrite(surrogate, 0, None, with_model("Mac\ud800"), OFFERED),
+            StatusWrite(good, 0, None, state, OFFERED),
+            StatusWrite(too_long, 0, None, with_model("M" * 65), OFFERED),
+            StatusWrite(raced, 7, None, state, OFFERED),
+            StatusWrite("ghost", 0, None, state, OFFERED),
+        ],
+        NOW,
+    )
+    assert isinstance(results[0], InvalidStatusReport)
+    assert isinstance(results[1], DeviceState)
+    assert isinstance(results[2], InvalidStatusReport)
+    assert "at most 64" in results[2].message
+    assert results[3] is None  # merge again: another report landed since
+    assert isinstance(results[4], NotFound)
+    assert devices.get_device(good)[0].build == "25D2128"
+    for refused in (surrogate, too_long, raced):
+        assert devices.get_device(refused)[0].build is None
+    assert devices.stored_status(good).version == 1
+    assert devices.stored_status(raced).version == 0
+
+
+def test_a_merge_that_raced_another_report_is_merged_again(devices: DeviceStore) -> None:
+    (device_id,) = enrolled(devices, "D1")
+    calls = []
+
+    def merge(previous: DeviceState | None) -> tuple[DeviceState, None]:
+        calls.append(previous)
+        if len(calls) == 1:  # another report lands while this one merges
+            save(devices, device_id, report(build="25D2100"), NOW)
+        return merge_status(previous, parse_status_report(report())), None
+
+    state = devices.save_device_state(device_id, merge, NOW)
+    assert calls[0] is None
+    assert calls[1] is not None
+    assert str(state.build) == "25D2128"
+    assert devices.stored_status(device_id).version == 2
+
+
+def test_a_status_that_never_settles_is_a_conflict(devices: DeviceStore) -> None:
+    (device_id,) = enrolled(devices, "D1")
+
+    def merge(previous: DeviceState | None) -> tuple[DeviceState, None]:
+        save(devices, device_id, report(build="25D2100"), NOW)  # another report, every time
+        return merge_status(previous, parse_status_report(report())), None
+
+    with pytest.raises(Conflict, match="kept changing"):
+        devices.save_device_state(device_id, merge, NOW)
+    assert str(devices.get_device(device_id)[0].build) == "25D2100"
+
+
+def test_a_revoked_device_reports_nothing_more(
+    devices: DeviceStore, credentials: CredentialStore
+) -> None:
+    (device_id,) = enrolled(devices, "D1")
+    credentials.revoke_device(device_id, NOW)
+    with pytest.raises(Unauthorized):
+        devices.stored_status(device_id)
+    with pytest.raises(Unauthorized):
+        save(devices, device_id, report(), NOW)
+    with pytest.raises(NotFound):
+        devices.stored_status("ghost")
+    assert devices.get_device(device_id)[0].lifecycle == "revoked"
+
+
+def test_user_channels_follow_their_device_and_keep_their_own_reports(
+    devices: DeviceStore,
+) -> None:
+    batch = [
+        NewEnrollment("MAC-UDID", enrollment_type="Device", serial_number="C02X"),
+        NewEnrollment("user-1", enrollment_type="User", parent_id="MAC-UDID"),
+    ]
+    assert devices.register_enrollments(batch, NOW) == 2
+    assert devices.register_enrollments(batch, LATER) == 0  # refreshed, not new
+    mac, user = devices.enrollment("MAC-UDID"), devices.enrollment("user-1")
+    assert mac is not None
+    assert user is not None
+    assert (mac.udid, mac.serial_number, mac.identity.channel) == ("MAC-UDID", "C02X", None)
+    assert (user.identity.device_id, user.identity.channel) == ("MAC-UDID", "user-1")
+    assert devices.enrollment("ghost") is None
+    channel_state = merge_status(None, parse_status_report(report(build="25D9999")))
+    devices.save_channel_state("user-1", lambda _previous: channel_state, NOW)
+    (channel,) = devices.channels("MAC-UDID")
+    assert channel["status_items"]["device.operating-system.build-version"] == "25D9999"
+    assert devices.device_status("MAC-UDID") == ({}, [])  # the device's own state is apart
+    assert devices.device_detail("MAC-UDID")["channels"] == [channel]
+    with pytest.raises(NotFound):
+        devices.save_channel_state("ghost", lambda _previous: channel_state, NOW)
+
+    identity = devices.check_out("MAC-UDID", LATER)
+    assert identity.device_id == "MAC-UDID"
+    for enrollment_id in ("MAC-UDID", "user-1"):  # a device is checked out with its channels
+        found = devices.enrollment(enrollment_id)
+        assert found is not None
+        assert found.checked_out_at is not None
+    devices.register_enrollments(batch[:1], LATER)  # NanoMDM's next Authenticate
+    again = devices.enrollment("MAC-UDID")
+    assert again is not None
+    assert again.checked_out_at is None
+    with pytest.raises(NotFound):
+        devices.check_out("ghost", LATER)
+
+
+def test_a_bad_enrollment_batch_stores_nothing(devices: DeviceStore) -> None:
+    orphan = [NewEnrollment("D1"), NewEnrollment("user-1", parent_id="unknown-mac")]
+    with pytest.raises(NotFound, match="unknown-mac"):
+        devices.register_enrollments(orphan, NOW)
+    assert devices.enrollment("D1") is None
+    enrolled(devices, "D1", "D2")
+    devices.register_enrollments([NewEnrollment("user-1", parent_id="D1")], NOW)
+    with pytest.raises(Conflict):
+        devices.register_enrollments([NewEnrollment("user-1", parent_id="D2")], NOW)
+    with pytest.raises(Conflict):
+        devices.register_enrollments([NewEnrollment("D2", parent_id="D1")], NOW)
+    with pytest.raises(Conflict):
+        devices.register_enrollments([NewEnrollment("user-1")], NOW)
+    with pytest.raises(NotFound):
+        devices.register_enrollments([NewEnrollment("D3", group="no-such-group")], NOW)
+    assert devices.enrollment("D3") is None
+    identity = devices.device_identity("D1")
+    assert identity is not None
+    assert identity.device_id == "D1"
+    assert devices.device_identity("ghost") is None
+    with pytest.raises(NotFound):
+        devices.device_detail("ghost")
