@@ -227,9 +227,9 @@ class CredentialStore(Protocol):
 class EventStore(Protocol):
     """Security events: refused impersonation attempts, kept for an administrator.
 
-    Owns the ``security_events`` rows. Recording never refuses: fields longer
-    than their columns are cut to fit, so an attacker's oversized input is
-    still kept.
+    Owns the ``security_events`` rows. Recording never refuses what an
+    attacker sent: an enrollment id, source or detail longer than its column
+    is cut to fit and kept (``kind`` is bsi's own short name).
     """
 
     def record_security_event(
