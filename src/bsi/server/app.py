@@ -62,6 +62,7 @@ def prepare(settings: ServerSettings, clock: Callable[[], datetime] = utc_now) -
         upgrade(engine)
     else:
         require_current_schema(engine)
+    watch_database(engine)  # the server's statements, timed for /metrics
     store = Store(engine)
     store.ensure_group(DEFAULT_GROUP, clock())
     if settings.embedded and not store.has_api_keys():
@@ -154,7 +155,6 @@ def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
     app.include_router(admin_router(service, wakeups, settings.tuf_repo_dir))
     app.include_router(enroll_router(service))
     app.include_router(metrics_router(service))
-    watch_database(service.store.engine)
 
     if settings.tuf_repo_dir is not None:
         mount_repository(app, settings.tuf_repo_dir)

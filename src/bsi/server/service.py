@@ -555,6 +555,10 @@ class BsiService:
         record, items = self._devices.get_device(device_id)
         return record, items, self._devices.device_detail(device_id)
 
+    def decision_counts(self) -> DecisionCounts:
+        """Devices per decision group and per installed supplemental build (not decommissioned)."""
+        return self._devices.decision_counts()
+
     def security_events(self, limit: int) -> list[SecurityEventRecord]:
         """The newest ``limit`` security events, newest first."""
         return self._events.security_events(limit)
