@@ -1,7 +1,7 @@
 """Store fixtures: every store test runs on a SQLite file and on a real PostgreSQL.
 
 The conformance suite is organised by protocol (:mod:`bsi.store.protocols`):
-each ``test_<concern>.py`` asks for the fixture of its concern (``devices``,
+each ``test_store_<concern>.py`` asks for the fixture of its concern (``devices``,
 ``catalogue``, ``declarations``, ``credentials``, ``events``, ``database``),
 typed as that protocol, and uses another concern's fixture only to set up.
 """
