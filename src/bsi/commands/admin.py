@@ -341,17 +341,9 @@ def devices_show(
         listed = Table(title="status items", title_justify="left")
         listed.add_column("item")
         listed.add_column("value")
-        for name, value in sorted(_flatten(items)):
+        for name, value in sorted(items.items()):  # stored flat: dotted item names
             listed.add_row(escape(name), escape(_cell(value)))
         out.print(listed)
-
-
-def _flatten(items: Any, prefix: str = "") -> Iterator[tuple[str, Any]]:
-    if isinstance(items, dict) and items:
-        for key, value in items.items():
-            yield from _flatten(value, f"{prefix}.{key}" if prefix else str(key))
-    else:
-        yield prefix, items
 
 
 def _segment(value: str) -> str:

@@ -20,6 +20,7 @@ from starlette.concurrency import run_in_threadpool
 from bsi import __version__, durable
 from bsi.errors import Unavailable
 from bsi.server.admin import admin_router
+from bsi.server.console import console_router
 from bsi.server.ddm import DDM_PREFIX, SLASHLESS_PREFIX, ddm_router
 from bsi.server.http import (
     RETRY_AFTER_SECONDS,
@@ -155,6 +156,7 @@ def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
     app.include_router(admin_router(service, wakeups, settings.tuf_repo_dir))
     app.include_router(enroll_router(service))
     app.include_router(metrics_router(service))
+    app.include_router(console_router(service))
 
     if settings.tuf_repo_dir is not None:
         mount_repository(app, settings.tuf_repo_dir)

@@ -1,0 +1,275 @@
+"""The web console at ``/``: the fleet at a glance, supplements and their patch-window
+curves, CVEs, devices, and (for admin keys) pause / resume / withdraw.
+
+Server-rendered HTML (Jinja2 templates shipped in this package, autoescaped),
+charts as server-side SVG (:mod:`.curve`), one stylesheet inline: nothing is
+loaded from anywhere else and no script runs. Every number comes from the
+same service calls as the admin API (``supplement_compliance``,
+``cve_compliance``, ``patch_windows``, ``decision_counts``), so the
+console and ``/v1/admin`` cannot disagree.
+
+Sign-in and CSRF: :mod:`.session`. A ``read-only`` key sees no write
+controls, and its forged ``POST`` is refused (403) like the admin API's.
+"""
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, quote
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from jinja2 import Environment, PackageLoader, select_autoescape
+from markupsafe import Markup
+from starlette.concurrency import run_in_threadpool
+
+from bsi import __version__
+from bsi.domain.catalog import SupplementState
+from bsi.domain.eligibility import Outcome
+from bsi.errors import BsiError, Forbidden, InvalidInput, NotFound, Unauthorized
+from bsi.server.admin.common import Role
+from bsi.server.console.curve import patch_window_svg
+from bsi.server.console.session import COOKIE, LIFETIME, check_csrf, csrf_token, open_session
+from bsi.server.console.session import session_key as read_session
+from bsi.server.http import status_for
+from bsi.server.service import BsiService
+from bsi.store.store import DeviceFilter
+
+ACTIONS = {
+    "pause": SupplementState.PAUSED,
+    "resume": SupplementState.PUBLISHED,
+    "withdraw": SupplementState.WITHDRAWN,
+}
+"""The console's writes: the admin API's supplement actions, by the same names."""
+OUTCOME_ORDER = tuple(o.value for o in Outcome)
+MAX_FORM_BYTES = 16 * 1024
+DEVICE_PAGE = 200
+
+_templates = Environment(
+    loader=PackageLoader("bsi.server.console", "templates"),
+    autoescape=select_autoescape(default=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """Who is signed in: their key's role, and the CSRF token their forms carry."""
+
+    role: Role
+    csrf: str
+
+    @property
+    def can_write(self) -> bool:
+        return self.role is Role.ADMIN
+
+
+def console_router(service: BsiService) -> APIRouter:
+    """The console's pages; not in the OpenAPI document (it is not an API)."""
+    router = APIRouter(include_in_schema=False)
+
+    def page(
+        request: Request, name: str, viewer: Viewer | None, status: int = 200, **context: Any
+    ) -> HTMLResponse:
+        html = _templates.get_template(name).render(
+            viewer=viewer, path=request.url.path, version=__version__, **context
+        )
+        return HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+
+    async def signed_in(request: Request) -> Viewer:
+        cookie = request.cookies.get(COOKIE)
+        key = read_session(service.credential_key, cookie, service.clock())
+        role = await run_in_threadpool(service.api_key_role, key)
+        if role is None:
+            raise Unauthorized("this API key is unknown or revoked; sign in again")
+        assert cookie is not None
+        return Viewer(Role(role), csrf_token(service.credential_key, cookie))
+
+    def to_login(request: Request, error: BsiError) -> Response:
+        response = page(request, "login.html", None, status=401, error=error.message)
+        response.delete_cookie(COOKIE, path="/")
+        return response
+
+    # -- sign in and out ---------------------------------------------------
+
+    @router.get("/login")
+    async def login_form(request: Request) -> Response:
+        return page(request, "login.html", None)
+
+    @router.post("/login")
+    async def login(request: Request) -> Response:
+        form = await _form(request)
+        key = form.get("api_key", "").strip()
+        role = await run_in_threadpool(service.api_key_role, key) if key else None
+        if role is None:
+            return page(
+                request,
+                "login.html",
+                None,
+                status=401,
+                error="unknown or revoked API key" if key else "enter an API key",
+            )
+        response = RedirectResponse("/", status_code=303)
+        response.set_cookie(
+            COOKIE,
+            open_session(service.credential_key, key, service.clock()),
+            max_age=int(LIFETIME.total_seconds()),
+            path="/",
+            httponly=True,
+            samesite="strict",
+            secure=request.url.scheme == "https",
+        )
+        return response
+
+    @router.post("/logout")
+    async def logout(request: Request) -> Response:
+        response = RedirectResponse("/login", status_code=303)
+        response.delete_cookie(COOKIE, path="/")
+        return response
+
+    # -- pages ---------------------------------------------------------------
+
+    @router.get("/")
+    async def overview(request: Request) -> Response:
+        try:
+            viewer = await signed_in(request)
+        except Unauthorized:
+            return RedirectResponse("/login", status_code=303)
+        counts = await run_in_threadpool(service.decision_counts)
+        by_outcome: dict[str, int] = dict.fromkeys(OUTCOME_ORDER, 0)
+        by_reason: dict[tuple[str, str], int] = {}
+        for group, n in counts.by_group.items():
+            by_outcome[group.outcome] = by_outcome.get(group.outcome, 0) + n
+            key = (group.outcome, group.reason)
+            by_reason[key] = by_reason.get(key, 0) + n
+        supplements = await run_in_threadpool(service.supplement_compliance)
+        reasons = sorted(by_reason.items(), key=lambda kv: (kv[0][0] != "unknown", -kv[1]))
+        return page(
+            request,
+            "overview.html",
+            viewer,
+            total=sum(by_outcome.values()),
+            by_outcome=by_outcome,
+            reasons=reasons,
+            supplements=supplements,
+        )
+
+    @router.get("/supplements")
+    async def supplements(request: Request) -> Response:
+        try:
+            viewer = await signed_in(request)
+        except Unauthorized:
+            return RedirectResponse("/login", status_code=303)
+        return await supplements_page(request, viewer)
+
+    async def supplements_page(
+        request: Request, viewer: Viewer, status: int = 200, **context: Any
+    ) -> Response:
+        rows = await run_in_threadpool(service.supplement_compliance)
+        windows = await run_in_threadpool(service.patch_windows)
+        curves = {}
+        for row in rows:
+            build = str(row.supplement.build)
+            durations = [w.duration for w in windows.get(build, (None, []))[1]]
+            total = (
+                row.installed
+                + row.pending
+                + row.restart_pending
+                + sum(row.blocked.values())
+                + row.unknown
+            )
+            curves[build] = Markup(patch_window_svg(durations, total))
+        return page(
+            request, "supplements.html", viewer, status=status, rows=rows, curves=curves, **context
+        )
+
+    @router.post("/supplements/{platform}/{build}/{action}")
+    async def steer(request: Request, platform: str, build: str, action: str) -> Response:
+        try:
+            viewer = await signed_in(request)
+        except Unauthorized as error:
+            return to_login(request, error)
+        form = await _form(request)
+        try:
+            cookie = request.cookies.get(COOKIE, "")
+            if not check_csrf(service.credential_key, cookie, form.get("csrf")):
+                raise Forbidden(
+                    "this form is not one this console served (CSRF token missing or wrong)",
+                    hint="reload the page and try again",
+                )
+            if not viewer.can_write:
+                raise Forbidden("this API key is read-only")
+            state = ACTIONS.get(action)
+            if state is None:
+                raise NotFound(f"no supplement action {action!r}", hint="pause, resume, withdraw")
+            await run_in_threadpool(service.set_supplement_state, platform, build, state)
+            await run_in_threadpool(service.recompute_decisions)
+        except BsiError as error:
+            return await supplements_page(
+                request, viewer, status=status_for(error), error=error.message, hint=error.hint
+            )
+        return await supplements_page(
+            request, viewer, notice=f"{platform} {build} is now {state.value}"
+        )
+
+    @router.get("/cves")
+    async def cves(request: Request) -> Response:
+        try:
+            viewer = await signed_in(request)
+        except Unauthorized:
+            return RedirectResponse("/login", status_code=303)
+        rows = await run_in_threadpool(service.cve_compliance)
+        return page(request, "cves.html", viewer, rows=rows)
+
+    @router.get("/devices")
+    async def devices(
+        request: Request, outcome: str | None = None, reason: str | None = None
+    ) -> Response:
+        try:
+            viewer = await signed_in(request)
+        except Unauthorized:
+            return RedirectResponse("/login", status_code=303)
+        filters = DeviceFilter(decision_outcome=outcome or None, decision_reason=reason or None)
+        rows = await run_in_threadpool(
+            lambda: service.list_devices(filters, after=None, limit=DEVICE_PAGE)
+        )
+        return page(
+            request, "devices.html", viewer, rows=rows, outcome=outcome, reason=reason,
+            limit=DEVICE_PAGE,
+        )  # fmt: skip
+
+    @router.get("/devices/{device_id}")
+    async def device(request: Request, device_id: str) -> Response:
+        try:
+            viewer = await signed_in(request)
+        except Unauthorized:
+            return RedirectResponse("/login", status_code=303)
+        try:
+            record, items, detail = await run_in_threadpool(service.device, device_id)
+        except NotFound as error:
+            return page(request, "error.html", viewer, status=404, error=error.message)
+        return page(
+            request, "device.html", viewer, record=record, items=sorted(items.items()),
+            detail=detail,
+        )  # fmt: skip
+
+    return router
+
+
+def device_link(device_id: str) -> str:
+    return "/devices/" + quote(device_id, safe="")
+
+
+_templates.globals["device_link"] = device_link
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """An ``application/x-www-form-urlencoded`` body (the console's forms), first values."""
+    body = await request.body()
+    if len(body) > MAX_FORM_BYTES:
+        raise InvalidInput("form too large")
+    try:
+        fields = parse_qs(body.decode("utf-8"), max_num_fields=20)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise InvalidInput(f"unreadable form: {error}") from None
+    return {name: values[0] for name, values in fields.items()}

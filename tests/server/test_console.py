@@ -1,0 +1,107 @@
+"""The web console over plain HTTP: sign-in cookie attributes, CSRF and role checks on
+writes (refused writes change nothing and show the server's message), expired and
+forged sessions. The browser's view is tests/server/test_console_browser.py."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import httpx
+import pytest
+from test_admin import import_real_catalogue
+
+from bsi.server.console.session import COOKIE, LIFETIME
+from server_support import RunningServer
+
+pytestmark = pytest.mark.parametrize("server", ["sqlite"], indirect=True)
+FORM = {"content-type": "application/x-www-form-urlencoded"}
+
+
+def signed_in(server: RunningServer, key: str) -> httpx.Client:
+    client = server.client()
+    response = client.post("/login", content=f"api_key={key}".encode(), headers=FORM)
+    assert response.status_code == 303, response.text
+    cookie = response.headers["set-cookie"]
+    assert "HttpOnly" in cookie
+    assert "SameSite=strict" in cookie
+    assert f"Max-Age={int(LIFETIME.total_seconds())}" in cookie
+    return client
+
+
+def csrf_of(client: httpx.Client) -> str:
+    match = re.search(r'name="csrf" value="([0-9a-f]+)"', client.get("/supplements").text)
+    assert match, "no write form on the supplements page"
+    return match.group(1)
+
+
+def state_of(server: RunningServer, build: str) -> str:
+    rows = server.reader.get("/v1/admin/supplements").json()
+    return next(str(r["state"]) for r in rows if r["build"] == build)
+
+
+def test_sign_in_refuses_a_wrong_key_and_pages_need_a_session(server: RunningServer) -> None:
+    anonymous = server.client()
+    assert anonymous.get("/").status_code == 303
+    refused = anonymous.post("/login", content=b"api_key=not-a-key", headers=FORM)
+    assert refused.status_code == 401
+    assert "unknown or revoked API key" in refused.text
+    assert COOKIE not in refused.headers.get("set-cookie", "")
+
+    forged = server.client()
+    forged.cookies.set(COOKIE, "00.9999999999.deadbeef")
+    assert forged.get("/cves").headers["location"] == "/login"
+
+    client = signed_in(server, server.reader_key)
+    assert client.get("/").status_code == 200
+    server.clock.advance(seconds=LIFETIME.total_seconds() + 1)
+    assert client.get("/").status_code == 303  # expired: sign in again
+
+
+def test_writes_need_the_csrf_token_and_an_admin_key(
+    server: RunningServer, shared_data: Path
+) -> None:
+    import_real_catalogue(server, shared_data)
+    build = "25D771280a"
+    path = f"/supplements/macOS/{build}/withdraw"
+
+    admin = signed_in(server, server.admin_key)
+    token = csrf_of(admin)
+    no_token = admin.post(path, content=b"", headers=FORM)
+    assert no_token.status_code == 403
+    assert "CSRF" in no_token.text
+    wrong = admin.post(path, content=b"csrf=" + b"0" * 64, headers=FORM)
+    assert wrong.status_code == 403
+    assert state_of(server, build) == "published"
+
+    reader = signed_in(server, server.reader_key)
+    assert 'data-action="' not in reader.get("/supplements").text
+    reader_token = re.search(r'name="csrf" value="([0-9a-f]+)"', reader.get("/").text)
+    assert reader_token is None  # no forms at all for a read-only key
+    assert state_of(server, build) == "published"
+
+    bogus = admin.post(
+        f"/supplements/macOS/{build}/explode", content=f"csrf={token}".encode(), headers=FORM
+    )
+    assert bogus.status_code == 404
+    assert "no supplement action" in bogus.text
+
+    done = admin.post(path, content=f"csrf={token}".encode(), headers=FORM)
+    assert done.status_code == 200
+    assert "is now withdrawn" in done.text
+    assert state_of(server, build) == "withdrawn"
+
+    resumed = admin.post(
+        f"/supplements/macOS/{build}/resume", content=f"csrf={token}".encode(), headers=FORM
+    )
+    assert resumed.status_code == 409  # withdrawn is final: the service's own refusal
+    assert "withdrawn" in resumed.text
+    assert state_of(server, build) == "withdrawn"
+
+
+def test_a_revoked_key_ends_its_session(server: RunningServer) -> None:
+    key = server.admin.post("/v1/admin/api-keys", json={"name": "t", "role": "read-only"}).json()
+    client = signed_in(server, key["key"])
+    assert client.get("/devices").status_code == 200
+    server.service.stores.credentials.revoke_api_key("t")
+    assert client.get("/devices").headers["location"] == "/login"
