@@ -67,6 +67,7 @@ def serve(settings: ServeSettings) -> None:
     console.print(
         f"bsi {__version__} serving on http://{settings.host}:{settings.port} (API docs: /docs)"
     )
+    console.print(f"console: http://{settings.host}:{settings.port}/ (sign in with an API key)")
     if settings.embedded:
         console.print(f"data: {settings.resolved_database_url()}")
         console.print(f"admin API key: {settings.data_dir / ADMIN_KEY_FILE}")

@@ -24,7 +24,8 @@ def patch_window_svg(durations: Sequence[timedelta], total: int) -> str:
     ceiling = max(total, len(ordered), 1)
     longest = ordered[-1] if ordered else timedelta(hours=1)
     per_unit, unit = _unit(longest)
-    span = max(longest.total_seconds() / per_unit, 1.0)
+    # A tenth more than the last arrival, so its step shows as a plateau.
+    span = max(longest.total_seconds() / per_unit * 1.1, 1.0)
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
     def x(seconds: float) -> float:
@@ -43,13 +44,13 @@ def patch_window_svg(durations: Sequence[timedelta], total: int) -> str:
     fixed_share = len(ordered) * 100 // ceiling
     ticks = "".join(
         f'<text x="{x(f * span * per_unit):.1f}" y="{HEIGHT - 8}" class="tick" '
-        f'text-anchor="middle">{f * span:.0f}{unit}</text>'
+        f'text-anchor="middle">{_number(f * span)}{unit}</text>'
         for f in (0, 0.25, 0.5, 0.75, 1)
     )
     return (
         f'<svg viewBox="0 0 {WIDTH} {HEIGHT}" class="curve" role="img" '
         f'aria-label="{len(ordered)} of {ceiling} devices fixed ({fixed_share}%) within '
-        f'{span:.0f}{unit} of posting">'
+        f'{_number(span)}{unit} of posting">'
         f'<line x1="{LEFT}" y1="{y(ceiling):.1f}" x2="{WIDTH - RIGHT}" y2="{y(ceiling):.1f}" '
         'class="target"/>'
         f'<line x1="{LEFT}" y1="{y(0):.1f}" x2="{WIDTH - RIGHT}" y2="{y(0):.1f}" class="axis"/>'
@@ -58,5 +59,12 @@ def patch_window_svg(durations: Sequence[timedelta], total: int) -> str:
         f'<text x="{LEFT - 4}" y="{y(ceiling) + 4:.1f}" class="tick" text-anchor="end">'
         f"{ceiling}</text>"
         f'<text x="{LEFT - 4}" y="{y(0) + 4:.1f}" class="tick" text-anchor="end">0</text>'
-        f"{ticks}</svg>"
+        f"{ticks}"
+        f'<text x="{WIDTH - RIGHT}" y="{y(ceiling) - 2 + 12:.1f}" class="share" text-anchor="end">'
+        f"{len(ordered)} of {ceiling} running it ({fixed_share}%)</text></svg>"
     )
+
+
+def _number(value: float) -> str:
+    """An axis label: whole numbers bare, others with one decimal."""
+    return f"{value:.0f}" if value >= 10 or value == int(value) else f"{value:.1f}"
