@@ -48,6 +48,12 @@ class InvalidInput(BsiError):
     """Input that bsi refuses; nothing was changed because of it."""
 
 
+class InvalidPolicy(InvalidInput):
+    """A rollout plan or maintenance window that is well-formed JSON but breaks a rule
+    (overlapping waves, shares that do not reach 100 %, a window with no hours): the
+    server answers 422 (RFC 9110 15.5.21) and changes nothing."""
+
+
 class InvalidVersion(InvalidInput):
     """A product version, build or extra version that does not parse."""
 

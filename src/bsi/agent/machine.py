@@ -18,6 +18,8 @@ from bsi.domain.catalog import Catalog, Supplement, SupplementState
 from bsi.domain.eligibility import DEFAULT_RULES, Decision, Outcome, Rules, decide
 from bsi.domain.facts import DeviceFacts
 from bsi.domain.policy import SoftwareUpdatePolicy
+from bsi.domain.rollout import NO_HOLDS, DeviceHolds
+from bsi.domain.status import InstallState
 from bsi.domain.versions import Build
 
 
@@ -31,16 +33,6 @@ class Step(StrEnum):
     ACTIVATE = "activate"
     RELAUNCH = "relaunch"
     HEALTH_CHECK = "health-check"
-
-
-class InstallState(StrEnum):
-    """DDM ``softwareupdate.install-state`` values the agent reports."""
-
-    NONE = "none"
-    DOWNLOADING = "downloading"
-    PREPARED = "prepared"
-    INSTALLING = "installing"
-    FAILED = "failed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +97,7 @@ def next_steps(
     now: datetime,
     disk: DiskState,
     rules: Rules = DEFAULT_RULES,
+    holds: DeviceHolds = NO_HOLDS,
 ) -> Plan:
     """The steps that bring the host to what the rules say it should run.
 
@@ -115,7 +108,9 @@ def next_steps(
     one; a letter that failed here (or that an administrator removed) is
     not installed again, and the host returns to the last good letter
     instead of staying on the baseline. Every change of what runs is
-    followed by a relaunch.
+    followed by a relaunch. An install is held back by ``holds`` (the
+    device's rollout wave and maintenance window, as the server sent them):
+    the decision is then ``deferred`` with the reason.
     """
     steps: list[tuple[Step, Build | None]] = []
     reasons: list[str] = []
@@ -147,7 +142,7 @@ def next_steps(
         steps += [(Step.RELAUNCH, active), (Step.HEALTH_CHECK, active)]
         return Plan(tuple(steps), decision, None, tuple(reasons), verifying=active)
 
-    decision = decide(_with_active(facts, active), catalog, policy, now, rules)
+    decision = holds.apply(decide(_with_active(facts, active), catalog, policy, now, rules), now)
     target = decision.supplement
     want = active
     installing = decision.outcome in (Outcome.INSTALL, Outcome.ENFORCED) and target is not None

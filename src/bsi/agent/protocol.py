@@ -43,7 +43,15 @@ from typing import Any, Protocol, TypeVar
 
 from bsi.domain.catalog import Catalog
 from bsi.domain.declarations import Declaration, validate_declaration
-from bsi.errors import BsiError, FeedError, ServerRefused, ServerUnavailable, Unauthorized
+from bsi.domain.rollout import DeviceHolds, read_holds
+from bsi.errors import (
+    BsiError,
+    FeedError,
+    InvalidInput,
+    ServerRefused,
+    ServerUnavailable,
+    Unauthorized,
+)
 from bsi.feeds import parse_bsi_catalog
 from bsi.strict import read_json as strict_json
 
@@ -264,9 +272,23 @@ class Conversation:
 
     def catalog(self, platform: str) -> Exchange[Catalog]:
         """The server's catalogue for ``platform`` (``GET /v1/ddm/catalog``), parsed strictly."""
+        catalog, _ = yield from self.device_catalog(platform)
+        return catalog
+
+    def device_catalog(self, platform: str) -> Exchange[tuple[Catalog, DeviceHolds]]:
+        """The catalogue for ``platform`` and what holds this device back (the response's
+        ``device`` section: its rollout wave per build and its group's maintenance window;
+        see :class:`bsi.domain.rollout.DeviceHolds`), in the one request."""
         request, reply = yield from self._ask("GET", CATALOG_PATH, params={"platform": platform})
-        read_json(request, reply)  # not JSON: the server is unwell, not the catalogue broken
-        return self._catalogs.parse(reply.body, f"{self.base_url} catalogue")
+        document = read_json(request, reply)
+        catalog = self._catalogs.parse(reply.body, f"{self.base_url} catalogue")
+        section = document.get("device") if isinstance(document, dict) else None
+        try:
+            return catalog, read_holds(section)
+        except InvalidInput as error:
+            raise FeedError(
+                f"{self.base_url} catalogue: {error.message}", hint=error.hint
+            ) from None
 
     def wait(self, generation: int, timeout: float) -> Exchange[tuple[int, bool]]:
         """Hold the wake-up long poll; (new generation, whether to check in now).

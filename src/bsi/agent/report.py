@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from bsi.agent.machine import InstallState
 from bsi.domain.eligibility import Decision
 from bsi.domain.facts import DeviceFacts
 from bsi.domain.prerequisite import package_items
@@ -30,6 +29,7 @@ from bsi.domain.status import (
     RESTART_PENDING_PROCESSES,
     SUPPLEMENTAL_BUILD,
     SUPPLEMENTAL_EXTRA,
+    InstallState,
     nest_status_items,
 )
 from bsi.domain.versions import ExtraVersion, SupplementVersion

@@ -50,7 +50,7 @@ from bsi.agent.config import AgentConfig
 from bsi.agent.ddm_client import DdmClient
 from bsi.agent.facts import read_facts
 from bsi.agent.health import passed_without_check, run_health_check
-from bsi.agent.machine import DiskState, InstallState, Plan, Step, next_steps
+from bsi.agent.machine import DiskState, Plan, Step, next_steps
 from bsi.agent.packages import detect_manager, file_digests, named_by, read_packages
 from bsi.agent.protocol import Conversation, Exchange
 from bsi.agent.relaunch import (
@@ -70,6 +70,8 @@ from bsi.domain.eligibility import DEFAULT_RULES, Decision, Outcome, Reason
 from bsi.domain.facts import DeviceFacts
 from bsi.domain.policy import SoftwareUpdatePolicy
 from bsi.domain.prerequisite import PackageManager, dump_base, folded_in
+from bsi.domain.rollout import HEALTH_CHECK_FAILED
+from bsi.domain.status import InstallState
 from bsi.domain.versions import Build
 from bsi.durable import write_atomic
 from bsi.errors import BsiError, Conflict, Forbidden, InvalidInput, ServerRefused
@@ -81,7 +83,6 @@ Clock = Callable[[], datetime]
 RELAUNCH_TIMEOUT = 30.0
 CLOCK_SKEW_TOLERANCE = 300.0
 """Seconds the device clock may differ from the server's before it is named as a cause."""
-HEALTH_CHECK_FAILED = "health-check-failed"
 REMOVED = "removed"
 """``kind`` of a failure record: a failed health check, or an administrator's removal."""
 
@@ -471,7 +472,7 @@ class Agent:
             state.declarations_token = token
             self.save_state(state)
         policy = self.policy(state)
-        catalog = yield from conversation.catalog(facts.platform)
+        catalog, holds = yield from conversation.device_catalog(facts.platform)
         facts = self._with_packages(facts, catalog, active)
         yield from self._sync_retries(conversation, state)
         active_build = str(active.supplemental_build) if active else None
@@ -495,7 +496,7 @@ class Agent:
             relaunching=Build.parse(state.relaunching) if state.relaunching else None,
         )
         rules = self.config.rules(DEFAULT_RULES, facts.platform)
-        plan = next_steps(facts, catalog, policy, now, disk, rules)
+        plan = next_steps(facts, catalog, policy, now, disk, rules, holds)
         for reason in plan.reasons:
             log.info("%s", reason)
         if plan.steps:
@@ -512,7 +513,12 @@ class Agent:
             state.last_failure = None
             self.save_state(state)
         final = InstallState.FAILED if failure else InstallState.NONE
-        yield from self._report(conversation, facts, active, final, state, None, plan.decision)
+        # A failure's report names the update that failed (pending-version), as Apple's
+        # install-state "failed" does: the server counts it against that build's rollout.
+        failed_plan = plan if failure else None
+        yield from self._report(
+            conversation, facts, active, final, state, failed_plan, plan.decision
+        )
         decision = describe_decision(plan)
         return CycleReport(
             decision,

@@ -32,7 +32,7 @@ from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bsi.domain.eligibility import Decision, Outcome, Reason
-from bsi.errors import InvalidInput
+from bsi.errors import InvalidPolicy
 
 #: Days of the week as a window names them (ISO order: Monday is 0).
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -124,7 +124,7 @@ ALL_NOW = RolloutPlan(all_now=True)
 
 
 def read_plan(document: object, *, known_groups: Iterable[str]) -> RolloutPlan:
-    """The plan in an admin's JSON document; :class:`InvalidInput` names what is wrong.
+    """The plan in an admin's JSON document; :class:`~bsi.errors.InvalidPolicy` names what is wrong.
 
     Shape (every field but ``waves`` optional; ``waves`` omitted with
     ``all_now: true``)::
@@ -146,20 +146,20 @@ def read_plan(document: object, *, known_groups: Iterable[str]) -> RolloutPlan:
     min_success = _fraction(doc.get("min_success_rate", 0.0), "plan.min_success_rate")
     if all_now:
         if doc.get("waves"):
-            raise InvalidInput(
+            raise InvalidPolicy(
                 "plan: all_now and waves together",
                 hint="all_now sends the supplement to every device at once; drop the waves",
             )
         return RolloutPlan(halt=halt, min_success_rate=min_success, all_now=True)
     raw_waves = doc.get("waves")
     if not isinstance(raw_waves, list) or not raw_waves:
-        raise InvalidInput(
+        raise InvalidPolicy(
             "plan.waves: a plan needs at least one wave",
             hint='e.g. [{"name": "canary", "percent": 1}, {"name": "all", "percent": 100}], '
             "or all_now: true",
         )
     if len(raw_waves) > MAX_WAVES:
-        raise InvalidInput(f"plan.waves: {len(raw_waves)} waves; at most {MAX_WAVES}")
+        raise InvalidPolicy(f"plan.waves: {len(raw_waves)} waves; at most {MAX_WAVES}")
     waves = tuple(_wave(w, f"plan.waves[{i}]") for i, w in enumerate(raw_waves))
     check_waves(waves, frozenset(known_groups))
     return RolloutPlan(waves=waves, halt=halt, min_success_rate=min_success)
@@ -173,10 +173,10 @@ def check_waves(waves: Sequence[Wave], known_groups: frozenset[str]) -> None:
     for i, wave in enumerate(waves):
         where = f"plan.waves[{i}]"
         if wave.name in names:
-            raise InvalidInput(f"{where}.name: {wave.name!r} names two waves")
+            raise InvalidPolicy(f"{where}.name: {wave.name!r} names two waves")
         names.add(wave.name)
         if not previous < wave.percent <= 100:
-            raise InvalidInput(
+            raise InvalidPolicy(
                 f"{where}.percent: {wave.percent:g} is not above the wave before ({previous:g}) "
                 "and at most 100",
                 hint="percent is cumulative: the share of devices reached once the wave opens",
@@ -184,18 +184,18 @@ def check_waves(waves: Sequence[Wave], known_groups: frozenset[str]) -> None:
         previous = wave.percent
         for group in sorted(wave.groups):
             if group not in known_groups:
-                raise InvalidInput(
+                raise InvalidPolicy(
                     f"{where}.groups: no group {group!r}",
                     hint="known groups: " + (", ".join(sorted(known_groups)) or "none"),
                 )
             if group in pinned:
-                raise InvalidInput(
+                raise InvalidPolicy(
                     f"{where}.groups: {group!r} is already in wave {pinned[group]!r}",
                     hint="a group belongs to one wave",
                 )
             pinned[group] = wave.name
     if previous != 100:
-        raise InvalidInput(
+        raise InvalidPolicy(
             f"plan.waves: the last wave reaches {previous:g} %, not 100 %",
             hint="the last wave's percent must be 100, so every eligible device is reached",
         )
@@ -230,10 +230,10 @@ def _wave(value: object, where: str) -> Wave:
     doc = _fields(value, where, {"name", "percent", "groups", "soak_hours"})
     name = doc.get("name")
     if not isinstance(name, str) or not name.strip() or len(name) > 64:
-        raise InvalidInput(f"{where}.name: expected a name of 1 to 64 characters, found {name!r}")
+        raise InvalidPolicy(f"{where}.name: expected a name of 1 to 64 characters, found {name!r}")
     groups = doc.get("groups", [])
     if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
-        raise InvalidInput(f"{where}.groups: expected a list of group names, found {groups!r}")
+        raise InvalidPolicy(f"{where}.groups: expected a list of group names, found {groups!r}")
     return Wave(
         name=name,
         percent=_number(doc.get("percent"), f"{where}.percent"),
@@ -246,7 +246,7 @@ def _halt(value: object) -> HaltRule:
     doc = _fields(value, "plan.halt", {"max_failures", "max_failure_rate", "silence_hours"})
     count = doc.get("max_failures", 1)
     if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
-        raise InvalidInput(
+        raise InvalidPolicy(
             f"plan.halt.max_failures: expected a whole number of at least 1 or null, found "
             f"{count!r}"
         )
@@ -260,10 +260,10 @@ def _halt(value: object) -> HaltRule:
 
 def _fields(value: object, where: str, allowed: set[str]) -> dict[str, object]:
     if not isinstance(value, dict):
-        raise InvalidInput(f"{where}: expected an object, found {type(value).__name__}")
+        raise InvalidPolicy(f"{where}: expected an object, found {type(value).__name__}")
     unknown = sorted(set(value) - allowed)
     if unknown:
-        raise InvalidInput(
+        raise InvalidPolicy(
             f"{where}: unknown field {unknown[0]!r}", hint="known: " + ", ".join(sorted(allowed))
         )
     return value
@@ -271,27 +271,27 @@ def _fields(value: object, where: str, allowed: set[str]) -> dict[str, object]:
 
 def _number(value: object, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidInput(f"{where}: expected a number, found {value!r}")
+        raise InvalidPolicy(f"{where}: expected a number, found {value!r}")
     return float(value)
 
 
 def _fraction(value: object, where: str) -> float:
     number = _number(value, where)
     if not 0 <= number <= 1:
-        raise InvalidInput(f"{where}: {number:g} is not a fraction", hint="a number from 0 to 1")
+        raise InvalidPolicy(f"{where}: {number:g} is not a fraction", hint="a number from 0 to 1")
     return number
 
 
 def _hours(value: object, where: str) -> timedelta:
     number = _number(value, where)
     if not 0 <= number <= 24 * 366:
-        raise InvalidInput(f"{where}: {number:g} hours", hint="from 0 to 8784 hours (a year)")
+        raise InvalidPolicy(f"{where}: {number:g} hours", hint="from 0 to 8784 hours (a year)")
     return timedelta(hours=number)
 
 
 def _boolean(value: object, where: str) -> bool:
     if not isinstance(value, bool):
-        raise InvalidInput(f"{where}: expected true or false, found {value!r}")
+        raise InvalidPolicy(f"{where}: expected true or false, found {value!r}")
     return value
 
 
@@ -476,7 +476,7 @@ def step(rollout: Rollout, health: WaveHealth, now: datetime) -> tuple[Rollout, 
 def resume(rollout: Rollout, now: datetime) -> Rollout:
     """An admin's resume of a halted rollout: the same wave opens again, its soak anew."""
     if rollout.state is not RolloutState.HALTED:
-        raise InvalidInput(
+        raise InvalidPolicy(
             f"the rollout of {rollout.build} is {rollout.state.value}, not halted",
             hint="only a halted rollout resumes",
         )
@@ -486,9 +486,9 @@ def resume(rollout: Rollout, now: datetime) -> Rollout:
 def advance(rollout: Rollout, now: datetime) -> Rollout:
     """An admin opens the next wave now, whatever the soak time and health say."""
     if rollout.state not in (RolloutState.RUNNING, RolloutState.HALTED):
-        raise InvalidInput(f"the rollout of {rollout.build} is {rollout.state.value}")
+        raise InvalidPolicy(f"the rollout of {rollout.build} is {rollout.state.value}")
     if rollout.current >= len(rollout.plan.effective_waves) - 1:
-        raise InvalidInput(
+        raise InvalidPolicy(
             f"the rollout of {rollout.build} is in its last wave",
             hint="there is no next wave to open",
         )
@@ -504,7 +504,7 @@ def advance(rollout: Rollout, now: datetime) -> Rollout:
 def abort(rollout: Rollout) -> Rollout:
     """An admin's abort: the supplement is withdrawn, devices return to the last good letter."""
     if rollout.state in (RolloutState.ABORTED, RolloutState.COMPLETED):
-        raise InvalidInput(f"the rollout of {rollout.build} is already {rollout.state.value}")
+        raise InvalidPolicy(f"the rollout of {rollout.build} is already {rollout.state.value}")
     return replace(rollout, state=RolloutState.ABORTED)
 
 
@@ -581,16 +581,16 @@ class MaintenanceWindow:
 
 def read_window(document: object) -> MaintenanceWindow:
     """A window from ``{"days": ["mon", ...], "start": "22:00", "end": "04:00",
-    "timezone": "Europe/Berlin"}``; :class:`InvalidInput` names what is wrong."""
+    "timezone": "Europe/Berlin"}``; :class:`~bsi.errors.InvalidPolicy` names what is wrong."""
     doc = _fields(document, "window", {"days", "start", "end", "timezone"})
     days = doc.get("days")
     if not isinstance(days, list) or not days or not all(d in DAYS for d in days):
-        raise InvalidInput(
+        raise InvalidPolicy(
             f"window.days: expected a non-empty list of {', '.join(DAYS)}, found {days!r}"
         )
     start, end = _clock(doc.get("start"), "window.start"), _clock(doc.get("end"), "window.end")
     if start == end:
-        raise InvalidInput(
+        raise InvalidPolicy(
             f"window: starts and ends at {start:%H:%M}, so it has no hours",
             hint="give a start and an end that differ (an end before the start runs past midnight)",
         )
@@ -600,7 +600,7 @@ def read_window(document: object) -> MaintenanceWindow:
             raise ZoneInfoNotFoundError(zone)
         ZoneInfo(zone)
     except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidInput(
+        raise InvalidPolicy(
             f"window.timezone: {zone!r} is not a time zone",
             hint="an IANA name such as 'Europe/Berlin' or 'UTC'",
         ) from None
@@ -622,7 +622,7 @@ def _clock(value: object, where: str) -> time:
             return time(int(value[:2]), int(value[3:]))
         except ValueError:
             pass
-    raise InvalidInput(f"{where}: expected a local time HH:MM, found {value!r}")
+    raise InvalidPolicy(f"{where}: expected a local time HH:MM, found {value!r}")
 
 
 # -- the decision, held back ---------------------------------------------------------
@@ -676,3 +676,90 @@ def hold(
             deadline=None,
         )
     return decision
+
+
+# -- what a device is told --------------------------------------------------------
+
+HEALTH_CHECK_FAILED = "health-check-failed"
+"""The failure reason a bsi agent reports (``softwareupdate.failure-reason``'s
+``reason`` starts with it) when a supplement failed its health check and the
+agent fell back to the last good letter."""
+
+
+def failure_kind(reason: str) -> FailureKind:
+    """What a device's reported ``softwareupdate.failure-reason`` counts as in a wave."""
+    if reason.startswith(HEALTH_CHECK_FAILED):
+        return FailureKind.HEALTH_CHECK_ROLLBACK
+    return FailureKind.INSTALL_FAILED
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceHolds:
+    """What holds one device back: its gate per supplemental build and its group's window.
+
+    The server computes it (the device's wave in each rollout, its group's
+    window) and sends it with the catalogue; the server's stored decision and
+    the agent's own both pass through :meth:`apply`, so they defer alike.
+    """
+
+    gates: Mapping[str, Gate] = field(default_factory=dict)
+    window: MaintenanceWindow | None = None
+
+    def apply(self, decision: Decision, now: datetime) -> Decision:
+        build = str(decision.supplement.build) if decision.supplement is not None else ""
+        return hold(decision, self.gates.get(build), self.window, now)
+
+
+NO_HOLDS = DeviceHolds()
+
+
+def dump_holds(holds: DeviceHolds) -> dict[str, object]:
+    """``holds`` as the catalogue response's ``device`` section (:func:`read_holds`)."""
+    return {
+        "gates": [
+            {
+                "build": build,
+                "open": g.open,
+                "wave": g.wave,
+                "wave_name": g.wave_name,
+                "state": g.state.value,
+                "earliest": None if g.earliest is None else g.earliest.isoformat(),
+            }
+            for build, g in sorted(holds.gates.items())
+        ],
+        "window": None if holds.window is None else dump_window(holds.window),
+    }
+
+
+def read_holds(document: object) -> DeviceHolds:
+    """The ``device`` section of a catalogue response (:class:`~bsi.errors.InvalidPolicy`
+    names what is wrong). A response without one (an older server) holds nothing back."""
+    if document is None:
+        return NO_HOLDS
+    doc = _fields(document, "device", {"gates", "window"})
+    raw = doc.get("gates", [])
+    if not isinstance(raw, list):
+        raise InvalidPolicy(f"device.gates: expected a list, found {type(raw).__name__}")
+    gates = {}
+    for i, item in enumerate(raw):
+        where = f"device.gates[{i}]"
+        g = _fields(item, where, {"build", "open", "wave", "wave_name", "state", "earliest"})
+        build, wave, name = g.get("build"), g.get("wave"), g.get("wave_name")
+        if not isinstance(build, str) or not isinstance(name, str):
+            raise InvalidPolicy(f"{where}: build and wave_name must be text")
+        if isinstance(wave, bool) or not isinstance(wave, int) or wave < 0:
+            raise InvalidPolicy(f"{where}.wave: expected a wave index, found {wave!r}")
+        try:
+            state = WaveState(str(g.get("state")))
+        except ValueError:
+            raise InvalidPolicy(f"{where}.state: {g.get('state')!r} is not a wave state") from None
+        earliest = g.get("earliest")
+        try:
+            when = None if earliest is None else datetime.fromisoformat(str(earliest))
+        except ValueError:
+            when = None
+        if earliest is not None and (when is None or when.tzinfo is None):
+            raise InvalidPolicy(f"{where}.earliest: {earliest!r} is not an ISO 8601 UTC instant")
+        gates[build] = Gate(_boolean(g.get("open"), f"{where}.open"), wave, name, state, when)
+    window = doc.get("window")
+    return DeviceHolds(gates, None if window is None else read_window(window))

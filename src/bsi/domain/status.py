@@ -34,6 +34,17 @@ from bsi.domain.versions import Build, ExtraVersion, ProductVersion
 from bsi.errors import InvalidInput, InvalidStatusReport, InvalidVersion
 
 
+class InstallState(enum.StrEnum):
+    """DDM ``softwareupdate.install-state`` values (Apple's status item schema); a bsi
+    agent reports them, and ``failed`` with ``pending-version`` names the update that failed."""
+
+    NONE = "none"
+    DOWNLOADING = "downloading"
+    PREPARED = "prepared"
+    INSTALLING = "installing"
+    FAILED = "failed"
+
+
 class ItemType(enum.Enum):
     """A status item's value type, spelled as in Apple's schema (``type:``).
 

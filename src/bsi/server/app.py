@@ -111,6 +111,9 @@ def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
             asyncio.create_task(
                 _every(settings.revocation_poll_seconds, service.revocations.refresh, "revocation")
             ),
+            asyncio.create_task(
+                _every(settings.rollout_tick_seconds, service.rollouts.tick, "rollout")
+            ),
         ]
         if settings.tuf_repo_dir and settings.tuf_keys_dir:
             tasks.append(

@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from bsi.domain.catalog import Catalog
 from bsi.domain.ddm import declaration_items_response
+from bsi.domain.rollout import NO_HOLDS, dump_holds
 from bsi.domain.status import state_to_report
 from bsi.errors import Forbidden, NotFound, Unauthorized
 from bsi.feeds import dump_bsi_catalog
@@ -138,14 +139,23 @@ def ddm_router(
 
     @bsi("GET", "/catalog", "bsi agents: the supplements of one platform")
     async def catalog(request: Request, platform: str) -> Response:
-        await identify(request)
+        """The platform's catalogue and, under ``device``, what holds this device back
+        (its rollout wave per build, its group's maintenance window), so the agent
+        defers as the server does without another request."""
+        identity = await identify(request)
         catalog = await run_in_threadpool(service.catalog)
+        holds = await run_in_threadpool(
+            service.rollouts.holds, identity.device_id, identity.group_id, platform
+        )
         mine = Catalog(
             supplements=tuple(s for s in catalog.supplements if s.platform == platform),
             releases=tuple(r for r in catalog.releases if r.platform == platform),
             source=catalog.source,
         )
-        return Response(json.dumps(dump_bsi_catalog(mine)), media_type=JSON)
+        body = dump_bsi_catalog(mine)
+        if holds is not NO_HOLDS:
+            body["device"] = dump_holds(holds)
+        return Response(json.dumps(body), media_type=JSON)
 
     @bsi("GET", "/retries", "bsi agents: failed supplements allowed again")
     async def retries(

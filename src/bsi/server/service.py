@@ -44,8 +44,10 @@ from bsi.domain.declarations import (
     effective_policy,
 )
 from bsi.domain.eligibility import Decision, Outcome, Reason, decide, unknown
+from bsi.domain.events import AUTOMATIC
 from bsi.domain.patch_window import PatchWindow, percentiles, posting_instant
 from bsi.domain.policy import SoftwareUpdatePolicy
+from bsi.domain.rollout import NO_HOLDS, DeviceHolds
 from bsi.domain.status import (
     DeviceState,
     identity_contradictions,
@@ -67,8 +69,10 @@ from bsi.server import credentials
 from bsi.server.limits import RateLimit
 from bsi.server.linux_catalog import catalog_from_repository
 from bsi.server.revocations import Revocations
+from bsi.server.rollouts import Rollouts, device_events
 from bsi.server.status_writer import StatusWriter
 from bsi.store.protocols import Stores
+from bsi.store.rollouts import NewEvent
 from bsi.store.store import (
     DecisionCounts,
     DecisionGroup,
@@ -202,6 +206,20 @@ class BsiService:
         """Called after any change that may alter what devices should run (wake-ups)."""
         self.repository_seen: frozenset[str] | None = None
         """The hosted TUF repository's targets versions when it was last read."""
+        self.rollouts = Rollouts(
+            stores.rollouts,
+            clock,
+            self.catalog,
+            self.set_supplement_state,
+            self._rollouts_changed,
+            cache_seconds=cache_seconds,
+        )
+        """Rollouts, maintenance windows and the event history (bsi.server.rollouts)."""
+
+    def _rollouts_changed(self) -> None:
+        """A rollout or window changed: decide again for every device, wake them."""
+        self.recompute_decisions()
+        self.on_change()
 
     # -- identities --------------------------------------------------------
 
@@ -479,16 +497,20 @@ class BsiService:
                 return merge_status(None, report)
             view = self.group_view(identity.group_id)
             catalog = self.catalog()
+            transitions: list[NewEvent] = []
 
             def merge(previous: DeviceState | None) -> tuple[DeviceState, Decision | None]:
                 check(previous)
                 state = merge_status(previous, report)
-                return state, _decision(state, catalog, view.policy, now)
+                holds = self.rollouts.holds(identity.device_id, identity.group_id, state.platform)
+                transitions[:] = device_events(identity.device_id, previous, state, catalog, now)
+                return state, _decision(state, catalog, view.policy, now, holds)
 
             def write(one: StatusWrite) -> DeviceState | BsiError | None:
                 return self._writer.submit(one).result(timeout=STATUS_WRITE_TIMEOUT)
 
             state = self._devices.save_device_state(identity.device_id, merge, now, write)
+            self.rollouts.record(transitions)
             # its OS or capabilities may have changed, and with them its subscription
             self._identities.drop(("enrollment", identity.device_id))
             return state
@@ -618,6 +640,10 @@ class BsiService:
         merged = stored.merged(catalog)
         self._catalogue.replace_catalog(merged, origin)
         self._catalog.drop()
+        known = {(s.platform, s.build) for s in stored.supplements}
+        for new in merged.supplements:
+            if (new.platform, new.build) not in known:
+                self.rollouts.started_with_default(new.platform, str(new.build))
         self.on_change()
         return merged
 
@@ -650,8 +676,12 @@ class BsiService:
             "restore the repository's earlier targets, or withdraw the build",
         )
 
-    def set_supplement_state(self, platform: str, build: str, state: SupplementState) -> None:
+    def set_supplement_state(
+        self, platform: str, build: str, state: SupplementState, actor: str = AUTOMATIC
+    ) -> None:
+        """Pause, resume or withdraw a supplement; kept as an event of ``actor``."""
         self._catalogue.set_supplement_state(platform, build, state)
+        self.rollouts.supplement_changed(platform, build, state, actor)
         self._catalog.drop()
         self.on_change()
 
@@ -664,10 +694,9 @@ class BsiService:
         def decisions() -> Iterable[tuple[str, Decision]]:
             for batch in self._devices.device_states():
                 for device_id, group_id, state in batch:
-                    yield (
-                        device_id,
-                        _decision(state, catalog, self.group_view(group_id).policy, now),
-                    )
+                    holds = self.rollouts.holds(device_id, group_id, state.platform)
+                    policy = self.group_view(group_id).policy
+                    yield device_id, _decision(state, catalog, policy, now, holds)
 
         return self._devices.store_decisions(decisions())
 
@@ -749,9 +778,14 @@ def _version(text: str | None) -> ProductVersion | None:
 
 
 def _decision(
-    state: DeviceState, catalog: Catalog, policy: SoftwareUpdatePolicy, now: datetime
+    state: DeviceState,
+    catalog: Catalog,
+    policy: SoftwareUpdatePolicy,
+    now: datetime,
+    holds: DeviceHolds = NO_HOLDS,
 ) -> Decision:
-    """The device's decision: ``unknown`` while bsi cannot place it.
+    """The device's decision: ``unknown`` while bsi cannot place it; an install is held
+    back by ``holds`` (its rollout wave, its group's maintenance window).
 
     ``status-invalid`` while its last word on an item the decision reads was
     refused (the stored value is older than what it said), ``not-reported``
@@ -768,7 +802,7 @@ def _decision(
         facts = state.facts()
     except BsiError as error:
         return unknown(Reason.NOT_REPORTED, error.message)
-    return decide(facts, catalog, policy, now)
+    return holds.apply(decide(facts, catalog, policy, now), now)
 
 
 def _outcome(group: DecisionGroup) -> Outcome | None:

@@ -273,6 +273,13 @@ class ServerSettings(DatabaseSettings):
             "through another process is refused within this, plus one query."
         ),
     ] = 1.0
+    rollout_tick_seconds: Annotated[
+        Seconds,
+        Field(
+            description="How often running rollouts are stepped: a wave whose soak time "
+            "passed with its health holding opens the next; failures past the halt rule halt."
+        ),
+    ] = 30.0
     status_burst: Annotated[
         float,
         Field(

@@ -301,3 +301,74 @@ class ServerSecret(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     secret: Mapped[str] = mapped_column(String(128))
+
+
+class RolloutDefault(Base):
+    """A platform's default rollout plan: a supplement first imported for it starts with it."""
+
+    __tablename__ = "rollout_defaults"
+
+    platform: Mapped[str] = mapped_column(String(32), primary_key=True)
+    plan: Mapped[dict[str, Any]]
+    """``bsi.domain.rollout.dump_plan``."""
+    updated_at: Mapped[datetime]
+
+
+class RolloutRow(Base):
+    """One supplement's rollout (``bsi.domain.rollout.Rollout``): its plan and progress."""
+
+    __tablename__ = "rollouts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    platform: Mapped[str] = mapped_column(String(32))
+    build: Mapped[str] = mapped_column(String(16))
+    plan: Mapped[dict[str, Any]]
+    state: Mapped[str] = mapped_column(String(16))
+    current: Mapped[int] = mapped_column(Integer)
+    started_at: Mapped[datetime]
+    opened_at: Mapped[datetime | None]
+    halted_because: Mapped[str | None] = mapped_column(String(2048))
+    updated_at: Mapped[datetime]
+
+    __table_args__ = (UniqueConstraint("platform", "build"),)
+
+
+class RolloutMember(Base):
+    """A device's wave in a rollout, drawn once when the rollout started."""
+
+    __tablename__ = "rollout_members"
+
+    rollout_id: Mapped[int] = mapped_column(
+        ForeignKey("rollouts.id", ondelete="CASCADE"), primary_key=True
+    )
+    device_id: Mapped[str] = mapped_column(String(ENROLLMENT_ID_LENGTH), primary_key=True)
+    wave: Mapped[int] = mapped_column(Integer)
+
+
+class MaintenanceWindowRow(Base):
+    """When a group's devices may activate (``bsi.domain.rollout.dump_window``)."""
+
+    __tablename__ = "maintenance_windows"
+
+    group_id: Mapped[int] = mapped_column(
+        ForeignKey("device_groups.id", ondelete="CASCADE"), primary_key=True
+    )
+    window: Mapped[dict[str, Any]]
+    updated_at: Mapped[datetime]
+
+
+class Event(Base):
+    """The event history: every change of a supplement, rollout, wave, policy or device
+    state, who made it (an API key's name, or ``automatic``), when and why."""
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    kind: Mapped[str] = mapped_column(String(32), index=True)
+    actor: Mapped[str] = mapped_column(String(64))
+    device_id: Mapped[str | None] = mapped_column(String(ENROLLMENT_ID_LENGTH), index=True)
+    platform: Mapped[str | None] = mapped_column(String(32))
+    build: Mapped[str | None] = mapped_column(String(16), index=True)
+    reason: Mapped[str] = mapped_column(String(2048))
+    detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)

@@ -30,6 +30,7 @@ from bsi.domain.declarations import Declaration
 from bsi.domain.eligibility import Decision
 from bsi.domain.status import DeviceState
 from bsi.errors import BsiError
+from bsi.store.rollouts import RolloutStore, SqlRolloutStore
 from bsi.store.store import (
     BuildChange,
     ChannelMerge,
@@ -43,6 +44,7 @@ from bsi.store.store import (
     NewEnrollment,
     SecurityEventRecord,
     StatusWrite,
+    Store,
     StoredStatus,
 )
 
@@ -269,8 +271,10 @@ class Stores:
     credentials: CredentialStore
     events: EventStore
     database: Database
+    rollouts: RolloutStore
 
     @classmethod
-    def sharing(cls, store: FleetStore) -> Stores:
-        """One store (one database) serving every concern."""
-        return cls(store, store, store, store, store, store)
+    def sharing(cls, store: Store) -> Stores:
+        """One store (one database) serving every concern (rollouts, windows and the
+        event history through :class:`~bsi.store.rollouts.SqlRolloutStore` on its engine)."""
+        return cls(store, store, store, store, store, store, SqlRolloutStore(store.engine))

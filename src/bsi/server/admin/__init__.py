@@ -5,7 +5,8 @@
 - :mod:`.catalog`: the catalogue, the hosted TUF repository, steering supplements;
 - :mod:`.devices`: device lists and detail, imports, lifecycle, wake-ups;
 - :mod:`.compliance`: compliance per supplement and CVE, patch windows;
-- :mod:`.events`: security events.
+- :mod:`.events`: security events;
+- :mod:`.rollouts`: rollouts, maintenance windows and the event history.
 
 Who may call is :class:`~bsi.server.admin.common.Access` (API key roles).
 """
@@ -21,6 +22,7 @@ from bsi.server.admin.credentials import credential_routes
 from bsi.server.admin.declarations import declaration_routes
 from bsi.server.admin.devices import device_routes
 from bsi.server.admin.events import event_routes
+from bsi.server.admin.rollouts import rollout_routes
 from bsi.server.http import StrictRoute
 from bsi.server.paths import ADMIN_PREFIX
 from bsi.server.service import BsiService
@@ -40,6 +42,7 @@ def admin_router(
         device_routes(service, access, wakeups),
         event_routes(service, access),
         compliance_routes(service, access),
+        rollout_routes(service, access),
     ):
         router.include_router(routes)
     return router

@@ -39,6 +39,7 @@ def catalog_routes(
     router = APIRouter(route_class=StrictRoute)
     Read = Annotated[Role, Depends(access.read)]  # noqa: N806 - a type, named as one
     Write = Annotated[Role, Depends(access.write)]  # noqa: N806
+    Actor = Annotated[str, Depends(access.actor)]  # noqa: N806
 
     @router.post(
         "/catalog",
@@ -119,10 +120,10 @@ def catalog_routes(
 
     @router.post("/supplements/{platform}/{build}/{action}")
     async def steer_supplement(
-        platform: str, build: str, action: SupplementAction, tasks: BackgroundTasks, _: Write
+        platform: str, build: str, action: SupplementAction, tasks: BackgroundTasks, actor: Actor
     ) -> dict[str, str]:
         state = _STATE_FOR_ACTION[action]
-        await run_in_threadpool(service.set_supplement_state, platform, build, state)
+        await run_in_threadpool(service.set_supplement_state, platform, build, state, actor)
         recompute_later(service, tasks)
         return {"platform": platform, "build": build, "state": state.value}
 

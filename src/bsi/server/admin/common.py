@@ -61,6 +61,12 @@ class Access:
             raise Forbidden("this API key is read-only")
         return role
 
+    async def actor(self, request: Request) -> str:
+        """Like :meth:`write`, giving the admin key's name: the actor of the events its
+        change causes (``GET /v1/admin/events``)."""
+        await self.write(request)
+        return await run_in_threadpool(self._service.rollouts.actor, bearer(request))
+
 
 def recompute_later(service: BsiService, tasks: BackgroundTasks) -> None:
     """Decide again for every device once the response is sent."""

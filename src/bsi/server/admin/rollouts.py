@@ -1,0 +1,140 @@
+"""Admin routes for rollouts, maintenance windows and the event history.
+
+Same keys as the rest of the admin API (:class:`~bsi.server.admin.common.Access`);
+the admin key's name is the actor of the events its changes cause. Bad input (a
+plan or window :mod:`bsi.domain.rollout` refuses) is a 422 naming what is wrong,
+and changes nothing.
+"""
+
+from datetime import datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from starlette.concurrency import run_in_threadpool
+
+from bsi.domain.ddm import ENROLLMENT_ID_MAX
+from bsi.domain.events import EventKind
+from bsi.errors import InvalidInput, InvalidPolicy
+from bsi.server.admin.common import Access, Role
+from bsi.server.http import StrictRoute, json_body
+from bsi.server.rollouts import Action
+from bsi.server.service import BsiService
+from bsi.store.rollouts import MAX_EVENTS_PAGE, EventFilter, StoredEvent
+
+
+def rollout_routes(service: BsiService, access: Access) -> APIRouter:
+    router = APIRouter(route_class=StrictRoute)
+    rollouts = service.rollouts
+    Reader = Annotated[Role, Depends(access.read)]  # noqa: N806 - a type, named as one
+    Actor = Annotated[str, Depends(access.actor)]  # noqa: N806
+
+    # -- rollouts ----------------------------------------------------------------
+
+    @router.put(
+        "/supplements/{platform}/{build}/rollout",
+        status_code=201,
+        summary="Start a supplement's rollout with a plan (waves, halt rule)",
+    )
+    async def start_rollout(
+        platform: str, build: str, request: Request, actor: Actor
+    ) -> dict[str, Any]:
+        document = await json_body(request)
+        await run_in_threadpool(rollouts.start, platform, build, document, actor)
+        return await run_in_threadpool(rollouts.status, platform, build)
+
+    @router.get("/supplements/{platform}/{build}/rollout", summary="A rollout's waves and health")
+    async def rollout_status(platform: str, build: str, _: Reader) -> dict[str, Any]:
+        return await run_in_threadpool(rollouts.status, platform, build)
+
+    @router.post(
+        "/supplements/{platform}/{build}/rollout/{action}",
+        summary="resume (a halted rollout), advance (open the next wave now), "
+        "abort (withdraw the supplement)",
+    )
+    async def steer_rollout(platform: str, build: str, action: str, actor: Actor) -> dict[str, Any]:
+        if action not in (Action.RESUME, Action.ADVANCE, Action.ABORT):
+            raise InvalidPolicy(
+                f"{action!r} is not a rollout action", hint="resume, advance or abort"
+            )
+        await run_in_threadpool(rollouts.act, platform, build, action, actor)
+        return await run_in_threadpool(rollouts.status, platform, build)
+
+    @router.put("/rollout-plans/{platform}", summary="A platform's default plan")
+    async def set_default_plan(platform: str, request: Request, actor: Actor) -> dict[str, Any]:
+        document = await json_body(request)
+        await run_in_threadpool(rollouts.set_default, platform, document, actor)
+        return await run_in_threadpool(rollouts.default, platform)
+
+    @router.get("/rollout-plans/{platform}")
+    async def default_plan(platform: str, _: Reader) -> dict[str, Any]:
+        return await run_in_threadpool(rollouts.default, platform)
+
+    @router.delete("/rollout-plans/{platform}", status_code=204)
+    async def delete_default_plan(platform: str, actor: Actor) -> None:
+        await run_in_threadpool(rollouts.set_default, platform, None, actor)
+
+    # -- maintenance windows ----------------------------------------------------------
+
+    @router.put("/groups/{group}/maintenance-window", summary="When a group's devices activate")
+    async def set_window(group: str, request: Request, actor: Actor) -> dict[str, Any]:
+        document = await json_body(request)
+        await run_in_threadpool(rollouts.set_window, group, document, actor)
+        return await run_in_threadpool(rollouts.window, group)
+
+    @router.get("/groups/{group}/maintenance-window")
+    async def window(group: str, _: Reader) -> dict[str, Any]:
+        return await run_in_threadpool(rollouts.window, group)
+
+    @router.delete("/groups/{group}/maintenance-window", status_code=204)
+    async def delete_window(group: str, actor: Actor) -> None:
+        await run_in_threadpool(rollouts.set_window, group, None, actor)
+
+    # -- events -------------------------------------------------------------------
+
+    @router.get("/events", summary="The event history, oldest first, paged by id")
+    async def events(
+        _: Reader,
+        kind: Annotated[list[str] | None, Query(max_length=32)] = None,
+        device: Annotated[str | None, Query(max_length=ENROLLMENT_ID_MAX)] = None,
+        supplement: Annotated[str | None, Query(max_length=16)] = None,
+        since: datetime | None = None,
+        after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
+        limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = 100,
+    ) -> dict[str, Any]:
+        """``kind`` (repeatable), ``device``, ``supplement`` (a build) and ``since`` (an
+        ISO 8601 instant with its offset) filter; ``next`` is the ``after`` of the next
+        page, null on the last."""
+        known = {k.value for k in EventKind}
+        unknown = sorted(set(kind or ()) - known)
+        if unknown:
+            raise InvalidInput(
+                f"kind: no event kind {unknown[0]!r}", hint="known: " + ", ".join(sorted(known))
+            )
+        if since is not None and since.tzinfo is None:
+            raise InvalidInput(
+                f"since: {since.isoformat()} has no UTC offset",
+                hint="e.g. 2026-11-30T04:00:00Z",
+            )
+        where = EventFilter(frozenset(kind or ()), device, supplement, since, after, limit)
+        found = await run_in_threadpool(rollouts.events, where)
+        return {
+            "events": [_event(e) for e in found],
+            "next": found[-1].id if len(found) == limit else None,
+        }
+
+    return router
+
+
+def _event(stored: StoredEvent) -> dict[str, Any]:
+    e = stored.event
+    return {
+        "id": stored.id,
+        "at": e.at.isoformat(),
+        "kind": e.kind,
+        "actor": e.actor,
+        "device": e.device_id,
+        "platform": e.platform,
+        "supplement": e.build,
+        "reason": e.reason,
+        "detail": e.detail,
+    }

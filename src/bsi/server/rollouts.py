@@ -1,0 +1,629 @@
+"""Rollouts on the server: plans, frozen waves, automatic advance and halt, windows, events.
+
+The rules are :mod:`bsi.domain.rollout`'s; this module stores what they
+decide (:mod:`bsi.store.rollouts`) and tells devices their gate:
+
+* a plan PUT for a supplement starts its rollout at once: every live device
+  of the platform is placed in a wave by :func:`~bsi.domain.rollout.assign_waves`
+  and that membership is kept (a device enrolled later is placed by its draw
+  alone, :func:`~bsi.domain.rollout.late_wave`); a supplement first imported
+  for a platform with a default plan starts with that plan;
+* :meth:`Rollouts.tick` (every ``rollout_tick_seconds`` in the server) reads
+  each running rollout's opened waves from stored device states — installs,
+  the failures devices reported, devices that fell back, devices gone
+  silent — and applies :func:`~bsi.domain.rollout.step`;
+* :meth:`Rollouts.holds` is what holds one device back (its gate per build,
+  its group's window): the server's stored decision and the catalogue the
+  agent decides from both carry it.
+
+Every change is an event (:mod:`bsi.domain.events`), with its actor.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from bsi.domain.catalog import Catalog, SupplementState
+from bsi.domain.events import AUTOMATIC, EventKind
+from bsi.domain.rollout import (
+    NO_HOLDS,
+    DeviceHolds,
+    DeviceProgress,
+    FailureKind,
+    MaintenanceWindow,
+    Rollout,
+    RolloutState,
+    WaveHealth,
+    abort,
+    advance,
+    assign_waves,
+    dump_plan,
+    dump_window,
+    failure_kind,
+    gate,
+    late_wave,
+    read_plan,
+    read_window,
+    resume,
+    start,
+    step,
+    wave_health,
+)
+from bsi.domain.status import AGENT_DRIFT, DeviceState, InstallState
+from bsi.domain.versions import Build
+from bsi.errors import Conflict, InvalidInput, InvalidPolicy, NotFound
+from bsi.store.rollouts import (
+    EventFilter,
+    FleetDevice,
+    NewEvent,
+    RolloutStore,
+    StoredEvent,
+    StoredRollout,
+)
+
+Clock = Callable[[], datetime]
+HELD = frozenset({RolloutState.RUNNING, RolloutState.HALTED, RolloutState.ABORTED})
+"""Rollouts whose gates hold devices back (a completed one holds nobody)."""
+FAILURE_EVENTS = frozenset({EventKind.DEVICE_FAILED.value, EventKind.DEVICE_ROLLED_BACK.value})
+_SUPPLEMENT_EVENT = {
+    SupplementState.PAUSED: EventKind.SUPPLEMENT_PAUSED,
+    SupplementState.PUBLISHED: EventKind.SUPPLEMENT_RESUMED,
+    SupplementState.WITHDRAWN: EventKind.SUPPLEMENT_WITHDRAWN,
+}
+
+
+class Action:
+    RESUME = "resume"
+    ADVANCE = "advance"
+    ABORT = "abort"
+
+
+@dataclass(slots=True)
+class _Snapshot:
+    """The rollouts and windows holds are computed from, re-read every ``seconds``."""
+
+    rollouts: list[tuple[StoredRollout, dict[str, int]]]
+    windows: dict[int, MaintenanceWindow]
+    groups: dict[int, str]
+    expires: float
+
+
+class Rollouts:
+    """The rollout service. ``catalog`` gives the served catalogue; ``set_state`` changes a
+    supplement's published state (an abort withdraws); ``changed`` is called after any
+    change that alters what devices should run (decisions are recomputed, devices woken)."""
+
+    def __init__(
+        self,
+        store: RolloutStore,
+        clock: Clock,
+        catalog: Callable[[], Catalog],
+        set_state: Callable[[str, str, SupplementState, str], None],
+        changed: Callable[[], None],
+        *,
+        cache_seconds: float = 2.0,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self._catalog = catalog
+        self._set_state = set_state
+        self._changed = changed
+        self._cache_seconds = cache_seconds
+        self._snapshot: _Snapshot | None = None
+        self._members: dict[int, dict[str, int]] = {}
+        self._lock = threading.Lock()
+
+    # -- what holds a device back --------------------------------------------
+
+    def _current(self) -> _Snapshot:
+        snapshot = self._snapshot
+        if snapshot is not None and snapshot.expires > time.monotonic():
+            return snapshot
+        with self._lock:
+            held = [(s, self._membership(s.id)) for s in self.store.rollouts(HELD)]
+            windows = {g: read_window(w) for g, w in self.store.windows().items()}
+            groups = self.store.group_names() if held else {}
+            snapshot = _Snapshot(held, windows, groups, time.monotonic() + self._cache_seconds)
+            self._snapshot = snapshot
+            return snapshot
+
+    def _membership(self, rollout_id: int) -> dict[str, int]:
+        """A rollout's membership: frozen at its start, so read once per process."""
+        found = self._members.get(rollout_id)
+        if found is None:
+            found = self._members[rollout_id] = self.store.members(rollout_id)
+        return found
+
+    def forget(self) -> None:
+        """Drop the cached rollouts and windows (after a change through this process)."""
+        self._snapshot = None
+
+    def holds(self, device_id: str, group_id: int, platform: str | None) -> DeviceHolds:
+        """What holds ``device_id`` back: its gate in each of its platform's rollouts
+        (running, halted or aborted) and its group's maintenance window."""
+        snapshot = self._current()
+        window = snapshot.windows.get(group_id)
+        gates = {}
+        for stored, members in snapshot.rollouts:
+            if stored.platform != platform:
+                continue
+            rollout = stored.rollout
+            wave = members.get(device_id)
+            if wave is None:
+                group = snapshot.groups.get(group_id, "")
+                wave = late_wave(rollout.plan, rollout.build, device_id, group)
+            gates[rollout.build] = gate(rollout, wave)
+        if not gates and window is None:
+            return NO_HOLDS
+        return DeviceHolds(gates, window)
+
+    def actor(self, secret: str | None) -> str:
+        """The name of the API key ``secret`` (the actor of an admin's change)."""
+        found = self.store.api_key(secret) if secret else None
+        return found[0] if found else AUTOMATIC
+
+    # -- plans -----------------------------------------------------------------
+
+    def _known_groups(self) -> frozenset[str]:
+        return frozenset(self.store.group_names().values())
+
+    def start(self, platform: str, build: str, document: object, actor: str) -> StoredRollout:
+        """Start ``platform/build``'s rollout with the plan in ``document``.
+
+        Raises :class:`InvalidInput` for a bad plan, :class:`NotFound` for a
+        supplement the catalogue does not have, :class:`~bsi.errors.Conflict`
+        when it has a rollout already; nothing changes then.
+        """
+        plan = read_plan(document, known_groups=self._known_groups())
+        supplement = self._catalog().supplement_by_build(platform, Build.parse(build))
+        if supplement is None:
+            raise NotFound(
+                f"no supplement {platform}/{build} in the catalogue",
+                hint="GET /v1/admin/supplements lists them",
+            )
+        return self._start(platform, build, start(plan, build, self.clock()), actor)
+
+    def _start(self, platform: str, build: str, rollout: Rollout, actor: str) -> StoredRollout:
+        devices = {d.device_id: d.group for d in self.store.fleet(platform, build)}
+        members = assign_waves(rollout.plan, build, devices)
+        sizes = plan_sizes(members, len(rollout.plan.effective_waves))
+        now = rollout.started_at
+        stored = self.store.start_rollout(
+            platform,
+            rollout,
+            members,
+            [
+                NewEvent(
+                    EventKind.ROLLOUT_STARTED,
+                    actor,
+                    f"rollout of {platform}/{build} started: {len(members)} devices in waves "
+                    + ", ".join(
+                        f"{w.name} {n}"
+                        for w, n in zip(rollout.plan.effective_waves, sizes, strict=True)
+                    ),
+                    now,
+                    platform=platform,
+                    build=build,
+                    detail={"plan": dump_plan(rollout.plan), "wave_sizes": sizes},
+                )
+            ],
+        )
+        self._after_change()
+        return stored
+
+    def started_with_default(self, platform: str, build: str) -> StoredRollout | None:
+        """Start ``platform/build``'s rollout with its platform's default plan, if any."""
+        document = self.store.rollout_default(platform)
+        if document is None or self.store.rollout(platform, build) is not None:
+            return None
+        named = {g for wave in document.get("waves") or [] for g in wave.get("groups", [])}
+        plan = read_plan(document, known_groups=named)
+        return self._start(platform, build, start(plan, build, self.clock()), AUTOMATIC)
+
+    def set_default(self, platform: str, document: object | None, actor: str) -> None:
+        """Set (``None``: remove) ``platform``'s default plan (:class:`InvalidInput`: bad)."""
+        plan = None if document is None else read_plan(document, known_groups=self._known_groups())
+        if plan is None and self.store.rollout_default(platform) is None:
+            raise NotFound(f"{platform} has no default rollout plan")
+        reason = (
+            f"default rollout plan of {platform} removed"
+            if plan is None
+            else f"default rollout plan of {platform} set"
+        )
+        self.store.set_rollout_default(
+            platform,
+            None if plan is None else dump_plan(plan),
+            NewEvent(
+                EventKind.PLAN_CHANGED,
+                actor,
+                reason,
+                self.clock(),
+                platform=platform,
+                detail=None if plan is None else {"plan": dump_plan(plan)},
+            ),
+        )
+
+    def default(self, platform: str) -> dict[str, Any]:
+        found = self.store.rollout_default(platform)
+        if found is None:
+            raise NotFound(
+                f"{platform} has no default rollout plan",
+                hint=f"PUT /v1/admin/rollout-plans/{platform}",
+            )
+        return found
+
+    # -- admin actions --------------------------------------------------------
+
+    def get(self, platform: str, build: str) -> StoredRollout:
+        found = self.store.rollout(platform, build)
+        if found is None:
+            raise NotFound(
+                f"{platform}/{build} has no rollout",
+                hint=f"PUT /v1/admin/supplements/{platform}/{build}/rollout with a plan",
+            )
+        return found
+
+    def act(self, platform: str, build: str, action: str, actor: str) -> StoredRollout:
+        """An admin's resume, advance or abort (abort withdraws the supplement)."""
+        stored = self.get(platform, build)
+        now = self.clock()
+        rollout = stored.rollout
+        try:
+            changed = self._acted(rollout, action, now)
+        except InvalidInput as error:
+            raise Conflict(error.message, hint=error.hint) from None
+        if action == Action.RESUME:
+            kind = EventKind.ROLLOUT_RESUMED
+            reason = f"rollout of {platform}/{build} resumed in wave {self._wave(rollout)!r}"
+        elif action == Action.ADVANCE:
+            kind = EventKind.WAVE_ADVANCED
+            reason = f"wave {self._wave(changed)!r} of {platform}/{build} opened by hand"
+        else:
+            kind = EventKind.ROLLOUT_ABORTED
+            reason = (
+                f"rollout of {platform}/{build} aborted: the supplement is withdrawn, devices "
+                "return to their last good letter"
+            )
+        updated = StoredRollout(stored.id, stored.platform, changed)
+        self.store.save_rollout(
+            updated,
+            [
+                NewEvent(
+                    kind,
+                    actor,
+                    reason,
+                    now,
+                    platform=platform,
+                    build=build,
+                    detail={"wave": changed.current},
+                )
+            ],
+        )
+        if action == Action.ABORT:
+            self._set_state(platform, build, SupplementState.WITHDRAWN, actor)
+        self._after_change()
+        return updated
+
+    @staticmethod
+    def _acted(rollout: Rollout, action: str, now: datetime) -> Rollout:
+        if action == Action.RESUME:
+            return resume(rollout, now)
+        if action == Action.ADVANCE:
+            return advance(rollout, now)
+        if action == Action.ABORT:
+            return abort(rollout)
+        raise InvalidPolicy(f"{action!r} is not a rollout action", hint="resume, advance or abort")
+
+    @staticmethod
+    def _wave(rollout: Rollout) -> str:
+        return rollout.plan.effective_waves[rollout.current].name
+
+    def _after_change(self) -> None:
+        self.forget()
+        self._changed()
+
+    # -- automatic advance and halt -------------------------------------------------
+
+    def health(self, stored: StoredRollout, now: datetime) -> tuple[WaveHealth, list[WaveCount]]:
+        """The health of the opened waves (every wave up to the open one: a failure in an
+        earlier wave still counts) and each wave's counts."""
+        rollout = stored.rollout
+        members = self._membership(stored.id)
+        failures = self._failures(stored)
+        waves = rollout.plan.effective_waves
+        counts = [WaveCount() for _ in waves]
+        opened = []
+        for device in self.store.fleet(stored.platform, rollout.build):
+            wave = members.get(device.device_id)
+            if wave is None:
+                wave = late_wave(rollout.plan, rollout.build, device.device_id, device.group)
+            progress = _progress(device, rollout, failures.get(device.device_id))
+            count = counts[wave]
+            count.devices += 1
+            if progress.installed_at is not None and progress.failure is None:
+                count.installed += 1
+            if progress.failure is not None:
+                count.failed += 1
+            if wave <= rollout.current:
+                opened.append(progress)
+        health = wave_health(opened, rollout.plan.halt.silence, now)
+        return health, counts
+
+    def _failures(self, stored: StoredRollout) -> dict[str, tuple[FailureKind, str]]:
+        """Each device's latest failure with the rollout's build since it started."""
+        found: dict[str, tuple[FailureKind, str]] = {}
+        after = 0
+        while True:
+            page = self.store.events(
+                EventFilter(
+                    kinds=FAILURE_EVENTS,
+                    build=stored.rollout.build,
+                    since=stored.rollout.started_at,
+                    after=after,
+                    limit=1000,
+                )
+            )
+            for e in page:
+                if e.event.device_id is None or e.event.platform not in (None, stored.platform):
+                    continue
+                kind = (
+                    FailureKind.FELL_BACK
+                    if e.event.kind == EventKind.DEVICE_ROLLED_BACK
+                    else failure_kind(str((e.event.detail or {}).get("failure-reason", "")))
+                )
+                found[e.event.device_id] = (kind, e.event.reason)
+            if len(page) < 1000:
+                return found
+            after = page[-1].id
+
+    def tick(self) -> int:
+        """Step every running rollout once; returns how many changed."""
+        now = self.clock()
+        changed = 0
+        for stored in self.store.rollouts(frozenset({RolloutState.RUNNING})):
+            health, _ = self.health(stored, now)
+            rollout, change = step(stored.rollout, health, now)
+            if change is None:
+                continue
+            build, platform = rollout.build, stored.platform
+            if change.value == EventKind.ROLLOUT_HALTED:
+                reason = f"rollout of {platform}/{build} halted in wave {self._wave(rollout)!r}: "
+                reason += rollout.halted_because or ""
+            elif change.value == EventKind.WAVE_ADVANCED:
+                reason = f"wave {self._wave(rollout)!r} of {platform}/{build} opened: " + (
+                    f"{health.installed} of {health.devices} devices installed, "
+                    f"{len(health.failures)} failed"
+                )
+            else:
+                reason = f"rollout of {platform}/{build} completed"
+            detail = {
+                "wave": rollout.current,
+                "devices": health.devices,
+                "installed": health.installed,
+                "failures": [
+                    {"device": p.device_id, "failure": str(p.failure), "detail": p.detail}
+                    for p in health.failures[:100]
+                ],
+            }
+            self.store.save_rollout(
+                StoredRollout(stored.id, platform, rollout),
+                [
+                    NewEvent(
+                        EventKind(change.value),
+                        AUTOMATIC,
+                        reason,
+                        now,
+                        platform=platform,
+                        build=build,
+                        detail=detail,
+                    )
+                ],
+            )
+            changed += 1
+        if changed:
+            self._after_change()
+        return changed
+
+    def status(self, platform: str, build: str) -> dict[str, Any]:
+        """The rollout as ``GET .../rollout`` shows it: plan, state, each wave's counts."""
+        stored = self.get(platform, build)
+        rollout = stored.rollout
+        health, counts = self.health(stored, self.clock())
+        return {
+            "platform": platform,
+            "build": build,
+            "state": rollout.state.value,
+            "current_wave": self._wave(rollout),
+            "started_at": rollout.started_at.isoformat(),
+            "opened_at": None if rollout.opened_at is None else rollout.opened_at.isoformat(),
+            "halted_because": rollout.halted_because,
+            "plan": dump_plan(rollout.plan),
+            "waves": [
+                {
+                    "name": wave.name,
+                    "percent": wave.percent,
+                    "state": rollout.wave_state(i).value,
+                    "earliest_opening": _iso(rollout.earliest_opening(i)),
+                    "devices": counts[i].devices,
+                    "installed": counts[i].installed,
+                    "failed": counts[i].failed,
+                }
+                for i, wave in enumerate(rollout.plan.effective_waves)
+            ],
+            "failures": [
+                {"device": p.device_id, "failure": str(p.failure), "detail": p.detail}
+                for p in health.failures
+            ],
+        }
+
+    # -- maintenance windows ----------------------------------------------------------
+
+    def set_window(
+        self, group: str, document: object | None, actor: str
+    ) -> MaintenanceWindow | None:
+        """Set (``None``: remove) ``group``'s window; :class:`InvalidInput` for a bad one."""
+        window = None if document is None else read_window(document)
+        now = self.clock()
+        if window is None:
+            event = NewEvent(
+                EventKind.WINDOW_REMOVED, actor, f"maintenance window of {group} removed", now
+            )
+        else:
+            shown = dump_window(window)
+            event = NewEvent(
+                EventKind.WINDOW_CHANGED,
+                actor,
+                f"maintenance window of {group}: {', '.join(shown['days'])} "  # type: ignore[arg-type]
+                f"{shown['start']}-{shown['end']} {window.timezone}",
+                now,
+                detail={"group": group, "window": shown},
+            )
+        self.store.set_window(group, None if window is None else dump_window(window), event)
+        self._after_change()
+        return window
+
+    def window(self, group: str) -> dict[str, Any]:
+        names = self.store.group_names()
+        ids = [i for i, name in names.items() if name == group]
+        if not ids:
+            raise NotFound(f"no group {group!r}", hint="GET /v1/admin/groups lists them")
+        found = self.store.windows().get(ids[0])
+        if found is None:
+            raise NotFound(f"group {group!r} has no maintenance window")
+        return found
+
+    # -- events --------------------------------------------------------------------
+
+    def record(self, events: Iterable[NewEvent]) -> None:
+        self.store.record_events(list(events))
+
+    def events(self, where: EventFilter) -> list[StoredEvent]:
+        return self.store.events(where)
+
+    def supplement_changed(
+        self, platform: str, build: str, state: SupplementState, actor: str
+    ) -> None:
+        kind = _SUPPLEMENT_EVENT.get(state)
+        if kind is not None:
+            self.record(
+                [
+                    NewEvent(
+                        kind,
+                        actor,
+                        f"{platform}/{build} {state.value}",
+                        self.clock(),
+                        platform=platform,
+                        build=build,
+                    )
+                ]
+            )
+
+
+@dataclass(slots=True)
+class WaveCount:
+    devices: int = 0
+    installed: int = 0
+    failed: int = 0
+
+
+def _iso(when: datetime | None) -> str | None:
+    return None if when is None else when.isoformat()
+
+
+def _progress(
+    device: FleetDevice, rollout: Rollout, failure: tuple[FailureKind, str] | None
+) -> DeviceProgress:
+    installed = device.installed_at if device.supplemental_build == rollout.build else None
+    if failure is None and device.installed_at is not None and installed is None:
+        # It ran the build and left it without a reported failure: it fell back.
+        failure = (
+            FailureKind.FELL_BACK,
+            f"ran {rollout.build}, now runs {device.supplemental_build or 'no supplement'}",
+        )
+    return DeviceProgress(
+        device.device_id,
+        installed_at=installed,
+        last_report_at=device.last_seen_at,
+        failure=None if failure is None else failure[0],
+        detail="" if failure is None else failure[1],
+    )
+
+
+def device_events(
+    device_id: str,
+    previous: DeviceState | None,
+    state: DeviceState,
+    catalog: Catalog,
+    now: datetime,
+) -> list[NewEvent]:
+    """The transitions one status report shows (installed, failed, rolled back,
+    withdrawn, restart-pending, drift), as events of the device."""
+    events = []
+    platform = state.platform
+
+    def event(kind: EventKind, reason: str, build: str | None, **detail: Any) -> None:
+        events.append(
+            NewEvent(
+                kind,
+                AUTOMATIC,
+                reason,
+                now,
+                device_id=device_id,
+                platform=platform,
+                build=build,
+                detail=detail or None,
+            )
+        )
+
+    before = previous.supplemental_build if previous else None
+    after = state.supplemental_build
+    if before != after:
+        if after is not None:
+            event(EventKind.DEVICE_INSTALLED, f"now runs {after}", str(after))
+        if before is not None and (after is None or after < before):
+            left = catalog.supplement_by_build(platform or "", before)
+            withdrawn = left is not None and left.state_at(now) is SupplementState.WITHDRAWN
+            event(
+                EventKind.DEVICE_WITHDRAWN if withdrawn else EventKind.DEVICE_ROLLED_BACK,
+                f"left {before} for {after or 'no supplement'}"
+                + (" (withdrawn)" if withdrawn else ""),
+                str(before),
+            )
+    failure = state.failure_reason
+    if (
+        state.install_state == InstallState.FAILED
+        and failure is not None
+        and (previous is None or previous.failure_reason != failure)
+    ):
+        reason = str(failure.get("reason", ""))
+        event(
+            EventKind.DEVICE_FAILED,
+            f"failed to install {state.pending_build_version or 'a pending update'}: {reason}",
+            state.pending_build_version,
+            **{"failure-reason": reason, "count": failure.get("count")},
+        )
+    if state.restart_pending and not (previous and previous.restart_pending):
+        event(
+            EventKind.DEVICE_RESTART_PENDING,
+            "old content still runs",
+            str(after) if after else None,
+        )
+    drift = state.items.get(AGENT_DRIFT)
+    if drift and drift != (previous.items.get(AGENT_DRIFT) if previous else None):
+        lines = drift if isinstance(drift, list) else [drift]
+        event(
+            EventKind.DEVICE_DRIFT,
+            f"{len(lines)} managed files changed behind bsi",
+            str(after) if after else None,
+            files=[str(line) for line in lines[:20]],
+        )
+    return events
+
+
+def plan_sizes(members: Mapping[str, int], waves: int) -> list[int]:
+    return [sum(1 for w in members.values() if w == i) for i in range(waves)]
