@@ -223,7 +223,10 @@ class Rollouts:
             return None
         named = {g for wave in document.get("waves") or [] for g in wave.get("groups", [])}
         plan = read_plan(document, known_groups=named)
-        return self._start(platform, build, start(plan, build, self.clock()), AUTOMATIC)
+        try:
+            return self._start(platform, build, start(plan, build, self.clock()), AUTOMATIC)
+        except Conflict:
+            return None  # another process (or the repository watcher) started it first
 
     def set_default(self, platform: str, document: object | None, actor: str) -> None:
         """Set (``None``: remove) ``platform``'s default plan (:class:`InvalidInput`: bad)."""
