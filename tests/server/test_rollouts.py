@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from bsi.domain.declarations import enforcement_specific
 from reports import macos_report, supplemental_report
 from server_support import RunningServer
 
@@ -306,3 +308,19 @@ def test_events_filter_and_page(server: RunningServer, shared_data: Path) -> Non
     naive = server.reader.get("/v1/admin/events", params={"since": "2026-03-21T00:00:00"})
     assert naive.status_code == 400
     assert server.client().get("/v1/admin/events").status_code == 401
+
+
+def test_a_passed_enforcement_deadline_is_an_event_once(server: RunningServer) -> None:
+    declaration = enforcement_specific("enforce-a", "26.3.1", datetime(2026, 3, 20, 13, 0), BUILD)
+    put = server.admin.put("/v1/admin/declarations/enforce-a", json=declaration.to_json())
+    assert put.is_success, put.text
+    server.service.rollouts.tick()
+    assert events(server, kind="enforcement-deadline-passed") == []
+    server.clock.advance(hours=1)
+    server.service.rollouts.tick()
+    server.service.rollouts.tick()
+    (passed,) = events(server, kind="enforcement-deadline-passed")
+    assert passed["supplement"] == BUILD
+    assert (
+        "2026-03-20 13:00 (device-local) of enforce-a for 26.3.1 (25D771280a)" in passed["reason"]
+    )

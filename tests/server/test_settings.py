@@ -67,6 +67,8 @@ def samples(where: Path) -> dict[str, tuple[str, Callable[[object], object]]]:
         "tuf_watch_seconds": ("3", same),
         "request_timeout_seconds": ("9", same),
         "revocation_poll_seconds": ("4", same),
+        "rollout_tick_seconds": ("7", same),
+        "webhook_seconds": ("9", same),
         "status_burst": ("5", same),
         "status_per_second": ("2", same),
         "host": ("0.0.0.0", same),

@@ -29,6 +29,7 @@ class EventKind(StrEnum):
     ROLLOUT_RESUMED = Change.RESUMED.value
     ROLLOUT_COMPLETED = Change.COMPLETED.value
     ROLLOUT_ABORTED = Change.ABORTED.value
+    ENFORCEMENT_DEADLINE_PASSED = "enforcement-deadline-passed"
     # policy
     PLAN_CHANGED = "plan-changed"
     WINDOW_CHANGED = "window-changed"

@@ -114,6 +114,9 @@ def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
             asyncio.create_task(
                 _every(settings.rollout_tick_seconds, service.rollouts.tick, "rollout")
             ),
+            asyncio.create_task(
+                _every(settings.webhook_seconds, service.webhooks.deliver, "webhook")
+            ),
         ]
         if settings.tuf_repo_dir and settings.tuf_keys_dir:
             tasks.append(

@@ -25,10 +25,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from bsi.domain.catalog import Catalog, SupplementState
+from bsi.domain.declarations import ENFORCEMENT_SPECIFIC, Declaration
 from bsi.domain.events import AUTOMATIC, EventKind
 from bsi.domain.rollout import (
     NO_HOLDS,
@@ -58,6 +59,7 @@ from bsi.domain.status import AGENT_DRIFT, DeviceState, InstallState
 from bsi.domain.versions import Build
 from bsi.errors import Conflict, InvalidInput, InvalidPolicy, NotFound
 from bsi.store.rollouts import (
+    MAX_EVENTS_PAGE,
     EventFilter,
     FleetDevice,
     NewEvent,
@@ -70,6 +72,9 @@ Clock = Callable[[], datetime]
 HELD = frozenset({RolloutState.RUNNING, RolloutState.HALTED, RolloutState.ABORTED})
 """Rollouts whose gates hold devices back (a completed one holds nobody)."""
 FAILURE_EVENTS = frozenset({EventKind.DEVICE_FAILED.value, EventKind.DEVICE_ROLLED_BACK.value})
+_DEADLINES_PASSED = EventFilter(
+    kinds=frozenset({EventKind.ENFORCEMENT_DEADLINE_PASSED.value}), limit=MAX_EVENTS_PAGE
+)
 _SUPPLEMENT_EVENT = {
     SupplementState.PAUSED: EventKind.SUPPLEMENT_PAUSED,
     SupplementState.PUBLISHED: EventKind.SUPPLEMENT_RESUMED,
@@ -106,6 +111,7 @@ class Rollouts:
         set_state: Callable[[str, str, SupplementState, str], None],
         changed: Callable[[], None],
         *,
+        declarations: Callable[[], Iterable[Declaration]] = tuple,
         cache_seconds: float = 2.0,
     ) -> None:
         self.store = store
@@ -113,6 +119,7 @@ class Rollouts:
         self._catalog = catalog
         self._set_state = set_state
         self._changed = changed
+        self._declarations = declarations
         self._cache_seconds = cache_seconds
         self._snapshot: _Snapshot | None = None
         self._members: dict[int, dict[str, int]] = {}
@@ -384,9 +391,50 @@ class Rollouts:
                 return found
             after = page[-1].id
 
+    def deadlines(self, now: datetime) -> int:
+        """Record ``enforcement-deadline-passed`` once per ``enforcement.specific``
+        declaration (and deadline) whose ``TargetLocalDateTime`` has passed, read as UTC
+        (devices west of UTC reach it later); returns how many were recorded."""
+        passed = []
+        for declaration in self._declarations():
+            if declaration.type != ENFORCEMENT_SPECIFIC:
+                continue
+            payload = declaration.payload
+            try:
+                deadline = datetime.fromisoformat(str(payload.get("TargetLocalDateTime")))
+            except ValueError:
+                continue
+            if deadline.replace(tzinfo=UTC) > now:
+                continue
+            build = payload.get("TargetBuildVersion")
+            key = {"declaration": declaration.identifier, "deadline": deadline.isoformat()}
+            seen = self.store.events(
+                EventFilter(
+                    kinds=frozenset({EventKind.ENFORCEMENT_DEADLINE_PASSED.value}), limit=1000
+                )
+            )
+            if any(e.event.detail == key for e in seen):
+                continue
+            target = f"{payload.get('TargetOSVersion')}" + (f" ({build})" if build else "")
+            passed.append(
+                NewEvent(
+                    EventKind.ENFORCEMENT_DEADLINE_PASSED,
+                    AUTOMATIC,
+                    f"the enforcement deadline {deadline:%Y-%m-%d %H:%M} (device-local) of "
+                    f"{declaration.identifier} for {target} has passed",
+                    now,
+                    build=str(build)[:16] if isinstance(build, str) else None,
+                    detail=key,
+                )
+            )
+        self.record(passed)
+        return len(passed)
+
     def tick(self) -> int:
-        """Step every running rollout once; returns how many changed."""
+        """Step every running rollout once and note passed enforcement deadlines;
+        returns how many rollouts changed."""
         now = self.clock()
+        self.deadlines(now)
         changed = 0
         for stored in self.store.rollouts(frozenset({RolloutState.RUNNING})):
             health, _ = self.health(stored, now)

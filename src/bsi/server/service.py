@@ -71,6 +71,7 @@ from bsi.server.linux_catalog import catalog_from_repository
 from bsi.server.revocations import Revocations
 from bsi.server.rollouts import Rollouts, device_events
 from bsi.server.status_writer import StatusWriter
+from bsi.server.webhooks import Webhooks
 from bsi.store.protocols import Stores
 from bsi.store.rollouts import NewEvent
 from bsi.store.store import (
@@ -212,9 +213,12 @@ class BsiService:
             self.catalog,
             self.set_supplement_state,
             self._rollouts_changed,
+            declarations=lambda: [d for d, _ in self._declarations.declarations()],
             cache_seconds=cache_seconds,
         )
         """Rollouts, maintenance windows and the event history (bsi.server.rollouts)."""
+        self.webhooks = Webhooks(self.rollouts.store, clock)
+        """Signed POSTs of the events an on-call person acts on (bsi.server.webhooks)."""
 
     def _rollouts_changed(self) -> None:
         """A rollout or window changed: decide again for every device, wake them."""

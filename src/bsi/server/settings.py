@@ -280,6 +280,13 @@ class ServerSettings(DatabaseSettings):
             "passed with its health holding opens the next; failures past the halt rule halt."
         ),
     ] = 30.0
+    webhook_seconds: Annotated[
+        Seconds,
+        Field(
+            description="How often each webhook is sent its new events (a failed delivery "
+            "waits its backoff)."
+        ),
+    ] = 2.0
     status_burst: Annotated[
         float,
         Field(

@@ -372,3 +372,24 @@ class Event(Base):
     build: Mapped[str | None] = mapped_column(String(16), index=True)
     reason: Mapped[str] = mapped_column(String(2048))
     detail: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class Webhook(Base):
+    """Where events of some kinds are POSTed (``bsi.server.webhooks``) and how far it got.
+
+    ``cursor``: the id of the last event it acknowledged; ``attempts`` and
+    ``retry_at``: failed deliveries of the next one and when to try again.
+    """
+
+    __tablename__ = "webhooks"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    url: Mapped[str] = mapped_column(String(512))
+    secret: Mapped[str] = mapped_column(String(128))
+    kinds: Mapped[list[Any]]
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime]
+    cursor: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    retry_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(String(512))

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -33,6 +33,7 @@ from bsi.store.models import (
     RolloutMember,
     RolloutRow,
     SupplementalBuildChange,
+    Webhook,
     column_length,
 )
 from bsi.store.store import secret_hash
@@ -81,6 +82,22 @@ class StoredRollout:
 
 
 @dataclass(frozen=True, slots=True)
+class StoredWebhook:
+    id: int
+    url: str
+    secret: str
+    kinds: frozenset[str]
+    created_by: str
+    cursor: int = 0
+    attempts: int = 0
+    retry_at: datetime | None = None
+    last_error: str | None = None
+
+    def acknowledged(self, event_id: int) -> StoredWebhook:
+        return replace(self, cursor=event_id, attempts=0, retry_at=None, last_error=None)
+
+
+@dataclass(frozen=True, slots=True)
 class FleetDevice:
     """A device of a platform as a rollout's health reads it."""
 
@@ -115,6 +132,15 @@ class RolloutStore(Protocol):
     def set_window(self, group: str, window: dict[str, Any] | None, event: NewEvent) -> None: ...
     def record_events(self, events: Sequence[NewEvent]) -> None: ...
     def events(self, where: EventFilter) -> list[StoredEvent]: ...
+    def add_webhook(
+        self, url: str, secret: str, kinds: frozenset[str], actor: str, now: datetime
+    ) -> StoredWebhook: ...
+    def remove_webhook(self, webhook_id: int) -> None: ...
+    def webhooks(self) -> list[StoredWebhook]: ...
+    def webhook_delivered(self, webhook_id: int, event_id: int) -> None: ...
+    def webhook_failed(
+        self, webhook_id: int, attempts: int, retry_at: datetime, error: str
+    ) -> None: ...
 
 
 class SqlRolloutStore:
@@ -322,8 +348,72 @@ class SqlRolloutStore:
                 for r in rows
             ]
 
+    # -- webhooks ----------------------------------------------------------------
+
+    def add_webhook(
+        self, url: str, secret: str, kinds: frozenset[str], actor: str, now: datetime
+    ) -> StoredWebhook:
+        """A webhook that starts after the newest event: it is not sent the history."""
+        with self._writing() as session:
+            cursor = session.scalar(select(func.max(Event.id))) or 0
+            row = Webhook(
+                url=url,
+                secret=secret,
+                kinds=sorted(kinds),
+                created_by=actor[:_ACTOR_LENGTH],
+                created_at=now,
+                cursor=cursor,
+                attempts=0,
+            )
+            session.add(row)
+            session.flush()
+            return _webhook(row)
+
+    def remove_webhook(self, webhook_id: int) -> None:
+        with self._writing() as session:
+            done = session.execute(delete(Webhook).where(Webhook.id == webhook_id))
+            if done.rowcount == 0:  # type: ignore[attr-defined]
+                raise NotFound(f"no webhook {webhook_id}", hint="GET /v1/admin/webhooks")
+
+    def webhooks(self) -> list[StoredWebhook]:
+        with self._reading() as session:
+            return [_webhook(r) for r in session.scalars(select(Webhook).order_by(Webhook.id))]
+
+    def webhook_delivered(self, webhook_id: int, event_id: int) -> None:
+        with self._writing() as session:
+            session.execute(
+                update(Webhook)
+                .where(Webhook.id == webhook_id, Webhook.cursor < event_id)
+                .values(cursor=event_id, attempts=0, retry_at=None, last_error=None)
+            )
+
+    def webhook_failed(
+        self, webhook_id: int, attempts: int, retry_at: datetime, error: str
+    ) -> None:
+        with self._writing() as session:
+            session.execute(
+                update(Webhook)
+                .where(Webhook.id == webhook_id)
+                .values(attempts=attempts, retry_at=retry_at, last_error=error[:_ERROR_LENGTH])
+            )
+
+
+def _webhook(row: Webhook) -> StoredWebhook:
+    return StoredWebhook(
+        row.id,
+        row.url,
+        row.secret,
+        frozenset(row.kinds),
+        row.created_by,
+        row.cursor,
+        row.attempts,
+        row.retry_at,
+        row.last_error,
+    )
+
 
 _REASON_LENGTH = column_length(Event, "reason")
+_ERROR_LENGTH = column_length(Webhook, "last_error")
 _ACTOR_LENGTH = column_length(Event, "actor")
 _HALTED_LENGTH = column_length(RolloutRow, "halted_because")
 

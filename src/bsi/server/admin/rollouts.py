@@ -9,7 +9,7 @@ and changes nothing.
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from bsi.domain.ddm import ENROLLMENT_ID_MAX
@@ -19,7 +19,9 @@ from bsi.server.admin.common import Access, Role
 from bsi.server.http import StrictRoute, json_body
 from bsi.server.rollouts import Action
 from bsi.server.service import BsiService
-from bsi.store.rollouts import MAX_EVENTS_PAGE, EventFilter, StoredEvent
+from bsi.server.webhooks import event_body, shown
+from bsi.store.rollouts import MAX_EVENTS_PAGE, EventFilter
+from bsi.strict import MAX_INT32
 
 
 def rollout_routes(service: BsiService, access: Access) -> APIRouter:
@@ -118,23 +120,27 @@ def rollout_routes(service: BsiService, access: Access) -> APIRouter:
         where = EventFilter(frozenset(kind or ()), device, supplement, since, after, limit)
         found = await run_in_threadpool(rollouts.events, where)
         return {
-            "events": [_event(e) for e in found],
+            "events": [event_body(e) for e in found],
             "next": found[-1].id if len(found) == limit else None,
         }
 
+    # -- webhooks ----------------------------------------------------------------
+
+    @router.post("/webhooks", status_code=201, summary="POST signed events of some kinds to a URL")
+    async def add_webhook(request: Request, actor: Actor) -> dict[str, Any]:
+        """Body ``{"url", "secret", "kinds": [...]}``; events from now on are sent."""
+        document = await json_body(request)
+        hook = await run_in_threadpool(service.webhooks.add, document, actor)
+        return shown([hook])[0]
+
+    @router.get("/webhooks")
+    async def list_webhooks(_: Reader) -> list[dict[str, Any]]:
+        return shown(await run_in_threadpool(service.webhooks.list))
+
+    @router.delete("/webhooks/{webhook_id}", status_code=204)
+    async def remove_webhook(
+        webhook_id: Annotated[int, Path(ge=1, le=MAX_INT32)], _: Actor
+    ) -> None:
+        await run_in_threadpool(service.webhooks.remove, webhook_id)
+
     return router
-
-
-def _event(stored: StoredEvent) -> dict[str, Any]:
-    e = stored.event
-    return {
-        "id": stored.id,
-        "at": e.at.isoformat(),
-        "kind": e.kind,
-        "actor": e.actor,
-        "device": e.device_id,
-        "platform": e.platform,
-        "supplement": e.build,
-        "reason": e.reason,
-        "detail": e.detail,
-    }
