@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,19 @@ from bsi.domain.declarations import enforcement_specific
 from reports import macos_report, supplemental_report
 from server_support import RunningServer
 
+
+def _apple_schema() -> Any:
+    """tests/domain/apple_schema.py: the independent reading of Apple's declaration schemas."""
+    path = Path(__file__).parents[1] / "domain" / "apple_schema.py"
+    spec = importlib.util.spec_from_file_location("apple_schema", path)
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+apple_schema = _apple_schema()
 BUILD = "25D771280a"  # macOS 26.3.1 (a), for devices on 25D2128
 ROLLOUT = f"/v1/admin/supplements/macOS/{BUILD}/rollout"
 PLAN = {
@@ -324,3 +338,87 @@ def test_a_passed_enforcement_deadline_is_an_event_once(server: RunningServer) -
     assert (
         "2026-03-20 13:00 (device-local) of enforce-a for 26.3.1 (25D771280a)" in passed["reason"]
     )
+
+
+APPLE_PLAN = {
+    "waves": [
+        {"name": "canary", "percent": 50, "groups": ["canary"], "soak_hours": 1},
+        {"name": "rest", "percent": 100, "groups": ["rest"], "soak_hours": 0},
+    ],
+    "halt": {"max_failures": 1},
+}
+WAVE_0, WAVE_1 = f"bsi.rollout.{BUILD}.0", f"bsi.rollout.{BUILD}.1"
+
+
+def apple_fleet(server: RunningServer, shared_data: Path) -> tuple[httpx.Client, httpx.Client]:
+    fleet(server, shared_data, n=0)
+    clients = []
+    for group in ("canary", "rest"):
+        assert server.admin.post("/v1/admin/groups", json={"name": group}).status_code == 201
+        _, client = server.device(group)
+        assert client.put("/v1/ddm/status", json=macos_report()).status_code == 200
+        clients.append(client)
+    return clients[0], clients[1]
+
+
+def served(client: httpx.Client) -> dict[str, dict[str, Any]]:
+    """The device's bsi rollout declarations, each as served."""
+    items = client.get("/v1/ddm/declaration-items").json()["Declarations"]["Configurations"]
+    found = {}
+    for item in items:
+        if item["Identifier"].startswith("bsi.rollout."):
+            path = f"/v1/ddm/declaration/configuration/{item['Identifier']}"
+            found[item["Identifier"]] = client.get(path).json()
+    return found
+
+
+def test_an_apple_plan_issues_staggered_enforcements_wave_by_wave(
+    server: RunningServer, shared_data: Path
+) -> None:
+    canary, rest = apple_fleet(server, shared_data)
+    assert server.admin.put(ROLLOUT, json=APPLE_PLAN).status_code == 201
+    first = served(canary)
+    assert set(first) == {WAVE_0}
+    assert first[WAVE_0]["Type"] == "com.apple.configuration.softwareupdate.enforcement.specific"
+    assert first[WAVE_0]["Payload"] == {
+        "TargetOSVersion": "26.3.1",
+        "TargetBuildVersion": BUILD,
+        "TargetLocalDateTime": "2026-03-21T12:00:00",
+    }
+    assert apple_schema.problems(first[WAVE_0]) == []
+    assert served(rest) == {}  # the next wave's declaration waits for the canary
+
+    assert canary.put("/v1/ddm/status", json=supplemental_report(BUILD)).status_code == 200
+    server.clock.advance(hours=1, minutes=30)
+    assert server.service.rollouts.tick() == 1
+    second = served(rest)
+    assert set(second) == {WAVE_1}
+    assert second[WAVE_1]["Payload"]["TargetLocalDateTime"] == "2026-03-21T13:30:00"
+    assert apple_schema.problems(second[WAVE_1]) == []
+    assert set(served(canary)) == {WAVE_0}  # a passed wave keeps its declaration
+
+
+def test_an_apple_plan_stops_at_a_failing_wave(server: RunningServer, shared_data: Path) -> None:
+    canary, rest = apple_fleet(server, shared_data)
+    assert server.admin.put(ROLLOUT, json=APPLE_PLAN).status_code == 201
+    assert set(served(canary)) == {WAVE_0}
+    failed = macos_report()
+    failed["StatusItems"]["softwareupdate"] = {
+        "install-state": "failed",
+        "pending-version": {"os-version": "26.3.1 (a)", "build-version": BUILD},
+        "failure-reason": {
+            "reason": "download failed",
+            "count": 1,
+            "timestamp": "2026-03-20T12:05:00Z",
+        },
+    }
+    assert canary.put("/v1/ddm/status", json=failed).status_code == 200
+    server.clock.advance(hours=2)
+    assert server.service.rollouts.tick() == 1
+    body = server.reader.get(ROLLOUT).json()
+    assert body["state"] == "halted"
+    assert "1 install-failed" in body["halted_because"]
+    assert served(canary) == {}  # the halted wave's enforcement is taken back
+    assert served(rest) == {}  # and the next wave never gets one
+    assert server.service.rollouts.tick() == 0
+    assert served(rest) == {}

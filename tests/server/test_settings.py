@@ -92,6 +92,8 @@ EXPECTED: dict[str, object] = {
     "tuf_watch_seconds": 3.0,
     "request_timeout_seconds": 9.0,
     "revocation_poll_seconds": 4.0,
+    "rollout_tick_seconds": 7.0,
+    "webhook_seconds": 9.0,
     "status_burst": 5.0,
     "status_per_second": 2.0,
     "host": "0.0.0.0",

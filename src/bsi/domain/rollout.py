@@ -27,10 +27,11 @@ import hashlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, time, timedelta
+from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from bsi.domain.declarations import Declaration, enforcement_specific
 from bsi.domain.eligibility import Decision, Outcome, Reason
 from bsi.errors import InvalidPolicy
 
@@ -763,3 +764,41 @@ def read_holds(document: object) -> DeviceHolds:
         gates[build] = Gate(_boolean(g.get("open"), f"{where}.open"), wave, name, state, when)
     window = doc.get("window")
     return DeviceHolds(gates, None if window is None else read_window(window))
+
+
+# -- Apple fleets: waves as enforcement declarations ---------------------------------
+
+ENFORCEMENT_GRACE = timedelta(hours=24)
+"""How long after its wave opens an Apple device has to install: its deadline."""
+
+
+def wave_identifier(build: str, wave: int) -> str:
+    """The identifier of wave ``wave``'s ``enforcement.specific`` (``bsi.`` is bsi's own)."""
+    return f"bsi.rollout.{build}.{wave}"
+
+
+def wave_enforcement(
+    rollout: Rollout, target_os_version: str, grace: timedelta = ENFORCEMENT_GRACE
+) -> Declaration | None:
+    """The ``softwareupdate.enforcement.specific`` bsi issues to the open wave's groups.
+
+    bsi cannot ship Apple's bits; it steers them: when a wave of an Apple
+    supplement's rollout opens, its pinned groups are told to install the
+    supplemental build (``TargetBuildVersion``) by the opening plus ``grace``.
+    Waves open one after another, so the deadlines are staggered, and a wave's
+    declaration exists only once the wave before it passed (its devices report
+    ``supplemental.build-version`` and no failure, :func:`step`). Apple's
+    ``TargetLocalDateTime`` has no zone: the deadline is written as UTC wall
+    time, which each device reads as its own local time. None while the
+    rollout is not running.
+    """
+    if rollout.state is not RolloutState.RUNNING:
+        return None
+    opened = rollout.opened_at or rollout.started_at
+    deadline = (opened + grace).astimezone(UTC).replace(tzinfo=None, microsecond=0)
+    return enforcement_specific(
+        wave_identifier(rollout.build, rollout.current),
+        target_os_version,
+        deadline,
+        rollout.build,
+    )

@@ -31,6 +31,7 @@ from typing import Any
 from bsi.domain.catalog import Catalog, SupplementState
 from bsi.domain.declarations import ENFORCEMENT_SPECIFIC, Declaration
 from bsi.domain.events import AUTOMATIC, EventKind
+from bsi.domain.inventory import APPLE_PLATFORMS
 from bsi.domain.rollout import (
     NO_HOLDS,
     DeviceHolds,
@@ -53,7 +54,9 @@ from bsi.domain.rollout import (
     resume,
     start,
     step,
+    wave_enforcement,
     wave_health,
+    wave_identifier,
 )
 from bsi.domain.status import AGENT_DRIFT, DeviceState, InstallState
 from bsi.domain.versions import Build
@@ -112,6 +115,8 @@ class Rollouts:
         changed: Callable[[], None],
         *,
         declarations: Callable[[], Iterable[Declaration]] = tuple,
+        issue: Callable[[Declaration, frozenset[str]], None] = lambda _d, _g: None,
+        retract: Callable[[str], None] = lambda _i: None,
         cache_seconds: float = 2.0,
     ) -> None:
         self.store = store
@@ -120,6 +125,8 @@ class Rollouts:
         self._set_state = set_state
         self._changed = changed
         self._declarations = declarations
+        self._issue = issue
+        self._retract = retract
         self._cache_seconds = cache_seconds
         self._snapshot: _Snapshot | None = None
         self._members: dict[int, dict[str, int]] = {}
@@ -220,6 +227,7 @@ class Rollouts:
                 )
             ],
         )
+        self._steer_apple(platform, None, rollout)
         self._after_change()
         return stored
 
@@ -316,8 +324,33 @@ class Rollouts:
         )
         if action == Action.ABORT:
             self._set_state(platform, build, SupplementState.WITHDRAWN, actor)
+        self._steer_apple(platform, rollout, changed)
         self._after_change()
         return updated
+
+    def _steer_apple(self, platform: str, before: Rollout | None, after: Rollout) -> None:
+        """For an Apple supplement, the open wave's groups get its ``enforcement.specific``
+        (:func:`~bsi.domain.rollout.wave_enforcement`) when the wave opens or resumes;
+        a halt takes the halted wave's back, an abort every wave's."""
+        if platform not in APPLE_PLATFORMS.values():
+            return
+        if after.state is RolloutState.ABORTED or after.state is RolloutState.HALTED:
+            first = 0 if after.state is RolloutState.ABORTED else after.current
+            for wave in range(first, after.current + 1):
+                self._retract(wave_identifier(after.build, wave))
+            return
+        opened = (
+            before is None
+            or before.state is not RolloutState.RUNNING
+            or before.current != after.current
+        )
+        supplement = self._catalog().supplement_by_build(platform, Build.parse(after.build))
+        if after.state is not RolloutState.RUNNING or not opened or supplement is None:
+            return
+        declaration = wave_enforcement(after, str(supplement.version.product))
+        groups = after.plan.effective_waves[after.current].groups
+        if declaration is not None and groups:
+            self._issue(declaration, groups)
 
     @staticmethod
     def _acted(rollout: Rollout, action: str, now: datetime) -> Rollout:
@@ -461,6 +494,7 @@ class Rollouts:
                     for p in health.failures[:100]
                 ],
             }
+            self._steer_apple(platform, stored.rollout, rollout)
             self.store.save_rollout(
                 StoredRollout(stored.id, platform, rollout),
                 [

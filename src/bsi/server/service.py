@@ -214,11 +214,27 @@ class BsiService:
             self.set_supplement_state,
             self._rollouts_changed,
             declarations=lambda: [d for d, _ in self._declarations.declarations()],
+            issue=self._issue_declaration,
+            retract=self._retract_declaration,
             cache_seconds=cache_seconds,
         )
         """Rollouts, maintenance windows and the event history (bsi.server.rollouts)."""
         self.webhooks = Webhooks(self.rollouts.store, clock)
         """Signed POSTs of the events an on-call person acts on (bsi.server.webhooks)."""
+
+    def _issue_declaration(self, declaration: Declaration, groups: frozenset[str]) -> None:
+        """Serve bsi's own ``declaration`` (an Apple wave's enforcement) to ``groups``."""
+        self._declarations.put_declaration(declaration, self.clock())
+        for group in sorted(groups):
+            self._declarations.assign(declaration.identifier, group, assigned=True)
+        self._declarations_changed()
+
+    def _retract_declaration(self, identifier: str) -> None:
+        try:
+            self._declarations.delete_declaration(identifier)
+        except NotFound:
+            return
+        self._declarations_changed()
 
     def _rollouts_changed(self) -> None:
         """A rollout or window changed: decide again for every device, wake them."""
