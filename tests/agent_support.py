@@ -27,6 +27,7 @@ from bsi.server.app import ServerSettings, create_app, prepare
 from bsi.server.service import BsiService
 from bsi.trust import init_keys
 from cryptex_support import BASE_FILES, write_tree
+from migrated import sqlite_copy
 from pgcluster import free_port
 
 OS_RELEASE = 'ID=debian\nVERSION_ID="12.5"\nBUILD_ID=12A100\nPRETTY_NAME="Debian (bsi test)"\n'
@@ -127,7 +128,11 @@ def serving(work: Path) -> Iterator[Served]:
 
 @contextlib.contextmanager
 def running_app(settings: ServerSettings) -> Iterator[tuple[str, BsiService]]:
-    """The real app for ``settings`` on a free loopback port (uvicorn in a thread): URL, service."""
+    """The real app for ``settings`` on a free loopback port (uvicorn in a thread): URL, service.
+
+    The embedded default starts from a migrated copy (tests/migrated.py)."""
+    if settings.embedded and not (settings.data_dir / "bsi.db").exists():
+        sqlite_copy(settings.data_dir)
     service = prepare(settings)
     server = uvicorn.Server(
         uvicorn.Config(

@@ -68,8 +68,13 @@ def postgres_cluster() -> Iterator[str]:
             check=True,
             capture_output=True,
         )
+        # A throwaway cluster: what tests check survives a crash of a process (the
+        # operating system keeps the writes), never of the machine, so PostgreSQL
+        # need not wait for the disk. Tests of durability itself use SQLite on a
+        # loop-mounted file system (tests/loopfs.py).
         options = (
             f"-c listen_addresses=127.0.0.1 -c port={port} -k {sockets} -c max_connections=200"
+            " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         )
         subprocess.run(
             _as_postgres(
@@ -99,6 +104,8 @@ def create_database(base_url: str, name: str, template: str | None = None) -> st
     dsn = base_url.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
     with psycopg.connect(dsn, autocommit=True) as connection:
         suffix = f" TEMPLATE {template}" if template else ""
+        if template and connection.info.server_version >= 150000:
+            suffix += " STRATEGY FILE_COPY"  # a small database: copying files beats the WAL
         for attempt in range(50):
             try:
                 connection.execute(f"CREATE DATABASE {name}{suffix}")  # type: ignore[arg-type]

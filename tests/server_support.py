@@ -1,5 +1,9 @@
 """The running test server's handle: its URL, service, clock and ready-made clients.
 
+Clients reach the app through ``transport`` (the in-process app, tests/inprocess.py)
+or, when it is ``None``, over a real connection to ``url``; tests make every client
+with :meth:`RunningServer.http` or :meth:`RunningServer.client` so they work both ways.
+
 Lives outside ``conftest.py`` so test modules can import it by a unique name.
 """
 
@@ -36,14 +40,19 @@ class RunningServer:
     clock: Clock
     admin_key: str
     reader_key: str
+    transport: httpx.BaseTransport | None = None
     clients: list[httpx.Client] = field(default_factory=list)
+
+    def http(self, **options: Any) -> httpx.Client:
+        """A client of this server (closed after the test); ``options`` as for httpx.Client."""
+        client = httpx.Client(transport=self.transport, **{"timeout": 30, **options})
+        self.clients.append(client)
+        return client
 
     def client(self, credential: str | None = None, **headers: str) -> httpx.Client:
         if credential:
             headers["Authorization"] = f"Bearer {credential}"
-        client = httpx.Client(base_url=self.url, headers=headers, timeout=30)
-        self.clients.append(client)
-        return client
+        return self.http(base_url=self.url, headers=headers)
 
     @property
     def admin(self) -> httpx.Client:

@@ -1,13 +1,18 @@
-"""The real server on loopback, over a SQLite file and over a real PostgreSQL.
+"""The real app, over a SQLite file and over a real PostgreSQL.
 
-``server`` starts uvicorn in a thread on a free 127.0.0.1 port with the app
-``bsi serve`` builds; tests talk to it over HTTP with httpx. The clock is the
-one thing set by the test: Apple's first supplements were current in March
+``server`` builds the app ``bsi serve`` builds and answers requests in this
+process (tests/inprocess.py: lifespan, background tasks and long polls as under
+uvicorn, no socket). Tests marked ``real_socket`` get the same app served by
+uvicorn in a thread on a free 127.0.0.1 port instead: the end-to-end paths where
+the bytes on a connection are part of what is tested. Either way tests talk to
+it with httpx clients from :class:`server_support.RunningServer`. The clock is
+the one thing set by the test: Apple's first supplements were current in March
 2026, so the server's "now" starts on 2026-03-20 and tests move it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import threading
@@ -15,10 +20,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 import uvicorn
+from fastapi import FastAPI
 
 from bsi.server.app import ServerSettings, create_app, prepare
+from inprocess import InProcessApp
+from migrated import sqlite_copy
 from pgcluster import TEMPLATE, create_database, free_port
 from server_support import HMAC_KEY, WEBHOOK_KEY, Clock, RunningServer
 
@@ -32,6 +41,8 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningSe
         base = request.getfixturevalue("postgres_base")
         name = f"bsi_server_{os.getpid()}_{next(_names)}"
         database_url = create_database(base, name, TEMPLATE)
+    else:
+        sqlite_copy(tmp_path / "data")
     marker = request.node.get_closest_marker("server_settings")
     fields = {
         "nanomdm_hmac_key_file": key_file(tmp_path / "dm.key", HMAC_KEY),
@@ -45,10 +56,33 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningSe
     service = prepare(settings, clock)
     admin_key = service.create_api_key("test-admin", "admin")
     reader_key = service.create_api_key("test-reader", "read-only")
+    app = create_app(service, settings)
+    serve = on_a_port if request.node.get_closest_marker("real_socket") else in_process
+    try:
+        with serve(app) as (url, transport):
+            running = RunningServer(url, service, clock, admin_key, reader_key, transport)
+            try:
+                yield running
+            finally:
+                for client in running.clients:
+                    client.close()
+    finally:
+        service.close()
+
+
+@contextlib.contextmanager
+def in_process(app: FastAPI) -> Iterator[tuple[str, httpx.BaseTransport]]:
+    answering = InProcessApp(app).start()
+    try:
+        yield "http://bsi.test", answering
+    finally:
+        answering.stop()
+
+
+@contextlib.contextmanager
+def on_a_port(app: FastAPI) -> Iterator[tuple[str, None]]:
     port = free_port()
-    config = uvicorn.Config(
-        create_app(service, settings), host="127.0.0.1", port=port, log_level="warning"
-    )
+    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning")
     uvicorn_server = uvicorn.Server(config)
     thread = threading.Thread(target=uvicorn_server.run, daemon=True)
     thread.start()
@@ -56,15 +90,11 @@ def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningSe
     while not uvicorn_server.started:
         assert time.monotonic() < deadline, "server did not start"
         time.sleep(0.02)
-    running = RunningServer(f"http://127.0.0.1:{port}", service, clock, admin_key, reader_key)
     try:
-        yield running
+        yield f"http://127.0.0.1:{port}", None
     finally:
-        for client in running.clients:
-            client.close()
         uvicorn_server.should_exit = True
         thread.join(timeout=20)
-        service.close()
 
 
 def key_file(path: Path, key: bytes) -> Path:

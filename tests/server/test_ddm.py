@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 import time
 
+import pytest
+
 from bsi.domain.declarations import software_update_settings, validate_declaration
 from reports import macos_report, supplemental_report
 from server_support import RunningServer
@@ -78,6 +80,7 @@ def test_full_then_partial_status_is_merged_and_returned(server: RunningServer) 
     assert (record["supplemental_build"], record["supplemental_extra"]) == ("25D771280a", "(a)")
 
 
+@pytest.mark.real_socket  # a long poll holds its connection open until woken
 def test_wake_up_long_poll_answers_on_change_and_times_out_otherwise(
     server: RunningServer,
 ) -> None:

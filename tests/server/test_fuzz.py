@@ -26,6 +26,7 @@ EXAMPLES = int(os.environ.get("BSI_FUZZ_EXAMPLES", "15"))
 LONG_POLL = "/v1/ddm/wait"
 
 
+@pytest.mark.real_socket  # schemathesis sends its requests over a connection
 @pytest.mark.server_settings(status_burst=1e9)  # one device sending many reports
 def test_no_generated_request_gets_a_5xx_or_breaks_the_schema(server: RunningServer) -> None:
     _, credential = server.enroll()

@@ -92,7 +92,12 @@ def test_a_revoked_nanomdm_enrollment_is_refused(server: RunningServer) -> None:
         "/v1/admin/enrollments", json={"enrollments": [{"enrollment_id": mac.id}]}
     )
     assert imported.status_code == 200, imported.text
-    nanomdm = DmHook(server.url + "/v1/ddm/", send_key=HMAC_KEY, recv_key=HMAC_KEY)
+    nanomdm = DmHook(
+        server.url + "/v1/ddm/",
+        send_key=HMAC_KEY,
+        recv_key=HMAC_KEY,
+        client=server.http(follow_redirects=True),
+    )
     assert nanomdm.request(mac, "tokens").status_code == 200
     assert server.admin.post(f"/v1/admin/devices/{mac.id}/revoke").status_code == 200
     assert nanomdm.request(mac, "tokens").status_code == 401

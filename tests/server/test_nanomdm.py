@@ -35,11 +35,12 @@ from server_support import HMAC_KEY, WEBHOOK_KEY, RunningServer
 def hook(server: RunningServer, prefix: str = "/v1/ddm/", **keys: bytes | None) -> DmHook:
     keys.setdefault("send_key", HMAC_KEY)
     keys.setdefault("recv_key", HMAC_KEY)
-    return DmHook(server.url + prefix, **keys)  # type: ignore[arg-type]
+    client = server.http(follow_redirects=True)  # as NanoMDM follows them
+    return DmHook(server.url + prefix, client=client, **keys)  # type: ignore[arg-type]
 
 
 def webhook(server: RunningServer, key: bytes | None = WEBHOOK_KEY) -> Webhook:
-    return Webhook(server.url + "/v1/nanomdm/webhook", key=key)
+    return Webhook(server.url + "/v1/nanomdm/webhook", key=key, client=server.http())
 
 
 def new_udid() -> str:

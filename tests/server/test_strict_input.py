@@ -103,8 +103,8 @@ def test_a_credential_with_a_non_ascii_digit_is_401(server: RunningServer, spell
     _, credential = server.enroll()
     prefix, device, _group, generation, mac = credential.split(".")
     variant = ".".join((prefix, device, spell, generation, mac))
-    response = httpx.get(
-        f"{server.url}/v1/ddm/tokens",
+    response = server.client().get(
+        "/v1/ddm/tokens",
         headers={"Authorization": f"Bearer {variant}".encode()},  # type: ignore[dict-item]
     )
     assert response.status_code == 401
@@ -129,7 +129,7 @@ def _event(server: RunningServer, udid: str, message: dict[str, Any], **binary: 
 
 def _post_event(server: RunningServer, body: bytes) -> httpx.Response:
     headers = {"Content-Type": "application/json", HMAC_HEADER: sign(WEBHOOK_KEY, body)}
-    return httpx.post(server.url + "/v1/nanomdm/webhook", content=body, headers=headers)
+    return server.client().post("/v1/nanomdm/webhook", content=body, headers=headers)
 
 
 @pytest.mark.parametrize(

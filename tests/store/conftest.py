@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import Engine
 from store_facts import NOW
 
-from bsi.store.database import open_engine, upgrade
+from bsi.store.database import open_engine
 from bsi.store.protocols import (
     CatalogStore,
     CredentialStore,
@@ -27,6 +27,7 @@ from bsi.store.protocols import (
     EventStore,
 )
 from bsi.store.store import DEFAULT_GROUP, Store
+from migrated import sqlite_copy
 from pgcluster import TEMPLATE, create_database
 
 _names = itertools.count()
@@ -35,8 +36,7 @@ _names = itertools.count()
 @pytest.fixture(params=["sqlite", "postgresql"])
 def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     if request.param == "sqlite":
-        engine = open_engine(f"sqlite:///{tmp_path / 'bsi.db'}")
-        upgrade(engine)
+        engine = open_engine(f"sqlite:///{sqlite_copy(tmp_path)}")
     else:
         base = request.getfixturevalue("postgres_base")
         url = create_database(base, f"bsi_test_{os.getpid()}_{next(_names)}", TEMPLATE)
