@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 from bsi.store.database import open_engine, upgrade
-from pgcluster import TEMPLATE, PostgresUnavailable, create_database, postgres_cluster
+from pgcluster import (
+    TEMPLATE,
+    PostgresUnavailable,
+    create_database,
+    drop_database,
+    postgres_cluster,
+)
 from realdata import shared_data_path
 
 # Property tests check behaviour, not speed: on a loaded 2-core machine (CI, or
@@ -20,6 +27,8 @@ settings.register_profile(
     "bsi", deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large]
 )
 settings.load_profile("bsi")
+
+_names = itertools.count()
 
 
 @pytest.fixture
@@ -45,3 +54,21 @@ def postgres_base() -> Iterator[str]:
         if os.environ.get("CI") == "true":
             pytest.fail(f"PostgreSQL is required in CI: {error}")
         pytest.skip(f"PostgreSQL not available here: {error}")
+
+
+@pytest.fixture
+def postgres_database(request: pytest.FixtureRequest) -> Iterator[Callable[[], str]]:
+    """Makes a database copied from the migrated template and returns its URL; each is
+    dropped after the test (a session's copies would otherwise fill the disk until
+    the cluster is removed at the end)."""
+    base = request.getfixturevalue("postgres_base")
+    made: list[str] = []
+
+    def make() -> str:
+        name = f"bsi_test_{os.getpid()}_{next(_names)}"
+        made.append(name)
+        return create_database(base, name, TEMPLATE)
+
+    yield make
+    for name in made:
+        drop_database(base, name)

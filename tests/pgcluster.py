@@ -113,3 +113,11 @@ def create_database(base_url: str, name: str, template: str | None = None) -> st
             except psycopg.errors.ObjectInUse:  # template still has a connection closing
                 time.sleep(0.1 * (attempt + 1))
     return f"{base_url}/{name}"
+
+
+def drop_database(base_url: str, name: str) -> None:
+    """Drop ``name`` and cut its connections: a session's databases would otherwise fill
+    the disk with a copy of the template each, all removed only at the end."""
+    dsn = base_url.replace("postgresql+psycopg://", "postgresql://") + "/postgres"
+    with psycopg.connect(dsn, autocommit=True) as connection:
+        connection.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")  # type: ignore[arg-type]

@@ -13,8 +13,6 @@ the one thing set by the test: Apple's first supplements were current in March
 from __future__ import annotations
 
 import contextlib
-import itertools
-import os
 import threading
 import time
 from collections.abc import Iterator
@@ -28,19 +26,15 @@ from fastapi import FastAPI
 from bsi.server.app import ServerSettings, create_app, prepare
 from inprocess import InProcessApp
 from migrated import sqlite_copy
-from pgcluster import TEMPLATE, create_database, free_port
+from pgcluster import free_port
 from server_support import HMAC_KEY, WEBHOOK_KEY, Clock, RunningServer
-
-_names = itertools.count()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RunningServer]:
     database_url = None
     if request.param == "postgresql":
-        base = request.getfixturevalue("postgres_base")
-        name = f"bsi_server_{os.getpid()}_{next(_names)}"
-        database_url = create_database(base, name, TEMPLATE)
+        database_url = request.getfixturevalue("postgres_database")()
     else:
         sqlite_copy(tmp_path / "data")
     marker = request.node.get_closest_marker("server_settings")

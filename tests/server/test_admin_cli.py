@@ -20,6 +20,9 @@ from reports import macos_report
 from running import run_bsi
 from server_support import RunningServer
 
+# ``bsi admin`` is a client of its own: it reaches the server over a connection.
+pytestmark = pytest.mark.real_socket
+
 
 class Admin:
     """``bsi admin ARGS`` in this process, with a server, key and config home of the test's."""

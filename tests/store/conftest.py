@@ -8,8 +8,6 @@ typed as that protocol, and uses another concern's fixture only to set up.
 
 from __future__ import annotations
 
-import itertools
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,9 +26,6 @@ from bsi.store.protocols import (
 )
 from bsi.store.store import DEFAULT_GROUP, Store
 from migrated import sqlite_copy
-from pgcluster import TEMPLATE, create_database
-
-_names = itertools.count()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -38,9 +33,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     if request.param == "sqlite":
         engine = open_engine(f"sqlite:///{sqlite_copy(tmp_path)}")
     else:
-        base = request.getfixturevalue("postgres_base")
-        url = create_database(base, f"bsi_test_{os.getpid()}_{next(_names)}", TEMPLATE)
-        engine = open_engine(url)
+        engine = open_engine(request.getfixturevalue("postgres_database")())
     yield engine
     engine.dispose()
 

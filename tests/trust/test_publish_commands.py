@@ -4,6 +4,7 @@ and a device-side TUF client downloading from the real server on loopback."""
 from __future__ import annotations
 
 import hashlib
+import shutil
 import subprocess
 import threading
 import time
@@ -24,22 +25,33 @@ def bsi(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[st
     return result
 
 
-@pytest.fixture
-def published(tmp_path: Path) -> dict[str, Path]:
-    keys, repo = tmp_path / "keys", tmp_path / "repo"
+@pytest.fixture(scope="module")
+def published_once(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Keys, a bundle built twice (the same bytes) and published: each command runs
+    once per module, as the real command in a process of its own."""
+    work = tmp_path_factory.mktemp("published")
+    keys, repo = work / "keys", work / "repo"
     bsi("keys", "init", "--keys-dir", keys, "--repo-dir", repo)
-    base, patched = standard_trees(tmp_path)
-    spec = tmp_path / "supplement.yaml"
+    base, patched = standard_trees(work)
+    spec = work / "supplement.yaml"
     spec.write_text(SPEC_TEXT)
-    bundle = tmp_path / "out" / "12A100a.cryptex"
+    bundle = work / "out" / "12A100a.cryptex"
     bundle.parent.mkdir()
     build = ["supplement", "build", "--spec", spec, "--base", base, "--patched", patched]
     bsi(*build, "--out", bundle)
-    again = tmp_path / "again.cryptex"
+    again = work / "again.cryptex"
     bsi(*build, "--out", again)
     assert again.read_bytes() == bundle.read_bytes()  # deterministic
     bsi("supplement", "publish", bundle, "--repo-dir", repo, "--keys-dir", keys)
-    return {"keys": keys, "repo": repo, "bundle": bundle}
+    return work
+
+
+@pytest.fixture
+def published(published_once: Path, tmp_path: Path) -> dict[str, Path]:
+    """This test's own copy of what ``published_once`` made (modes and links kept)."""
+    shutil.copytree(published_once, tmp_path, symlinks=True, dirs_exist_ok=True)
+    keys, repo = tmp_path / "keys", tmp_path / "repo"
+    return {"keys": keys, "repo": repo, "bundle": tmp_path / "out" / "12A100a.cryptex"}
 
 
 def test_published_bundle_verifies_and_a_tampered_one_does_not(
