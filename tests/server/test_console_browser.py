@@ -32,7 +32,10 @@ ARGS = [
     "--disable-sync",
     "--no-first-run",
 ]
-pytestmark = pytest.mark.parametrize("server", ["sqlite"], indirect=True)
+pytestmark = [
+    pytest.mark.parametrize("server", ["sqlite"], indirect=True),
+    pytest.mark.real_socket,  # the browser reaches the server over a connection
+]
 
 
 def _unavailable(reason: str) -> None:
