@@ -90,6 +90,8 @@ def test_writes_need_the_csrf_token_and_an_admin_key(
     assert done.status_code == 200
     assert "is now withdrawn" in done.text
     assert state_of(server, build) == "withdrawn"
+    events = server.reader.get("/v1/admin/events", params={"kind": "supplement-withdrawn"})
+    assert [e["actor"] for e in events.json()["events"]] == ["test-admin"]  # the key's name
 
     resumed = admin.post(
         f"/supplements/macOS/{build}/resume", content=f"csrf={token}".encode(), headers=FORM

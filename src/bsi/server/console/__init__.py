@@ -202,7 +202,10 @@ def console_router(service: BsiService) -> APIRouter:
             state = ACTIONS.get(action)
             if state is None:
                 raise NotFound(f"no supplement action {action!r}", hint="pause, resume, withdraw")
-            await run_in_threadpool(service.set_supplement_state, platform, build, state)
+            # the signed-in key's name is the actor of the event (GET /v1/admin/events)
+            key = read_session(service.credential_key, cookie, service.clock())
+            actor = await run_in_threadpool(service.rollouts.actor, key)
+            await run_in_threadpool(service.set_supplement_state, platform, build, state, actor)
             await run_in_threadpool(service.recompute_decisions)
         except BsiError as error:
             return await supplements_page(
