@@ -59,10 +59,10 @@ def test_sample_json_has_devices_supplements_and_cves() -> None:
     assert devices["mbp-m1-dev02"]["supplement"] == "26.3.1 (a)"
     macos_a = next(s for s in document["supplements"] if s["build"] == "25D771280a")
     assert (macos_a["installed"], macos_a["pending"]) == (1, 2)
-    assert macos_a["blocked"] == {"not-latest-minor": 1}
+    assert (macos_a["blocked"], macos_a["blocked_by_reason"]) == (1, {"not-latest-minor": 1})
     (cve,) = document["cves"]
     assert cve["cve"] == "CVE-2026-20643"
-    assert len(cve["exposed_devices"]) == 4
+    assert len(cve["exposed_devices"]) == cve["exposed"] == 4
 
 
 def test_sample_csv_has_one_row_per_device(tmp_path: Path) -> None:

@@ -209,6 +209,7 @@ def test_mixed_fleet_on_the_command_line(tmp_path: Path, real_catalogue: list[st
     assert sorted(cve["fixed_devices"]) == ["4C4C4544-0001", "mbp"]
     assert sorted(cve["unknown_devices"]) == ["4C4C4544-0002", "bad"]
     assert cve["restart_pending_devices"] == []
+    assert (cve["exposed"], cve["fixed"], cve["unknown"], cve["restart_pending"]) == (2, 2, 2, 0)
     outcomes = {d["device_id"]: (d["outcome"], d["reason"]) for d in document["devices"]}
     assert outcomes["bad"] == ("unknown", "status-invalid")
 

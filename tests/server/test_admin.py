@@ -11,13 +11,17 @@ from pathlib import Path
 from bsi.apple.sample import fleet_path
 from bsi.domain.declarations import software_update_settings
 from reports import macos_report, supplemental_report
+from running import run_bsi
 from server_support import RunningServer
 
 NDJSON = {"content-type": "application/x-ndjson"}
 
 
+REAL_CATALOGUE = ("gdmf_cached.json", "macos_data_feed.json", "ios_data_feed.json")
+
+
 def import_real_catalogue(server: RunningServer, shared_data: Path) -> None:
-    for name in ("gdmf_cached.json", "macos_data_feed.json", "ios_data_feed.json"):
+    for name in REAL_CATALOGUE:
         response = server.admin.post(
             "/v1/admin/catalog",
             params={"source": name},
@@ -58,10 +62,27 @@ def test_compliance_on_apples_real_catalogue(server: RunningServer, shared_data:
     (cve,) = [
         c for c in reader.get("/v1/admin/compliance/cves").json() if c["cve"] == "CVE-2026-20643"
     ]
-    assert cve["exposed_devices"] == 4
+    assert cve["exposed"] == 4
 
     blocked = reader.get("/v1/admin/devices", params={"reason": "not-latest-minor"}).json()
     assert [d["device_id"] for d in blocked["devices"]] == [ids["macmini-m2-build04"]]
+
+    # The offline report on the same fleet and catalogue, at the server's instant, prints
+    # each supplement and CVE in the same shape with the same counts.
+    catalogs = [f"--catalog={shared_data / 'sofa' / name}" for name in REAL_CATALOGUE]
+    at = server.clock().isoformat()
+    offline = run_bsi(
+        "apple", "compliance", *catalogs, "--reports", fleet_path(), "--at", at, "--json"
+    )
+    assert offline.returncode == 0, offline.stderr
+    document = json.loads(offline.stdout)
+    assert len(document["supplements"]) >= 3
+    assert {r["build"]: r for r in document["supplements"]}.items() <= rows.items()
+    served = {c["cve"]: c for c in reader.get("/v1/admin/compliance/cves").json()}
+    for exposure in document["cves"]:
+        counts = {k: v for k, v in exposure.items() if not k.endswith("_devices")}
+        assert served[exposure["cve"]] == counts
+        assert len(exposure["exposed_devices"]) == counts["exposed"]
     on_a = reader.get("/v1/admin/devices", params={"extra_version": "a"}).json()["devices"]
     assert {d["device_id"] for d in on_a} == {ids["mbp-m1-dev02"], ids["iphone16-07"]}
 
@@ -241,17 +262,12 @@ def test_mixed_fleet_counts_exposed_unknown_restart_pending_and_fixed(
     (cve,) = [
         c for c in reader.get("/v1/admin/compliance/cves").json() if c["cve"] == "CVE-2026-20643"
     ]
-    assert (
-        cve["exposed_devices"],
-        cve["unknown_devices"],
-        cve["restart_pending_devices"],
-        cve["fixed_devices"],
-    ) == (4, 2, 1, 1)
+    assert (cve["exposed"], cve["unknown"], cve["restart_pending"], cve["fixed"]) == (4, 2, 1, 1)
     exported = list(
         csv.DictReader(io.StringIO(reader.get("/v1/admin/compliance/cves?format=csv").text))
     )
     (row,) = [r for r in exported if r["cve"] == "CVE-2026-20643"]
-    assert (row["unknown_devices"], row["restart_pending_devices"]) == ("2", "1")
+    assert (row["unknown"], row["restart_pending"]) == ("2", "1")
 
     rows = {r["build"]: r for r in reader.get("/v1/admin/compliance/supplements").json()}
     assert (rows["25D771280a"]["installed"], rows["25D771280a"]["restart_pending"]) == (1, 1)

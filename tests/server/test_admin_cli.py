@@ -93,7 +93,7 @@ def test_devices_and_compliance_equal_the_api(
     )
     cves = list(csv.DictReader(io.StringIO(admin("compliance", "cves", "--csv").stdout)))
     (cve,) = [c for c in cves if c["cve"] == "CVE-2026-20643"]
-    assert cve["exposed_devices"] == "4"
+    assert cve["exposed"] == "4"
     assert admin("compliance", "patch-windows", "--json").json() == (
         api.get("/v1/admin/patch-windows").json()
     )

@@ -15,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bsi.apple import sample
+from bsi.feeds import dump_bsi_catalog
 from nanomdm_client import DmHook, device
 from pgcluster import create_database
 from reports import macos_report, supplemental_report
@@ -68,10 +70,18 @@ def test_a_revoked_device_is_refused_everywhere_and_re_enrolment_gives_a_new_cre
 def test_a_decommissioned_device_keeps_its_history_and_leaves_the_lists(
     server: RunningServer,
 ) -> None:
+    admin = server.admin
+    assert admin.post("/v1/admin/catalog", json=dump_bsi_catalog(sample.catalog())).is_success
     device_id, device = server.device()
     assert device.put("/v1/ddm/status", json=macos_report()).status_code == 200
     assert device.put("/v1/ddm/status", json=supplemental_report("25D771280a")).status_code == 200
-    admin = server.admin
+
+    def installed() -> int:
+        rows = admin.get("/v1/admin/compliance/supplements").json()
+        count: int = {r["build"]: r["installed"] for r in rows}["25D771280a"]
+        return count
+
+    assert installed() == 1
     assert admin.delete(f"/v1/admin/devices/{device_id}").status_code == 204
     assert ddm_codes(device) == {401}
     listed = [d["device_id"] for d in admin.get("/v1/admin/devices").json()["devices"]]
@@ -80,8 +90,7 @@ def test_a_decommissioned_device_keeps_its_history_and_leaves_the_lists(
     assert [d["device_id"] for d in gone["devices"]] == [device_id]
     record = admin.get(f"/v1/admin/devices/{device_id}").json()
     assert (record["lifecycle"], record["supplemental_build"]) == ("decommissioned", "25D771280a")
-    installed = {r["build"]: r["installed"] for r in admin.get("/v1/admin/supplements").json()}
-    assert installed.get("25D771280a", 0) == 0
+    assert installed() == 0
     changes = server.service.stores.devices.build_changes(["25D771280a"])
     assert [c.device_id for c in changes] == [device_id]  # history kept
 

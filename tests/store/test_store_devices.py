@@ -65,14 +65,19 @@ def test_last_seen_is_written_in_one_batch(devices: DeviceStore) -> None:
     assert devices.get_device(second)[0].last_seen_at == NOW
 
 
-def test_decision_counts_group_by_target_outcome_and_reason(devices: DeviceStore) -> None:
+def test_decision_counts_group_by_target_outcome_reason_and_installed_build(
+    devices: DeviceStore,
+) -> None:
     for device_id in enrolled(devices, "D1", "D2", "D3"):
         save(devices, device_id, report(), NOW)
+    (on_a,) = enrolled(devices, "D4")
+    save(devices, on_a, report(supplemental="25D771280a"), NOW)
     enrolled(devices, "never-reports")
     counts = devices.decision_counts()
     offered = DecisionGroup("macOS", "26.3.1", None, "install", "offered-to-user")
     assert counts.by_group == {
         offered: 3,
+        DecisionGroup("macOS", "26.3.1", None, "install", "offered-to-user", "25D771280a"): 1,
         DecisionGroup(None, None, None, "unknown", "not-reported"): 1,
     }
     assert devices.store_decisions([]) == 0

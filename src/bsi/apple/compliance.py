@@ -1,8 +1,9 @@
 """``bsi apple compliance``: the fleet's BSI coverage as a table, JSON or CSV.
 
 Glue between the fleet reader, the pure compliance summary and the three
-output formats. Formatting lives here, not in the domain, so the server's
-admin API can reuse ``report_to_json`` and ``report_to_csv`` unchanged.
+output formats. The JSON of each supplement and CVE is the domain's
+(:func:`~bsi.domain.compliance.supplement_json`, :func:`~bsi.domain.compliance.cve_json`),
+the one shape the admin API's compliance routes print too.
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ from rich.table import Table
 
 from bsi.apple.fleet import Fleet, UnreadableDevice
 from bsi.domain.catalog import Catalog
-from bsi.domain.compliance import ComplianceReport, DeviceCompliance, Standing, assess_fleet
+from bsi.domain.compliance import (
+    ComplianceReport,
+    DeviceCompliance,
+    Standing,
+    assess_fleet,
+    cve_json,
+    supplement_json,
+)
 from bsi.domain.eligibility import DEFAULT_RULES, Decision, Outcome, Reason, Rules, unknown
 from bsi.domain.facts import DeviceFacts
 from bsi.domain.policy import SoftwareUpdatePolicy
@@ -106,39 +114,12 @@ def report_to_json(
     return {
         "as_of": report.as_of.isoformat(),
         "devices": [device_record(row) for row in report.devices],
-        "supplements": [
-            {
-                "platform": s.supplement.platform,
-                "supplement": str(s.supplement.version),
-                "build": str(s.supplement.build),
-                "prerequisite_build": str(s.supplement.prerequisite_build),
-                "state": s.supplement.state_at(report.as_of).value,
-                "cves": list(s.supplement.cves),
-                "installed": len(s.installed),
-                "pending": len(s.pending),
-                "restart_pending": len(s.restart_pending),
-                "blocked": {reason.value: count for reason, count in sorted(s.blocked.items())},
-                "unknown": len(s.unknown),
-            }
-            for s in report.supplements
-        ],
-        "cves": [
-            {
-                "cve": e.cve,
-                "supplements": sorted(e.supplements),
-                **{_devices_key(which): e.devices(which) for which in Standing},
-            }
-            for e in report.cves
-        ],
+        "supplements": [supplement_json(s, report.as_of) for s in report.supplements],
+        "cves": [cve_json(e, devices=True) for e in report.cves],
         "unreadable": [
             {"device_id": u.device_id, "location": u.location, "error": u.error} for u in unreadable
         ],
     }
-
-
-def _devices_key(which: Standing) -> str:
-    """``exposed_devices``, ``unknown_devices``, ``restart_pending_devices``, ``fixed_devices``."""
-    return f"{which.value.replace('-', '_')}_devices"
 
 
 def report_to_csv(report: ComplianceReport) -> str:
@@ -188,17 +169,17 @@ def render_table(
     supplements.add_column("blocked (by reason)", overflow="fold")
     supplements.add_column("unknown")
     for s in report.supplements:
-        blocked = ", ".join(f"{reason.value}: {n}" for reason, n in sorted(s.blocked.items()))
+        blocked = ", ".join(f"{reason}: {n}" for reason, n in sorted(s.blocked.items()))
         supplements.add_row(
             s.supplement.display(),
             str(s.supplement.build),
             str(s.supplement.prerequisite_build),
             s.supplement.state_at(report.as_of).value,
-            str(len(s.installed)),
-            str(len(s.pending)),
-            str(len(s.restart_pending)),
+            str(s.installed.count),
+            str(s.pending.count),
+            str(s.restart_pending.count),
             blocked or "-",
-            str(len(s.unknown)),
+            str(s.unknown.count),
         )
     console.print(supplements)
 
@@ -212,8 +193,8 @@ def render_table(
         cves.add_row(
             exposure.cve,
             ", ".join(sorted(exposure.supplements)),
-            *(str(len(exposure.devices(which))) for which in Standing),
-            ", ".join([*exposure.exposed, *exposure.unknown]),
+            *(str(exposure.devices(which).count) for which in Standing),
+            ", ".join([*exposure.exposed.devices, *exposure.unknown.devices]),
         )
     console.print(cves)
 

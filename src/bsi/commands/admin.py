@@ -32,6 +32,7 @@ from bsi.commands.admin_client import (
     resolve,
     write_config,
 )
+from bsi.domain.compliance import CVE_COLUMNS, SUPPLEMENT_COLUMNS
 from bsi.errors import BsiError, InvalidInput
 from bsi.strict import read_json
 
@@ -470,33 +471,13 @@ def supplements_allow_retry(
 
 # -- compliance -------------------------------------------------------------
 
-SUPPLEMENT_COMPLIANCE_TABLE = (
-    "platform",
-    "supplement",
-    "build",
-    "state",
-    "installed",
-    "pending",
-    "restart_pending",
-    "blocked",
-    "unknown",
-)
-CVE_TABLE = (
-    "cve",
-    "supplements",
-    "exposed_devices",
-    "unknown_devices",
-    "restart_pending_devices",
-    "fixed_devices",
-)
-
 
 @compliance_app.command("supplements")
 @reporting
 def compliance_supplements(as_json: Json = False, as_csv: Csv = False) -> None:
     """Per supplement: installed, pending, restart pending, blocked, unknown devices."""
     rows = client().get("/compliance/supplements")
-    emit(rows, rows, SUPPLEMENT_COMPLIANCE_TABLE, as_json=as_json, as_csv=as_csv)
+    emit(rows, rows, SUPPLEMENT_COLUMNS, as_json=as_json, as_csv=as_csv)
 
 
 @compliance_app.command("cves")
@@ -504,7 +485,7 @@ def compliance_supplements(as_json: Json = False, as_csv: Csv = False) -> None:
 def compliance_cves(as_json: Json = False, as_csv: Csv = False) -> None:
     """Per CVE: devices exposed, unknown, restart pending, fixed."""
     rows = client().get("/compliance/cves")
-    emit(rows, rows, CVE_TABLE, as_json=as_json, as_csv=as_csv)
+    emit(rows, rows, CVE_COLUMNS, as_json=as_json, as_csv=as_csv)
 
 
 @compliance_app.command("patch-windows")

@@ -18,11 +18,12 @@ from datetime import datetime
 from enum import StrEnum
 
 from bsi.domain.catalog import Catalog, Supplement
-from bsi.domain.eligibility import DEFAULT_RULES, Decision, Outcome, Reason, Rules, decide
+from bsi.domain.eligibility import DEFAULT_RULES, Decision, Outcome, Rules, decide
 from bsi.domain.facts import DeviceFacts
 from bsi.domain.inventory import resolve
 from bsi.domain.policy import SoftwareUpdatePolicy
-from bsi.domain.versions import ProductVersion
+from bsi.domain.prerequisite import dump_base
+from bsi.domain.versions import Build, ProductVersion
 
 PENDING = frozenset({Outcome.INSTALL, Outcome.ENFORCED, Outcome.DEFERRED})
 
@@ -100,16 +101,78 @@ class DeviceCompliance:
     decision: Decision
 
 
+@dataclass(frozen=True, slots=True)
+class FleetGroup:
+    """Devices that share everything the summary reads: platform, version, the supplement
+    they run, and their decision (outcome, reason, the supplement it is about).
+
+    The server counts its stored decisions in such groups (``count`` devices, ids not
+    read); the offline report makes one group per device (``devices`` its id). Both are
+    summarised by :func:`summarize`, so both count alike.
+    """
+
+    platform: str | None
+    product_version: ProductVersion | None
+    installed: Supplement | None
+    outcome: Outcome
+    reason: str
+    target: Supplement | None
+    count: int = 1
+    devices: tuple[str, ...] = ()
+
+    @classmethod
+    def of_device(cls, row: DeviceCompliance) -> FleetGroup:
+        facts = row.facts
+        return cls(
+            platform=facts.platform if facts else None,
+            product_version=facts.product_version if facts else None,
+            installed=row.installed,
+            outcome=row.decision.outcome,
+            reason=row.decision.reason.value,
+            target=row.decision.supplement,
+            devices=(row.device_id,),
+        )
+
+
+@dataclass(slots=True)
+class Tally:
+    """How many devices, and which when the caller read them one by one (else ``[]``)."""
+
+    count: int = 0
+    devices: list[str] = field(default_factory=list)
+
+    def add(self, group: FleetGroup) -> None:
+        self.count += group.count
+        self.devices.extend(group.devices)
+
+
 @dataclass(slots=True)
 class SupplementSummary:
-    """How one supplement stands across the fleet."""
+    """How one supplement stands across the fleet; ``blocked`` counts by reason code."""
 
     supplement: Supplement
-    installed: list[str] = field(default_factory=list)
-    pending: list[str] = field(default_factory=list)
-    blocked: Counter[Reason] = field(default_factory=Counter)
-    unknown: list[str] = field(default_factory=list)
-    restart_pending: list[str] = field(default_factory=list)
+    installed: Tally = field(default_factory=Tally)
+    pending: Tally = field(default_factory=Tally)
+    blocked: Counter[str] = field(default_factory=Counter)
+    unknown: Tally = field(default_factory=Tally)
+    restart_pending: Tally = field(default_factory=Tally)
+
+    @property
+    def total(self) -> int:
+        """Devices counted for it in any standing (an unknown device counts for every
+        supplement that may concern it)."""
+        return (
+            self.installed.count
+            + self.pending.count
+            + self.restart_pending.count
+            + sum(self.blocked.values())
+            + self.unknown.count
+        )
+
+    @property
+    def counted(self) -> bool:
+        """Whether any device is counted for it (a supplement no device concerns is not)."""
+        return self.total > 0
 
 
 @dataclass(slots=True)
@@ -118,22 +181,34 @@ class CveExposure:
 
     cve: str
     supplements: set[str] = field(default_factory=set)
-    exposed: list[str] = field(default_factory=list)
-    unknown: list[str] = field(default_factory=list)
-    restart_pending: list[str] = field(default_factory=list)
-    fixed: list[str] = field(default_factory=list)
+    exposed: Tally = field(default_factory=Tally)
+    unknown: Tally = field(default_factory=Tally)
+    restart_pending: Tally = field(default_factory=Tally)
+    fixed: Tally = field(default_factory=Tally)
 
-    def devices(self, which: Standing) -> list[str]:
-        return {
-            Standing.EXPOSED: self.exposed,
-            Standing.UNKNOWN: self.unknown,
-            Standing.RESTART_PENDING: self.restart_pending,
-            Standing.FIXED: self.fixed,
-        }[which]
+    def devices(self, which: Standing) -> Tally:
+        tally: Tally = getattr(self, _key(which))
+        return tally
+
+    @property
+    def counted(self) -> bool:
+        return any(self.devices(which).count for which in Standing)
+
+
+@dataclass(frozen=True, slots=True)
+class ComplianceSummary:
+    """Every supplement (newest first per platform) and every CVE the catalogue's
+    supplements fix (most exposed first), with the devices per standing."""
+
+    supplements: tuple[SupplementSummary, ...]
+    cves: tuple[CveExposure, ...]
 
 
 @dataclass(frozen=True, slots=True)
 class ComplianceReport:
+    """The offline report: each device's row, and the supplements and CVEs that concern
+    at least one device."""
+
     as_of: datetime
     devices: tuple[DeviceCompliance, ...]
     supplements: tuple[SupplementSummary, ...]
@@ -151,7 +226,7 @@ def assess_fleet(
     rules: Rules = DEFAULT_RULES,
     unplaced: Iterable[tuple[str, Decision]] = (),
 ) -> ComplianceReport:
-    """Decide for every device, then summarise per supplement and per CVE.
+    """Decide for every device, then summarise per supplement and per CVE (:func:`summarize`).
 
     ``unplaced`` are devices without usable facts (no report yet, an invalid
     one) with their ``unknown`` decision: they are rows and counts like any other.
@@ -167,56 +242,85 @@ def assess_fleet(
         decision = decide(facts, catalog, policy_for(device_id), now, rules)
         rows.append(DeviceCompliance(device_id, facts, installed, decision))
     rows.sort(key=lambda row: row.device_id)
+    summary = summarize((FleetGroup.of_device(row) for row in rows), catalog)
     return ComplianceReport(
         as_of=now,
         devices=tuple(rows),
-        supplements=tuple(_per_supplement(rows, catalog)),
-        cves=tuple(_per_cve(rows, catalog)),
+        supplements=tuple(s for s in summary.supplements if s.counted),
+        cves=tuple(e for e in summary.cves if e.counted),
     )
 
 
-def _per_supplement(rows: list[DeviceCompliance], catalog: Catalog) -> list[SupplementSummary]:
-    summaries = {(s.platform, str(s.build)): SupplementSummary(s) for s in catalog.supplements}
+def summarize(groups: Iterable[FleetGroup], catalog: Catalog) -> ComplianceSummary:
+    """The one compliance summary: per supplement, devices installed / pending /
+    restart-pending / blocked by reason / unknown; per CVE, devices exposed / unknown /
+    restart-pending / fixed (:func:`standing`).
+
+    Fail closed (DESIGN rule 7): an ``unknown`` group is unknown for every supplement
+    and CVE that may concern it (:func:`concerns`), never installed or fixed; a
+    ``restart-pending`` one is counted apart, never as installed.
+    """
     known = catalog.platforms()
+    fixes = fixes_by_cve(catalog)
+    summaries = {(s.platform, s.build): SupplementSummary(s) for s in catalog.supplements}
+    exposures = {
+        cve: CveExposure(cve, {fix.display() for fix in supplements})
+        for cve, supplements in fixes.items()
+    }
+    for group in groups:
+        _count_supplements(group, summaries, known)
+        for cve, supplements in fixes.items():
+            found = standing(
+                supplements,
+                platform=group.platform,
+                product_version=group.product_version,
+                outcome=group.outcome,
+                target=group.target,
+                known_platforms=known,
+            )
+            if found is not None:
+                exposures[cve].devices(found).add(group)
+    return ComplianceSummary(
+        supplements=tuple(
+            summaries[(s.platform, s.build)]
+            for s in newest_first(entry.supplement for entry in summaries.values())
+        ),
+        cves=tuple(
+            sorted(exposures.values(), key=lambda e: (-e.exposed.count, -e.unknown.count, e.cve))
+        ),
+    )
 
+
+def _count_supplements(
+    group: FleetGroup,
+    summaries: dict[tuple[str, Build], SupplementSummary],
+    known: frozenset[str],
+) -> None:
     def summary(supplement: Supplement) -> SupplementSummary:
-        key = (supplement.platform, str(supplement.build))
-        return summaries.setdefault(key, SupplementSummary(supplement))
+        found = summaries.get((supplement.platform, supplement.build))
+        if found is None:
+            found = summaries[(supplement.platform, supplement.build)] = SupplementSummary(
+                supplement
+            )
+        return found
 
-    for row in rows:
-        outcome, target = row.decision.outcome, row.decision.supplement
-        if outcome is Outcome.UNKNOWN:
-            platform = row.facts.platform if row.facts else None
-            for entry in summaries.values():
-                if concerns(platform, entry.supplement, known):
-                    entry.unknown.append(row.device_id)
-            continue
-        if outcome is Outcome.RESTART_PENDING and target is not None:
-            summary(target).restart_pending.append(row.device_id)
-            continue
-        if row.installed is not None:
-            summary(row.installed).installed.append(row.device_id)
-        if target is None or target == row.installed:
-            continue
-        if outcome in PENDING:
-            summary(target).pending.append(row.device_id)
-        elif outcome is Outcome.BLOCKED:
-            summary(target).blocked[row.decision.reason] += 1
-    return sorted(
-        (s for s in summaries.values() if _counted(s)),
-        key=lambda s: (s.supplement.platform, s.supplement.version),
-        reverse=True,
-    )
-
-
-def _counted(summary: SupplementSummary) -> bool:
-    return bool(
-        summary.installed
-        or summary.pending
-        or summary.blocked
-        or summary.unknown
-        or summary.restart_pending
-    )
+    outcome, target = group.outcome, group.target
+    if outcome is Outcome.UNKNOWN:
+        for entry in summaries.values():
+            if concerns(group.platform, entry.supplement, known):
+                entry.unknown.add(group)
+        return
+    if outcome is Outcome.RESTART_PENDING and target is not None:
+        summary(target).restart_pending.add(group)
+        return
+    if group.installed is not None:
+        summary(group.installed).installed.add(group)
+    if target is None or target == group.installed:
+        return
+    if outcome in PENDING:
+        summary(target).pending.add(group)
+    elif outcome is Outcome.BLOCKED:
+        summary(target).blocked[group.reason] += group.count
 
 
 def fixes_by_cve(catalog: Catalog) -> dict[str, list[Supplement]]:
@@ -228,22 +332,81 @@ def fixes_by_cve(catalog: Catalog) -> dict[str, list[Supplement]]:
     return fixes
 
 
-def _per_cve(rows: list[DeviceCompliance], catalog: Catalog) -> list[CveExposure]:
-    known = catalog.platforms()
-    exposures = []
-    for cve, fixes in fixes_by_cve(catalog).items():
-        exposure = CveExposure(cve, {fix.display() for fix in fixes})
-        for row in rows:
-            found = standing(
-                fixes,
-                platform=row.facts.platform if row.facts else None,
-                product_version=row.facts.product_version if row.facts else None,
-                outcome=row.decision.outcome,
-                target=row.decision.supplement,
-                known_platforms=known,
-            )
-            if found is not None:
-                exposure.devices(found).append(row.device_id)
-        if exposure.exposed or exposure.unknown or exposure.restart_pending or exposure.fixed:
-            exposures.append(exposure)
-    return sorted(exposures, key=lambda e: (-len(e.exposed), -len(e.unknown), e.cve))
+# -- the one JSON shape (CLI ``--format json`` and the admin API) -----------
+
+SUPPLEMENT_COLUMNS: tuple[str, ...] = (
+    "platform",
+    "supplement",
+    "build",
+    "state",
+    "installed",
+    "pending",
+    "restart_pending",
+    "blocked",
+    "unknown",
+)
+"""The CSV columns of a supplement's summary (a subset of :func:`supplement_json`'s keys)."""
+CVE_COLUMNS: tuple[str, ...] = (
+    "cve",
+    "supplements",
+    "exposed",
+    "unknown",
+    "restart_pending",
+    "fixed",
+)
+"""The CSV columns of a CVE's exposure (``supplements`` joined by spaces)."""
+
+
+def supplement_entry(supplement: Supplement, as_of: datetime) -> dict[str, object]:
+    """A supplement as every listing prints it (``GET /v1/admin/supplements`` and the
+    compliance summaries): identity, base as the catalogue writes it, state at ``as_of``,
+    posting day (ISO 8601, ``None`` when unknown), CVEs."""
+    return {
+        "platform": supplement.platform,
+        "supplement": str(supplement.version),
+        "build": str(supplement.build),
+        **dump_base(supplement.prerequisite, supplement.fixed_in),
+        "state": supplement.state_at(as_of).value,
+        "posted": supplement.posted.isoformat() if supplement.posted else None,
+        "cves": list(supplement.cves),
+    }
+
+
+def newest_first(supplements: Iterable[Supplement]) -> list[Supplement]:
+    """Supplements by platform, newest version first: the order every listing uses."""
+    return sorted(supplements, key=lambda s: (s.platform, s.version), reverse=True)
+
+
+def supplement_json(summary: SupplementSummary, as_of: datetime) -> dict[str, object]:
+    """One supplement's summary as ``bsi apple compliance --format json`` and
+    ``GET /v1/admin/compliance/supplements`` both print it: :func:`supplement_entry`
+    and device counts."""
+    return {
+        **supplement_entry(summary.supplement, as_of),
+        "installed": summary.installed.count,
+        "pending": summary.pending.count,
+        "restart_pending": summary.restart_pending.count,
+        "blocked": sum(summary.blocked.values()),
+        "blocked_by_reason": dict(sorted(summary.blocked.items())),
+        "unknown": summary.unknown.count,
+    }
+
+
+def cve_json(exposure: CveExposure, *, devices: bool = False) -> dict[str, object]:
+    """One CVE's exposure as both print it: device counts per standing and, with
+    ``devices`` (the offline report, which reads each device), their ids as
+    ``exposed_devices``, ``unknown_devices``, ``restart_pending_devices``, ``fixed_devices``."""
+    document: dict[str, object] = {
+        "cve": exposure.cve,
+        "supplements": sorted(exposure.supplements),
+        **{_key(which): exposure.devices(which).count for which in Standing},
+    }
+    if devices:
+        for which in Standing:
+            document[f"{_key(which)}_devices"] = list(exposure.devices(which).devices)
+    return document
+
+
+def _key(which: Standing) -> str:
+    """``exposed``, ``unknown``, ``restart_pending``, ``fixed``."""
+    return which.value.replace("-", "_")

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from bsi.domain.catalog import Catalog, Supplement, SupplementState
-from bsi.domain.compliance import PENDING, Standing, concerns, fixes_by_cve, standing
+from bsi.domain.compliance import ComplianceSummary, FleetGroup, summarize
 from bsi.domain.ddm import (
     BSI_STATUS_ITEMS,
     DeclarationSet,
@@ -140,31 +140,6 @@ class _TtlCache:
             self.entries.clear()
         else:
             self.entries.pop(key, None)
-
-
-@dataclass(frozen=True, slots=True)
-class SupplementCompliance:
-    """Devices per standing for one supplement; ``unknown`` are devices bsi cannot place."""
-
-    supplement: Supplement
-    state: SupplementState
-    installed: int
-    pending: int
-    blocked: dict[str, int]
-    restart_pending: int = 0
-    unknown: int = 0
-
-
-@dataclass(frozen=True, slots=True)
-class CveCompliance:
-    """Devices per :class:`~bsi.domain.compliance.Standing` against one CVE."""
-
-    cve: str
-    supplements: list[str]
-    exposed: int
-    unknown: int = 0
-    restart_pending: int = 0
-    fixed: int = 0
 
 
 class BsiService:
@@ -598,7 +573,7 @@ class BsiService:
         return record, items, self._devices.device_detail(device_id)
 
     def decision_counts(self) -> DecisionCounts:
-        """Devices per decision group and per installed supplemental build (not decommissioned)."""
+        """Devices per decision group, installed build included (not decommissioned)."""
         return self._devices.decision_counts()
 
     def security_events(self, limit: int) -> list[SecurityEventRecord]:
@@ -720,47 +695,30 @@ class BsiService:
 
         return self._devices.store_decisions(decisions())
 
-    def supplement_compliance(self) -> list[SupplementCompliance]:
-        counts = self._devices.decision_counts()
-        catalog, now = self.catalog(), self.clock()
-        known = catalog.platforms()
-        result = []
-        for supplement in sorted(
-            catalog.supplements, key=lambda s: (s.platform, s.version), reverse=True
-        ):
-            build = str(supplement.build)
-            pending = restart_pending = unknown_here = 0
-            by_reason: dict[str, int] = {}
-            for group, n in counts.by_group.items():
-                outcome = _outcome(group)
-                if outcome is Outcome.UNKNOWN:
-                    if concerns(group.platform, supplement, known):
-                        unknown_here += n
-                elif group.supplement_build != build:
-                    continue
-                elif outcome is Outcome.RESTART_PENDING:
-                    restart_pending += n
-                elif outcome in PENDING:
-                    pending += n
-                elif outcome is Outcome.BLOCKED:
-                    by_reason[group.reason] = by_reason.get(group.reason, 0) + n
-            result.append(
-                SupplementCompliance(
-                    supplement,
-                    supplement.state_at(now),
-                    counts.installed.get(build, 0) - restart_pending,
-                    pending,
-                    by_reason,
-                    restart_pending,
-                    unknown_here,
-                )
-            )
-        return result
+    def compliance(self) -> ComplianceSummary:
+        """Every supplement and CVE of the catalogue with its devices per standing.
 
-    def cve_compliance(self) -> list[CveCompliance]:
-        """Per CVE: devices exposed, unknown, restart-pending and fixed, as the offline report."""
+        The domain's one summary (:func:`~bsi.domain.compliance.summarize`, the
+        same ``bsi apple compliance`` runs per device) over the stored decisions
+        counted in groups by one SQL aggregate: no pass over the fleet. A stored
+        outcome this bsi does not know counts as ``unknown`` (fail closed).
+        """
         counts, catalog = self._devices.decision_counts(), self.catalog()
-        return cve_counts(counts, catalog)
+        by_build = {(s.platform, str(s.build)): s for s in catalog.supplements}
+
+        def group(key: DecisionGroup, n: int) -> FleetGroup:
+            platform = key.platform or ""
+            return FleetGroup(
+                platform=key.platform,
+                product_version=_version(key.product_version),
+                installed=by_build.get((platform, key.installed_build or "")),
+                outcome=_outcome(key.outcome),
+                reason=key.reason,
+                target=by_build.get((platform, key.supplement_build or "")),
+                count=n,
+            )
+
+        return summarize((group(key, n) for key, n in counts.by_group.items()), catalog)
 
     def patch_windows(self) -> dict[str, tuple[Supplement, list[PatchWindow]]]:
         """Per supplement build: each device's time from posting to first running it."""
@@ -825,45 +783,12 @@ def _decision(
     return holds.apply(decide(facts, catalog, policy, now), now)
 
 
-def _outcome(group: DecisionGroup) -> Outcome | None:
+def _outcome(stored: str) -> Outcome:
+    """The stored outcome; one this bsi does not know is ``unknown`` (fail closed)."""
     try:
-        return Outcome(group.outcome)
+        return Outcome(stored)
     except ValueError:
-        return None
-
-
-def cve_counts(counts: DecisionCounts, catalog: Catalog) -> list[CveCompliance]:
-    """Apply the domain's :func:`~bsi.domain.compliance.standing` to each group of devices."""
-    known = catalog.platforms()
-    by_build = {(s.platform, str(s.build)): s for s in catalog.supplements}
-    tally: list[CveCompliance] = []
-    for cve, fixes in fixes_by_cve(catalog).items():
-        found = dict.fromkeys(Standing, 0)
-        for group, n in counts.by_group.items():
-            outcome = _outcome(group)
-            if outcome is None:
-                continue
-            where = standing(
-                fixes,
-                platform=group.platform,
-                product_version=_version(group.product_version),
-                outcome=outcome,
-                target=by_build.get((group.platform or "", group.supplement_build or "")),
-                known_platforms=known,
-            )
-            if where is not None:
-                found[where] += n
-        tally.append(
-            CveCompliance(
-                cve,
-                [fix.display() for fix in fixes],
-                exposed=found[Standing.EXPOSED],
-                unknown=found[Standing.UNKNOWN],
-                restart_pending=found[Standing.RESTART_PENDING],
-                fixed=found[Standing.FIXED],
-            )
-        )
-    return sorted(tally, key=lambda c: (-c.exposed, -c.unknown, c.cve))
+        return Outcome.UNKNOWN
 
 
 def window_percentiles(windows: list[PatchWindow]) -> dict[str, float]:

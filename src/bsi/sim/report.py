@@ -189,7 +189,7 @@ def cve_table(rows: Sequence[Mapping[str, Any]]) -> Table:
     for column in ("CVE", "fixed by", "exposed devices"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(row["cve"], ", ".join(row["supplements"]), str(row["exposed_devices"]))
+        table.add_row(row["cve"], ", ".join(row["supplements"]), str(row["exposed"]))
     return table
 
 

@@ -236,22 +236,22 @@ NOT_REPORTED_MESSAGE = "enrolled, but no status report naming its OS has arrived
 
 @dataclass(frozen=True, slots=True)
 class DecisionGroup:
-    """Devices that share a platform, version, decision and the supplement it is about."""
+    """Devices that share a platform, version, decision, the supplement it is about and
+    the supplemental build they run (``installed_build``)."""
 
     platform: str | None
     product_version: str | None
     supplement_build: str | None
     outcome: str
     reason: str
+    installed_build: str | None = None
 
 
 @dataclass(slots=True)
 class DecisionCounts:
-    """Devices per decision group (never-reported devices as ``unknown``/``not-reported``)
-    and per installed supplemental build."""
+    """Devices per decision group (never-reported devices as ``unknown``/``not-reported``)."""
 
     by_group: dict[DecisionGroup, int] = field(default_factory=dict)
-    installed: dict[str, int] = field(default_factory=dict)
 
 
 class Store:
@@ -952,6 +952,7 @@ class Store:
         return _record(row[0], row[1]), dict(row[0].status_items)
 
     def decision_counts(self) -> DecisionCounts:
+        """Devices (not decommissioned) per :class:`DecisionGroup`: one SQL aggregate."""
         counts = DecisionCounts()
         columns = (
             Device.platform,
@@ -959,23 +960,18 @@ class Store:
             Device.decision_supplement_build,
             Device.decision_outcome,
             Device.decision_reason,
+            Device.supplemental_build,
         )
         with self._reading() as session:
-            for platform, version, build, outcome, reason, n in session.execute(
+            for platform, version, build, outcome, reason, installed, n in session.execute(
                 select(*columns, func.count())
                 .where(Device.decommissioned_at.is_(None))
                 .group_by(*columns)
             ):
                 if outcome is None:
                     outcome, reason = NOT_REPORTED
-                key = DecisionGroup(platform, version, build, outcome, reason or "")
+                key = DecisionGroup(platform, version, build, outcome, reason or "", installed)
                 counts.by_group[key] = counts.by_group.get(key, 0) + n
-            for build, n in session.execute(
-                select(Device.supplemental_build, func.count())
-                .where(Device.supplemental_build.is_not(None), Device.decommissioned_at.is_(None))
-                .group_by(Device.supplemental_build)
-            ):
-                counts.installed[str(build)] = n
         return counts
 
     def build_changes(self, supplemental_builds: Sequence[str]) -> list[BuildChange]:

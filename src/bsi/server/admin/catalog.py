@@ -8,8 +8,8 @@ from fastapi import APIRouter, BackgroundTasks, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from bsi.domain.catalog import SupplementState
+from bsi.domain.compliance import newest_first, supplement_entry
 from bsi.domain.ddm import ENROLLMENT_ID_MAX
-from bsi.domain.prerequisite import dump_base
 from bsi.errors import NotFound
 from bsi.feeds import dump_bsi_catalog
 from bsi.feeds.load import parse_document, read_catalog
@@ -84,19 +84,10 @@ def catalog_routes(
 
     @router.get("/supplements")
     async def list_supplements(_: Read) -> list[dict[str, Any]]:
-        rows = await run_in_threadpool(service.supplement_compliance)
-        return [
-            {
-                "platform": r.supplement.platform,
-                "supplement": str(r.supplement.version),
-                "build": str(r.supplement.build),
-                **dump_base(r.supplement.prerequisite, r.supplement.fixed_in),
-                "state": r.state.value,
-                "posted": r.supplement.posted.isoformat() if r.supplement.posted else None,
-                "cves": list(r.supplement.cves),
-            }
-            for r in rows
-        ]
+        """The catalogue's supplements, newest first per platform, with their state now."""
+        catalog = await run_in_threadpool(service.catalog)
+        now = service.clock()
+        return [supplement_entry(s, now) for s in newest_first(catalog.supplements)]
 
     @router.post(
         "/supplements/{platform}/{build}/allow-retry",

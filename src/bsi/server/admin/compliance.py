@@ -5,6 +5,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Response
 from starlette.concurrency import run_in_threadpool
 
+from bsi.domain.compliance import CVE_COLUMNS, SUPPLEMENT_COLUMNS, cve_json, supplement_json
 from bsi.server.admin.common import Access, Format, Role, csv_response
 from bsi.server.http import StrictRoute
 from bsi.server.service import BsiService, window_percentiles
@@ -16,56 +17,25 @@ def compliance_routes(service: BsiService, access: Access) -> APIRouter:
 
     @router.get("/compliance/supplements", response_model=None)
     async def supplement_compliance(_: Read, format: Format = Format.JSON) -> Response | list[Any]:
-        rows = [
-            {
-                "platform": r.supplement.platform,
-                "supplement": str(r.supplement.version),
-                "build": str(r.supplement.build),
-                "state": r.state.value,
-                "installed": r.installed,
-                "pending": r.pending,
-                "restart_pending": r.restart_pending,
-                "blocked": sum(r.blocked.values()),
-                "blocked_by_reason": r.blocked,
-                "unknown": r.unknown,
-            }
-            for r in await run_in_threadpool(service.supplement_compliance)
-        ]
-        if format is Format.CSV:
-            columns = (
-                "platform",
-                "supplement",
-                "build",
-                "state",
-                "installed",
-                "pending",
-                "restart_pending",
-                "blocked",
-                "unknown",
-            )
-            return csv_response(columns, rows)
-        return rows
+        """Per supplement: devices installed, pending, restart-pending, blocked (by reason)
+        and unknown: the shape of ``bsi apple compliance --json``'s ``supplements``."""
+        summary = await run_in_threadpool(service.compliance)
+        now = service.clock()
+        rows = [supplement_json(s, now) for s in summary.supplements]
+        return csv_response(SUPPLEMENT_COLUMNS, rows) if format is Format.CSV else rows
 
     @router.get("/compliance/cves", response_model=None)
     async def cve_compliance(_: Read, format: Format = Format.JSON) -> Response | list[Any]:
-        exposures = await run_in_threadpool(service.cve_compliance)
-        rows = [
-            {
-                "cve": c.cve,
-                "supplements": c.supplements,
-                "exposed_devices": c.exposed,
-                "unknown_devices": c.unknown,
-                "restart_pending_devices": c.restart_pending,
-                "fixed_devices": c.fixed,
-            }
-            for c in exposures
-        ]
+        """Per CVE: devices exposed, unknown, restart-pending and fixed (counts): the shape
+        of ``bsi apple compliance --json``'s ``cves`` without the device lists."""
+        summary = await run_in_threadpool(service.compliance)
+        rows = [cve_json(e) for e in summary.cves]
         if format is Format.CSV:
             flat = [
-                {**row, "supplements": " ".join(c.supplements)}
-                for row, c in zip(rows, exposures, strict=True)
+                {**row, "supplements": " ".join(sorted(e.supplements))}
+                for row, e in zip(rows, summary.cves, strict=True)
             ]
-            return csv_response(tuple(CVE_COLUMNS), flat)
+            return csv_response(CVE_COLUMNS, flat)
         return rows
 
     @router.get("/patch-windows", response_model=None)
@@ -89,10 +59,8 @@ def compliance_routes(service: BsiService, access: Access) -> APIRouter:
                 return csv_response(tuple(rows[0]) if rows else ("device_id",), rows)
             return rows
         # Devices that have not arrived yet, or cannot be placed, are counted beside the windows.
-        standing = {
-            str(r.supplement.build): r
-            for r in await run_in_threadpool(service.supplement_compliance)
-        }
+        summary = await run_in_threadpool(service.compliance)
+        standing = {str(s.supplement.build): s for s in summary.supplements}
         return [
             {
                 "platform": supplement.platform,
@@ -100,20 +68,12 @@ def compliance_routes(service: BsiService, access: Access) -> APIRouter:
                 "build": build,
                 "devices": len(device_windows),
                 "seconds": window_percentiles(device_windows),
-                "restart_pending": standing[build].restart_pending if build in standing else 0,
-                "unknown": standing[build].unknown if build in standing else 0,
+                "restart_pending": (
+                    standing[build].restart_pending.count if build in standing else 0
+                ),
+                "unknown": standing[build].unknown.count if build in standing else 0,
             }
             for build, (supplement, device_windows) in sorted(windows.items())
         ]
 
     return router
-
-
-CVE_COLUMNS = (
-    "cve",
-    "supplements",
-    "exposed_devices",
-    "unknown_devices",
-    "restart_pending_devices",
-    "fixed_devices",
-)

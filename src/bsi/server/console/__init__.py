@@ -24,6 +24,7 @@ from starlette.concurrency import run_in_threadpool
 
 from bsi import __version__
 from bsi.domain.catalog import SupplementState
+from bsi.domain.compliance import cve_json, supplement_json
 from bsi.domain.eligibility import Outcome
 from bsi.errors import BsiError, Forbidden, InvalidInput, NotFound, Unauthorized
 from bsi.server.admin.common import Role
@@ -142,7 +143,9 @@ def console_router(service: BsiService) -> APIRouter:
             by_outcome[group.outcome] = by_outcome.get(group.outcome, 0) + n
             key = (group.outcome, group.reason)
             by_reason[key] = by_reason.get(key, 0) + n
-        supplements = await run_in_threadpool(service.supplement_compliance)
+        summary = await run_in_threadpool(service.compliance)
+        now = service.clock()
+        supplements = [supplement_json(s, now) for s in summary.supplements]
         reasons = sorted(by_reason.items(), key=lambda kv: (kv[0][0] != "unknown", -kv[1]))
         return page(
             request,
@@ -165,20 +168,15 @@ def console_router(service: BsiService) -> APIRouter:
     async def supplements_page(
         request: Request, viewer: Viewer, status: int = 200, **context: Any
     ) -> Response:
-        rows = await run_in_threadpool(service.supplement_compliance)
+        summary = await run_in_threadpool(service.compliance)
+        now = service.clock()
+        rows = [supplement_json(s, now) for s in summary.supplements]
         windows = await run_in_threadpool(service.patch_windows)
         curves = {}
-        for row in rows:
-            build = str(row.supplement.build)
+        for entry in summary.supplements:
+            build = str(entry.supplement.build)
             durations = [w.duration for w in windows.get(build, (None, []))[1]]
-            total = (
-                row.installed
-                + row.pending
-                + row.restart_pending
-                + sum(row.blocked.values())
-                + row.unknown
-            )
-            curves[build] = Markup(patch_window_svg(durations, total))
+            curves[build] = Markup(patch_window_svg(durations, entry.total))
         return page(
             request, "supplements.html", viewer, status=status, rows=rows, curves=curves, **context
         )
@@ -221,7 +219,8 @@ def console_router(service: BsiService) -> APIRouter:
             viewer = await signed_in(request)
         except Unauthorized:
             return RedirectResponse("/login", status_code=303)
-        rows = await run_in_threadpool(service.cve_compliance)
+        summary = await run_in_threadpool(service.compliance)
+        rows = [cve_json(e) for e in summary.cves]
         return page(request, "cves.html", viewer, rows=rows)
 
     @router.get("/devices")
