@@ -17,6 +17,7 @@ import pytest
 from bsi.errors import ServerUnavailable, Unauthorized
 from bsi.sim.http import Connection, HttpFailed
 from bsi.sim.protocol import DeviceSession
+from bsi.sim.server import Admin, ServerFailed
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
@@ -164,3 +165,25 @@ def test_the_device_session_drives_the_agents_conversation_over_this_client() ->
     assert "If-None-Match: t1\r\n" in first
     assert heads[1].startswith(b"GET /v1/ddm/catalog?platform=debian HTTP/1.1")
     assert heads[2].startswith(b"PUT /v1/ddm/status HTTP/1.1")
+
+
+def test_an_admin_answer_that_is_not_strict_json_is_a_clear_error() -> None:
+    """The simulator reads the admin API's answers by bsi.strict's rules too."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b'HTTP/1.1 200 OK\r\ncontent-length: 11\r\n\r\n{"a": NaN }')
+        await writer.drain()
+        writer.close()
+
+    async def scenario() -> None:
+        server, url = await serve(handler)
+        async with server:
+            admin = Admin(url, "key")
+            try:
+                with pytest.raises(ServerFailed, match=r"GET /v1/admin/x: .*NaN is not a JSON"):
+                    await admin.call("GET", "/v1/admin/x")
+            finally:
+                await admin.aclose()
+
+    asyncio.run(scenario())

@@ -26,6 +26,7 @@ import httpx
 
 from bsi.errors import BsiError
 from bsi.server.paths import SYNC_REPOSITORY_PATH
+from bsi.strict import read_json
 
 ADMIN_KEY_FILE = "admin-api-key"  # as bsi.server.app writes it; not imported to stay light
 LOOPBACK = "127.0.0.1"
@@ -151,7 +152,7 @@ class Admin:
             raise ServerFailed(f"{method} {path}: {response.status_code} {response.text[:300]}")
         if response.status_code == 204 or not response.content:
             return None
-        return response.json()
+        return read_json(response.content, source=f"{method} {path}", error=ServerFailed)
 
     async def ensure_group(self, name: str) -> None:
         await self.call("POST", "/v1/admin/groups", json={"name": name})
