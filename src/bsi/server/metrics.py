@@ -168,8 +168,10 @@ class FleetCollector(Collector):
             "bsi_supplements", "Supplements by state", labels=("state",)
         )
         by_state: dict[str, int] = {}
-        for row in self.service.supplement_compliance():
-            by_state[row.state.value] = by_state.get(row.state.value, 0) + 1
+        now = self.service.clock()
+        for supplement in self.service.catalog().supplements:
+            state = supplement.state_at(now).value
+            by_state[state] = by_state.get(state, 0) + 1
         for state, n in sorted(by_state.items()):
             supplements.add_metric((state,), n)
         yield supplements
