@@ -4,8 +4,8 @@ curves, CVEs, devices, and (for admin keys) pause / resume / withdraw.
 Server-rendered HTML (Jinja2 templates shipped in this package, autoescaped),
 charts as server-side SVG (:mod:`.curve`), one stylesheet inline: nothing is
 loaded from anywhere else and no script runs. Every number comes from the
-same service calls as the admin API (``supplement_compliance``,
-``cve_compliance``, ``patch_windows``, ``decision_counts``), so the
+same service calls as the admin API (``compliance``,
+``patch_windows``, ``decision_counts``), so the
 console and ``/v1/admin`` cannot disagree.
 
 Sign-in and CSRF: :mod:`.session`. A ``read-only`` key sees no write
