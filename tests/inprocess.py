@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -108,7 +109,8 @@ class InProcessApp(httpx.BaseTransport):
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         if self._loop is None or not self._thread.is_alive():
             raise httpx.ConnectError("the in-process app is not running", request=request)
-        request.read()  # a sync body becomes bytes, which the ASGI transport reads
+        if not isinstance(request.stream, httpx.AsyncByteStream):
+            request.stream = _Chunks(request.stream)  # chunk by chunk, as sent
         timeout = request.extensions.get("timeout", {}).get("read")
         future = asyncio.run_coroutine_threadsafe(self._handle(request), self._loop)
         try:
@@ -116,3 +118,15 @@ class InProcessApp(httpx.BaseTransport):
         except concurrent.futures.TimeoutError:
             future.cancel()
             raise httpx.ReadTimeout("no answer within the read timeout", request=request) from None
+
+
+class _Chunks(httpx.AsyncByteStream):
+    """A sync request body read chunk by chunk on the app's loop (a streamed upload
+    reaches the app in its pieces, as over a connection)."""
+
+    def __init__(self, stream: httpx.SyncByteStream) -> None:
+        self._stream = stream
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for chunk in self._stream:
+            yield chunk
