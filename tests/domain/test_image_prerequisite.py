@@ -7,6 +7,12 @@ from datetime import UTC, datetime
 import pytest
 
 from bsi.domain.catalog import Catalog, Supplement
+from bsi.domain.containers import (
+    CONTAINERS_ITEM,
+    ContainerFacts,
+    container_items,
+    read_container_items,
+)
 from bsi.domain.eligibility import Outcome, Reason, decide
 from bsi.domain.facts import DeviceFacts
 from bsi.domain.policy import SoftwareUpdatePolicy
@@ -81,15 +87,27 @@ def test_an_image_is_placed_by_digest_and_or_base(
     assert (placement.message == "") == (expected is Match.MET)
 
 
-def test_a_host_is_not_a_container_so_an_image_supplement_is_not_for_it() -> None:
+@pytest.mark.parametrize(
+    ("images", "expected"),
+    [
+        (None, Match.ABSENT),  # not a container host
+        ((), Match.ABSENT),  # a container host with no container running
+        ((image(digests=frozenset({OTHER})), image()), Match.MET),  # one of them is on it
+        ((image(digests=frozenset({OTHER})),), Match.ABSENT),
+    ],
+)
+def test_a_host_is_placed_by_its_containers_base_images(
+    images: tuple[ImageFacts, ...] | None, expected: Match
+) -> None:
     placement = place(
         Prerequisite(image=ImageBase(digest=DIGEST)),
         build=None,
         manager=DPKG,
         packages=(LIBSSL,),
         files={},
+        images=images,
     )
-    assert placement.match is Match.ABSENT
+    assert placement.match is expected
 
 
 @pytest.mark.parametrize(
@@ -133,7 +151,7 @@ def test_bad_image_documents_are_refused_naming_what_is_wrong(
     assert str(raised.value).startswith("prerequisite")
 
 
-def test_eligibility_offers_the_supplement_to_a_container_on_the_image_only() -> None:
+def test_eligibility_offers_the_supplement_to_a_host_with_a_container_on_the_image() -> None:
     supplement = Supplement(
         platform="debian",
         version=SupplementVersion(ProductVersion(12), ExtraVersion("a")),
@@ -142,16 +160,31 @@ def test_eligibility_offers_the_supplement_to_a_container_on_the_image_only() ->
     )
     catalog = Catalog(supplements=(supplement,))
 
-    def container(facts: ImageFacts | None) -> DeviceFacts:
+    def host(*bases: str) -> DeviceFacts:
         return DeviceFacts(
-            platform="debian", product_version=ProductVersion(12), build=None, image=facts
+            platform="debian",
+            product_version=ProductVersion(12),
+            build=Build.parse("12A100"),
+            containers=tuple(ContainerFacts(f"c{i}", b, b) for i, b in enumerate(bases)),
         )
 
-    on_base = decide(container(image()), catalog, SoftwareUpdatePolicy(), NOW)
+    on_base = decide(host(OTHER, DIGEST), catalog, SoftwareUpdatePolicy(), NOW)
     assert on_base.outcome is Outcome.INSTALL
     assert on_base.supplement == supplement
-    other = decide(
-        container(image(digests=frozenset({OTHER}))), catalog, SoftwareUpdatePolicy(), NOW
-    )
+    other = decide(host(OTHER), catalog, SoftwareUpdatePolicy(), NOW)
     assert other.outcome is Outcome.UP_TO_DATE
     assert other.reason is Reason.NO_SUPPLEMENT
+
+
+def test_the_containers_status_item_round_trips_and_refuses_a_bad_entry() -> None:
+    containers = (
+        ContainerFacts("web1", OTHER, DIGEST, "debian", "12", Build.parse("12C1000a"),
+                       ExtraVersion("a")),
+        ContainerFacts("db", DIGEST, DIGEST),
+    )  # fmt: skip
+    items = container_items(containers)
+    assert read_container_items(items) == containers
+    assert read_container_items({}) is None
+    with pytest.raises(InvalidInput, match=r"bsi.agent.containers\[0\]: .*image digest"):
+        read_container_items({CONTAINERS_ITEM: [{"name": "x", "image": "latest",
+                                                 "base_image": DIGEST}]})  # fmt: skip

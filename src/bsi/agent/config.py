@@ -12,7 +12,8 @@ thresholds eligibility applies.
 
     server_url: https://bsi.example.net/
     state_dir: /var/lib/bsi
-    activator: swap        # or overlay (root only; see bsi.agent.activators)
+    activator: swap        # or overlay (root only), or container (see bsi.agent.activators)
+    container_engine: unix:///var/run/docker.sock   # with activator: container
     facts:
       platform: acme-router
       product_version: "4.2"
@@ -75,9 +76,12 @@ def normalise_architecture(machine: str) -> str:
     return _ARCHITECTURES.get(key, key)
 
 
-ACTIVATORS = ("swap", "overlay")
+ACTIVATORS = ("swap", "overlay", "container")
 """The activators ``agent.yaml`` can choose (``activator:``); see :mod:`bsi.agent.activators`."""
 DEFAULT_ACTIVATOR = "swap"
+DEFAULT_CONTAINER_ENGINE = "unix:///var/run/docker.sock"
+"""Docker's socket; Podman's Docker-compatible service listens on ``unix:///run/podman/podman.sock``."""
+_ENGINE_SCHEMES = ("unix", "tcp", "http", "https", "ssh")
 
 
 class AgentConfigError(InvalidInput):
@@ -115,6 +119,8 @@ class AgentConfig:
     server_url: str | None = None
     state_dir: PurePosixPath = DEFAULT_STATE_DIR
     activator: str = DEFAULT_ACTIVATOR
+    container_engine: str = DEFAULT_CONTAINER_ENGINE
+    """The Docker Engine API the ``container`` activator speaks to (Docker SDK ``base_url``)."""
     facts: FactsOverrides = FactsOverrides()
     battery_minimum_percent: Mapping[str, float] = field(
         default_factory=lambda: MappingProxyType({})
@@ -169,7 +175,7 @@ def parse_config(text: str, *, source: str = "agent.yaml") -> AgentConfig:
     top = reader.section(
         document,
         "",
-        ("server_url", "state_dir", "activator", "facts", "thresholds"),
+        ("server_url", "state_dir", "activator", "container_engine", "facts", "thresholds"),
         what="top level",
     )
     facts = reader.section(
@@ -194,6 +200,7 @@ def parse_config(text: str, *, source: str = "agent.yaml") -> AgentConfig:
         server_url=top.get("server_url", reader.url),
         state_dir=top.get("state_dir", reader.absolute_path) or DEFAULT_STATE_DIR,
         activator=top.get("activator", reader.activator) or DEFAULT_ACTIVATOR,
+        container_engine=top.get("container_engine", reader.engine_url) or DEFAULT_CONTAINER_ENGINE,
         facts=FactsOverrides(
             platform=facts.get("platform", reader.platform),
             product_version=facts.get("product_version", reader.product_version),
@@ -256,6 +263,17 @@ class _Reader:
                 hint=f"use one of {', '.join(ACTIVATORS)}",
             )
         return str(value)
+
+    def engine_url(self, value: object, where: str) -> str:
+        text = self.text(value, where)
+        if urlsplit(text).scheme not in _ENGINE_SCHEMES:
+            raise self.error(
+                where,
+                f"{text!r} is not a container engine address",
+                hint="e.g. unix:///var/run/docker.sock, unix:///run/podman/podman.sock or "
+                "tcp://host:2375",
+            )
+        return text
 
     def text(self, value: object, where: str) -> str:
         if not isinstance(value, str) or not value.strip():

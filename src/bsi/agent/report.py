@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from bsi.domain.containers import container_items
 from bsi.domain.eligibility import Decision
 from bsi.domain.facts import DeviceFacts
 from bsi.domain.prerequisite import package_items
@@ -82,6 +83,7 @@ def status_report(
     if facts.build is not None:  # a stock distribution has none: packages place it
         items[OS_BUILD] = str(facts.build)
     items.update(package_items(facts.package_manager, facts.packages, facts.file_digests))
+    items.update(container_items(facts.containers))
     if drift:
         # bsi's own item: files the active supplement manages that something else changed.
         items[AGENT_DRIFT] = [line[:500] for line in drift[:100]]

@@ -46,6 +46,7 @@ from bsi.agent.activators import (
     make_activator,
     stage_bundle,
 )
+from bsi.agent.activators.container import ContainerActivator
 from bsi.agent.config import AgentConfig
 from bsi.agent.ddm_client import DdmClient
 from bsi.agent.facts import read_facts
@@ -262,7 +263,9 @@ class Agent:
         self.config = config
         self.clock = clock
         self.layout = StateLayout.for_root(root, config.state_dir_under(root))
-        self.activator: Activator = activator or make_activator(config.activator, self.layout)
+        self.activator: Activator = activator or make_activator(
+            config.activator, self.layout, container_engine=config.container_engine
+        )
         self.clock_skew: float | None = None
         """Device clock minus the server's (``Date``), seconds, as last measured."""
 
@@ -428,6 +431,8 @@ class Agent:
         carries the whole package list.
         """
         facts = self.read_facts()
+        if isinstance(self.activator, ContainerActivator):
+            facts = replace(facts, containers=self.activator.running())
         active = self.activator.active()
         manifest = self._load_staged(active)[0] if active is not None else None
         facts = replace(
@@ -640,7 +645,15 @@ class Agent:
                 self._check_fields(plan, self._stage(plan, bundle))
             elif step is Step.ACTIVATE:
                 manifest, _ = self._load_staged(name)
-                self._swap(manifest, state, activate=True)
+                try:
+                    self._swap(manifest, state, activate=True)
+                except ActivationError as error:
+                    # An activator that checks health as it goes (container) failed one:
+                    # the letter is refused and the device falls back, as on hosts.
+                    if error.reason != HEALTH_CHECK_FAILED:
+                        raise
+                    self._record_failure(state, name, error.message)
+                    self._fall_back(manifest, state, error.message)
             elif step is Step.RELAUNCH:
                 manifest, _ = self._load_staged(name)
                 self._relaunch([manifest], state)
@@ -760,6 +773,8 @@ class Agent:
         only for the processes its relaunch restarts: one nothing restarts
         is reported at once, never waited for.
         """
+        if self.activator.relaunches_itself:
+            return {}  # recreating the containers was their relaunch
         kept = [self.layout.state]  # where swap keeps the originals it replaced
         since = _since(state.changed_at)
         systemd = systemd_running(self.root)
@@ -845,6 +860,8 @@ class Agent:
 
     def _check(self, manifest: Manifest) -> str | None:
         """``None`` when ``manifest``'s health check passes, else why it failed."""
+        if self.activator.relaunches_itself:
+            return None  # checked inside each recreated container as it was activated
         check = manifest.health_check
         result = run_health_check(check, root=self.root) if check else passed_without_check()
         return None if result.ok else result.reason

@@ -30,6 +30,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from bsi.domain.catalog import Catalog, Release, Supplement, SupplementState
+from bsi.domain.containers import images
 from bsi.domain.facts import DeviceFacts
 from bsi.domain.inventory import resolve
 from bsi.domain.policy import Enforcement, InstallSecurityUpdate, SoftwareUpdatePolicy
@@ -296,7 +297,7 @@ def placement(supplement: Supplement, facts: DeviceFacts) -> Placement:
         manager=facts.package_manager,
         packages=facts.packages,
         files=facts.file_digests,
-        image=facts.image,
+        images=images(facts.containers),
     )
 
 

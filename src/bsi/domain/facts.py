@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from bsi.domain.prerequisite import ImageFacts, PackageManager, PackageVersion
+from bsi.domain.containers import ContainerFacts
+from bsi.domain.prerequisite import PackageManager, PackageVersion
 from bsi.domain.versions import Build, ExtraVersion, ProductVersion
 
 
@@ -36,8 +37,9 @@ class DeviceFacts:
     ``file_digests`` maps a path (no leading ``/``) the catalogue names to its
     SHA-256, ``None`` when the file is missing. Either is ``None`` when not
     reported (Apple devices), which eligibility treats as unknown, never as
-    "not installed". ``image`` is set for a container (the image it runs) and
-    ``None`` for a host: only a container is placed on an image prerequisite.
+    "not installed". ``containers`` are the running containers of a Docker or
+    Podman host (``None``: not a container host); an image prerequisite places
+    the host by their base images.
     """
 
     platform: str
@@ -55,4 +57,4 @@ class DeviceFacts:
     package_manager: PackageManager | None = None
     packages: tuple[PackageVersion, ...] | None = None
     file_digests: Mapping[str, str | None] | None = None
-    image: ImageFacts | None = None
+    containers: tuple[ContainerFacts, ...] | None = None

@@ -373,20 +373,25 @@ def place(
     manager: PackageManager | None,
     packages: tuple[PackageVersion, ...] | None,
     files: Mapping[str, str | None] | None,
-    image: ImageFacts | None = None,
+    images: Iterable[ImageFacts] | None = None,
 ) -> Placement:
     """Whether a device (its build, installed packages, file digests) is on ``prerequisite``.
 
     Packages must be installed at exactly the named version (and
     architecture): a supplement replaces that version's files. ``files`` maps
-    a path to its digest, ``None`` when the file is missing. ``image`` is the
-    image a container runs (``None``: the device is not a container); see
-    :func:`place_image`.
+    a path to its digest, ``None`` when the file is missing. ``images`` are the
+    base images of a container host's running containers (``None``: not a
+    container host): met when one of them is (:func:`place_image`).
     """
     if prerequisite.image is not None:
-        if image is None:
-            return Placement(Match.ABSENT, "the device is not a container")
-        return place_image(prerequisite.image, image)
+        if images is None:
+            return Placement(Match.ABSENT, "the device reports no containers")
+        placements = [place_image(prerequisite.image, image) for image in images]
+        for match in (Match.MET, Match.UNKNOWN, Match.NOT_MET):
+            first = next((p for p in placements if p.match is match), None)
+            if first is not None:
+                return first
+        return Placement(Match.ABSENT, f"no running container is on {prerequisite.image.display()}")
     if prerequisite.build is not None:
         if build is None:
             return Placement(Match.UNKNOWN, "the device reports no build")
@@ -610,25 +615,16 @@ def read_prerequisite(value: object, where: str = "prerequisite") -> Prerequisit
 def read_image(value: object, where: str = "image") -> ImageBase:
     """An :class:`ImageBase` from ``{digest?, os_release?: {id, version_id?}, manager?,
     packages?}``; every refusal names ``where`` and the field."""
-    entry = document_fields(value, where, ("digest", "os_release", "manager", "packages"))
-    release = (
-        document_fields(entry["os_release"], f"{where}.os_release", ("id", "version_id"))
-        if "os_release" in entry
-        else {}
-    )
-    if "os_release" in entry and "id" not in release:
-        raise InvalidInput(f"{where}.os_release: required field 'id' is missing")
+    entry = document_fields(value, where, ("digest", OS_RELEASE, "manager", "packages"))
+    os_id, os_version_id = read_os_release(entry.get(OS_RELEASE), f"{where}.{OS_RELEASE}")
     manager = read_manager(entry["manager"], f"{where}.manager") if "manager" in entry else None
-
-    def text(fields: dict[str, object], key: str, at: str) -> str | None:
-        return document_text(fields[key], f"{where}.{at}") if key in fields else None
-
+    digest = document_text(entry["digest"], f"{where}.digest") if "digest" in entry else None
     try:
         packages = document_list(entry.get("packages", []), f"{where}.packages")
         return ImageBase(
-            digest=text(entry, "digest", "digest"),
-            os_id=text(release, "id", "os_release.id"),
-            os_version_id=text(release, "version_id", "os_release.version_id"),
+            digest=digest,
+            os_id=os_id,
+            os_version_id=os_version_id,
             manager=manager,
             packages=tuple(
                 read_package(item, f"{where}.packages[{i}]", manager)
@@ -639,16 +635,39 @@ def read_image(value: object, where: str = "image") -> ImageBase:
         raise error if error.message.startswith(where) else located(where, error) from None
 
 
+OS_RELEASE = "os_release"
+
+
+def read_os_release(value: object, where: str) -> tuple[str | None, str | None]:
+    """``(ID, VERSION_ID)`` from ``{id, version_id?}`` (os-release(5) names); both
+    ``None`` when ``value`` is ``None``."""
+    if value is None:
+        return None, None
+    release = document_fields(value, where, ("id", "version_id"))
+    if "id" not in release:
+        raise InvalidInput(f"{where}: required field 'id' is missing")
+    version = release.get("version_id")
+    return (
+        document_text(release["id"], f"{where}.id"),
+        None if version is None else document_text(version, f"{where}.version_id"),
+    )
+
+
+def dump_os_release(os_id: str, os_version_id: str | None) -> dict[str, str]:
+    """The document form :func:`read_os_release` reads back."""
+    release = {"id": os_id}
+    if os_version_id is not None:
+        release["version_id"] = os_version_id
+    return release
+
+
 def dump_image(image: ImageBase) -> dict[str, object]:
     """The document form :func:`read_image` reads back."""
     document: dict[str, object] = {}
     if image.digest is not None:
         document["digest"] = image.digest
     if image.os_id is not None:
-        release = {"id": image.os_id}
-        if image.os_version_id is not None:
-            release["version_id"] = image.os_version_id
-        document["os_release"] = release
+        document[OS_RELEASE] = dump_os_release(image.os_id, image.os_version_id)
     if image.manager is not None:
         document["manager"] = image.manager.value
         document["packages"] = [dump_package(p) for p in image.packages]

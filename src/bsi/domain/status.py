@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
+from bsi.domain.containers import CONTAINERS_ITEM, read_container_items
 from bsi.domain.facts import DeviceFacts
 from bsi.domain.inventory import normalise, split_version
 from bsi.domain.prerequisite import (
@@ -198,6 +199,11 @@ def _check_item(name: str, value: object) -> None:
     if name in _PACKAGE_ITEMS:  # bsi's own: installed package versions, file digests
         try:
             check_package_item(name, value)
+        except InvalidInput as error:
+            raise InvalidStatusReport(f"status item {error.message}", hint=error.hint) from None
+    if name == CONTAINERS_ITEM:  # bsi's own: a container host's running containers
+        try:
+            read_container_items({name: value})
         except InvalidInput as error:
             raise InvalidStatusReport(f"status item {error.message}", hint=error.hint) from None
     expected = STATUS_ITEMS.get(name)
@@ -464,6 +470,12 @@ class DeviceState:
             software_update_device_id=self.software_update_device_id,
             restart_pending=self.restart_pending,
         )
+        try:
+            containers = read_container_items(self.items)
+        except InvalidInput as error:
+            raise InvalidStatusReport(f"status item {error.message}", hint=error.hint) from None
+        if containers is not None:
+            facts = replace(facts, containers=containers)
         if packages is None and digests is None:
             return facts
         return replace(facts, package_manager=manager, packages=packages, file_digests=digests)

@@ -63,6 +63,7 @@ class RecordOnlyActivator:
     """An :class:`~bsi.agent.activators.Activator` that records what is active, nothing more."""
 
     name = "recorded"
+    relaunches_itself = False
 
     def __init__(self, active: str | None = None) -> None:
         self._active = active

@@ -1,7 +1,9 @@
 """Activators: the ways a staged supplement becomes the content the device runs.
 
-Every activator — ``swap`` (replace files by atomic rename; any Linux host)
-and ``overlay`` (overlayfs over the component directories; root only) —
+Every activator — ``swap`` (replace files by atomic rename; any Linux host),
+``overlay`` (overlayfs over the component directories; root only) and
+``container`` (patched images, containers recreated on them; Docker or Podman
+hosts, :mod:`bsi.agent.activators.container`) —
 answers to one :class:`Activator` protocol, so that the agent's runner does
 not care which one a device uses; ``agent.yaml``'s ``activator:`` chooses
 (:func:`make_activator`). bsi has no ``sysext`` activator.
@@ -169,6 +171,10 @@ class Activator(Protocol):
     """
 
     name: str
+    relaunches_itself: bool
+    """True when activation is the relaunch and checks health itself (``container``):
+    the runner then neither looks for host processes on old content nor runs the
+    supplement's health check on the host."""
 
     def preflight(self, manifest: Manifest, staged_dir: Path) -> None:
         """Refuse with :class:`ActivationError`, touching nothing, if activating would fail."""
@@ -199,17 +205,30 @@ class Activator(Protocol):
         """
 
 
-def make_activator(name: str, layout: StateLayout) -> Activator:
-    """The activator ``agent.yaml`` names (``swap`` or ``overlay``) for ``layout``."""
-    # Imported here: both modules import this one.
+def make_activator(
+    name: str, layout: StateLayout, *, container_engine: str | None = None
+) -> Activator:
+    """The activator ``agent.yaml`` names (``swap``, ``overlay``, ``container``) for ``layout``.
+
+    ``container_engine`` is the Docker Engine API address the ``container``
+    activator speaks to.
+    """
+    # Imported here: these modules import this one.
+    from bsi.agent.activators.container import ContainerActivator
     from bsi.agent.activators.overlay import OverlayActivator
     from bsi.agent.activators.swap import SwapActivator
 
+    if name == "container":
+        if container_engine is None:
+            raise BsiError("the container activator needs a container engine address")
+        return ContainerActivator(layout, container_engine)
     if name == "overlay":
         return OverlayActivator(layout)
     if name == "swap":
         return SwapActivator(layout)
-    raise BsiError(f"unknown activator {name!r}", hint="use swap or overlay in agent.yaml")
+    raise BsiError(
+        f"unknown activator {name!r}", hint="use swap, overlay or container in agent.yaml"
+    )
 
 
 # -- staging -------------------------------------------------------------------

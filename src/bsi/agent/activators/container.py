@@ -60,6 +60,7 @@ from bsi.agent.activators import (
 )
 from bsi.agent.facts import parse_os_release
 from bsi.cryptex.manifest import Action, Manifest
+from bsi.domain.containers import ContainerFacts
 from bsi.domain.prerequisite import (
     ImageBase,
     ImageFacts,
@@ -68,6 +69,8 @@ from bsi.domain.prerequisite import (
     PackageVersion,
     place_image,
 )
+from bsi.domain.rollout import HEALTH_CHECK_FAILED
+from bsi.domain.versions import Build, ExtraVersion
 from bsi.durable import write_atomic
 from bsi.errors import InvalidInput
 from bsi.strict import read_json
@@ -144,6 +147,8 @@ class ContainerActivator:
         self.health_timeout = health_timeout
         self.stop_timeout = stop_timeout
         self.api_timeout = api_timeout
+        self._releases: dict[str, dict[str, str]] = {}
+        """Each base image's os-release, read once: an image ID names fixed content."""
 
     # -- the engine ------------------------------------------------------------
 
@@ -220,6 +225,36 @@ class ContainerActivator:
         """The containers the active supplement runs in, with their base and patched images."""
         return self._load().containers
 
+    def running(self) -> tuple[ContainerFacts, ...]:
+        """The running containers, as the host reports them (:mod:`bsi.domain.containers`).
+
+        Raises :class:`EngineUnavailable` when the engine does not answer: a
+        host that cannot tell what its containers run is not reported as
+        having none.
+        """
+        with self._engine("listing the running containers") as client:
+            found = []
+            for container in client.containers.list():
+                base = base_image_of(container)
+                if base not in self._releases:
+                    release = _read_from_image(client, base, "etc/os-release") or b""
+                    self._releases[base] = parse_os_release(release.decode(errors="replace"))
+                labels = container.labels or {}
+                build = labels.get(LABEL_SUPPLEMENTAL_BUILD)
+                extra = labels.get(LABEL_EXTRA_VERSION)
+                found.append(
+                    ContainerFacts(
+                        name=str(container.name),
+                        image=_image_id(container),
+                        base_image=base,
+                        os_id=self._releases[base].get("ID"),
+                        os_version_id=self._releases[base].get("VERSION_ID"),
+                        supplemental_build=Build.parse(build) if build else None,
+                        extra_version=ExtraVersion.parse(extra) if extra else None,
+                    )
+                )
+        return tuple(sorted(found, key=lambda c: c.name))
+
     def forget(self, build: str) -> None:
         state = self._load()
         if state.active == build:
@@ -288,8 +323,8 @@ class ContainerActivator:
         build = str(manifest.supplemental_build)
         with state_lock(self.layout), self._engine(f"rolling back {build}") as client:
             state = self._load()
-            if state.active is None:
-                return Outcome("deactivate", "not-active", build, None)
+            if state.active != build:
+                return Outcome("deactivate", "not-active", build, state.active)
             left = list(state.containers)
             for record in state.containers:
                 try:
@@ -376,7 +411,7 @@ class ContainerActivator:
         raise ActivationError(
             f"container {name} failed on image {image[:19]} ({problem}); it is back on its "
             "previous image with its configuration, and no further container was changed",
-            reason="health-check-failed",
+            reason=HEALTH_CHECK_FAILED,
         )
 
     def _wait_healthy(

@@ -395,6 +395,7 @@ class OverlayActivator:
     """Activate supplements by mounting their staged cryptex over the live directories."""
 
     name = "overlay"
+    relaunches_itself = False
 
     def __init__(
         self, layout: StateLayout, *, mountinfo: Path = Path("/proc/self/mountinfo")

@@ -114,6 +114,7 @@ class SwapActivator:
     """
 
     name = "swap"
+    relaunches_itself = False
 
     def __init__(self, layout: StateLayout, *, journal: Journal | None = None) -> None:
         self.layout = layout

@@ -1,0 +1,151 @@
+"""The containers of a Docker or Podman host, as the host reports them.
+
+A container is reported as a *sub-device of its host*, not as a device of
+its own: it has no agent, no enrollment and no policy of its own — the
+host's agent builds its patched image and recreates it, under the host's
+policy and rollout wave — and it lives only as long as the host keeps it
+(a recreated container has a new ID). So the host's status report carries
+one entry per running container in bsi's own status item
+:data:`CONTAINERS_ITEM`::
+
+    {"name": "web1", "image": "sha256:...", "base_image": "sha256:...",
+     "os_release": {"id": "debian", "version_id": "12"},
+     "supplemental_build": "12C1000a", "extra_version": "(a)"}
+
+``image`` is the image the container runs now, ``base_image`` the image it
+was created from before bsi patched it (the same when unpatched), and the
+supplement fields are those of its patched image's labels (absent when
+unpatched). Eligibility places the host on an image prerequisite by the
+containers' base images (:func:`images`); compliance counts containers.
+
+Nothing here does I/O.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+from bsi.domain.prerequisite import (
+    OS_RELEASE,
+    ImageFacts,
+    document_fields,
+    document_list,
+    document_text,
+    dump_os_release,
+    is_image_digest,
+    located,
+    read_os_release,
+)
+from bsi.domain.versions import Build, ExtraVersion
+from bsi.errors import InvalidInput
+
+CONTAINERS_ITEM = "bsi.agent.containers"
+MAX_CONTAINERS = 1024
+_NAME_LIMIT = 256
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerFacts:
+    """One running container: its name, its image now, its base image, its supplement."""
+
+    name: str
+    image: str
+    base_image: str
+    os_id: str | None = None
+    os_version_id: str | None = None
+    supplemental_build: Build | None = None
+    extra_version: ExtraVersion | None = None
+
+    def __post_init__(self) -> None:
+        if not self.name or len(self.name) > _NAME_LIMIT:
+            raise InvalidInput(f"{self.name!r} is not a container name")
+        for what, digest in (("image", self.image), ("base_image", self.base_image)):
+            if not is_image_digest(digest):
+                raise InvalidInput(
+                    f"{what} {digest!r} is not an image digest",
+                    hint="'sha256:' and 64 lower-case hexadecimal digits",
+                )
+
+    @property
+    def patched(self) -> bool:
+        return self.supplemental_build is not None
+
+    def base_facts(self) -> ImageFacts:
+        """The base image as eligibility places it."""
+        return ImageFacts(
+            digests=frozenset({self.base_image}),
+            os_id=self.os_id,
+            os_version_id=self.os_version_id,
+        )
+
+
+def images(containers: Iterable[ContainerFacts] | None) -> tuple[ImageFacts, ...] | None:
+    """The base images of ``containers`` (``None``: the device reports no containers)."""
+    return None if containers is None else tuple(c.base_facts() for c in containers)
+
+
+def dump_container(container: ContainerFacts) -> dict[str, object]:
+    document: dict[str, object] = {
+        "name": container.name,
+        "image": container.image,
+        "base_image": container.base_image,
+    }
+    if container.os_id is not None:
+        document[OS_RELEASE] = dump_os_release(container.os_id, container.os_version_id)
+    if container.supplemental_build is not None:
+        document["supplemental_build"] = str(container.supplemental_build)
+    if container.extra_version is not None:
+        document["extra_version"] = str(container.extra_version)
+    return document
+
+
+def container_items(containers: Iterable[ContainerFacts] | None) -> dict[str, object]:
+    """The status item :func:`read_container_items` reads back (none for ``None``)."""
+    if containers is None:
+        return {}
+    return {CONTAINERS_ITEM: [dump_container(c) for c in containers][:MAX_CONTAINERS]}
+
+
+def read_container(value: object, where: str) -> ContainerFacts:
+    entry = document_fields(
+        value,
+        where,
+        ("name", "image", "base_image", OS_RELEASE, "supplemental_build", "extra_version"),
+    )
+    for key in ("name", "image", "base_image"):
+        if key not in entry:
+            raise InvalidInput(f"{where}: required field {key!r} is missing")
+    os_id, os_version_id = read_os_release(entry.get(OS_RELEASE), f"{where}.{OS_RELEASE}")
+
+    def text(fields: Mapping[str, object], key: str) -> str | None:
+        return document_text(fields[key], f"{where}.{key}") if key in fields else None
+
+    try:
+        build = text(entry, "supplemental_build")
+        extra = text(entry, "extra_version")
+        return ContainerFacts(
+            name=document_text(entry["name"], f"{where}.name"),
+            image=document_text(entry["image"], f"{where}.image"),
+            base_image=document_text(entry["base_image"], f"{where}.base_image"),
+            os_id=os_id,
+            os_version_id=os_version_id,
+            supplemental_build=Build.parse(build) if build else None,
+            extra_version=ExtraVersion.parse(extra) if extra else None,
+        )
+    except InvalidInput as error:
+        raise error if error.message.startswith(where) else located(where, error) from None
+
+
+def read_container_items(items: Mapping[str, object]) -> tuple[ContainerFacts, ...] | None:
+    """The containers a host reported, ``None`` when it reports none (not a container host).
+
+    Raises :class:`InvalidInput` naming the entry for a malformed one.
+    """
+    value = items.get(CONTAINERS_ITEM)
+    if value is None:
+        return None
+    return tuple(
+        read_container(entry, f"{CONTAINERS_ITEM}[{i}]")
+        for i, entry in enumerate(document_list(value, CONTAINERS_ITEM))
+    )
