@@ -241,6 +241,11 @@ def test_agent_yaml_chooses_the_activator() -> None:
     assert parse_config("{}\n").activator == "swap"
     with pytest.raises(AgentConfigError, match="unknown activator 'sysext'"):
         parse_config("activator: sysext\n")
+    container = parse_config("activator: container\ncontainer_engine: unix:///run/p.sock\n")
+    assert (container.activator, container.container_engine) == ("container", "unix:///run/p.sock")
+    assert parse_config("{}\n").container_engine == "unix:///var/run/docker.sock"
+    with pytest.raises(AgentConfigError, match="not a container engine address"):
+        parse_config("container_engine: /var/run/docker.sock\n")
 
 
 def test_the_overlay_activator_runs_a_whole_cycle(world: World, tmp_path: Path) -> None:

@@ -28,8 +28,9 @@ from bsi.domain.prerequisite import (
     place_image,
     read_base,
 )
+from bsi.domain.status import DeviceState
 from bsi.domain.versions import Build, ExtraVersion, ProductVersion, SupplementVersion
-from bsi.errors import InvalidInput
+from bsi.errors import InvalidInput, InvalidStatusReport
 
 NOW = datetime(2026, 11, 30, tzinfo=UTC)
 DPKG = PackageManager.DPKG
@@ -188,3 +189,17 @@ def test_the_containers_status_item_round_trips_and_refuses_a_bad_entry() -> Non
     with pytest.raises(InvalidInput, match=r"bsi.agent.containers\[0\]: .*image digest"):
         read_container_items({CONTAINERS_ITEM: [{"name": "x", "image": "latest",
                                                  "base_image": DIGEST}]})  # fmt: skip
+
+
+def test_a_malformed_containers_item_is_a_bad_report_and_a_good_one_places_the_host() -> None:
+    with pytest.raises(InvalidStatusReport, match=r"bsi.agent.containers\[0\]"):
+        DeviceState({CONTAINERS_ITEM: [{"name": "web1", "image": DIGEST}]})
+    state = DeviceState(
+        {
+            "device.operating-system.family": "debian",
+            "device.operating-system.version": "12.5",
+            "device.operating-system.build-version": "12A100",
+            **container_items((ContainerFacts("web1", OTHER, DIGEST),)),
+        }
+    )
+    assert state.facts().containers == (ContainerFacts("web1", OTHER, DIGEST),)

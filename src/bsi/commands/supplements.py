@@ -24,6 +24,7 @@ from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 
 from bsi import durable
+from bsi.agent.config import DEFAULT_CONTAINER_ENGINE
 from bsi.agent.facts import parse_product_version, read_os_release
 from bsi.agent.protocol import Request, check, read_json, unreachable
 from bsi.commands.arguments import MAX_KEYS, whole_text
@@ -42,6 +43,7 @@ from bsi.cryptex import (
     updates,
     verify_bundle,
 )
+from bsi.cryptex.image import image_tree, overlay_tree
 from bsi.cryptex.updates import PackageFormat
 from bsi.domain.versions import Build, ExtraVersion
 from bsi.errors import BsiError, InvalidInput, InvalidVersion, ServerUnavailable
@@ -243,6 +245,18 @@ def supplement_build(
         Path | None, typer.Option(help="The base tree: the prerequisite's files.")
     ] = None,
     patched: Annotated[Path | None, typer.Option(help="The patched tree.")] = None,
+    image: Annotated[
+        str | None,
+        typer.Option(
+            help="Instead of --base: a container image (a reference in --container-engine, or "
+            "a 'docker save' / OCI archive file) whose files are the base tree; --patched "
+            "then holds only the fixed files."
+        ),
+    ] = None,
+    container_engine: Annotated[
+        str,
+        typer.Option(help="With --image REF: the Docker Engine API to export it from."),
+    ] = DEFAULT_CONTAINER_ENGINE,
     from_deb: Annotated[
         Path | None,
         typer.Option(help="The fixed package (.deb): its files are the patched tree."),
@@ -290,7 +304,8 @@ def supplement_build(
 ) -> None:
     """Build a sealed, deterministic bundle of only the added, changed and removed files.
 
-    Either from two trees (--spec, --base, --patched) or from a distribution's
+    Either from two trees (--spec, --base, --patched; --image instead of --base takes
+    the base tree from a container image) or from a distribution's
     security update (--from-deb NEW.deb with --base-deb OLD.deb or --base-root /;
     --from-rpm NEW.rpm with --base-rpm OLD.rpm or --base-root /): then the
     prerequisite (the base package version), fixed_in (the new one),
@@ -324,6 +339,16 @@ def supplement_build(
                 progress=report,
             )
         else:
+            if image is not None:
+                if base is not None:
+                    raise InvalidInput(
+                        "--image and --base both name the base tree", hint="give one of them"
+                    )
+                base = Path(work) / "image"
+                image_id = image_tree(image, base, engine=container_engine)
+                _check_image(spec, image, image_id)
+                if patched is not None:
+                    patched = overlay_tree(base, patched, Path(work) / "patched")
             given = (("--spec", spec), ("--base", base), ("--patched", patched))
             missing = [name for name, value in given if value is None]
             if missing:
@@ -360,6 +385,18 @@ def supplement_build(
     if written_spec is not None:
         console.print(f"spec used: {written_spec[0]} (review it; rebuild with --spec)")
     console.print(f"{result.path}: {result.size} bytes, sha256 {result.sha256}")
+
+
+def _check_image(spec: Path | None, image: str, image_id: str) -> None:
+    """Refuse a spec whose image prerequisite names another digest than ``image``'s."""
+    if spec is None:
+        return
+    wanted = load_spec(spec).prerequisite.image
+    if wanted is not None and wanted.digest is not None and wanted.digest != image_id:
+        raise InvalidInput(
+            f"{spec}: the prerequisite names image {wanted.digest}, but {image} is {image_id}",
+            hint="build from the image the supplement is for, or fix the spec's digest",
+        )
 
 
 def _package_source(
