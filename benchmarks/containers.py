@@ -82,9 +82,7 @@ def main() -> int:
             config = f"activator: container\ncontainer_engine: {engine.url}\n"
             settings = ServerSettings(data_dir=work / "data", tuf_repo_dir=repo, tuf_keys_dir=keys)
             with running_app(settings) as (url, service):
-                token = service.store.create_enrollment_token(
-                    "default", utc_now() + timedelta(hours=1), None, utc_now()
-                )
+                token = service.create_enrollment_token("default", timedelta(hours=1), None)[0]
                 agent = Agent(root, parse_config(config))
                 agent.enroll(url, token, repo / "metadata" / "1.root.json")
                 started = time.perf_counter()
