@@ -44,8 +44,14 @@ def _unavailable(reason: str) -> None:
     pytest.skip(f"{reason} is not available here: apt-get install chromium")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """One chromium for this module's tests.
+
+    Module scope, not session: while Playwright's sync API is open it keeps an
+    event loop running in the main thread, so every later test's
+    ``asyncio.run`` would fail with "cannot be called from a running event loop".
+    """
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
@@ -128,7 +134,7 @@ def test_overview_counts_and_a_withdraw_from_the_page(
         for c in server.reader.get("/v1/admin/compliance/cves").json()
         if c["cve"] == "CVE-2026-20643"
     )
-    assert row.query_selector_all("td")[2].text_content().strip() == str(api["exposed_devices"])
+    assert row.query_selector_all("td")[2].text_content().strip() == str(api["exposed"])
     shot(page, "cves")
 
     page.goto(server.url + "/supplements")
