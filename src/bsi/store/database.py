@@ -20,6 +20,8 @@ server turns each into ``503`` with ``Retry-After``.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from typing import Any
 
@@ -30,6 +32,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.orm import Session, sessionmaker
 
 from bsi.errors import BsiError
 
@@ -84,6 +87,30 @@ def open_engine(url: str, *, pool_size: int = 40) -> Engine:
 
 WRITE = {"bsi_write": True}
 """Execution options marking a transaction that will write (see :func:`_begin_sqlite`)."""
+
+
+class Sessions:
+    """Transactions on one engine: reads, and writes marked :data:`WRITE`.
+
+    The base of every SQLAlchemy store, so the one rule (a write session
+    carries the ``bsi_write`` option that serialises SQLite writers) is
+    written once.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._read = sessionmaker(engine, expire_on_commit=False)
+        self._write = sessionmaker(engine.execution_options(**WRITE), expire_on_commit=False)
+
+    @contextmanager
+    def _writing(self) -> Iterator[Session]:
+        with self._write.begin() as session:
+            yield session
+
+    @contextmanager
+    def _reading(self) -> Iterator[Session]:
+        with self._read.begin() as session:
+            yield session
 
 
 def _tune_sqlite(connection: Any, _record: Any) -> None:

@@ -10,19 +10,18 @@ same transaction as the events that tell of it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import Engine, delete, func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from bsi.domain.rollout import Rollout, RolloutState, dump_plan, read_plan
 from bsi.errors import Conflict, NotFound
-from bsi.store.database import WRITE
+from bsi.store.database import Sessions
 from bsi.store.models import (
     ApiKey,
     Device,
@@ -143,23 +142,8 @@ class RolloutStore(Protocol):
     ) -> None: ...
 
 
-class SqlRolloutStore:
+class SqlRolloutStore(Sessions):
     """:class:`RolloutStore` on SQLAlchemy (the schema of :mod:`bsi.store.models`)."""
-
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._read = sessionmaker(engine, expire_on_commit=False)
-        self._write = sessionmaker(engine.execution_options(**WRITE), expire_on_commit=False)
-
-    @contextmanager
-    def _writing(self) -> Iterator[Session]:
-        with self._write.begin() as session:
-            yield session
-
-    @contextmanager
-    def _reading(self) -> Iterator[Session]:
-        with self._read.begin() as session:
-            yield session
 
     def api_key(self, secret: str) -> tuple[str, str] | None:
         """``(name, role)`` of the live API key ``secret``: the name is the actor of what

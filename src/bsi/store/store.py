@@ -15,14 +15,13 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import Engine, delete, func, insert, or_, select, text, update
+from sqlalchemy import delete, func, insert, or_, select, text, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, StatementError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from bsi.domain.catalog import Catalog, Release, Supersession, Supplement, SupplementState
 from bsi.domain.declarations import Declaration
@@ -39,7 +38,7 @@ from bsi.errors import (
     NotFound,
     Unauthorized,
 )
-from bsi.store.database import WRITE, require_current_schema
+from bsi.store.database import Sessions, require_current_schema
 from bsi.store.models import (
     ApiKey,
     CatalogDeviceModel,
@@ -254,11 +253,8 @@ class DecisionCounts:
     by_group: dict[DecisionGroup, int] = field(default_factory=dict)
 
 
-class Store:
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._read = sessionmaker(engine, expire_on_commit=False)
-        self._write = sessionmaker(engine.execution_options(**WRITE), expire_on_commit=False)
+class Store(Sessions):
+    """Every store protocol of :mod:`bsi.store.protocols` on one SQLAlchemy engine."""
 
     def require_current_schema(self) -> None:
         """Raises :class:`~bsi.store.database.DatabaseError` unless the database
@@ -267,16 +263,6 @@ class Store:
 
     def dispose(self) -> None:
         self.engine.dispose()
-
-    @contextmanager
-    def _writing(self) -> Iterator[Session]:
-        with self._write.begin() as session:
-            yield session
-
-    @contextmanager
-    def _reading(self) -> Iterator[Session]:
-        with self._read.begin() as session:
-            yield session
 
     # -- groups ------------------------------------------------------------
 
