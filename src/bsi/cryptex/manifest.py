@@ -28,7 +28,14 @@ from enum import StrEnum
 from bsi.cryptex import document as doc
 from bsi.cryptex.errors import InvalidBundle, InvalidSupplement
 from bsi.domain.cves import parse_cve_id, score_cvss
-from bsi.domain.prerequisite import BASE_FIELDS, PackageVersion, Prerequisite, dump_base, read_base
+from bsi.domain.prerequisite import (
+    BASE_FIELDS,
+    PackageVersion,
+    Prerequisite,
+    dump_base,
+    is_sha256,
+    read_base,
+)
 from bsi.domain.supplement_fields import SupplementFields
 from bsi.domain.versions import Build, ExtraVersion, ProductVersion, SupplementVersion
 from bsi.errors import InvalidInput
@@ -49,7 +56,6 @@ MAX_TIMEOUT = 3600
 _MAX_PATH_BYTES = 4095  # PATH_MAX less the terminating NUL
 _MAX_NAME_BYTES = 255
 
-_SHA256 = re.compile(r"[0-9a-f]{64}")
 _MODE = re.compile(r"[0-7]{4}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]{0,63}")
 _UNIT = re.compile(
@@ -129,7 +135,7 @@ def parse_mode(text: str) -> int:
 
 
 def _check_sha256(value: str, *, field: str, where: str) -> None:
-    if not _SHA256.fullmatch(value):
+    if not is_sha256(value):
         raise InvalidBundle(f"{field} {value!r} is not 64 lower-case hex digits", where=where)
 
 
