@@ -167,3 +167,11 @@ def test_an_unknown_device_is_never_counted_installed_even_when_it_reports_a_bui
     group = FleetGroup("macOS", None, A, Outcome.UNKNOWN, "status-invalid", None, count=3)
     (summary,) = summarize([group], CATALOG).supplements
     assert (summary.installed.count, summary.unknown.count) == (0, 3)
+
+
+def test_a_restart_pending_device_is_never_counted_installed_even_without_a_target() -> None:
+    """Fail closed: a restart-pending decision that names no supplement (a stored one whose
+    supplement build the catalogue no longer lists) still counts apart, never as installed."""
+    group = FleetGroup("macOS", None, A, Outcome.RESTART_PENDING, "old-content-running", None)
+    (summary,) = summarize([group], CATALOG).supplements
+    assert (summary.installed.count, summary.restart_pending.count) == (0, 1)

@@ -310,8 +310,12 @@ def _count_supplements(
             if concerns(group.platform, entry.supplement, known):
                 entry.unknown.add(group)
         return
-    if outcome is Outcome.RESTART_PENDING and target is not None:
-        summary(target).restart_pending.add(group)
+    if outcome is Outcome.RESTART_PENDING:
+        # never installed: on disk, not live (about the supplement it runs when the
+        # decision names none, as a server whose catalogue lost it stores)
+        about = target or group.installed
+        if about is not None:
+            summary(about).restart_pending.add(group)
         return
     if group.installed is not None:
         summary(group.installed).installed.add(group)
