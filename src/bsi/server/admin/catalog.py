@@ -26,11 +26,12 @@ class SupplementAction(StrEnum):
     WITHDRAW = "withdraw"
 
 
-_STATE_FOR_ACTION = {
+STATE_FOR_ACTION = {
     SupplementAction.PAUSE: SupplementState.PAUSED,
     SupplementAction.RESUME: SupplementState.PUBLISHED,
     SupplementAction.WITHDRAW: SupplementState.WITHDRAWN,
 }
+"""What each supplement action sets (the admin API's and the console's)."""
 
 
 def catalog_routes(
@@ -113,7 +114,7 @@ def catalog_routes(
     async def steer_supplement(
         platform: str, build: str, action: SupplementAction, tasks: BackgroundTasks, actor: Actor
     ) -> dict[str, str]:
-        state = _STATE_FOR_ACTION[action]
+        state = STATE_FOR_ACTION[action]
         await run_in_threadpool(service.set_supplement_state, platform, build, state, actor)
         recompute_later(service, tasks)
         return {"platform": platform, "build": build, "state": state.value}

@@ -13,20 +13,20 @@ controls, and its forged ``POST`` is refused (403) like the admin API's.
 """
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import parse_qs, quote
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
 from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
 from bsi import __version__
-from bsi.domain.catalog import SupplementState
 from bsi.domain.compliance import cve_json, supplement_json
 from bsi.domain.eligibility import Outcome
 from bsi.errors import BsiError, Forbidden, InvalidInput, NotFound, Unauthorized
+from bsi.server.admin.catalog import STATE_FOR_ACTION, SupplementAction
 from bsi.server.admin.common import Role
 from bsi.server.console.curve import patch_window_svg
 from bsi.server.console.session import COOKIE, LIFETIME, check_csrf, csrf_token, open_session
@@ -35,12 +35,6 @@ from bsi.server.http import status_for
 from bsi.server.service import BsiService
 from bsi.store.store import DeviceFilter
 
-ACTIONS = {
-    "pause": SupplementState.PAUSED,
-    "resume": SupplementState.PUBLISHED,
-    "withdraw": SupplementState.WITHDRAWN,
-}
-"""The console's writes: the admin API's supplement actions, by the same names."""
 OUTCOME_ORDER = tuple(o.value for o in Outcome)
 MAX_FORM_BYTES = 16 * 1024
 DEVICE_PAGE = 200
@@ -85,6 +79,15 @@ def console_router(service: BsiService) -> APIRouter:
             raise Unauthorized("this API key is unknown or revoked; sign in again")
         assert cookie is not None
         return Viewer(Role(role), csrf_token(service.credential_key, cookie))
+
+    async def signed_in_or_redirected(request: Request) -> Viewer:
+        """A page's viewer; anyone else is sent to the sign-in page (303)."""
+        try:
+            return await signed_in(request)
+        except Unauthorized:
+            raise HTTPException(303, headers={"Location": "/login"}) from None
+
+    SignedIn = Annotated[Viewer, Depends(signed_in_or_redirected)]  # noqa: N806 - a type
 
     def to_login(request: Request, error: BsiError) -> Response:
         response = page(request, "login.html", None, status=401, error=error.message)
@@ -131,11 +134,7 @@ def console_router(service: BsiService) -> APIRouter:
     # -- pages ---------------------------------------------------------------
 
     @router.get("/")
-    async def overview(request: Request) -> Response:
-        try:
-            viewer = await signed_in(request)
-        except Unauthorized:
-            return RedirectResponse("/login", status_code=303)
+    async def overview(request: Request, viewer: SignedIn) -> Response:
         counts = await run_in_threadpool(service.decision_counts)
         by_outcome: dict[str, int] = dict.fromkeys(OUTCOME_ORDER, 0)
         by_reason: dict[tuple[str, str], int] = {}
@@ -158,11 +157,7 @@ def console_router(service: BsiService) -> APIRouter:
         )
 
     @router.get("/supplements")
-    async def supplements(request: Request) -> Response:
-        try:
-            viewer = await signed_in(request)
-        except Unauthorized:
-            return RedirectResponse("/login", status_code=303)
+    async def supplements(request: Request, viewer: SignedIn) -> Response:
         return await supplements_page(request, viewer)
 
     async def supplements_page(
@@ -197,9 +192,12 @@ def console_router(service: BsiService) -> APIRouter:
                 )
             if not viewer.can_write:
                 raise Forbidden("this API key is read-only")
-            state = ACTIONS.get(action)
-            if state is None:
-                raise NotFound(f"no supplement action {action!r}", hint="pause, resume, withdraw")
+            try:
+                state = STATE_FOR_ACTION[SupplementAction(action)]
+            except ValueError:
+                raise NotFound(
+                    f"no supplement action {action!r}", hint="pause, resume, withdraw"
+                ) from None
             # the signed-in key's name is the actor of the event (GET /v1/admin/events)
             key = read_session(service.credential_key, cookie, service.clock())
             actor = await run_in_threadpool(service.rollouts.actor, key)
@@ -214,23 +212,15 @@ def console_router(service: BsiService) -> APIRouter:
         )
 
     @router.get("/cves")
-    async def cves(request: Request) -> Response:
-        try:
-            viewer = await signed_in(request)
-        except Unauthorized:
-            return RedirectResponse("/login", status_code=303)
+    async def cves(request: Request, viewer: SignedIn) -> Response:
         summary = await run_in_threadpool(service.compliance)
         rows = [cve_json(e) for e in summary.cves]
         return page(request, "cves.html", viewer, rows=rows)
 
     @router.get("/devices")
     async def devices(
-        request: Request, outcome: str | None = None, reason: str | None = None
+        request: Request, viewer: SignedIn, outcome: str | None = None, reason: str | None = None
     ) -> Response:
-        try:
-            viewer = await signed_in(request)
-        except Unauthorized:
-            return RedirectResponse("/login", status_code=303)
         filters = DeviceFilter(decision_outcome=outcome or None, decision_reason=reason or None)
         rows = await run_in_threadpool(
             lambda: service.list_devices(filters, after=None, limit=DEVICE_PAGE)
@@ -241,11 +231,7 @@ def console_router(service: BsiService) -> APIRouter:
         )  # fmt: skip
 
     @router.get("/devices/{device_id}")
-    async def device(request: Request, device_id: str) -> Response:
-        try:
-            viewer = await signed_in(request)
-        except Unauthorized:
-            return RedirectResponse("/login", status_code=303)
+    async def device(request: Request, viewer: SignedIn, device_id: str) -> Response:
         try:
             record, items, detail = await run_in_threadpool(service.device, device_id)
         except NotFound as error:
