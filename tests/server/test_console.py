@@ -51,6 +51,8 @@ def test_sign_in_refuses_a_wrong_key_and_pages_need_a_session(server: RunningSer
     forged = server.client()
     forged.cookies.set(COOKIE, "00.9999999999.deadbeef")
     assert forged.get("/cves").headers["location"] == "/login"
+    not_ascii = server.client().get("/cves", headers={"cookie": f"{COOKIE}=00.1.é".encode()})
+    assert not_ascii.headers["location"] == "/login"  # refused, not a 500
 
     client = signed_in(server, server.reader_key)
     assert client.get("/").status_code == 200
@@ -72,6 +74,8 @@ def test_writes_need_the_csrf_token_and_an_admin_key(
     assert "CSRF" in no_token.text
     wrong = admin.post(path, content=b"csrf=" + b"0" * 64, headers=FORM)
     assert wrong.status_code == 403
+    not_ascii = admin.post(path, content="csrf=é".encode(), headers=FORM)
+    assert not_ascii.status_code == 403  # refused, not a 500
     assert state_of(server, build) == "published"
 
     reader = signed_in(server, server.reader_key)

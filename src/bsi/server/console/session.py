@@ -39,7 +39,7 @@ def session_key(secret: bytes, cookie: str | None, now: datetime) -> str:
     if not cookie:
         raise Unauthorized("not signed in")
     body, _, signature = cookie.rpartition(".")
-    if not hmac.compare_digest(signature, _sign(secret, body)):
+    if not _same(signature, _sign(secret, body)):
         raise Unauthorized("the session is not one this server signed; sign in again")
     key, _, expires = body.rpartition(".")
     if not expires.isdigit() or int(expires) < now.timestamp():
@@ -56,4 +56,10 @@ def csrf_token(secret: bytes, cookie: str) -> str:
 
 
 def check_csrf(secret: bytes, cookie: str, token: str | None) -> bool:
-    return token is not None and hmac.compare_digest(token, csrf_token(secret, cookie))
+    return token is not None and _same(token, csrf_token(secret, cookie))
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time equality of text from the request (any characters, which
+    ``hmac.compare_digest`` refuses for non-ASCII ``str``) with a hex digest."""
+    return hmac.compare_digest(given.encode(errors="surrogateescape"), expected.encode())
