@@ -11,6 +11,8 @@ import httpx
 import pytest
 
 from bsi.domain.declarations import enforcement_specific
+from bsi.domain.rollout import advance
+from bsi.errors import Conflict
 from reports import macos_report, supplemental_report
 from server_support import RunningServer
 
@@ -189,6 +191,25 @@ def test_resume_and_advance_by_hand(server: RunningServer, shared_data: Path) ->
     assert last.status_code == 409
     assert "last wave" in last.json()["message"]
     assert server.admin.post(f"{ROLLOUT}/explode").status_code == 422
+
+
+def test_a_change_decided_before_another_never_overwrites_it(
+    server: RunningServer, shared_data: Path
+) -> None:
+    """Another worker's tick (or an admin) read the rollout before an abort: its advance
+    is refused and the abort stays; the tick of a process reading stale state changes
+    nothing."""
+    fleet(server, shared_data)
+    assert server.admin.put(ROLLOUT, json=PLAN).status_code == 201
+    rollouts = server.service.rollouts
+    read_before = rollouts.get("macOS", BUILD)
+    assert server.admin.post(f"{ROLLOUT}/abort").status_code == 200
+    stale = advance(read_before.rollout, read_before.rollout.started_at)
+    with pytest.raises(Conflict):
+        rollouts.store.save_rollout(read_before, stale, [])
+    body = server.reader.get(ROLLOUT).json()
+    assert body["state"] == "aborted"
+    assert body["current_wave"] == "canary"
 
 
 @pytest.mark.parametrize(

@@ -307,9 +307,9 @@ class Rollouts:
                 f"rollout of {platform}/{build} aborted: the supplement is withdrawn, devices "
                 "return to their last good letter"
             )
-        updated = StoredRollout(stored.id, stored.platform, changed)
         self.store.save_rollout(
-            updated,
+            stored,
+            changed,
             [
                 NewEvent(
                     kind,
@@ -326,7 +326,7 @@ class Rollouts:
             self._set_state(platform, build, SupplementState.WITHDRAWN, actor)
         self._steer_apple(platform, rollout, changed)
         self._after_change()
-        return updated
+        return StoredRollout(stored.id, stored.platform, changed)
 
     def _steer_apple(self, platform: str, before: Rollout | None, after: Rollout) -> None:
         """For an Apple supplement, the open wave's groups get its ``enforcement.specific``
@@ -494,21 +494,25 @@ class Rollouts:
                     for p in health.failures[:100]
                 ],
             }
+            try:
+                self.store.save_rollout(
+                    stored,
+                    rollout,
+                    [
+                        NewEvent(
+                            EventKind(change.value),
+                            AUTOMATIC,
+                            reason,
+                            now,
+                            platform=platform,
+                            build=build,
+                            detail=detail,
+                        )
+                    ],
+                )
+            except Conflict:
+                continue  # another worker's tick or an admin changed it since it was read
             self._steer_apple(platform, stored.rollout, rollout)
-            self.store.save_rollout(
-                StoredRollout(stored.id, platform, rollout),
-                [
-                    NewEvent(
-                        EventKind(change.value),
-                        AUTOMATIC,
-                        reason,
-                        now,
-                        platform=platform,
-                        build=build,
-                        detail=detail,
-                    )
-                ],
-            )
             changed += 1
         if changed:
             self._after_change()

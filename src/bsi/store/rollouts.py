@@ -124,7 +124,9 @@ class RolloutStore(Protocol):
         members: Mapping[str, int],
         events: Sequence[NewEvent],
     ) -> StoredRollout: ...
-    def save_rollout(self, stored: StoredRollout, events: Sequence[NewEvent]) -> None: ...
+    def save_rollout(
+        self, stored: StoredRollout, after: Rollout, events: Sequence[NewEvent]
+    ) -> None: ...
     def members(self, rollout_id: int) -> dict[str, int]: ...
     def fleet(self, platform: str, build: str) -> list[FleetDevice]: ...
     def windows(self) -> dict[int, dict[str, Any]]: ...
@@ -228,16 +230,35 @@ class SqlRolloutStore(Sessions):
                 "plan is fixed once it starts (abort it to withdraw the supplement)",
             ) from None
 
-    def save_rollout(self, stored: StoredRollout, events: Sequence[NewEvent]) -> None:
-        at = max((e.at for e in events), default=stored.rollout.started_at)
+    def save_rollout(
+        self, stored: StoredRollout, after: Rollout, events: Sequence[NewEvent]
+    ) -> None:
+        """Change ``stored`` (as it was read) to ``after``, with ``events``.
+
+        :class:`Conflict` (and nothing changes) when its state or open wave is
+        no longer what was read: a concurrent change (another worker's tick, an
+        admin's abort or resume) is never overwritten, so a halt is never undone
+        by an advance decided before it.
+        """
+        before = stored.rollout
+        at = max((e.at for e in events), default=after.started_at)
         with self._writing() as session:
             done = session.execute(
                 update(RolloutRow)
-                .where(RolloutRow.id == stored.id)
-                .values(updated_at=at, **_columns(stored.rollout))
+                .where(
+                    RolloutRow.id == stored.id,
+                    RolloutRow.state == before.state.value,
+                    RolloutRow.current == before.current,
+                )
+                .values(updated_at=at, **_columns(after))
             )
             if done.rowcount == 0:  # type: ignore[attr-defined]
-                raise NotFound(f"no rollout of {stored.platform}/{stored.rollout.build}")
+                if session.get(RolloutRow, stored.id) is None:
+                    raise NotFound(f"no rollout of {stored.platform}/{before.build}")
+                raise Conflict(
+                    f"the rollout of {stored.platform}/{before.build} changed meanwhile",
+                    hint="GET its rollout and act again",
+                )
             _add_events(session, events)
 
     def members(self, rollout_id: int) -> dict[str, int]:
