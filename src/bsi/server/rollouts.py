@@ -104,7 +104,10 @@ class _Snapshot:
 class Rollouts:
     """The rollout service. ``catalog`` gives the served catalogue; ``set_state`` changes a
     supplement's published state (an abort withdraws); ``changed`` is called after any
-    change that alters what devices should run (decisions are recomputed, devices woken)."""
+    change that alters what devices should run (devices are woken). ``recompute`` decides
+    again for every device: :meth:`tick` calls it after a change; an admin's change is on
+    a request path, so its route decides again once the response is sent
+    (:func:`bsi.server.admin.common.recompute_later`), as other admin changes do."""
 
     def __init__(
         self,
@@ -114,6 +117,7 @@ class Rollouts:
         set_state: Callable[[str, str, SupplementState, str], None],
         changed: Callable[[], None],
         *,
+        recompute: Callable[[], object] = lambda: None,
         declarations: Callable[[], Iterable[Declaration]] = tuple,
         issue: Callable[[Declaration, frozenset[str]], None] = lambda _d, _g: None,
         retract: Callable[[str], None] = lambda _i: None,
@@ -124,6 +128,7 @@ class Rollouts:
         self._catalog = catalog
         self._set_state = set_state
         self._changed = changed
+        self._recompute = recompute
         self._declarations = declarations
         self._issue = issue
         self._retract = retract
@@ -515,7 +520,9 @@ class Rollouts:
             self._steer_apple(platform, stored.rollout, rollout)
             changed += 1
         if changed:
-            self._after_change()
+            self.forget()  # before deciding again: the decisions read the new gates
+            self._recompute()
+            self._changed()
         return changed
 
     def status(self, platform: str, build: str) -> dict[str, Any]:

@@ -187,7 +187,8 @@ class BsiService:
             clock,
             self.catalog,
             self.set_supplement_state,
-            self._rollouts_changed,
+            lambda: self.on_change(),
+            recompute=self.recompute_decisions,
             declarations=lambda: [d for d, _ in self._declarations.declarations()],
             issue=self._issue_declaration,
             retract=self._retract_declaration,
@@ -210,11 +211,6 @@ class BsiService:
         except NotFound:
             return
         self._declarations_changed()
-
-    def _rollouts_changed(self) -> None:
-        """A rollout or window changed: decide again for every device, wake them."""
-        self.recompute_decisions()
-        self.on_change()
 
     # -- identities --------------------------------------------------------
 

@@ -9,13 +9,13 @@ and changes nothing.
 from datetime import datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, BackgroundTasks, Depends, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
 
 from bsi.domain.ddm import ENROLLMENT_ID_MAX
 from bsi.domain.events import EventKind
 from bsi.errors import InvalidInput, InvalidPolicy
-from bsi.server.admin.common import Access, Role
+from bsi.server.admin.common import Access, Role, recompute_later
 from bsi.server.http import StrictRoute, json_body
 from bsi.server.rollouts import Action
 from bsi.server.service import BsiService
@@ -38,10 +38,11 @@ def rollout_routes(service: BsiService, access: Access) -> APIRouter:
         summary="Start a supplement's rollout with a plan (waves, halt rule)",
     )
     async def start_rollout(
-        platform: str, build: str, request: Request, actor: Actor
+        platform: str, build: str, request: Request, tasks: BackgroundTasks, actor: Actor
     ) -> dict[str, Any]:
         document = await json_body(request)
         await run_in_threadpool(rollouts.start, platform, build, document, actor)
+        recompute_later(service, tasks)
         return await run_in_threadpool(rollouts.status, platform, build)
 
     @router.get("/supplements/{platform}/{build}/rollout", summary="A rollout's waves and health")
@@ -53,12 +54,15 @@ def rollout_routes(service: BsiService, access: Access) -> APIRouter:
         summary="resume (a halted rollout), advance (open the next wave now), "
         "abort (withdraw the supplement)",
     )
-    async def steer_rollout(platform: str, build: str, action: str, actor: Actor) -> dict[str, Any]:
+    async def steer_rollout(
+        platform: str, build: str, action: str, tasks: BackgroundTasks, actor: Actor
+    ) -> dict[str, Any]:
         if action not in (Action.RESUME, Action.ADVANCE, Action.ABORT):
             raise InvalidPolicy(
                 f"{action!r} is not a rollout action", hint="resume, advance or abort"
             )
         await run_in_threadpool(rollouts.act, platform, build, action, actor)
+        recompute_later(service, tasks)
         return await run_in_threadpool(rollouts.status, platform, build)
 
     @router.put("/rollout-plans/{platform}", summary="A platform's default plan")
@@ -78,9 +82,12 @@ def rollout_routes(service: BsiService, access: Access) -> APIRouter:
     # -- maintenance windows ----------------------------------------------------------
 
     @router.put("/groups/{group}/maintenance-window", summary="When a group's devices activate")
-    async def set_window(group: str, request: Request, actor: Actor) -> dict[str, Any]:
+    async def set_window(
+        group: str, request: Request, tasks: BackgroundTasks, actor: Actor
+    ) -> dict[str, Any]:
         document = await json_body(request)
         await run_in_threadpool(rollouts.set_window, group, document, actor)
+        recompute_later(service, tasks)
         return await run_in_threadpool(rollouts.window, group)
 
     @router.get("/groups/{group}/maintenance-window")
@@ -88,8 +95,9 @@ def rollout_routes(service: BsiService, access: Access) -> APIRouter:
         return await run_in_threadpool(rollouts.window, group)
 
     @router.delete("/groups/{group}/maintenance-window", status_code=204)
-    async def delete_window(group: str, actor: Actor) -> None:
+    async def delete_window(group: str, tasks: BackgroundTasks, actor: Actor) -> None:
         await run_in_threadpool(rollouts.set_window, group, None, actor)
+        recompute_later(service, tasks)
 
     # -- events -------------------------------------------------------------------
 
