@@ -12,6 +12,7 @@ import pytest
 from test_admin import import_real_catalogue
 
 from bsi.server.console.session import COOKIE, LIFETIME
+from bsi.store.store import Store
 from server_support import RunningServer
 
 pytestmark = pytest.mark.parametrize("server", ["sqlite"], indirect=True)
@@ -111,3 +112,22 @@ def test_a_revoked_key_ends_its_session(server: RunningServer) -> None:
     assert client.get("/devices").status_code == 200
     server.service.stores.credentials.revoke_api_key("t")
     assert client.get("/devices").headers["location"] == "/login"
+
+
+def test_an_outcome_this_bsi_does_not_know_is_shown_as_unknown(server: RunningServer) -> None:
+    from sqlalchemy import update
+
+    from bsi.store.models import Device
+
+    device_id, _ = server.device()
+    store = server.service.stores.database
+    assert isinstance(store, Store)
+    with store.engine.begin() as connection:  # a decision written by another bsi version
+        connection.execute(
+            update(Device).where(Device.id == device_id).values(decision_outcome="later-kind")
+        )
+    page = signed_in(server, server.reader_key).get("/").text
+    cards = dict(re.findall(r'data-outcome="([a-z-]+)">\s*<div class="n">(\d+)</div>', page))
+    assert cards["unknown"] == "1"  # counted as unknown, never as a card of its own
+    assert "later-kind" not in cards
+    assert "1 device bsi cannot place" in page

@@ -157,11 +157,7 @@ class FleetCollector(Collector):
         devices = GaugeMetricFamily(
             "bsi_devices", "Devices by decision outcome and reason", labels=("outcome", "reason")
         )
-        by_decision: dict[tuple[str, str], int] = {}
-        for group, n in self.service.decision_counts().by_group.items():
-            key = (group.outcome, group.reason)
-            by_decision[key] = by_decision.get(key, 0) + n
-        for (outcome, reason), n in sorted(by_decision.items()):
+        for (outcome, reason), n in sorted(self.service.decision_counts().by_decision().items()):
             devices.add_metric((outcome, reason), n)
         yield devices
         supplements = GaugeMetricFamily(

@@ -691,15 +691,18 @@ class BsiService:
 
         return self._devices.store_decisions(decisions())
 
-    def compliance(self) -> ComplianceSummary:
+    def compliance(self, counts: DecisionCounts | None = None) -> ComplianceSummary:
         """Every supplement and CVE of the catalogue with its devices per standing.
 
         The domain's one summary (:func:`~bsi.domain.compliance.summarize`, the
         same ``bsi apple compliance`` runs per device) over the stored decisions
         counted in groups by one SQL aggregate: no pass over the fleet. A stored
         outcome this bsi does not know counts as ``unknown`` (fail closed).
+        ``counts``: the :meth:`decision_counts` the caller already read, so that both agree.
         """
-        counts, catalog = self._devices.decision_counts(), self.catalog()
+        if counts is None:
+            counts = self._devices.decision_counts()
+        catalog = self.catalog()
         by_build = {(s.platform, str(s.build)): s for s in catalog.supplements}
 
         def group(key: DecisionGroup, n: int) -> FleetGroup:

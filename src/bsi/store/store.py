@@ -252,6 +252,14 @@ class DecisionCounts:
 
     by_group: dict[DecisionGroup, int] = field(default_factory=dict)
 
+    def by_decision(self) -> dict[tuple[str, str], int]:
+        """Devices per ``(outcome, reason)``, whatever their platform, version or build."""
+        totals: dict[tuple[str, str], int] = {}
+        for group, n in self.by_group.items():
+            key = (group.outcome, group.reason)
+            totals[key] = totals.get(key, 0) + n
+        return totals
+
 
 class Store(Sessions):
     """Every store protocol of :mod:`bsi.store.protocols` on one SQLAlchemy engine."""

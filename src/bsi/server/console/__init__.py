@@ -23,7 +23,7 @@ from markupsafe import Markup
 from starlette.concurrency import run_in_threadpool
 
 from bsi import __version__
-from bsi.domain.compliance import cve_json, supplement_json
+from bsi.domain.compliance import ComplianceSummary, cve_json, supplement_json
 from bsi.domain.eligibility import Outcome
 from bsi.errors import BsiError, Forbidden, InvalidInput, NotFound, Unauthorized
 from bsi.server.admin.catalog import STATE_FOR_ACTION, SupplementAction
@@ -33,7 +33,7 @@ from bsi.server.console.session import COOKIE, LIFETIME, check_csrf, csrf_token,
 from bsi.server.console.session import session_key as read_session
 from bsi.server.http import status_for
 from bsi.server.service import BsiService
-from bsi.store.store import DeviceFilter
+from bsi.store.store import DecisionCounts, DeviceFilter
 
 OUTCOME_ORDER = tuple(o.value for o in Outcome)
 MAX_FORM_BYTES = 16 * 1024
@@ -133,16 +133,19 @@ def console_router(service: BsiService) -> APIRouter:
 
     # -- pages ---------------------------------------------------------------
 
+    def counts_and_compliance() -> tuple[DecisionCounts, ComplianceSummary]:
+        """One read of the decision counts, for the overview's cards and its summary."""
+        counts = service.decision_counts()
+        return counts, service.compliance(counts)
+
     @router.get("/")
     async def overview(request: Request, viewer: SignedIn) -> Response:
-        counts = await run_in_threadpool(service.decision_counts)
+        counts, summary = await run_in_threadpool(counts_and_compliance)
+        by_reason = counts.by_decision()
         by_outcome: dict[str, int] = dict.fromkeys(OUTCOME_ORDER, 0)
-        by_reason: dict[tuple[str, str], int] = {}
-        for group, n in counts.by_group.items():
-            by_outcome[group.outcome] = by_outcome.get(group.outcome, 0) + n
-            key = (group.outcome, group.reason)
-            by_reason[key] = by_reason.get(key, 0) + n
-        summary = await run_in_threadpool(service.compliance)
+        for (outcome, _), n in by_reason.items():
+            # an outcome this bsi does not know is unknown, as in the compliance summary
+            by_outcome[outcome if outcome in by_outcome else Outcome.UNKNOWN.value] += n
         now = service.clock()
         supplements = [supplement_json(s, now) for s in summary.supplements]
         reasons = sorted(by_reason.items(), key=lambda kv: (kv[0][0] != "unknown", -kv[1]))
