@@ -135,13 +135,13 @@ def test_devices_counted_in_groups_give_the_same_summary_as_one_by_one() -> None
         *FLEET,
         ("ghost-build", replace(BASE, build=Build.parse("25D9999"))),
         ("on-disk", replace(BASE, supplemental_build=A.build, restart_pending=True)),
-        ("needs-a-too", BASE),
+        ("then-needs-a", BASE),
     ]
     silent = [("silent", unknown(Reason.NOT_REPORTED, "no report yet"))]
     report = assess_fleet(fleet, CATALOG, lambda _: SoftwareUpdatePolicy(), NOW, unplaced=silent)
     one_by_one = summarize((FleetGroup.of_device(row) for row in report.devices), CATALOG)
     grouped = Counter(replace(FleetGroup.of_device(row), devices=()) for row in report.devices)
-    assert max(grouped.values()) == 2  # needs-a and needs-a-too share a group
+    assert max(grouped.values()) == 2  # needs-a and then-needs-a share a group
     counted = summarize((replace(g, count=n) for g, n in grouped.items()), CATALOG)
 
     assert [supplement_json(s, NOW) for s in counted.supplements] == [
@@ -149,6 +149,10 @@ def test_devices_counted_in_groups_give_the_same_summary_as_one_by_one() -> None
     ]
     assert [cve_json(e) for e in counted.cves] == [cve_json(e) for e in one_by_one.cves]
     (row,) = [cve_json(e, devices=True) for e in one_by_one.cves]
+    assert [cve_json(e, devices=True) for e in report.cves] == [row]  # grouped, ids sorted
+    assert [s.unknown.devices for s in report.supplements] == [
+        s.unknown.devices for s in one_by_one.supplements
+    ]
     assert (row["exposed"], row["unknown"], row["restart_pending"], row["fixed"]) == (5, 2, 1, 1)
     assert row["unknown_devices"] == ["ghost-build", "silent"]
     (entry,) = [supplement_json(s, NOW) for s in one_by_one.supplements]

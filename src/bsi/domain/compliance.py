@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -242,13 +242,50 @@ def assess_fleet(
         decision = decide(facts, catalog, policy_for(device_id), now, rules)
         rows.append(DeviceCompliance(device_id, facts, installed, decision))
     rows.sort(key=lambda row: row.device_id)
-    summary = summarize((FleetGroup.of_device(row) for row in rows), catalog)
+    summary = summarize(_groups(rows), catalog)
+    for tally in _tallies(summary):
+        tally.devices.sort()
     return ComplianceReport(
         as_of=now,
         devices=tuple(rows),
         supplements=tuple(s for s in summary.supplements if s.counted),
         cves=tuple(e for e in summary.cves if e.counted),
     )
+
+
+def _groups(rows: Iterable[DeviceCompliance]) -> Iterable[FleetGroup]:
+    """The rows in :class:`FleetGroup` objects, devices sharing what the summary reads in one
+    (a fleet has few distinct cases, so the summary runs per case, not per device).
+
+    Supplements are compared by identity (the catalogue's objects): two equal ones
+    that are distinct objects only make two groups that count alike.
+    """
+    groups: dict[tuple[object, ...], tuple[DeviceCompliance, list[str]]] = {}
+    for row in rows:
+        facts, decision = row.facts, row.decision
+        key = (
+            facts.platform if facts else None,
+            facts.product_version if facts else None,
+            id(row.installed),
+            decision.outcome,
+            decision.reason,
+            id(decision.supplement),
+        )
+        found = groups.get(key)
+        if found is None:
+            groups[key] = (row, [row.device_id])
+        else:
+            found[1].append(row.device_id)
+    for first, devices in groups.values():
+        yield replace(FleetGroup.of_device(first), count=len(devices), devices=tuple(devices))
+
+
+def _tallies(summary: ComplianceSummary) -> Iterable[Tally]:
+    """Every tally that lists device ids (the offline report prints them sorted)."""
+    for s in summary.supplements:
+        yield from (s.installed, s.pending, s.restart_pending, s.unknown)
+    for exposure in summary.cves:
+        yield from (exposure.devices(which) for which in Standing)
 
 
 def summarize(groups: Iterable[FleetGroup], catalog: Catalog) -> ComplianceSummary:
