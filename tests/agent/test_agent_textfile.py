@@ -4,6 +4,7 @@ cycle, parsed with prometheus_client's own parser; an unreachable server is reco
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_agent_end_to_end import World, enrolled, world  # noqa: F401 - the fixture
 
 from bsi.commands.agent import _cycle
-from bsi.errors import ServerUnavailable
+from bsi.errors import BsiError, ServerUnavailable
 from pgcluster import free_port
 
 
@@ -50,3 +51,13 @@ def test_the_textfile_names_the_active_supplement_and_the_last_cycle(
     written = gauges(textfile)
     assert written["bsi_agent_last_cycle_result"] == ({"result": "unreachable"}, 1)
     assert written["bsi_agent_active_supplement"] == ({"supplement": "12A100a"}, 1)
+
+    state_file.write_bytes(b"{not json")  # changed behind bsi: nothing can be read from it
+    with pytest.raises(BsiError):
+        _cycle(world.agent, textfile)
+    written = gauges(textfile)
+    assert written["bsi_agent_last_cycle_result"] == ({"result": "error"}, 1)
+    pending = written["bsi_agent_restart_pending_processes"][1]
+    assert math.isnan(pending)  # not known, never "0 processes"
+    active = written["bsi_agent_active_supplement"][0]["supplement"]
+    assert active in ("12A100a", "unknown")  # what runs, or unknown: never "none"

@@ -7,16 +7,19 @@ a temporary file, fsynced, renamed over). The text is rendered by
 ``prometheus_client`` (its exposition format), one sample per metric:
 
 - ``bsi_agent_active_supplement{supplement}`` 1: the supplement the device runs
-  (``supplement="none"`` on the baseline);
+  (``supplement="none"`` on the baseline, ``"unknown"`` when the agent could not
+  read what runs: never the baseline by default);
 - ``bsi_agent_last_cycle_timestamp_seconds``: when the last cycle ended (Unix time);
 - ``bsi_agent_last_cycle_result{result}`` 1: ``ok``, ``failed`` (an activation,
   relaunch or health check failed), ``unreachable`` (no server) or ``error``
   (anything else the agent refused, e.g. a bad configuration);
-- ``bsi_agent_restart_pending_processes``: processes still running the old content.
+- ``bsi_agent_restart_pending_processes``: processes still running the old content
+  (NaN when the agent could not read its state: never 0 by default).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -25,6 +28,9 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from bsi import durable
+
+UNKNOWN = "unknown"
+"""The active supplement when the agent could not read what the device runs."""
 
 
 class CycleResult(StrEnum):
@@ -37,12 +43,13 @@ class CycleResult(StrEnum):
 @dataclass(frozen=True, slots=True)
 class AgentGauges:
     """What the file says: the last cycle's end (aware), its result, the active
-    supplement (``None``: baseline) and the restart-pending process count."""
+    supplement (``None``: baseline; :data:`UNKNOWN`) and the restart-pending
+    process count (``None``: not known)."""
 
     finished: datetime
     result: CycleResult
     active: str | None
-    restart_pending: int
+    restart_pending: int | None
 
 
 def render(gauges: AgentGauges) -> bytes:
@@ -69,7 +76,7 @@ def render(gauges: AgentGauges) -> bytes:
         "bsi_agent_restart_pending_processes",
         "Processes still running content a supplement replaced",
         registry=registry,
-    ).set(gauges.restart_pending)
+    ).set(math.nan if gauges.restart_pending is None else gauges.restart_pending)
     return generate_latest(registry)
 
 

@@ -18,7 +18,7 @@ from rich.console import Console
 from bsi.agent.config import load_config
 from bsi.agent.runner import Agent, CycleReport
 from bsi.agent.schedule import Schedule
-from bsi.agent.textfile import AgentGauges, CycleResult, write_textfile
+from bsi.agent.textfile import UNKNOWN, AgentGauges, CycleResult, write_textfile
 from bsi.agent.unit import UNIT_PATH, render_unit
 from bsi.commands.arguments import MAX_SECONDS
 from bsi.durable import write_atomic
@@ -87,10 +87,11 @@ def _cycle(agent: Agent, textfile: Path | None) -> CycleReport:
         result = CycleResult.UNREACHABLE
         raise
     finally:
-        pending = 0
+        pending: int | None = None  # unreadable: not known, never 0
         with contextlib.suppress(BsiError, OSError):
             pending = len(agent.load_state().restart_pending_processes)
         if active is None and result is not CycleResult.OK:
+            active = UNKNOWN  # unreadable: never the baseline
             with contextlib.suppress(BsiError, OSError):
                 running = agent.facts()[1]
                 active = str(running.supplemental_build) if running else None
