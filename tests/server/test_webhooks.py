@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from bsi.server.webhooks import Webhooks
 from pgcluster import free_port
 from server_support import RunningServer
 
@@ -134,6 +136,47 @@ def test_a_failed_delivery_is_retried_with_backoff_and_in_order(
     assert server.admin.delete(f"/v1/admin/webhooks/{hook_id}").status_code == 204
     assert server.reader.get("/v1/admin/webhooks").json() == []
     assert server.admin.delete(f"/v1/admin/webhooks/{hook_id}").status_code == 404
+
+
+def test_several_workers_send_each_event_once(
+    server: RunningServer, shared_data: Path, receiver: Receiver
+) -> None:
+    """Another worker on the same database delivers too (its POSTs slower than the
+    server's own): every event reaches the receiver once, in order."""
+    import_catalogue(server, shared_data)
+    hook = {"url": receiver.url, "secret": SECRET, "kinds": ["supplement-paused"]}
+    assert server.admin.post("/v1/admin/webhooks", json=hook).status_code == 201
+
+    def slow_post(url: str, body: bytes, headers: dict[str, str]) -> int:
+        time.sleep(0.2)
+        return httpx.post(url, content=body, headers=headers, timeout=10).status_code
+
+    other = Webhooks(server.service.rollouts.store, server.clock, post=slow_post)
+    stop = threading.Event()
+
+    def work() -> None:
+        while not stop.is_set():
+            other.deliver()
+            time.sleep(0.01)
+
+    workers = [threading.Thread(target=work) for _ in range(2)]
+    for worker in workers:
+        worker.start()
+    try:
+        builds = [
+            (s["platform"], s["build"]) for s in server.reader.get("/v1/admin/supplements").json()
+        ][:3]
+        for platform, build in builds:
+            assert server.admin.post(f"/v1/admin/supplements/{platform}/{build}/pause").is_success
+        receiver.wait(3)
+        time.sleep(1.0)  # long enough for a second POST of any of them
+    finally:
+        stop.set()
+        for worker in workers:
+            worker.join(timeout=30)
+    ids = [json.loads(body)["id"] for _, body in receiver.received]
+    assert ids == sorted(set(ids)), ids
+    assert len(ids) == 3
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,9 @@ A webhook is a URL, a shared secret and the event kinds it wants
 ``supplement-withdrawn``, ``wave-advanced``, ``enforcement-deadline-passed``,
 ``device-failed``). Each process's :meth:`Webhooks.deliver` (every
 ``webhook_seconds``) sends every webhook its events after the last one it
-acknowledged, oldest first, one POST per event::
+acknowledged, oldest first, one POST per event; before each POST the process
+claims it in the database (:data:`CLAIM_SECONDS`), so with several workers one
+sends it::
 
     POST <url>
     Content-Type: application/json
@@ -21,7 +23,9 @@ A 2xx acknowledges the event; anything else (or no answer within
 :data:`TIMEOUT_SECONDS`) is retried with exponential backoff
 (:func:`backoff`: 2, 4, 8 ... seconds, at most :data:`MAX_BACKOFF_SECONDS`),
 and the webhook's later events wait, so they arrive in order. Delivery is at
-least once: a receiver drops a repeated ``X-Bsi-Delivery``. The signature
+least once (a process killed between the POST and its acknowledgement, or a
+POST outlasting its claim, sends it again): a receiver drops a repeated
+``X-Bsi-Delivery``. The signature
 is the GitHub-style HMAC-SHA256 of the exact body bytes (RFC 2104).
 """
 
@@ -48,6 +52,9 @@ SIGNATURE_HEADER = "X-Bsi-Signature"
 EVENT_HEADER = "X-Bsi-Event"
 DELIVERY_HEADER = "X-Bsi-Delivery"
 TIMEOUT_SECONDS = 10.0
+CLAIM_SECONDS = 6 * TIMEOUT_SECONDS
+"""How long one process's claim on sending a webhook's next event lasts (a POST's
+connect, write, read and pool timeouts are each :data:`TIMEOUT_SECONDS`)."""
 MAX_BACKOFF_SECONDS = 3600.0
 BATCH = 100
 SECRET_LENGTHS = (16, 128)
@@ -157,6 +164,10 @@ class Webhooks:
         pending = self.store.events(EventFilter(kinds=hook.kinds, after=hook.cursor, limit=BATCH))
         sent = 0
         for stored in pending:
+            claimed_at = self.clock()
+            until = claimed_at + timedelta(seconds=CLAIM_SECONDS)
+            if not self.store.claim_webhook(hook.id, hook.cursor, claimed_at, until):
+                return sent  # another worker sends it (or acknowledged it already)
             body = json.dumps(event_body(stored), sort_keys=True).encode()
             headers = {
                 "Content-Type": "application/json",

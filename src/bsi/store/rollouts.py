@@ -138,6 +138,9 @@ class RolloutStore(Protocol):
     ) -> StoredWebhook: ...
     def remove_webhook(self, webhook_id: int) -> None: ...
     def webhooks(self) -> list[StoredWebhook]: ...
+    def claim_webhook(
+        self, webhook_id: int, cursor: int, now: datetime, until: datetime
+    ) -> bool: ...
     def webhook_delivered(self, webhook_id: int, event_id: int) -> None: ...
     def webhook_failed(
         self, webhook_id: int, attempts: int, retry_at: datetime, error: str
@@ -383,6 +386,22 @@ class SqlRolloutStore(Sessions):
     def webhooks(self) -> list[StoredWebhook]:
         with self._reading() as session:
             return [_webhook(r) for r in session.scalars(select(Webhook).order_by(Webhook.id))]
+
+    def claim_webhook(self, webhook_id: int, cursor: int, now: datetime, until: datetime) -> bool:
+        """Take the sending of the event after ``cursor`` until ``until``: false when another
+        process has (the cursor moved, or its claim or backoff still runs). The claim is
+        ``retry_at``: a process killed while sending leaves a delay, not a lost event."""
+        with self._writing() as session:
+            done = session.execute(
+                update(Webhook)
+                .where(
+                    Webhook.id == webhook_id,
+                    Webhook.cursor == cursor,
+                    (Webhook.retry_at.is_(None)) | (Webhook.retry_at <= now),
+                )
+                .values(retry_at=until)
+            )
+            return bool(done.rowcount)  # type: ignore[attr-defined]
 
     def webhook_delivered(self, webhook_id: int, event_id: int) -> None:
         with self._writing() as session:
