@@ -11,12 +11,14 @@ over, a supplement that is not for an image) changes nothing.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import docker
 import pytest
+from docker.api.client import APIClient
 from docker.models.containers import Container
 
 from bsi.agent.activators import ActivationError, StateLayout, stage_bundle
@@ -25,6 +27,7 @@ from bsi.agent.activators.container import (
     LABEL_EXTRA_VERSION,
     LABEL_SUPPLEMENTAL_BUILD,
     LABELS,
+    OLD_SUFFIX,
     ContainerActivator,
     EngineUnavailable,
     NotReproducible,
@@ -264,3 +267,70 @@ def test_a_supplement_for_a_build_is_not_for_containers(engine: Engine, tmp_path
     activator = ContainerActivator(layout, engine.url)
     with pytest.raises(ActivationError, match="not a container image"):
         activator.activate(manifest, layout.staged_files("12C1000a"))
+
+
+class Killed(BaseException):
+    """The agent dying: nothing in the activator catches it."""
+
+
+@contextmanager
+def killed_after(calls: int) -> Iterator[list[int]]:
+    """Kill (raise :class:`Killed`) right after the ``calls``-th request to the engine
+    that changes something (POST or DELETE: build, stop, rename, create, start, exec,
+    remove); yields the count of such requests made."""
+    made = [0]
+
+    def wrap(original: Callable[..., Any]) -> Callable[..., Any]:
+        def call(self: APIClient, *args: Any, **kwargs: Any) -> Any:
+            result = original(self, *args, **kwargs)
+            made[0] += 1
+            if made[0] == calls:
+                raise Killed
+            return result
+
+        return call
+
+    with pytest.MonkeyPatch.context() as patch:
+        for method in ("_post", "_delete"):
+            patch.setattr(APIClient, method, wrap(getattr(APIClient, method)))
+        yield made
+
+
+def test_an_activation_killed_at_any_instant_is_recovered_and_never_passes_part_way(
+    engine: Engine, images: dict[str, str], tmp_path: Path
+) -> None:
+    """After a kill at each request in turn, a new agent's recover leaves every
+    container running under its own name; the check passes exactly when every
+    container is on the patched image (else the agent rolls back), and rolling
+    back brings every one back to the base image."""
+    client = engine.client()
+    manifest, staged = supplement(tmp_path, images["base"])
+    layout = StateLayout.for_root(tmp_path / "root")
+    for calls in itertools.count(1):
+        names = [str(run(client, images["base"], command=HOLDS_LIB).name) for _ in range(2)]
+        activator = ContainerActivator(layout, engine.url, stop_timeout=1)
+        with killed_after(calls) as made, suppress(Killed):
+            activator.activate(manifest, staged)
+        restarted = ContainerActivator(layout, engine.url, stop_timeout=1)  # a new agent
+        restarted.recover()
+
+        now = {name: fresh(client, name) for name in names}
+        assert {c.status for c in now.values()} == {"running"}, calls
+        assert not [c for c in client.containers.list(all=True) if OLD_SUFFIX in str(c.name)]
+        patched = [n for n, c in now.items() if LABEL_SUPPLEMENTAL_BUILD in c.labels]
+        problem = restarted.check(manifest)
+        assert (problem is None) == (len(patched) == len(names)), (calls, problem, patched)
+        if made[0] >= calls:  # killed: the agent takes the activation back
+            restarted.deactivate(manifest)
+            for name in names:
+                back = fresh(client, name)
+                assert back.image is not None
+                assert (back.status, back.image.id) == ("running", images["base"]), calls
+                ran = back.exec_run(["cat", "/proc/1/fd/3"])
+                assert ran.output == OLD_LIB, (calls, name, ran.exit_code, ran.output[:80])
+            assert restarted.active() is None
+        for name in names:
+            client.containers.get(name).remove(force=True)
+        if made[0] < calls:  # the activation finished unkilled: every instant was tried
+            assert calls > 10
+            break

@@ -34,7 +34,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from bsi import strict
 from bsi.agent.activators import (
@@ -46,7 +46,6 @@ from bsi.agent.activators import (
     make_activator,
     stage_bundle,
 )
-from bsi.agent.activators.container import ContainerActivator
 from bsi.agent.config import AgentConfig
 from bsi.agent.ddm_client import DdmClient
 from bsi.agent.facts import read_facts
@@ -78,6 +77,9 @@ from bsi.durable import write_atomic
 from bsi.errors import BsiError, Conflict, Forbidden, InvalidInput, ServerRefused
 from bsi.trust import TrustedClient, target_name, verify_root
 from bsi.trust.errors import MetadataExpired, WrongTarget
+
+if TYPE_CHECKING:
+    from bsi.agent.activators.container import ContainerActivator
 
 log = logging.getLogger("bsi.agent")
 Clock = Callable[[], datetime]
@@ -419,6 +421,15 @@ class Agent:
             finally:
                 client.close()
 
+    def _container_activator(self) -> ContainerActivator | None:
+        """The activator when it is the container one; its module (and the docker SDK)
+        is imported only then, so no other host pays for it at start-up."""
+        if self.activator.name != "container":
+            return None
+        from bsi.agent.activators.container import ContainerActivator
+
+        return self.activator if isinstance(self.activator, ContainerActivator) else None
+
     def read_facts(self) -> DeviceFacts:
         """The device's own facts (os-release, hardware, power), before packages."""
         return read_facts(self.root, self.config)
@@ -431,8 +442,9 @@ class Agent:
         carries the whole package list.
         """
         facts = self.read_facts()
-        if isinstance(self.activator, ContainerActivator):
-            facts = replace(facts, containers=self.activator.running())
+        containers = self._container_activator()
+        if containers is not None:
+            facts = replace(facts, containers=containers.running())
         active = self.activator.active()
         manifest = self._load_staged(active)[0] if active is not None else None
         facts = replace(
@@ -860,8 +872,11 @@ class Agent:
 
     def _check(self, manifest: Manifest) -> str | None:
         """``None`` when ``manifest``'s health check passes, else why it failed."""
-        if self.activator.relaunches_itself:
-            return None  # checked inside each recreated container as it was activated
+        containers = self._container_activator()
+        if containers is not None:
+            # Each container's check ran inside it as it was recreated; what is
+            # left to check is that every one of them was.
+            return containers.check(manifest)
         check = manifest.health_check
         result = run_health_check(check, root=self.root) if check else passed_without_check()
         return None if result.ok else result.reason

@@ -174,7 +174,7 @@ class Activator(Protocol):
     relaunches_itself: bool
     """True when activation is the relaunch and checks health itself (``container``):
     the runner then neither looks for host processes on old content nor runs the
-    supplement's health check on the host."""
+    supplement's health check on the host (it asks the activator's ``check``)."""
 
     def preflight(self, manifest: Manifest, staged_dir: Path) -> None:
         """Refuse with :class:`ActivationError`, touching nothing, if activating would fail."""
@@ -213,12 +213,14 @@ def make_activator(
     ``container_engine`` is the Docker Engine API address the ``container``
     activator speaks to.
     """
-    # Imported here: these modules import this one.
-    from bsi.agent.activators.container import ContainerActivator
+    # Imported here: these modules import this one. The container activator only
+    # when chosen: it loads the docker SDK, a cost no other host should pay.
     from bsi.agent.activators.overlay import OverlayActivator
     from bsi.agent.activators.swap import SwapActivator
 
     if name == "container":
+        from bsi.agent.activators.container import ContainerActivator
+
         if container_engine is None:
             raise BsiError("the container activator needs a container engine address")
         return ContainerActivator(layout, container_engine)

@@ -364,7 +364,15 @@ class ContainerActivator:
         return tuple(problems)
 
     def recover(self) -> Outcome:
-        """Put back the container an interrupted recreation left renamed or stopped."""
+        """Put back the container an interrupted recreation left renamed or stopped.
+
+        While the old container is kept (``<name>.bsi-old``) it is the one put
+        back. Once it is removed, the new one stands, and the state is made to
+        say what it runs (its labels: a patched image names its supplement),
+        since the kill may have come before the state recorded it. Containers
+        recreated before the interrupted one stay as they are: an activation
+        left part-way is :meth:`check`'s to find, and the agent's to roll back.
+        """
         state = self._load()
         if state.under_way is None:
             return Outcome("recover", "nothing-to-do", state.active, state.active)
@@ -377,9 +385,40 @@ class ContainerActivator:
                     new.remove(force=True)
                 old.rename(name)
                 old.start()
+            elif new is not None:
+                kept = [r for r in state.containers if r.name != name]
+                labels = new.labels or {}
+                if LABEL_BASE_IMAGE in labels:  # on a patched image: record it
+                    kept.append(Recreated(name, labels[LABEL_BASE_IMAGE], _image_id(new)))
+                    state.active = labels.get(LABEL_SUPPLEMENTAL_BUILD, state.active)
+                state.containers = tuple(kept)
+                if new.status != "running":  # stopped, not yet renamed
+                    new.start()
             state.under_way = None
             self._save(state)
         return Outcome("recover", "rolled-back", state.active, state.active)
+
+    def check(self, manifest: Manifest) -> str | None:
+        """``None`` when every running container ``manifest`` is for runs its patched
+        image, else which do not: the agent's health check for this activator.
+
+        Each container's own health check ran inside it as it was recreated;
+        this finds what that cannot: an activation a kill left part-way (some
+        containers still on their previous image, :meth:`recover` having put
+        back the one under way), so that it is rolled back, never committed.
+        """
+        build = str(manifest.supplemental_build)
+        if self.active() != build:
+            return f"{build} is not the active supplement"
+        problems = list(self.verify())
+        with self._engine(f"checking {build}'s containers") as client:
+            for container in self.affected(client, _image_base(manifest)):
+                if (container.labels or {}).get(LABEL_SUPPLEMENTAL_BUILD) != build:
+                    problems.append(
+                        f"container {container.name} runs image {_image_id(container)[:19]}, "
+                        f"not {build}'s patched image"
+                    )
+        return "; ".join(problems) or None
 
     # -- one container ---------------------------------------------------------
 

@@ -1,0 +1,23 @@
+"""What ``bsi agent`` loads at start-up on a host that uses no containers."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_the_docker_sdk_is_loaded_only_by_the_container_activator() -> None:
+    code = (
+        "import sys, bsi.cli, bsi.agent.runner\n"
+        "from bsi.agent.activators import StateLayout, make_activator\n"
+        "from pathlib import Path\n"
+        "make_activator('swap', StateLayout.for_root(Path('/nonexistent')))\n"
+        "print('docker' in sys.modules)\n"
+        "make_activator('container', StateLayout.for_root(Path('/nonexistent')),\n"
+        "               container_engine='unix:///nonexistent.sock')\n"
+        "print('docker' in sys.modules)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.split() == ["False", "True"]
