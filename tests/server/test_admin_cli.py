@@ -192,7 +192,7 @@ def test_keys_tokens_groups_declarations_and_device_lifecycle(
     assert admin("declarations", "delete", "rsr-on").code == 0
     assert admin("declarations", "list", "--json").json() == []
 
-    assert admin("events", "--json").json() == []
+    assert admin("security-events", "--json").json() == []
     assert admin("devices", "revoke", device_id).code == 0
     assert admin("devices", "decommission", device_id).code == 0
     gone = admin("devices", "list", "--json").json()

@@ -180,7 +180,7 @@ def done(answer: Any, as_json: bool, sentence: str) -> None:
         out.print(sentence)
 
 
-def _read_file(path: Path) -> bytes:
+def read_file(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as error:
@@ -215,7 +215,7 @@ def login(
         raise InvalidInput("--server is required", hint="e.g. --server http://localhost:8080")
     key = api_key or _options.api_key
     if api_key_file is not None:
-        key = _read_file(api_key_file).decode("utf-8", errors="replace").strip()
+        key = read_file(api_key_file).decode("utf-8", errors="replace").strip()
     if not key:
         key = typer.prompt("API key", hide_input=True).strip()
     connection = Connection(check_server_url(url), key)
@@ -254,10 +254,13 @@ DEVICE_TABLE = (
 )
 
 
-def _device_pages(admin: AdminClient, params: dict[str, Any], every: bool) -> Iterator[Any]:
-    after = None
+def pages(
+    admin: AdminClient, path: str, params: dict[str, Any], every: bool, after: Any = None
+) -> Iterator[Any]:
+    """The pages of a list the server pages by ``after`` / ``next``: the first, or every
+    one with ``every``."""
     while True:
-        page = admin.get("/devices", **params, after=after)
+        page = admin.get(path, **params, after=after)
         yield page
         after = page.get("next")
         if not every or not after:
@@ -311,9 +314,9 @@ def devices_list(
         "limit": limit,
     }
     admin = client()
-    pages = list(_device_pages(admin, params, every))
-    rows = [d for page in pages for d in page["devices"]]
-    answer = {"devices": rows, "next": pages[-1]["next"]}
+    found = list(pages(admin, "/devices", params, every))
+    rows = [d for page in found for d in page["devices"]]
+    answer = {"devices": rows, "next": found[-1]["next"]}
     emit(answer, rows, DEVICE_TABLE, as_json=as_json, as_csv=as_csv)
     if answer["next"] and not (as_json or as_csv):
         err.print(f"[dim]more devices: --all, or the next page after {answer['next']}[/dim]")
@@ -326,7 +329,7 @@ def devices_show(
     as_json: Json = False,
 ) -> None:
     """One device: facts, decision and its sentence, status items, channels, findings."""
-    device = client().get(f"/devices/{_segment(device_id)}")
+    device = client().get(f"/devices/{segment(device_id)}")
     if as_json:
         sys.stdout.write(json.dumps(device, indent=2) + "\n")
         return
@@ -347,7 +350,7 @@ def devices_show(
         out.print(listed)
 
 
-def _segment(value: str) -> str:
+def segment(value: str) -> str:
     """A path segment, percent-encoded (device ids may hold ':' and '/')."""
     from urllib.parse import quote
 
@@ -358,7 +361,7 @@ def _segment(value: str) -> str:
 @reporting
 def devices_revoke(device_id: str, as_json: Json = False) -> None:
     """Refuse the device's credential (every server process within a second)."""
-    answer = client().post(f"/devices/{_segment(device_id)}/revoke")
+    answer = client().post(f"/devices/{segment(device_id)}/revoke")
     done(answer, as_json, f"revoked {device_id}")
 
 
@@ -366,7 +369,7 @@ def devices_revoke(device_id: str, as_json: Json = False) -> None:
 @reporting
 def devices_decommission(device_id: str) -> None:
     """Revoke the device and leave it out of lists and compliance (its history is kept)."""
-    client().call("DELETE", f"/devices/{_segment(device_id)}")
+    client().call("DELETE", f"/devices/{segment(device_id)}")
     out.print(f"decommissioned {device_id}")
 
 
@@ -374,7 +377,7 @@ def devices_decommission(device_id: str) -> None:
 @reporting
 def devices_reenroll(device_id: str, as_json: Json = False) -> None:
     """A new credential for the device, shown once; every earlier one is refused."""
-    answer = client().post(f"/devices/{_segment(device_id)}/re-enroll")
+    answer = client().post(f"/devices/{segment(device_id)}/re-enroll")
     done(answer, as_json, f"new credential for {device_id}: {answer['credential']}")
 
 
@@ -394,7 +397,7 @@ def devices_import(
 def upload(endpoint: str, path: Path, **params: Any) -> Any:
     """POST the file's bytes as they are (the server reads and refuses them whole)."""
     return client().call(
-        "POST", endpoint, params=params, content=_read_file(path), content_type=_content_type(path)
+        "POST", endpoint, params=params, content=read_file(path), content_type=_content_type(path)
     )
 
 
@@ -415,7 +418,7 @@ def enrollments_import(
 ) -> None:
     """Import NanoMDM enrollment ids (devices before their channels; all or nothing)."""
     answer = client().call(
-        "POST", "/enrollments", content=_read_file(path), content_type="application/json"
+        "POST", "/enrollments", content=read_file(path), content_type="application/json"
     )
     done(answer, as_json, f"{answer['created']} created, {answer['refreshed']} refreshed")
 
@@ -439,7 +442,7 @@ def _steer(action: str) -> Callable[..., None]:
         build: Annotated[str, typer.Argument(help="The supplemental build, e.g. 25D771280a")],
         as_json: Json = False,
     ) -> None:
-        answer = client().post(f"/supplements/{_segment(platform)}/{_segment(build)}/{action}")
+        answer = client().post(f"/supplements/{segment(platform)}/{segment(build)}/{action}")
         done(answer, as_json, f"{platform} {build} is now {answer['state']}")
 
     return reporting(steer)
@@ -464,7 +467,7 @@ def supplements_allow_retry(
 ) -> None:
     """Let devices try a supplement again after it failed or was rolled back."""
     answer = client().post(
-        f"/supplements/{_segment(platform)}/{_segment(build)}/allow-retry", device_id=device
+        f"/supplements/{segment(platform)}/{segment(build)}/allow-retry", device_id=device
     )
     done(answer, as_json, f"devices may retry {platform} {build} ({device or 'every device'})")
 
@@ -505,7 +508,7 @@ def compliance_patch_windows(
     emit(rows, rows, columns, as_json=as_json, as_csv=as_csv)
 
 
-@admin_app.command("events")
+@admin_app.command("security-events")
 @reporting
 def security_events(
     limit: Annotated[int, typer.Option(help="At most this many (1-10000).")] = 100,
@@ -599,14 +602,14 @@ def declarations_put(
     as_json: Json = False,
 ) -> None:
     """Create or replace a declaration (checked against Apple's schema by the server)."""
-    raw = _read_file(path)
+    raw = read_file(path)
     document = read_json(raw, source=str(path))
     identifier = document.get("Identifier") if isinstance(document, dict) else None
     if not isinstance(identifier, str) or not identifier:
         raise InvalidInput(f"{path} is not a declaration with an Identifier")
     answer = client().call(
         "PUT",
-        f"/declarations/{_segment(identifier)}",
+        f"/declarations/{segment(identifier)}",
         content=raw,
         content_type="application/json",
     )
@@ -617,7 +620,7 @@ def declarations_put(
 @reporting
 def declarations_delete(identifier: str) -> None:
     """Delete a declaration."""
-    client().call("DELETE", f"/declarations/{_segment(identifier)}")
+    client().call("DELETE", f"/declarations/{segment(identifier)}")
     out.print(f"deleted {identifier}")
 
 
@@ -625,7 +628,7 @@ def declarations_delete(identifier: str) -> None:
 @reporting
 def declarations_assign(identifier: str, group: str) -> None:
     """Serve a declaration to a group's devices."""
-    client().call("PUT", f"/declarations/{_segment(identifier)}/groups/{_segment(group)}")
+    client().call("PUT", f"/declarations/{segment(identifier)}/groups/{segment(group)}")
     out.print(f"{identifier} assigned to {group}")
 
 
@@ -633,7 +636,7 @@ def declarations_assign(identifier: str, group: str) -> None:
 @reporting
 def declarations_unassign(identifier: str, group: str) -> None:
     """Stop serving a declaration to a group's devices."""
-    client().call("DELETE", f"/declarations/{_segment(identifier)}/groups/{_segment(group)}")
+    client().call("DELETE", f"/declarations/{segment(identifier)}/groups/{segment(group)}")
     out.print(f"{identifier} no longer assigned to {group}")
 
 
@@ -688,3 +691,7 @@ def wake() -> None:
     """Tell every device waiting on the long poll to check in now."""
     client().post("/wake")
     out.print("devices woken")
+
+
+# rollouts, plans, windows, webhooks and the event history: their own module, registered here
+from bsi.commands import admin_rollouts  # noqa: E402, F401
