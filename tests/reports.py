@@ -42,3 +42,15 @@ def supplemental_report(build: str, extra: str = "(a)") -> dict[str, Any]:
         },
         "Errors": [],
     }
+
+
+def failed_install_report(build: str, reason: str, version: str = "26.3.1 (a)") -> dict[str, Any]:
+    """A full macOS report of a device whose install of ``build`` failed (``reason``:
+    ``softwareupdate.failure-reason``; ``health-check-failed: ...`` for a rollback)."""
+    report = macos_report()
+    report["StatusItems"]["softwareupdate"] = {
+        "install-state": "failed",
+        "pending-version": {"os-version": version, "build-version": build},
+        "failure-reason": {"reason": reason, "count": 1},
+    }
+    return report

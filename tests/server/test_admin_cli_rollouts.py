@@ -14,6 +14,7 @@ from test_admin_cli import Admin
 from test_rollouts import BUILD, PLAN, ROLLOUT, fleet
 
 from bsi.commands.admin_client import EXIT_REFUSED, EXIT_UNREACHABLE, EXIT_USAGE
+from reports import supplemental_report
 from server_support import RunningServer
 
 pytestmark = [pytest.mark.real_socket, pytest.mark.parametrize("server", ["sqlite"], indirect=True)]
@@ -32,7 +33,7 @@ def write(path: Path, document: Any) -> str:
 def test_a_rollout_started_shown_and_steered_from_the_cli(
     server: RunningServer, admin: Admin, shared_data: Path, tmp_path: Path
 ) -> None:
-    fleet(server, shared_data)
+    devices = fleet(server, shared_data)
 
     not_json = admin(
         "rollouts", "plan", "set", "macOS", BUILD, "--file", write(tmp_path / "a", "{waves")
@@ -83,6 +84,12 @@ def test_a_rollout_started_shown_and_steered_from_the_cli(
     assert advanced.code == 0, advanced.stderr
     assert "'everyone'" in advanced.stdout
     assert [w["state"] for w in server.reader.get(ROLLOUT).json()["waves"]] == ["passed", "open"]
+    device_id, device = devices[0]
+    assert device.put("/v1/ddm/status", json=supplemental_report(BUILD)).status_code == 200
+    shown = admin("devices", "show", device_id)
+    assert "history, newest first" in shown.stdout
+    assert "device-installed" in shown.stdout
+    assert "device-installed" not in admin("devices", "show", device_id, "--history", "0").stdout
     aborted = admin("rollouts", "abort", "macOS", BUILD, "--json").json()
     assert isinstance(aborted, dict)
     assert aborted["state"] == "aborted"
@@ -103,6 +110,21 @@ def test_a_rollout_started_shown_and_steered_from_the_cli(
         ("rollout-started", "test-admin"),
         ("rollout-aborted", "test-admin"),
     ]
+    newest = admin(
+        "events", "--supplement", BUILD, "--newest-first", "--limit", "2", "--all", "--json"
+    )
+    assert newest.json() == {"events": every[::-1], "next": None}
+    page = admin("events", "--supplement", BUILD, "--newest-first", "--limit", "1", "--json").json()
+    assert isinstance(page, dict)
+    assert page["events"] == every[-1:]
+    assert page["next"] == every[-1]["id"]
+    older = admin(
+        "events", "--supplement", BUILD, "--newest-first", "--before", str(page["next"]), "--json"
+    ).json()
+    assert older == {"events": every[-2::-1], "next": None}
+    unordered = admin("events", "--before", "5")
+    assert unordered.code == EXIT_REFUSED
+    assert "newest_first" in unordered.stderr
     first = admin("events", "--limit", "1")
     assert "--after" in first.stderr  # says there is more
     wrong = admin("events", "--kind", "rollout-exploded")

@@ -1,8 +1,8 @@
 """The web console in a real browser: Debian's chromium driven by Playwright.
 
 Signs in, checks the overview's counts against the admin API, withdraws a
-supplement from the page and sees the API's state change, and checks that a
-read-only key gets no write controls. Every page is saved as a screenshot
+supplement and advances a halted rollout from the page and sees the API's state
+change, and checks that a read-only key gets no write controls. Every page is saved as a screenshot
 under build/console/ (CI keeps build/ as its artifacts). One browser serves
 the whole session. Without chromium or Playwright the tests skip, except
 under CI=true, where they fail.
@@ -18,6 +18,8 @@ from typing import Any
 
 import pytest
 from test_admin import import_real_catalogue, report_sample_fleet
+from test_console import halted_rollout
+from test_rollouts import BUILD, ROLLOUT
 
 from server_support import RunningServer
 
@@ -165,3 +167,50 @@ def test_a_read_only_key_sees_no_write_controls(
     assert page.locator("button[data-action]").count() == 0
     assert page.locator("form[action^='/supplements/']").count() == 0
     assert "read-only key" in page.text_content("header")
+
+
+def test_a_rollout_advanced_from_its_page_and_hidden_from_a_read_only_key(
+    browser: Any, server: RunningServer, shared_data: Path
+) -> None:
+    canary = halted_rollout(server, shared_data)
+    url = f"{server.url}/supplements/macOS/{BUILD}"
+
+    reader = sign_in(browser, server, server.reader_key)
+    reader.goto(url)
+    assert reader.locator(".wave").count() == 2
+    assert canary in reader.text_content("#halted")
+    assert reader.locator("button").count() == 1  # sign out: no rollout or supplement controls
+    assert reader.locator("form[action^='/supplements/']").count() == 0
+    reader.context.close()
+
+    page = sign_in(browser, server, server.admin_key, viewport={"width": 1280, "height": 800})
+    page.goto(url)
+    assert "health-check-rollback" in page.text_content("#halted")
+    assert page.locator('.wave[data-wave="canary"]').get_attribute("data-state") == "halted"
+    shot(page, "supplement-rollout-halted")
+    page.locator('button[data-rollout-action="advance"]').click()
+    page.wait_for_selector(".alert.notice")
+    body = server.reader.get(ROLLOUT).json()
+    assert [w["state"] for w in body["waves"]] == ["passed", "open"]
+    assert page.locator('.wave[data-wave="everyone"]').get_attribute("data-state") == "open"
+    assert page.locator('button[data-rollout-action="advance"]').count() == 0  # the last wave
+    (advanced,) = server.reader.get("/v1/admin/events", params={"kind": "wave-advanced"}).json()[
+        "events"
+    ]
+    assert advanced["actor"] == "test-admin"
+    assert "wave-advanced" in page.text_content("#events")
+    shot(page, "supplement-rollout")
+    page.goto(server.url + "/supplements")
+    card = page.locator(f'section[data-build="{BUILD}"] .rollout-line')
+    assert card.get_attribute("data-rollout") == "running"
+    assert "wave 2 of 2 everyone" in card.text_content()
+    shot(page, "supplements-rollout")
+
+    phone = sign_in(browser, server, server.admin_key, viewport={"width": 390, "height": 844})
+    phone.goto(url)
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    shot(phone, "supplement-rollout-phone")
+    phone.goto(f"{server.url}/devices/{canary}")
+    assert "device-failed" in phone.text_content("#events")
+    assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+    shot(phone, "device-phone")

@@ -255,15 +255,21 @@ DEVICE_TABLE = (
 
 
 def pages(
-    admin: AdminClient, path: str, params: dict[str, Any], every: bool, after: Any = None
+    admin: AdminClient,
+    path: str,
+    params: dict[str, Any],
+    every: bool,
+    start: Any = None,
+    cursor: str = "after",
 ) -> Iterator[Any]:
-    """The pages of a list the server pages by ``after`` / ``next``: the first, or every
-    one with ``every``."""
+    """The pages of a list the server pages by ``next`` (the ``cursor`` parameter of the
+    next request, from ``start``): the first page, or every one with ``every``."""
+    at = start
     while True:
-        page = admin.get(path, **params, after=after)
+        page = admin.get(path, **params, **{cursor: at})
         yield page
-        after = page.get("next")
-        if not every or not after:
+        at = page.get("next")
+        if not every or not at:
             return
 
 
@@ -326,10 +332,15 @@ def devices_list(
 @reporting
 def devices_show(
     device_id: Annotated[str, typer.Argument(help="The device's id.")],
+    history: Annotated[
+        int, typer.Option(help="Its latest events to print (0-1000; not with --json).")
+    ] = 20,
     as_json: Json = False,
 ) -> None:
-    """One device: facts, decision and its sentence, status items, channels, findings."""
-    device = client().get(f"/devices/{segment(device_id)}")
+    """One device: facts, decision and its sentence, status items, channels, findings,
+    and its latest events (all of them: 'bsi admin events --device ID')."""
+    admin = client()
+    device = admin.get(f"/devices/{segment(device_id)}")
     if as_json:
         sys.stdout.write(json.dumps(device, indent=2) + "\n")
         return
@@ -348,6 +359,18 @@ def devices_show(
         for name, value in sorted(items.items()):  # stored flat: dotted item names
             listed.add_row(escape(name), escape(_cell(value)))
         out.print(listed)
+    if history > 0:
+        page = admin.get("/events", device=device_id, newest_first=True, limit=history)
+        emit(
+            page,
+            page["events"],
+            ("at", "kind", "actor", "supplement", "reason"),
+            as_json=False,
+            as_csv=False,
+            title="history, newest first",
+        )
+        if page["next"]:
+            err.print(f"[dim]older events: bsi admin events --device {escape(device_id)}[/dim]")
 
 
 def segment(value: str) -> str:

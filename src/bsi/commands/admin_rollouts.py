@@ -74,15 +74,13 @@ def _rollout_path(platform: str, build: str) -> str:
 
 
 def wave_rows(rollout: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per wave of ``GET .../rollout``: its share (percent and the groups its
-    plan names), state, counts and earliest opening."""
-    named = {w.get("name"): w.get("groups") or [] for w in rollout["plan"].get("waves") or []}
+    """One row per wave of ``GET .../rollout``, with its share: the percent of the
+    platform's devices it reaches, and the groups it names."""
     rows = []
     for wave in rollout["waves"]:
-        groups = named.get(wave["name"], [])
         share = f"{wave['percent']:g} %"
-        if groups:
-            share += " + groups " + ", ".join(groups)
+        if wave["groups"]:
+            share += " + groups " + ", ".join(wave["groups"])
         rows.append({"wave": wave["name"], "share": share, **wave})
     return rows
 
@@ -333,7 +331,13 @@ def events(
     since: Annotated[
         str | None, typer.Option(help="ISO 8601 instant with offset, e.g. 2026-11-30T04:00:00Z.")
     ] = None,
-    after: Annotated[int, typer.Option(help="Events after this id (paging).")] = 0,
+    after: Annotated[int, typer.Option(help="Events after this id (paging, oldest first).")] = 0,
+    newest_first: Annotated[
+        bool, typer.Option("--newest-first", help="The newest first (paged by --before).")
+    ] = False,
+    before: Annotated[
+        int | None, typer.Option(help="With --newest-first: events before this id.")
+    ] = None,
     limit: Annotated[int, typer.Option(help="Events per page (1-1000).")] = 100,
     every: Annotated[bool, typer.Option("--all", help="Follow every page.")] = False,
     as_json: Json = False,
@@ -347,11 +351,16 @@ def events(
         "supplement": supplement,
         "since": since,
         "limit": limit,
+        "newest_first": newest_first or None,
     }
-    found = list(pages(client(), "/events", params, every, after))
+    if newest_first:
+        found = list(pages(client(), "/events", params, every, before, cursor="before"))
+    else:
+        found = list(pages(client(), "/events", {**params, "before": before}, every, after))
     rows = [e for page in found for e in page["events"]]
     last = found[-1]["next"]
     answer = {"events": rows, "next": last}
     emit(answer, rows, EVENT_TABLE, as_json=as_json, as_csv=as_csv)
     if last and not (as_json or as_csv):
-        err.print(f"[dim]more events: --all, or --after {last}[/dim]")
+        more = f"--before {last}" if newest_first else f"--after {last}"
+        err.print(f"[dim]more events: --all, or {more}[/dim]")

@@ -543,6 +543,7 @@ class Rollouts:
                 {
                     "name": wave.name,
                     "percent": wave.percent,
+                    "groups": sorted(wave.groups),
                     "state": rollout.wave_state(i).value,
                     "earliest_opening": _iso(rollout.earliest_opening(i)),
                     "devices": counts[i].devices,

@@ -63,7 +63,8 @@ class StoredEvent:
 
 @dataclass(frozen=True, slots=True)
 class EventFilter:
-    """``GET /v1/admin/events`` filters; ``after`` is the paging cursor (an event id)."""
+    """``GET /v1/admin/events`` filters; ``after`` is the paging cursor (an event id) of
+    the oldest-first order, ``before`` that of the newest-first one (a device's history)."""
 
     kinds: frozenset[str] = frozenset()
     device_id: str | None = None
@@ -71,6 +72,8 @@ class EventFilter:
     since: datetime | None = None
     after: int = 0
     limit: int = 100
+    newest_first: bool = False
+    before: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,8 +337,15 @@ class SqlRolloutStore(Sessions):
                 _add_events(session, events)
 
     def events(self, where: EventFilter) -> list[StoredEvent]:
-        """Events in id order (oldest first) after ``where.after``, at most ``where.limit``."""
-        query = select(Event).where(Event.id > where.after).order_by(Event.id)
+        """Events in id order (oldest first) after ``where.after``, or with
+        ``where.newest_first`` newest first below ``where.before``; at most ``where.limit``."""
+        query = select(Event).where(Event.id > where.after)
+        if where.newest_first:
+            query = query.order_by(Event.id.desc())
+            if where.before is not None:
+                query = query.where(Event.id < where.before)
+        else:
+            query = query.order_by(Event.id)
         if where.kinds:
             query = query.where(Event.kind.in_(sorted(where.kinds)))
         if where.device_id is not None:

@@ -110,10 +110,17 @@ def rollout_routes(service: BsiService, access: Access) -> APIRouter:
         since: datetime | None = None,
         after: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
         limit: Annotated[int, Query(ge=1, le=MAX_EVENTS_PAGE)] = 100,
+        newest_first: bool = False,
+        before: Annotated[int | None, Query(ge=1, le=2**63 - 1)] = None,
     ) -> dict[str, Any]:
         """``kind`` (repeatable), ``device``, ``supplement`` (a build) and ``since`` (an
         ISO 8601 instant with its offset) filter; ``next`` is the ``after`` of the next
-        page, null on the last."""
+        page, null on the last. With ``newest_first=true`` the newest come first and
+        ``next`` is the ``before`` of the next (older) page."""
+        if before is not None and not newest_first:
+            raise InvalidInput(
+                "before: pages the newest-first order only", hint="add newest_first=true"
+            )
         known = {k.value for k in EventKind}
         unknown = sorted(set(kind or ()) - known)
         if unknown:
@@ -125,7 +132,9 @@ def rollout_routes(service: BsiService, access: Access) -> APIRouter:
                 f"since: {since.isoformat()} has no UTC offset",
                 hint="e.g. 2026-11-30T04:00:00Z",
             )
-        where = EventFilter(frozenset(kind or ()), device, supplement, since, after, limit)
+        where = EventFilter(
+            frozenset(kind or ()), device, supplement, since, after, limit, newest_first, before
+        )
         found = await run_in_threadpool(rollouts.events, where)
         return {
             "events": [event_body(e) for e in found],

@@ -1,18 +1,21 @@
-"""The web console at ``/``: the fleet at a glance, supplements and their patch-window
-curves, CVEs, devices, and (for admin keys) pause / resume / withdraw.
+"""The web console at ``/``: the fleet at a glance, supplements with their patch-window
+curves and rollouts (waves, health, halt reasons), CVEs, devices and their history, and
+(for admin keys) pause / resume / withdraw and a rollout's resume / advance / abort.
 
 Server-rendered HTML (Jinja2 templates shipped in this package, autoescaped),
 charts as server-side SVG (:mod:`.curve`), one stylesheet inline: nothing is
 loaded from anywhere else and no script runs. Every number comes from the
 same service calls as the admin API (``compliance``,
-``patch_windows``, ``decision_counts``), so the
-console and ``/v1/admin`` cannot disagree.
+``patch_windows``, ``decision_counts``, ``rollouts.status``, ``rollouts.events``), so
+the console and ``/v1/admin`` cannot disagree.
 
 Sign-in and CSRF: :mod:`.session`. A ``read-only`` key sees no write
 controls, and its forged ``POST`` is refused (403) like the admin API's.
 """
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
 from urllib.parse import parse_qs, quote
 
@@ -25,6 +28,7 @@ from starlette.concurrency import run_in_threadpool
 from bsi import __version__
 from bsi.domain.compliance import ComplianceSummary, cve_json, supplement_json
 from bsi.domain.eligibility import Outcome
+from bsi.domain.events import EventKind
 from bsi.errors import BsiError, Forbidden, InvalidInput, NotFound, Unauthorized
 from bsi.server.admin.catalog import STATE_FOR_ACTION, SupplementAction
 from bsi.server.admin.common import Role
@@ -32,12 +36,19 @@ from bsi.server.console.curve import patch_window_svg
 from bsi.server.console.session import COOKIE, LIFETIME, check_csrf, csrf_token, open_session
 from bsi.server.console.session import session_key as read_session
 from bsi.server.http import status_for
+from bsi.server.rollouts import Action
 from bsi.server.service import BsiService
+from bsi.server.webhooks import event_body
+from bsi.store.rollouts import EventFilter, StoredEvent
 from bsi.store.store import DecisionCounts, DeviceFilter
 
 OUTCOME_ORDER = tuple(o.value for o in Outcome)
 MAX_FORM_BYTES = 16 * 1024
 DEVICE_PAGE = 200
+HISTORY_PAGE = 50
+"""Events per page of a device's history and of a supplement's."""
+ROLLOUT_ACTIONS = (Action.ADVANCE, Action.RESUME, Action.ABORT)
+_OPENED = frozenset({EventKind.ROLLOUT_STARTED.value, EventKind.WAVE_ADVANCED.value})
 
 _templates = Environment(
     loader=PackageLoader("bsi.server.console", "templates"),
@@ -169,50 +180,155 @@ def console_router(service: BsiService) -> APIRouter:
         summary = await run_in_threadpool(service.compliance)
         now = service.clock()
         rows = [supplement_json(s, now) for s in summary.supplements]
-        windows = await run_in_threadpool(service.patch_windows)
+        curves = await run_in_threadpool(patch_window_curves, summary)
+        stored = await run_in_threadpool(service.rollouts.store.rollouts)
+        rollouts = {(r.platform, r.rollout.build): r.rollout for r in stored}
+        return page(
+            request,
+            "supplements.html",
+            viewer,
+            status=status,
+            rows=rows,
+            curves=curves,
+            rollouts=rollouts,
+            **context,
+        )
+
+    def patch_window_curves(summary: ComplianceSummary) -> dict[str, Markup]:
+        """Each supplement's patch-window curve (SVG), by build."""
+        windows = service.patch_windows()
         curves = {}
         for entry in summary.supplements:
             build = str(entry.supplement.build)
             durations = [w.duration for w in windows.get(build, (None, []))[1]]
             curves[build] = Markup(patch_window_svg(durations, entry.total))
+        return curves
+
+    def supplement_detail(platform: str, build: str) -> dict[str, Any]:
+        """One supplement's card, curve, rollout (None: it has none) and events, newest
+        first; :class:`NotFound` when the catalogue has no such supplement."""
+        summary = service.compliance()
+        found = [
+            s
+            for s in summary.supplements
+            if s.supplement.platform == platform and str(s.supplement.build) == build
+        ]
+        if not found:
+            raise NotFound(f"no supplement {platform}/{build} in the catalogue")
+        try:
+            rollout: dict[str, Any] | None = service.rollouts.status(platform, build)
+        except NotFound:
+            rollout = None
+        history = service.rollouts.events(
+            EventFilter(build=build, newest_first=True, limit=HISTORY_PAGE)
+        )
+        if rollout is not None:
+            names = [w["name"] for w in rollout["waves"]]  # unique in a plan
+            rollout["current"] = names.index(rollout["current_wave"])
+            rollout["opened"] = wave_openings(
+                service.rollouts.events(EventFilter(kinds=_OPENED, build=build, limit=1000))
+            )
+        return {
+            "row": supplement_json(found[0], service.clock()),
+            "curve": patch_window_curves(summary)[build],
+            "rollout": rollout,
+            "events": [event_body(e) for e in history],
+        }
+
+    async def supplement_page(
+        request: Request,
+        viewer: Viewer,
+        platform: str,
+        build: str,
+        status: int = 200,
+        **context: Any,
+    ) -> Response:
+        try:
+            detail = await run_in_threadpool(supplement_detail, platform, build)
+        except NotFound as error:
+            return page(request, "error.html", viewer, status=404, error=error.message)
         return page(
-            request, "supplements.html", viewer, status=status, rows=rows, curves=curves, **context
+            request,
+            "supplement.html",
+            viewer,
+            status=status,
+            actions=ROLLOUT_ACTIONS,
+            **detail,
+            **context,
         )
 
-    @router.post("/supplements/{platform}/{build}/{action}")
-    async def steer(request: Request, platform: str, build: str, action: str) -> Response:
+    @router.get("/supplements/{platform}/{build}")
+    async def supplement(request: Request, viewer: SignedIn, platform: str, build: str) -> Response:
+        return await supplement_page(request, viewer, platform, build)
+
+    async def writer(request: Request, viewer: Viewer) -> str:
+        """The actor of a console write: the signed-in key's name (``GET
+        /v1/admin/events``). :class:`Forbidden` without this session's CSRF token, or for
+        a read-only key."""
+        form = await _form(request)
+        cookie = request.cookies.get(COOKIE, "")
+        if not check_csrf(service.credential_key, cookie, form.get("csrf")):
+            raise Forbidden(
+                "this form is not one this console served (CSRF token missing or wrong)",
+                hint="reload the page and try again",
+            )
+        if not viewer.can_write:
+            raise Forbidden("this API key is read-only")
+        key = read_session(service.credential_key, cookie, service.clock())
+        return await run_in_threadpool(service.rollouts.actor, key)
+
+    async def console_write(
+        request: Request, change: Callable[[str], str], shown: Callable[..., Awaitable[Response]]
+    ) -> Response:
+        """A form's write: sign-in, CSRF token and role checked (:func:`writer`), then
+        ``change(actor)`` (its notice), decisions recomputed, and the page
+        ``shown(viewer, **context)`` with the notice, or with the refusal's message, hint
+        and status (nothing changed)."""
         try:
             viewer = await signed_in(request)
         except Unauthorized as error:
             return to_login(request, error)
-        form = await _form(request)
         try:
-            cookie = request.cookies.get(COOKIE, "")
-            if not check_csrf(service.credential_key, cookie, form.get("csrf")):
-                raise Forbidden(
-                    "this form is not one this console served (CSRF token missing or wrong)",
-                    hint="reload the page and try again",
-                )
-            if not viewer.can_write:
-                raise Forbidden("this API key is read-only")
+            actor = await writer(request, viewer)
+            notice = await run_in_threadpool(change, actor)
+            await run_in_threadpool(service.recompute_decisions)
+        except BsiError as error:
+            return await shown(
+                viewer, status=status_for(error), error=error.message, hint=error.hint
+            )
+        return await shown(viewer, notice=notice)
+
+    @router.post("/supplements/{platform}/{build}/rollout/{action}")
+    async def steer_rollout(request: Request, platform: str, build: str, action: str) -> Response:
+        def change(actor: str) -> str:
+            if action not in ROLLOUT_ACTIONS:
+                raise NotFound(f"no rollout action {action!r}", hint=", ".join(ROLLOUT_ACTIONS))
+            rollout = service.rollouts.act(platform, build, action, actor).rollout
+            wave = rollout.plan.effective_waves[rollout.current].name
+            state = rollout.state.value
+            return f"rollout of {platform} {build}: {action} done; {state}, wave {wave!r}"
+
+        async def shown(viewer: Viewer, **context: Any) -> Response:
+            return await supplement_page(request, viewer, platform, build, **context)
+
+        return await console_write(request, change, shown)
+
+    @router.post("/supplements/{platform}/{build}/{action}")
+    async def steer(request: Request, platform: str, build: str, action: str) -> Response:
+        def change(actor: str) -> str:
             try:
                 state = STATE_FOR_ACTION[SupplementAction(action)]
             except ValueError:
                 raise NotFound(
                     f"no supplement action {action!r}", hint="pause, resume, withdraw"
                 ) from None
-            # the signed-in key's name is the actor of the event (GET /v1/admin/events)
-            key = read_session(service.credential_key, cookie, service.clock())
-            actor = await run_in_threadpool(service.rollouts.actor, key)
-            await run_in_threadpool(service.set_supplement_state, platform, build, state, actor)
-            await run_in_threadpool(service.recompute_decisions)
-        except BsiError as error:
-            return await supplements_page(
-                request, viewer, status=status_for(error), error=error.message, hint=error.hint
-            )
-        return await supplements_page(
-            request, viewer, notice=f"{platform} {build} is now {state.value}"
-        )
+            service.set_supplement_state(platform, build, state, actor)
+            return f"{platform} {build} is now {state.value}"
+
+        async def shown(viewer: Viewer, **context: Any) -> Response:
+            return await supplements_page(request, viewer, **context)
+
+        return await console_write(request, change, shown)
 
     @router.get("/cves")
     async def cves(request: Request, viewer: SignedIn) -> Response:
@@ -234,14 +350,23 @@ def console_router(service: BsiService) -> APIRouter:
         )  # fmt: skip
 
     @router.get("/devices/{device_id}")
-    async def device(request: Request, viewer: SignedIn, device_id: str) -> Response:
+    async def device(
+        request: Request, viewer: SignedIn, device_id: str, before: int | None = None
+    ) -> Response:
+        """A device's facts, decision, status items and history (its events, newest
+        first, :data:`HISTORY_PAGE` a page; ``before`` an event id: the page older than it)."""
+        where = EventFilter(
+            device_id=device_id, newest_first=True, before=before, limit=HISTORY_PAGE
+        )
         try:
             record, items, detail = await run_in_threadpool(service.device, device_id)
         except NotFound as error:
             return page(request, "error.html", viewer, status=404, error=error.message)
+        history = await run_in_threadpool(service.rollouts.events, where)
         return page(
             request, "device.html", viewer, record=record, items=sorted(items.items()),
-            detail=detail,
+            detail=detail, events=[event_body(e) for e in history], before=before,
+            older=history[-1].id if len(history) == HISTORY_PAGE else None,
         )  # fmt: skip
 
     return router
@@ -251,7 +376,33 @@ def device_link(device_id: str) -> str:
     return "/devices/" + quote(device_id, safe="")
 
 
+def supplement_link(platform: str, build: str) -> str:
+    return f"/supplements/{quote(platform, safe='')}/{quote(build, safe='')}"
+
+
+def wave_openings(opened: list[StoredEvent]) -> dict[int, str]:
+    """When each wave first opened, by index, from a rollout's ``rollout-started`` (wave
+    0) and ``wave-advanced`` events (``detail.wave``: the wave it opened)."""
+    found: dict[int, str] = {}
+    for stored in opened:
+        event = stored.event
+        detail = event.detail or {}
+        wave = 0 if event.kind == EventKind.ROLLOUT_STARTED else detail.get("wave")
+        if isinstance(wave, int):
+            found.setdefault(wave, event.at.isoformat())
+    return found
+
+
+def when(iso: str | None) -> str:
+    """An ISO 8601 instant as the console shows times: ``2026-03-20 13:00 UTC``."""
+    if not iso:
+        return "—"
+    return datetime.fromisoformat(iso).astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
 _templates.globals["device_link"] = device_link
+_templates.globals["supplement_link"] = supplement_link
+_templates.filters["when"] = when
 
 
 async def _form(request: Request) -> dict[str, str]:
