@@ -135,6 +135,7 @@ class Catalog:
     live_platforms: frozenset[str] = field(default=frozenset(), compare=False)
     """Platforms this catalogue is Apple's live listing for (a GDMF document's sections)."""
     _index: _Index | None = field(default=None, init=False, repr=False, compare=False)
+    _containers: Catalog | None = field(default=None, init=False, repr=False, compare=False)
 
     def index(self) -> _Index:
         """What placement asks of every device, computed once per catalogue value."""
@@ -229,6 +230,24 @@ class Catalog:
             self,
             supplements=tuple(s for s in self.supplements if (s.platform, s.build) not in dropped),
         )
+
+    def for_containers(self) -> Catalog:
+        """This catalogue with its image supplements only: what a host's containers are
+        decided against (a container is not on the host's build or packages).
+
+        Platforms, releases and models are placed as in the whole catalogue (the index
+        is kept), so a container's host is known wherever the host itself is.
+        Computed once per catalogue value.
+        """
+        if self._containers is None:
+            kept = tuple(s for s in self.supplements if s.prerequisite.image is not None)
+            narrowed = replace(self, supplements=kept)
+            index = self.index()
+            by_build = {k: s for k, s in index.by_build.items() if s.prerequisite.image}
+            object.__setattr__(narrowed, "_index", replace(index, by_build=by_build))
+            object.__setattr__(self, "_containers", narrowed)
+        assert self._containers is not None
+        return self._containers
 
     def platforms(self) -> frozenset[str]:
         return frozenset(s.platform for s in self.supplements) | frozenset(

@@ -7,6 +7,12 @@ chosen the instant; this module only counts. It answers the admin's question
 Fail closed (DESIGN rule 7): devices bsi cannot place (``unknown``) and
 devices whose supplement is on disk but not live (``restart-pending``) are
 counted apart, never as fixed, wherever counts appear.
+
+The running containers of Docker and Podman hosts are sub-devices of their
+host (:mod:`bsi.domain.containers`): each has its own decision
+(:func:`~bsi.domain.eligibility.with_containers`) and is counted beside the
+devices, against image supplements only, in ``containers`` (the same
+standings); a host bsi cannot place makes its containers ``unknown``.
 """
 
 from __future__ import annotations
@@ -18,7 +24,15 @@ from datetime import datetime
 from enum import StrEnum
 
 from bsi.domain.catalog import Catalog, Supplement
-from bsi.domain.eligibility import DEFAULT_RULES, Decision, Outcome, Rules, decide
+from bsi.domain.eligibility import (
+    DEFAULT_RULES,
+    ContainerDecision,
+    Decision,
+    Outcome,
+    Rules,
+    decide,
+    with_containers,
+)
 from bsi.domain.facts import DeviceFacts
 from bsi.domain.inventory import resolve
 from bsi.domain.policy import SoftwareUpdatePolicy
@@ -63,13 +77,15 @@ def standing(
     outcome: Outcome,
     target: Supplement | None,
     known_platforms: frozenset[str],
+    installed: Supplement | None = None,
 ) -> Standing | None:
     """One device's standing against a CVE fixed by ``fixes``; ``None`` when it does not concern it.
 
     ``outcome`` and ``target`` are the device's decision and the supplement it is
-    about (to install, lacking, or installed). A device on a release that folded
-    a fix in is fixed. The server calls this per group of devices, the offline
-    report per device, so both count alike.
+    about (to install, lacking, or installed), ``installed`` the supplement it runs. A
+    device that runs a fix (or a later letter of it) is fixed, even with a later letter
+    pending; so is a device on a release that folded a fix in. The server calls this
+    per group of devices, the offline report per device, so both count alike.
     """
     if outcome is Outcome.UNKNOWN:
         relevant = any(concerns(platform, fix, known_platforms) for fix in fixes)
@@ -77,6 +93,8 @@ def standing(
     if target is not None and any(covers(target, fix) for fix in fixes):
         if outcome is Outcome.RESTART_PENDING:
             return Standing.RESTART_PENDING
+        if installed is not None and any(covers(installed, fix) for fix in fixes):
+            return Standing.FIXED
         if outcome is Outcome.UP_TO_DATE:
             return Standing.FIXED
         return Standing.EXPOSED
@@ -108,7 +126,9 @@ class FleetGroup:
 
     The server counts its stored decisions in such groups (``count`` devices, ids not
     read); the offline report makes one group per device (``devices`` its id). Both are
-    summarised by :func:`summarize`, so both count alike.
+    summarised by :func:`summarize`, so both count alike. With ``containers`` the group
+    counts hosts' running containers (sub-devices, no ids) instead of devices: they
+    count against image supplements only, in each summary's ``containers``.
     """
 
     platform: str | None
@@ -119,6 +139,27 @@ class FleetGroup:
     target: Supplement | None
     count: int = 1
     devices: tuple[str, ...] = ()
+    containers: bool = False
+
+    @classmethod
+    def of_container(
+        cls, platform: str | None, container: ContainerDecision, catalog: Catalog
+    ) -> FleetGroup:
+        """One container of a host on ``platform`` (no release: a container is not on it)."""
+        installed = container.installed_build
+        return cls(
+            platform=platform,
+            product_version=None,
+            installed=(
+                catalog.supplement_by_build(platform, installed)
+                if platform is not None and installed is not None
+                else None
+            ),
+            outcome=container.decision.outcome,
+            reason=container.decision.reason.value,
+            target=container.decision.supplement,
+            containers=True,
+        )
 
     @classmethod
     def of_device(cls, row: DeviceCompliance) -> FleetGroup:
@@ -147,10 +188,9 @@ class Tally:
 
 
 @dataclass(slots=True)
-class SupplementSummary:
-    """How one supplement stands across the fleet; ``blocked`` counts by reason code."""
+class Standings:
+    """Devices (or containers) per standing against one supplement; ``blocked`` by reason."""
 
-    supplement: Supplement
     installed: Tally = field(default_factory=Tally)
     pending: Tally = field(default_factory=Tally)
     blocked: Counter[str] = field(default_factory=Counter)
@@ -158,29 +198,42 @@ class SupplementSummary:
     restart_pending: Tally = field(default_factory=Tally)
 
     @property
-    def total(self) -> int:
-        """Devices counted for it in any standing (an unknown device counts for every
-        supplement that may concern it)."""
+    def affected(self) -> int:
+        """Counted on it and placed: installed, pending, restart-pending or blocked."""
         return (
             self.installed.count
             + self.pending.count
             + self.restart_pending.count
             + sum(self.blocked.values())
-            + self.unknown.count
         )
 
     @property
-    def counted(self) -> bool:
-        """Whether any device is counted for it (a supplement no device concerns is not)."""
-        return self.total > 0
+    def total(self) -> int:
+        """Counted for it in any standing (an unknown device counts for every
+        supplement that may concern it)."""
+        return self.affected + self.unknown.count
 
 
 @dataclass(slots=True)
-class CveExposure:
-    """Devices per standing against ``cve``: exposed, unknown, restart-pending, fixed."""
+class SupplementSummary(Standings):
+    """How one supplement stands across the fleet: its devices, and in ``containers``
+    the running containers of hosts (image supplements only)."""
 
-    cve: str
-    supplements: set[str] = field(default_factory=set)
+    supplement: Supplement = field(kw_only=True)
+    containers: Standings = field(default_factory=Standings)
+
+    @property
+    def counted(self) -> bool:
+        """Whether any device or container is counted for it (a supplement nothing
+        concerns is not)."""
+        return self.total > 0 or self.containers.total > 0
+
+
+@dataclass(slots=True)
+class Exposure:
+    """Devices (or containers) per standing against a CVE: exposed, unknown,
+    restart-pending, fixed."""
+
     exposed: Tally = field(default_factory=Tally)
     unknown: Tally = field(default_factory=Tally)
     restart_pending: Tally = field(default_factory=Tally)
@@ -193,6 +246,22 @@ class CveExposure:
     @property
     def counted(self) -> bool:
         return any(self.devices(which).count for which in Standing)
+
+
+@dataclass(slots=True)
+class CveExposure(Exposure):
+    """Devices per standing against ``cve``, and hosts' running containers in
+    ``containers`` (against the CVE's image supplements)."""
+
+    cve: str = field(kw_only=True)
+    supplements: set[str] = field(default_factory=set, kw_only=True)
+    containers: Exposure = field(default_factory=Exposure)
+
+    @property
+    def counted(self) -> bool:
+        return any(
+            self.devices(which).count or self.containers.devices(which).count for which in Standing
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -239,10 +308,19 @@ def assess_fleet(
             if facts.supplemental_build is not None
             else None
         )
-        decision = decide(facts, catalog, policy_for(device_id), now, rules)
+        policy = policy_for(device_id)
+        decision = with_containers(
+            decide(facts, catalog, policy, now, rules),
+            facts.containers,
+            facts,
+            catalog,
+            policy,
+            now,
+            rules,
+        )
         rows.append(DeviceCompliance(device_id, facts, installed, decision))
     rows.sort(key=lambda row: row.device_id)
-    summary = summarize(_groups(rows), catalog)
+    summary = summarize(_groups(rows, catalog), catalog)
     for tally in _tallies(summary):
         tally.devices.sort()
     return ComplianceReport(
@@ -253,16 +331,22 @@ def assess_fleet(
     )
 
 
-def _groups(rows: Iterable[DeviceCompliance]) -> Iterable[FleetGroup]:
+def _groups(rows: Iterable[DeviceCompliance], catalog: Catalog) -> Iterable[FleetGroup]:
     """The rows in :class:`FleetGroup` objects, devices sharing what the summary reads in one
-    (a fleet has few distinct cases, so the summary runs per case, not per device).
+    (a fleet has few distinct cases, so the summary runs per case, not per device), then
+    their containers, counted alike.
 
     Supplements are compared by identity (the catalogue's objects): two equal ones
     that are distinct objects only make two groups that count alike.
     """
     groups: dict[tuple[object, ...], tuple[DeviceCompliance, list[str]]] = {}
+    containers: Counter[FleetGroup] = Counter()
     for row in rows:
         facts, decision = row.facts, row.decision
+        platform = facts.platform if facts else None
+        containers.update(
+            FleetGroup.of_container(platform, c, catalog) for c in decision.containers
+        )
         key = (
             facts.platform if facts else None,
             facts.product_version if facts else None,
@@ -278,6 +362,8 @@ def _groups(rows: Iterable[DeviceCompliance]) -> Iterable[FleetGroup]:
             found[1].append(row.device_id)
     for first, devices in groups.values():
         yield replace(FleetGroup.of_device(first), count=len(devices), devices=tuple(devices))
+    for group, count in containers.items():
+        yield replace(group, count=count)
 
 
 def _tallies(summary: ComplianceSummary) -> Iterable[Tally]:
@@ -299,14 +385,22 @@ def summarize(groups: Iterable[FleetGroup], catalog: Catalog) -> ComplianceSumma
     """
     known = catalog.platforms()
     fixes = fixes_by_cve(catalog)
-    summaries = {(s.platform, s.build): SupplementSummary(s) for s in catalog.supplements}
+    image_fixes = {
+        cve: [s for s in supplements if s.prerequisite.image is not None]
+        for cve, supplements in fixes.items()
+    }
+    summaries = {
+        (s.platform, s.build): SupplementSummary(supplement=s) for s in catalog.supplements
+    }
     exposures = {
-        cve: CveExposure(cve, {fix.display() for fix in supplements})
+        cve: CveExposure(cve=cve, supplements={fix.display() for fix in supplements})
         for cve, supplements in fixes.items()
     }
     for group in groups:
         _count_supplements(group, summaries, known)
-        for cve, supplements in fixes.items():
+        for cve, supplements in (image_fixes if group.containers else fixes).items():
+            if not supplements:
+                continue
             found = standing(
                 supplements,
                 platform=group.platform,
@@ -314,9 +408,11 @@ def summarize(groups: Iterable[FleetGroup], catalog: Catalog) -> ComplianceSumma
                 outcome=group.outcome,
                 target=group.target,
                 known_platforms=known,
+                installed=group.installed,
             )
             if found is not None:
-                exposures[cve].devices(found).add(group)
+                exposure = exposures[cve]
+                (exposure.containers if group.containers else exposure).devices(found).add(group)
     return ComplianceSummary(
         supplements=tuple(
             summaries[(s.platform, s.build)]
@@ -333,19 +429,21 @@ def _count_supplements(
     summaries: dict[tuple[str, Build], SupplementSummary],
     known: frozenset[str],
 ) -> None:
-    def summary(supplement: Supplement) -> SupplementSummary:
+    def summary(supplement: Supplement) -> Standings:
         found = summaries.get((supplement.platform, supplement.build))
         if found is None:
             found = summaries[(supplement.platform, supplement.build)] = SupplementSummary(
-                supplement
+                supplement=supplement
             )
-        return found
+        return found.containers if group.containers else found
 
     outcome, target = group.outcome, group.target
     if outcome is Outcome.UNKNOWN:
         for entry in summaries.values():
-            if concerns(group.platform, entry.supplement, known):
-                entry.unknown.add(group)
+            if concerns(group.platform, entry.supplement, known) and (
+                not group.containers or entry.supplement.prerequisite.image is not None
+            ):
+                summary(entry.supplement).unknown.add(group)
         return
     if outcome is Outcome.RESTART_PENDING:
         # never installed: on disk, not live (about the supplement it runs when the
@@ -385,6 +483,12 @@ SUPPLEMENT_COLUMNS: tuple[str, ...] = (
     "restart_pending",
     "blocked",
     "unknown",
+    "containers_affected",
+    "containers_installed",
+    "containers_pending",
+    "containers_restart_pending",
+    "containers_blocked",
+    "containers_unknown",
 )
 """The CSV columns of a supplement's summary (a subset of :func:`supplement_json`'s keys)."""
 CVE_COLUMNS: tuple[str, ...] = (
@@ -394,6 +498,10 @@ CVE_COLUMNS: tuple[str, ...] = (
     "unknown",
     "restart_pending",
     "fixed",
+    "containers_exposed",
+    "containers_unknown",
+    "containers_restart_pending",
+    "containers_fixed",
 )
 """The CSV columns of a CVE's exposure (``supplements`` joined by spaces)."""
 
@@ -420,8 +528,12 @@ def newest_first(supplements: Iterable[Supplement]) -> list[Supplement]:
 
 def supplement_json(summary: SupplementSummary, as_of: datetime) -> dict[str, object]:
     """One supplement's summary as ``bsi apple compliance --format json`` and
-    ``GET /v1/admin/compliance/supplements`` both print it: :func:`supplement_entry`
-    and device counts."""
+    ``GET /v1/admin/compliance/supplements`` both print it: :func:`supplement_entry`,
+    device counts, and hosts' running containers as ``containers_affected`` (placed on
+    it: installed + pending + restart-pending + blocked), ``containers_installed``,
+    ``containers_pending``, ``containers_restart_pending``, ``containers_blocked``,
+    ``containers_unknown``."""
+    containers = summary.containers
     return {
         **supplement_entry(summary.supplement, as_of),
         "installed": summary.installed.count,
@@ -430,17 +542,29 @@ def supplement_json(summary: SupplementSummary, as_of: datetime) -> dict[str, ob
         "blocked": sum(summary.blocked.values()),
         "blocked_by_reason": dict(sorted(summary.blocked.items())),
         "unknown": summary.unknown.count,
+        "containers_affected": containers.affected,
+        "containers_installed": containers.installed.count,
+        "containers_pending": containers.pending.count,
+        "containers_restart_pending": containers.restart_pending.count,
+        "containers_blocked": sum(containers.blocked.values()),
+        "containers_unknown": containers.unknown.count,
     }
 
 
 def cve_json(exposure: CveExposure, *, devices: bool = False) -> dict[str, object]:
-    """One CVE's exposure as both print it: device counts per standing and, with
-    ``devices`` (the offline report, which reads each device), their ids as
-    ``exposed_devices``, ``unknown_devices``, ``restart_pending_devices``, ``fixed_devices``."""
+    """One CVE's exposure as both print it: device counts per standing, hosts' running
+    containers per standing (``containers_exposed``, ``containers_unknown``,
+    ``containers_restart_pending``, ``containers_fixed``) and, with ``devices`` (the
+    offline report, which reads each device), the device ids as ``exposed_devices``,
+    ``unknown_devices``, ``restart_pending_devices``, ``fixed_devices``."""
     document: dict[str, object] = {
         "cve": exposure.cve,
         "supplements": sorted(exposure.supplements),
         **{_key(which): exposure.devices(which).count for which in Standing},
+        **{
+            f"containers_{_key(which)}": exposure.containers.devices(which).count
+            for which in Standing
+        },
     }
     if devices:
         for which in Standing:

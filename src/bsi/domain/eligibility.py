@@ -24,17 +24,17 @@ sentence for people.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 
 from bsi.domain.catalog import Catalog, Release, Supplement, SupplementState
-from bsi.domain.containers import images
+from bsi.domain.containers import ContainerFacts, images
 from bsi.domain.facts import DeviceFacts
 from bsi.domain.inventory import resolve
 from bsi.domain.policy import Enforcement, InstallSecurityUpdate, SoftwareUpdatePolicy
-from bsi.domain.prerequisite import Match, Placement, folded_in, place
+from bsi.domain.prerequisite import Match, Placement, folded_in, place, place_image
 from bsi.domain.versions import Build, ProductVersion
 
 
@@ -126,7 +126,9 @@ class Decision:
     ``supplement`` is the supplement the decision is about (the one to install,
     or the one the device lacks and why); ``install_first`` names the release
     to install before any supplement can apply; ``deadline`` is the local-time
-    enforcement deadline when one applies.
+    enforcement deadline when one applies. ``containers`` are the decisions for a
+    Docker or Podman host's running containers (:func:`with_containers`), empty
+    for any other device.
     """
 
     outcome: Outcome
@@ -135,6 +137,7 @@ class Decision:
     supplement: Supplement | None = None
     install_first: str | None = None
     deadline: datetime | None = None
+    containers: tuple[ContainerDecision, ...] = ()
 
     @property
     def exposed(self) -> bool:
@@ -146,6 +149,17 @@ class Decision:
 
 
 _NOT_EXPOSED = frozenset({Outcome.UP_TO_DATE, Outcome.UNKNOWN, Outcome.RESTART_PENDING})
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerDecision:
+    """One running container's decision, a sub-device of its host
+    (:mod:`bsi.domain.containers`): its name, the supplemental build its image
+    carries (``None``: the base image), and what it needs."""
+
+    name: str
+    installed_build: Build | None
+    decision: Decision
 
 
 def unknown(reason: Reason, message: str) -> Decision:
@@ -529,3 +543,76 @@ def _enforcement_for(
         if e.target_build_version in covered and e.target_os_version.split(" ")[0] == product
     ]
     return min(matching, key=lambda e: e.deadline, default=None)
+
+
+def with_containers(
+    host: Decision,
+    containers: Sequence[ContainerFacts] | None,
+    facts: DeviceFacts | None,
+    catalog: Catalog,
+    policy: SoftwareUpdatePolicy,
+    now: datetime,
+    rules: Rules = DEFAULT_RULES,
+    then: Callable[[Decision], Decision] = lambda decision: decision,
+) -> Decision:
+    """``host``'s decision with one for each of its running ``containers``.
+
+    Each container is decided by :func:`decide` as the host would be if it ran
+    only that container, with the container's own supplement (its image's
+    labels), against the catalogue's image supplements only
+    (:meth:`~bsi.domain.catalog.Catalog.for_containers`): the host's policy,
+    release and rollout (``then``, e.g. its rollout holds) apply to it. A
+    container still on its base image while the host's active letter is for
+    that base is ``restart-pending`` (the letter is on the host, the container
+    does not run it). Fail closed (DESIGN rule 7): when the host is
+    ``unknown`` (``facts`` ``None``: not placed at all) every container is
+    ``unknown`` with the host's reason, never fixed.
+    """
+    if not containers:
+        return host
+    if facts is None or host.outcome is Outcome.UNKNOWN:
+        message = f"its host is unknown: {host.message}"
+        decisions = tuple(
+            ContainerDecision(c.name, c.supplemental_build, unknown(host.reason, message))
+            for c in containers
+        )
+        return replace(host, containers=decisions)
+    images_only = catalog.for_containers()
+    active = (
+        images_only.supplement_by_build(facts.platform, facts.supplemental_build)
+        if facts.supplemental_build is not None
+        else None
+    )
+    decided = []
+    for container in containers:
+        alone = replace(
+            facts,
+            supplemental_build=container.supplemental_build,
+            supplemental_extra=container.extra_version,
+            restart_pending=False,
+            package_manager=None,
+            packages=None,
+            file_digests=None,
+            containers=(container,),
+        )
+        decision = then(decide(alone, images_only, policy, now, rules))
+        if decision.outcome is not Outcome.UNKNOWN and _left_behind(container, active):
+            assert active is not None
+            decision = Decision(
+                Outcome.RESTART_PENDING,
+                Reason.OLD_CONTENT_RUNNING,
+                f"{active.display()} is active on its host, but container {container.name} "
+                "still runs an image without it until bsi recreates it: not yet fixed",
+                supplement=active,
+            )
+        decided.append(ContainerDecision(container.name, container.supplemental_build, decision))
+    return replace(host, containers=tuple(decided))
+
+
+def _left_behind(container: ContainerFacts, active: Supplement | None) -> bool:
+    """Whether ``container`` is on ``active``'s base image but runs an image without it."""
+    if active is None or active.prerequisite.image is None:
+        return False
+    on_base = place_image(active.prerequisite.image, container.base_facts()).match is Match.MET
+    installed = container.supplemental_build
+    return on_base and (installed is None or installed < active.build)

@@ -616,8 +616,10 @@ DECISION_ITEMS = (
     SUPPLEMENTAL_EXTRA,
     MODEL_IDENTIFIER,
     "softwareupdate.device-id",
+    CONTAINERS_ITEM,
 )
-"""The items a decision reads: an invalid value for one makes the decision unsafe."""
+"""The items a decision reads: an invalid value for one makes the decision unsafe
+(a container host's containers place it on image supplements)."""
 
 
 def invalid_decision_items(state: DeviceState) -> list[str]:

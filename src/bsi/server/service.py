@@ -28,6 +28,7 @@ from typing import Any
 
 from bsi.domain.catalog import Catalog, Supplement, SupplementState
 from bsi.domain.compliance import ComplianceSummary, FleetGroup, summarize
+from bsi.domain.containers import ContainerFacts, read_container_items
 from bsi.domain.ddm import (
     BSI_STATUS_ITEMS,
     DeclarationSet,
@@ -43,7 +44,7 @@ from bsi.domain.declarations import (
     declaration_from_admin,
     effective_policy,
 )
-from bsi.domain.eligibility import Decision, Outcome, Reason, decide, unknown
+from bsi.domain.eligibility import Decision, Outcome, Reason, decide, unknown, with_containers
 from bsi.domain.events import AUTOMATIC
 from bsi.domain.patch_window import PatchWindow, percentiles, posting_instant
 from bsi.domain.policy import SoftwareUpdatePolicy
@@ -705,7 +706,7 @@ class BsiService:
         catalog = self.catalog()
         by_build = {(s.platform, str(s.build)): s for s in catalog.supplements}
 
-        def group(key: DecisionGroup, n: int) -> FleetGroup:
+        def group(key: DecisionGroup, n: int, containers: bool = False) -> FleetGroup:
             platform = key.platform or ""
             return FleetGroup(
                 platform=key.platform,
@@ -715,9 +716,12 @@ class BsiService:
                 reason=key.reason,
                 target=by_build.get((platform, key.supplement_build or "")),
                 count=n,
+                containers=containers,
             )
 
-        return summarize((group(key, n) for key, n in counts.by_group.items()), catalog)
+        groups = [group(key, n) for key, n in counts.by_group.items()]
+        groups += [group(key, n, containers=True) for key, n in counts.containers.items()]
+        return summarize(groups, catalog)
 
     def patch_windows(self) -> dict[str, tuple[Supplement, list[PatchWindow]]]:
         """Per supplement build: each device's time from posting to first running it."""
@@ -761,8 +765,10 @@ def _decision(
     now: datetime,
     holds: DeviceHolds = NO_HOLDS,
 ) -> Decision:
-    """The device's decision: ``unknown`` while bsi cannot place it; an install is held
-    back by ``holds`` (its rollout wave, its group's maintenance window).
+    """The device's decision, with its running containers' (a container host's): ``unknown``
+    while bsi cannot place it, and then so are its containers (those of its last valid
+    report); an install is held back by ``holds`` (its rollout wave, its group's
+    maintenance window), a container's as its host's.
 
     ``status-invalid`` while its last word on an item the decision reads was
     refused (the stored value is older than what it said), ``not-reported``
@@ -770,16 +776,34 @@ def _decision(
     """
     invalid = invalid_decision_items(state)
     if invalid:
-        return unknown(
+        refused = unknown(
             Reason.STATUS_INVALID,
             "the device's last report of " + ", ".join(invalid) + " was refused as invalid; "
             "it is unknown until it reports them validly",
         )
+        return with_containers(refused, _stored_containers(state), None, catalog, policy, now)
     try:
         facts = state.facts()
     except BsiError as error:
-        return unknown(Reason.NOT_REPORTED, error.message)
-    return holds.apply(decide(facts, catalog, policy, now), now)
+        unplaced = unknown(Reason.NOT_REPORTED, error.message)
+        return with_containers(unplaced, _stored_containers(state), None, catalog, policy, now)
+    return with_containers(
+        holds.apply(decide(facts, catalog, policy, now), now),
+        facts.containers,
+        facts,
+        catalog,
+        policy,
+        now,
+        then=lambda decision: holds.apply(decision, now),
+    )
+
+
+def _stored_containers(state: DeviceState) -> tuple[ContainerFacts, ...] | None:
+    """The containers of the device's last valid report (none when it gave none valid)."""
+    try:
+        return read_container_items(state.items)
+    except InvalidInput:
+        return None
 
 
 def _outcome(stored: str) -> Outcome:

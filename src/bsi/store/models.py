@@ -193,6 +193,27 @@ class SyncState(Base):
     changed_at: Mapped[datetime]
 
 
+class ContainerDecisionCount(Base):
+    """A container host's running containers per decision, stored with the host's own
+    (bsi.domain.eligibility ``with_containers``), so compliance sums them in SQL.
+
+    One row per distinct (supplement the container runs, decision) of one host;
+    the host's next decision replaces its rows.
+    """
+
+    __tablename__ = "container_decisions"
+
+    device_id: Mapped[str] = mapped_column(
+        String(ENROLLMENT_ID_LENGTH), ForeignKey("devices.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    installed_build: Mapped[str | None] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(32))
+    supplement_build: Mapped[str | None] = mapped_column(String(16))
+    count: Mapped[int] = mapped_column(Integer)
+
+
 class SupplementalBuildChange(Base):
     """Every change of a device's supplemental build, kept for patch-window reports."""
 

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import hashlib
 import secrets
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
@@ -24,6 +25,7 @@ from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, Sta
 from sqlalchemy.orm import Session
 
 from bsi.domain.catalog import Catalog, Release, Supersession, Supplement, SupplementState
+from bsi.domain.containers import CONTAINERS_ITEM
 from bsi.domain.declarations import Declaration
 from bsi.domain.eligibility import Decision, Outcome, Reason
 from bsi.domain.prerequisite import PREREQUISITE_BUILD, dump_base, read_base
@@ -44,6 +46,7 @@ from bsi.store.models import (
     CatalogDeviceModel,
     CatalogRelease,
     CatalogSupplement,
+    ContainerDecisionCount,
     Device,
     DeviceChannel,
     DeviceGroup,
@@ -248,9 +251,12 @@ class DecisionGroup:
 
 @dataclass(slots=True)
 class DecisionCounts:
-    """Devices per decision group (never-reported devices as ``unknown``/``not-reported``)."""
+    """Devices per decision group (never-reported devices as ``unknown``/``not-reported``),
+    and in ``containers`` the running containers of hosts per the same groups (each
+    container's own decision and supplement; its host's platform, no version)."""
 
     by_group: dict[DecisionGroup, int] = field(default_factory=dict)
+    containers: dict[DecisionGroup, int] = field(default_factory=dict)
 
     def by_decision(self) -> dict[tuple[str, str], int]:
         """Devices per ``(outcome, reason)``, whatever their platform, version or build."""
@@ -859,18 +865,22 @@ class Store(Sessions):
     def store_decisions(self, decisions: Iterable[tuple[str, Decision]]) -> int:
         """Write recomputed decisions in batches; returns how many were written."""
         written = 0
-        batch: list[dict[str, Any]] = []
+        batch: dict[str, Decision] = {}
         for device_id, decision in decisions:
-            batch.append({"id": device_id, **_decision_columns(decision)})
+            batch[device_id] = decision
             if len(batch) >= 1000:
                 written += self._write_decisions(batch)
-                batch = []
+                batch = {}
         return written + self._write_decisions(batch)
 
-    def _write_decisions(self, batch: list[dict[str, Any]]) -> int:
+    def _write_decisions(self, batch: dict[str, Decision]) -> int:
         if batch:
             with self._writing() as session:
-                session.execute(update(Device), batch)
+                session.execute(
+                    update(Device),
+                    [{"id": d, **_decision_columns(decision)} for d, decision in batch.items()],
+                )
+                _replace_container_decisions(session, batch)
         return len(batch)
 
     def device_states(self, batch_size: int = 1000) -> Iterator[list[tuple[str, int, DeviceState]]]:
@@ -966,6 +976,21 @@ class Store(Sessions):
                     outcome, reason = NOT_REPORTED
                 key = DecisionGroup(platform, version, build, outcome, reason or "", installed)
                 counts.by_group[key] = counts.by_group.get(key, 0) + n
+            containers = (
+                Device.platform,
+                ContainerDecisionCount.supplement_build,
+                ContainerDecisionCount.outcome,
+                ContainerDecisionCount.reason,
+                ContainerDecisionCount.installed_build,
+            )
+            for platform, build, outcome, reason, installed, n in session.execute(
+                select(*containers, func.sum(ContainerDecisionCount.count))
+                .join(Device, Device.id == ContainerDecisionCount.device_id)
+                .where(Device.decommissioned_at.is_(None))
+                .group_by(*containers)
+            ):
+                key = DecisionGroup(platform, None, build, outcome, reason, installed)
+                counts.containers[key] = counts.containers.get(key, 0) + int(n)
         return counts
 
     def build_changes(self, supplemental_builds: Sequence[str]) -> list[BuildChange]:
@@ -1155,6 +1180,10 @@ def _write_state(session: Session, write: StatusWrite, now: datetime) -> DeviceS
             raise Unauthorized(f"device {write.device_id} is revoked")
         return None  # stored by another report since this merge read: merge again
     previous = write.previous
+    if (write.decision is not None and write.decision.containers) or (
+        previous is not None and CONTAINERS_ITEM in previous.items
+    ):
+        _replace_container_decisions(session, {write.device_id: write.decision})
     old_build = (
         str(previous.supplemental_build) if previous and previous.supplemental_build else None
     )
@@ -1198,6 +1227,40 @@ def _decision_columns(decision: Decision | None) -> dict[str, Any]:
         else None,
         "decision_message": decision.message[:512],
     }
+
+
+def _replace_container_decisions(
+    session: Session, decisions: Mapping[str, Decision | None]
+) -> None:
+    """Store each device's containers per (supplement it runs, decision), replacing its rows."""
+    session.execute(
+        delete(ContainerDecisionCount).where(ContainerDecisionCount.device_id.in_(list(decisions)))
+    )
+    rows: list[dict[str, Any]] = []
+    for device_id, decision in decisions.items():
+        groups = Counter(
+            (
+                str(c.installed_build) if c.installed_build else None,
+                c.decision.outcome.value,
+                c.decision.reason.value,
+                str(c.decision.supplement.build) if c.decision.supplement else None,
+            )
+            for c in (decision.containers if decision else ())
+        )
+        rows.extend(
+            {
+                "device_id": device_id,
+                "position": position,
+                "installed_build": installed,
+                "outcome": outcome,
+                "reason": reason,
+                "supplement_build": target,
+                "count": n,
+            }
+            for position, ((installed, outcome, reason, target), n) in enumerate(groups.items())
+        )
+    if rows:
+        session.execute(insert(ContainerDecisionCount), rows)
 
 
 def _state_columns(state: DeviceState, decision: Decision | None, now: datetime) -> dict[str, Any]:
