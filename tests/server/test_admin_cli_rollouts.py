@@ -80,6 +80,18 @@ def test_a_rollout_started_shown_and_steered_from_the_cli(
     assert "not halted" in not_halted.stderr
     assert server.reader.get(ROLLOUT).json() == api  # refusals changed nothing
 
+    halted = admin("rollouts", "halt", "macOS", BUILD)
+    assert halted.code == 0, halted.stderr
+    body = server.reader.get(ROLLOUT).json()
+    assert body["state"] == "halted"
+    assert body["halted_because"] == "halted by hand by test-admin in wave 'canary'"
+    assert "halted by hand by test-admin" in admin("rollouts", "show", "macOS", BUILD).stdout
+    twice = admin("rollouts", "halt", "macOS", BUILD)
+    assert twice.code == EXIT_REFUSED
+    assert "halted, not running" in twice.stderr
+    assert admin("rollouts", "resume", "macOS", BUILD).code == 0
+    assert server.reader.get(ROLLOUT).json()["state"] == "running"
+
     advanced = admin("rollouts", "advance", "macOS", BUILD)
     assert advanced.code == 0, advanced.stderr
     assert "'everyone'" in advanced.stdout
@@ -104,11 +116,11 @@ def test_a_rollout_started_shown_and_steered_from_the_cli(
     paged = admin("events", "--supplement", BUILD, "--limit", "1", "--all", "--json").json()
     assert isinstance(paged, dict)
     assert paged["events"] == every
-    kinds = admin("events", "--kind", "rollout-started", "--kind", "rollout-aborted", "--csv")
+    kinds = admin("events", "--kind", "rollout-started", "--kind", "rollout-halted", "--csv")
     shown = list(csv.DictReader(io.StringIO(kinds.stdout)))
     assert [(e["kind"], e["actor"]) for e in shown] == [
         ("rollout-started", "test-admin"),
-        ("rollout-aborted", "test-admin"),
+        ("rollout-halted", "test-admin"),
     ]
     newest = admin(
         "events", "--supplement", BUILD, "--newest-first", "--limit", "2", "--all", "--json"

@@ -195,6 +195,8 @@ def test_a_rollout_on_its_supplement_page_and_its_controls(
     resumed = admin.post(f"{page}/rollout/resume", content=f"csrf={token}".encode(), headers=FORM)
     assert resumed.status_code == 200, resumed.text
     assert server.reader.get(ROLLOUT).json()["state"] == "running"
+    buttons = set(re.findall(r'data-rollout-action="(\w+)"', resumed.text))
+    assert buttons == {"advance", "halt", "abort"}  # running: halt by hand, no resume
     again = admin.post(f"{page}/rollout/resume", content=f"csrf={token}".encode(), headers=FORM)
     assert again.status_code == 409  # the service's own refusal, shown on the page
     assert "not halted" in again.text

@@ -35,7 +35,7 @@ from bsi.commands.admin import (
 from bsi.errors import InvalidInput
 
 rollouts_app = typer.Typer(
-    help="Supplement rollouts: waves and health, plans, resume / advance / abort.",
+    help="Supplement rollouts: waves and health, plans, halt / resume / advance / abort.",
     no_args_is_help=True,
 )
 plan_app = typer.Typer(
@@ -132,6 +132,9 @@ def _act(action: str) -> Callable[..., None]:
     return reporting(act)
 
 
+rollouts_app.command("halt", help="Halt a running rollout by hand: no new devices start it.")(
+    _act("halt")
+)
 rollouts_app.command("resume", help="Resume a halted rollout: the same wave again, soak anew.")(
     _act("resume")
 )

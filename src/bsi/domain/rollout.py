@@ -474,6 +474,17 @@ def step(rollout: Rollout, health: WaveHealth, now: datetime) -> tuple[Rollout, 
     return replace(rollout, current=rollout.current + 1, opened_at=now), Change.WAVE_ADVANCED
 
 
+def halt(rollout: Rollout, reason: str) -> Rollout:
+    """An admin's halt of a running rollout: its open wave stops taking new devices (as
+    an automatic halt) until resumed, advanced or aborted; ``reason`` says who and why."""
+    if rollout.state is not RolloutState.RUNNING:
+        raise InvalidPolicy(
+            f"the rollout of {rollout.build} is {rollout.state.value}, not running",
+            hint="only a running rollout halts",
+        )
+    return replace(rollout, state=RolloutState.HALTED, halted_because=reason)
+
+
 def resume(rollout: Rollout, now: datetime) -> Rollout:
     """An admin's resume of a halted rollout: the same wave opens again, its soak anew."""
     if rollout.state is not RolloutState.HALTED:

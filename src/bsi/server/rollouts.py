@@ -48,6 +48,7 @@ from bsi.domain.rollout import (
     dump_window,
     failure_kind,
     gate,
+    halt,
     late_wave,
     read_plan,
     read_window,
@@ -86,9 +87,11 @@ _SUPPLEMENT_EVENT = {
 
 
 class Action:
+    HALT = "halt"
     RESUME = "resume"
     ADVANCE = "advance"
     ABORT = "abort"
+    ALL = (HALT, RESUME, ADVANCE, ABORT)
 
 
 @dataclass(slots=True)
@@ -292,15 +295,18 @@ class Rollouts:
         return found
 
     def act(self, platform: str, build: str, action: str, actor: str) -> StoredRollout:
-        """An admin's resume, advance or abort (abort withdraws the supplement)."""
+        """An admin's halt, resume, advance or abort (abort withdraws the supplement)."""
         stored = self.get(platform, build)
         now = self.clock()
         rollout = stored.rollout
         try:
-            changed = self._acted(rollout, action, now)
+            changed = self._acted(rollout, action, now, actor)
         except InvalidInput as error:
             raise Conflict(error.message, hint=error.hint) from None
-        if action == Action.RESUME:
+        if action == Action.HALT:
+            kind = EventKind.ROLLOUT_HALTED
+            reason = f"rollout of {platform}/{build} {changed.halted_because}"
+        elif action == Action.RESUME:
             kind = EventKind.ROLLOUT_RESUMED
             reason = f"rollout of {platform}/{build} resumed in wave {self._wave(rollout)!r}"
         elif action == Action.ADVANCE:
@@ -357,15 +363,17 @@ class Rollouts:
         if declaration is not None and groups:
             self._issue(declaration, groups)
 
-    @staticmethod
-    def _acted(rollout: Rollout, action: str, now: datetime) -> Rollout:
+    @classmethod
+    def _acted(cls, rollout: Rollout, action: str, now: datetime, actor: str) -> Rollout:
+        if action == Action.HALT:
+            return halt(rollout, f"halted by hand by {actor} in wave {cls._wave(rollout)!r}")
         if action == Action.RESUME:
             return resume(rollout, now)
         if action == Action.ADVANCE:
             return advance(rollout, now)
         if action == Action.ABORT:
             return abort(rollout)
-        raise InvalidPolicy(f"{action!r} is not a rollout action", hint="resume, advance or abort")
+        raise InvalidPolicy(f"{action!r} is not a rollout action", hint=", ".join(Action.ALL))
 
     @staticmethod
     def _wave(rollout: Rollout) -> str:

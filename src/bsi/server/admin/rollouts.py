@@ -51,16 +51,14 @@ def rollout_routes(service: BsiService, access: Access) -> APIRouter:
 
     @router.post(
         "/supplements/{platform}/{build}/rollout/{action}",
-        summary="resume (a halted rollout), advance (open the next wave now), "
-        "abort (withdraw the supplement)",
+        summary="halt (a running rollout, by hand), resume (a halted rollout), advance "
+        "(open the next wave now), abort (withdraw the supplement)",
     )
     async def steer_rollout(
         platform: str, build: str, action: str, tasks: BackgroundTasks, actor: Actor
     ) -> dict[str, Any]:
-        if action not in (Action.RESUME, Action.ADVANCE, Action.ABORT):
-            raise InvalidPolicy(
-                f"{action!r} is not a rollout action", hint="resume, advance or abort"
-            )
+        if action not in Action.ALL:
+            raise InvalidPolicy(f"{action!r} is not a rollout action", hint=", ".join(Action.ALL))
         await run_in_threadpool(rollouts.act, platform, build, action, actor)
         recompute_later(service, tasks)
         return await run_in_threadpool(rollouts.status, platform, build)

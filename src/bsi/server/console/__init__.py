@@ -47,7 +47,8 @@ MAX_FORM_BYTES = 16 * 1024
 DEVICE_PAGE = 200
 HISTORY_PAGE = 50
 """Events per page of a device's history and of a supplement's."""
-ROLLOUT_ACTIONS = (Action.ADVANCE, Action.RESUME, Action.ABORT)
+ROLLOUT_ACTIONS = (Action.ADVANCE, Action.HALT, Action.RESUME, Action.ABORT)
+"""In the order the console shows their buttons."""
 _OPENED = frozenset({EventKind.ROLLOUT_STARTED.value, EventKind.WAVE_ADVANCED.value})
 
 _templates = Environment(
