@@ -24,6 +24,17 @@ For each mode (``--modes wake,poll``, both by default) it:
 6. waits until every eligible online device has reported the new
    supplemental build (and every other online device has checked in since).
 
+The ``rollout`` mode (``--modes rollout``) measures the brake instead: with
+wake-up, the platform's default plan 1 % -> 10 % -> 50 % -> 100 %
+(``--soak-seconds`` each, halt on the first failure; the server steps
+rollouts every ``--tick-seconds``) and a supplement whose health check fails
+on ``--unhealthy`` of the devices (a draw of their name), it prints the
+**blast radius** — devices that activated the bad supplement (reported it
+installed, or failed and fell back), counting those whose report came after
+the halt (in flight) — against the first wave plus the devices in flight,
+and how many devices outside the first wave activated it; then, for a good
+supplement, the time to 99 % with those waves and without a plan.
+
 It prints, per mode, the time from the publish to 50 / 90 / 99 % of the
 eligible online devices reporting ``25D771280a``, as the server recorded each
 device's first such report (``GET /v1/admin/patch-windows?per_device=true``)
@@ -36,6 +47,7 @@ within 60 s.
     .venv/bin/python benchmarks/patch_window.py                    # 1,000 devices
     .venv/bin/python benchmarks/patch_window.py --devices 10000    # the large run
     .venv/bin/python benchmarks/patch_window.py --modes wake --json out.json
+    .venv/bin/python benchmarks/patch_window.py --modes rollout --devices 10000
 
 Everything runs on 127.0.0.1; the server and every file are removed at the
 end (``--keep`` keeps the workspaces). The exit status is 1 only when the
@@ -54,6 +66,7 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -151,7 +164,28 @@ class Sampler:
         }
 
 
-def run_mode(args: argparse.Namespace, wake: bool) -> dict[str, Any]:
+def rollout_plan(soak_seconds: float) -> dict[str, Any]:
+    """1 % -> 10 % -> 50 % -> 100 %, each soaking ``soak_seconds``, halting on one failure."""
+    soak = soak_seconds / 3600
+    return {
+        "waves": [
+            {"name": "1%", "percent": 1, "soak_hours": soak},
+            {"name": "10%", "percent": 10, "soak_hours": soak},
+            {"name": "50%", "percent": 50, "soak_hours": soak},
+            {"name": "100%", "percent": 100, "soak_hours": 0},
+        ],
+        "halt": {"max_failures": 1},
+    }
+
+
+def run_mode(
+    args: argparse.Namespace,
+    wake: bool,
+    *,
+    plan: dict[str, Any] | None = None,
+    unhealthy: float = 0.0,
+    name: str = "",
+) -> dict[str, Any]:
     options = SimOptions(
         devices=args.devices,
         full=0,
@@ -162,8 +196,11 @@ def run_mode(args: argparse.Namespace, wake: bool) -> dict[str, Any]:
         offline_seconds=None,
         timeout=args.timeout or (180.0 if wake else 2 * args.poll_interval + 120.0),
         concurrency=args.concurrency,
+        plan=plan,
+        unhealthy=unhealthy,
     )
-    root = Path(tempfile.mkdtemp(prefix=f"bsi-patch-window-{'wake' if wake else 'poll'}-"))
+    name = name or ("wake" if wake else "poll")
+    root = Path(tempfile.mkdtemp(prefix=f"bsi-patch-window-{name}-"))
     workspace = Workspace(root)
     stages: dict[str, float] = {}
     last_report = [0.0]
@@ -183,7 +220,8 @@ def run_mode(args: argparse.Namespace, wake: bool) -> dict[str, Any]:
 
     try:
         workspace.create()
-        with local_server(workspace) as server:
+        tick = ("--rollout-tick-seconds", f"{args.tick_seconds:g}")
+        with local_server(workspace, options=tick) as server:
             assert server.process is not None
             sampler = Sampler(server.process.pid)
             sampler.start()
@@ -205,7 +243,42 @@ def run_mode(args: argparse.Namespace, wake: bool) -> dict[str, Any]:
             shutil.rmtree(root, ignore_errors=True)
     assert result.published_at is not None
     rollout = sampler.window(result.published_at, result.ended_at)
-    return summarise(result, rollout, wake, root if args.keep else None)
+    summary = summarise(result, rollout, wake, root if args.keep else None)
+    if plan is not None:
+        summary["mode"] = f"{summary['mode']}, waves" + (
+            f", {unhealthy:.0%} broken" if unhealthy else ""
+        )
+        summary["brake"] = blast_radius(result)
+    return summary
+
+
+def blast_radius(result: SimResult) -> dict[str, Any]:
+    """How far the supplement got: devices that activated it, before and after the halt."""
+    assert result.rollout is not None
+    waves = result.rollout["waves"]
+    first: dict[str, datetime] = {}
+    for event in result.activations:
+        first.setdefault(event["device"], datetime.fromisoformat(event["at"]))
+    halted = datetime.fromisoformat(result.halts[0]["at"]) if result.halts else None
+    failures = [
+        datetime.fromisoformat(e["at"]) for e in result.activations if e["kind"] == "device-failed"
+    ]
+    in_flight = 0 if halted is None else sum(1 for at in first.values() if at > halted)
+    return {
+        "state": result.rollout["state"],
+        "halted_in": result.rollout["current_wave"] if halted else None,
+        "halted_because": result.rollout["halted_because"],
+        "wave_sizes": [w["devices"] for w in waves],
+        "activated_per_wave": [w["installed"] + w["failed"] for w in waves],
+        "failed_per_wave": [w["failed"] for w in waves],
+        "blast_radius": len(first),
+        "in_flight": in_flight,
+        "first_wave_plus_in_flight": waves[0]["devices"] + in_flight,
+        "outside_first_wave": sum(w["installed"] + w["failed"] for w in waves[1:]),
+        "report_to_halt_ms": None
+        if halted is None or not failures
+        else (halted - min(failures)).total_seconds() * 1000,
+    }
 
 
 def summarise(
@@ -284,13 +357,36 @@ def print_summary(summary: dict[str, Any]) -> None:
     )
     if summary["workspace"]:
         print(f"   workspace kept: {summary['workspace']}")
+    brake = summary.get("brake")
+    if brake:
+        print(
+            f"   rollout {brake['state']}; wave sizes {brake['wave_sizes']}; activated per "
+            f"wave {brake['activated_per_wave']}, of which failed {brake['failed_per_wave']}"
+        )
+        if brake["halted_in"] is not None:
+            latency = brake["report_to_halt_ms"]
+            print(
+                f"   halted in wave {brake['halted_in']!r}"
+                + ("" if latency is None else f", {latency:.0f} ms after the first failure")
+                + f": {brake['halted_because']}"
+            )
+            within = brake["blast_radius"] <= brake["first_wave_plus_in_flight"]
+            print(
+                f"   blast radius {brake['blast_radius']} (in flight at the halt "
+                f"{brake['in_flight']}); first wave {brake['wave_sizes'][0]} + in flight = "
+                f"{brake['first_wave_plus_in_flight']}: {'within' if within else 'EXCEEDED'}; "
+                f"devices outside the first wave that activated it: "
+                f"{brake['outside_first_wave']}"
+            )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument(
-        "--modes", default="wake,poll", help="comma-separated: wake, poll (default both)"
+        "--modes",
+        default="wake,poll",
+        help="comma-separated: wake, poll, rollout (default wake,poll)",
     )
     parser.add_argument(
         "--poll-interval",
@@ -299,6 +395,21 @@ def main() -> int:
         help="seconds between polls; in wake mode the fallback (default 60)",
     )
     parser.add_argument("--jitter", type=float, default=0.1)
+    parser.add_argument(
+        "--unhealthy",
+        type=float,
+        default=0.05,
+        help="rollout mode: fraction of devices the bad supplement breaks (default 0.05)",
+    )
+    parser.add_argument(
+        "--soak-seconds", type=float, default=10.0, help="rollout mode: each wave's soak"
+    )
+    parser.add_argument(
+        "--tick-seconds",
+        type=float,
+        default=1.0,
+        help="the server's rollout_tick_seconds (default 1: soaks are seconds here)",
+    )
     parser.add_argument("--timeout", type=float, default=None, help="roll-out limit in seconds")
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument(
@@ -308,8 +419,10 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the workspaces")
     args = parser.parse_args()
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    if not modes or any(m not in ("wake", "poll") for m in modes):
-        parser.error("--modes takes wake, poll or both")
+    if not modes or any(m not in ("wake", "poll", "rollout") for m in modes):
+        parser.error("--modes takes wake, poll, rollout")
+    if not 0 <= args.unhealthy <= 1:
+        parser.error("--unhealthy is a fraction in [0, 1]")
     if Kind.OFFLINE in parse_mix(args.mix):
         pass  # offline devices stay offline: they are outside the measured set
 
@@ -328,6 +441,18 @@ def main() -> int:
     )
     summaries = []
     for mode in modes:
+        if mode == "rollout":
+            plan = rollout_plan(args.soak_seconds)
+            print(f"\n[rollout: bad supplement, {args.unhealthy:.0%} of devices broken]")
+            summaries.append(
+                run_mode(args, True, plan=plan, unhealthy=args.unhealthy, name="rollout-bad")
+            )
+            print("\n[rollout: good supplement, waves]")
+            summaries.append(run_mode(args, True, plan=plan, name="rollout-good"))
+            if "wake" not in modes:
+                print("\n[rollout: good supplement, no plan]")
+                summaries.append(run_mode(args, True, name="rollout-flat"))
+            continue
         print(f"\n[{mode}]")
         summaries.append(run_mode(args, wake=mode == "wake"))
     for summary in summaries:

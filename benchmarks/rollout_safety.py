@@ -10,7 +10,8 @@ supplement active or, for a bad supplement, a failed health check on
 ``--fail-fraction`` of the devices (which ones: a draw of their id). The
 server steps the rollout every ``--tick-seconds`` from the waves' health
 (:func:`~bsi.domain.rollout.wave_health`, :func:`~bsi.domain.rollout.step`),
-as ``bsi serve`` does every ``rollout_tick_seconds``.
+as ``bsi serve`` does every ``rollout_tick_seconds``, and as each failure is
+stored (``Rollouts.react``).
 
 It prints, for the plan 1 % -> 10 % -> 50 % -> 100 % (``--soak-hours`` each,
 halt on the first failure):
@@ -86,6 +87,7 @@ class Outcome:
     minutes_to_99: float | None = None
     installed: int = 0
     failed: int = 0
+    failing_in_first_wave: int = 0
 
     @property
     def first_wave(self) -> int:
@@ -117,6 +119,7 @@ def run(
     sizes = [sum(1 for w in members.values() if w == i) for i in range(len(rollout_plan.waves))]
     outcome = Outcome(devices, sizes)
     fails = {d for d in ids if draw("health-check", d) < fail_fraction}
+    outcome.failing_in_first_wave = sum(1 for d in fails if members[d] == 0)
     rollout: Rollout = start(rollout_plan, BUILD, T0)
     started: dict[str, float] = {}  # device -> minute its install began (it activates)
     done: dict[str, float] = {}  # device -> minute it reported the result
@@ -133,9 +136,36 @@ def run(
     tick = tick_seconds / 60
     push(tick, "tick", "")
     horizon = horizon_hours * 60
+
+    def look(at: float) -> None:
+        """The server steps the rollout: at every tick, and as a failure is stored."""
+        nonlocal rollout
+        if rollout.state is not RolloutState.RUNNING:
+            return
+        now = T0 + timedelta(minutes=at)
+        progress = [
+            DeviceProgress(
+                d,
+                installed_at=None
+                if d not in done or d in fails
+                else T0 + timedelta(minutes=done[d]),
+                last_report_at=now,
+                failure=FailureKind.HEALTH_CHECK_ROLLBACK if d in done and d in fails else None,
+                wave=members[d],
+            )
+            for d in ids
+            if members[d] <= rollout.current
+        ]
+        health = wave_health(progress, timedelta(hours=6), now, rollout.current)
+        rollout, _ = step(rollout, health, now)
+        if rollout.state is RolloutState.HALTED:
+            outcome.halted_at = at
+            outcome.halted_because = rollout.halted_because
+            outcome.activated_before_halt = len(started)
+            outcome.in_flight_at_halt = sum(1 for d in started if d not in done)
+
     while queue:
         event = heapq.heappop(queue)
-        now = T0 + timedelta(minutes=event.at)
         if event.at > horizon:
             break
         if event.kind == "check-in":
@@ -147,36 +177,18 @@ def run(
                 push(event.at + poll_minutes * rng.uniform(0.9, 1.1), "check-in", d)
         elif event.kind == "reported":
             done[event.device] = event.at
-            if event.device not in fails:
+            if event.device in fails:
+                look(event.at)  # a failure is judged as it is stored (Rollouts.react)
+            else:
                 outcome.installed += 1
                 if outcome.minutes_to_99 is None and outcome.installed >= 0.99 * devices:
                     outcome.minutes_to_99 = event.at
         else:
-            if rollout.state is RolloutState.RUNNING:
-                progress = [
-                    DeviceProgress(
-                        d,
-                        installed_at=None
-                        if d not in done or d in fails
-                        else T0 + timedelta(minutes=done[d]),
-                        last_report_at=now,
-                        failure=FailureKind.HEALTH_CHECK_ROLLBACK
-                        if d in done and d in fails
-                        else None,
-                    )
-                    for d in ids
-                    if members[d] <= rollout.current
-                ]
-                rollout, _ = step(rollout, wave_health(progress, timedelta(hours=6), now), now)
-                if rollout.state is RolloutState.HALTED:
-                    outcome.halted_at = event.at
-                    outcome.halted_because = rollout.halted_because
-                    outcome.activated_before_halt = len(started)
-                    outcome.in_flight_at_halt = sum(1 for d in started if d not in done)
+            look(event.at)
             if rollout.state is RolloutState.RUNNING or outcome.minutes_to_99 is None:
                 push(event.at + tick, "tick", "")
-            if rollout.state is RolloutState.HALTED:
-                break
+        if rollout.state is RolloutState.HALTED:
+            break
         if outcome.minutes_to_99 is not None and rollout.state is not RolloutState.RUNNING:
             break
     outcome.failed = sum(1 for d in done if d in fails)
@@ -247,6 +259,14 @@ def main(argv: list[str] | None = None) -> int:
             f"  blast radius {bad.activated_before_halt} (in flight at the halt "
             f"{bad.in_flight_at_halt}); first wave {bad.first_wave} + in flight = {bound}: "
             + ("within" if within else "EXCEEDED")
+            + f"; devices the supplement breaks in the first wave: {bad.failing_in_first_wave}"
+            + (
+                " (none: no rule can halt a wave that holds no failing device; the chance "
+                f"is (1 - {fraction:g})^{bad.first_wave} = "
+                f"{(1 - fraction) ** bad.first_wave:.0%})"
+                if not bad.failing_in_first_wave
+                else ""
+            )
         )
         figures["bad"].append(
             {
@@ -256,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                 "blast_radius": bad.activated_before_halt,
                 "in_flight_at_halt": bad.in_flight_at_halt,
                 "first_wave_plus_in_flight": bound,
+                "failing_in_first_wave": bad.failing_in_first_wave,
             }
         )
     print(f"wave sizes: {figures['wave_sizes']}")

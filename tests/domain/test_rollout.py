@@ -199,6 +199,31 @@ def test_a_wave_needs_its_success_rate_before_the_next_opens() -> None:
     assert step(rollout, wave_health(rows, plan.halt.silence, T0), T0)[1] is Change.WAVE_ADVANCED
 
 
+def test_a_wave_none_of_whose_devices_installed_never_passes_on_time_alone() -> None:
+    """A slow fleet: the canary's soak passes before any canary device runs the supplement.
+    Passing it then would open every wave before a single device could fail."""
+    rollout = start(PLAN, "12A100a", T0)
+    pending = [DeviceProgress(f"slow{i}") for i in range(5)]
+    later = T0 + timedelta(days=3)
+    assert step(rollout, wave_health(pending, PLAN.halt.silence, later), later) == (rollout, None)
+    # The soak counts from the first install: 4 h of the supplement running in the wave.
+    first = T0 + timedelta(hours=10)
+    rows = [DeviceProgress("quick", installed_at=first, last_report_at=first), *pending[1:]]
+    almost = first + timedelta(hours=3, minutes=59)
+    assert step(rollout, wave_health(rows, PLAN.halt.silence, almost), almost)[1] is None
+    soaked = first + timedelta(hours=4)
+    health = wave_health(rows, PLAN.halt.silence, soaked)
+    assert (health.open_devices, health.open_first_install) == (5, first)
+    assert step(rollout, health, soaked)[1] is Change.WAVE_ADVANCED
+    # A device of an earlier wave does not count for the open one; an empty wave passes.
+    advanced = step(rollout, health, soaked)[0]
+    assert wave_health(rows, PLAN.halt.silence, soaked, open_wave=1).open_devices == 0
+    later = soaked + timedelta(hours=12)
+    rows = [DeviceProgress("quick", installed_at=first, last_report_at=later)]
+    health = wave_health(rows, PLAN.halt.silence, later, open_wave=1)
+    assert step(advanced, health, later)[1] is Change.WAVE_ADVANCED
+
+
 def test_a_waiting_wave_names_its_earliest_opening() -> None:
     rollout = start(PLAN, "12A100a", T0)
     waiting = gate(rollout, 2)

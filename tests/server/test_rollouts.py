@@ -141,10 +141,12 @@ def test_a_failing_supplement_halts_in_the_first_wave_and_abort_withdraws_it(
         },
     }
     assert dict(devices)[canary].put("/v1/ddm/status", json=failed).status_code == 200
-    server.clock.advance(hours=2)  # soaked: only the failure keeps the next wave shut
-    assert server.service.rollouts.tick() == 1
+    # Halted as the failure was stored, not at the next tick: no other device's check-in
+    # in between finds the next wave's gate open.
     body = server.reader.get(ROLLOUT).json()
     assert body["state"] == "halted"
+    server.clock.advance(hours=2)  # soaked: only the failure keeps the next wave shut
+    assert server.service.rollouts.tick() == 0
     assert f"1 health-check-rollback ({canary})" in body["halted_because"]
     assert body["failures"] == [
         {
@@ -435,7 +437,7 @@ def test_an_apple_plan_stops_at_a_failing_wave(server: RunningServer, shared_dat
     }
     assert canary.put("/v1/ddm/status", json=failed).status_code == 200
     server.clock.advance(hours=2)
-    assert server.service.rollouts.tick() == 1
+    assert server.service.rollouts.tick() == 0  # halted as the failure was stored
     body = server.reader.get(ROLLOUT).json()
     assert body["state"] == "halted"
     assert "1 install-failed" in body["halted_because"]

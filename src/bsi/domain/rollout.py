@@ -388,7 +388,7 @@ class DeviceProgress:
 
     ``installed_at``: when it first reported the supplement active (None: not
     yet); ``last_report_at``: its latest status report; ``failure``: what
-    went wrong with this supplement on it, if anything.
+    went wrong with this supplement on it, if anything; ``wave``: its wave.
     """
 
     device_id: str
@@ -396,13 +396,20 @@ class DeviceProgress:
     last_report_at: datetime | None = None
     failure: FailureKind | None = None
     detail: str = ""
+    wave: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class WaveHealth:
+    """The opened waves' ``devices``, ``installed`` and ``failures``; ``open_devices``
+    and ``open_first_install`` are the open wave's own: how many devices it has, and
+    when the first of them reported the supplement running (None: none yet)."""
+
     devices: int
     installed: int
     failures: tuple[DeviceProgress, ...]
+    open_devices: int = 0
+    open_first_install: datetime | None = None
 
     def explain(self) -> str:
         """Which devices failed and how, for a halt's reason (at most ten named)."""
@@ -417,9 +424,10 @@ class WaveHealth:
 
 
 def wave_health(
-    progress: Iterable[DeviceProgress], silence: timedelta, now: datetime
+    progress: Iterable[DeviceProgress], silence: timedelta, now: datetime, open_wave: int = 0
 ) -> WaveHealth:
-    """The open wave's health at ``now``: installs, and failures including silent devices."""
+    """The opened waves' health at ``now`` (``progress``: their devices; ``open_wave``:
+    the open one's index): installs, and failures including silent devices."""
     rows = list(progress)
     failures = []
     for p in rows:
@@ -435,7 +443,12 @@ def wave_health(
                 )
             )
     installed = sum(1 for p in rows if p.installed_at is not None and p.failure is None)
-    return WaveHealth(len(rows), installed, tuple(failures))
+    in_open = [p for p in rows if p.wave == open_wave]
+    first = min(
+        (p.installed_at for p in in_open if p.installed_at is not None and p.failure is None),
+        default=None,
+    )
+    return WaveHealth(len(rows), installed, tuple(failures), len(in_open), first)
 
 
 class Change(StrEnum):
@@ -456,6 +469,13 @@ def step(rollout: Rollout, health: WaveHealth, now: datetime) -> tuple[Rollout, 
     failures); opens the next wave when the open one has soaked and enough of
     it installed; completes after the last wave soaks healthy. Otherwise it is
     unchanged and the change is ``None``.
+
+    The soak is the time the supplement has *run* in the open wave: it counts
+    from the later of the wave's opening and its first install. A wave with
+    devices none of which runs the supplement yet has shown nothing, so it
+    never passes on time alone (a slow fleet would otherwise let every wave
+    open before any device could fail: the whole fleet exposed at once); a
+    wave whose devices cannot install at all waits for the admin's advance.
     """
     if rollout.state is not RolloutState.RUNNING:
         return rollout, None
@@ -465,6 +485,10 @@ def step(rollout: Rollout, health: WaveHealth, now: datetime) -> tuple[Rollout, 
         return halted, Change.HALTED
     wave = plan.effective_waves[rollout.current]
     opened = rollout.opened_at or rollout.started_at
+    if health.open_devices:
+        if health.open_first_install is None:
+            return rollout, None
+        opened = max(opened, health.open_first_install)
     if now < opened + wave.soak:
         return rollout, None
     if health.devices and health.installed / health.devices < plan.min_success_rate:

@@ -398,7 +398,7 @@ class Rollouts:
             wave = members.get(device.device_id)
             if wave is None:
                 wave = late_wave(rollout.plan, rollout.build, device.device_id, device.group)
-            progress = _progress(device, rollout, failures.get(device.device_id))
+            progress = _progress(device, rollout, failures.get(device.device_id), wave)
             count = counts[wave]
             count.devices += 1
             if progress.installed_at is not None and progress.failure is None:
@@ -407,7 +407,7 @@ class Rollouts:
                 count.failed += 1
             if wave <= rollout.current:
                 opened.append(progress)
-        health = wave_health(opened, rollout.plan.halt.silence, now)
+        health = wave_health(opened, rollout.plan.halt.silence, now, rollout.current)
         return health, counts
 
     def _failures(self, stored: StoredRollout) -> dict[str, tuple[FailureKind, str]]:
@@ -481,57 +481,93 @@ class Rollouts:
         returns how many rollouts changed."""
         now = self.clock()
         self.deadlines(now)
+        return self._step_running(now, lambda _stored: True)
+
+    def react(self, transitions: Iterable[NewEvent]) -> int:
+        """Step, at once, the running rollouts of the builds a status report just failed.
+
+        Called as a device's failure (``device-failed``, ``device-rolled-back``)
+        is stored, so a halt closes the gates before any other device fetches
+        its catalogue: waiting for the next :meth:`tick` (``rollout_tick_seconds``)
+        let every device that checked in meanwhile install a supplement whose
+        halt was already due. Returns how many rollouts changed (0 when the
+        report failed nothing under a running rollout, without a query).
+        """
+        failed = {
+            (e.platform, e.build)
+            for e in transitions
+            if e.kind in FAILURE_EVENTS and e.build is not None
+        }
+        if not failed:
+            return 0
+        return self._step_running(
+            self.clock(),
+            lambda stored: (
+                (stored.platform, stored.rollout.build) in failed
+                or (None, stored.rollout.build) in failed
+            ),
+        )
+
+    def _step_running(self, now: datetime, which: Callable[[StoredRollout], bool]) -> int:
+        """Apply :func:`~bsi.domain.rollout.step` to the running rollouts ``which`` selects;
+        after a change the gates are re-read, decisions made again and devices woken."""
         changed = 0
         for stored in self.store.rollouts(frozenset({RolloutState.RUNNING})):
-            health, _ = self.health(stored, now)
-            rollout, change = step(stored.rollout, health, now)
-            if change is None:
-                continue
-            build, platform = rollout.build, stored.platform
-            if change.value == EventKind.ROLLOUT_HALTED:
-                reason = f"rollout of {platform}/{build} halted in wave {self._wave(rollout)!r}: "
-                reason += rollout.halted_because or ""
-            elif change.value == EventKind.WAVE_ADVANCED:
-                reason = f"wave {self._wave(rollout)!r} of {platform}/{build} opened: " + (
-                    f"{health.installed} of {health.devices} devices installed, "
-                    f"{len(health.failures)} failed"
-                )
-            else:
-                reason = f"rollout of {platform}/{build} completed"
-            detail = {
-                "wave": rollout.current,
-                "devices": health.devices,
-                "installed": health.installed,
-                "failures": [
-                    {"device": p.device_id, "failure": str(p.failure), "detail": p.detail}
-                    for p in health.failures[:100]
-                ],
-            }
-            try:
-                self.store.save_rollout(
-                    stored,
-                    rollout,
-                    [
-                        NewEvent(
-                            EventKind(change.value),
-                            AUTOMATIC,
-                            reason,
-                            now,
-                            platform=platform,
-                            build=build,
-                            detail=detail,
-                        )
-                    ],
-                )
-            except Conflict:
-                continue  # another worker's tick or an admin changed it since it was read
-            self._steer_apple(platform, stored.rollout, rollout)
-            changed += 1
+            if which(stored) and self._step_one(stored, now):
+                changed += 1
         if changed:
             self.forget()  # before deciding again: the decisions read the new gates
+            self._changed()  # wake devices first: a halt must reach them before anything
             self._recompute()
-            self._changed()
         return changed
+
+    def _step_one(self, stored: StoredRollout, now: datetime) -> bool:
+        """Step one rollout and store what changed with its event; False when nothing did
+        (or another process changed it since it was read)."""
+        health, _ = self.health(stored, now)
+        rollout, change = step(stored.rollout, health, now)
+        if change is None:
+            return False
+        build, platform = rollout.build, stored.platform
+        if change.value == EventKind.ROLLOUT_HALTED:
+            reason = f"rollout of {platform}/{build} halted in wave {self._wave(rollout)!r}: "
+            reason += rollout.halted_because or ""
+        elif change.value == EventKind.WAVE_ADVANCED:
+            reason = f"wave {self._wave(rollout)!r} of {platform}/{build} opened: " + (
+                f"{health.installed} of {health.devices} devices installed, "
+                f"{len(health.failures)} failed"
+            )
+        else:
+            reason = f"rollout of {platform}/{build} completed"
+        detail = {
+            "wave": rollout.current,
+            "devices": health.devices,
+            "installed": health.installed,
+            "failures": [
+                {"device": p.device_id, "failure": str(p.failure), "detail": p.detail}
+                for p in health.failures[:100]
+            ],
+        }
+        try:
+            self.store.save_rollout(
+                stored,
+                rollout,
+                [
+                    NewEvent(
+                        EventKind(change.value),
+                        AUTOMATIC,
+                        reason,
+                        now,
+                        platform=platform,
+                        build=build,
+                        detail=detail,
+                    )
+                ],
+            )
+        except Conflict:
+            return False  # another worker's tick or an admin changed it since it was read
+        self._steer_apple(platform, stored.rollout, rollout)
+        return True
 
     def status(self, platform: str, build: str) -> dict[str, Any]:
         """The rollout as ``GET .../rollout`` shows it: plan, state, each wave's counts."""
@@ -641,7 +677,7 @@ def _iso(when: datetime | None) -> str | None:
 
 
 def _progress(
-    device: FleetDevice, rollout: Rollout, failure: tuple[FailureKind, str] | None
+    device: FleetDevice, rollout: Rollout, failure: tuple[FailureKind, str] | None, wave: int
 ) -> DeviceProgress:
     installed = device.installed_at if device.supplemental_build == rollout.build else None
     if failure is None and device.installed_at is not None and installed is None:
@@ -656,6 +692,7 @@ def _progress(
         last_report_at=device.last_seen_at,
         failure=None if failure is None else failure[0],
         detail="" if failure is None else failure[1],
+        wave=wave,
     )
 
 

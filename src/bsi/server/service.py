@@ -503,6 +503,8 @@ class BsiService:
 
             state = self._devices.save_device_state(identity.device_id, merge, now, write)
             self.rollouts.record(transitions)
+            # A failure under a running rollout may halt it: decided now, not at the next tick.
+            self.rollouts.react(transitions)
             # its OS or capabilities may have changed, and with them its subscription
             self._identities.drop(("enrollment", identity.device_id))
             return state

@@ -131,11 +131,13 @@ class LightDevice:
     """The agent's own cycle (:class:`~bsi.sim.recorded.RecordedAgent`) over the real
     protocol, driven by the simulator's async transport; activation is recorded."""
 
-    def __init__(self, spec: DeviceSpec, connection: Connection) -> None:
+    def __init__(
+        self, spec: DeviceSpec, connection: Connection, *, unhealthy: bool = False
+    ) -> None:
         self.spec = spec
         self.connection = connection
         self.status = DeviceStatus()
-        self.agent = RecordedAgent(spec.root, load_config(spec.root))
+        self.agent = RecordedAgent(spec.root, load_config(spec.root), unhealthy=unhealthy)
         self._session: DeviceSession | None = None
 
     @property

@@ -19,7 +19,14 @@ One run goes through these stages, in order:
    every online device has completed a check-in begun after the sync (one
    begun before may have read the old catalogue) and every device the
    rules let install has installed (offline devices included, once they are
-   back), or at ``timeout``.
+   back), or at ``timeout``. With a rollout ``plan`` the run also ends once
+   the rollout halted and every online device has checked in since (the
+   halt wakes them: whatever was in flight has reported).
+
+A ``plan`` is set as the platform's default rollout plan before the
+publish, so the sync starts the supplement's rollout with it; ``unhealthy``
+is the fraction of light devices (a draw of their name) on which the
+supplement fails its health check (:class:`~bsi.sim.recorded.RecordedAgent`).
 
 Two patch-window measures are kept per device, both from the publish
 instant: *server* — the time the server recorded for the device's first
@@ -48,12 +55,14 @@ from bsi.agent.schedule import Schedule
 from bsi.domain.declarations import software_update_settings
 from bsi.domain.patch_window import PERCENTILES
 from bsi.domain.policy import InstallSecurityUpdate
+from bsi.domain.rollout import draw
 from bsi.errors import InvalidInput, ServerUnavailable
 from bsi.sim.devices import DeviceStatus, FullDevice, LightDevice, Phase, SimDevice
 from bsi.sim.fleet import (
     DEFAULT_MIX,
     GROUP,
     GROUP_ALWAYS_OFF,
+    PLATFORM,
     DeviceSpec,
     Kind,
     plan_fleet,
@@ -63,6 +72,10 @@ from bsi.sim.http import Connection
 from bsi.sim.sample import BASE_FILES, SUPPLEMENTAL_BUILD, Publisher
 from bsi.sim.server import Admin
 
+ROLLOUT_PATH = f"/v1/admin/supplements/{PLATFORM}/{SUPPLEMENTAL_BUILD}/rollout"
+
+UNHEALTHY_DRAW = "sim-health-check"
+"""The seed of the draw that picks the devices a supplement breaks (independent of waves)."""
 AUTOMATIC_POLICY = "sim.softwareupdate.automatic"
 ALWAYS_OFF_POLICY = "sim.softwareupdate.always-off"
 
@@ -86,6 +99,15 @@ class SimOptions:
     """Check-ins in flight at once, fleet-wide (long polls are not counted)."""
     publish: bool = True
     seed: int = 2026
+    plan: Mapping[str, Any] | None = None
+    """A rollout plan (``PUT /v1/admin/rollout-plans/{platform}``'s body) set before the
+    publish; None: the supplement goes to every device at once."""
+    unhealthy: float = 0.0
+    """The fraction of light devices the supplement breaks (its health check fails)."""
+
+    def breaks(self, spec: DeviceSpec) -> bool:
+        """Whether the supplement fails its health check on ``spec`` (light devices only)."""
+        return not spec.full and draw(UNHEALTHY_DRAW, spec.name) < self.unhealthy
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,6 +148,12 @@ class SimResult:
     stage_seconds: Mapping[str, float]
     supplements: list[dict[str, Any]]
     cves: list[dict[str, Any]]
+    rollout: dict[str, Any] | None = None
+    """``GET .../rollout`` at the end (None without a plan)."""
+    activations: list[dict[str, Any]] = field(default_factory=list)
+    """The ``device-installed`` and ``device-failed`` events of the supplement, oldest first."""
+    halts: list[dict[str, Any]] = field(default_factory=list)
+    """The ``rollout-halted`` events of the supplement."""
 
     def measured(self) -> list[DeviceResult]:
         """The eligible online devices: what the patch-window percentiles are over."""
@@ -210,6 +238,8 @@ class Simulation:
         self._tracked: list[_Tracked] = []
         self._published = asyncio.Event()
         self._gate = asyncio.Semaphore(max(1, options.concurrency))
+        self.halted_at: float | None = None
+        """When the server halted the rollout (epoch seconds)."""
 
     # -- the run ---------------------------------------------------------------------
 
@@ -274,7 +304,11 @@ class Simulation:
 
             self.stage = "roll-out"
             deadline = time.monotonic() + options.timeout
+            looked = 0.0
             while time.monotonic() < deadline:
+                if options.plan is not None and time.monotonic() - looked > 0.5:
+                    looked = time.monotonic()
+                    await self._look_at_rollout()
                 if self._done():
                     completed = True
                     break
@@ -318,7 +352,7 @@ class Simulation:
                 admin=self.admin,
                 executor=executor,
             )
-        return LightDevice(spec, http)
+        return LightDevice(spec, http, unhealthy=self.options.breaks(spec))
 
     async def _setup_server(self, specs: Sequence[DeviceSpec]) -> dict[str, str]:
         """Groups, their policies, and an enrollment token per group."""
@@ -339,7 +373,17 @@ class Simulation:
             await admin.put_declaration(declaration.to_json(), group)
             uses = sum(1 for s in specs if s.profile.group == group)
             tokens[group] = await admin.enrollment_token(group, uses)
+        if self.options.plan is not None:
+            await admin.call("PUT", f"/v1/admin/rollout-plans/{PLATFORM}", json=self.options.plan)
         return tokens
+
+    async def _look_at_rollout(self) -> None:
+        """Note when the server halted the rollout (its event's instant: the halt woke the
+        devices, and their check-ins may come before this look)."""
+        if self.halted_at is None:
+            halts = await self.admin.events(("rollout-halted",), SUPPLEMENTAL_BUILD)
+            if halts:
+                self.halted_at = datetime.fromisoformat(halts[0]["at"]).timestamp()
 
     async def _each(self, work: Callable[[_Tracked], Any]) -> None:
         async def bounded(tracked: _Tracked) -> None:
@@ -432,6 +476,14 @@ class Simulation:
 
     def _done(self) -> bool:
         assert self.synced_at is not None
+        if self.halted_at is not None:
+            # Halted: done once every online device checked in after it (the halt wakes them).
+            return all(
+                t.device.status.last_check_in is not None
+                and t.device.status.last_check_in >= self.halted_at
+                for t in self._tracked
+                if t.device.status.online
+            )
         for tracked in self._tracked:
             status = tracked.device.status
             if not status.online:
@@ -441,7 +493,10 @@ class Simulation:
             # A check-in begun before the sync may have read the old catalogue.
             if status.last_check_in is None or status.last_check_in < self.synced_at:
                 return False
-            if tracked.device.spec.profile.expects_install and status.installed_at is None:
+            # A device the supplement breaks is done once it reported its failure.
+            broken = self.options.breaks(tracked.device.spec) and status.failure
+            waiting = tracked.device.spec.profile.expects_install and not status.installed_at
+            if waiting and not broken:
                 return False
         return True
 
@@ -502,6 +557,11 @@ class Simulation:
             stage_seconds=dict(self.stage_seconds),
             supplements=await admin.supplement_compliance(),
             cves=await admin.cve_compliance(),
+            rollout=None if self.options.plan is None else await admin.call("GET", ROLLOUT_PATH),
+            activations=await admin.events(
+                ("device-installed", "device-failed"), SUPPLEMENTAL_BUILD
+            ),
+            halts=await admin.events(("rollout-halted",), SUPPLEMENTAL_BUILD),
         )
 
 

@@ -65,14 +65,18 @@ class Workspace:
 
 
 @contextlib.contextmanager
-def local_server(workspace: Workspace, port: int = 0) -> Iterator[ServerProcess]:
-    """``bsi serve`` for the workspace, hosting its TUF repository; stopped on exit."""
+def local_server(
+    workspace: Workspace, port: int = 0, options: tuple[str, ...] = ()
+) -> Iterator[ServerProcess]:
+    """``bsi serve`` (with ``options``) for the workspace, hosting its TUF repository;
+    stopped on exit."""
     publisher = workspace.publisher
     server = ServerProcess(
         workspace.server_dir,
         tuf_repo_dir=publisher.repo_dir,
         tuf_keys_dir=publisher.keys_dir,
         port=port,
+        options=options,
     )
     server.start()
     try:

@@ -13,7 +13,10 @@ agent's seams to the host filled in memory:
 * ``download`` fetches nothing and ``stage`` records the manifest of the
   catalogue's supplement (:func:`recorded_manifest`): the payload transfer
   and TUF verification are what a light device skips; full devices do them;
-* relaunch finds no process to restart (none runs from a simulated root).
+* relaunch finds no process to restart (none runs from a simulated root);
+* the health check passes, unless the device is ``unhealthy``: then every
+  supplement fails it (:data:`UNHEALTHY`), and the agent's own fallback and
+  failure report follow, as on a host a bad supplement breaks.
 
 That is what lets ten thousand devices run the agent's cycle on two cores,
 and what the contract test (``tests/agent/test_agent_sim_contract.py``) holds to the
@@ -39,6 +42,8 @@ from bsi.errors import NotFound
 RECORDED_COMPONENT = "recorded"
 """The one component of a recorded manifest: it names no real file."""
 _NO_DIGEST = "0" * 64
+UNHEALTHY = "the simulated device is one the supplement breaks"
+"""Why an ``unhealthy`` light device's health check fails."""
 
 
 def recorded_manifest(supplement: Supplement) -> Manifest:
@@ -101,9 +106,18 @@ class RecordOnlyActivator:
 class RecordedAgent(Agent):
     """:class:`~bsi.agent.runner.Agent` with its host seams in memory (see the module)."""
 
-    def __init__(self, root: Path, config: AgentConfig, *, clock: Clock = utc_now) -> None:
+    def __init__(
+        self,
+        root: Path,
+        config: AgentConfig,
+        *,
+        clock: Clock = utc_now,
+        unhealthy: bool = False,
+    ) -> None:
         self.recorder = RecordOnlyActivator()
         super().__init__(root, config, clock=clock, activator=self.recorder)
+        self.unhealthy = unhealthy
+        """Whether every supplement fails its health check here (a bad supplement's victim)."""
         self.state = LocalState()
         self.changed = False
         """Whether :meth:`save_state` ran since the simulator last wrote ``sim-state.json``."""
@@ -159,6 +173,10 @@ class RecordedAgent(Agent):
         manifest = recorded_manifest(plan.target)
         self._staged[str(manifest.supplemental_build)] = manifest
         return manifest
+
+    def _check(self, manifest: Manifest) -> str | None:
+        """The agent's health check, failed on an ``unhealthy`` device."""
+        return UNHEALTHY if self.unhealthy else super()._check(manifest)
 
     def _restart_users(self, manifests: list[Manifest], state: LocalState) -> dict[int, str]:
         """No process runs from a simulated root: none is left on old content."""

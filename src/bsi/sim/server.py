@@ -51,6 +51,8 @@ class ServerProcess:
     tuf_repo_dir: Path | None = None
     tuf_keys_dir: Path | None = None
     port: int = 0
+    options: tuple[str, ...] = ()
+    """More ``bsi serve`` options (``--rollout-tick-seconds 1``)."""
     process: subprocess.Popen[bytes] | None = None
     _log: IO[bytes] | None = field(default=None, repr=False)
 
@@ -86,6 +88,7 @@ class ServerProcess:
             command += ["--tuf-repo-dir", str(self.tuf_repo_dir)]
         if self.tuf_keys_dir is not None:
             command += ["--tuf-keys-dir", str(self.tuf_keys_dir)]
+        command += self.options
         environment = {k: v for k, v in os.environ.items() if not k.startswith("BSI_")}
         self._log = self.log_file.open("ab")
         self.process = subprocess.Popen(
@@ -193,6 +196,18 @@ class Admin:
             after = body.get("next")
             if not after:
                 return found
+
+    async def events(self, kinds: tuple[str, ...], build: str) -> list[dict[str, Any]]:
+        """Every event of ``kinds`` about supplement ``build``, oldest first (all pages)."""
+        found: list[dict[str, Any]] = []
+        after = 0
+        while True:
+            params: dict[str, Any] = {"kind": list(kinds), "supplement": build, "limit": 1000}
+            body = await self.call("GET", "/v1/admin/events", params={**params, "after": after})
+            found += body["events"]
+            if body.get("next") is None:
+                return found
+            after = int(body["next"])
 
     async def patch_windows(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = await self.call(
