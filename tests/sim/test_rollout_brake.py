@@ -55,7 +55,6 @@ def test_a_bad_supplement_halts_in_the_first_wave_as_its_failure_is_reported(
     assert result.completed
     rollout = result.rollout
     assert rollout is not None
-    print(rollout)
     assert rollout["state"] == "halted"
     first, rest = rollout["waves"]
     assert (first["devices"], rest["devices"]) == (6, 24)
