@@ -148,7 +148,8 @@ def halted_rollout(server: RunningServer, shared_data: Path) -> str:
     failed = failed_install_report(BUILD, "health-check-failed: exit 1")
     assert dict(devices)[canary].put("/v1/ddm/status", json=failed).status_code == 200
     server.clock.advance(hours=2)
-    assert server.service.rollouts.tick() == 1
+    assert server.service.rollouts.tick() == 0  # halted as the failure was stored
+    assert server.reader.get(ROLLOUT).json()["state"] == "halted"
     return canary
 
 
