@@ -131,6 +131,18 @@ def test_a_container_host_gets_the_supplement_falls_back_and_rolls_back(
         }
         assert containers["e2e-web0"]["base_image"] == base
         assert "supplemental_build" not in containers["e2e-other"]
+        # Compliance counts the two on the supplement, never the one on another image; a
+        # container started from the base after the activation is named restart-pending.
+        late = client.containers.run(base, name="e2e-late", detach=True)
+        assert agent.once().failure is None
+        shown = httpx.get(f"{url}/v1/admin/devices/{device_id}", headers=admin).json()
+        containers = {c["name"]: c for c in shown["status_items"][CONTAINERS_ITEM]}
+        assert [n for n, c in containers.items() if c.get("restart_pending")] == ["e2e-late"]
+        rows = httpx.get(f"{url}/v1/admin/compliance/supplements", headers=admin).json()
+        row = next(r for r in rows if r["build"] == "12C1000a")
+        assert (row["installed"], row["containers_installed"]) == (1, 2)
+        assert (row["containers_affected"], row["containers_restart_pending"]) == (3, 1)
+        late.remove(force=True)
 
         # A letter whose health check fails: the first container recreated on it is put
         # back and the letter halts; the host falls back to the last good letter, (a).

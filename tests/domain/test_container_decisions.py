@@ -4,9 +4,17 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
+import pytest
+
 from bsi.domain.catalog import Catalog, Release, Supplement
 from bsi.domain.compliance import assess_fleet, cve_json, supplement_json
-from bsi.domain.containers import ContainerFacts
+from bsi.domain.containers import (
+    CONTAINERS_ITEM,
+    ContainerFacts,
+    container_items,
+    left_behind,
+    read_container_items,
+)
 from bsi.domain.eligibility import Outcome, Reason, decide, unknown, with_containers
 from bsi.domain.facts import DeviceFacts
 from bsi.domain.policy import SoftwareUpdatePolicy
@@ -17,6 +25,7 @@ from bsi.domain.prerequisite import (
     Prerequisite,
 )
 from bsi.domain.versions import Build, ExtraVersion, ProductVersion, SupplementVersion
+from bsi.errors import InvalidInput
 
 NOW = datetime(2026, 11, 30, tzinfo=UTC)
 BASE = "sha256:" + "5f" * 32
@@ -179,3 +188,24 @@ def test_a_host_without_containers_counts_none() -> None:
     assert supplements[HOST_PACKAGES.build]["pending"] == 1
     assert all(v == 0 for k, v in supplements[HOST_PACKAGES.build].items() if "containers" in k)
     assert cves["CVE-2026-0001"]["containers_exposed"] == 0
+
+
+def test_the_hosts_report_names_its_restart_pending_containers() -> None:
+    late = ContainerFacts("late", BASE, BASE, "debian", "12", restart_pending=True)
+    items = container_items((late, container("web1", BASE, "a")))
+    assert [c.get("restart_pending") for c in items[CONTAINERS_ITEM]] == [True, None]  # type: ignore[attr-defined]
+    assert read_container_items(items) == (late, container("web1", BASE, "a"))
+    with pytest.raises(InvalidInput, match=r"containers\[0\]\.restart_pending: expected true"):
+        read_container_items({CONTAINERS_ITEM: [{"name": "x", "image": BASE, "base_image": BASE,
+                                                 "restart_pending": "yes"}]})  # fmt: skip
+    # the agent flags a container of a base its active letter patched that does not run it
+    assert left_behind(BASE, None, "12C1000a", {BASE})
+    assert left_behind(BASE, "12C0999a", "12C1000a", {BASE})
+    assert not left_behind(BASE, "12C1000a", "12C1000a", {BASE})
+    assert not left_behind(FOREIGN, None, "12C1000a", {BASE})
+    assert not left_behind(BASE, None, None, {BASE})
+    supplements, _ = summary_of(host(late, active=str(A.build)))
+    assert supplements[A.build]["containers_restart_pending"] == 1
+    # a flag without an active letter the catalogue knows changes nothing: pending
+    supplements, _ = summary_of(host(late))
+    assert supplements[A.build]["containers_pending"] == 1

@@ -6,6 +6,7 @@ agent would send (tests/containers covers the agent reading a real engine).
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import httpx
@@ -98,7 +99,8 @@ def test_compliance_counts_each_hosts_containers_and_a_host_it_cannot_place_as_u
     bad["StatusItems"]["bsi"]["agent"]["containers"] = [{"name": "web3", "image": "latest"}]
     assert broken.put("/v1/ddm/status", json=bad).status_code == 200
     _, behind = server.device()
-    report(behind, host_report(patched("web5"), on_base("late"), active=LETTER))
+    late = replace(on_base("late"), restart_pending=True)  # the agent's flag, as it sends it
+    report(behind, host_report(patched("web5"), late, active=LETTER))
 
     def expect(supplement: dict[str, Any], cve: dict[str, Any]) -> None:
         assert {k: v for k, v in supplement.items() if k.startswith("containers_")} == {

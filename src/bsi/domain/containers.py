@@ -11,12 +11,18 @@ one entry per running container in bsi's own status item
     {"name": "web1", "image": "sha256:...", "base_image": "sha256:...",
      "os_release": {"id": "debian", "version_id": "12"},
      "supplemental_build": "12C1000a", "extra_version": "(a)"}
+    {"name": "late", "image": "sha256:...", "base_image": "sha256:...",
+     "restart_pending": true}
 
 ``image`` is the image the container runs now, ``base_image`` the image it
 was created from before bsi patched it (the same when unpatched), and the
 supplement fields are those of its patched image's labels (absent when
-unpatched). Eligibility places the host on an image prerequisite by the
-containers' base images (:func:`images`); compliance counts containers.
+unpatched). ``restart_pending`` (only written when true) says the host's
+active letter patched containers of this base image and this one does not
+run it (started after the activation, or not recreated yet): the letter is
+on the host, the container runs the old content. Eligibility places the host
+on an image prerequisite by the containers' base images (:func:`images`);
+compliance counts containers (restart-pending ones apart, never fixed).
 
 Nothing here does I/O.
 """
@@ -41,6 +47,7 @@ from bsi.domain.versions import Build, ExtraVersion
 from bsi.errors import InvalidInput
 
 CONTAINERS_ITEM = "bsi.agent.containers"
+RESTART_PENDING = "restart_pending"
 MAX_CONTAINERS = 1024
 _NAME_LIMIT = 256
 
@@ -56,6 +63,7 @@ class ContainerFacts:
     os_version_id: str | None = None
     supplemental_build: Build | None = None
     extra_version: ExtraVersion | None = None
+    restart_pending: bool = False
 
     def __post_init__(self) -> None:
         if not self.name or len(self.name) > _NAME_LIMIT:
@@ -80,6 +88,19 @@ class ContainerFacts:
         )
 
 
+def left_behind(
+    base_image: str,
+    supplemental_build: str | None,
+    active: str | None,
+    active_bases: Iterable[str],
+) -> bool:
+    """Whether a container created from ``base_image``, running an image labelled with
+    ``supplemental_build`` (``None``: unpatched), is restart-pending: the host's
+    ``active`` letter recreated the containers of ``active_bases``, this one is of
+    such a base and does not run that letter."""
+    return active is not None and base_image in active_bases and supplemental_build != active
+
+
 def images(containers: Iterable[ContainerFacts] | None) -> tuple[ImageFacts, ...] | None:
     """The base images of ``containers`` (``None``: the device reports no containers)."""
     return None if containers is None else tuple(c.base_facts() for c in containers)
@@ -97,6 +118,8 @@ def dump_container(container: ContainerFacts) -> dict[str, object]:
         document["supplemental_build"] = str(container.supplemental_build)
     if container.extra_version is not None:
         document["extra_version"] = str(container.extra_version)
+    if container.restart_pending:
+        document[RESTART_PENDING] = True
     return document
 
 
@@ -111,12 +134,25 @@ def read_container(value: object, where: str) -> ContainerFacts:
     entry = document_fields(
         value,
         where,
-        ("name", "image", "base_image", OS_RELEASE, "supplemental_build", "extra_version"),
+        (
+            "name",
+            "image",
+            "base_image",
+            OS_RELEASE,
+            "supplemental_build",
+            "extra_version",
+            RESTART_PENDING,
+        ),
     )
     for key in ("name", "image", "base_image"):
         if key not in entry:
             raise InvalidInput(f"{where}: required field {key!r} is missing")
     os_id, os_version_id = read_os_release(entry.get(OS_RELEASE), f"{where}.{OS_RELEASE}")
+    restart_pending = entry.get(RESTART_PENDING, False)
+    if not isinstance(restart_pending, bool):
+        raise InvalidInput(
+            f"{where}.{RESTART_PENDING}: expected true or false, found {restart_pending!r:.80}"
+        )
 
     def text(fields: Mapping[str, object], key: str) -> str | None:
         return document_text(fields[key], f"{where}.{key}") if key in fields else None
@@ -132,6 +168,7 @@ def read_container(value: object, where: str) -> ContainerFacts:
             os_version_id=os_version_id,
             supplemental_build=Build.parse(build) if build else None,
             extra_version=ExtraVersion.parse(extra) if extra else None,
+            restart_pending=restart_pending,
         )
     except InvalidInput as error:
         raise error if error.message.startswith(where) else located(where, error) from None

@@ -564,9 +564,9 @@ def with_containers(
     release and rollout (``then``, e.g. its rollout holds) apply to it. A
     container still on its base image while the host's active letter is for
     that base is ``restart-pending`` (the letter is on the host, the container
-    does not run it). Fail closed (DESIGN rule 7): when the host is
-    ``unknown`` (``facts`` ``None``: not placed at all) every container is
-    ``unknown`` with the host's reason, never fixed.
+    does not run it), as is one the host's report says is. Fail closed (DESIGN
+    rule 7): when the host is ``unknown`` (``facts`` ``None``: not placed at
+    all) every container is ``unknown`` with the host's reason, never fixed.
     """
     if not containers:
         return host
@@ -596,8 +596,11 @@ def with_containers(
             containers=(container,),
         )
         decision = then(decide(alone, images_only, policy, now, rules))
-        if decision.outcome is not Outcome.UNKNOWN and _left_behind(container, active):
-            assert active is not None
+        if (
+            active is not None
+            and decision.outcome is not Outcome.UNKNOWN
+            and (container.restart_pending or _left_behind(container, active))
+        ):
             decision = Decision(
                 Outcome.RESTART_PENDING,
                 Reason.OLD_CONTENT_RUNNING,
@@ -609,9 +612,9 @@ def with_containers(
     return replace(host, containers=tuple(decided))
 
 
-def _left_behind(container: ContainerFacts, active: Supplement | None) -> bool:
+def _left_behind(container: ContainerFacts, active: Supplement) -> bool:
     """Whether ``container`` is on ``active``'s base image but runs an image without it."""
-    if active is None or active.prerequisite.image is None:
+    if active.prerequisite.image is None:
         return False
     on_base = place_image(active.prerequisite.image, container.base_facts()).match is Match.MET
     installed = container.supplemental_build

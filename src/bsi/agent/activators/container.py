@@ -60,7 +60,7 @@ from bsi.agent.activators import (
 )
 from bsi.agent.facts import parse_os_release
 from bsi.cryptex.manifest import Action, Manifest
-from bsi.domain.containers import ContainerFacts
+from bsi.domain.containers import ContainerFacts, left_behind
 from bsi.domain.prerequisite import (
     ImageBase,
     ImageFacts,
@@ -226,12 +226,20 @@ class ContainerActivator:
         return self._load().containers
 
     def running(self) -> tuple[ContainerFacts, ...]:
-        """The running containers, as the host reports them (:mod:`bsi.domain.containers`).
+        """The running containers, as the host reports them (:mod:`bsi.domain.containers`):
+        ``restart_pending`` for one on a base image the active letter patched that does
+        not run the letter (:func:`~bsi.domain.containers.left_behind`).
 
         Raises :class:`EngineUnavailable` when the engine does not answer: a
         host that cannot tell what its containers run is not reported as
         having none.
         """
+        try:
+            state = self._load()
+        except InvalidInput:
+            # flagged nowhere: the server still finds them from the active letter's base
+            state = _State()
+        active_bases = {c.base_image for c in state.containers}
         with self._engine("listing the running containers") as client:
             found = []
             for container in client.containers.list():
@@ -251,6 +259,7 @@ class ContainerActivator:
                         os_version_id=self._releases[base].get("VERSION_ID"),
                         supplemental_build=Build.parse(build) if build else None,
                         extra_version=ExtraVersion.parse(extra) if extra else None,
+                        restart_pending=left_behind(base, build, state.active, active_bases),
                     )
                 )
         return tuple(sorted(found, key=lambda c: c.name))
