@@ -333,7 +333,8 @@ def devices_list(
 def devices_show(
     device_id: Annotated[str, typer.Argument(help="The device's id.")],
     history: Annotated[
-        int, typer.Option(help="Its latest events to print (0-1000; not with --json).")
+        int,
+        typer.Option(min=0, max=1000, help="Its latest events to print (not with --json)."),
     ] = 20,
     as_json: Json = False,
 ) -> None:
