@@ -176,6 +176,12 @@ def test_a_rollout_on_its_supplement_page_and_its_controls(
     assert 'data-kind="rollout-halted"' in html  # the supplement's events, newest first
     assert html.index('data-kind="rollout-halted"') < html.index('data-kind="rollout-started"')
     assert "rollout halted" in admin.get("/supplements").text  # the card says so too
+    overview = admin.get("/").text  # and the overview, first thing an on-call person sees
+    alert = re.search(
+        rf'<div class="alert error" data-halted="{BUILD}">(.*?)</div>', overview, re.S
+    )
+    assert alert is not None
+    assert canary in alert.group(1)
 
     reader = signed_in(server, server.reader_key)
     as_reader = reader.get(page).text
@@ -197,6 +203,7 @@ def test_a_rollout_on_its_supplement_page_and_its_controls(
     resumed = admin.post(f"{page}/rollout/resume", content=f"csrf={token}".encode(), headers=FORM)
     assert resumed.status_code == 200, resumed.text
     assert server.reader.get(ROLLOUT).json()["state"] == "running"
+    assert "data-halted" not in admin.get("/").text
     buttons = set(re.findall(r'data-rollout-action="(\w+)"', resumed.text))
     assert buttons == {"advance", "halt", "abort"}  # running: halt by hand, no resume
     again = admin.post(f"{page}/rollout/resume", content=f"csrf={token}".encode(), headers=FORM)

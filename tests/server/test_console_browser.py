@@ -184,7 +184,10 @@ def test_a_rollout_advanced_from_its_page_and_hidden_from_a_read_only_key(
     reader.context.close()
 
     page = sign_in(browser, server, server.admin_key, viewport={"width": 1280, "height": 800})
-    page.goto(url)
+    assert canary in page.text_content(f'[data-halted="{BUILD}"]')  # the overview says first
+    shot(page, "overview-halted")
+    page.click("text=waves and failures")
+    page.wait_for_url(url)
     assert "health-check-rollback" in page.text_content("#halted")
     assert page.locator('.wave[data-wave="canary"]').get_attribute("data-state") == "halted"
     shot(page, "supplement-rollout-halted")

@@ -29,6 +29,7 @@ from bsi import __version__
 from bsi.domain.compliance import ComplianceSummary, cve_json, supplement_json
 from bsi.domain.eligibility import Outcome
 from bsi.domain.events import EventKind
+from bsi.domain.rollout import RolloutState
 from bsi.errors import BsiError, Forbidden, InvalidInput, NotFound, Unauthorized
 from bsi.server.admin.catalog import STATE_FOR_ACTION, SupplementAction
 from bsi.server.admin.common import Role
@@ -161,10 +162,14 @@ def console_router(service: BsiService) -> APIRouter:
         now = service.clock()
         supplements = [supplement_json(s, now) for s in summary.supplements]
         reasons = sorted(by_reason.items(), key=lambda kv: (kv[0][0] != "unknown", -kv[1]))
+        halted = await run_in_threadpool(
+            service.rollouts.store.rollouts, frozenset({RolloutState.HALTED})
+        )
         return page(
             request,
             "overview.html",
             viewer,
+            halted=halted,
             total=sum(by_outcome.values()),
             by_outcome=by_outcome,
             reasons=reasons,
