@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from bsi.domain.declarations import enforcement_specific
-from bsi.domain.rollout import advance
+from bsi.domain.rollout import DAYS, advance
 from bsi.errors import Conflict
 from reports import macos_report, supplemental_report
 from server_support import RunningServer
@@ -419,6 +419,92 @@ def test_an_apple_plan_issues_staggered_enforcements_wave_by_wave(
     assert second[WAVE_1]["Payload"]["TargetLocalDateTime"] == "2026-03-21T13:30:00"
     assert apple_schema.problems(second[WAVE_1]) == []
     assert set(served(canary)) == {WAVE_0}  # a passed wave keeps its declaration
+
+    # Deadlines in local time: a group with a window gets the same instant in its zone.
+    window = {"days": list(DAYS), "start": "00:00", "end": "23:59", "timezone": "Europe/Berlin"}
+    path = "/v1/admin/groups/canary/maintenance-window"
+    assert server.admin.put(path, json=window).status_code == 200
+    berlin = served(canary)[WAVE_0]
+    assert berlin["Payload"]["TargetLocalDateTime"] == "2026-03-21T13:00:00"  # CET, UTC+1
+    assert apple_schema.problems(berlin) == []
+    assert served(rest)[WAVE_1]["Payload"]["TargetLocalDateTime"] == "2026-03-21T13:30:00"
+    assert server.admin.delete(path).status_code == 204
+    assert served(canary)[WAVE_0]["Payload"]["TargetLocalDateTime"] == "2026-03-21T12:00:00"
+
+
+PERCENT_PLAN = {
+    "waves": [
+        {"name": "first", "percent": 50, "soak_hours": 1},
+        {"name": "rest", "percent": 100, "soak_hours": 0},
+    ],
+    "halt": {"max_failures": 1},
+}
+
+
+def drawn(
+    server: RunningServer, shared_data: Path
+) -> tuple[list[tuple[str, httpx.Client]], list[tuple[str, httpx.Client]]]:
+    """Four macOS devices in one group, a percent-only plan started: (first wave, rest)."""
+    devices = fleet(server, shared_data)
+    assert server.admin.put(ROLLOUT, json=PERCENT_PLAN).status_code == 201
+    first = [(d, c) for d, c in devices if decision(server, d)[0] == "install"]
+    return first, [(d, c) for d, c in devices if (d, c) not in first]
+
+
+def test_an_apple_plan_of_percentages_serves_each_drawn_device_its_waves_deadline(
+    server: RunningServer, shared_data: Path
+) -> None:
+    first, rest = drawn(server, shared_data)
+    assert (len(first), len(rest)) == (2, 2)
+    for _, client in first:
+        got = served(client)
+        assert set(got) == {WAVE_0}
+        assert got[WAVE_0]["Payload"] == {
+            "TargetOSVersion": "26.3.1",
+            "TargetBuildVersion": BUILD,
+            "TargetLocalDateTime": "2026-03-21T12:00:00",
+        }
+        assert apple_schema.problems(got[WAVE_0]) == []
+    assert all(served(client) == {} for _, client in rest)  # not drawn into an open wave
+
+    for _, client in first:
+        assert client.put("/v1/ddm/status", json=supplemental_report(BUILD)).status_code == 200
+    server.clock.advance(hours=1, minutes=30)
+    assert server.service.rollouts.tick() == 1
+    for _, client in rest:
+        got = served(client)
+        assert set(got) == {WAVE_1}
+        assert got[WAVE_1]["Payload"]["TargetLocalDateTime"] == "2026-03-21T13:30:00"
+        assert apple_schema.problems(got[WAVE_1]) == []
+    assert all(set(served(client)) == {WAVE_0} for _, client in first)
+
+    # The group's window time zone: New York is on EDT (UTC-4) from 8 March 2026.
+    window = {"days": list(DAYS), "start": "22:00", "end": "04:00", "timezone": "America/New_York"}
+    path = "/v1/admin/groups/default/maintenance-window"
+    assert server.admin.put(path, json=window).status_code == 200
+    local = served(first[0][1])[WAVE_0]
+    assert local["Payload"]["TargetLocalDateTime"] == "2026-03-21T08:00:00"
+    assert apple_schema.problems(local) == []
+    assert served(rest[0][1])[WAVE_1]["Payload"]["TargetLocalDateTime"] == "2026-03-21T09:30:00"
+
+
+def test_an_apple_plan_of_percentages_stops_at_a_failing_wave(
+    server: RunningServer, shared_data: Path
+) -> None:
+    first, rest = drawn(server, shared_data)
+    assert all(set(served(client)) == {WAVE_0} for _, client in first)
+    failed = macos_report()
+    failed["StatusItems"]["softwareupdate"] = {
+        "install-state": "failed",
+        "pending-version": {"os-version": "26.3.1 (a)", "build-version": BUILD},
+        "failure-reason": {"reason": "download failed", "count": 1},
+    }
+    assert first[0][1].put("/v1/ddm/status", json=failed).status_code == 200
+    assert server.reader.get(ROLLOUT).json()["state"] == "halted"
+    assert all(served(client) == {} for _, client in first)  # the halted wave's is taken back
+    server.clock.advance(hours=2)
+    assert server.service.rollouts.tick() == 0
+    assert all(served(client) == {} for _, client in rest)  # the next wave never gets one
 
 
 def test_an_apple_plan_stops_at_a_failing_wave(server: RunningServer, shared_data: Path) -> None:

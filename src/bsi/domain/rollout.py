@@ -31,7 +31,7 @@ from datetime import UTC, datetime, time, timedelta
 from enum import StrEnum
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from bsi.domain.declarations import Declaration, enforcement_specific
+from bsi.domain.declarations import ENFORCEMENT_SPECIFIC, Declaration, enforcement_specific
 from bsi.domain.eligibility import Decision, Outcome, Reason
 from bsi.errors import InvalidPolicy
 
@@ -807,25 +807,30 @@ ENFORCEMENT_GRACE = timedelta(hours=24)
 """How long after its wave opens an Apple device has to install: its deadline."""
 
 
+WAVE_PREFIX = "bsi.rollout."
+"""The identifiers of bsi's wave declarations (``bsi.`` is bsi's own namespace)."""
+
+
 def wave_identifier(build: str, wave: int) -> str:
-    """The identifier of wave ``wave``'s ``enforcement.specific`` (``bsi.`` is bsi's own)."""
-    return f"bsi.rollout.{build}.{wave}"
+    """The identifier of wave ``wave``'s ``enforcement.specific``."""
+    return f"{WAVE_PREFIX}{build}.{wave}"
 
 
 def wave_enforcement(
     rollout: Rollout, target_os_version: str, grace: timedelta = ENFORCEMENT_GRACE
 ) -> Declaration | None:
-    """The ``softwareupdate.enforcement.specific`` bsi issues to the open wave's groups.
+    """The ``softwareupdate.enforcement.specific`` bsi issues when a wave of an Apple
+    supplement's rollout opens, as stored: the deadline is the UTC instant.
 
-    bsi cannot ship Apple's bits; it steers them: when a wave of an Apple
-    supplement's rollout opens, its pinned groups are told to install the
-    supplemental build (``TargetBuildVersion``) by the opening plus ``grace``.
-    Waves open one after another, so the deadlines are staggered, and a wave's
-    declaration exists only once the wave before it passed (its devices report
-    ``supplemental.build-version`` and no failure, :func:`step`). Apple's
-    ``TargetLocalDateTime`` has no zone: the deadline is written as UTC wall
-    time, which each device reads as its own local time. None while the
-    rollout is not running.
+    bsi cannot ship Apple's bits; it steers them: when a wave opens, its
+    devices — those of the groups pinned to it and those drawn into it — are
+    told to install the supplemental build (``TargetBuildVersion``) by the
+    opening plus ``grace``. Waves open one after another, so the deadlines
+    are staggered, and a wave's declaration exists only once the wave before
+    it passed (its devices report ``supplemental.build-version`` and no
+    failure, :func:`step`). Stored with the deadline as UTC wall time; each
+    device is served it in its own local time (:func:`localized`). None while
+    the rollout is not running.
     """
     if rollout.state is not RolloutState.RUNNING:
         return None
@@ -836,4 +841,38 @@ def wave_enforcement(
         target_os_version,
         deadline,
         rollout.build,
+    )
+
+
+def is_wave_declaration(declaration: Declaration) -> bool:
+    """Whether ``declaration`` is one of bsi's wave enforcements (:func:`wave_enforcement`)."""
+    return declaration.type == ENFORCEMENT_SPECIFIC and declaration.identifier.startswith(
+        WAVE_PREFIX
+    )
+
+
+def localized(declaration: Declaration, timezone: str | None) -> Declaration:
+    """A wave enforcement as a device in ``timezone`` is served it.
+
+    Apple's ``TargetLocalDateTime`` has no zone: the device reads it as its
+    own local time (the schema: "the local date time value that specifies
+    when to force install the software update"). bsi stores the deadline as
+    the UTC instant and serves each device the wall time of that instant in
+    its group's maintenance-window time zone (an IANA name), so every device
+    meets the same instant. Without a window (``None``) the UTC wall time is
+    served unchanged: a device in another zone reads it as its own local
+    time, so it installs up to its UTC offset earlier (east) or later (west)
+    than the instant. Other declarations are returned as they are.
+    """
+    if timezone is None or not is_wave_declaration(declaration):
+        return declaration
+    payload = declaration.payload
+    instant = datetime.fromisoformat(str(payload["TargetLocalDateTime"])).replace(tzinfo=UTC)
+    local = instant.astimezone(ZoneInfo(timezone)).replace(tzinfo=None)
+    return enforcement_specific(
+        declaration.identifier,
+        str(payload["TargetOSVersion"]),
+        local,
+        None if payload.get("TargetBuildVersion") is None else str(payload["TargetBuildVersion"]),
+        None if payload.get("DetailsURL") is None else str(payload["DetailsURL"]),
     )

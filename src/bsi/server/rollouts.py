@@ -14,7 +14,12 @@ decide (:mod:`bsi.store.rollouts`) and tells devices their gate:
   silent — and applies :func:`~bsi.domain.rollout.step`;
 * :meth:`Rollouts.holds` is what holds one device back (its gate per build,
   its group's window): the server's stored decision and the catalogue the
-  agent decides from both carry it.
+  agent decides from both carry it;
+* for an Apple supplement, each opened wave has an ``enforcement.specific``
+  (:func:`~bsi.domain.rollout.wave_enforcement`, stored with the UTC
+  deadline): its pinned groups have it assigned, the devices drawn into it
+  are served it by :meth:`Rollouts.wave_declarations`, and every device gets
+  the deadline in its group's window time zone (:func:`~bsi.domain.rollout.localized`).
 
 Every change is an event (:mod:`bsi.domain.events`), with its actor.
 """
@@ -24,7 +29,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -49,7 +54,9 @@ from bsi.domain.rollout import (
     failure_kind,
     gate,
     halt,
+    is_wave_declaration,
     late_wave,
+    localized,
     read_plan,
     read_window,
     resume,
@@ -75,6 +82,8 @@ from bsi.store.rollouts import (
 Clock = Callable[[], datetime]
 HELD = frozenset({RolloutState.RUNNING, RolloutState.HALTED, RolloutState.ABORTED})
 """Rollouts whose gates hold devices back (a completed one holds nobody)."""
+STEERED = HELD | {RolloutState.COMPLETED}
+"""Rollouts whose Apple wave declarations may still be served (a completed one's stay)."""
 FAILURE_EVENTS = frozenset({EventKind.DEVICE_FAILED.value, EventKind.DEVICE_ROLLED_BACK.value})
 _DEADLINES_PASSED = EventFilter(
     kinds=frozenset({EventKind.ENFORCEMENT_DEADLINE_PASSED.value}), limit=MAX_EVENTS_PAGE
@@ -102,6 +111,9 @@ class _Snapshot:
     windows: dict[int, MaintenanceWindow]
     groups: dict[int, str]
     expires: float
+    waves: dict[str, Declaration] = field(default_factory=dict)
+    """The stored wave enforcements (:func:`~bsi.domain.rollout.wave_enforcement`) by
+    identifier, when an Apple rollout has devices drawn into its waves."""
 
 
 class Rollouts:
@@ -124,6 +136,7 @@ class Rollouts:
         declarations: Callable[[], Iterable[Declaration]] = tuple,
         issue: Callable[[Declaration, frozenset[str]], None] = lambda _d, _g: None,
         retract: Callable[[str], None] = lambda _i: None,
+        redeclare: Callable[[], None] = lambda: None,
         cache_seconds: float = 2.0,
     ) -> None:
         self.store = store
@@ -135,6 +148,7 @@ class Rollouts:
         self._declarations = declarations
         self._issue = issue
         self._retract = retract
+        self._redeclare = redeclare
         self._cache_seconds = cache_seconds
         self._snapshot: _Snapshot | None = None
         self._members: dict[int, dict[str, int]] = {}
@@ -147,10 +161,18 @@ class Rollouts:
         if snapshot is not None and snapshot.expires > time.monotonic():
             return snapshot
         with self._lock:
-            held = [(s, self._membership(s.id)) for s in self.store.rollouts(HELD)]
+            held = [(s, self._membership(s.id)) for s in self.store.rollouts(STEERED)]
             windows = {g: read_window(w) for g, w in self.store.windows().items()}
             groups = self.store.group_names() if held else {}
-            snapshot = _Snapshot(held, windows, groups, time.monotonic() + self._cache_seconds)
+            apple = any(s.platform in APPLE_PLATFORMS.values() for s, _ in held)
+            waves = (
+                {d.identifier: d for d in self._declarations() if is_wave_declaration(d)}
+                if apple
+                else {}
+            )
+            snapshot = _Snapshot(
+                held, windows, groups, time.monotonic() + self._cache_seconds, waves
+            )
             self._snapshot = snapshot
             return snapshot
 
@@ -172,7 +194,7 @@ class Rollouts:
         window = snapshot.windows.get(group_id)
         gates = {}
         for stored, members in snapshot.rollouts:
-            if stored.platform != platform:
+            if stored.platform != platform or stored.rollout.state not in HELD:
                 continue
             rollout = stored.rollout
             wave = members.get(device_id)
@@ -183,6 +205,30 @@ class Rollouts:
         if not gates and window is None:
             return NO_HOLDS
         return DeviceHolds(gates, window)
+
+    def wave_declarations(self, device_id: str, group_id: int) -> tuple[Declaration, ...]:
+        """The wave enforcements served to ``device_id`` itself: that of each Apple
+        rollout wave it was drawn into (not pinned to by its group, which has it
+        assigned), once the wave opened and while its declaration stands, with the
+        deadline in its group's window time zone. Empty for any other device."""
+        snapshot = self._current()
+        if not snapshot.waves:
+            return ()
+        group = snapshot.groups.get(group_id, "")
+        found = []
+        for stored, members in snapshot.rollouts:
+            wave = members.get(device_id)
+            if wave is None or group in stored.rollout.plan.effective_waves[wave].groups:
+                continue
+            declaration = snapshot.waves.get(wave_identifier(stored.rollout.build, wave))
+            if declaration is not None:
+                found.append(localized(declaration, self.timezone(group_id)))
+        return tuple(found)
+
+    def timezone(self, group_id: int) -> str | None:
+        """The time zone of ``group_id``'s maintenance window (None: it has none)."""
+        window = self._current().windows.get(group_id)
+        return None if window is None else window.timezone
 
     def actor(self, secret: str | None) -> str:
         """The name of the API key ``secret`` (the actor of an admin's change)."""
@@ -340,11 +386,14 @@ class Rollouts:
         return StoredRollout(stored.id, stored.platform, changed)
 
     def _steer_apple(self, platform: str, before: Rollout | None, after: Rollout) -> None:
-        """For an Apple supplement, the open wave's groups get its ``enforcement.specific``
-        (:func:`~bsi.domain.rollout.wave_enforcement`) when the wave opens or resumes;
-        a halt takes the halted wave's back, an abort every wave's."""
+        """For an Apple supplement, the open wave gets its ``enforcement.specific``
+        (:func:`~bsi.domain.rollout.wave_enforcement`) when it opens or resumes: stored,
+        assigned to its pinned groups and served to the devices drawn into it
+        (:meth:`wave_declarations`); a halt takes the halted wave's back, an abort every
+        wave's."""
         if platform not in APPLE_PLATFORMS.values():
             return
+        self.forget()  # devices woken by the change must be served the new declarations
         if after.state is RolloutState.ABORTED or after.state is RolloutState.HALTED:
             first = 0 if after.state is RolloutState.ABORTED else after.current
             for wave in range(first, after.current + 1):
@@ -359,9 +408,8 @@ class Rollouts:
         if after.state is not RolloutState.RUNNING or not opened or supplement is None:
             return
         declaration = wave_enforcement(after, str(supplement.version.product))
-        groups = after.plan.effective_waves[after.current].groups
-        if declaration is not None and groups:
-            self._issue(declaration, groups)
+        if declaration is not None:
+            self._issue(declaration, after.plan.effective_waves[after.current].groups)
 
     @classmethod
     def _acted(cls, rollout: Rollout, action: str, now: datetime, actor: str) -> Rollout:
@@ -625,6 +673,8 @@ class Rollouts:
                 detail={"group": group, "window": shown},
             )
         self.store.set_window(group, None if window is None else dump_window(window), event)
+        self.forget()
+        self._redeclare()  # the wave deadlines its devices are served are in its time zone
         self._after_change()
         return window
 

@@ -48,7 +48,7 @@ from bsi.domain.eligibility import Decision, Outcome, Reason, decide, unknown, w
 from bsi.domain.events import AUTOMATIC
 from bsi.domain.patch_window import PatchWindow, percentiles, posting_instant
 from bsi.domain.policy import SoftwareUpdatePolicy
-from bsi.domain.rollout import NO_HOLDS, DeviceHolds
+from bsi.domain.rollout import NO_HOLDS, DeviceHolds, localized
 from bsi.domain.status import (
     DeviceState,
     identity_contradictions,
@@ -193,6 +193,7 @@ class BsiService:
             declarations=lambda: [d for d, _ in self._declarations.declarations()],
             issue=self._issue_declaration,
             retract=self._retract_declaration,
+            redeclare=self._declarations_changed,
             cache_seconds=cache_seconds,
         )
         """Rollouts, maintenance windows and the event history (bsi.server.rollouts)."""
@@ -271,8 +272,15 @@ class BsiService:
         self._identities.drop(("enrollment", device_id))
 
     def cached_group_view(self, identity: DeviceIdentity) -> GroupView | None:
-        hit = self._groups.peek(_view_key(identity))
+        hit = self._groups.peek((*_view_key(identity), self._own_declarations(identity)))
         return None if hit is None else hit.value
+
+    def _own_declarations(self, identity: DeviceIdentity) -> tuple[Declaration, ...]:
+        """What the device channel is served beyond its group's: the Apple rollout waves
+        it was drawn into (:meth:`bsi.server.rollouts.Rollouts.wave_declarations`)."""
+        if identity.channel is not None:
+            return ()
+        return self.rollouts.wave_declarations(identity.device_id, identity.group_id)
 
     # -- enrollments NanoMDM forwards -----------------------------------------
 
@@ -398,20 +406,31 @@ class BsiService:
 
     def identity_view(self, identity: DeviceIdentity) -> GroupView:
         """What this device (or user channel) is served."""
-        return self.group_view(*_view_key(identity))
+        return self.group_view(*_view_key(identity), self._own_declarations(identity))
 
     def group_view(
-        self, group_id: int, scope: str = SYSTEM, items: tuple[str, ...] = BSI_STATUS_ITEMS
+        self,
+        group_id: int,
+        scope: str = SYSTEM,
+        items: tuple[str, ...] = BSI_STATUS_ITEMS,
+        own: tuple[Declaration, ...] = (),
     ) -> GroupView:
-        """What a group's channels of ``scope`` subscribed to ``items`` are served, cached."""
-        key = (group_id, scope, items)
+        """What a group's channels of ``scope`` subscribed to ``items`` are served, cached;
+        ``own``: declarations a device is served beyond its group's (its rollout waves)."""
+        key = (group_id, scope, items, own)
         view: GroupView = self._groups.get(key, lambda: self._load_group(*key))
         return view
 
-    def _load_group(self, group_id: int, scope: str, items: tuple[str, ...]) -> GroupView:
-        assigned = self._declarations.group_declarations(group_id)
-        served = declaration_set(str(group_id), assigned, scope, items)
-        variant = hashlib.sha256("\n".join(items).encode()).hexdigest()[:16]
+    def _load_group(
+        self, group_id: int, scope: str, items: tuple[str, ...], own: tuple[Declaration, ...]
+    ) -> GroupView:
+        # A wave's deadline is served in the group's window time zone (bsi.domain.rollout).
+        zone = self.rollouts.timezone(group_id)
+        assigned = [localized(d, zone) for d in self._declarations.group_declarations(group_id)]
+        served = declaration_set(str(group_id), [*assigned, *own], scope, items)
+        variant = hashlib.sha256(
+            "\n".join([*items, *(f"{d.identifier}\0{d.server_token}" for d in own)]).encode()
+        ).hexdigest()[:16]
         changed_at = self._declarations.sync_changed_at(
             f"group:{group_id}:{scope}:{variant}", served.token, self.clock()
         )
@@ -613,7 +632,8 @@ class BsiService:
         for group_id in self._declarations.groups():
             served |= {(group_id, SYSTEM, BSI_STATUS_ITEMS), (group_id, USER, BSI_STATUS_ITEMS)}
         for key in served:
-            self.group_view(*key)
+            if not key[3:4] or not key[3]:  # a device's own variant is rebuilt when asked for
+                self.group_view(*key[:3])
         self.on_change()
 
     def import_catalog(self, catalog: Catalog, origin: str) -> Catalog:
