@@ -487,6 +487,15 @@ def test_an_apple_plan_of_percentages_serves_each_drawn_device_its_waves_deadlin
     assert apple_schema.problems(local) == []
     assert served(rest[0][1])[WAVE_1]["Payload"]["TargetLocalDateTime"] == "2026-03-21T09:30:00"
 
+    # A completed rollout's devices keep their waves' declarations, as pinned groups do.
+    for _, client in rest:
+        assert client.put("/v1/ddm/status", json=supplemental_report(BUILD)).status_code == 200
+    assert server.service.rollouts.tick() == 1
+    assert server.reader.get(ROLLOUT).json()["state"] == "completed"
+    server.service.rollouts.forget()
+    assert set(served(rest[1][1])) == {WAVE_1}
+    assert set(served(first[1][1])) == {WAVE_0}
+
 
 def test_an_apple_plan_of_percentages_stops_at_a_failing_wave(
     server: RunningServer, shared_data: Path

@@ -83,7 +83,8 @@ Clock = Callable[[], datetime]
 HELD = frozenset({RolloutState.RUNNING, RolloutState.HALTED, RolloutState.ABORTED})
 """Rollouts whose gates hold devices back (a completed one holds nobody)."""
 STEERED = HELD | {RolloutState.COMPLETED}
-"""Rollouts whose Apple wave declarations may still be served (a completed one's stay)."""
+"""Rollouts whose Apple wave declarations may still be served (a completed one's stay;
+a completed Linux rollout is not read at all)."""
 FAILURE_EVENTS = frozenset({EventKind.DEVICE_FAILED.value, EventKind.DEVICE_ROLLED_BACK.value})
 _DEADLINES_PASSED = EventFilter(
     kinds=frozenset({EventKind.ENFORCEMENT_DEADLINE_PASSED.value}), limit=MAX_EVENTS_PAGE
@@ -161,7 +162,11 @@ class Rollouts:
         if snapshot is not None and snapshot.expires > time.monotonic():
             return snapshot
         with self._lock:
-            held = [(s, self._membership(s.id)) for s in self.store.rollouts(STEERED)]
+            held = [
+                (s, self._membership(s.id))
+                for s in self.store.rollouts(STEERED)
+                if s.rollout.state in HELD or s.platform in APPLE_PLATFORMS.values()
+            ]
             windows = {g: read_window(w) for g, w in self.store.windows().items()}
             groups = self.store.group_names() if held else {}
             apple = any(s.platform in APPLE_PLATFORMS.values() for s, _ in held)
