@@ -133,6 +133,9 @@ def test_compliance_counts_each_hosts_containers_and_a_host_it_cannot_place_as_u
     assert signed_in.status_code == 303
     assert "<b>4</b> affected" in console.get("/supplements").text
     assert "1 / 2 / 2" in console.get("/cves").text  # exposed / fixed / unknown
+    metrics = server.reader.get("/metrics").text
+    assert 'bsi_containers{outcome="restart-pending",reason="old-content-running"} 1.0' in metrics
+    assert 'bsi_containers{outcome="unknown",reason="status-invalid"} 2.0' in metrics
 
     # the host stops running containers: its rows go with its next report
     report(mixed, host_report())

@@ -18,8 +18,10 @@ What is counted where:
   ``bsi_database_query_duration_seconds``;
 - at scrape time, from the database (:class:`FleetCollector`), so every worker
   answers the same: ``bsi_devices{outcome,reason}`` (never-reported devices
-  are ``unknown``/``not-reported``; decommissioned ones are not counted) and
-  ``bsi_supplements{state}``.
+  are ``unknown``/``not-reported``; decommissioned ones are not counted),
+  ``bsi_containers{outcome,reason}`` (the running containers of container
+  hosts, each with its own decision; those of an unknown host are
+  ``unknown``) and ``bsi_supplements{state}``.
 
 Several workers (``bsi serve --workers N``): ``bsi serve`` points
 ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before any worker starts;
@@ -148,7 +150,8 @@ def watch_database(engine: Engine) -> None:
 
 
 class FleetCollector(Collector):
-    """Devices by decision and supplements by state, read from the database at scrape time."""
+    """Devices and hosts' containers by decision, supplements by state, read from the
+    database at scrape time."""
 
     def __init__(self, service: BsiService) -> None:
         self.service = service
@@ -157,9 +160,18 @@ class FleetCollector(Collector):
         devices = GaugeMetricFamily(
             "bsi_devices", "Devices by decision outcome and reason", labels=("outcome", "reason")
         )
-        for (outcome, reason), n in sorted(self.service.decision_counts().by_decision().items()):
+        counts = self.service.decision_counts()
+        for (outcome, reason), n in sorted(counts.by_decision().items()):
             devices.add_metric((outcome, reason), n)
         yield devices
+        containers = GaugeMetricFamily(
+            "bsi_containers",
+            "Running containers of Docker and Podman hosts by their decision outcome and reason",
+            labels=("outcome", "reason"),
+        )
+        for (outcome, reason), n in sorted(counts.by_decision(containers=True).items()):
+            containers.add_metric((outcome, reason), n)
+        yield containers
         supplements = GaugeMetricFamily(
             "bsi_supplements", "Supplements by state", labels=("state",)
         )

@@ -258,10 +258,11 @@ class DecisionCounts:
     by_group: dict[DecisionGroup, int] = field(default_factory=dict)
     containers: dict[DecisionGroup, int] = field(default_factory=dict)
 
-    def by_decision(self) -> dict[tuple[str, str], int]:
-        """Devices per ``(outcome, reason)``, whatever their platform, version or build."""
+    def by_decision(self, *, containers: bool = False) -> dict[tuple[str, str], int]:
+        """Devices (with ``containers``: hosts' running containers) per ``(outcome,
+        reason)``, whatever their platform, version or build."""
         totals: dict[tuple[str, str], int] = {}
-        for group, n in self.by_group.items():
+        for group, n in (self.containers if containers else self.by_group).items():
             key = (group.outcome, group.reason)
             totals[key] = totals.get(key, 0) + n
         return totals
