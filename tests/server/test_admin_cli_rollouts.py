@@ -60,6 +60,12 @@ def test_a_rollout_started_shown_and_steered_from_the_cli(
 
     api = server.reader.get(ROLLOUT).json()
     assert admin("rollouts", "show", "macOS", BUILD, "--json").json() == api
+    (listed,) = admin("rollouts", "list", "--json").json()  # type: ignore[misc]
+    assert listed == {k: v for k, v in api.items() if k not in ("plan", "waves", "failures")}
+    assert admin("rollouts", "list", "--state", "halted", "--json").json() == []
+    bad_state = admin("rollouts", "list", "--state", "paused")
+    assert bad_state.code == EXIT_REFUSED
+    assert "state" in bad_state.stderr
     rows = list(
         csv.DictReader(io.StringIO(admin("rollouts", "show", "macOS", BUILD, "--csv").stdout))
     )
@@ -86,6 +92,7 @@ def test_a_rollout_started_shown_and_steered_from_the_cli(
     assert body["state"] == "halted"
     assert body["halted_because"] == "halted by hand by test-admin in wave 'canary'"
     assert "halted by hand by test-admin" in admin("rollouts", "show", "macOS", BUILD).stdout
+    assert "halted by hand" in admin("rollouts", "list", "--state", "halted").stdout
     twice = admin("rollouts", "halt", "macOS", BUILD)
     assert twice.code == EXIT_REFUSED
     assert "halted, not running" in twice.stderr

@@ -110,6 +110,27 @@ def _print_rollout(rollout: dict[str, Any], as_json: bool, as_csv: bool) -> None
 # -- rollouts --------------------------------------------------------------------
 
 
+@rollouts_app.command("list")
+@reporting
+def rollouts_list(
+    state: Annotated[
+        list[str] | None,
+        typer.Option("--state", help="Only this state (repeat): running, halted, ..."),
+    ] = None,
+    as_json: Json = False,
+    as_csv: Csv = False,
+) -> None:
+    """Every rollout, newest first: its state, open wave and why it halted."""
+    rows = client().get("/rollouts", state=state or None)
+    emit(
+        rows,
+        rows,
+        ("platform", "build", "state", "current_wave", "started_at", "halted_because"),
+        as_json=as_json,
+        as_csv=as_csv,
+    )
+
+
 @rollouts_app.command("show")
 @reporting
 def rollouts_show(

@@ -628,13 +628,7 @@ class Rollouts:
         rollout = stored.rollout
         health, counts = self.health(stored, self.clock())
         return {
-            "platform": platform,
-            "build": build,
-            "state": rollout.state.value,
-            "current_wave": self._wave(rollout),
-            "started_at": rollout.started_at.isoformat(),
-            "opened_at": None if rollout.opened_at is None else rollout.opened_at.isoformat(),
-            "halted_because": rollout.halted_because,
+            **rollout_summary(stored),
             "plan": dump_plan(rollout.plan),
             "waves": [
                 {
@@ -725,6 +719,22 @@ class WaveCount:
     devices: int = 0
     installed: int = 0
     failed: int = 0
+
+
+def rollout_summary(stored: StoredRollout) -> dict[str, Any]:
+    """A rollout's state, as ``GET rollouts`` lists it and ``GET .../rollout`` starts:
+    the open wave's name (``current_wave``), when the rollout started and the open wave
+    opened (ISO 8601), and why it halted."""
+    rollout = stored.rollout
+    return {
+        "platform": stored.platform,
+        "build": rollout.build,
+        "state": rollout.state.value,
+        "current_wave": Rollouts._wave(rollout),
+        "started_at": rollout.started_at.isoformat(),
+        "opened_at": _iso(rollout.opened_at),
+        "halted_because": rollout.halted_because,
+    }
 
 
 def _iso(when: datetime | None) -> str | None:

@@ -14,10 +14,11 @@ from starlette.concurrency import run_in_threadpool
 
 from bsi.domain.ddm import ENROLLMENT_ID_MAX
 from bsi.domain.events import EventKind
+from bsi.domain.rollout import RolloutState
 from bsi.errors import InvalidInput, InvalidPolicy
 from bsi.server.admin.common import Access, Role, recompute_later
 from bsi.server.http import StrictRoute, json_body
-from bsi.server.rollouts import Action
+from bsi.server.rollouts import Action, rollout_summary
 from bsi.server.service import BsiService
 from bsi.server.webhooks import event_body, shown
 from bsi.store.rollouts import MAX_EVENTS_PAGE, EventFilter
@@ -44,6 +45,17 @@ def rollout_routes(service: BsiService, access: Access) -> APIRouter:
         await run_in_threadpool(rollouts.start, platform, build, document, actor)
         recompute_later(service, tasks)
         return await run_in_threadpool(rollouts.status, platform, build)
+
+    @router.get("/rollouts", summary="Every rollout: state and wave, newest first")
+    async def list_rollouts(
+        _: Reader, state: Annotated[list[RolloutState] | None, Query(max_length=8)] = None
+    ) -> list[dict[str, Any]]:
+        """``state`` (repeatable: running, halted, completed, aborted) filters. Each
+        item as ``GET .../rollout`` has it, without the waves' device counts (ask that
+        for one rollout)."""
+        chosen = frozenset(state) if state else None
+        found = await run_in_threadpool(rollouts.store.rollouts, chosen)
+        return [rollout_summary(s) for s in reversed(found)]
 
     @router.get("/supplements/{platform}/{build}/rollout", summary="A rollout's waves and health")
     async def rollout_status(platform: str, build: str, _: Reader) -> dict[str, Any]:

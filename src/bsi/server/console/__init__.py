@@ -37,7 +37,7 @@ from bsi.server.console.curve import patch_window_svg
 from bsi.server.console.session import COOKIE, LIFETIME, check_csrf, csrf_token, open_session
 from bsi.server.console.session import session_key as read_session
 from bsi.server.http import status_for
-from bsi.server.rollouts import Action
+from bsi.server.rollouts import Action, rollout_summary
 from bsi.server.service import BsiService
 from bsi.server.webhooks import event_body
 from bsi.store.rollouts import EventFilter, StoredEvent
@@ -309,10 +309,11 @@ def console_router(service: BsiService) -> APIRouter:
         def change(actor: str) -> str:
             if action not in ROLLOUT_ACTIONS:
                 raise NotFound(f"no rollout action {action!r}", hint=", ".join(ROLLOUT_ACTIONS))
-            rollout = service.rollouts.act(platform, build, action, actor).rollout
-            wave = rollout.plan.effective_waves[rollout.current].name
-            state = rollout.state.value
-            return f"rollout of {platform} {build}: {action} done; {state}, wave {wave!r}"
+            now = rollout_summary(service.rollouts.act(platform, build, action, actor))
+            return (
+                f"rollout of {platform} {build}: {action} done; {now['state']}, "
+                f"wave {now['current_wave']!r}"
+            )
 
         async def shown(viewer: Viewer, **context: Any) -> Response:
             return await supplement_page(request, viewer, platform, build, **context)
