@@ -91,14 +91,14 @@ def test_compliance_counts_each_hosts_containers_and_a_host_it_cannot_place_as_u
     report(
         mixed, host_report(patched("web1"), on_base("web2"), ContainerFacts("db", FOREIGN, FOREIGN))
     )
-    _, broken = server.device()
+    broken_id, broken = server.device()
     report(broken, host_report(on_base("web3"), on_base("web4")))
     # its next report's containers item cannot be read: the host is unknown, and so are
     # the containers bsi last knew of, never fixed
     bad = host_report(on_base("web3"))
     bad["StatusItems"]["bsi"]["agent"]["containers"] = [{"name": "web3", "image": "latest"}]
     assert broken.put("/v1/ddm/status", json=bad).status_code == 200
-    _, behind = server.device()
+    behind_id, behind = server.device()
     late = replace(on_base("late"), restart_pending=True)  # the agent's flag, as it sends it
     report(behind, host_report(patched("web5"), late, active=LETTER))
 
@@ -133,6 +133,25 @@ def test_compliance_counts_each_hosts_containers_and_a_host_it_cannot_place_as_u
     assert signed_in.status_code == 303
     assert "<b>4</b> affected" in console.get("/supplements").text
     assert "1 / 2 / 2" in console.get("/cves").text  # exposed / fixed / unknown
+    # the host's record names each container's decision
+    behind_record = server.reader.get(f"/v1/admin/devices/{behind_id}").json()
+    assert {c["name"]: c["outcome"] for c in behind_record["containers"]} == {
+        "late": "restart-pending",
+        "web5": "up-to-date",
+    }
+    broken_record = server.reader.get(f"/v1/admin/devices/{broken_id}").json()
+    assert {c["name"]: c["reason"] for c in broken_record["containers"]} == {
+        "web3": "status-invalid",
+        "web4": "status-invalid",
+    }
+    mixed_record = server.reader.get(f"/v1/admin/devices/{mixed_id}").json()
+    assert {
+        c["name"]: (c["outcome"], c["supplement_build"]) for c in mixed_record["containers"]
+    } == {
+        "web1": ("up-to-date", LETTER),
+        "web2": ("install", LETTER),
+        "db": ("up-to-date", None),
+    }
     metrics = server.reader.get("/metrics").text
     assert 'bsi_containers{outcome="restart-pending",reason="old-content-running"} 1.0' in metrics
     assert 'bsi_containers{outcome="unknown",reason="status-invalid"} 2.0' in metrics

@@ -28,7 +28,7 @@ from typing import Any
 
 from bsi.domain.catalog import Catalog, Supplement, SupplementState
 from bsi.domain.compliance import ComplianceSummary, FleetGroup, summarize
-from bsi.domain.containers import ContainerFacts, read_container_items
+from bsi.domain.containers import CONTAINERS_ITEM, ContainerFacts, read_container_items
 from bsi.domain.ddm import (
     BSI_STATUS_ITEMS,
     DeclarationSet,
@@ -583,12 +583,41 @@ class BsiService:
         return self._devices.list_devices(filters, after=after, limit=limit)
 
     def device(self, device_id: str) -> tuple[DeviceRecord, dict[str, Any], dict[str, Any]]:
-        """A device's record, its status items, and its detail (identity, findings, channels).
+        """A device's record, its status items, and its detail (identity, findings, channels;
+        for a container host ``containers``, each running container's decision).
 
         Raises NotFound for an unknown device.
         """
         record, items = self._devices.get_device(device_id)
-        return record, items, self._devices.device_detail(device_id)
+        detail = self._devices.device_detail(device_id)
+        if CONTAINERS_ITEM in items:
+            detail["containers"] = self._container_decisions(record, items, detail)
+        return record, items, detail
+
+    def _container_decisions(
+        self, record: DeviceRecord, items: dict[str, Any], detail: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        """Each running container of the host as decided now, the way its stored counts
+        were: ``{"name", "supplemental_build", "outcome", "reason", "supplement_build",
+        "message"}`` (compliance keeps only counts, so the names come from here)."""
+        state = DeviceState(items, tuple(detail["status_errors"]), tuple(detail["status_invalid"]))
+        group_id = self._declarations.group_id(record.group)
+        holds = self.rollouts.holds(record.device_id, group_id, state.platform)
+        policy = self.group_view(group_id).policy
+        decision = _decision(state, self.catalog(), policy, self.clock(), holds)
+        return [
+            {
+                "name": c.name,
+                "supplemental_build": str(c.installed_build) if c.installed_build else None,
+                "outcome": c.decision.outcome.value,
+                "reason": c.decision.reason.value,
+                "supplement_build": (
+                    str(c.decision.supplement.build) if c.decision.supplement else None
+                ),
+                "message": c.decision.message,
+            }
+            for c in decision.containers
+        ]
 
     def decision_counts(self) -> DecisionCounts:
         """Devices per decision group, installed build included (not decommissioned)."""
