@@ -27,6 +27,8 @@ from test_agent_end_to_end import (
 )
 
 from bsi.agent.config import AgentConfig
+from bsi.agent.ddm_client import DdmClient
+from bsi.agent.protocol import RETRIES_PATH, Reply, Request, drive
 from bsi.agent.runner import Agent
 from bsi.errors import InvalidInput
 from cryptex_support import PATCHED_FILES
@@ -235,3 +237,49 @@ def test_a_state_file_that_is_not_the_agents_is_a_clear_error(tmp_path: Path, co
     with pytest.raises(InvalidInput, match="is not this agent's state"):
         agent.load_state()
     assert agent.state_file.read_text() == content
+
+
+def cycle_asking(world: World) -> list[str]:
+    """One check-in cycle of ``world``'s agent over the real server; the paths it asked."""
+    agent = world.agent
+    asked: list[str] = []
+    with agent.cycle_lock():
+        state = agent.load_state()
+        client = DdmClient(state.server_url, state.credential)
+
+        def send(request: Request) -> Reply:
+            asked.append(request.path)
+            return client.send(request)
+
+        try:
+            drive(agent.cycle(state, client.conversation), send)
+        finally:
+            client.close()
+    return asked
+
+
+def test_retry_allowances_are_asked_for_only_with_a_failure_and_never_lift_a_later_one(
+    world: World, tmp_path: Path
+) -> None:
+    """The catalogue names the newest allowance; a device with no failure passes it
+    without asking ``/retries`` (one request less per check-in), and an allowance given
+    before a failure never lifts that failure: only one given after it does."""
+    device_id = enrolled(world, tmp_path)
+    tree_a = on_a(world, device_id)
+    assert RETRIES_PATH not in cycle_asking(world)  # nothing allowed, nothing failed
+
+    early = world.admin.post("/v1/admin/supplements/debian/12A100a/allow-retry")
+    assert early.status_code == 201, early.text
+    assert RETRIES_PATH not in cycle_asking(world)  # allowed, but nothing here failed
+
+    assert world.agent.rollback() == "12A100a"  # now 12A100a is a failure ("removed")
+    assert snapshot(world.root) == world.baseline
+    asked = cycle_asking(world)
+    assert RETRIES_PATH not in asked  # the early allowance is older than the cursor
+    assert snapshot(world.root) == world.baseline  # ... and did not lift the removal
+
+    late = world.admin.post("/v1/admin/supplements/debian/12A100a/allow-retry")
+    assert late.status_code == 201, late.text
+    assert RETRIES_PATH in cycle_asking(world)  # a failure and a newer allowance: asked
+    assert snapshot(world.root) == tree_a
+    assert world.agent.status()["failed_builds"] == {}

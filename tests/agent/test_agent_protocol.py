@@ -191,6 +191,21 @@ def test_long_poll_asks_for_its_timeout_and_waits_longer_for_the_answer() -> Non
     assert sent[0].params == {"generation": 0, "timeout": 0.001}  # the server refuses 0
 
 
+def test_the_catalogue_names_the_newest_retry_allowance_or_nothing() -> None:
+    """``latest_retry``: an allowance id, absent from an older server (``None``: the agent
+    asks every cycle), anything else a feed error naming the server."""
+    document: dict[str, Any] = dump_bsi_catalog(Catalog())
+    found, _ = run(Conversation(SERVER, "c").device_catalog("debian"), answer(200, document))
+    assert found.latest_retry is None
+    document["latest_retry"] = 7
+    found, _ = run(Conversation(SERVER, "c").device_catalog("debian"), answer(200, document))
+    assert found.latest_retry == 7
+    for bad in (-1, "7", True, 1.5):
+        document["latest_retry"] = bad
+        with pytest.raises(BsiError, match="latest_retry"):
+            run(Conversation(SERVER, "c").device_catalog("debian"), answer(200, document))
+
+
 def test_retries_are_read_as_ids_and_builds() -> None:
     body = {"retries": [{"id": 3, "build": "12A100a"}, {"id": 9, "build": "12A100b"}]}
     result, sent = run(Conversation(SERVER, "c").retries(2), answer(200, body))

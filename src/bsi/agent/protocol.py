@@ -53,6 +53,7 @@ from bsi.errors import (
     Unauthorized,
 )
 from bsi.feeds import parse_bsi_catalog
+from bsi.feeds.bsi_catalog import LATEST_RETRY
 from bsi.strict import read_json as strict_json
 
 T = TypeVar("T")
@@ -115,6 +116,17 @@ class Enrollment:
 
     device_id: str
     credential: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCatalog:
+    """``GET /v1/ddm/catalog`` read: the platform's catalogue, what holds this device
+    back, and the newest retry allowance's id for it (``None``: a server that does not
+    say, so the agent asks :data:`RETRIES_PATH` every cycle as before)."""
+
+    catalog: Catalog
+    holds: DeviceHolds
+    latest_retry: int | None
 
 
 def unreachable(base_url: str, request: Request, error: BaseException) -> ServerUnavailable:
@@ -272,19 +284,25 @@ class Conversation:
 
     def catalog(self, platform: str) -> Exchange[Catalog]:
         """The server's catalogue for ``platform`` (``GET /v1/ddm/catalog``), parsed strictly."""
-        catalog, _ = yield from self.device_catalog(platform)
-        return catalog
+        found = yield from self.device_catalog(platform)
+        return found.catalog
 
-    def device_catalog(self, platform: str) -> Exchange[tuple[Catalog, DeviceHolds]]:
-        """The catalogue for ``platform`` and what holds this device back (the response's
+    def device_catalog(self, platform: str) -> Exchange[DeviceCatalog]:
+        """The catalogue for ``platform``, what holds this device back (the response's
         ``device`` section: its rollout wave per build and its group's maintenance window;
-        see :class:`bsi.domain.rollout.DeviceHolds`), in the one request."""
+        see :class:`bsi.domain.rollout.DeviceHolds`) and the newest retry allowance's id
+        (:data:`LATEST_RETRY`), in the one request."""
         request, reply = yield from self._ask("GET", CATALOG_PATH, params={"platform": platform})
         document = read_json(request, reply)
         catalog = self._catalogs.parse(reply.body, f"{self.base_url} catalogue")
         section = document.get("device") if isinstance(document, dict) else None
+        latest = document.get(LATEST_RETRY) if isinstance(document, dict) else None
+        if latest is not None and (type(latest) is not int or latest < 0):
+            raise FeedError(
+                f"{self.base_url} catalogue: {LATEST_RETRY} is {latest!r}, not an allowance id"
+            )
         try:
-            return catalog, read_holds(section)
+            return DeviceCatalog(catalog, read_holds(section), latest)
         except InvalidInput as error:
             raise FeedError(
                 f"{self.base_url} catalogue: {error.message}", hint=error.hint

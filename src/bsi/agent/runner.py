@@ -489,9 +489,10 @@ class Agent:
             state.declarations_token = token
             self.save_state(state)
         policy = self.policy(state)
-        catalog, holds = yield from conversation.device_catalog(facts.platform)
+        found = yield from conversation.device_catalog(facts.platform)
+        catalog, holds = found.catalog, found.holds
         facts = self._with_packages(facts, catalog, active)
-        yield from self._sync_retries(conversation, state)
+        yield from self._sync_retries(conversation, state, found.latest_retry)
         active_build = str(active.supplemental_build) if active else None
         if state.pending_commit is not None and state.pending_commit != active_build:
             # Recovery undid it (or it never started): it was never live.
@@ -577,8 +578,22 @@ class Agent:
             hint="set this device's clock (timedatectl, chronyc), then run 'bsi agent once'",
         )
 
-    def _sync_retries(self, conversation: Conversation, state: LocalState) -> Exchange[None]:
-        """Forget the failures the server allows again (admin ``allow-retry``)."""
+    def _sync_retries(
+        self, conversation: Conversation, state: LocalState, latest: int | None
+    ) -> Exchange[None]:
+        """Forget the failures the server allows again (admin ``allow-retry``).
+
+        ``latest`` is the newest allowance's id the catalogue named (``None``: not
+        named). Nothing newer than the cursor: nothing to ask. Newer, but no failure
+        here: the allowances are passed (an allowance never lifts a later failure),
+        without asking which. Only a device with a failure asks ``GET /v1/ddm/retries``.
+        """
+        if latest is not None and latest <= state.retry_cursor:
+            return
+        if latest is not None and not state.failures:
+            state.retry_cursor = latest
+            self.save_state(state)
+            return
         try:
             allowed = yield from conversation.retries(state.retry_cursor)
         except ServerRefused as error:

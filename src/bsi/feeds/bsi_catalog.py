@@ -35,6 +35,10 @@ and may name the package versions that fold it in (``fixed_in``); see
 SHA-256 of the cryptex the build was first published with: an agent refuses a
 download whose signed digest differs, so a build signed again with other bytes
 is never installed, even before the server notices and pauses it.
+
+Served to an agent (``GET /v1/ddm/catalog``), the document also carries the
+device's holds (``device``, :func:`bsi.domain.rollout.dump_holds`) and
+:data:`LATEST_RETRY`.
 """
 
 from __future__ import annotations
@@ -55,6 +59,13 @@ FORMAT = "bsi-catalog/1"
 PUBLISHER_STATES = frozenset(
     {SupplementState.PUBLISHED, SupplementState.PAUSED, SupplementState.WITHDRAWN}
 )
+
+
+LATEST_RETRY = "latest_retry"
+"""Key, in the catalogue served to one agent, of the newest retry allowance's id that
+concerns it (``POST /v1/admin/supplements/{platform}/{build}/allow-retry``; 0: none), so
+the agent asks ``GET /v1/ddm/retries`` only when it holds a failure such an allowance
+could lift, not at every check-in."""
 
 
 def looks_like_bsi_catalog(document: object) -> bool:

@@ -25,6 +25,7 @@ from bsi.domain.rollout import NO_HOLDS, dump_holds
 from bsi.domain.status import state_to_report
 from bsi.errors import Forbidden, NotFound, Unauthorized
 from bsi.feeds import dump_bsi_catalog
+from bsi.feeds.bsi_catalog import LATEST_RETRY
 from bsi.server.http import StrictRoute, bearer, json_body
 from bsi.server.nanomdm import HMAC_HEADER, ForwardingTrust
 from bsi.server.service import BsiService, GroupView
@@ -141,12 +142,14 @@ def ddm_router(
     async def catalog(request: Request, platform: str) -> Response:
         """The platform's catalogue and, under ``device``, what holds this device back
         (its rollout wave per build, its group's maintenance window), so the agent
-        defers as the server does without another request."""
+        defers as the server does without another request; and the newest retry
+        allowance's id for it (``latest_retry``), so it asks ``/retries`` only then."""
         identity = await identify(request)
         catalog = await run_in_threadpool(service.catalog)
         holds = await run_in_threadpool(
             service.rollouts.holds, identity.device_id, identity.group_id, platform
         )
+        latest_retry = await run_in_threadpool(service.latest_retry, identity.device_id)
         mine = Catalog(
             supplements=tuple(s for s in catalog.supplements if s.platform == platform),
             releases=tuple(r for r in catalog.releases if r.platform == platform),
@@ -155,6 +158,7 @@ def ddm_router(
         body = dump_bsi_catalog(mine)
         if holds is not NO_HOLDS:
             body["device"] = dump_holds(holds)
+        body[LATEST_RETRY] = latest_retry
         return Response(json.dumps(body), media_type=JSON)
 
     @bsi("GET", "/retries", "bsi agents: failed supplements allowed again")

@@ -635,6 +635,10 @@ class BsiService:
         """``(id, platform, build)`` of the retry allowances for the device above id ``after``."""
         return self._catalogue.retries_after(device_id, after)
 
+    def latest_retry(self, device_id: str) -> int:
+        """The newest retry allowance's id for the device (0: none): the catalogue names it."""
+        return self._catalogue.latest_retry(device_id)
+
     def put_declaration(self, body: object) -> Declaration:
         declaration = declaration_from_admin(body)
         if declaration.identifier.startswith("bsi."):

@@ -146,6 +146,10 @@ class CatalogStore(Protocol):
 
     def retries_after(self, device_id: str, after: int) -> list[tuple[int, str, str]]: ...
 
+    def latest_retry(self, device_id: str) -> int:
+        """The newest allowance's id for ``device_id`` or every device (0: none)."""
+        ...
+
 
 class DeclarationStore(Protocol):
     """Declarations, device groups, the assignments between them, and when a served set changed.

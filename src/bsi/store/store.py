@@ -1072,6 +1072,15 @@ class Store(Sessions):
             ).all()
         return [(row[0], row[1], row[2]) for row in rows]
 
+    def latest_retry(self, device_id: str) -> int:
+        with self._reading() as session:
+            latest = session.scalar(
+                select(func.max(RetryAllowance.id)).where(
+                    or_(RetryAllowance.device_id.is_(None), RetryAllowance.device_id == device_id)
+                )
+            )
+        return int(latest or 0)
+
     def set_supplement_state(self, platform: str, build: str, state: SupplementState) -> None:
         """Pause, resume or withdraw; withdrawn is final (DESIGN rule 9), so it never changes."""
         with self._writing() as session:
