@@ -4,6 +4,10 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+# Tests run in parallel worker processes (pytest-xdist), at most four, one per
+# CPU; work-stealing keeps a long test (the container end-to-end run) from
+# leaving the other workers idle. `make pytest XDIST=` runs them in one process.
+XDIST  ?= -n auto --maxprocesses 4 --dist worksteal
 
 .PHONY: run test lint typecheck pytest clean
 
@@ -28,7 +32,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict src
 
 pytest: $(STAMP)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(XDIST) $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis
