@@ -13,6 +13,7 @@ import pytest
 
 from bsi.apple.sample import fleet_path
 from bsi.domain.declarations import software_update_settings
+from bsi.domain.status import nest_status_items
 from reports import macos_report
 from running import run_bsi
 
@@ -187,3 +188,55 @@ def test_help_explains_the_inputs() -> None:
     assert result.returncode == 0
     for word in ("--catalog", "GDMF", "SOFA", "--reports", "NDJSON", "--declarations", "--at"):
         assert word in result.stdout
+
+
+def test_the_offline_report_counts_a_container_hosts_containers(tmp_path: Path) -> None:
+    base, patched, foreign = ("sha256:" + h * 32 for h in ("5f", "a1", "0a"))
+    catalogue = tmp_path / "catalog.json"
+    catalogue.write_text(
+        json.dumps(
+            {
+                "format": "bsi-catalog/1",
+                "releases": [{"platform": "debian", "version": "12"}],
+                "supplements": [
+                    {
+                        "platform": "debian",
+                        "version": "12 (a)",
+                        "build": "12C1000a",
+                        "prerequisite": {"image": {"digest": base}},
+                        "cves": ["CVE-2026-0001"],
+                    }
+                ],
+            }
+        )
+    )
+    containers = [
+        {"name": "web1", "image": patched, "base_image": base,
+         "supplemental_build": "12C1000a", "extra_version": "(a)"},
+        {"name": "web2", "image": base, "base_image": base},
+        {"name": "db", "image": foreign, "base_image": foreign},
+    ]  # fmt: skip
+    items = {
+        "device.operating-system.family": "debian",
+        "device.operating-system.version": "12",
+        "bsi.agent.package-manager": "dpkg",
+        "bsi.agent.packages": [{"package": "libc6", "version": "2.36-9+deb12u9"}],
+        "bsi.agent.containers": containers,
+    }
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    (reports / "docker1.json").write_text(
+        json.dumps({"StatusItems": nest_status_items(items), "Errors": []})
+    )
+    document = as_json("apple", "compliance", "--catalog", catalogue, "--reports", reports)
+    (row,) = document["supplements"]
+    assert (row["containers_affected"], row["containers_installed"]) == (2, 1)
+    assert (row["containers_pending"], row["containers_unknown"]) == (1, 0)
+    (cve,) = document["cves"]
+    assert (cve["containers_exposed"], cve["containers_fixed"]) == (1, 1)
+    table = bsi("apple", "compliance", "--catalog", catalogue, "--reports", reports)
+    assert table.returncode == 0, table.stderr
+    # the tables print 160 columns wide: each cell starts on one line
+    assert "┃ containers" in table.stdout
+    assert "│ 2 affected: 1 installed, 1" in table.stdout
+    assert "│ 1 exposed, 0 unknown, 0" in table.stdout

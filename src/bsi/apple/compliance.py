@@ -168,8 +168,18 @@ def render_table(
     supplements.add_column("restart pending")
     supplements.add_column("blocked (by reason)", overflow="fold")
     supplements.add_column("unknown")
+    # a container host's running containers, when the fleet has any (image supplements)
+    with_containers = any(s.containers.total for s in report.supplements)
+    if with_containers:
+        supplements.add_column("containers", overflow="fold")
     for s in report.supplements:
         blocked = ", ".join(f"{reason}: {n}" for reason, n in sorted(s.blocked.items()))
+        c = s.containers
+        shown = (
+            f"{c.affected} affected: {c.installed.count} installed, {c.pending.count} pending, "
+            f"{c.restart_pending.count} restart pending, {sum(c.blocked.values())} blocked; "
+            f"{c.unknown.count} unknown"
+        )
         supplements.add_row(
             s.supplement.display(),
             str(s.supplement.build),
@@ -180,6 +190,7 @@ def render_table(
             str(s.restart_pending.count),
             blocked or "-",
             str(s.unknown.count),
+            *([shown] if with_containers else []),
         )
     console.print(supplements)
 
@@ -189,12 +200,19 @@ def render_table(
     for which in Standing:
         cves.add_column(which.value)
     cves.add_column("exposed or unknown devices", overflow="fold")
+    with_containers = any(e.containers.counted for e in report.cves)
+    if with_containers:
+        cves.add_column("containers", overflow="fold")
     for exposure in report.cves:
+        counts = ", ".join(
+            f"{exposure.containers.devices(which).count} {which.value}" for which in Standing
+        )
         cves.add_row(
             exposure.cve,
             ", ".join(sorted(exposure.supplements)),
             *(str(exposure.devices(which).count) for which in Standing),
             ", ".join([*exposure.exposed.devices, *exposure.unknown.devices]),
+            *([counts] if with_containers else []),
         )
     console.print(cves)
 
