@@ -447,7 +447,7 @@ def drawn(
     """Four macOS devices in one group, a percent-only plan started: (first wave, rest)."""
     devices = fleet(server, shared_data)
     assert server.admin.put(ROLLOUT, json=PERCENT_PLAN).status_code == 201
-    first = [(d, c) for d, c in devices if decision(server, d)[0] == "install"]
+    first = [(d, c) for d, c in devices if decision(server, d)[0] != "deferred"]
     return first, [(d, c) for d, c in devices if (d, c) not in first]
 
 
@@ -456,6 +456,10 @@ def test_an_apple_plan_of_percentages_serves_each_drawn_device_its_waves_deadlin
 ) -> None:
     first, rest = drawn(server, shared_data)
     assert (len(first), len(rest)) == (2, 2)
+    # The server decides as the device is told: its own wave's deadline enforces the build.
+    outcome, _, message = decision(server, first[0][0])
+    assert outcome == "enforced", message
+    assert decision(server, rest[0][0])[:2] == ("deferred", "rollout-wave")
     for _, client in first:
         got = served(client)
         assert set(got) == {WAVE_0}

@@ -435,7 +435,7 @@ class BsiService:
             f"group:{group_id}:{scope}:{variant}", served.token, self.clock()
         )
         body = json.dumps(tokens_response(served, changed_at)).encode()
-        return GroupView(served, effective_policy(assigned), body)
+        return GroupView(served, effective_policy([*assigned, *own]), body)
 
     def saw(self, device_id: str) -> None:
         with self._last_seen_lock:
@@ -506,7 +506,7 @@ class BsiService:
 
                 self._devices.save_channel_state(channel, merge_channel, now)
                 return merge_status(None, report)
-            view = self.group_view(identity.group_id)
+            view = self.identity_view(identity)  # with its own wave enforcements, if any
             catalog = self.catalog()
             transitions: list[NewEvent] = []
 
@@ -742,7 +742,8 @@ class BsiService:
             for batch in self._devices.device_states():
                 for device_id, group_id, state in batch:
                     holds = self.rollouts.holds(device_id, group_id, state.platform)
-                    policy = self.group_view(group_id).policy
+                    own = self.rollouts.wave_declarations(device_id, group_id)
+                    policy = self.group_view(group_id, own=own).policy
                     yield device_id, _decision(state, catalog, policy, now, holds)
 
         return self._devices.store_decisions(decisions())
