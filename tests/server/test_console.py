@@ -144,7 +144,7 @@ def halted_rollout(server: RunningServer, shared_data: Path) -> str:
     devices = fleet(server, shared_data)
     assert server.admin.put(ROLLOUT, json=PLAN).status_code == 201
     server.recompute()  # over a real socket the route's own recompute runs after its answer
-    (canary,) = [d for d, _ in devices if decision(server, d)[0] == "install"]
+    (canary,) = [d for d, _ in devices if decision(server, d)[0] != "deferred"]
     failed = failed_install_report(BUILD, "health-check-failed: exit 1")
     assert dict(devices)[canary].put("/v1/ddm/status", json=failed).status_code == 200
     server.clock.advance(hours=2)

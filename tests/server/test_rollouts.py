@@ -83,7 +83,8 @@ def test_a_good_supplement_advances_through_its_waves(
         ("everyone", 3, "waiting"),
     ]
     outcomes = {d: decision(server, d) for d, _ in devices}
-    canary = [d for d, (outcome, _, _) in outcomes.items() if outcome == "install"]
+    # macOS: the device drawn into the open wave is served its enforcement (a deadline).
+    canary = [d for d, (outcome, _, _) in outcomes.items() if outcome == "enforced"]
     assert len(canary) == 1
     waiting = [d for d in outcomes if d not in canary]
     for device_id in waiting:
@@ -112,7 +113,7 @@ def test_a_good_supplement_advances_through_its_waves(
     server.clock.advance(hours=1)
     assert server.service.rollouts.tick() == 1
     assert waves(server)["everyone"]["state"] == "open"
-    assert all(decision(server, d)[0] == "install" for d in waiting)
+    assert all(decision(server, d)[0] == "enforced" for d in waiting)
     for device_id in waiting:
         assert dict(devices)[device_id].put("/v1/ddm/status", json=report).status_code == 200
     assert server.service.rollouts.tick() == 1
@@ -129,7 +130,7 @@ def test_a_failing_supplement_halts_in_the_first_wave_and_abort_withdraws_it(
 ) -> None:
     devices = fleet(server, shared_data)
     assert server.admin.put(ROLLOUT, json=PLAN).status_code == 201
-    (canary,) = [d for d, _ in devices if decision(server, d)[0] == "install"]
+    (canary,) = [d for d, _ in devices if decision(server, d)[0] == "enforced"]
     failed = macos_report()
     failed["StatusItems"]["softwareupdate"] = {
         "install-state": "failed",
