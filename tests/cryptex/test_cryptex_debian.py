@@ -157,3 +157,43 @@ def test_a_file_digest_prerequisite_must_be_the_base_trees_content(tmp_path: Pat
     assert digest in str(refused.value)
     assert "f" * 64 in str(refused.value)
     assert not (tmp_path / "bad.cryptex").exists()
+
+
+DOCS = {
+    "usr/share/doc/demo/changelog.Debian.gz": b"demo (1.0-1) bookworm; urgency=medium\n",
+    "usr/share/man/man8/demod.8.gz": b".TH DEMOD 8\n",
+}
+
+
+def test_documentation_is_left_out_unless_kept(tmp_path: Path) -> None:
+    """Changelogs and man pages change with every update and fix nothing."""
+    old = make_deb(tmp_path, "demo", "1.0-1", {**OLD, **DOCS})
+    new_docs = {path: data + b"fixed\n" for path, data in DOCS.items()}
+    new = make_deb(tmp_path, "demo", "1.0-1+deb12u1", {**NEW, **new_docs})
+    out = tmp_path / "demo.cryptex"
+    assert run_cli(*build_args(new, out, "--base-deb", old)).exit_code == 0
+    assert sorted(f.path for f in verify_bundle(out).files) == [LIB, BIN]
+
+    kept = tmp_path / "kept.cryptex"
+    result = run_cli(*build_args(new, kept, "--base-deb", old), "--keep-docs")
+    assert result.exit_code == 0, result.output
+    assert sorted(f.path for f in verify_bundle(kept).files) == sorted([LIB, BIN, *DOCS])
+    spec_text = kept.with_name("kept.spec.yaml").read_text()
+    assert "--keep-docs" in spec_text.splitlines()[0]
+
+
+def test_an_update_of_documentation_only_is_refused_with_the_flag_to_keep_it(
+    tmp_path: Path,
+) -> None:
+    old = make_deb(tmp_path, "demodoc", "1.0-1", DOCS)
+    new = make_deb(tmp_path, "demodoc", "1.0-2", {p: d + b"new\n" for p, d in DOCS.items()})
+    out = tmp_path / "doc.cryptex"
+    refused(build_args(new, out, "--base-deb", old), out, InvalidSupplement, "only documentation")
+    assert run_cli(*build_args(new, out, "--base-deb", old), "--keep-docs").exit_code == 0
+
+
+def test_whole_files_carries_no_delta(debs: tuple[Path, Path], tmp_path: Path) -> None:
+    old, new = debs
+    out = tmp_path / "whole.cryptex"
+    assert run_cli(*build_args(new, out, "--base-deb", old), "--whole-files").exit_code == 0
+    assert not verify_bundle(out).deltas

@@ -25,6 +25,7 @@ from bsi.cryptex import (
     cumulative_check,
     describe,
 )
+from bsi.cryptex.manifest import FORMAT, FORMAT_DELTA, MAX_DELTA_BYTES, Delta
 from bsi.domain.prerequisite import Prerequisite
 from bsi.domain.supplement_fields import read_supplement_fields
 from bsi.domain.versions import Build, ExtraVersion, ProductVersion
@@ -96,15 +97,21 @@ def file_entries(draw: st.DrawFn, path: str) -> FileEntry:
     action = draw(st.sampled_from(Action))
     if action is Action.REMOVE:
         return FileEntry(path, action, base_sha256=draw(hashes))
+    delta = (
+        Delta(size=draw(st.integers(min_value=0, max_value=MAX_DELTA_BYTES)), sha256=draw(hashes))
+        if action is Action.CHANGE and draw(st.booleans())
+        else None
+    )
     return FileEntry(
         path,
         action,
         sha256=draw(hashes),
         base_sha256=draw(hashes) if action is Action.CHANGE else None,
-        size=draw(st.integers(min_value=0, max_value=2**63 - 1)),
+        size=draw(st.integers(min_value=0, max_value=MAX_DELTA_BYTES if delta else 2**63 - 1)),
         mode=draw(st.integers(min_value=0, max_value=0o7777)),
         uid=draw(ids),
         gid=draw(ids),
+        delta=delta,
     )
 
 
@@ -287,7 +294,8 @@ def test_duplicate_json_keys_are_refused() -> None:
 @pytest.mark.parametrize(
     ("change", "expected"),
     [
-        ({"format": "bsi-cryptex/2"}, "format 'bsi-cryptex/2' is not one this bsi reads"),
+        ({"format": "bsi-cryptex/3"}, "format 'bsi-cryptex/3' is not one this bsi reads"),
+        ({"format": "bsi-cryptex/2"}, "a manifest without deltas is 'bsi-cryptex/1'"),
         ({"supplemental_build": "12A100"}, "'12A100' is the prerequisite build"),
         ({"prerequisite_build": "12.5"}, "prerequisite_build: '12.5' is not a build"),
         ({"extra_version": "(A)"}, "'(A)' is not an extra version"),
@@ -396,8 +404,8 @@ def test_describe_says_what_would_change() -> None:
     lines = describe(m)
     assert lines[0] == "supplement debian 12.5 (a) (12A100a) on 12.5 (12A100)"
     assert (
-        f"change /usr/lib/libssl.so.3 (mode 0644, owner 0:0, 12.3 KiB, sha256 {SHA_A}) "
-        "[component openssl, relaunch nginx.service]" in lines
+        f"change /usr/lib/libssl.so.3 (mode 0644, owner 0:0, 12.3 KiB, sha256 {SHA_A}; "
+        "travels whole) [component openssl, relaunch nginx.service]" in lines
     )
     assert (
         f"remove /usr/lib/old.so (was sha256 {SHA_C}) [component openssl, relaunch nginx.service]"
@@ -426,3 +434,58 @@ def test_supplement_fields_signed_from_a_manifest_read_back_as_they_were_written
 def test_a_manifest_whose_platform_no_device_reports_cannot_be_signed() -> None:
     with pytest.raises(InvalidBundle, match="platform 'Debian' would match no device"):
         replace(manifest(), platform="Debian").supplement_fields()
+
+
+# -- deltas --------------------------------------------------------------------
+
+DELTA = Delta(size=300, sha256=SHA_C)
+
+
+def test_a_manifest_with_a_delta_round_trips_and_says_a_format_of_its_own() -> None:
+    m = manifest(
+        Component(
+            "openssl", (entry("usr/lib/libssl.so.3", delta=DELTA),), Relaunch(("nginx.service",))
+        )
+    )
+    text = m.to_json()
+    assert json.loads(text)["format"] == FORMAT_DELTA
+    assert Manifest.from_json(text) == m
+    only = m.files[0]
+    assert (only.member_size, only.member_sha256) == (300, SHA_C)
+    assert (only.size, only.sha256, only.base_sha256) == (10, SHA_A, SHA_B)
+    # The rebuilt manifest is the same supplement with the file whole, in the old format.
+    assert json.loads(m.whole().to_json())["format"] == FORMAT
+    assert m.whole() == manifest()
+    line = next(x for x in describe(m) if x.startswith("change "))
+    assert f"travels bsdiff4 delta of 300 B against sha256 {SHA_B}" in line
+
+
+@pytest.mark.parametrize(
+    ("delta", "expected"),
+    [
+        ({"encoding": "xdelta3", "size": 3, "sha256": SHA_C}, "encoding 'xdelta3' is not one"),
+        ({"encoding": "bsdiff4", "size": -1, "sha256": SHA_C}, "outside 0.."),
+        ({"encoding": "bsdiff4", "size": 3, "sha256": "x"}, "not 64 lower-case hex"),
+        ({"encoding": "bsdiff4", "size": 3}, "sha256"),
+        ({"encoding": "bsdiff4", "size": 3, "sha256": SHA_C, "base": SHA_B}, "unknown field"),
+    ],
+)
+def test_bad_deltas_are_refused(delta: dict[str, Any], expected: str) -> None:
+    doc = document()
+    doc["format"] = FORMAT_DELTA
+    doc["components"][0]["files"][0]["delta"] = delta
+    assert expected in str(refused(doc))
+
+
+def test_a_delta_needs_a_changed_file_of_a_size_it_can_rebuild() -> None:
+    with pytest.raises(InvalidBundle, match="add must not have a delta"):
+        entry("usr/lib/new.so", Action.ADD, delta=DELTA)
+    with pytest.raises(InvalidBundle, match="too large to rebuild from a delta"):
+        entry("usr/lib/big.so", size=MAX_DELTA_BYTES + 1, delta=DELTA)
+
+
+def test_a_manifest_with_deltas_in_the_old_format_is_refused() -> None:
+    """An old agent refuses format 2 by name; format 1 with a delta is a forgery or a bug."""
+    doc = json.loads(manifest(Component("o", (entry("usr/lib/a.so", delta=DELTA),))).to_json())
+    doc["format"] = FORMAT
+    assert "a manifest with deltas is 'bsi-cryptex/2'" in str(refused(doc))

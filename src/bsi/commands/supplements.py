@@ -30,6 +30,7 @@ from bsi.agent.protocol import Request, check, read_json, unreachable
 from bsi.commands.arguments import MAX_KEYS, whole_text
 from bsi.cryptex import (
     Change,
+    InvalidSupplement,
     SupplementSpec,
     build_bundle,
     changes_from_list,
@@ -301,6 +302,22 @@ def supplement_build(
     allow_dropping: Annotated[
         bool, typer.Option(help="Let this letter stop patching files the previous one patched.")
     ] = False,
+    keep_docs: Annotated[
+        bool,
+        typer.Option(
+            help="With --from-deb/--from-rpm: carry documentation too (/usr/share/doc, "
+            "changelogs, man and info pages), which is left out by default."
+        ),
+    ] = False,
+    deltas: Annotated[
+        bool,
+        typer.Option(
+            "--deltas/--whole-files",
+            help="Carry each changed file as a binary delta against its base when smaller "
+            "(the default), or every file whole (for hosts whose base is not on disk, "
+            "e.g. an active overlay letter).",
+        ),
+    ] = True,
 ) -> None:
     """Build a sealed, deterministic bundle of only the added, changed and removed files.
 
@@ -309,8 +326,10 @@ def supplement_build(
     security update (--from-deb NEW.deb with --base-deb OLD.deb or --base-root /;
     --from-rpm NEW.rpm with --base-rpm OLD.rpm or --base-root /): then the
     prerequisite (the base package version), fixed_in (the new one),
-    the component and the units to relaunch are derived, and the spec used is
-    written next to the bundle (OUT without .cryptex, plus .spec.yaml).
+    the component and the units to relaunch are derived, documentation is left
+    out (--keep-docs keeps it), and the spec used is written next to the bundle
+    (OUT without .cryptex, plus .spec.yaml). A changed file travels as a bsdiff4
+    delta against its base when that is smaller (--whole-files: never).
     """
     earlier = read_manifest(previous) if previous else None
     with _progress() as progress, tempfile.TemporaryDirectory(prefix="bsi-build-") as work:
@@ -336,6 +355,7 @@ def supplement_build(
                 extra=extra_version,
                 build=build,
                 conflicting=[name for name, v in (("--base", base), ("--patched", patched)) if v],
+                keep_docs=keep_docs,
                 progress=report,
             )
         else:
@@ -373,6 +393,7 @@ def supplement_build(
             out,
             previous=earlier,
             allow_dropping=allow_dropping,
+            deltas=deltas,
             progress=report,
         )
         if written_spec is not None:
@@ -435,6 +456,7 @@ def _from_package(
     extra: str,
     build: str | None,
     conflicting: list[str],
+    keep_docs: bool,
     progress: Callable[[str, int, int], None],
 ) -> tuple[SupplementSpec, list[Change], tuple[Path, str]]:
     """The spec and changes of a supplement built from a package update (see ``updates``)."""
@@ -457,6 +479,15 @@ def _from_package(
         base_tree = fmt.installed_tree(base_root, base_package, work / "old")
     updates.check_update(fmt.manager, base_package, new.package, option=fmt.option)
     changes = diff_trees(base_tree, new.tree, progress=progress)
+    if not keep_docs:
+        docs = [c.entry.path for c in changes if updates.is_documentation(c.entry.path)]
+        if docs and len(docs) == len(changes):
+            raise InvalidSupplement(
+                f"{new.package.display()} changes only documentation ({len(docs)} file(s), "
+                f"e.g. /{docs[0]}), which a supplement leaves out by default",
+                hint="give --keep-docs to carry it anyway",
+            )
+        changes = [c for c in changes if not updates.is_documentation(c.entry.path)]
     spec_path = out.with_name(out.name.removesuffix(".cryptex") + ".spec.yaml")
     if spec is not None:
         return load_spec(spec), changes, (spec_path, spec.read_text(encoding="utf-8"))
@@ -473,6 +504,7 @@ def _from_package(
         [f"bsi supplement build {fmt.option}", str(new_file)]
         + ([fmt.base_option, str(base_file)] if base_file else ["--base-root", str(base_root)])
         + ["--out", str(out)]
+        + (["--keep-docs"] if keep_docs else [])
     )
     try:
         derived = updates.derive_spec(

@@ -10,9 +10,14 @@ inputs give the same bytes, and a published bundle can be rebuilt and
 compared by anyone holding the trees (with the same zstd library version:
 another libzstd may choose other matches at level 19).
 
-Files are streamed, never held whole in memory, and hashed twice: when the
-trees are compared, and again as they are packed, so a file that changes
-between the two is caught instead of sealed with a stale hash. The bundle is
+A changed file travels as a binary delta against its base bytes when that
+is smaller than the file compressed alone (:mod:`bsi.cryptex.delta`; not
+for a container image's files, which the device has in the image, not on
+its disk). Whole files are streamed, never held whole in memory; a delta's
+two sides are read into memory (each at most
+:data:`~bsi.cryptex.manifest.MAX_DELTA_BYTES`). Files are hashed twice: when
+the trees are compared, and again as they are packed or diffed, so a file
+that changes between the two is caught instead of sealed with a stale hash. The bundle is
 written to a temporary file beside its destination and renamed into place,
 so a reader never sees half a bundle.
 """
@@ -33,13 +38,16 @@ from typing import BinaryIO
 import zstandard
 
 from bsi import durable
+from bsi.cryptex.delta import make_delta
 from bsi.cryptex.errors import InvalidSupplement, publisher_input
 from bsi.cryptex.manifest import (
     MANIFEST_MEMBER,
+    MAX_DELTA_BYTES,
     MAX_MANIFEST_BYTES,
     TAR_BLOCK,
     Action,
     Component,
+    Delta,
     FileEntry,
     Manifest,
     cumulative_check,
@@ -48,20 +56,25 @@ from bsi.cryptex.spec import SupplementSpec, normalise_path
 from bsi.cryptex.verify import SETID_BITS, mode_problem
 
 Progress = Callable[[str, int, int], None]
-"""``progress(phase, done_bytes, total_bytes)``; phases ``"scan"`` and ``"pack"``."""
+"""``progress(phase, done_bytes, total_bytes)``; phases ``"scan"``, ``"delta"`` and ``"pack"``."""
 
 MEMBER_MODE = 0o644
 ZSTD_LEVEL = 19
+WHOLE_ESTIMATE_LEVEL = 3
+"""zstd level at which a file is compressed alone to judge whether its delta is smaller:
+fast, and within a few per cent of level 19 on the size the choice turns on."""
 _CHUNK = 1 << 20
 _HASH_WORKERS = min(8, os.cpu_count() or 1)
 
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One file that differs between the trees; ``source`` holds its new content."""
+    """One file that differs between the trees; ``source`` holds its new content,
+    ``base`` (a changed file) the content it replaces, which a delta is made against."""
 
     entry: FileEntry
     source: Path | None = None
+    base: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,7 +300,7 @@ def _changes(
                 uid=new.stat.st_uid,
                 gid=new.stat.st_gid,
             )
-            changes.append(Change(entry, new.path))
+            changes.append(Change(entry, new.path, old.path if old else None))
     if listed and unchanged:
         raise InvalidSupplement(
             f"the file list names {len(unchanged)} file(s) identical in both trees: "
@@ -392,13 +405,18 @@ def build_bundle(
     *,
     previous: Manifest | None = None,
     allow_dropping: bool = False,
+    deltas: bool = True,
     progress: Progress | None = None,
 ) -> BuildResult:
     """Seal ``changes`` into a bundle at ``out_path``, replacing it only when complete.
 
     ``previous`` is the manifest of the letter this one supersedes: the new
     letter is refused (before anything is written) unless it is cumulative,
-    see :func:`~bsi.cryptex.manifest.cumulative_check`.
+    see :func:`~bsi.cryptex.manifest.cumulative_check`. With ``deltas`` (the
+    default) a changed file travels as a delta against its base when that
+    is smaller; every letter's deltas are against the prerequisite build's
+    bytes (the ``base`` of each change), never against an earlier letter, so
+    any letter applies to the base.
     """
     missing = [c.entry.path for c in changes if c.entry.has_payload and c.source is None]
     if missing:
@@ -411,8 +429,12 @@ def build_bundle(
         cumulative_check(previous, manifest, allow_dropping=allow_dropping) if previous else ()
     )
     sources = {c.entry.path: c.source for c in changes if c.source is not None}
+    carried: dict[str, bytes] = {}
+    if deltas and manifest.prerequisite.image is None:
+        bases = {c.entry.path: c.base for c in changes if c.base is not None}
+        manifest, carried = _with_deltas(manifest, sources, bases, progress)
     sha256, size = _write_atomically(
-        out_path, lambda sink: _write_bundle(manifest, sources, sink, progress)
+        out_path, lambda sink: _write_bundle(manifest, sources, carried, sink, progress)
     )
     return BuildResult(manifest, out_path, sha256, size, dropped)
 
@@ -481,8 +503,78 @@ def _padding(size: int) -> bytes:
     return bytes(-size % TAR_BLOCK)
 
 
+def _with_deltas(
+    manifest: Manifest,
+    sources: dict[str, Path],
+    bases: dict[str, Path],
+    progress: Progress | None,
+) -> tuple[Manifest, dict[str, bytes]]:
+    """``manifest`` with each changed file a delta where that is smaller, and the deltas.
+
+    A file is diffed only when both sides fit :data:`MAX_DELTA_BYTES`; its
+    delta is kept only when smaller than the file compressed alone at
+    :data:`WHOLE_ESTIMATE_LEVEL`. Both sides are hashed again as read.
+    """
+    wanted = [
+        e
+        for e in manifest.payloads
+        if e.action is Action.CHANGE
+        and e.path in bases
+        and (e.size or 0) <= MAX_DELTA_BYTES
+        and _size_of(bases[e.path]) <= MAX_DELTA_BYTES
+    ]
+    total, done = sum(e.size or 0 for e in wanted), 0
+    estimate = zstandard.ZstdCompressor(level=WHOLE_ESTIMATE_LEVEL)
+    chosen: dict[str, FileEntry] = {}
+    carried: dict[str, bytes] = {}
+    for entry in wanted:
+        base = _read_checked(bases[entry.path], entry.base_sha256)
+        target = _read_checked(sources[entry.path], entry.sha256)
+        delta = make_delta(base, target)
+        if len(delta) < len(estimate.compress(target)):
+            digest = hashlib.sha256(delta).hexdigest()
+            chosen[entry.path] = replace(entry, delta=Delta(size=len(delta), sha256=digest))
+            carried[entry.path] = delta
+        done += entry.size or 0
+        if progress:
+            progress("delta", done, total)
+    if not chosen:
+        return manifest, carried
+    with publisher_input("deltas"):
+        return replace(
+            manifest,
+            components=tuple(
+                replace(c, files=tuple(chosen.get(f.path, f) for f in c.files))
+                for c in manifest.components
+            ),
+        ), carried
+
+
+def _size_of(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError as error:
+        raise InvalidSupplement(f"cannot read {str(path)!r}: {error.strerror}") from None
+
+
+def _read_checked(path: Path, sha256: str | None) -> bytes:
+    """All of ``path``, refused unless it still has the SHA-256 the trees were compared with."""
+    with _open_regular(path) as file:
+        data = file.readall()
+    if hashlib.sha256(data).hexdigest() != sha256:
+        raise InvalidSupplement(
+            f"{str(path)!r} changed while the bundle was being built",
+            hint="build from trees nothing else is writing to",
+        )
+    return data
+
+
 def _write_bundle(
-    manifest: Manifest, sources: dict[str, Path], sink: _HashingSink, progress: Progress | None
+    manifest: Manifest,
+    sources: dict[str, Path],
+    carried: dict[str, bytes],
+    sink: _HashingSink,
+    progress: Progress | None,
 ) -> None:
     manifest_bytes = manifest.to_json()
     if len(manifest_bytes) > MAX_MANIFEST_BYTES:
@@ -492,7 +584,7 @@ def _write_bundle(
             hint="split the supplement, or leave unchanged files out of it",
         )
     members = [(MANIFEST_MEMBER, len(manifest_bytes))]
-    members += [(e.member, e.size or 0) for e in manifest.payloads]
+    members += [(e.member, e.member_size) for e in manifest.payloads]
     headers = [tar_header(name, size) for name, size in members]
     # The tar's exact length, known before any byte is written, goes into the
     # zstd frame header: a reader can refuse an oversized bundle up front.
@@ -512,8 +604,12 @@ def _write_bundle(
     total, done = manifest.payload_bytes, 0
     for entry, header in zip(manifest.payloads, headers[1:], strict=True):
         emit(header)
-        done = _pack_file(sources[entry.path], entry, emit, done, total, progress)
-        emit(_padding(entry.size or 0))
+        if entry.delta is not None:
+            emit(carried[entry.path])
+            done += entry.size or 0
+        else:
+            done = _pack_file(sources[entry.path], entry, emit, done, total, progress)
+        emit(_padding(entry.member_size))
     emit(bytes(2 * TAR_BLOCK))
     sink.write(compressor.flush())
 

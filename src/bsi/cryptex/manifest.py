@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date
 from enum import StrEnum
 
@@ -42,6 +42,16 @@ from bsi.errors import InvalidInput
 from bsi.strict import quote, read_json
 
 FORMAT = "bsi-cryptex/1"
+FORMAT_DELTA = "bsi-cryptex/2"
+"""Written only when a file travels as a binary delta: an agent that cannot rebuild
+files from deltas refuses the format by name instead of staging what it misreads."""
+FORMATS = (FORMAT, FORMAT_DELTA)
+
+DELTA_ENCODING = "bsdiff4"
+"""The one delta encoding: Colin Percival's BSDIFF40 (bz2 blocks), as PyPI's ``bsdiff4``
+writes it and ``bspatch`` reads it (see :mod:`bsi.cryptex.delta` for why)."""
+MAX_DELTA_BYTES = 256 << 20
+"""Largest file carried as a delta: it is rebuilt in memory, base and result together."""
 
 # The bundle around the manifest: a tar whose first member is the manifest
 # and whose other members are ``files/<path>``, one per payload.
@@ -164,6 +174,32 @@ def _first_duplicate(values: Iterable[str]) -> str | None:
 
 
 @dataclass(frozen=True, slots=True)
+class Delta:
+    """How a changed file travels when it travels as a binary delta.
+
+    The delta applies to the bytes whose SHA-256 is the entry's
+    ``base_sha256`` and rebuilds the ``size`` bytes whose SHA-256 is the
+    entry's ``sha256``; ``size`` and ``sha256`` here are the delta member's
+    own, checked before it is applied. ``encoding`` is :data:`DELTA_ENCODING`.
+    """
+
+    size: int
+    sha256: str
+    encoding: str = DELTA_ENCODING
+
+    def __post_init__(self) -> None:
+        where = "delta"
+        if self.encoding != DELTA_ENCODING:
+            raise InvalidBundle(
+                f"encoding {self.encoding!r} is not one this bsi reads",
+                where=where,
+                hint=f"expected {DELTA_ENCODING!r}; a newer bsi may read it",
+            )
+        _check_range(self.size, field="size", where=where, high=MAX_DELTA_BYTES)
+        _check_sha256(self.sha256, field="sha256", where=where)
+
+
+@dataclass(frozen=True, slots=True)
 class FileEntry:
     """One file the supplement touches, by its path under the device root.
 
@@ -172,6 +208,9 @@ class FileEntry:
     (``change``, ``remove``), so that a device whose file has drifted from
     its build is caught before anything is replaced. A removal records
     nothing else: the device keeps the original itself, for rollback.
+
+    ``delta`` (``change`` only) says the new content travels as a binary
+    delta against the ``base_sha256`` bytes; without it the file travels whole.
     """
 
     path: str
@@ -182,6 +221,7 @@ class FileEntry:
     mode: int | None = None
     uid: int | None = None
     gid: int | None = None
+    delta: Delta | None = None
 
     def __post_init__(self) -> None:
         check_path(self.path)
@@ -212,10 +252,37 @@ class FileEntry:
         for field, owner in (("uid", self.uid), ("gid", self.gid)):
             if owner is not None:
                 _check_range(owner, field=field, where=where, high=MAX_ID)
+        if self.delta is not None:
+            if self.action is not Action.CHANGE:
+                raise InvalidBundle(
+                    f"{self.action} must not have a delta: only a changed file has a base",
+                    where=where,
+                )
+            if (self.size or 0) > MAX_DELTA_BYTES:
+                raise InvalidBundle(
+                    f"size {self.size} is too large to rebuild from a delta "
+                    f"(at most {MAX_DELTA_BYTES})",
+                    where=where,
+                    hint="a file this large travels whole",
+                )
 
     @property
     def has_payload(self) -> bool:
         return self.action is not Action.REMOVE
+
+    @property
+    def member_size(self) -> int:
+        """Bytes of this file's member in the bundle: the delta's, or the whole file's."""
+        return self.delta.size if self.delta else self.size or 0
+
+    @property
+    def member_sha256(self) -> str | None:
+        """SHA-256 of this file's member in the bundle: the delta's, or the whole file's."""
+        return self.delta.sha256 if self.delta else self.sha256
+
+    def whole(self) -> FileEntry:
+        """This entry as it is once rebuilt: the same file, travelling whole."""
+        return replace(self, delta=None)
 
     @property
     def member(self) -> str:
@@ -453,7 +520,31 @@ class Manifest:
 
     @property
     def payload_bytes(self) -> int:
+        """Bytes of new content once every file is rebuilt (what staging writes)."""
         return sum(f.size or 0 for f in self.payloads)
+
+    @property
+    def member_bytes(self) -> int:
+        """Bytes the payload members take in the bundle's tar (deltas as they travel)."""
+        return sum(f.member_size for f in self.payloads)
+
+    @property
+    def deltas(self) -> tuple[FileEntry, ...]:
+        """The entries whose new content travels as a delta."""
+        return tuple(f for f in self.payloads if f.delta is not None)
+
+    def whole(self) -> Manifest:
+        """The manifest of the rebuilt files: the same supplement, every file whole.
+
+        What the agent stages once each delta has been applied and checked,
+        so that nothing after staging needs to know how the files travelled.
+        """
+        return replace(
+            self,
+            components=tuple(
+                replace(c, files=tuple(f.whole() for f in c.files)) for c in self.components
+            ),
+        )
 
     def supplement_fields(self, *, posted: date | None = None) -> SupplementFields:
         """The supplement's identity as bsi's catalogue and TUF ``custom`` metadata sign it
@@ -488,7 +579,7 @@ class Manifest:
     def to_json(self) -> bytes:
         """Canonical JSON: sorted keys, no spaces, ASCII only — one text per manifest."""
         document = {
-            "format": FORMAT,
+            "format": FORMAT_DELTA if self.deltas else FORMAT,
             "platform": self.platform,
             "product_version": str(self.product_version),
             "extra_version": str(self.extra_version),
@@ -549,6 +640,15 @@ def _dump_file(entry: FileEntry) -> dict[str, object]:
             "mode": None if entry.mode is None else format_mode(entry.mode),
             "uid": entry.uid,
             "gid": entry.gid,
+            "delta": (
+                {
+                    "encoding": entry.delta.encoding,
+                    "size": entry.delta.size,
+                    "sha256": entry.delta.sha256,
+                }
+                if entry.delta
+                else None
+            ),
         }
     )
 
@@ -574,13 +674,13 @@ def _read_manifest(document: object) -> Manifest:
         optional=("health_check", "cves", "setuid", *BASE_FIELDS),
     )
     prerequisite, fixed_in = doc.parsed_document(read_base, root, "")
-    if root["format"] != FORMAT:
+    if root["format"] not in FORMATS:
         raise InvalidBundle(
             f"format {quote(root['format'])} is not one this bsi reads",
             where="manifest",
-            hint=f"expected {FORMAT!r}; a newer bsi may read it",
+            hint=f"expected one of {', '.join(map(repr, FORMATS))}; a newer bsi may read it",
         )
-    return Manifest(
+    manifest = Manifest(
         platform=doc.text(root["platform"], "platform"),
         product_version=doc.parsed(
             ProductVersion.parse, root["product_version"], "product_version"
@@ -609,6 +709,14 @@ def _read_manifest(document: object) -> Manifest:
             for index, path in enumerate(doc.texts(root.get("setuid", []), "setuid"))
         ),
     )
+    written = FORMAT_DELTA if manifest.deltas else FORMAT
+    if root["format"] != written:
+        raise InvalidBundle(
+            f"format {quote(root['format'])} does not match its files: a manifest "
+            f"{'with' if manifest.deltas else 'without'} deltas is {written!r}",
+            where="manifest",
+        )
+    return manifest
 
 
 def _read_component(value: object, where: str) -> Component:
@@ -628,7 +736,7 @@ def _read_file(value: object, where: str) -> FileEntry:
         value,
         where,
         required=("path", "action"),
-        optional=("sha256", "base_sha256", "size", "mode", "uid", "gid"),
+        optional=("sha256", "base_sha256", "size", "mode", "uid", "gid", "delta"),
     )
     action = doc.text(fields["action"], f"{where}.action")
     if action not in set(Action):
@@ -653,6 +761,16 @@ def _read_file(value: object, where: str) -> FileEntry:
         mode=doc.parsed(parse_mode, fields["mode"], f"{where}.mode") if "mode" in fields else None,
         uid=number("uid", MAX_ID),
         gid=number("gid", MAX_ID),
+        delta=_read_delta(fields["delta"], f"{where}.delta") if "delta" in fields else None,
+    )
+
+
+def _read_delta(value: object, where: str) -> Delta:
+    fields = doc.fields(value, where, required=("encoding", "size", "sha256"), optional=())
+    return Delta(
+        encoding=doc.text(fields["encoding"], f"{where}.encoding"),
+        size=doc.integer(fields["size"], f"{where}.size", low=0, high=MAX_DELTA_BYTES),
+        sha256=doc.text(fields["sha256"], f"{where}.sha256"),
     )
 
 
@@ -767,10 +885,16 @@ def describe(manifest: Manifest) -> list[str]:
         tag = f"[component {component.name}, relaunch {component.relaunch.describe()}]"
         for entry in component.files:
             if entry.has_payload:
+                travels = (
+                    f"{entry.delta.encoding} delta of {human_size(entry.delta.size)} "
+                    f"against sha256 {entry.base_sha256}"
+                    if entry.delta
+                    else "whole"
+                )
                 lines.append(
                     f"{entry.action} /{entry.path} (mode {format_mode(entry.mode or 0)}, "
                     f"owner {entry.uid}:{entry.gid}, {human_size(entry.size or 0)}, "
-                    f"sha256 {entry.sha256}) {tag}"
+                    f"sha256 {entry.sha256}; travels {travels}) {tag}"
                 )
             else:
                 lines.append(f"remove /{entry.path} (was sha256 {entry.base_sha256}) {tag}")

@@ -10,6 +10,9 @@ two package formats; this module is that one thing, and
   (the package database says which, and which files are the package's);
 - :func:`check_update` refuses another package, another architecture or a
   version that is not later, by the manager's own ordering;
+- documentation (:func:`is_documentation`) is left out unless asked for: a
+  supplement is a security fix, and a changelog is not one (two gzipped
+  changelogs were 12 % of the ``libssl3`` 3.0.19 -> 3.0.20 bundle);
 - :func:`derive_spec` writes the prerequisite (the base version), ``fixed_in``
   (the new one: a host that installs the update itself has the supplement
   folded in), one component claiming exactly the changed files, and the
@@ -43,6 +46,10 @@ from bsi.domain.prerequisite import (
 from bsi.domain.versions import Build, ExtraVersion
 
 UNIT_DIRS = ("lib/systemd/system/", "usr/lib/systemd/system/")
+DOCUMENTATION_DIRS = ("usr/share/doc/", "usr/share/man/", "usr/share/info/")
+"""Where packages put documentation: Debian policy §12.1 (manual pages), §12.2 (info
+documents), §12.3 and §12.7 (other documentation and the changelogs, in
+``/usr/share/doc/<package>``); the FHS puts them in the same places on rpm systems."""
 _TRAIN = "P"  # supplemental builds derived from packages: <major>P<number><letter>
 _NOT_IN_COMPONENT_NAME = re.compile(r"[^A-Za-z0-9._+-]")
 
@@ -138,6 +145,11 @@ def copy_installed(root: Path, paths: Iterable[str], into: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(source, target, follow_symlinks=False)
     return into
+
+
+def is_documentation(path: str) -> bool:
+    """Whether ``path`` (relative to the root) is documentation (:data:`DOCUMENTATION_DIRS`)."""
+    return path.startswith(DOCUMENTATION_DIRS)
 
 
 def pick_installed(

@@ -21,13 +21,14 @@ import hashlib
 import os
 import shutil
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import BinaryIO
 
 import zstandard
 
+from bsi.cryptex.delta import apply_delta
 from bsi.cryptex.errors import InvalidBundle
 from bsi.cryptex.manifest import (
     MANIFEST_MEMBER,
@@ -40,6 +41,11 @@ from bsi.cryptex.manifest import (
     path_problem,
 )
 from bsi.errors import Conflict, NotFound
+
+BaseBytes = Callable[[FileEntry], bytes]
+"""``base(entry)``: the device's bytes of ``entry.base_sha256``, for rebuilding a delta.
+It raises (the agent's :class:`~bsi.agent.activators.PrerequisiteMismatch`) when the
+device has no such bytes; :func:`extract_payloads` checks their SHA-256 again."""
 
 DEFAULT_MAX_BYTES = 4 << 30
 """Decompressed size refused by default: generous for a security supplement."""
@@ -122,11 +128,14 @@ def extract_payloads(
     *,
     max_bytes: int = DEFAULT_MAX_BYTES,
     apply_owner: bool = False,
+    base: BaseBytes | None = None,
 ) -> Manifest:
     """Verify the bundle and write each payload to ``dest_dir/<path>``, as the agent stages.
 
-    ``dest_dir`` must be absent or empty. Each file gets the manifest's mode
-    (and owner, with ``apply_owner``, which needs root) only after its
+    ``dest_dir`` must be absent or empty. A file that travels as a delta is
+    rebuilt from ``base(entry)`` (:mod:`bsi.cryptex.delta`); a bundle with
+    deltas and no ``base`` is refused. Each file gets the manifest's mode
+    (and owner, with ``apply_owner``, which needs root) only after its full
     SHA-256 has matched, and is fsynced. On any refusal ``dest_dir`` is
     emptied again, so a half-verified bundle never lies around staged.
     """
@@ -143,7 +152,16 @@ def extract_payloads(
     try:
         with _open_bundle(path, max_bytes) as stream:
             manifest = _read_manifest_member(stream)
+            if manifest.deltas and base is None:
+                raise stream.error(
+                    f"{len(manifest.deltas)} file(s) travel as deltas, and no base was given "
+                    "to rebuild them from",
+                    hint="stage it with the agent, which rebuilds them from the device's files",
+                )
             for entry, chunks in _payloads(stream, manifest):
+                if entry.delta is not None:
+                    assert base is not None
+                    chunks = iter((_rebuilt(stream, entry, b"".join(chunks), base),))
                 _extract_one(dest_dir, entry, chunks, apply_owner=apply_owner)
     except BaseException:
         _discard(dest_dir, created=created)
@@ -384,9 +402,12 @@ def _check_policy(stream: _TarStream, manifest: Manifest, manifest_size: int) ->
     compressed size; no file may be sticky or world-writable (set-user-ID
     and set-group-ID bits only on files the manifest declares, see :func:`setid_problem`).
     """
-    announced = manifest_size + sum(entry.size or 0 for entry in manifest.payloads)
-    if announced > stream.max_bytes:
-        raise stream.too_big(f"announces {human_size(announced)} of files in its manifest")
+    announced = manifest_size + manifest.member_bytes
+    rebuilt = manifest_size + manifest.payload_bytes
+    if max(announced, rebuilt) > stream.max_bytes:
+        raise stream.too_big(
+            f"announces {human_size(max(announced, rebuilt))} of files in its manifest"
+        )
     if stream.declared_size is not None and announced > stream.declared_size:
         raise stream.error(
             f"its manifest announces {human_size(announced)} of files, more than the "
@@ -444,8 +465,10 @@ def _payloads(
         if entry is None:
             raise stream.error(f"member {name!r} is not in the manifest")
         seen.add(name)
-        if size != entry.size:
-            raise stream.error(f"member {name!r} is {size} bytes; the manifest says {entry.size}")
+        if size != entry.member_size:
+            raise stream.error(
+                f"member {name!r} is {size} bytes; the manifest says {entry.member_size}"
+            )
         chunks = _verified(stream, entry)
         yield entry, chunks
         for _ in chunks:  # whatever the consumer left unread
@@ -462,14 +485,39 @@ def _payloads(
 
 def _verified(stream: _TarStream, entry: FileEntry) -> Iterator[bytes]:
     digest = hashlib.sha256()
-    for chunk in stream.chunks(entry.size or 0):
+    for chunk in stream.chunks(entry.member_size):
         digest.update(chunk)
         yield chunk
-    if digest.hexdigest() != entry.sha256:
+    if digest.hexdigest() != entry.member_sha256:
         raise stream.error(
             f"member {entry.member!r} has sha256 {digest.hexdigest()}; "
-            f"the manifest says {entry.sha256}"
+            f"the manifest says {entry.member_sha256}"
         )
+
+
+def _rebuilt(stream: _TarStream, entry: FileEntry, delta: bytes, base: BaseBytes) -> bytes:
+    """``entry``'s new content from its verified ``delta`` and the device's base bytes.
+
+    Only bytes whose SHA-256 is the manifest's ``base_sha256`` are patched,
+    and the result is returned only if its SHA-256 is the manifest's ``sha256``.
+    """
+    where = f"{stream.name}: {entry.member!r}"
+    original = base(entry)
+    found = hashlib.sha256(original).hexdigest()
+    if found != entry.base_sha256:
+        raise InvalidBundle(
+            f"the base given for the delta has sha256 {found}, not {entry.base_sha256}",
+            where=where,
+        )
+    content = apply_delta(original, delta, size=entry.size or 0, where=where)
+    digest = hashlib.sha256(content).hexdigest()
+    if digest != entry.sha256:
+        raise InvalidBundle(
+            f"rebuilt from its delta, /{entry.path} has sha256 {digest}; the manifest says "
+            f"{entry.sha256}: the delta is corrupt or was made from other base bytes",
+            where=where,
+        )
+    return content
 
 
 # -- staging ---------------------------------------------------------------

@@ -27,16 +27,19 @@ from __future__ import annotations
 import contextlib
 import errno
 import fcntl
+import hashlib
 import os
 import shutil
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from bsi.agent.journal import fsync_directory
-from bsi.cryptex.manifest import Manifest, human_size
-from bsi.cryptex.verify import extract_payloads, read_manifest
+from bsi.agent.swap_plan import ROLLBACK_DIR, backup_path
+from bsi.cryptex.manifest import MAX_DELTA_BYTES, FileEntry, Manifest, human_size
+from bsi.cryptex.verify import BaseBytes, extract_payloads, read_manifest
 from bsi.errors import BsiError, Conflict, NotFound
 
 DEFAULT_STATE_DIR = "var/lib/bsi"
@@ -239,12 +242,17 @@ def make_activator(
 def stage_bundle(bundle: Path, layout: StateLayout) -> Manifest:
     """Verify ``bundle`` and stage it under ``preboot/cryptexes/<build>/``.
 
-    Staging never touches the device's own files. It is refused before
-    anything is written if the preboot area lacks the space, and if space
-    runs out anyway (something else filled the disk) the partial stage is
-    deleted and :class:`InsufficientSpace` names the cause. The cryptex is
-    assembled in a hidden directory and renamed into place, so a
-    ``<build>`` directory is always complete.
+    Staging never touches the device's own files. A file that travels as a
+    delta is rebuilt from the device's bytes of its base (:func:`base_bytes`)
+    and staged only if its full SHA-256 is the manifest's; a device without
+    those bytes refuses with :class:`PrerequisiteMismatch`, nothing staged.
+    The staged manifest is the rebuilt one (:meth:`Manifest.whole`): after
+    staging, nothing needs to know how the files travelled. Staging is
+    refused before anything is written if the preboot area lacks the space,
+    and if space runs out anyway (something else filled the disk) the
+    partial stage is deleted and :class:`InsufficientSpace` names the cause.
+    The cryptex is assembled in a hidden directory and renamed into place,
+    so a ``<build>`` directory is always complete.
     """
     manifest = read_manifest(bundle)
     build = str(manifest.supplemental_build)
@@ -266,8 +274,8 @@ def stage_bundle(bundle: Path, layout: StateLayout) -> Manifest:
     shutil.rmtree(partial, ignore_errors=True)
     try:
         partial.mkdir(mode=0o700)
-        extract_payloads(bundle, partial / STAGED_FILES)
-        write_file_durably(partial / STAGED_MANIFEST, manifest.to_json(), mode=0o444)
+        extract_payloads(bundle, partial / STAGED_FILES, base=base_bytes(layout))
+        write_file_durably(partial / STAGED_MANIFEST, manifest.whole().to_json(), mode=0o444)
         fsync_directory(partial)
         os.replace(partial, final)
         fsync_directory(layout.cryptexes)
@@ -277,7 +285,60 @@ def stage_bundle(bundle: Path, layout: StateLayout) -> Manifest:
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    return manifest
+    return manifest.whole()
+
+
+def base_bytes(layout: StateLayout) -> BaseBytes:
+    """The device's bytes of a file's prerequisite content, to rebuild a delta from.
+
+    Looked up by content: the live file, else the original the ``swap``
+    activator keeps while an earlier letter is active
+    (``<state>/rollback/<build>/files/<path>``; a later letter's deltas are
+    against the base, not that letter). Only bytes whose SHA-256 is the
+    manifest's ``base_sha256`` are returned; none found raises
+    :class:`PrerequisiteMismatch` (``wrong-prerequisite``). Under an active
+    ``overlay`` letter the base of a file it patches is hidden by the mount,
+    so a delta for that file is refused the same way.
+    """
+
+    def read(entry: FileEntry) -> bytes:
+        rollback = layout.state / ROLLBACK_DIR
+        backups = (
+            sorted(layout.state / backup_path(b.name, entry.path) for b in rollback.iterdir())
+            if rollback.is_dir()
+            else []
+        )
+        seen: list[str] = []
+        for candidate in (layout.root / entry.path, *backups):
+            data = _read_if_small(candidate)
+            if data is None:
+                continue
+            digest = hashlib.sha256(data).hexdigest()
+            if digest == entry.base_sha256:
+                return data
+            seen.append(f"{str(candidate)!r} has sha256 {digest[:16]}…")
+        found = "; ".join(seen) if seen else "no such file"
+        raise PrerequisiteMismatch(
+            f"/{entry.path} travels as a delta against sha256 {entry.base_sha256}, and this "
+            f"device has no such file ({found}); nothing was staged",
+            hint="the host's file differs from the prerequisite build's; restore it "
+            "(reinstall the package) or publish the supplement with whole files",
+        )
+
+    return read
+
+
+def _read_if_small(path: Path) -> bytes | None:
+    """A regular file's bytes (not through a final symlink), or ``None``."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
+    except OSError:
+        return None
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_DELTA_BYTES:
+            return None
+        return file.read(MAX_DELTA_BYTES + 1)
 
 
 @contextlib.contextmanager
