@@ -48,6 +48,18 @@ def with_libssl(items: list[Member], data: bytes) -> list[Member]:
     ]
 
 
+def signed_delta(bundle: Path, delta: bytes, out: Path) -> Path:
+    """``bundle`` with libssl's member replaced by ``delta``, the manifest agreeing with it
+    (what a publisher's key could sign: only the rebuild can tell it is wrong)."""
+    items = members(bundle)
+    document = manifest_document(items)
+    for component in document["components"]:  # type: ignore[attr-defined]
+        for entry in component["files"]:
+            if entry["path"] == LIBSSL:
+                entry["delta"] = {"encoding": "bsdiff4", "size": len(delta), "sha256": sha(delta)}
+    return pack(out, with_libssl(with_manifest(items, document), delta))
+
+
 def header(control: int, diff: int, size: int) -> bytes:
     return MAGIC + b"".join(n.to_bytes(8, "little") for n in (control, diff, size))
 
@@ -129,17 +141,25 @@ def test_a_delta_made_from_other_bytes_is_refused_by_the_rebuilt_sha256(
 ) -> None:
     """The delta member matches its own hash, but rebuilds something else: refused."""
     base, bundle = built
-    items = members(bundle)
     wrong = make_delta(OLD_LIBSSL, NEW_LIBSSL.replace(b"fixed", b"EVIL!"))
-    assert len(wrong) > 0
-    document = manifest_document(items)
-    for component in document["components"]:  # type: ignore[attr-defined]
-        for entry in component["files"]:
-            if entry["path"] == LIBSSL:
-                entry["delta"] = {"encoding": "bsdiff4", "size": len(wrong), "sha256": sha(wrong)}
-    forged = pack(tmp_path / "forged.bsi", with_libssl(with_manifest(items, document), wrong))
+    forged = signed_delta(bundle, wrong, tmp_path / "forged.bsi")
     out = tmp_path / "out"
     with pytest.raises(InvalidBundle, match=r"rebuilt from its delta, /usr/lib/libssl\.so\.3 has"):
+        extract_payloads(forged, out, base=from_tree(base))
+    assert not out.exists()
+
+
+def test_a_bundle_whose_delta_claims_a_huge_output_is_refused_and_nothing_is_left(
+    tmp_path: Path, built: tuple[Path, Path]
+) -> None:
+    """Signed sizes and hashes all agree, but the patch claims 1 EiB: refused before rebuilding."""
+    base, bundle = built
+    claim = header(0, 0, 1 << 60) + bz2.compress(b"") * 3
+    forged = signed_delta(bundle, claim, tmp_path / "claim.bsi")
+    out = tmp_path / "out"
+    with pytest.raises(
+        InvalidBundle, match=r"the delta claims 1048576\.0 TiB of output; the manifest says"
+    ):
         extract_payloads(forged, out, base=from_tree(base))
     assert not out.exists()
 
