@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bsi.apple.fleet import Fleet, UnreadableDevice
-from bsi.domain.catalog import Catalog
+from bsi.domain.catalog import Catalog, Supplement
 from bsi.domain.compliance import (
     ComplianceReport,
     DeviceCompliance,
@@ -143,6 +143,12 @@ _OUTCOME_STYLE = {
 }
 
 
+def _base(supplement: Supplement) -> str:
+    """The prerequisite as the table shows it: the bare build, or what else it names."""
+    prerequisite = supplement.prerequisite
+    return str(prerequisite.build) if prerequisite.build else prerequisite.display()
+
+
 def render_table(
     report: ComplianceReport, unreadable: Sequence[UnreadableDevice], console: Console
 ) -> None:
@@ -183,7 +189,7 @@ def render_table(
         supplements.add_row(
             s.supplement.display(),
             str(s.supplement.build),
-            str(s.supplement.prerequisite_build),
+            _base(s.supplement),
             s.supplement.state_at(report.as_of).value,
             str(s.installed.count),
             str(s.pending.count),
