@@ -377,6 +377,11 @@ def print_summary(summary: dict[str, Any]) -> None:
                 f"{brake['first_wave_plus_in_flight']}: {'within' if within else 'EXCEEDED'}; "
                 f"devices outside the first wave that activated it: "
                 f"{brake['outside_first_wave']}"
+                + (
+                    "; no device of the first wave failed, so nothing could halt it there"
+                    if not brake["failed_per_wave"][0]
+                    else ""
+                )
             )
 
 
