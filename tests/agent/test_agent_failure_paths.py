@@ -4,11 +4,13 @@ A later letter that fails its health check returns the host to the last good
 letter (not the baseline) and is reported; a kill during the health check is
 re-verified at the next cycle and ends on the last good letter; a withdrawal
 relaunches onto the baseline; an administrator's rollback is allowed again
-from the server.
+from the server; a delta letter whose base was changed behind bsi is refused
+with nothing staged.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import pytest
 from test_agent_end_to_end import (
+    HEALTHY,
     World,
     enrolled,
     maps_inode,
@@ -283,3 +286,39 @@ def test_retry_allowances_are_asked_for_only_with_a_failure_and_never_lift_a_lat
     assert RETRIES_PATH in cycle_asking(world)  # a failure and a newer allowance: asked
     assert snapshot(world.root) == tree_a
     assert world.agent.status()["failed_builds"] == {}
+
+
+LIBCRYPTO = "usr/lib/libcrypto.so.3"
+CRYPTO_BASE = hashlib.shake_256(b"libcrypto base").digest(200_000)  # incompressible, like a .so
+CRYPTO_B = CRYPTO_BASE[:9000] + b"fixed in (b)" + CRYPTO_BASE[9012:]
+
+
+def test_a_base_changed_behind_bsi_refuses_a_delta_letter_with_nothing_staged(
+    world: World, tmp_path: Path
+) -> None:
+    """(b) carries libcrypto as a delta against its base; something else changed the
+    device's copy: the cycle fails as wrong-prerequisite, nothing of (b) is staged, the
+    host stays on (a) and reports the failure. With the base back, (b) installs."""
+    for root in (tmp_path / "base", world.root):
+        (root / LIBCRYPTO).write_bytes(CRYPTO_BASE)
+    device_id = enrolled(world, tmp_path)
+    tree_a = on_a(world, device_id)
+    publish_letter(tmp_path, "b", {**PATCHED_B, LIBCRYPTO: CRYPTO_B}, HEALTHY, world.relaunch)
+    assert world.admin.post("/v1/admin/catalog/sync-repository").is_success
+    (world.root / LIBCRYPTO).write_bytes(CRYPTO_BASE[:-4] + b"EDIT")
+    changed = snapshot(world.root)
+    assert changed != tree_a
+
+    report = world.agent.once()
+    assert report.failure is not None
+    assert f"/{LIBCRYPTO} travels as a delta against sha256" in report.failure
+    assert report.active == "12A100a"
+    assert snapshot(world.root) == changed
+    assert not list(world.agent.layout.cryptexes.glob("*12A100b*"))
+    items = device_items(world, device_id)
+    assert items["softwareupdate.install-state"] == "failed"
+
+    (world.root / LIBCRYPTO).write_bytes(CRYPTO_BASE)
+    report = world.agent.once()
+    assert (report.failure, report.active) == (None, "12A100b")
+    assert (world.root / LIBCRYPTO).read_bytes() == CRYPTO_B
