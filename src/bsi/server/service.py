@@ -603,7 +603,7 @@ class BsiService:
         state = DeviceState(items, tuple(detail["status_errors"]), tuple(detail["status_invalid"]))
         group_id = self._declarations.group_id(record.group)
         holds = self.rollouts.holds(record.device_id, group_id, state.platform)
-        policy = self.group_view(group_id).policy
+        policy = self._device_policy(record.device_id, group_id)
         decision = _decision(state, self.catalog(), policy, self.clock(), holds)
         return [
             {
@@ -732,6 +732,11 @@ class BsiService:
         self._catalog.drop()
         self.on_change()
 
+    def _device_policy(self, device_id: str, group_id: int) -> SoftwareUpdatePolicy:
+        """The policy a device is decided under: its group's, with its own wave enforcements."""
+        own = self.rollouts.wave_declarations(device_id, group_id)
+        return self.group_view(group_id, own=own).policy
+
     def recompute_decisions(self) -> int:
         """Decide again for every reporting device (after the catalogue or a policy changed)."""
         self._catalog.drop()
@@ -742,8 +747,7 @@ class BsiService:
             for batch in self._devices.device_states():
                 for device_id, group_id, state in batch:
                     holds = self.rollouts.holds(device_id, group_id, state.platform)
-                    own = self.rollouts.wave_declarations(device_id, group_id)
-                    policy = self.group_view(group_id, own=own).policy
+                    policy = self._device_policy(device_id, group_id)
                     yield device_id, _decision(state, catalog, policy, now, holds)
 
         return self._devices.store_decisions(decisions())
