@@ -423,6 +423,7 @@ def test_supplement_fields_match_the_catalogue_and_tuf_custom_names() -> None:
         "prerequisite_build": "12A100",
         "supplemental_build": "12A100a",
         "cves": ["CVE-2026-20643"],
+        "cvss": {"CVE-2026-20643": "CVSS:3.1/AV:N/AC:L/PR:N/UI:R/S:U/C:L/I:L/A:N"},
     }
 
 

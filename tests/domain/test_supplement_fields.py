@@ -47,6 +47,15 @@ def test_the_writers_document_reads_back() -> None:
     }
 
 
+def test_cvss_vectors_are_signed_only_when_known_and_read_back() -> None:
+    vector = "CVSS:3.1/AV:N/AC:L/PR:N/UI:R/S:U/C:L/I:L/A:N"
+    scored = fields(cvss=(("CVE-2026-20643", vector),))
+    assert scored.document()["cvss"] == {"CVE-2026-20643": vector}
+    assert read_supplement_fields(scored.document(), source=SOURCE) == scored
+    assert scored.supplement().cvss == scored.cvss
+    assert "cvss" not in fields().document()  # unscored: the document signed before
+
+
 def test_a_package_base_with_fixed_in_reads_back_and_so_does_no_posting_day() -> None:
     packages = Prerequisite(
         manager=PackageManager.DPKG,
@@ -107,6 +116,12 @@ def test_the_catalogue_entry_carries_every_field_and_the_signed_digest() -> None
             "names both prerequisite_build and prerequisite",
         ),
         (document(supplemental_build="12A100"), "supplemental build", "is the prerequisite build"),
+        (
+            document(cvss={"CVE-2026-20643": "CVSS:3.1/AV:X"}),
+            "custom.bsi.cvss.CVE-2026-20643",
+            "is not a CVSS 3.x vector",
+        ),
+        (document(cvss={"CVE-2026-1": "AV:N"}), "custom.bsi.cvss", "is not a CVE id"),
     ],
 )
 def test_a_bad_document_is_refused_naming_the_field_and_the_fix(

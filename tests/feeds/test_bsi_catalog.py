@@ -27,6 +27,7 @@ OPENSSL = Supplement(
     prerequisite=Prerequisite.of_build(Build.parse("12D407")),
     supported_devices=frozenset({"web-1", "web-2"}),
     cves=("CVE-2026-1001", "CVE-2026-1002"),
+    cvss=(("CVE-2026-1002", "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:N/A:N"),),
     posted=date(2026, 6, 1),
     expires=date(2026, 9, 1),
     published_state=SupplementState.PAUSED,
@@ -81,6 +82,7 @@ def test_the_dump_is_plain_and_stable() -> None:
             "prerequisite_build": "12D407",
             "supported_devices": ["web-1", "web-2"],
             "cves": ["CVE-2026-1001", "CVE-2026-1002"],
+            "cvss": {"CVE-2026-1002": "CVSS:3.1/AV:N/AC:L/PR:N/UI:N/S:U/C:H/I:N/A:N"},
             "posted": "2026-06-01",
             "expires": "2026-09-01",
             "state": "paused",
@@ -165,6 +167,14 @@ def test_a_derived_state_is_not_written_down() -> None:
             "device_models.Mac14,2: expected a list, found 'J413AP'",
         ),
         (lambda d: d.update(releases={}), "releases: expected a list, found {}"),
+        (
+            lambda d: d["supplements"][0].update(cvss={"CVE-2026-9999": "AV:N"}),
+            "supplements[0].cvss: 'CVE-2026-9999' has a vector but is not among the CVEs",
+        ),
+        (
+            lambda d: d["supplements"][0].update(cvss={"CVE-2026-1001": "AV:N/AC:Q"}),
+            "supplements[0].cvss.CVE-2026-1001: 'AV:N/AC:Q' is not a CVSS 3.x vector",
+        ),
         (
             lambda d: d["supplements"][0].update(target_sha256="AB" * 32),
             "supplements[0].target_sha256: 'ABAB",

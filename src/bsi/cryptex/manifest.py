@@ -563,6 +563,7 @@ class Manifest:
                 supplemental_build=self.supplemental_build,
                 fixed_in=self.fixed_in,
                 cves=tuple(cve.id for cve in self.cves),
+                cvss=tuple(sorted((cve.id, cve.cvss) for cve in self.cves if cve.cvss)),
                 posted=posted,
             )
         except InvalidInput as error:

@@ -15,6 +15,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any, TypeVar
 
+from bsi.domain.cves import CvssVectors, merge_cvss_vectors
 from bsi.domain.prerequisite import PackageVersion, Prerequisite
 from bsi.domain.versions import Build, ProductVersion, SupplementVersion
 
@@ -81,6 +82,9 @@ class Supplement:
     prerequisite: Prerequisite
     supported_devices: frozenset[str] = frozenset()
     cves: tuple[str, ...] = ()
+    cvss: CvssVectors = ()
+    """CVSS 3.x vectors of some of ``cves`` (a Linux supplement's signed manifest, or a
+    catalogue file); Apple's feeds carry none."""
     posted: date | None = None
     expires: date | None = None
     published_state: SupplementState = SupplementState.PUBLISHED
@@ -408,7 +412,8 @@ def _combine(a: _Entry, b: _Entry) -> _Entry:
     """Two listings of one build as one, whichever comes first.
 
     Devices: the union (an empty list means every device, and wins). CVEs: the
-    union, sorted. Posting date: the earliest; expiry: the latest. State: the
+    union, sorted; CVSS vectors: the union, the higher score where both rate a CVE.
+    Posting date: the earliest; expiry: the latest. State: the
     highest (withdrawn > paused > published). Anything else: the value one of
     them has, the smaller if both differ, so the result never depends on order.
     """
@@ -419,6 +424,8 @@ def _combine(a: _Entry, b: _Entry) -> _Entry:
             values[f.name] = x | y if x and y else frozenset()
         elif f.name == "cves":
             values[f.name] = tuple(sorted(set(x) | set(y)))
+        elif f.name == "cvss":
+            values[f.name] = merge_cvss_vectors(x, y)
         elif f.name == "published_state":
             values[f.name] = max(x, y, key=_STATE_RANK.__getitem__)
         elif f.name == "listed_live":

@@ -24,6 +24,7 @@ from datetime import datetime
 from enum import StrEnum
 
 from bsi.domain.catalog import Catalog, Supplement
+from bsi.domain.cves import CvssScore, merge_cvss_vectors, score_cvss
 from bsi.domain.eligibility import (
     DEFAULT_RULES,
     ContainerDecision,
@@ -256,6 +257,8 @@ class CveExposure(Exposure):
     cve: str = field(kw_only=True)
     supplements: set[str] = field(default_factory=set, kw_only=True)
     containers: Exposure = field(default_factory=Exposure)
+    cvss: CvssScore | None = field(default=None, kw_only=True)
+    """The CVE's CVSS 3.x score, the highest its supplements' vectors give (None: unscored)."""
 
     @property
     def counted(self) -> bool:
@@ -393,7 +396,11 @@ def summarize(groups: Iterable[FleetGroup], catalog: Catalog) -> ComplianceSumma
         (s.platform, s.build): SupplementSummary(supplement=s) for s in catalog.supplements
     }
     exposures = {
-        cve: CveExposure(cve=cve, supplements={fix.display() for fix in supplements})
+        cve: CveExposure(
+            cve=cve,
+            supplements={fix.display() for fix in supplements},
+            cvss=_cvss(cve, supplements),
+        )
         for cve, supplements in fixes.items()
     }
     for group in groups:
@@ -462,6 +469,12 @@ def _count_supplements(
         summary(target).blocked[group.reason] += group.count
 
 
+def _cvss(cve: str, supplements: Iterable[Supplement]) -> CvssScore | None:
+    """``cve``'s score from its supplements' vectors, the highest where they differ."""
+    vector = dict(merge_cvss_vectors(*(s.cvss for s in supplements))).get(cve)
+    return None if vector is None else score_cvss(vector)
+
+
 def fixes_by_cve(catalog: Catalog) -> dict[str, list[Supplement]]:
     """Each CVE the catalogue's supplements fix, with the supplements that fix it."""
     fixes: dict[str, list[Supplement]] = {}
@@ -493,6 +506,8 @@ SUPPLEMENT_COLUMNS: tuple[str, ...] = (
 """The CSV columns of a supplement's summary (a subset of :func:`supplement_json`'s keys)."""
 CVE_COLUMNS: tuple[str, ...] = (
     "cve",
+    "cvss_score",
+    "severity",
     "supplements",
     "exposed",
     "unknown",
@@ -552,13 +567,19 @@ def supplement_json(summary: SupplementSummary, as_of: datetime) -> dict[str, ob
 
 
 def cve_json(exposure: CveExposure, *, devices: bool = False) -> dict[str, object]:
-    """One CVE's exposure as both print it: device counts per standing, hosts' running
+    """One CVE's exposure as both print it: its CVSS 3.x ``cvss`` vector, ``cvss_score``
+    and ``severity`` (all ``None`` when no supplement's source scored it: Apple's feeds
+    do not), device counts per standing, hosts' running
     containers per standing (``containers_exposed``, ``containers_unknown``,
     ``containers_restart_pending``, ``containers_fixed``) and, with ``devices`` (the
     offline report, which reads each device), the device ids as ``exposed_devices``,
     ``unknown_devices``, ``restart_pending_devices``, ``fixed_devices``."""
+    cvss = exposure.cvss
     document: dict[str, object] = {
         "cve": exposure.cve,
+        "cvss": cvss.vector if cvss else None,
+        "cvss_score": cvss.base_score if cvss else None,
+        "severity": cvss.severity if cvss else None,
         "supplements": sorted(exposure.supplements),
         **{_key(which): exposure.devices(which).count for which in Standing},
         **{

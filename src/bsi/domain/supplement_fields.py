@@ -12,6 +12,7 @@ document two ways::
      "fixed_in": [...],                     # optional
      "supplemental_build": "12A100a",
      "cves": ["CVE-2026-0001"],             # optional
+     "cvss": {"CVE-2026-0001": "CVSS:3.1/AV:N/..."},  # optional: vectors of some cves
      "posted": "2026-03-01"}                # optional: the day it was published (ISO 8601)
 
 The set of fields is closed: a field this bsi does not know may be one that
@@ -29,7 +30,7 @@ from datetime import date
 from typing import TypeVar
 
 from bsi.domain.catalog import Supplement
-from bsi.domain.cves import parse_cve_id
+from bsi.domain.cves import CvssVectors, dump_cvss_vectors, parse_cve_id, read_cvss_vectors
 from bsi.domain.inventory import check_platform_id
 from bsi.domain.prerequisite import (
     BASE_FIELDS,
@@ -54,11 +55,12 @@ PRODUCT_VERSION = "product_version"
 EXTRA_VERSION = "extra_version"
 SUPPLEMENTAL_BUILD = "supplemental_build"
 CVES = "cves"
+CVSS = "cvss"
 POSTED = "posted"
 
 REQUIRED: tuple[str, ...] = (PLATFORM, PRODUCT_VERSION, EXTRA_VERSION, SUPPLEMENTAL_BUILD)
 """Fields every signed supplement carries (and one of ``prerequisite_build``/``prerequisite``)."""
-FIELDS: tuple[str, ...] = (*REQUIRED, *BASE_FIELDS, CVES, POSTED)
+FIELDS: tuple[str, ...] = (*REQUIRED, *BASE_FIELDS, CVES, CVSS, POSTED)
 """Every field a signed supplement may carry."""
 DEVICE_FIELDS: tuple[str, ...] = (PLATFORM, *BASE_FIELDS, SUPPLEMENTAL_BUILD)
 """The fields a device compares with its own facts before it stages a bundle."""
@@ -81,6 +83,7 @@ class SupplementFields:
     supplemental_build: Build
     fixed_in: tuple[PackageVersion, ...] = ()
     cves: tuple[str, ...] = ()
+    cvss: CvssVectors = ()
     posted: date | None = None
 
     def __post_init__(self) -> None:
@@ -92,7 +95,8 @@ class SupplementFields:
             )
 
     def document(self) -> dict[str, object]:
-        """The JSON object :func:`read_supplement_fields` reads back; ``posted`` only when set."""
+        """The JSON object :func:`read_supplement_fields` reads back; ``cvss`` and ``posted``
+        only when set."""
         document: dict[str, object] = {
             PLATFORM: self.platform,
             PRODUCT_VERSION: str(self.version.product),
@@ -101,6 +105,8 @@ class SupplementFields:
             SUPPLEMENTAL_BUILD: str(self.supplemental_build),
             CVES: list(self.cves),
         }
+        if self.cvss:
+            document[CVSS] = dump_cvss_vectors(self.cvss)
         if self.posted is not None:
             document[POSTED] = self.posted.isoformat()
         return document
@@ -119,6 +125,7 @@ class SupplementFields:
             prerequisite=self.prerequisite,
             fixed_in=self.fixed_in,
             cves=self.cves,
+            cvss=self.cvss,
             posted=self.posted,
             target_sha256=target_sha256,
         )
@@ -138,6 +145,10 @@ def read_supplement_fields(document: object, *, source: str) -> SupplementFields
             raise InvalidInput(f"{_WHERE}: required field {missing[0]!r} is missing")
         prerequisite, fixed_in = read_base(fields, _WHERE)
         posted = fields.get(POSTED)
+        cves = tuple(
+            _parsed(parse_cve_id, cve, f"{_WHERE}.{CVES}[{index}]")
+            for index, cve in enumerate(document_list(fields.get(CVES, []), f"{_WHERE}.{CVES}"))
+        )
         return SupplementFields(
             platform=_parsed(check_platform_id, fields[PLATFORM], f"{_WHERE}.{PLATFORM}"),
             version=SupplementVersion(
@@ -151,10 +162,8 @@ def read_supplement_fields(document: object, *, source: str) -> SupplementFields
             supplemental_build=_parsed(
                 Build.parse, fields[SUPPLEMENTAL_BUILD], f"{_WHERE}.{SUPPLEMENTAL_BUILD}"
             ),
-            cves=tuple(
-                _parsed(parse_cve_id, cve, f"{_WHERE}.{CVES}[{index}]")
-                for index, cve in enumerate(document_list(fields.get(CVES, []), f"{_WHERE}.{CVES}"))
-            ),
+            cves=cves,
+            cvss=read_cvss_vectors(fields.get(CVSS, {}), cves, f"{_WHERE}.{CVSS}"),
             posted=None if posted is None else _parsed(_iso_date, posted, f"{_WHERE}.{POSTED}"),
         )
     except InvalidInput as error:

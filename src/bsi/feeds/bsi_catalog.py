@@ -13,6 +13,7 @@ mirror :class:`~bsi.domain.catalog.Release` and
      "supplements": [{"platform": "macOS", "version": "26.3.1 (a)",
                       "build": "25D771280a", "prerequisite_build": "25D2128",
                       "supported_devices": ["J413AP"], "cves": ["CVE-2026-20643"],
+                      "cvss": {"CVE-2026-20643": "CVSS:3.1/AV:N/AC:L/PR:N/UI:R/S:U/C:L/I:L/A:N"},
                       "posted": "2026-03-17", "expires": "2026-11-20",
                       "state": "published", "security_info": null,
                       "superseded_by": {"version": "26.4", "build": null,
@@ -46,6 +47,7 @@ from __future__ import annotations
 from datetime import date
 
 from bsi.domain.catalog import Catalog, Release, Supersession, Supplement, SupplementState
+from bsi.domain.cves import dump_cvss_vectors, read_cvss_vectors
 from bsi.domain.inventory import check_platform_id
 from bsi.domain.prerequisite import BASE_FIELDS, dump_base, is_sha256, read_base
 from bsi.domain.versions import Build
@@ -121,6 +123,7 @@ def _supplement(node: Node) -> Supplement:
     prerequisite, fixed_in = node.document(
         lambda _, where: read_base({k: fields.get(k) for k in BASE_FIELDS}, where)
     )
+    cves = maybe(node.opt("cves"), Node.strings) or ()
     return Supplement(
         platform=_platform(node.get("platform")),
         version=node.get("version").supplement_version(),
@@ -128,7 +131,12 @@ def _supplement(node: Node) -> Supplement:
         prerequisite=prerequisite,
         fixed_in=fixed_in,
         supported_devices=frozenset(maybe(node.opt("supported_devices"), Node.strings) or ()),
-        cves=maybe(node.opt("cves"), Node.strings) or (),
+        cves=cves,
+        cvss=maybe(
+            node.opt("cvss"),
+            lambda cvss: cvss.document(lambda value, where: read_cvss_vectors(value, cves, where)),
+        )
+        or (),
         posted=maybe(node.opt("posted"), Node.day),
         expires=maybe(node.opt("expires"), Node.day),
         published_state=maybe(node.opt("state"), _state) or SupplementState.PUBLISHED,
@@ -198,6 +206,7 @@ def _dump_supplement(supplement: Supplement) -> dict[str, object]:
         **dump_base(supplement.prerequisite, supplement.fixed_in),
         "supported_devices": sorted(supplement.supported_devices),
         "cves": list(supplement.cves),
+        **({"cvss": dump_cvss_vectors(supplement.cvss)} if supplement.cvss else {}),
         "posted": _day(supplement.posted),
         "expires": _day(supplement.expires),
         "state": supplement.published_state.value,

@@ -265,6 +265,8 @@ class CatalogSupplement(Base):
     base: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     supported_devices: Mapped[list[Any]] = mapped_column(default=list)
     cves: Mapped[list[Any]] = mapped_column(default=list)
+    # CVSS 3.x vectors by CVE id (bsi.domain.cves.dump_cvss_vectors); null: none known.
+    cvss: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     posted: Mapped[date | None] = mapped_column(Date)
     expires: Mapped[date | None] = mapped_column(Date)
     published_state: Mapped[str] = mapped_column(String(16), default="published")

@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from bsi.domain.catalog import Catalog, Release, Supersession, Supplement, SupplementState
 from bsi.domain.containers import CONTAINERS_ITEM
+from bsi.domain.cves import dump_cvss_vectors, read_cvss_vectors
 from bsi.domain.declarations import Declaration
 from bsi.domain.eligibility import Decision, Outcome, Reason
 from bsi.domain.prerequisite import PREREQUISITE_BUILD, dump_base, read_base
@@ -1388,6 +1389,7 @@ def _supplement_row(s: Supplement, origin: str) -> CatalogSupplement:
         else dump_base(s.prerequisite, s.fixed_in),
         supported_devices=sorted(s.supported_devices),
         cves=list(s.cves),
+        cvss=dump_cvss_vectors(s.cvss) or None,
         posted=s.posted,
         expires=s.expires,
         published_state=s.published_state.value,
@@ -1416,6 +1418,7 @@ def _supplement(row: CatalogSupplement) -> Supplement:
         fixed_in=base[1],
         supported_devices=frozenset(row.supported_devices),
         cves=tuple(row.cves),
+        cvss=read_cvss_vectors(row.cvss or {}, row.cves, "catalog_supplements.cvss"),
         posted=row.posted,
         expires=row.expires,
         published_state=SupplementState(row.published_state),
