@@ -4,7 +4,8 @@ Real trees, real bundles, the real swap activator: a device on the base
 stages and activates a delta bundle; a base changed behind bsi, or missing,
 is refused with nothing staged; an old whole-file bundle still installs; and
 a later letter, whose deltas are against the base, stages while the earlier
-letter is active (its base comes from the swap activator's rollback area).
+letter is active (its base comes from the swap activator's rollback area, or
+the copy the overlay activator keeps of what its mount covers).
 """
 
 from __future__ import annotations
@@ -13,13 +14,16 @@ import hashlib
 from pathlib import Path
 
 import pytest
+from test_agent_overlay import _detach_everything_under, _probe
 
 from bsi.agent.activators import (
+    OVERLAY_AREA,
     PrerequisiteMismatch,
     StateLayout,
     load_staged,
     stage_bundle,
 )
+from bsi.agent.activators.overlay import OverlayActivator
 from bsi.agent.activators.swap import SwapActivator
 from bsi.cryptex import Manifest, build_bundle, diff_trees, read_manifest
 from cryptex_support import SPEC_TEXT, spec, write_tree
@@ -142,3 +146,37 @@ def test_a_later_letter_stages_against_the_base_while_the_earlier_one_is_active(
     swap.deactivate(a_manifest)
     swap.activate(staged_b, files_b)
     assert (layout.root / LIB).read_bytes() == patched(b"FIX-1+FIX-2")[LIB]
+
+
+def test_under_an_active_overlay_letter_a_later_letter_stages_from_the_kept_base(
+    tmp_path: Path,
+) -> None:
+    """The overlay mount hides the base of each file it patches; the activator keeps a
+    copy while the letter is mounted, so (b)'s deltas still rebuild, and the copy goes
+    with the mount. Needs root and overlay mounts (skipped otherwise, as the overlay
+    tests are)."""
+    reason = _probe(tmp_path)
+    if reason:
+        pytest.skip(reason)
+    try:
+        work = tmp_path / "work"
+        letter_a = build(work, patched(b"FIX-1"), "a")
+        letter_b = build(work, patched(b"FIX-1+FIX-2"), "b")
+        layout = device(tmp_path)
+        a_manifest = stage_bundle(letter_a, layout)
+        overlay = OverlayActivator(layout)
+        overlay.activate(a_manifest, load_staged(layout, "12A100a")[1])
+        assert (layout.root / LIB).read_bytes() == patched(b"FIX-1")[LIB]
+
+        staged_b = stage_bundle(letter_b, layout)
+        files_b = load_staged(layout, "12A100b")[1]
+        assert (files_b / LIB).read_bytes() == patched(b"FIX-1+FIX-2")[LIB]
+
+        overlay.deactivate(a_manifest)
+        assert not (layout.state / OVERLAY_AREA / "12A100a").exists()  # gone with the mount
+        assert (layout.root / LIB).read_bytes() == BASE[LIB]
+        overlay.activate(staged_b, files_b)
+        assert (layout.root / LIB).read_bytes() == patched(b"FIX-1+FIX-2")[LIB]
+        overlay.deactivate(staged_b)
+    finally:
+        _detach_everything_under(tmp_path)

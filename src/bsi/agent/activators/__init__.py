@@ -31,7 +31,7 @@ import hashlib
 import os
 import shutil
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -288,26 +288,36 @@ def stage_bundle(bundle: Path, layout: StateLayout) -> Manifest:
     return manifest.whole()
 
 
+OVERLAY_AREA = "overlay"
+"""Under the state directory: ``overlay/<build>/`` holds what the ``overlay`` activator
+keeps while ``build`` is mounted: its whiteout layer, and ``bases/<path>``, a copy of
+each live file its mounts cover (the base a later letter's deltas start from)."""
+KEPT_BASES = "bases"
+
+
 def base_bytes(layout: StateLayout) -> BaseBytes:
     """The device's bytes of a file's prerequisite content, to rebuild a delta from.
 
-    Looked up by content: the live file, else the original the ``swap``
-    activator keeps while an earlier letter is active
-    (``<state>/rollback/<build>/files/<path>``; a later letter's deltas are
-    against the base, not that letter). Only bytes whose SHA-256 is the
-    manifest's ``base_sha256`` are returned; none found raises
-    :class:`PrerequisiteMismatch` (``wrong-prerequisite``). Under an active
-    ``overlay`` letter the base of a file it patches is hidden by the mount,
-    so a delta for that file is refused the same way.
+    Looked up by content: the live file, else the copy an earlier active letter's
+    activator keeps of it — the ``swap`` activator's original
+    (``<state>/rollback/<build>/files/<path>``), or the ``overlay`` activator's
+    copy of a file its mount covers (``<state>/overlay/<build>/bases/<path>``):
+    a later letter's deltas are against the base, not that letter. Only bytes
+    whose SHA-256 is the manifest's ``base_sha256`` are returned; none found
+    raises :class:`PrerequisiteMismatch` (``wrong-prerequisite``).
     """
 
+    def kept(area: str, path: Callable[[str], str]) -> list[Path]:
+        directory = layout.state / area
+        if not directory.is_dir():
+            return []
+        return sorted(layout.state / path(build.name) for build in directory.iterdir())
+
     def read(entry: FileEntry) -> bytes:
-        rollback = layout.state / ROLLBACK_DIR
-        backups = (
-            sorted(layout.state / backup_path(b.name, entry.path) for b in rollback.iterdir())
-            if rollback.is_dir()
-            else []
-        )
+        backups = [
+            *kept(ROLLBACK_DIR, lambda build: backup_path(build, entry.path)),
+            *kept(OVERLAY_AREA, lambda build: f"{OVERLAY_AREA}/{build}/{KEPT_BASES}/{entry.path}"),
+        ]
         seen: list[str] = []
         for candidate in (layout.root / entry.path, *backups):
             data = _read_if_small(candidate)

@@ -82,6 +82,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bsi.agent.activators import (
+    KEPT_BASES,
+    OVERLAY_AREA,
     ActivationError,
     Outcome,
     PrerequisiteMismatch,
@@ -100,8 +102,9 @@ from bsi.strict import read_json
 RECORD_NAME = "overlay.json"
 """The activator's record, in the state directory: what is mounted, and how far it got."""
 
-WHITEOUT_AREA = "overlay"
-"""Per-build whiteout layers live in ``<state>/overlay/<build>/whiteouts``."""
+WHITEOUT_AREA = OVERLAY_AREA
+"""Per-build whiteout layers live in ``<state>/overlay/<build>/whiteouts``, beside the
+copies of the live files the mounts cover (``bases``)."""
 
 MS_RDONLY = 1
 MNT_DETACH = 2
@@ -545,6 +548,7 @@ class OverlayActivator:
             whiteouts = self._whiteout_dir(build)
             try:
                 self._prepare_layers(manifest, Path(os.path.realpath(staged_dir)), whiteouts)
+                self._keep_bases(manifest, whiteouts.parent / KEPT_BASES)
             except OSError as error:
                 shutil.rmtree(whiteouts.parent, ignore_errors=True)
                 raise os_failure(error, f"preparing the layers of {build}", changed=False) from None
@@ -661,6 +665,20 @@ class OverlayActivator:
         self._drop_record()
         if record.whiteouts:
             shutil.rmtree(Path(record.whiteouts).parent, ignore_errors=True)
+
+    def _keep_bases(self, manifest: Manifest, bases: Path) -> None:
+        """Copy each live file ``manifest`` changes to ``bases``: once mounted over, the
+        live path shows the letter, and a later letter's deltas start from these bytes
+        (:func:`~bsi.agent.activators.base_bytes` looks here). Removed with the
+        whiteouts when the letter is unmounted."""
+        root = self._root()
+        shutil.rmtree(bases, ignore_errors=True)
+        for entry in manifest.files:
+            live = root / entry.path
+            if entry.action is Action.CHANGE and live.is_file() and not live.is_symlink():
+                kept = bases / entry.path
+                kept.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(live, kept, follow_symlinks=False)
 
     def _prepare_layers(self, manifest: Manifest, staged: Path, whiteouts: Path) -> None:
         """Whiteouts for removals; manifest owners on staged files; live attributes on dirs."""
