@@ -267,12 +267,25 @@ def test_a_rollout_needs_a_known_supplement_and_starts_once(
 
 
 def test_a_platform_default_plan_starts_a_new_supplements_rollout(
-    server: RunningServer, shared_data: Path
+    server: RunningServer, shared_data: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     put = server.admin.put("/v1/admin/rollout-plans/macOS", json=PLAN)
     assert put.status_code == 200, put.text
     assert server.reader.get("/v1/admin/rollout-plans/macOS").json()["waves"][0]["name"] == "canary"
+    # The rollout exists before the catalogue lists the supplement: a device checking in
+    # between the two would find it with no gate and install (seen at 10,000 devices).
+    catalogue = server.service._catalogue
+    listed = catalogue.replace_catalog
+    rollout_when_listed = []
+
+    def replace(catalog: Any, origin: str) -> None:
+        rollout_when_listed.append(server.service.rollouts.store.rollout("macOS", BUILD))
+        listed(catalog, origin)
+
+    monkeypatch.setattr(catalogue, "replace_catalog", replace)
     fleet(server, shared_data)
+    assert rollout_when_listed  # the first feed lists the supplement: already gated then
+    assert all(found is not None for found in rollout_when_listed)
     body = server.reader.get(ROLLOUT).json()
     assert body["state"] == "running"
     assert body["plan"]["waves"][1]["name"] == "everyone"

@@ -390,6 +390,11 @@ class Rollouts:
         self._after_change()
         return StoredRollout(stored.id, stored.platform, changed)
 
+    def steer(self, stored: StoredRollout) -> None:
+        """Issue a just-started rollout's first Apple wave declaration (its supplement is
+        now in the catalogue: it was started before the catalogue listed it)."""
+        self._steer_apple(stored.platform, None, stored.rollout)
+
     def _steer_apple(self, platform: str, before: Rollout | None, after: Rollout) -> None:
         """For an Apple supplement, the open wave gets its ``enforcement.specific``
         (:func:`~bsi.domain.rollout.wave_enforcement`) when it opens or resumes: stored,

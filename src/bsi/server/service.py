@@ -685,12 +685,19 @@ class BsiService:
                 hint="publish new bytes under a new supplemental build (a new letter)",
             )
         merged = stored.merged(catalog)
+        known = {(s.platform, s.build) for s in stored.supplements}
+        # A new supplement's default-plan rollout exists before the catalogue lists it:
+        # a device checking in between would otherwise find it with no gate and install.
+        started = [
+            rollout
+            for new in merged.supplements
+            if (new.platform, new.build) not in known
+            and (rollout := self.rollouts.started_with_default(new.platform, str(new.build)))
+        ]
         self._catalogue.replace_catalog(merged, origin)
         self._catalog.drop()
-        known = {(s.platform, s.build) for s in stored.supplements}
-        for new in merged.supplements:
-            if (new.platform, new.build) not in known:
-                self.rollouts.started_with_default(new.platform, str(new.build))
+        for rollout in started:
+            self.rollouts.steer(rollout)  # an Apple wave's declaration names the listed build
         self.on_change()
         return merged
 
