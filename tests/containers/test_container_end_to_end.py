@@ -31,6 +31,7 @@ from bsi.trust import init_keys, publish_target
 from bsi.trust.repository import available_signers
 from container_engine import Engine
 from cryptex_support import write_tree
+from pgcluster import free_port
 
 pytestmark = pytest.mark.usefixtures("no_containers_left")
 
@@ -83,7 +84,7 @@ def test_a_container_host_gets_the_supplement_falls_back_and_rolls_back(
             detach=True,
             environment={"ROLE": f"web{i}"},
             labels={"app": "web"},
-            ports={"8080/tcp": 38080 + i},
+            ports={"8080/tcp": free_port()},  # any free host port: tests run side by side
             restart_policy={"Name": "always"},
         )
         for i in range(2)
