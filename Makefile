@@ -7,6 +7,7 @@ STAMP  := $(VENV)/.installed
 # Tests run in parallel worker processes (pytest-xdist), at most four, one per
 # CPU; work-stealing keeps a long test (the container end-to-end run) from
 # leaving the other workers idle. `make pytest XDIST=` runs them in one process.
+# Tests marked `alone` (a latency bound) run afterwards, one at a time.
 XDIST  ?= -n auto --maxprocesses 4 --dist worksteal
 
 .PHONY: run test lint typecheck pytest clean
@@ -32,7 +33,8 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict src
 
 pytest: $(STAMP)
-	$(BIN)/pytest $(XDIST) $(PYTEST_ARGS)
+	$(BIN)/pytest $(XDIST) -m "not alone" $(PYTEST_ARGS) || [ $$? -eq 5 ]
+	$(BIN)/pytest -m alone $(PYTEST_ARGS) || [ $$? -eq 5 ]  # 5: none selected
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis

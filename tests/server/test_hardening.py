@@ -34,6 +34,7 @@ def hostile_reports() -> dict[str, bytes]:
     return encoded
 
 
+@pytest.mark.alone  # a 1 s bound: another test's load beside it is not the flood's
 @pytest.mark.real_socket  # 1 MiB bodies read off a connection, as a device sends them
 @pytest.mark.server_settings(max_body_bytes=MIB, status_burst=60)  # each shape once, then 429
 def test_a_hostile_device_does_not_delay_another_devices_report(server: RunningServer) -> None:
