@@ -101,6 +101,25 @@ def test_supplements_by_state_and_long_poll_waiters(
     assert value(samples, "bsi_long_poll_waiters") == 0
 
 
+def test_rollouts_and_their_waves_by_state(server: RunningServer, shared_data: Path) -> None:
+    from test_rollouts import PLAN, ROLLOUT, fleet
+
+    fleet(server, shared_data, n=2)
+    before = scrape(server.reader)
+    assert value(before, "bsi_rollouts", state="running") == 0
+    assert value(before, "bsi_rollout_waves", state="open") == 0
+    assert server.admin.put(ROLLOUT, json=PLAN).status_code == 201
+    running = scrape(server.reader)
+    assert value(running, "bsi_rollouts", state="running") == 1
+    assert value(running, "bsi_rollout_waves", state="open") == 1
+    assert value(running, "bsi_rollout_waves", state="waiting") == len(PLAN["waves"]) - 1
+    assert server.admin.post(f"{ROLLOUT}/halt").is_success
+    halted = scrape(server.reader)
+    assert value(halted, "bsi_rollouts", state="halted") == 1
+    assert value(halted, "bsi_rollouts", state="running") == 0
+    assert value(halted, "bsi_rollout_waves", state="halted") == 1
+
+
 def test_several_workers_sum_into_one_scrape(tmp_path: Path) -> None:
     data = tmp_path / "served"
     with bsi_serve("--data-dir", data, "--workers", "2") as url:

@@ -21,7 +21,8 @@ What is counted where:
   are ``unknown``/``not-reported``; decommissioned ones are not counted),
   ``bsi_containers{outcome,reason}`` (the running containers of container
   hosts, each with its own decision; those of an unknown host are
-  ``unknown``) and ``bsi_supplements{state}``.
+  ``unknown``), ``bsi_supplements{state}``, ``bsi_rollouts{state}`` and
+  ``bsi_rollout_waves{state}`` (``passed``, ``open``, ``waiting``, ``halted``).
 
 Several workers (``bsi serve --workers N``): ``bsi serve`` points
 ``PROMETHEUS_MULTIPROC_DIR`` at a fresh directory before any worker starts;
@@ -53,6 +54,7 @@ from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from bsi.domain.rollout import RolloutState, WaveState
 from bsi.server.admin.common import Access, Role
 from bsi.server.service import BsiService
 
@@ -150,8 +152,8 @@ def watch_database(engine: Engine) -> None:
 
 
 class FleetCollector(Collector):
-    """Devices and hosts' containers by decision, supplements by state, read from the
-    database at scrape time."""
+    """Devices and hosts' containers by decision, supplements by state, rollouts and their
+    waves by state, read from the database at scrape time."""
 
     def __init__(self, service: BsiService) -> None:
         self.service = service
@@ -183,6 +185,25 @@ class FleetCollector(Collector):
         for state, n in sorted(by_state.items()):
             supplements.add_metric((state,), n)
         yield supplements
+        yield from self._rollouts()
+
+    def _rollouts(self) -> Iterator[GaugeMetricFamily]:
+        """Rollouts by state and their waves by state (every state listed, 0 when none)."""
+        rollouts = {state.value: 0 for state in RolloutState}
+        waves = {state.value: 0 for state in WaveState}
+        for stored in self.service.rollouts.store.rollouts():
+            rollout = stored.rollout
+            rollouts[rollout.state.value] += 1
+            for index in range(len(rollout.plan.effective_waves)):
+                waves[rollout.wave_state(index).value] += 1
+        for name, help_text, counts in (
+            ("bsi_rollouts", "Supplement rollouts by state", rollouts),
+            ("bsi_rollout_waves", "Rollout waves by state", waves),
+        ):
+            family = GaugeMetricFamily(name, help_text, labels=("state",))
+            for state, n in sorted(counts.items()):
+                family.add_metric((state,), n)
+            yield family
 
 
 def exposition(service: BsiService) -> tuple[bytes, str]:
