@@ -5,8 +5,10 @@ severity, an unscored CVE says so, and a catalogue with a bad vector changes not
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from test_console import signed_in
+from test_rollouts import BUILD, fleet
 
 from bsi.domain.catalog import Catalog, Supplement
 from bsi.domain.prerequisite import Prerequisite
@@ -55,3 +57,17 @@ def test_cve_scores_are_stored_and_shown_in_the_api_and_the_console(
     assert "cvss.CVE-2026-0002" in refused.json()["message"]
     after = {r["cve"]: r for r in server.reader.get("/v1/admin/compliance/cves").json()}
     assert after == rows  # nothing changed
+
+
+def test_a_cves_devices_are_one_click_away(server: RunningServer, shared_data: Path) -> None:
+    """Each CVE row links the devices of each supplement that fixes it: the console's
+    device list filtered by the supplement their decision is about."""
+    devices = [device_id for device_id, _ in fleet(server, shared_data, n=2)]
+    console = signed_in(server, server.reader_key)
+    page = console.get("/cves").text
+    row = next(r for r in page.split("<tr>") if "CVE-2026-20643" in r)
+    assert f'href="/devices?target={BUILD}"' in row
+    listed = console.get("/devices", params={"target": BUILD}).text
+    assert all(device_id in listed for device_id in devices)
+    other = console.get("/devices", params={"target": "25D9999999a"}).text
+    assert not any(device_id in other for device_id in devices)

@@ -259,6 +259,8 @@ class CveExposure(Exposure):
     containers: Exposure = field(default_factory=Exposure)
     cvss: CvssScore | None = field(default=None, kw_only=True)
     """The CVE's CVSS 3.x score, the highest its supplements' vectors give (None: unscored)."""
+    fixes: frozenset[tuple[str, str]] = field(default=frozenset(), kw_only=True)
+    """``(platform, build)`` of each supplement that fixes it (the console links their devices)."""
 
     @property
     def counted(self) -> bool:
@@ -400,6 +402,7 @@ def summarize(groups: Iterable[FleetGroup], catalog: Catalog) -> ComplianceSumma
             cve=cve,
             supplements={fix.display() for fix in supplements},
             cvss=_cvss(cve, supplements),
+            fixes=frozenset((fix.platform, str(fix.build)) for fix in supplements),
         )
         for cve, supplements in fixes.items()
     }

@@ -340,20 +340,30 @@ def console_router(service: BsiService) -> APIRouter:
     @router.get("/cves")
     async def cves(request: Request, viewer: SignedIn) -> Response:
         summary = await run_in_threadpool(service.compliance)
-        rows = [cve_json(e) for e in summary.cves]
+        rows = [{**cve_json(e), "fixes": sorted(e.fixes)} for e in summary.cves]
         return page(request, "cves.html", viewer, rows=rows)
 
     @router.get("/devices")
     async def devices(
-        request: Request, viewer: SignedIn, outcome: str | None = None, reason: str | None = None
+        request: Request,
+        viewer: SignedIn,
+        outcome: str | None = None,
+        reason: str | None = None,
+        target: str | None = None,
     ) -> Response:
-        filters = DeviceFilter(decision_outcome=outcome or None, decision_reason=reason or None)
+        """Devices, filtered by decision outcome, reason and ``target`` (the supplement build
+        the decision is about: a CVE's devices are those of the supplements that fix it)."""
+        filters = DeviceFilter(
+            decision_outcome=outcome or None,
+            decision_reason=reason or None,
+            decision_supplement_build=target or None,
+        )
         rows = await run_in_threadpool(
             lambda: service.list_devices(filters, after=None, limit=DEVICE_PAGE)
         )
         return page(
             request, "devices.html", viewer, rows=rows, outcome=outcome, reason=reason,
-            limit=DEVICE_PAGE,
+            target=target, limit=DEVICE_PAGE,
         )  # fmt: skip
 
     @router.get("/devices/{device_id}")
