@@ -150,6 +150,9 @@ def test_a_container_host_gets_the_supplement_falls_back_and_rolls_back(
         # (The runner takes (a) back before it activates (b), as on hosts, so the
         # containers are recreated on (a) again: (a)'s content, same configuration.)
         publish(tmp_path, base, "b", NEW_LIB + b"b", "/bin/false")
+        # Read now, not when the repository watcher next polls (under load it may not have).
+        synced = httpx.post(f"{url}/v1/admin/catalog/sync-repository", headers=admin)
+        assert synced.is_success, synced.text
         failed = agent.once()
         assert failed.failure is not None
         assert "failed its health check" in failed.failure
