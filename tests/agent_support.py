@@ -119,7 +119,9 @@ def serving(work: Path) -> Iterator[Served]:
     with running_app(settings) as (url, service):
         admin_key = service.create_api_key("harness", "admin")
         token = service.create_enrollment_token("default", timedelta(hours=4), None)[0]
-        admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_key}"})
+        admin = httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {admin_key}"}, timeout=30
+        )
         try:
             yield Served(url, admin, token, work / "repo" / "metadata" / "1.root.json", relaunch)
         finally:

@@ -47,7 +47,9 @@ def serving(data_dir: Path, repo: Path | None) -> Iterator[Served]:
     with running_app(ServerSettings(data_dir=data_dir, tuf_repo_dir=repo)) as (url, service):
         admin_key = service.create_api_key("real", "admin")
         token = service.create_enrollment_token("default", timedelta(hours=1), None)[0]
-        admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_key}"})
+        admin = httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {admin_key}"}, timeout=30
+        )
         try:
             yield Served(url, admin, admin_key, token, service)
         finally:

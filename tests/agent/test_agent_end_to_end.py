@@ -205,7 +205,9 @@ def world(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[World]:
             assert time.monotonic() < deadline
             time.sleep(0.05)
 
-        admin = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {admin_key}"})
+        admin = httpx.Client(
+            base_url=url, headers={"Authorization": f"Bearer {admin_key}"}, timeout=30
+        )
         agent = Agent(root, AgentConfig())
         try:
             yield World(
