@@ -154,7 +154,6 @@ def run(
                 wave=members[d],
             )
             for d in ids
-            if members[d] <= rollout.current
         ]
         health = wave_health(progress, timedelta(hours=6), now, rollout.current)
         rollout, _ = step(rollout, health, now)

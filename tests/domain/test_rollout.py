@@ -188,6 +188,25 @@ def test_a_device_that_stops_reporting_after_installing_counts_as_failed() -> No
     assert (failed.device_id, failed.failure) == ("quiet", FailureKind.STOPPED_REPORTING)
 
 
+def test_a_failure_in_a_wave_not_yet_opened_counts_towards_the_halt() -> None:
+    """Fail closed: a device of a later wave that failed (it got the supplement another
+    way, or read its gate before a halt) counts; one that merely installed does not."""
+    silence = timedelta(hours=6)
+    later = T0 + timedelta(hours=7)
+    rows = [
+        *progress(10, at=later),
+        DeviceProgress("early-bird", installed_at=T0, last_report_at=later, wave=2),
+        DeviceProgress("broken", failure=FailureKind.HEALTH_CHECK_ROLLBACK, wave=2),
+        DeviceProgress("quiet", installed_at=T0, last_report_at=T0, wave=3),
+        DeviceProgress("waiting", wave=3),
+    ]
+    health = wave_health(rows, silence, later, open_wave=0)
+    assert sorted(p.device_id for p in health.failures) == ["broken", "quiet"]
+    assert (health.devices, health.open_devices) == (12, 10)
+    rule = RolloutPlan(halt=HaltRule(max_failures=2, max_failure_rate=None))
+    assert step(start(rule, "b", T0), health, later)[1] is Change.HALTED
+
+
 def test_a_wave_needs_its_success_rate_before_the_next_opens() -> None:
     plan = RolloutPlan(
         waves=(Wave("a", 50.0, soak=timedelta(0)), Wave("b", 100.0)), min_success_rate=0.9

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import pytest
 from bsi.domain.declarations import enforcement_specific
 from bsi.domain.rollout import DAYS, advance
 from bsi.errors import Conflict
+from bsi.server.service import _Coalesced
 from reports import macos_report, supplemental_report
 from server_support import RunningServer
 
@@ -68,6 +70,19 @@ def events(server: RunningServer, **params: Any) -> list[dict[str, Any]]:
 def waves(server: RunningServer) -> dict[str, dict[str, Any]]:
     body = server.reader.get(ROLLOUT).json()
     return {w["name"]: w for w in body["waves"]}
+
+
+def failed_report(
+    reason: str = "health-check-failed: 26.3.1 (a) failed its health check (exit 1)",
+) -> dict[str, Any]:
+    """A macOS status report: installing the supplement failed for ``reason``."""
+    failed = macos_report()
+    failed["StatusItems"]["softwareupdate"] = {
+        "install-state": "failed",
+        "pending-version": {"os-version": "26.3.1 (a)", "build-version": BUILD},
+        "failure-reason": {"reason": reason, "count": 1, "timestamp": "2026-03-20T12:10:00Z"},
+    }
+    return failed
 
 
 def test_a_good_supplement_advances_through_its_waves(
@@ -131,17 +146,7 @@ def test_a_failing_supplement_halts_in_the_first_wave_and_abort_withdraws_it(
     devices = fleet(server, shared_data)
     assert server.admin.put(ROLLOUT, json=PLAN).status_code == 201
     (canary,) = [d for d, _ in devices if decision(server, d)[0] == "enforced"]
-    failed = macos_report()
-    failed["StatusItems"]["softwareupdate"] = {
-        "install-state": "failed",
-        "pending-version": {"os-version": "26.3.1 (a)", "build-version": BUILD},
-        "failure-reason": {
-            "reason": "health-check-failed: 26.3.1 (a) failed its health check (exit 1)",
-            "count": 1,
-            "timestamp": "2026-03-20T12:10:00Z",
-        },
-    }
-    assert dict(devices)[canary].put("/v1/ddm/status", json=failed).status_code == 200
+    assert dict(devices)[canary].put("/v1/ddm/status", json=failed_report()).status_code == 200
     # Halted as the failure was stored, not at the next tick: no other device's check-in
     # in between finds the next wave's gate open.
     body = server.reader.get(ROLLOUT).json()
@@ -178,6 +183,22 @@ def test_a_failing_supplement_halts_in_the_first_wave_and_abort_withdraws_it(
     again = server.admin.post(f"{ROLLOUT}/abort")
     assert again.status_code == 409
     assert "already aborted" in again.json()["message"]
+
+
+def test_a_failure_in_a_wave_not_yet_opened_halts_the_rollout(
+    server: RunningServer, shared_data: Path
+) -> None:
+    """Fail closed: a device of the waiting wave that installed another way (Apple's own
+    ramp, a user's click) and failed counts; its wave's being shut does not hide it."""
+    devices = fleet(server, shared_data)
+    assert server.admin.put(ROLLOUT, json=PLAN).status_code == 201
+    waiting = [d for d, _ in devices if decision(server, d)[0] == "deferred"]
+    assert len(waiting) == 3
+    assert dict(devices)[waiting[0]].put("/v1/ddm/status", json=failed_report()).is_success
+    body = server.reader.get(ROLLOUT).json()
+    assert body["state"] == "halted"
+    assert f"1 health-check-rollback ({waiting[0]})" in body["halted_because"]
+    assert [(w["state"], w["failed"]) for w in body["waves"]] == [("halted", 0), ("waiting", 1)]
 
 
 def test_resume_and_advance_by_hand(server: RunningServer, shared_data: Path) -> None:
@@ -538,17 +559,7 @@ def test_an_apple_plan_stops_at_a_failing_wave(server: RunningServer, shared_dat
     canary, rest = apple_fleet(server, shared_data)
     assert server.admin.put(ROLLOUT, json=APPLE_PLAN).status_code == 201
     assert set(served(canary)) == {WAVE_0}
-    failed = macos_report()
-    failed["StatusItems"]["softwareupdate"] = {
-        "install-state": "failed",
-        "pending-version": {"os-version": "26.3.1 (a)", "build-version": BUILD},
-        "failure-reason": {
-            "reason": "download failed",
-            "count": 1,
-            "timestamp": "2026-03-20T12:05:00Z",
-        },
-    }
-    assert canary.put("/v1/ddm/status", json=failed).status_code == 200
+    assert canary.put("/v1/ddm/status", json=failed_report("download failed")).status_code == 200
     server.clock.advance(hours=2)
     assert server.service.rollouts.tick() == 0  # halted as the failure was stored
     body = server.reader.get(ROLLOUT).json()
@@ -558,3 +569,30 @@ def test_an_apple_plan_stops_at_a_failing_wave(server: RunningServer, shared_dat
     assert served(rest) == {}  # and the next wave never gets one
     assert server.service.rollouts.tick() == 0
     assert served(rest) == {}
+
+
+def test_decision_passes_asked_for_during_one_run_once_more_after_it() -> None:
+    """A halt on a status report asks for a decision pass in the background: a burst of
+    halts costs the running pass and one more, never a queue; a failed pass is logged and
+    the next request runs again."""
+    started, release = threading.Event(), threading.Event()
+    runs: list[int] = []
+
+    def work() -> None:
+        runs.append(len(runs))
+        started.set()
+        release.wait(10)
+        if len(runs) == 2:
+            raise RuntimeError("database went away")
+
+    passes = _Coalesced(work, "test pass")
+    passes.request()
+    assert started.wait(10)
+    for _ in range(5):
+        passes.request()
+    release.set()
+    passes.wait(10)
+    assert runs == [0, 1]
+    passes.request()
+    passes.wait(10)
+    assert runs == [0, 1, 2]

@@ -426,29 +426,46 @@ class WaveHealth:
 def wave_health(
     progress: Iterable[DeviceProgress], silence: timedelta, now: datetime, open_wave: int = 0
 ) -> WaveHealth:
-    """The opened waves' health at ``now`` (``progress``: their devices; ``open_wave``:
-    the open one's index): installs, and failures including silent devices."""
-    rows = list(progress)
-    failures = []
-    for p in rows:
-        last = p.last_report_at or p.installed_at
-        if p.failure is not None:
-            failures.append(p)
-        elif p.installed_at is not None and last is not None and last + silence <= now:
-            failures.append(
-                replace(
-                    p,
-                    failure=FailureKind.STOPPED_REPORTING,
-                    detail=f"no status report since {last:%Y-%m-%dT%H:%M:%SZ}",
-                )
-            )
-    installed = sum(1 for p in rows if p.installed_at is not None and p.failure is None)
-    in_open = [p for p in rows if p.wave == open_wave]
+    """The rollout's health at ``now`` (``progress``: its devices, each with its wave;
+    ``open_wave``: the open one's index): installs, and failures including silent devices.
+
+    The opened waves (up to ``open_wave``) count whole. A device of a wave not yet
+    opened counts only when it failed (it installed by another way, or its gate was
+    read before a halt): fail closed, its failure counts towards the halt and never
+    hides because its wave had not opened.
+    """
+    devices, installed, failures, in_open = 0, 0, [], []
+    for p in progress:
+        failed = _failed(p, silence, now)
+        if p.wave > open_wave and failed is None:
+            continue
+        devices += 1
+        if failed is not None:
+            failures.append(failed)
+        if p.installed_at is not None and p.failure is None:
+            installed += 1
+        if p.wave == open_wave:
+            in_open.append(p)
     first = min(
         (p.installed_at for p in in_open if p.installed_at is not None and p.failure is None),
         default=None,
     )
-    return WaveHealth(len(rows), installed, tuple(failures), len(in_open), first)
+    return WaveHealth(devices, installed, tuple(failures), len(in_open), first)
+
+
+def _failed(p: DeviceProgress, silence: timedelta, now: datetime) -> DeviceProgress | None:
+    """``p`` as a failure (its own, or stopped-reporting: installed, then silent for
+    ``silence``), or None when it has not failed."""
+    if p.failure is not None:
+        return p
+    last = p.last_report_at or p.installed_at
+    if p.installed_at is not None and last is not None and last + silence <= now:
+        return replace(
+            p,
+            failure=FailureKind.STOPPED_REPORTING,
+            detail=f"no status report since {last:%Y-%m-%dT%H:%M:%SZ}",
+        )
+    return None
 
 
 class Change(StrEnum):

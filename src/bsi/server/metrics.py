@@ -191,7 +191,7 @@ class FleetCollector(Collector):
         """Rollouts by state and their waves by state (every state listed, 0 when none)."""
         rollouts = {state.value: 0 for state in RolloutState}
         waves = {state.value: 0 for state in WaveState}
-        for stored in self.service.rollouts.store.rollouts():
+        for stored in self.service.rollouts.by_state():
             rollout = stored.rollout
             rollouts[rollout.state.value] += 1
             for index in range(len(rollout.plan.effective_waves)):

@@ -121,8 +121,9 @@ class Rollouts:
     """The rollout service. ``catalog`` gives the served catalogue; ``set_state`` changes a
     supplement's published state (an abort withdraws); ``changed`` is called after any
     change that alters what devices should run (devices are woken). ``recompute`` decides
-    again for every device: :meth:`tick` calls it after a change; an admin's change is on
-    a request path, so its route decides again once the response is sent
+    again for every device: :meth:`tick` calls it after a change; :meth:`react` runs on a
+    device's status report, so it asks ``recompute_soon`` (in the background); an admin's
+    change is on a request path too, so its route decides again once the response is sent
     (:func:`bsi.server.admin.common.recompute_later`), as other admin changes do."""
 
     def __init__(
@@ -134,6 +135,7 @@ class Rollouts:
         changed: Callable[[], None],
         *,
         recompute: Callable[[], object] = lambda: None,
+        recompute_soon: Callable[[], object] = lambda: None,
         declarations: Callable[[], Iterable[Declaration]] = tuple,
         issue: Callable[[Declaration, frozenset[str]], None] = lambda _d, _g: None,
         retract: Callable[[str], None] = lambda _i: None,
@@ -146,6 +148,7 @@ class Rollouts:
         self._set_state = set_state
         self._changed = changed
         self._recompute = recompute
+        self._recompute_soon = recompute_soon
         self._declarations = declarations
         self._issue = issue
         self._retract = retract
@@ -164,7 +167,7 @@ class Rollouts:
         with self._lock:
             held = [
                 (s, self._membership(s.id))
-                for s in self.store.rollouts(STEERED)
+                for s in self.by_state(STEERED)
                 if s.rollout.state in HELD or s.platform in APPLE_PLATFORMS.values()
             ]
             windows = {g: read_window(w) for g, w in self.store.windows().items()}
@@ -239,6 +242,10 @@ class Rollouts:
         """The name of the API key ``secret`` (the actor of an admin's change)."""
         found = self.store.api_key(secret) if secret else None
         return found[0] if found else AUTOMATIC
+
+    def by_state(self, states: frozenset[RolloutState] | None = None) -> list[StoredRollout]:
+        """The rollouts in ``states`` (None: all), oldest first."""
+        return self.store.rollouts(states)
 
     # -- plans -----------------------------------------------------------------
 
@@ -444,14 +451,15 @@ class Rollouts:
     # -- automatic advance and halt -------------------------------------------------
 
     def health(self, stored: StoredRollout, now: datetime) -> tuple[WaveHealth, list[WaveCount]]:
-        """The health of the opened waves (every wave up to the open one: a failure in an
-        earlier wave still counts) and each wave's counts."""
+        """The rollout's health (every wave up to the open one, and the failures of any
+        device of a later wave: :func:`~bsi.domain.rollout.wave_health`) and each wave's
+        counts."""
         rollout = stored.rollout
         members = self._membership(stored.id)
         failures = self._failures(stored)
         waves = rollout.plan.effective_waves
         counts = [WaveCount() for _ in waves]
-        opened = []
+        rows = []
         for device in self.store.fleet(stored.platform, rollout.build):
             wave = members.get(device.device_id)
             if wave is None:
@@ -463,9 +471,8 @@ class Rollouts:
                 count.installed += 1
             if progress.failure is not None:
                 count.failed += 1
-            if wave <= rollout.current:
-                opened.append(progress)
-        health = wave_health(opened, rollout.plan.halt.silence, now, rollout.current)
+            rows.append(progress)
+        health = wave_health(rows, rollout.plan.halt.silence, now, rollout.current)
         return health, counts
 
     def _failures(self, stored: StoredRollout) -> dict[str, tuple[FailureKind, str]]:
@@ -564,19 +571,26 @@ class Rollouts:
                 (stored.platform, stored.rollout.build) in failed
                 or (None, stored.rollout.build) in failed
             ),
+            self._recompute_soon,
         )
 
-    def _step_running(self, now: datetime, which: Callable[[StoredRollout], bool]) -> int:
+    def _step_running(
+        self,
+        now: datetime,
+        which: Callable[[StoredRollout], bool],
+        recompute: Callable[[], object] | None = None,
+    ) -> int:
         """Apply :func:`~bsi.domain.rollout.step` to the running rollouts ``which`` selects;
-        after a change the gates are re-read, decisions made again and devices woken."""
+        after a change the gates are re-read, devices woken and decisions made again
+        (by ``recompute``, default: at once)."""
         changed = 0
-        for stored in self.store.rollouts(frozenset({RolloutState.RUNNING})):
+        for stored in self.by_state(frozenset({RolloutState.RUNNING})):
             if which(stored) and self._step_one(stored, now):
                 changed += 1
         if changed:
             self.forget()  # before deciding again: the decisions read the new gates
             self._changed()  # wake devices first: a halt must reach them before anything
-            self._recompute()
+            (recompute or self._recompute)()
         return changed
 
     def _step_one(self, stored: StoredRollout, now: datetime) -> bool:

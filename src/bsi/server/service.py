@@ -143,6 +143,46 @@ class _TtlCache:
             self.entries.pop(key, None)
 
 
+class _Coalesced:
+    """Runs ``work`` on one background thread; calls while it runs coalesce into one
+    more run after it, so a burst of changes costs at most two runs, never a queue."""
+
+    def __init__(self, work: Callable[[], object], name: str) -> None:
+        self._work = work
+        self._name = name
+        self._lock = threading.Lock()
+        self._wanted = False
+        self._thread: threading.Thread | None = None
+
+    def request(self) -> None:
+        with self._lock:
+            self._wanted = True
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name=self._name, daemon=True)
+                self._thread.start()
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                if not self._wanted:
+                    self._thread = None
+                    return
+                self._wanted = False
+            try:
+                self._work()
+            except Exception:
+                log.exception(
+                    "%s failed; the next change or rollout tick runs it again", self._name
+                )
+
+    def wait(self, timeout: float) -> None:
+        """Wait up to ``timeout`` seconds for the runs requested so far (a server that stops)."""
+        with self._lock:
+            thread = self._thread
+        if thread is not None:
+            thread.join(timeout)
+
+
 class BsiService:
     """The server's operations; HTTP routes call these, never a store.
 
@@ -178,6 +218,9 @@ class BsiService:
         self._events_logged: dict[tuple[str, str | None], float] = {}
         self._events_stored: collections.deque[float] = collections.deque()
         self._status_limit = RateLimit(status_burst, status_per_second, "status reports")
+        self._recompute_soon = _Coalesced(
+            self.recompute_decisions, "deciding again for every device"
+        )
         self.revocations = Revocations(stores.credentials)
         self.on_change: Callable[[], None] = lambda: None
         """Called after any change that may alter what devices should run (wake-ups)."""
@@ -190,6 +233,7 @@ class BsiService:
             self.set_supplement_state,
             lambda: self.on_change(),
             recompute=self.recompute_decisions,
+            recompute_soon=self.recompute_decisions_soon,
             declarations=lambda: [d for d, _ in self._declarations.declarations()],
             issue=self._issue_declaration,
             retract=self._retract_declaration,
@@ -197,7 +241,7 @@ class BsiService:
             cache_seconds=cache_seconds,
         )
         """Rollouts, maintenance windows and the event history (bsi.server.rollouts)."""
-        self.webhooks = Webhooks(self.rollouts.store, clock)
+        self.webhooks = Webhooks(stores.rollouts, clock)
         """Signed POSTs of the events an on-call person acts on (bsi.server.webhooks)."""
 
     def _issue_declaration(self, declaration: Declaration, groups: frozenset[str]) -> None:
@@ -545,7 +589,9 @@ class BsiService:
         self.stores.database.require_current_schema()
 
     def close(self) -> None:
-        """Close the database's pooled connections (a server that stops, a test)."""
+        """Close the database's pooled connections (a server that stops, a test), once a
+        background decision pass under way has ended (at most 30 s)."""
+        self._recompute_soon.wait(30.0)
         self.stores.database.dispose()
 
     def api_key_role(self, secret: str) -> str | None:
@@ -758,6 +804,14 @@ class BsiService:
                     yield device_id, _decision(state, catalog, policy, now, holds)
 
         return self._devices.store_decisions(decisions())
+
+    def recompute_decisions_soon(self) -> None:
+        """:meth:`recompute_decisions` on a background thread, for a change made on a
+        device's request path (a status report whose failure halted a rollout): the
+        gates that hold devices back are read live, so only the stored decisions the
+        admin sees follow a moment later, and the device is not kept waiting for a pass
+        over the whole fleet."""
+        self._recompute_soon.request()
 
     def compliance(self, counts: DecisionCounts | None = None) -> ComplianceSummary:
         """Every supplement and CVE of the catalogue with its devices per standing.

@@ -54,7 +54,7 @@ def rollout_routes(service: BsiService, access: Access) -> APIRouter:
         item as ``GET .../rollout`` has it, without the waves' device counts (ask that
         for one rollout)."""
         chosen = frozenset(state) if state else None
-        found = await run_in_threadpool(rollouts.store.rollouts, chosen)
+        found = await run_in_threadpool(rollouts.by_state, chosen)
         return [rollout_summary(s) for s in reversed(found)]
 
     @router.get("/supplements/{platform}/{build}/rollout", summary="A rollout's waves and health")

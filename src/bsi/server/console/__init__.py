@@ -163,7 +163,7 @@ def console_router(service: BsiService) -> APIRouter:
         supplements = [supplement_json(s, now) for s in summary.supplements]
         reasons = sorted(by_reason.items(), key=lambda kv: (kv[0][0] != "unknown", -kv[1]))
         halted = await run_in_threadpool(
-            service.rollouts.store.rollouts, frozenset({RolloutState.HALTED})
+            service.rollouts.by_state, frozenset({RolloutState.HALTED})
         )
         return page(
             request,
@@ -187,7 +187,7 @@ def console_router(service: BsiService) -> APIRouter:
         now = service.clock()
         rows = [supplement_json(s, now) for s in summary.supplements]
         curves = await run_in_threadpool(patch_window_curves, summary)
-        stored = await run_in_threadpool(service.rollouts.store.rollouts)
+        stored = await run_in_threadpool(service.rollouts.by_state)
         rollouts = {(r.platform, r.rollout.build): r.rollout for r in stored}
         return page(
             request,
