@@ -20,11 +20,13 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import DateTime, TypeDecorator
 
 from bsi.domain.ddm import ENROLLMENT_ID_MAX
+from bsi.domain.eligibility import Outcome, Reason
 
 
 class UtcDateTime(TypeDecorator[datetime]):
@@ -95,6 +97,57 @@ def column_length(model: type[Base], name: str) -> int:
     return column_type.length
 
 
+#: An enrolled device that has not reported its OS yet: its stored decision from
+#: enrolment on (``unknown``/``not-reported``), so every decision filter is one equality.
+NOT_REPORTED = (Outcome.UNKNOWN.value, Reason.NOT_REPORTED.value)
+NOT_REPORTED_MESSAGE = "enrolled, but no status report naming its OS has arrived yet"
+
+DEVICE_LIST_FILTERS = (
+    "group_id",
+    "platform",
+    "product_version",
+    "build",
+    "supplemental_build",
+    "supplemental_extra",
+    "decision_outcome",
+    "decision_reason",
+    "decision_supplement_build",
+)
+"""The ``devices`` columns the admin device list filters on by equality. Each has an
+index on (column, id): a filtered page in id order (``ORDER BY id LIMIT n``, the
+cursor ``id > after``) reads only its own rows, never the table."""
+
+DECISION_GROUP_COLUMNS = (
+    "platform",
+    "product_version",
+    "decision_supplement_build",
+    "decision_outcome",
+    "decision_reason",
+    "supplemental_build",
+)
+"""What compliance counts devices by (``Store.decision_counts``): one partial index of
+the devices not decommissioned holds exactly these columns, so the count reads the
+index alone (PostgreSQL index-only scan, SQLite covering index), not the rows."""
+
+LIVE = "decommissioned_at IS NULL"
+"""The devices compliance and the default device list count (SQL, for partial indexes)."""
+
+
+def _device_indexes() -> tuple[Index, ...]:
+    """The indexes of ``devices`` the admin API's and console's queries are served by
+    (checked plan by plan in ``tests/store/test_store_query_plans.py``)."""
+
+    def where(condition: str) -> dict[str, Any]:
+        return {"postgresql_where": text(condition), "sqlite_where": text(condition)}
+
+    return (
+        *(Index(f"ix_devices_{name}_id", name, "id") for name in DEVICE_LIST_FILTERS),
+        Index("ix_devices_decision_groups", *DECISION_GROUP_COLUMNS, **where(LIVE)),
+        Index("ix_devices_revoked_id", "id", **where("revoked_at IS NOT NULL")),
+        Index("ix_devices_decommissioned_id", "id", **where("decommissioned_at IS NOT NULL")),
+    )
+
+
 class Device(Base):
     """One enrolled device (its device channel) and the latest state it reported.
 
@@ -104,22 +157,23 @@ class Device(Base):
     """
 
     __tablename__ = "devices"
+    __table_args__ = _device_indexes()
 
     id: Mapped[str] = mapped_column(String(ENROLLMENT_ID_LENGTH), primary_key=True)
     credential_hash: Mapped[str | None] = mapped_column(String(64), unique=True)
-    group_id: Mapped[int] = mapped_column(ForeignKey("device_groups.id"), index=True)
+    group_id: Mapped[int] = mapped_column(ForeignKey("device_groups.id"))
     enrolled_at: Mapped[datetime]
     last_seen_at: Mapped[datetime | None] = mapped_column(index=True)
-    platform: Mapped[str | None] = mapped_column(String(32), index=True)
-    product_version: Mapped[str | None] = mapped_column(String(16), index=True)
-    build: Mapped[str | None] = mapped_column(String(16), index=True)
-    supplemental_build: Mapped[str | None] = mapped_column(String(16), index=True)
+    platform: Mapped[str | None] = mapped_column(String(32))
+    product_version: Mapped[str | None] = mapped_column(String(16))
+    build: Mapped[str | None] = mapped_column(String(16))
+    supplemental_build: Mapped[str | None] = mapped_column(String(16))
     supplemental_extra: Mapped[str | None] = mapped_column(String(8))
     model_identifier: Mapped[str | None] = mapped_column(String(64))
-    decision_outcome: Mapped[str | None] = mapped_column(String(16))
-    decision_reason: Mapped[str | None] = mapped_column(String(32), index=True)
+    decision_outcome: Mapped[str | None] = mapped_column(String(16), default=NOT_REPORTED[0])
+    decision_reason: Mapped[str | None] = mapped_column(String(32), default=NOT_REPORTED[1])
     decision_supplement_build: Mapped[str | None] = mapped_column(String(16))
-    decision_message: Mapped[str | None] = mapped_column(String(512))
+    decision_message: Mapped[str | None] = mapped_column(String(512), default=NOT_REPORTED_MESSAGE)
     status_items: Mapped[dict[str, Any]] = mapped_column(default=dict)
     status_errors: Mapped[list[Any]] = mapped_column(default=list)
     status_invalid: Mapped[list[Any]] = mapped_column(default=list)
@@ -224,10 +278,17 @@ class SupplementalBuildChange(Base):
         String(ENROLLMENT_ID_LENGTH), ForeignKey("devices.id", ondelete="CASCADE")
     )
     previous_build: Mapped[str | None] = mapped_column(String(16))
-    supplemental_build: Mapped[str | None] = mapped_column(String(16), index=True)
+    supplemental_build: Mapped[str | None] = mapped_column(String(16))
     observed_at: Mapped[datetime]
 
-    __table_args__ = (Index("ix_build_changes_device_time", "device_id", "observed_at"),)
+    __table_args__ = (
+        Index("ix_build_changes_device_time", "device_id", "observed_at"),
+        # Patch windows and rollouts read each device's first arrival on a build
+        # from this index alone.
+        Index(
+            "ix_build_changes_build_device_time", "supplemental_build", "device_id", "observed_at"
+        ),
+    )
 
 
 class StoredDeclaration(Base):

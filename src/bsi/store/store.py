@@ -28,7 +28,7 @@ from bsi.domain.catalog import Catalog, Release, Supersession, Supplement, Suppl
 from bsi.domain.containers import CONTAINERS_ITEM
 from bsi.domain.cves import dump_cvss_vectors, read_cvss_vectors
 from bsi.domain.declarations import Declaration
-from bsi.domain.eligibility import Decision, Outcome, Reason
+from bsi.domain.eligibility import Decision
 from bsi.domain.prerequisite import PREREQUISITE_BUILD, dump_base, read_base
 from bsi.domain.status import DeviceState, supported_status_items
 from bsi.domain.versions import Build, ProductVersion, SupplementVersion
@@ -43,6 +43,9 @@ from bsi.errors import (
 )
 from bsi.store.database import Sessions, require_current_schema
 from bsi.store.models import (
+    DECISION_GROUP_COLUMNS,
+    NOT_REPORTED,
+    NOT_REPORTED_MESSAGE,
     ApiKey,
     CatalogDeviceModel,
     CatalogRelease,
@@ -230,11 +233,6 @@ class BuildChange:
     device_id: str
     supplemental_build: str | None
     observed_at: datetime
-
-
-#: An enrolled device that never reported has no stored decision: it reads as this one.
-NOT_REPORTED = (Outcome.UNKNOWN.value, Reason.NOT_REPORTED.value)
-NOT_REPORTED_MESSAGE = "enrolled, but no status report naming its OS has arrived yet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -915,17 +913,19 @@ class Store(Sessions):
         self, filters: DeviceFilter, *, after: str | None = None, limit: int = 100
     ) -> list[DeviceRecord]:
         """Devices matching ``filters``, ordered by id, from just after ``after``."""
-        query = _filtered(select(Device, DeviceGroup.name), filters)
-        if after:
-            query = query.where(Device.id > after)
-        query = query.order_by(Device.id).limit(limit)
         with self._reading() as session:
-            return [_record(device, group) for device, group in session.execute(query)]
+            names = dict(session.execute(select(DeviceGroup.id, DeviceGroup.name)).all())
+            query = _filtered(select(Device), filters, names)
+            if after:
+                query = query.where(Device.id > after)
+            query = query.order_by(Device.id).limit(limit)
+            return [_record(device, names[device.group_id]) for device in session.scalars(query)]
 
     def count_devices(self, filters: DeviceFilter) -> int:
-        query = _filtered(select(func.count(Device.id)), filters)
+        """How many devices match ``filters`` (counts every match: not an admin page)."""
         with self._reading() as session:
-            return session.scalar(query) or 0
+            names = dict(session.execute(select(DeviceGroup.id, DeviceGroup.name)).all())
+            return session.scalar(_filtered(select(func.count(Device.id)), filters, names)) or 0
 
     def device_detail(self, device_id: str) -> dict[str, Any]:
         """What the admin API adds to a device's record: identity, status findings, channels."""
@@ -958,23 +958,18 @@ class Store(Sessions):
         return _record(row[0], row[1]), dict(row[0].status_items)
 
     def decision_counts(self) -> DecisionCounts:
-        """Devices (not decommissioned) per :class:`DecisionGroup`: one SQL aggregate."""
+        """Devices (not decommissioned) per :class:`DecisionGroup`: one SQL aggregate, read
+        from the index of exactly these columns (``models.DECISION_GROUP_COLUMNS``)."""
         counts = DecisionCounts()
-        columns = (
-            Device.platform,
-            Device.product_version,
-            Device.decision_supplement_build,
-            Device.decision_outcome,
-            Device.decision_reason,
-            Device.supplemental_build,
-        )
+        columns = tuple(Device.__table__.c[name] for name in DECISION_GROUP_COLUMNS)
         with self._reading() as session:
-            for platform, version, build, outcome, reason, installed, n in session.execute(
+            for *grouped, n in session.execute(
                 select(*columns, func.count())
                 .where(Device.decommissioned_at.is_(None))
                 .group_by(*columns)
             ):
-                if outcome is None:
+                platform, version, build, outcome, reason, installed = grouped
+                if outcome is None:  # not written by bsi (it stores not-reported): fail closed
                     outcome, reason = NOT_REPORTED
                 key = DecisionGroup(platform, version, build, outcome, reason or "", installed)
                 counts.by_group[key] = counts.by_group.get(key, 0) + n
@@ -1226,10 +1221,14 @@ def _declaration(row: StoredDeclaration) -> Declaration:
 
 
 def _decision_columns(decision: Decision | None) -> dict[str, Any]:
+    """The device row's decision columns; no decision stores the not-reported one."""
     if decision is None:
-        return dict.fromkeys(
-            ("decision_outcome", "decision_reason", "decision_supplement_build", "decision_message")
-        )
+        return {
+            "decision_outcome": NOT_REPORTED[0],
+            "decision_reason": NOT_REPORTED[1],
+            "decision_supplement_build": None,
+            "decision_message": NOT_REPORTED_MESSAGE,
+        }
     return {
         "decision_outcome": decision.outcome.value,
         "decision_reason": decision.reason.value,
@@ -1304,10 +1303,12 @@ def _state_columns(state: DeviceState, decision: Decision | None, now: datetime)
     return columns
 
 
-def _filtered(query: Any, f: DeviceFilter) -> Any:
-    query = query.join(DeviceGroup, DeviceGroup.id == Device.group_id)
+def _filtered(query: Any, f: DeviceFilter, groups: Mapping[int, str]) -> Any:
+    """``query`` (over ``devices`` alone) narrowed to ``f``. Every equality is on a column
+    of ``models.DEVICE_LIST_FILTERS`` (indexed with the id). The group's name is looked
+    up in ``groups`` (id -> name) first, so the database plans with its id (a rare
+    group's devices are read from its index; a subquery's id it could only guess)."""
     equal = {
-        DeviceGroup.name: f.group,
         Device.platform: f.platform,
         Device.product_version: f.product_version,
         Device.build: f.build,
@@ -1317,12 +1318,10 @@ def _filtered(query: Any, f: DeviceFilter) -> Any:
         Device.decision_outcome: f.decision_outcome,
         Device.decision_supplement_build: f.decision_supplement_build,
     }
+    if f.group is not None:
+        query = query.where(Device.group_id.in_([i for i, n in groups.items() if n == f.group]))
     for column, value in equal.items():
-        if value is None:
-            continue
-        if (column, value) in _NEVER_REPORTED_READS_AS:
-            query = query.where(or_(column == value, Device.decision_outcome.is_(None)))
-        else:
+        if value is not None:
             query = query.where(column == value)
     if f.seen_before is not None:
         query = query.where(Device.last_seen_at < f.seen_before)
@@ -1346,14 +1345,8 @@ def _filtered(query: Any, f: DeviceFilter) -> Any:
     return query
 
 
-_NEVER_REPORTED_READS_AS = {
-    (Device.decision_outcome, NOT_REPORTED[0]),
-    (Device.decision_reason, NOT_REPORTED[1]),
-}
-
-
 def _record(device: Device, group: str) -> DeviceRecord:
-    reported = device.decision_outcome is not None
+    reported = device.decision_outcome is not None  # else not written by bsi: fail closed
     return DeviceRecord(
         device_id=device.id,
         group=group,
