@@ -21,7 +21,7 @@ from bsi import __version__, durable
 from bsi.errors import Unavailable
 from bsi.server.admin import admin_router
 from bsi.server.console import console_router
-from bsi.server.ddm import DDM_PREFIX, SLASHLESS_PREFIX, ddm_router
+from bsi.server.ddm import DDM_PREFIX, SLASHLESS_PREFIX, UnchangedCheckins, ddm_router
 from bsi.server.http import (
     RETRY_AFTER_SECONDS,
     BodyLimit,
@@ -192,6 +192,7 @@ def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
         max_bytes=settings.max_body_bytes,
         larger={"/v1/admin/": settings.max_admin_body_bytes},
     )
+    app.add_middleware(UnchangedCheckins, service=service)
     app.add_middleware(RequestMetrics)  # outside the limits: their refusals are counted
     if settings.response_key is not None:
         # Outermost, so that a body-limit refusal or a 500 is signed too.

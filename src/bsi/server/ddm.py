@@ -9,7 +9,10 @@ reads or writes another device's state.
 
 ``GET tokens`` honours ``If-None-Match``: a device that already holds the
 current token gets ``304`` and no body, which keeps a check-in where nothing
-changed at one token comparison.
+changed at one token comparison. Most check-ins are such, so
+:class:`UnchangedCheckins` answers them in front of the framework when
+everything it needs is in memory (the same rules: :func:`admit_credential`,
+:func:`holds_current`), and hands every other request to the route.
 """
 
 import json
@@ -18,15 +21,17 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import Headers
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bsi.domain.catalog import Catalog
 from bsi.domain.ddm import declaration_items_response
 from bsi.domain.rollout import NO_HOLDS, dump_holds
 from bsi.domain.status import state_to_report
-from bsi.errors import Forbidden, NotFound, Unauthorized
+from bsi.errors import BsiError, Forbidden, NotFound, Unauthorized
 from bsi.feeds import dump_bsi_catalog
 from bsi.feeds.bsi_catalog import LATEST_RETRY
-from bsi.server.http import StrictRoute, bearer, json_body
+from bsi.server.http import StrictRoute, bearer, bearer_of, json_body
 from bsi.server.nanomdm import HMAC_HEADER, ForwardingTrust
 from bsi.server.service import BsiService, GroupView
 from bsi.server.wakeup import Wakeups
@@ -44,6 +49,86 @@ DDM_PREFIX = "/v1/ddm"
 SLASHLESS_PREFIX = "/v1"
 """Where NanoMDM lands when its ``-dm`` URL lacks the final slash: RFC 3986 resolution
 of ``tokens`` against ``.../v1/ddm`` replaces the last segment, giving ``/v1/tokens``."""
+TOKENS = "/tokens"
+
+
+def admit_credential(
+    service: BsiService, identity: DeviceIdentity | None, enrollment_id: str | None
+) -> DeviceIdentity:
+    """The device a bearer credential proved, once admitted: raises
+    :class:`~bsi.errors.Unauthorized` for an unknown credential or a revoked,
+    decommissioned or re-enrolled device, :class:`~bsi.errors.Forbidden` when
+    ``X-Enrollment-ID`` names another device."""
+    if identity is None:
+        raise Unauthorized("unknown device credential")
+    if service.admitted(identity) is None:
+        raise Unauthorized(REVOKED, hint=REVOKED_HINT)
+    if enrollment_id is not None and enrollment_id != identity.device_id:
+        raise Forbidden("X-Enrollment-ID names another device than the credential")
+    return identity
+
+
+def etag_of(view: GroupView) -> str:
+    """The ``ETag`` of a served view: its declarations' token, quoted (RFC 9110 8.8.3)."""
+    return f'"{view.declarations.token}"'
+
+
+def holds_current(view: GroupView, if_none_match: str | None) -> bool:
+    """Whether the device's ``If-None-Match`` names the current token (quoted as an ETag,
+    or bare, as Apple's clients send ``ServerToken`` values): then ``304``."""
+    return if_none_match is not None and if_none_match in (view.declarations.token, etag_of(view))
+
+
+class UnchangedCheckins:
+    """``GET tokens`` with the current token in ``If-None-Match``, answered ``304`` below
+    the framework (routing, dependencies and request objects cost three to four times
+    the answer itself).
+
+    It answers only when the credential's identity and the device's served view are
+    already in memory (no I/O, no thread hop) and the device is admitted; anything
+    else (a changed token, an error to render, a NanoMDM-forwarded request, a cache
+    miss) goes to the route unchanged, which applies the same functions. It sits
+    inside the metrics and response-signing middlewares, so its answers are counted
+    and signed as the route's are.
+    """
+
+    PATHS = frozenset({DDM_PREFIX + TOKENS, SLASHLESS_PREFIX + TOKENS})
+
+    def __init__(self, app: ASGIApp, service: BsiService) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "GET"
+            and scope["path"] in self.PATHS
+            and await self._answered(scope, receive, send)
+        ):
+            return
+        await self.app(scope, receive, send)
+
+    async def _answered(self, scope: Scope, receive: Receive, send: Send) -> bool:
+        headers = Headers(scope=scope)
+        if_none_match = headers.get("if-none-match")
+        credential = bearer_of(headers.get("authorization", ""))
+        if if_none_match is None or credential is None:
+            return False
+        service = self.service
+        known, identity = service.cached_device_for_credential(credential)
+        if not known:
+            return False
+        try:
+            identity = admit_credential(service, identity, headers.get("x-enrollment-id"))
+        except BsiError:
+            return False  # the route refuses it, with the error rendered as everywhere
+        view = service.cached_group_view(identity)
+        if view is None or not holds_current(view, if_none_match):
+            return False
+        service.saw(identity.device_id)
+        scope["route"] = self  # so metrics label it by its path, as a matched route
+        await Response(status_code=304, headers={"ETag": etag_of(view)})(scope, receive, send)
+        return True
 
 
 def ddm_router(
@@ -79,12 +164,7 @@ def ddm_router(
             known, identity = service.cached_device_for_credential(credential)
             if not known:
                 identity = await run_in_threadpool(service.device_for_credential, credential)
-            if identity is None:
-                raise Unauthorized("unknown device credential")
-            if service.admitted(identity) is None:
-                raise Unauthorized(REVOKED, hint=REVOKED_HINT)
-            if enrollment_id is not None and enrollment_id != identity.device_id:
-                raise Forbidden("X-Enrollment-ID names another device than the credential")
+            identity = admit_credential(service, identity, enrollment_id)
         elif enrollment_id is not None:
             source = request.client.host if request.client else None
             forwarding.check(await request.body(), request.headers.get(HMAC_HEADER), source)
@@ -111,13 +191,12 @@ def ddm_router(
             return cached
         return await run_in_threadpool(service.identity_view, identity)
 
-    @apple("GET", "/tokens", "Sync tokens (Apple TokensResponse)")
+    @apple("GET", TOKENS, "Sync tokens (Apple TokensResponse)")
     async def tokens(request: Request) -> Response:
         identity = await identify(request)
         view = await group_view(identity)
-        token = view.declarations.token
-        etag = f'"{token}"'
-        if request.headers.get("if-none-match") in (token, etag):
+        etag = etag_of(view)
+        if holds_current(view, request.headers.get("if-none-match")):
             return Response(status_code=304, headers={"ETag": etag})
         return Response(view.tokens_body, media_type=JSON, headers={"ETag": etag})
 

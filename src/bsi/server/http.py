@@ -286,7 +286,13 @@ async def json_body(request: Request) -> object:
 
 
 def bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
+    """The credential of ``Authorization: Bearer <credential>`` (RFC 6750), or None."""
+    return bearer_of(request.headers.get("authorization", ""))
+
+
+def bearer_of(header: str) -> str | None:
+    """The credential in an ``Authorization`` header's value, or None when it is not
+    ``Bearer`` with a value (the scheme is case-insensitive, RFC 7235 section 2.1)."""
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         return None

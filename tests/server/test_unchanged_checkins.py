@@ -1,0 +1,135 @@
+"""The unchanged-check-in fast path answers exactly as the tokens route does, or not at all.
+
+:class:`bsi.server.ddm.UnchangedCheckins` is put in front of an app that
+answers 599 to everything, so every request it does not answer itself shows;
+its answers are compared with the real server's route for the same request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
+
+from bsi.domain.declarations import software_update_settings
+from bsi.server.ddm import UnchangedCheckins
+from server_support import RunningServer
+
+NOT_ANSWERED = 599
+
+
+async def route_elsewhere(scope: Scope, receive: Receive, send: Send) -> None:
+    await Response(status_code=NOT_ANSWERED)(scope, receive, send)
+
+
+class FastPath:
+    """Requests to the fast path alone, as one device (``credential``, extra headers)."""
+
+    def __init__(self, server: RunningServer, credential: str | None, **headers: str) -> None:
+        if credential is not None:
+            headers["Authorization"] = f"Bearer {credential}"
+        self.app = UnchangedCheckins(route_elsewhere, server.service)
+        self.headers = headers
+
+    def request(self, method: str, path: str, **headers: str) -> httpx.Response:
+        async def send() -> httpx.Response:
+            transport = httpx.ASGITransport(app=self.app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://bsi") as client:
+                return await client.request(method, path, headers={**self.headers, **headers})
+
+        return asyncio.run(send())
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
+        return self.request("GET", path, **(headers or {}))
+
+    def post(self, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
+        return self.request("POST", path, **(headers or {}))
+
+
+def answer(response: httpx.Response, signed: bool = True) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body, without the date; when ``signed`` is False, also without
+    what the app's outer response-signing middleware adds (the signature, which makes
+    it set the length)."""
+    left_out = {"date", "server"} | (set() if signed else {"x-hmac-signature", "content-length"})
+    headers = {k: v for k, v in response.headers.items() if k not in left_out}
+    return response.status_code, headers, response.content
+
+
+@pytest.mark.parametrize("path", ["/v1/ddm/tokens", "/v1/tokens"])
+def test_an_unchanged_check_in_is_answered_as_the_route_answers_it(
+    server: RunningServer, path: str
+) -> None:
+    device_id, credential = server.enroll()
+    device = server.client(credential)
+    etag = device.get(path).headers["etag"]
+    server.service._groups.drop()  # the route answers from a cold cache, then fills it
+    from_route = device.get(path, headers={"If-None-Match": etag})
+    assert from_route.status_code == 304
+    fast = FastPath(server, credential)
+    for held in (etag, etag.strip('"')):  # as an ETag, or the bare token Apple sends
+        alone = answer(fast.get(path, headers={"If-None-Match": held}))
+        assert alone == answer(from_route, signed=False)
+        # Through the whole app (the cache is warm now): counted, signed, the same answer.
+        assert answer(device.get(path, headers={"If-None-Match": held})) == answer(from_route)
+    # What it does not answer reaches the app: a changed token, no If-None-Match, no or an
+    # unknown credential, another device's X-Enrollment-ID, another method or path.
+    assert fast.get(path, headers={"If-None-Match": '"stale"'}).status_code == NOT_ANSWERED
+    assert fast.get(path).status_code == NOT_ANSWERED
+    assert fast.post(path, headers={"If-None-Match": etag}).status_code == NOT_ANSWERED
+    assert fast.get("/v1/ddm/declaration-items").status_code == NOT_ANSWERED
+    unknown = FastPath(server, "not-a-credential")
+    assert unknown.get(path, headers={"If-None-Match": etag}).status_code == NOT_ANSWERED
+    anonymous = FastPath(server, None)
+    assert anonymous.get(path, headers={"If-None-Match": etag}).status_code == NOT_ANSWERED
+    other = FastPath(server, credential, **{"X-Enrollment-ID": "someone-else"})
+    assert other.get(path, headers={"If-None-Match": etag}).status_code == NOT_ANSWERED
+    assert device_id  # (its own X-Enrollment-ID is answered:)
+    own = FastPath(server, credential, **{"X-Enrollment-ID": device_id})
+    assert own.get(path, headers={"If-None-Match": etag}).status_code == 304
+
+
+def test_a_revoked_device_and_a_changed_group_are_left_to_the_route(
+    server: RunningServer,
+) -> None:
+    device_id, credential = server.enroll()
+    device = server.client(credential)
+    etag = device.get("/v1/ddm/tokens").headers["etag"]
+    fast = FastPath(server, credential)
+    assert fast.get("/v1/ddm/tokens", headers={"If-None-Match": etag}).status_code == 304
+    # A declaration assigned to its group: the cached view is dropped, the route answers 200.
+    declaration = software_update_settings("bsi-always-on", install_security_update="AlwaysOn")
+    admin = server.admin
+    assert admin.put("/v1/admin/declarations/bsi-always-on", json=declaration.to_json()).is_success
+    assert admin.put("/v1/admin/declarations/bsi-always-on/groups/default").status_code == 204
+    assert fast.get("/v1/ddm/tokens", headers={"If-None-Match": etag}).status_code == NOT_ANSWERED
+    changed = device.get("/v1/ddm/tokens", headers={"If-None-Match": etag})
+    assert changed.status_code == 200
+    etag = changed.headers["etag"]
+    assert fast.get("/v1/ddm/tokens", headers={"If-None-Match": etag}).status_code == 304
+    # Revoked: never answered 304 again; the route says why.
+    assert server.admin.post(f"/v1/admin/devices/{device_id}/revoke").is_success
+    assert fast.get("/v1/ddm/tokens", headers={"If-None-Match": etag}).status_code == NOT_ANSWERED
+    refused = device.get("/v1/ddm/tokens", headers={"If-None-Match": etag})
+    assert refused.status_code == 401
+    assert "revoked" in refused.json()["message"]
+
+
+def test_fast_answers_are_counted_as_check_ins(server: RunningServer) -> None:
+    _, credential = server.enroll()
+    device = server.client(credential)
+    etag = device.get("/v1/ddm/tokens").headers["etag"]
+
+    def unchanged() -> float:
+        text = server.reader.get("/metrics").text
+        for line in text.splitlines():
+            if line.startswith('bsi_checkins_total{result="304"}'):
+                return float(line.split()[-1])
+        return 0.0
+
+    before = unchanged()
+    for _ in range(3):
+        assert device.get("/v1/ddm/tokens", headers={"If-None-Match": etag}).status_code == 304
+    assert unchanged() == before + 3
