@@ -12,10 +12,14 @@ a throwaway cluster from ``benchmarks/pg.py`` unless ``--no-postgres``) it:
    then analyses it (``VACUUM ANALYZE`` / ``ANALYZE``), as autovacuum and ``bsi`` would;
 2. times every query below through the store's own methods (what the routes call), each
    the median of ``--repeat`` runs after one warm-up, and ``SELECT count(*) FROM devices``;
-3. goes back to schema 0012 (``alembic downgrade``: the single-column indexes of before)
-   and times each query again: the reference, measured in the same run;
-4. times one batch of 10,000 check-ins (``touch_devices``) with and without the indexes:
-   what the indexes cost writes.
+3. times compliance's count with ``FOLD_DELTAS`` group changes not yet folded (the most
+   it reads before folding) and one fold of them;
+4. goes back to schema 0012 (``alembic downgrade``: the single-column indexes of before,
+   no kept counts; compliance counted every live device's row) and times each query
+   again: the reference, measured in the same run;
+5. times one batch of 10,000 check-ins (``touch_devices``) and one of 10,000 changed
+   decisions (``store_decisions``) on both schemas: what the indexes and the count
+   triggers cost writes.
 
 It prints milliseconds per query with, beside each, the time without the indexes and
 their ratio, and whether it meets the goal (< 100 ms at 1,000,000 devices).
@@ -41,19 +45,24 @@ from alembic import command
 from pg import PostgresUnavailable, postgres_cluster
 from sqlalchemy import Engine, insert, text
 
+from bsi.domain.eligibility import Decision, Outcome, Reason
 from bsi.store.database import _alembic_config, open_engine, upgrade
 from bsi.store.models import (
+    DECISION_GROUP_COLUMNS,
+    LIVE,
     NOT_REPORTED,
     ContainerDecisionCount,
     Device,
     SupplementalBuildChange,
 )
-from bsi.store.store import DEFAULT_GROUP, DeviceFilter, Store
+from bsi.store.store import DEFAULT_GROUP, FOLD_DELTAS, DeviceFilter, Store
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 BEFORE = "0012"
 """The schema before the admin query indexes: the reference."""
 GOAL_MS = 100.0
+MOVED = Decision(Outcome.BLOCKED, Reason.BATTERY_LOW, "benchmark: a group no device is in")
+BACK = Decision(Outcome.INSTALL, Reason.AUTOMATIC, "benchmark: out of it again")
 BATCH = 10_000
 """Check-ins per ``touch_devices`` batch timed (the fleet must have twice as many)."""
 
@@ -172,8 +181,21 @@ def analyse(engine: Engine) -> None:
             connection.execute(text("ANALYZE"))
 
 
-def queries(store: Store, devices: int) -> dict[str, Callable[[], object]]:
-    """Each query the admin API and console run on devices, through the store."""
+def counted_from_rows(engine: Engine) -> Callable[[], object]:
+    """How schema 0012 counted compliance's decision groups: every live device's row."""
+    columns = ", ".join(DECISION_GROUP_COLUMNS)
+    query = text(f"SELECT {columns}, count(*) FROM devices WHERE {LIVE} GROUP BY {columns}")
+
+    def run() -> object:
+        with engine.connect() as connection:
+            return connection.execute(query).all()
+
+    return run
+
+
+def queries(store: Store, devices: int, *, before: bool) -> dict[str, Callable[[], object]]:
+    """Each query the admin API and console run on devices, through the store (``before``:
+    compliance's count as schema 0012 had it, which the store no longer has)."""
     stale = NOW - timedelta(days=7)
     middle = f"{devices // 2:08d}"
 
@@ -182,7 +204,9 @@ def queries(store: Store, devices: int) -> dict[str, Callable[[], object]]:
         return lambda: store.list_devices(DeviceFilter(**filters), after=after, limit=100)
 
     return {
-        "compliance/*, overview, /metrics: decision counts": store.decision_counts,
+        "compliance/*, overview, /metrics: decision counts": counted_from_rows(store.engine)
+        if before
+        else store.decision_counts,
         "patch windows: build changes of 13.2 (a)": lambda: store.build_changes(["13.2 (a)"]),
         "devices (no filter)": page(),
         "devices?outcome=unknown": page(decision_outcome="unknown"),
@@ -229,6 +253,19 @@ def touch_ms(store: Store, offset: int) -> float:
     return (time.perf_counter() - started) * 1000
 
 
+def decide_ms(store: Store, offset: int, decision: Decision, devices: int = BATCH) -> float:
+    """One batch of recomputed decisions, each moving its device to another group."""
+    with store.engine.connect() as connection:
+        ids = connection.execute(
+            text(f"SELECT id FROM devices WHERE {LIVE} ORDER BY id LIMIT :n OFFSET :o"),
+            {"n": devices, "o": offset},
+        ).scalars()
+        decisions = [(device_id, decision) for device_id in ids]
+    started = time.perf_counter()
+    store.store_decisions(decisions)
+    return (time.perf_counter() - started) * 1000
+
+
 def measure(name: str, engine: Engine, devices: int, repeat: int) -> None:
     started = time.perf_counter()
     upgrade(engine)
@@ -241,13 +278,23 @@ def measure(name: str, engine: Engine, devices: int, repeat: int) -> None:
         with engine.connect() as connection:
             return connection.execute(text("SELECT count(*) FROM devices")).scalar()
 
-    indexed = {label: median_ms(run, repeat) for label, run in queries(store, devices).items()}
+    now = queries(store, devices, before=False)
+    indexed = {label: median_ms(run, repeat) for label, run in now.items()}
     counted = median_ms(count, repeat)
     touched = touch_ms(store, 0)
+    decided = decide_ms(store, 0, MOVED)
+    store.fold_decision_deltas()
+    decide_ms(store, 0, BACK, FOLD_DELTAS // 2)  # the most changes a count reads unfolded
+    unfolded = median_ms(store.decision_counts, repeat)
+    started = time.perf_counter()
+    store.fold_decision_deltas()
+    folded = (time.perf_counter() - started) * 1000
     command.downgrade(_alembic_config(engine), BEFORE)
     analyse(engine)
-    before = {label: median_ms(run, repeat) for label, run in queries(store, devices).items()}
+    then = queries(store, devices, before=True)
+    before = {label: median_ms(run, repeat) for label, run in then.items()}
     touched_before = touch_ms(store, BATCH)
+    decided_before = decide_ms(store, BATCH, MOVED)
 
     width = max(map(len, indexed))
     print(f"{'query':<{width}}  {'indexed':>9}  {'0012':>9}  {'ratio':>6}  goal < {GOAL_MS:.0f} ms")
@@ -256,10 +303,13 @@ def measure(name: str, engine: Engine, devices: int, repeat: int) -> None:
         met = "met" if ms < GOAL_MS else "MISSED"
         print(f"{label:<{width}}  {ms:7.2f}ms  {before[label]:7.2f}ms  {ratio:5.3f}x  {met}")
     print(f"{'reference: SELECT count(*) FROM devices':<{width}}  {counted:7.2f}ms")
-    print(
-        f"{f'write cost: {BATCH:,} check-ins (touch_devices)':<{width}}  {touched:7.0f}ms  "
-        f"{touched_before:7.0f}ms  {touched / touched_before:5.2f}x"
-    )
+    print(f"{f'decision counts, {FOLD_DELTAS:,} changes unfolded':<{width}}  {unfolded:7.2f}ms")
+    print(f"{f'folding {FOLD_DELTAS:,} changes into the counts':<{width}}  {folded:7.2f}ms")
+    for label, ms, reference in (
+        (f"write cost: {BATCH:,} check-ins (touch_devices)", touched, touched_before),
+        (f"write cost: {BATCH:,} new decisions (store_decisions)", decided, decided_before),
+    ):
+        print(f"{label:<{width}}  {ms:7.0f}ms  {reference:7.0f}ms  {ms / reference:5.2f}x")
 
 
 @contextlib.contextmanager

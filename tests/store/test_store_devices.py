@@ -5,13 +5,15 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import Engine, text
 from store_facts import LATER, NOW, OFFERED, enrolled, report, save
 
 from bsi.domain.eligibility import Decision, Outcome, Reason
 from bsi.domain.status import DeviceState, merge_status, parse_status_report
 from bsi.errors import Conflict, InvalidStatusReport, NotFound, Unauthorized
+from bsi.store import store as store_module
 from bsi.store.protocols import CredentialStore, DeviceStore
-from bsi.store.store import DecisionGroup, DeviceFilter, NewEnrollment, StatusWrite
+from bsi.store.store import DecisionGroup, DeviceFilter, NewEnrollment, StatusWrite, Store
 
 
 def test_status_merges_and_every_supplemental_build_change_is_kept(devices: DeviceStore) -> None:
@@ -236,3 +238,44 @@ def test_a_bad_enrollment_batch_stores_nothing(devices: DeviceStore) -> None:
     assert devices.device_identity("ghost") is None
     with pytest.raises(NotFound):
         devices.device_detail("ghost")
+
+
+def counted(engine: Engine) -> dict[DecisionGroup, int]:
+    """Live devices per decision group, counted from their rows: the reference."""
+    with engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT platform, product_version, decision_supplement_build, decision_outcome, "
+                "decision_reason, supplemental_build, count(*) FROM devices "
+                "WHERE decommissioned_at IS NULL GROUP BY 1, 2, 3, 4, 5, 6"
+            )
+        )
+        return {DecisionGroup(p, v, b, o, r, i): n for p, v, b, o, r, i, n in rows}
+
+
+def test_decision_counts_the_database_keeps_match_the_devices(
+    store: Store, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Enrolment, reports, recomputed decisions, revocation, decommissioning and
+    re-enrolment each move the kept counts as the rows moved, before and after a fold."""
+    a, b, c, d = enrolled(store, "A", "B", "C", "D")
+    assert store.decision_counts().by_group == counted(engine) != {}
+    save(store, a, report(), NOW)
+    save(store, b, report(supplemental="25D771280a"), NOW)
+    save(store, c, report(), NOW)
+    store.touch_devices({a: LATER, d: LATER})  # no group column: no change
+    assert store.decision_counts().by_group == counted(engine)
+    store.fold_decision_deltas()
+    assert store.decision_counts().by_group == counted(engine)
+    installed = Decision(Outcome.UP_TO_DATE, Reason.SUPPLEMENT_INSTALLED, "installed")
+    store.store_decisions([(b, installed), (c, installed)])
+    store.revoke_device(a, LATER)
+    store.decommission_device(c, LATER)
+    assert store.decision_counts().by_group == counted(engine)
+    store.reenroll_device(c, LATER, lambda *_: "credential")
+    monkeypatch.setattr(store_module, "FOLD_DELTAS", 0)
+    assert store.decision_counts().by_group == counted(engine)  # and folds
+    with engine.connect() as connection:
+        assert connection.execute(text("SELECT count(*) FROM decision_group_deltas")).scalar() == 0
+    assert store.decision_counts().by_group == counted(engine)
+    assert sum(store.decision_counts().by_group.values()) == 4

@@ -13,11 +13,13 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    Column,
     Date,
     ForeignKey,
     Index,
     Integer,
     String,
+    Table,
     UniqueConstraint,
     false,
     text,
@@ -125,12 +127,11 @@ DECISION_GROUP_COLUMNS = (
     "decision_reason",
     "supplemental_build",
 )
-"""What compliance counts devices by (``Store.decision_counts``): one partial index of
-the devices not decommissioned holds exactly these columns, so the count reads the
-index alone (PostgreSQL index-only scan, SQLite covering index), not the rows."""
+"""What compliance counts devices by (``Store.decision_counts``): the key of
+``decision_group_counts``, which database triggers keep (migration 0014)."""
 
 LIVE = "decommissioned_at IS NULL"
-"""The devices compliance and the default device list count (SQL, for partial indexes)."""
+"""The devices compliance and the default device list count (SQL)."""
 
 
 def _device_indexes() -> tuple[Index, ...]:
@@ -142,7 +143,6 @@ def _device_indexes() -> tuple[Index, ...]:
 
     return (
         *(Index(f"ix_devices_{name}_id", name, "id") for name in DEVICE_LIST_FILTERS),
-        Index("ix_devices_decision_groups", *DECISION_GROUP_COLUMNS, **where(LIVE)),
         Index("ix_devices_revoked_id", "id", **where("revoked_at IS NOT NULL")),
         Index("ix_devices_decommissioned_id", "id", **where("decommissioned_at IS NOT NULL")),
     )
@@ -191,6 +191,40 @@ class Device(Base):
     """Bumped by re-enrolment: credentials of an earlier generation are refused."""
     revoked_at: Mapped[datetime | None]
     decommissioned_at: Mapped[datetime | None]
+
+
+def _decision_group_key(*, primary_key: bool) -> list[Column[str]]:
+    """A decision group's columns, as long as the device's; '' stands for NULL."""
+    return [
+        Column(name, String(column_length(Device, name)), primary_key=primary_key, nullable=False)
+        for name in DECISION_GROUP_COLUMNS
+    ]
+
+
+decision_group_counts = Table(
+    "decision_group_counts",
+    Base.metadata,
+    *_decision_group_key(primary_key=True),
+    Column("count", Integer, nullable=False),
+)
+"""Live (not decommissioned) devices per decision group, as of the last fold.
+
+Kept by the database, not by bsi's code: triggers on ``devices`` (migration 0014)
+append +1/-1 to ``decision_group_deltas`` for every row inserted, deleted, or
+changed in a group column or in ``decommissioned_at``, in the writer's own
+transaction, so no write path can forget it. Writers only append: no counter row
+is updated by two transactions (no lock waits, no deadlocks between server
+processes). The true count of a group is its count plus its deltas;
+``Store.decision_counts`` reads both and folds the deltas in now and then."""
+
+decision_group_deltas = Table(
+    "decision_group_deltas",
+    Base.metadata,
+    Column("id", Integer, primary_key=True),
+    *_decision_group_key(primary_key=False),
+    Column("change", Integer, nullable=False),
+)
+"""+1/-1 per device entering or leaving a decision group since the last fold."""
 
 
 class DeviceLifecycleEvent(Base):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select, text, update
+from sqlalchemy import delete, func, insert, or_, select, text, union_all, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, StatementError
 from sqlalchemy.orm import Session
 
@@ -64,11 +64,16 @@ from bsi.store.models import (
     SupplementalBuildChange,
     SyncState,
     column_length,
+    decision_group_counts,
+    decision_group_deltas,
 )
 from bsi.strict import check_text
 
 ROLES = ("admin", "read-only")
 STATUS_WRITE_ATTEMPTS = 5
+FOLD_DELTAS = 1_000
+"""Decision-group changes (``models.decision_group_deltas``) a count reads before it folds
+them: a read then sums at most this many rows beside the groups' counts."""
 """How often a report is merged again when other reports of its device land first."""
 Merge = Callable[[DeviceState | None], tuple[DeviceState, Decision | None]]
 ChannelMerge = Callable[[DeviceState | None], DeviceState]
@@ -958,21 +963,31 @@ class Store(Sessions):
         return _record(row[0], row[1]), dict(row[0].status_items)
 
     def decision_counts(self) -> DecisionCounts:
-        """Devices (not decommissioned) per :class:`DecisionGroup`: one SQL aggregate, read
-        from the index of exactly these columns (``models.DECISION_GROUP_COLUMNS``)."""
+        """Devices (not decommissioned) per :class:`DecisionGroup`, read from the counts the
+        database keeps (``models.decision_group_counts``): as many rows as groups, however
+        many devices. More than :data:`FOLD_DELTAS` changes since the last fold are folded
+        into the counts afterwards."""
         counts = DecisionCounts()
-        columns = tuple(Device.__table__.c[name] for name in DECISION_GROUP_COLUMNS)
+        key = [decision_group_counts.c[name] for name in DECISION_GROUP_COLUMNS]
+        both = union_all(
+            select(*key, decision_group_counts.c.count.label("n")),
+            select(
+                *(decision_group_deltas.c[name] for name in DECISION_GROUP_COLUMNS),
+                decision_group_deltas.c.change.label("n"),
+            ),
+        ).subquery()
+        grouped = [both.c[name] for name in DECISION_GROUP_COLUMNS]
+        total = func.sum(both.c.n)
         with self._reading() as session:
-            for *grouped, n in session.execute(
-                select(*columns, func.count())
-                .where(Device.decommissioned_at.is_(None))
-                .group_by(*columns)
+            for *found, n in session.execute(
+                select(*grouped, total).group_by(*grouped).having(total != 0)
             ):
-                platform, version, build, outcome, reason, installed = grouped
+                platform, version, build, outcome, reason, installed = (v or None for v in found)
                 if outcome is None:  # not written by bsi (it stores not-reported): fail closed
                     outcome, reason = NOT_REPORTED
-                key = DecisionGroup(platform, version, build, outcome, reason or "", installed)
-                counts.by_group[key] = counts.by_group.get(key, 0) + n
+                group = DecisionGroup(platform, version, build, outcome, reason or "", installed)
+                counts.by_group[group] = counts.by_group.get(group, 0) + int(n)
+            deltas = session.scalar(select(func.count()).select_from(decision_group_deltas))
             containers = (
                 Device.platform,
                 ContainerDecisionCount.supplement_build,
@@ -986,9 +1001,43 @@ class Store(Sessions):
                 .where(Device.decommissioned_at.is_(None))
                 .group_by(*containers)
             ):
-                key = DecisionGroup(platform, None, build, outcome, reason, installed)
-                counts.containers[key] = counts.containers.get(key, 0) + int(n)
+                group = DecisionGroup(platform, None, build, outcome, reason, installed)
+                counts.containers[group] = counts.containers.get(group, 0) + int(n)
+        if (deltas or 0) > FOLD_DELTAS:
+            self.fold_decision_deltas()
         return counts
+
+    def fold_decision_deltas(self) -> None:
+        """Add the deltas the triggers appended into ``decision_group_counts`` and drop them.
+
+        PostgreSQL: one statement deletes the deltas it sees and adds exactly those
+        (a delta committed meanwhile stays for the next fold; two folds never take
+        the same one), locking counters in key order (folds never deadlock). SQLite:
+        the write lock is held from the start, so nothing lands in between.
+        """
+        columns = ", ".join(DECISION_GROUP_COLUMNS)
+        upsert = (
+            f"ON CONFLICT ({columns}) DO UPDATE SET "
+            "count = decision_group_counts.count + excluded.count"
+        )
+        with self._writing() as session:
+            if self.engine.dialect.name == "postgresql":
+                session.execute(
+                    text(
+                        f"WITH moved AS (DELETE FROM decision_group_deltas RETURNING {columns}, "
+                        f"change) INSERT INTO decision_group_counts ({columns}, count) "
+                        f"SELECT {columns}, sum(change) FROM moved GROUP BY {columns} "
+                        f"ORDER BY {columns} {upsert}"
+                    )
+                )
+                return
+            session.execute(
+                text(
+                    f"INSERT INTO decision_group_counts ({columns}, count) SELECT {columns}, "
+                    f"sum(change) FROM decision_group_deltas WHERE true GROUP BY {columns} {upsert}"
+                )
+            )
+            session.execute(delete(decision_group_deltas))
 
     def build_changes(self, supplemental_builds: Sequence[str]) -> list[BuildChange]:
         """Each device's first arrival on each of ``supplemental_builds``."""
