@@ -37,4 +37,17 @@ def test_no_device_yet_and_long_windows() -> None:
     empty = parse(patch_window_svg([], total=0))
     assert "0 of 1 running it (0%)" in [t.text for t in empty.iter(f"{NS}text")]
     weeks = parse(patch_window_svg([timedelta(days=20)], total=1))
-    assert "22d" in [t.text for t in weeks.iter(f"{NS}text")]
+    # 20 days and a tenth more, rounded up to round steps: 0, 10, 20, 30 days.
+    assert [t.text for t in weeks.iter(f"{NS}text") if (t.text or "").endswith("d")] == [
+        "0d",
+        "10d",
+        "20d",
+        "30d",
+    ]
+    hours = parse(patch_window_svg([timedelta(hours=5)], total=1))
+    assert [t.text for t in hours.iter(f"{NS}text") if (t.text or "").endswith("h")] == [
+        "0h",
+        "2h",
+        "4h",
+        "6h",
+    ]

@@ -1,6 +1,7 @@
 """The patch-window curve as server-side SVG: devices running a supplement over the time
 since it was posted. Pure: numbers in, SVG text out (nothing from the network, no script)."""
 
+import math
 from collections.abc import Sequence
 from datetime import timedelta
 
@@ -24,8 +25,11 @@ def patch_window_svg(durations: Sequence[timedelta], total: int) -> str:
     ceiling = max(total, len(ordered), 1)
     longest = ordered[-1] if ordered else timedelta(hours=1)
     per_unit, unit = _unit(longest)
-    # A tenth more than the last arrival, so its step shows as a plateau.
-    span = max(longest.total_seconds() / per_unit * 1.1, 1.0)
+    # A tenth more than the last arrival, so its step shows as a plateau, rounded up to a
+    # whole number of round steps (1, 2 or 5 times a power of ten) for the axis labels.
+    needed = max(longest.total_seconds() / per_unit * 1.1, 1.0)
+    step = _round_step(needed)
+    span = math.ceil(needed / step) * step
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
 
     def x(seconds: float) -> float:
@@ -45,7 +49,7 @@ def patch_window_svg(durations: Sequence[timedelta], total: int) -> str:
     ticks = "".join(
         f'<text x="{x(f * span * per_unit):.1f}" y="{HEIGHT - 8}" class="tick" '
         f'text-anchor="middle">{_number(f * span)}{unit}</text>'
-        for f in (0, 0.25, 0.5, 0.75, 1)
+        for f in (i * step / span for i in range(round(span / step) + 1))
     )
     return (
         f'<svg viewBox="0 0 {WIDTH} {HEIGHT}" class="curve" role="img" '
@@ -63,6 +67,13 @@ def patch_window_svg(durations: Sequence[timedelta], total: int) -> str:
         f'<text x="{WIDTH - RIGHT}" y="{y(ceiling) - 2 + 12:.1f}" class="share" text-anchor="end">'
         f"{len(ordered)} of {ceiling} running it ({fixed_share}%)</text></svg>"
     )
+
+
+def _round_step(span: float) -> float:
+    """The axis step for ``span`` units: the smallest of 1, 2 or 5 times a power of ten
+    that needs at most four steps (five labels)."""
+    power = 10.0 ** math.floor(math.log10(span / 4))
+    return next(m * power for m in (1, 2, 5, 10) if span / (m * power) <= 4)
 
 
 def _number(value: float) -> str:
