@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy import Engine, event, insert, text
 from store_facts import NOW
 
+from bsi.store import store as store_module
 from bsi.store.database import open_engine
 from bsi.store.models import ContainerDecisionCount, Device, SupplementalBuildChange
 from bsi.store.rollouts import SqlRolloutStore
@@ -230,3 +231,29 @@ def test_a_query_no_index_serves_is_caught(seeded: Store) -> None:
     with plans(seeded.engine) as found, seeded.engine.connect() as connection:
         connection.execute(text("SELECT id FROM devices WHERE model_identifier = 'Mac14,2'"))
     assert unserved(found[0], postgres) != []
+
+
+@pytest.mark.parametrize(
+    "f",
+    [
+        DeviceFilter(seen_after=NOW - timedelta(minutes=1)),
+        DeviceFilter(seen_before=NOW - timedelta(minutes=598)),
+        DeviceFilter(stale_before=NOW - timedelta(minutes=598)),
+    ],
+)
+def test_a_narrow_last_seen_range_is_read_from_its_index_on_sqlite_too(
+    seeded: Store, f: DeviceFilter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite has no value statistics: the store counts the range in the index first and
+    names the index when few devices are in it; a wide range walks the id order. Both
+    list the same devices."""
+    postgres = seeded.engine.dialect.name == "postgresql"
+    with plans(seeded.engine) as found:
+        few = seeded.list_devices(f, limit=1000)
+    assert few
+    assert postgres or any("USING INDEX ix_devices_last_seen_at" in p for p in found[-1:])
+    assert all(unserved(plan, postgres) == [] for plan in found)
+    monkeypatch.setattr(store_module, "FEW_SEEN", 1)
+    with plans(seeded.engine) as found:
+        assert seeded.list_devices(f, limit=1000) == few
+    assert postgres or "ix_devices_last_seen_at" not in found[-1]

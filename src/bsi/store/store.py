@@ -72,6 +72,10 @@ from bsi.strict import check_text
 ROLES = ("admin", "read-only")
 STATUS_WRITE_ATTEMPTS = 5
 FOLD_DELTAS = 1_000
+FEW_SEEN = 10_000
+"""A last-seen range of fewer devices is listed (on SQLite) from the index of
+``last_seen_at``, sorting at most this many; a wider one walks the id order, where at
+least one device in ``fleet / FEW_SEEN`` is in it (1 % of a million)."""
 """Decision-group changes (``models.decision_group_deltas``) a count reads before it folds
 them: a read then sums at most this many rows beside the groups' counts."""
 """How often a report is merged again when other reports of its device land first."""
@@ -920,7 +924,10 @@ class Store(Sessions):
         """Devices matching ``filters``, ordered by id, from just after ``after``."""
         with self._reading() as session:
             names = dict(session.execute(select(DeviceGroup.id, DeviceGroup.name)).all())
-            query = _filtered(select(Device), filters, names)
+            # Without value statistics SQLite walks the id order for any last-seen range,
+            # reading the whole table when few devices are in it: it is told when so.
+            few = self.engine.dialect.name == "sqlite" and _few_seen(session, filters)
+            query = _filtered(select(Device), filters, names, few_seen=few)
             if after:
                 query = query.where(Device.id > after)
             query = query.order_by(Device.id).limit(limit)
@@ -1352,11 +1359,15 @@ def _state_columns(state: DeviceState, decision: Decision | None, now: datetime)
     return columns
 
 
-def _filtered(query: Any, f: DeviceFilter, groups: Mapping[int, str]) -> Any:
+def _filtered(
+    query: Any, f: DeviceFilter, groups: Mapping[int, str], *, few_seen: bool = False
+) -> Any:
     """``query`` (over ``devices`` alone) narrowed to ``f``. Every equality is on a column
     of ``models.DEVICE_LIST_FILTERS`` (indexed with the id). The group's name is looked
     up in ``groups`` (id -> name) first, so the database plans with its id (a rare
-    group's devices are read from its index; a subquery's id it could only guess)."""
+    group's devices are read from its index; a subquery's id it could only guess).
+    ``few_seen``: few devices are in the last-seen range (SQLite's ``unlikely()``, so
+    its planner reads them from the index of ``last_seen_at``)."""
     equal = {
         Device.platform: f.platform,
         Device.product_version: f.product_version,
@@ -1372,17 +1383,7 @@ def _filtered(query: Any, f: DeviceFilter, groups: Mapping[int, str]) -> Any:
     for column, value in equal.items():
         if value is not None:
             query = query.where(column == value)
-    if f.seen_before is not None:
-        query = query.where(Device.last_seen_at < f.seen_before)
-    if f.seen_after is not None:
-        query = query.where(Device.last_seen_at >= f.seen_after)
-    if f.stale_before is not None:
-        query = query.where(
-            or_(Device.last_seen_at.is_(None), Device.last_seen_at < f.stale_before)
-        )
-    if f.never_seen is not None:
-        seen = Device.last_seen_at.is_(None)
-        query = query.where(seen if f.never_seen else ~seen)
+    query = query.where(*(func.unlikely(t) if few_seen else t for t in _seen_terms(f)))
     if f.lifecycle == "decommissioned":
         query = query.where(Device.decommissioned_at.is_not(None))
     else:
@@ -1392,6 +1393,32 @@ def _filtered(query: Any, f: DeviceFilter, groups: Mapping[int, str]) -> Any:
     elif f.lifecycle == "revoked":
         query = query.where(Device.revoked_at.is_not(None))
     return query
+
+
+def _seen_terms(f: DeviceFilter) -> list[Any]:
+    """``f``'s conditions on when a device was last seen."""
+    terms: list[Any] = []
+    if f.seen_before is not None:
+        terms.append(Device.last_seen_at < f.seen_before)
+    if f.seen_after is not None:
+        terms.append(Device.last_seen_at >= f.seen_after)
+    if f.stale_before is not None:
+        terms.append(or_(Device.last_seen_at.is_(None), Device.last_seen_at < f.stale_before))
+    if f.never_seen is not None:
+        seen = Device.last_seen_at.is_(None)
+        terms.append(seen if f.never_seen else ~seen)
+    return terms
+
+
+def _few_seen(session: Session, f: DeviceFilter) -> bool:
+    """Whether fewer than :data:`FEW_SEEN` devices are in ``f``'s last-seen range, counted
+    from the index of ``last_seen_at`` alone (at most that many of its entries read;
+    SQLite only: ``unlikely()`` is its planner hint)."""
+    terms = _seen_terms(f)
+    if not terms:
+        return False
+    probe = select(Device.last_seen_at).where(*map(func.unlikely, terms)).limit(FEW_SEEN)
+    return (session.scalar(select(func.count()).select_from(probe.subquery())) or 0) < FEW_SEEN
 
 
 def _record(device: Device, group: str) -> DeviceRecord:
