@@ -11,6 +11,8 @@ over, a supplement that is not for an image) changes nothing.
 from __future__ import annotations
 
 import itertools
+import json
+import shlex
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -46,28 +48,39 @@ HOLDS_LIB = ["/bin/sh", "-c", "exec 3</usr/lib/libssl.so.3; exec sleep 100000"]
 _names = itertools.count()
 
 
-def spec_text(digest: str, check: str = "/bin/true") -> str:
+def spec_text(digest: str, check: str = "/bin/true", letter: str = "a") -> str:
     return f"""\
 platform: debian
 product_version: "12"
 prerequisite: {{image: {{digest: "{digest}"}}}}
-extra_version: (a)
-supplemental_build: 12C1000a
+extra_version: ({letter})
+supplemental_build: 12C1000{letter}
 components:
   openssl: {{paths: [/usr/lib]}}
-health_check: {{command: ["{check}"], timeout: 5}}
+health_check: {{command: {json.dumps(shlex.split(check))}, timeout: 5}}
 """
 
 
-def supplement(tmp_path: Path, digest: str, check: str = "/bin/true") -> tuple[Manifest, Path]:
-    """A signed-shape bundle patching libssl for image ``digest``, staged like the agent does."""
+def supplement(
+    tmp_path: Path,
+    digest: str,
+    check: str = "/bin/true",
+    *,
+    letter: str = "a",
+    library: bytes = NEW_LIB,
+    layout: StateLayout | None = None,
+) -> tuple[Manifest, Path]:
+    """A signed-shape bundle 12C1000<letter> patching libssl (to ``library``) for image
+    ``digest``, its health check ``check`` (split as a shell would), staged like the
+    agent does (in ``layout``, by default ``<tmp_path>/root``'s)."""
     base = write_tree(tmp_path / "base", {"usr/lib/libssl.so.3": OLD_LIB})
-    patched = write_tree(tmp_path / "patched", {"usr/lib/libssl.so.3": NEW_LIB})
-    spec = parse_spec(spec_text(digest, check), source="container-spec.yaml")
-    bundle = build_bundle(spec, diff_trees(base, patched), tmp_path / "12C1000a.cryptex").path
-    layout = StateLayout.for_root(tmp_path / "root")
+    patched = write_tree(tmp_path / f"patched-{letter}", {"usr/lib/libssl.so.3": library})
+    spec = parse_spec(spec_text(digest, check, letter), source="container-spec.yaml")
+    build = f"12C1000{letter}"
+    bundle = build_bundle(spec, diff_trees(base, patched), tmp_path / f"{build}.cryptex").path
+    layout = layout or StateLayout.for_root(tmp_path / "root")
     manifest = stage_bundle(bundle, layout)
-    return manifest, layout.staged_files("12C1000a")
+    return manifest, layout.staged_files(build)
 
 
 @pytest.fixture(scope="module")

@@ -652,9 +652,12 @@ class Agent:
 
     def _carry_out(self, plan: Plan, state: LocalState) -> None:
         bundle: Path | None = None
-        for step, build in plan.steps:
+        for index, (step, build) in enumerate(plan.steps):
             assert build is not None
             name = str(build)
+            if step is Step.ROLL_BACK and self._replaced_in_place(plan, index):
+                log.info("%s is replaced in place by %s", name, plan.steps[index + 1][1])
+                continue
             log.info("%s %s", step.value, name)
             if step is Step.DISCARD:
                 self.activator.forget(name)
@@ -689,6 +692,17 @@ class Agent:
                 self._health_check(manifest, state)
         if plan.steps:
             self._prune(state)
+
+    def _replaced_in_place(self, plan: Plan, index: int) -> bool:
+        """Whether the roll-back at ``plan.steps[index]`` is left to the activation after it.
+
+        An activator that :attr:`~bsi.agent.activators.Activator.replaces_in_place`
+        puts a later letter in place of the active one itself (a container is then
+        recreated once, not onto its base and again onto the later letter); should
+        the later letter fail, the fall-back returns to the active one the same way.
+        """
+        following = plan.steps[index + 1 : index + 2]
+        return self.activator.replaces_in_place and [s for s, _ in following] == [Step.ACTIVATE]
 
     def _stage(self, plan: Plan, bundle: Path) -> Manifest:
         """Verify the downloaded ``bundle`` and stage it; the download is removed either way."""
@@ -860,21 +874,28 @@ class Agent:
         self._fall_back(manifest, state, result)
 
     def _fall_back(self, manifest: Manifest, state: LocalState, why: str) -> NoReturn:
-        """Take back ``manifest`` (recorded as failed) and return to the last good letter."""
+        """Take back ``manifest`` (recorded as failed) and return to the last good letter.
+
+        With an activator that :attr:`~bsi.agent.activators.Activator.replaces_in_place`,
+        the last good letter is activated in place of ``manifest`` (each container
+        recreated once, straight back onto it); otherwise ``manifest`` is taken back
+        first. Should the last good letter fail too, whichever letter is then live
+        is taken back: the host ends on the baseline.
+        """
         build = str(manifest.supplemental_build)
         fallback = self._staged_last_good(state, build)
-        self._swap(manifest, state, activate=False)
+        if fallback is None or not self.activator.replaces_in_place:
+            self._swap(manifest, state, activate=False)
         back_on = "the baseline (no healthy letter is staged)"
         if fallback is not None:
-            self._swap(fallback, state, activate=True)
-            self._relaunch([manifest, fallback], state)
-            problem = self._check(fallback)
+            problem = self._activate_checked(fallback, manifest, state)
             if problem is None:
                 self._commit(fallback, state)
                 back_on = f"the last good letter, {fallback.display()}"
             else:
                 self._record_failure(state, str(fallback.supplemental_build), problem)
-                self._swap(fallback, state, activate=False)
+                live = manifest if self.activator.active() == build else fallback
+                self._swap(live, state, activate=False)
                 self._relaunch([manifest, fallback], state)
                 back_on = f"the baseline ({fallback.display()} failed its health check too)"
         else:
@@ -884,6 +905,21 @@ class Agent:
             f"{manifest.display()} failed its health check ({why}); the host is back on {back_on}",
             reason=HEALTH_CHECK_FAILED,
         )
+
+    def _activate_checked(
+        self, fallback: Manifest, failed: Manifest, state: LocalState
+    ) -> str | None:
+        """Activate, relaunch and check ``fallback`` after ``failed``: ``None`` when it
+        passes, else why not (an activator that checks health as it goes, container,
+        fails the activation itself)."""
+        try:
+            self._swap(fallback, state, activate=True)
+        except ActivationError as error:
+            if error.reason != HEALTH_CHECK_FAILED:
+                raise
+            return error.message
+        self._relaunch([failed, fallback], state)
+        return self._check(fallback)
 
     def _check(self, manifest: Manifest) -> str | None:
         """``None`` when ``manifest``'s health check passes, else why it failed."""

@@ -101,6 +101,21 @@ def left_behind(
     return active is not None and base_image in active_bases and supplemental_build != active
 
 
+def superseded(recorded_base: str, base_image: str) -> bool:
+    """Whether a container bsi recreated from ``recorded_base`` now runs another base,
+    ``base_image``: someone (the administrator pulling the publisher's fixed image)
+    recreated it on that image, which supersedes the supplement for it.
+
+    bsi then lets it go: it is never put back on ``recorded_base`` nor recreated
+    on a patched image of it, and is reported as what it runs — on its new base,
+    which the supplement is not for (not applicable, neither restart-pending nor
+    unknown). A retag alone (the repository's tag moved to a newer image while
+    the container still runs the old one) moves nothing: bsi goes by image
+    digests, never tags, and keeps patching the containers on the old base.
+    """
+    return base_image != recorded_base
+
+
 def images(containers: Iterable[ContainerFacts] | None) -> tuple[ImageFacts, ...] | None:
     """The base images of ``containers`` (``None``: the device reports no containers)."""
     return None if containers is None else tuple(c.base_facts() for c in containers)

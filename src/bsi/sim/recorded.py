@@ -69,6 +69,7 @@ class RecordOnlyActivator:
 
     name = "recorded"
     relaunches_itself = False
+    replaces_in_place = False
 
     def __init__(self, active: str | None = None) -> None:
         self._active = active

@@ -178,6 +178,14 @@ class Activator(Protocol):
     """True when activation is the relaunch and checks health itself (``container``):
     the runner then neither looks for host processes on old content nor runs the
     supplement's health check on the host (it asks the activator's ``check``)."""
+    replaces_in_place: bool
+    """True when :meth:`activate` of a later letter, while an earlier one is active,
+    takes the earlier one's place itself (``container``: each container is recreated
+    once, from the earlier letter's patched image straight onto the later one's), so
+    the runner does not deactivate the earlier letter first, and a fall-back to the
+    last good letter activates it in place of the failed one. Such an activator must
+    leave every component on the baseline, the earlier or the later letter at any
+    instant, and a refused activation must leave the earlier letter as it was."""
 
     def preflight(self, manifest: Manifest, staged_dir: Path) -> None:
         """Refuse with :class:`ActivationError`, touching nothing, if activating would fail."""

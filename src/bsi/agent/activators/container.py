@@ -60,7 +60,7 @@ from bsi.agent.activators import (
 )
 from bsi.agent.facts import parse_os_release
 from bsi.cryptex.manifest import Action, Manifest
-from bsi.domain.containers import ContainerFacts, left_behind
+from bsi.domain.containers import ContainerFacts, left_behind, superseded
 from bsi.domain.prerequisite import (
     ImageBase,
     ImageFacts,
@@ -132,6 +132,9 @@ class ContainerActivator:
     name = "container"
     relaunches_itself = True
     """Recreating a container is its relaunch, and its health is checked inside it."""
+    replaces_in_place = True
+    """A later letter recreates each container once, from the earlier letter's patched
+    image onto its own (see :meth:`activate`)."""
 
     def __init__(
         self,
@@ -298,6 +301,19 @@ class ContainerActivator:
                 recreate_config(container.attrs, base_image_of(container))
 
     def activate(self, manifest: Manifest, staged_dir: Path) -> Outcome:
+        """Recreate each running container of ``manifest``'s base on its patched image.
+
+        In place of an earlier letter (:attr:`replaces_in_place`): a container
+        the earlier letter patched is found by its base image (its label), and
+        recreated once, from the earlier patched image straight onto this one's
+        (base + this letter's layer); one the earlier letter patched that this
+        one is not for goes back to its base image; one already on this letter
+        (an activation a kill or a failure left part-way) is not touched. A
+        container recorded by the earlier letter that someone moved to another
+        image (:meth:`superseded`) is released, never recreated. Until the
+        first container is on this letter, the earlier one stays active, so a
+        refusal or a first failure leaves it exactly as it was.
+        """
         build = str(manifest.supplemental_build)
         base = _image_base(manifest)
         _refuse_removals(manifest)
@@ -305,40 +321,66 @@ class ContainerActivator:
             state = self._load()
             if state.active == build:
                 return Outcome("activate", "already-active", build, build)
-            containers = self.affected(client, base)
+            released = {r.name for r in self.superseded(client, state)}
+            records = {r.name: r for r in state.containers if r.name not in released}
+            jobs: list[tuple[Container, bool]] = []  # (container, onto this letter's image)
+            kept = []
+            for container in self.affected(client, base):
+                if (container.labels or {}).get(LABEL_SUPPLEMENTAL_BUILD) == build:
+                    name = str(container.name)
+                    kept.append(Recreated(name, base_image_of(container), _image_id(container)))
+                else:
+                    jobs.append((container, True))
+            covered = {str(c.name) for c, _ in jobs} | {r.name for r in kept}
+            for name in sorted(records.keys() - covered):
+                found = _find(client, name)
+                if found is not None:  # the earlier letter's, not this one's: back to its base
+                    jobs.append((found, False))
             # Refuse before anything changes: every configuration must carry over.
-            for container in containers:
+            for container, _ in jobs:
                 recreate_config(container.attrs, base_image_of(container))
+            done = {**records, **{r.name: r for r in kept}}
+            state.containers = tuple(done.values())
             patched: dict[str, str] = {}
-            done = list(state.containers)
-            for container in containers:
-                base_id = base_image_of(container)
-                if base_id not in patched:
-                    patched[base_id] = build_patched_image(client, base_id, manifest, staged_dir)
-                name = str(container.name)
-                done = [r for r in done if r.name != name]
+            for container, onto_letter in jobs:
+                name, base_id = str(container.name), base_image_of(container)
+                image = base_id
+                if onto_letter:
+                    if base_id not in patched:
+                        patched[base_id] = build_patched_image(
+                            client, base_id, manifest, staged_dir
+                        )
+                    image = patched[base_id]
                 state.under_way = name
                 self._save(state)
-                self._recreate(client, container, patched[base_id], manifest)
-                done.append(Recreated(name, base_id, patched[base_id]))
-                state.containers, state.under_way = tuple(done), None
+                self._recreate(client, container, image, manifest if onto_letter else None)
+                done.pop(name, None)
+                if onto_letter:
+                    done[name] = Recreated(name, base_id, image)
+                state.containers, state.under_way = tuple(done.values()), None
                 state.active = build
                 self._save(state)
             state.active = build
             self._save(state)
-            return Outcome("activate", "activated", build, build, files=len(containers))
+            return Outcome("activate", "activated", build, build, files=len(jobs))
 
     def deactivate(self, manifest: Manifest, *, force: bool = False) -> Outcome:
+        """Recreate every container the active letter patched on its base image.
+
+        A container someone moved to another image (:meth:`superseded`) is
+        released, never put back on the old base; one removed is forgotten.
+        """
         build = str(manifest.supplemental_build)
         with state_lock(self.layout), self._engine(f"rolling back {build}") as client:
             state = self._load()
             if state.active != build:
                 return Outcome("deactivate", "not-active", build, state.active)
-            left = list(state.containers)
-            for record in state.containers:
-                try:
-                    container = client.containers.get(record.name)
-                except docker.errors.NotFound:
+            released = set(self.superseded(client, state))
+            left = [r for r in state.containers if r not in released]
+            changed = 0
+            for record in list(left):
+                container = _find(client, record.name)
+                if container is None:
                     left.remove(record)  # removed by its owner: nothing to put back
                     continue
                 state.under_way = record.name
@@ -347,8 +389,35 @@ class ContainerActivator:
                 left.remove(record)
                 state.containers, state.under_way = tuple(left), None
                 self._save(state)
+                changed += 1
             self._save(_State())
-            return Outcome("deactivate", "deactivated", build, None, files=len(state.containers))
+            return Outcome("deactivate", "deactivated", build, None, files=changed)
+
+    def superseded(
+        self, client: docker.DockerClient, state: _State | None = None
+    ) -> tuple[Recreated, ...]:
+        """The recorded containers someone moved to another image: bsi lets them go.
+
+        A container bsi recreated keeps its name; when the container of that
+        name now runs an image whose base is not the recorded one — the
+        administrator pulled the publisher's newer image and recreated it on
+        that (``docker compose up``, ``podman run --replace``) — the newer base
+        supersedes the supplement for it (:func:`~bsi.domain.containers.superseded`):
+        it is neither rolled back onto the old base nor recreated on a patched
+        one, and is reported as what it runs. The container being recreated
+        (``under_way``) is :meth:`recover`'s, never released here.
+        """
+        state = state if state is not None else self._load()
+        found = []
+        for record in state.containers:
+            container = _find(client, record.name)
+            if (
+                container is not None
+                and record.name != state.under_way
+                and superseded(record.base_image, base_image_of(container))
+            ):
+                found.append(record)
+        return tuple(found)
 
     def verify(self) -> tuple[str, ...]:
         """Each recorded container that no longer runs its patched image."""
@@ -357,7 +426,10 @@ class ContainerActivator:
             return ()
         problems = []
         with self._engine("verifying the patched containers") as client:
+            released = set(self.superseded(client, state))
             for record in state.containers:
+                if record in released:
+                    continue  # moved to another image by its owner: not bsi's any more
                 try:
                     container = client.containers.get(record.name)
                 except docker.errors.NotFound:

@@ -399,6 +399,7 @@ class OverlayActivator:
 
     name = "overlay"
     relaunches_itself = False
+    replaces_in_place = False
 
     def __init__(
         self, layout: StateLayout, *, mountinfo: Path = Path("/proc/self/mountinfo")

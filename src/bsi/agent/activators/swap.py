@@ -115,6 +115,7 @@ class SwapActivator:
 
     name = "swap"
     relaunches_itself = False
+    replaces_in_place = False
 
     def __init__(self, layout: StateLayout, *, journal: Journal | None = None) -> None:
         self.layout = layout
