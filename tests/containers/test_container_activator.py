@@ -13,8 +13,9 @@ from __future__ import annotations
 import itertools
 import json
 import shlex
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager, suppress
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,12 @@ from bsi.agent.activators.container import (
 from bsi.cryptex import parse_spec
 from bsi.cryptex.build import build_bundle, diff_trees
 from bsi.cryptex.manifest import Manifest
+from bsi.domain.catalog import Catalog, Release, Supplement
+from bsi.domain.containers import ContainerFacts
+from bsi.domain.eligibility import ContainerDecision, Outcome, decide, with_containers
+from bsi.domain.facts import DeviceFacts
+from bsi.domain.policy import SoftwareUpdatePolicy
+from bsi.domain.versions import ProductVersion, SupplementVersion
 from container_engine import Engine
 from cryptex_support import write_tree
 
@@ -46,6 +53,7 @@ NEW_LIB = b"libssl 3.0.2 fixed\n" * 50
 # process that mapped it would: /proc/1/fd/3 shows which content it runs.
 HOLDS_LIB = ["/bin/sh", "-c", "exec 3</usr/lib/libssl.so.3; exec sleep 100000"]
 _names = itertools.count()
+NOW = datetime(2026, 11, 30, tzinfo=UTC)
 
 
 def spec_text(digest: str, check: str = "/bin/true", letter: str = "a") -> str:
@@ -347,3 +355,141 @@ def test_an_activation_killed_at_any_instant_is_recovered_and_never_passes_part_
         if made[0] < calls:  # the activation finished unkilled: every instant was tried
             assert calls > 10
             break
+
+
+LIB_B = NEW_LIB + b"(b)\n"
+
+
+def letter_of(container: Container) -> str | None:
+    return (container.labels or {}).get(LABEL_SUPPLEMENTAL_BUILD)
+
+
+def test_a_later_letter_killed_at_any_instant_leaves_each_container_on_a_or_b(
+    engine: Engine, images: dict[str, str], tmp_path: Path
+) -> None:
+    """(b) in place of (a), killed after each engine request in turn: after a new
+    agent's recover, each container runs under its own name with its configuration,
+    on (a) or on (b) (their content, never the base), the check passes exactly when
+    all are on (b), and the agent's fall-back, (a) in place of (b), brings every one
+    back onto (a)."""
+    client = engine.client()
+    layout = StateLayout.for_root(tmp_path / "root")
+    a = supplement(tmp_path, images["base"], layout=layout)
+    b = supplement(tmp_path, images["base"], letter="b", library=LIB_B, layout=layout)
+    content = {"12C1000a": NEW_LIB, "12C1000b": LIB_B}
+    names = [str(run(client, images["base"], command=HOLDS_LIB).name) for _ in range(2)]
+    ContainerActivator(layout, engine.url, stop_timeout=1).activate(*a)
+    before = {name: configuration(fresh(client, name)) for name in names}
+    for calls in itertools.count(1):
+        activator = ContainerActivator(layout, engine.url, stop_timeout=1)
+        with killed_after(calls) as made, suppress(Killed):
+            activator.activate(*b)
+        restarted = ContainerActivator(layout, engine.url, stop_timeout=1)  # a new agent
+        restarted.recover()
+
+        now = {name: fresh(client, name) for name in names}
+        assert {c.status for c in now.values()} == {"running"}, calls
+        assert not [c for c in client.containers.list(all=True) if OLD_SUFFIX in str(c.name)]
+        on = {name: letter_of(c) for name, c in now.items()}
+        assert set(on.values()) <= set(content), (calls, on)
+        for name, container in now.items():
+            assert configuration(container) == before[name], calls
+            held = container.exec_run(["cat", "/proc/1/fd/3"]).output
+            assert held == content[str(on[name])], (calls, name)
+        problem = restarted.check(b[0])
+        assert (problem is None) == (set(on.values()) == {"12C1000b"}), (calls, problem, on)
+        if made[0] < calls:  # the activation finished unkilled: every instant was tried
+            assert calls > 10
+            break
+        restarted.activate(*a)  # the agent falls back to (a), in place of (b)
+        assert {letter_of(fresh(client, name)) for name in names} == {"12C1000a"}, calls
+        assert restarted.check(a[0]) is None, calls
+
+
+def test_a_newer_base_image_pulled_by_the_admin_supersedes_the_supplement(
+    engine: Engine, tmp_path: Path
+) -> None:
+    """The admin pulls the publisher's fixed image under the same tag and recreates one
+    container on it: bsi lets that one go (never rolls it back onto the old base, never
+    patches it, reports it on its new base: not applicable, neither restart-pending nor
+    unknown) and keeps patching the one still on the old base by its digest, never
+    moving it to the image the tag now names."""
+    client = engine.client()
+    tag = "localhost/bsi-test/site:1"
+    cmd = (f"CMD {json.dumps(HOLDS_LIB)}",)
+    old_base = engine.import_image(tag, {"usr/lib/libssl.so.3": OLD_LIB}, changes=cmd)
+    moved, stays = (str(run(client, tag, command=HOLDS_LIB).name) for _ in range(2))
+    layout = StateLayout.for_root(tmp_path / "root")
+    a = supplement(tmp_path, old_base, layout=layout)
+    activator = ContainerActivator(layout, engine.url, stop_timeout=1)
+    activator.activate(*a)
+
+    publisher_fix = b"libssl 3.0.3 from the publisher\n"
+    new_base = engine.import_image(tag, {"usr/lib/libssl.so.3": publisher_fix}, changes=cmd)
+    assert client.images.get(tag).id == new_base != old_base
+    # The tag moving alone moves nothing: both still run (a) over the old base.
+    assert activator.verify() == ()
+    assert activator.check(a[0]) is None
+    assert {letter_of(fresh(client, n)) for n in (moved, stays)} == {"12C1000a"}
+
+    fresh(client, moved).remove(force=True)
+    client.containers.run(tag, name=moved, detach=True, command=HOLDS_LIB)
+    moved_id = fresh(client, moved).id
+
+    facts = {c.name: c for c in activator.running()}
+    assert (facts[moved].image, facts[moved].base_image) == (new_base, new_base)
+    assert facts[moved].supplemental_build is None
+    assert not facts[moved].restart_pending
+    assert facts[stays].base_image == old_base
+    assert str(facts[stays].supplemental_build) == "12C1000a"
+    assert activator.verify() == ()  # the admin's move is not drift
+    assert activator.check(a[0]) is None
+    # As the server decides them: the moved one is not the supplement's.
+    decisions = {d.name: d.decision for d in server_decisions(a[0], facts.values())}
+    assert decisions[moved].outcome is Outcome.UP_TO_DATE, decisions[moved]
+    assert decisions[moved].supplement is None
+    assert decisions[stays].outcome is Outcome.UP_TO_DATE, decisions[stays]
+    assert decisions[stays].supplement is not None
+
+    # A later letter for the old base recreates only the container still on it.
+    b = supplement(tmp_path, old_base, letter="b", library=LIB_B, layout=layout)
+    assert activator.activate(*b).files == 1
+    assert fresh(client, moved).id == moved_id
+    assert letter_of(fresh(client, stays)) == "12C1000b"
+    assert [r.name for r in activator.recreated()] == [stays]
+
+    # Rollback: the old base by its digest (not what the tag names now); the moved one stays.
+    assert activator.deactivate(b[0]).files == 1
+    back = fresh(client, stays)
+    assert back.image is not None
+    assert back.image.id == old_base
+    assert back.exec_run(["cat", "/proc/1/fd/3"]).output == OLD_LIB
+    now = fresh(client, moved)
+    assert (now.id, now.image and now.image.id) == (moved_id, new_base)
+    assert now.exec_run(["cat", "/proc/1/fd/3"]).output == publisher_fix
+
+
+def server_decisions(
+    manifest: Manifest, containers: Iterable[ContainerFacts]
+) -> tuple[ContainerDecision, ...]:
+    """The decisions the server makes for a host with ``containers`` and ``manifest`` active."""
+    letter = Supplement(
+        platform="debian",
+        version=SupplementVersion(ProductVersion(12), manifest.extra_version),
+        build=manifest.supplemental_build,
+        prerequisite=manifest.prerequisite,
+    )
+    release = Release("debian", ProductVersion(12), None)
+    catalog = Catalog(releases=(release,), supplements=(letter,))
+    host = DeviceFacts(
+        platform="debian",
+        product_version=ProductVersion(12),
+        build=None,
+        supplemental_build=manifest.supplemental_build,
+        containers=tuple(containers),
+    )
+    policy = SoftwareUpdatePolicy()
+    decision = with_containers(
+        decide(host, catalog, policy, NOW), host.containers, host, catalog, policy, NOW
+    )
+    return decision.containers

@@ -119,6 +119,9 @@ class _State:
     containers: tuple[Recreated, ...] = ()
     under_way: str | None = None
     """The name of the container being recreated, while it is."""
+    onto: str | None = None
+    """The image it is being recreated on (so that :meth:`ContainerActivator.recover`
+    tells the new container from the old one, stopped before it was renamed)."""
 
 
 class ContainerActivator:
@@ -202,21 +205,23 @@ class ContainerActivator:
                 for c in document.get("containers", [])
             )
             active, under_way = document.get("active"), document.get("under_way")
-            assert active is None or isinstance(active, str)
-            assert under_way is None or isinstance(under_way, str)
+            onto = document.get("under_way_onto")
+            for value in (active, under_way, onto):
+                assert value is None or isinstance(value, str)
         except (AssertionError, KeyError, TypeError):
             raise InvalidInput(
                 f"{self.state_file} is not the container activator's state",
                 hint="bsi replaces this file atomically, so something else changed it: "
                 "restore it from a backup",
             ) from None
-        return _State(active, containers, under_way)
+        return _State(active, containers, under_way, onto)
 
     def _save(self, state: _State) -> None:
         document = {
             "active": state.active,
             "containers": [c.to_json() for c in state.containers],
             "under_way": state.under_way,
+            "under_way_onto": state.onto,
         }
         self.layout.state.mkdir(parents=True, exist_ok=True, mode=0o700)
         write_atomic(self.state_file, json.dumps(document, indent=1).encode(), mode=0o600)
@@ -351,13 +356,13 @@ class ContainerActivator:
                             client, base_id, manifest, staged_dir
                         )
                     image = patched[base_id]
-                state.under_way = name
+                state.under_way, state.onto = name, image
                 self._save(state)
                 self._recreate(client, container, image, manifest if onto_letter else None)
                 done.pop(name, None)
                 if onto_letter:
                     done[name] = Recreated(name, base_id, image)
-                state.containers, state.under_way = tuple(done.values()), None
+                state.containers, state.under_way, state.onto = tuple(done.values()), None, None
                 state.active = build
                 self._save(state)
             state.active = build
@@ -383,11 +388,11 @@ class ContainerActivator:
                 if container is None:
                     left.remove(record)  # removed by its owner: nothing to put back
                     continue
-                state.under_way = record.name
+                state.under_way, state.onto = record.name, record.base_image
                 self._save(state)
                 self._recreate(client, container, record.base_image, None)
                 left.remove(record)
-                state.containers, state.under_way = tuple(left), None
+                state.containers, state.under_way, state.onto = tuple(left), None, None
                 self._save(state)
                 changed += 1
             self._save(_State())
@@ -448,9 +453,11 @@ class ContainerActivator:
         """Put back the container an interrupted recreation left renamed or stopped.
 
         While the old container is kept (``<name>.bsi-old``) it is the one put
-        back. Once it is removed, the new one stands, and the state is made to
-        say what it runs (its labels: a patched image names its supplement),
-        since the kill may have come before the state recorded it. Containers
+        back; one stopped before it was renamed is started again. Once the old
+        one is removed, the new one (on the image it was being recreated on)
+        stands, and the state is made to say what it runs (its labels: a
+        patched image names its supplement), since the kill may have come
+        before the state recorded it. Containers
         recreated before the interrupted one stay as they are: an activation
         left part-way is :meth:`check`'s to find, and the agent's to roll back.
         """
@@ -467,15 +474,17 @@ class ContainerActivator:
                 old.rename(name)
                 old.start()
             elif new is not None:
-                kept = [r for r in state.containers if r.name != name]
-                labels = new.labels or {}
-                if LABEL_BASE_IMAGE in labels:  # on a patched image: record it
-                    kept.append(Recreated(name, labels[LABEL_BASE_IMAGE], _image_id(new)))
-                    state.active = labels.get(LABEL_SUPPLEMENTAL_BUILD, state.active)
-                state.containers = tuple(kept)
-                if new.status != "running":  # stopped, not yet renamed
+                if state.onto is None or _image_id(new) == state.onto:  # the new one stands
+                    kept = [r for r in state.containers if r.name != name]
+                    labels = new.labels or {}
+                    if LABEL_BASE_IMAGE in labels:  # on a patched image: record it
+                        kept.append(Recreated(name, labels[LABEL_BASE_IMAGE], _image_id(new)))
+                        state.active = labels.get(LABEL_SUPPLEMENTAL_BUILD, state.active)
+                    state.containers = tuple(kept)
+                # else the old one, stopped before it was renamed: as recorded
+                if new.status != "running":
                     new.start()
-            state.under_way = None
+            state.under_way, state.onto = None, None
             self._save(state)
         return Outcome("recover", "rolled-back", state.active, state.active)
 
