@@ -147,8 +147,9 @@ def test_a_container_host_gets_the_supplement_falls_back_and_rolls_back(
 
         # A letter whose health check fails: the first container recreated on it is put
         # back and the letter halts; the host falls back to the last good letter, (a).
-        # (The runner takes (a) back before it activates (b), as on hosts, so the
-        # containers are recreated on (a) again: (a)'s content, same configuration.)
+        # (b) replaces (a) in place (the container activator's replaces_in_place), so
+        # the first container is put back as itself and the second is never touched.
+        on_a = {str(c.name): client.containers.get(str(c.name)).id for c in web}
         publish(tmp_path, base, "b", NEW_LIB + b"b", "/bin/false")
         # Read now, not when the repository watcher next polls (under load it may not have).
         synced = httpx.post(f"{url}/v1/admin/catalog/sync-repository", headers=admin)
@@ -160,6 +161,7 @@ def test_a_container_host_gets_the_supplement_falls_back_and_rolls_back(
         assert agent.activator.active() == "12C1000a"
         for container in web:
             now = client.containers.get(str(container.name))
+            assert now.id == on_a[str(container.name)]
             assert now.labels[LABEL_SUPPLEMENTAL_BUILD] == "12C1000a"
             assert now.status == "running"
             assert configuration(now) == before[str(container.name)]

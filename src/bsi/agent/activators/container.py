@@ -20,6 +20,14 @@ leaving the containers recreated before it on the patched image for the
 agent's fall-back to undo. Deactivation (``bsi agent rollback``) recreates
 every patched container on its base image the same way.
 
+A later letter replaces the active one in place (:attr:`replaces_in_place`):
+each container is recreated once, from the earlier letter's patched image
+straight onto the later one's, and the agent's fall-back to the last good
+letter goes back the same way. A container someone moved to another image
+(the publisher's newer base, :func:`~bsi.domain.containers.superseded`) is
+let go: never put back on the old base nor patched again. Images are named
+by digest, never by tag, so a tag moved to a newer image moves no container.
+
 Everything is refused up front, nothing changed, when the engine does not
 answer (:class:`EngineUnavailable`), when a container's configuration cannot
 be reproduced (:class:`NotReproducible`: anonymous volumes, another
