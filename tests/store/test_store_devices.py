@@ -5,15 +5,23 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, insert, text
 from store_facts import LATER, NOW, OFFERED, enrolled, report, save
 
 from bsi.domain.eligibility import Decision, Outcome, Reason
 from bsi.domain.status import DeviceState, merge_status, parse_status_report
 from bsi.errors import Conflict, InvalidStatusReport, NotFound, Unauthorized
 from bsi.store import store as store_module
+from bsi.store.models import ContainerDecisionCount
 from bsi.store.protocols import CredentialStore, DeviceStore
-from bsi.store.store import DecisionGroup, DeviceFilter, NewEnrollment, StatusWrite, Store
+from bsi.store.store import (
+    DecisionCounts,
+    DecisionGroup,
+    DeviceFilter,
+    NewEnrollment,
+    StatusWrite,
+    Store,
+)
 
 
 def test_status_merges_and_every_supplemental_build_change_is_kept(devices: DeviceStore) -> None:
@@ -240,42 +248,75 @@ def test_a_bad_enrollment_batch_stores_nothing(devices: DeviceStore) -> None:
         devices.device_detail("ghost")
 
 
-def counted(engine: Engine) -> dict[DecisionGroup, int]:
-    """Live devices per decision group, counted from their rows: the reference."""
+def counted(engine: Engine) -> DecisionCounts:
+    """Live devices per decision group and live hosts' containers, counted from their
+    rows (as compliance did before the database kept counts): the reference."""
+    found = DecisionCounts()
     with engine.connect() as connection:
-        rows = connection.execute(
+        for *key, n in connection.execute(
             text(
                 "SELECT platform, product_version, decision_supplement_build, decision_outcome, "
                 "decision_reason, supplemental_build, count(*) FROM devices "
                 "WHERE decommissioned_at IS NULL GROUP BY 1, 2, 3, 4, 5, 6"
             )
+        ):
+            found.by_group[DecisionGroup(*key)] = n
+        for platform, *key, n in connection.execute(
+            text(
+                "SELECT d.platform, c.supplement_build, c.outcome, c.reason, c.installed_build, "
+                "sum(c.count) FROM container_decisions AS c JOIN devices AS d "
+                "ON d.id = c.device_id WHERE d.decommissioned_at IS NULL GROUP BY 1, 2, 3, 4, 5"
+            )
+        ):
+            found.containers[DecisionGroup(platform, None, *key)] = n
+    return found
+
+
+def containers(engine: Engine, host: str, *rows: tuple[str | None, str, int]) -> None:
+    """``host`` runs containers: (supplement build, outcome, count) per row."""
+    with engine.begin() as connection:
+        connection.execute(
+            insert(ContainerDecisionCount),
+            [
+                {"device_id": host, "position": i, "installed_build": None, "outcome": outcome}
+                | {"reason": "automatic", "supplement_build": build, "count": n}
+                for i, (build, outcome, n) in enumerate(rows)
+            ],
         )
-        return {DecisionGroup(p, v, b, o, r, i): n for p, v, b, o, r, i, n in rows}
 
 
 def test_decision_counts_the_database_keeps_match_the_devices(
     store: Store, engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Enrolment, reports, recomputed decisions, revocation, decommissioning and
-    re-enrolment each move the kept counts as the rows moved, before and after a fold."""
+    re-enrolment, and hosts' containers, each move the kept counts as the rows moved,
+    before and after a fold."""
     a, b, c, d = enrolled(store, "A", "B", "C", "D")
-    assert store.decision_counts().by_group == counted(engine) != {}
+    assert store.decision_counts() == counted(engine)
+    assert counted(engine).by_group != {}
     save(store, a, report(), NOW)
     save(store, b, report(supplemental="25D771280a"), NOW)
     save(store, c, report(), NOW)
+    containers(engine, b, ("13.2 (a)", "install", 3), (None, "unknown", 1))
+    containers(engine, c, ("13.2 (a)", "install", 2))
     store.touch_devices({a: LATER, d: LATER})  # no group column: no change
-    assert store.decision_counts().by_group == counted(engine)
+    assert store.decision_counts() == counted(engine)
+    assert counted(engine).containers != {}
     store.fold_decision_deltas()
-    assert store.decision_counts().by_group == counted(engine)
+    assert store.decision_counts() == counted(engine)
     installed = Decision(Outcome.UP_TO_DATE, Reason.SUPPLEMENT_INSTALLED, "installed")
-    store.store_decisions([(b, installed), (c, installed)])
+    store.store_decisions([(b, installed)])  # no containers decided: b's rows go
     store.revoke_device(a, LATER)
-    store.decommission_device(c, LATER)
-    assert store.decision_counts().by_group == counted(engine)
-    store.reenroll_device(c, LATER, lambda *_: "credential")
+    store.decommission_device(c, LATER)  # c and its containers leave compliance
+    assert store.decision_counts() == counted(engine)
+    assert counted(engine).containers == {}
+    store.reenroll_device(c, LATER, lambda *_: "credential")  # ... and come back
     monkeypatch.setattr(store_module, "FOLD_DELTAS", 0)
-    assert store.decision_counts().by_group == counted(engine)  # and folds
+    assert store.decision_counts() == counted(engine)  # and folds
     with engine.connect() as connection:
-        assert connection.execute(text("SELECT count(*) FROM decision_group_deltas")).scalar() == 0
-    assert store.decision_counts().by_group == counted(engine)
-    assert sum(store.decision_counts().by_group.values()) == 4
+        for table in ("decision_group_deltas", "container_group_deltas"):
+            assert connection.execute(text(f"SELECT count(*) FROM {table}")).scalar() == 0
+    kept = store.decision_counts()
+    assert kept == counted(engine)
+    assert sum(kept.by_group.values()) == 4
+    assert sum(kept.containers.values()) == 2

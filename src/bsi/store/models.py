@@ -193,38 +193,45 @@ class Device(Base):
     decommissioned_at: Mapped[datetime | None]
 
 
-def _decision_group_key(*, primary_key: bool) -> list[Column[str]]:
-    """A decision group's columns, as long as the device's; '' stands for NULL."""
+def _group_key(lengths: dict[str, int], *, primary_key: bool) -> list[Column[str]]:
+    """A kept group's columns, as long as the rows' they count; '' stands for NULL."""
     return [
-        Column(name, String(column_length(Device, name)), primary_key=primary_key, nullable=False)
-        for name in DECISION_GROUP_COLUMNS
+        Column(name, String(length), primary_key=primary_key, nullable=False)
+        for name, length in lengths.items()
     ]
 
 
-decision_group_counts = Table(
-    "decision_group_counts",
-    Base.metadata,
-    *_decision_group_key(primary_key=True),
-    Column("count", Integer, nullable=False),
+def _kept_counts(name: str, lengths: dict[str, int]) -> tuple[Table, Table]:
+    """The table of counts per group as of the last fold, and the table of changes since."""
+    counts = Table(
+        f"{name}_counts",
+        Base.metadata,
+        *_group_key(lengths, primary_key=True),
+        Column("count", Integer, nullable=False),
+    )
+    deltas = Table(
+        f"{name}_deltas",
+        Base.metadata,
+        Column("id", Integer, primary_key=True),
+        *_group_key(lengths, primary_key=False),
+        Column("change", Integer, nullable=False),
+    )
+    return counts, deltas
+
+
+decision_group_counts, decision_group_deltas = _kept_counts(
+    "decision_group", {name: column_length(Device, name) for name in DECISION_GROUP_COLUMNS}
 )
-"""Live (not decommissioned) devices per decision group, as of the last fold.
+"""Live (not decommissioned) devices per decision group: counts as of the last fold,
+and +1/-1 per device entering or leaving a group since.
 
 Kept by the database, not by bsi's code: triggers on ``devices`` (migration 0014)
-append +1/-1 to ``decision_group_deltas`` for every row inserted, deleted, or
-changed in a group column or in ``decommissioned_at``, in the writer's own
-transaction, so no write path can forget it. Writers only append: no counter row
-is updated by two transactions (no lock waits, no deadlocks between server
-processes). The true count of a group is its count plus its deltas;
-``Store.decision_counts`` reads both and folds the deltas in now and then."""
-
-decision_group_deltas = Table(
-    "decision_group_deltas",
-    Base.metadata,
-    Column("id", Integer, primary_key=True),
-    *_decision_group_key(primary_key=False),
-    Column("change", Integer, nullable=False),
-)
-"""+1/-1 per device entering or leaving a decision group since the last fold."""
+append to the deltas for every row inserted, deleted, or changed in a group column
+or in ``decommissioned_at``, in the writer's own transaction, so no write path can
+forget it. Writers only append: no counter row is updated by two transactions (no
+lock waits, no deadlocks between server processes). The true count of a group is
+its count plus its deltas; ``Store.decision_counts`` reads both and folds the deltas
+in now and then."""
 
 
 class DeviceLifecycleEvent(Base):
@@ -300,6 +307,25 @@ class ContainerDecisionCount(Base):
     reason: Mapped[str] = mapped_column(String(32))
     supplement_build: Mapped[str | None] = mapped_column(String(16))
     count: Mapped[int] = mapped_column(Integer)
+
+
+CONTAINER_GROUP_COLUMNS = ("platform", "supplement_build", "outcome", "reason", "installed_build")
+"""What compliance counts live hosts' running containers by: the host's platform and the
+container's ``container_decisions`` columns."""
+
+container_group_counts, container_group_deltas = _kept_counts(
+    "container_group",
+    {
+        "platform": column_length(Device, "platform"),
+        **{
+            name: column_length(ContainerDecisionCount, name)
+            for name in CONTAINER_GROUP_COLUMNS[1:]
+        },
+    },
+)
+"""Live hosts' running containers per group, kept like ``decision_group_counts`` by
+triggers (migration 0015) on ``container_decisions`` (a host's rows written or
+replaced) and on ``devices`` (a host's platform or ``decommissioned_at`` changed)."""
 
 
 class SupplementalBuildChange(Base):

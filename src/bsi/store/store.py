@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, or_, select, text, union_all, update
+from sqlalchemy import Table, delete, func, insert, or_, select, text, union_all, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, StatementError
 from sqlalchemy.orm import Session
 
@@ -43,6 +43,7 @@ from bsi.errors import (
 )
 from bsi.store.database import Sessions, require_current_schema
 from bsi.store.models import (
+    CONTAINER_GROUP_COLUMNS,
     DECISION_GROUP_COLUMNS,
     NOT_REPORTED,
     NOT_REPORTED_MESSAGE,
@@ -64,6 +65,8 @@ from bsi.store.models import (
     SupplementalBuildChange,
     SyncState,
     column_length,
+    container_group_counts,
+    container_group_deltas,
     decision_group_counts,
     decision_group_deltas,
 )
@@ -970,81 +973,61 @@ class Store(Sessions):
         return _record(row[0], row[1]), dict(row[0].status_items)
 
     def decision_counts(self) -> DecisionCounts:
-        """Devices (not decommissioned) per :class:`DecisionGroup`, read from the counts the
-        database keeps (``models.decision_group_counts``): as many rows as groups, however
-        many devices. More than :data:`FOLD_DELTAS` changes since the last fold are folded
-        into the counts afterwards."""
+        """Devices (not decommissioned) per :class:`DecisionGroup`, and live hosts' running
+        containers, read from the counts the database keeps (``models.decision_group_counts``,
+        ``models.container_group_counts``): as many rows as groups, however many devices.
+        More than :data:`FOLD_DELTAS` changes since the last fold are folded in afterwards."""
         counts = DecisionCounts()
-        key = [decision_group_counts.c[name] for name in DECISION_GROUP_COLUMNS]
-        both = union_all(
-            select(*key, decision_group_counts.c.count.label("n")),
-            select(
-                *(decision_group_deltas.c[name] for name in DECISION_GROUP_COLUMNS),
-                decision_group_deltas.c.change.label("n"),
-            ),
-        ).subquery()
-        grouped = [both.c[name] for name in DECISION_GROUP_COLUMNS]
-        total = func.sum(both.c.n)
         with self._reading() as session:
-            for *found, n in session.execute(
-                select(*grouped, total).group_by(*grouped).having(total != 0)
-            ):
-                platform, version, build, outcome, reason, installed = (v or None for v in found)
+            for found, n in _kept(session, *KEPT[0]):
+                platform, version, build, outcome, reason, installed = found
                 if outcome is None:  # not written by bsi (it stores not-reported): fail closed
                     outcome, reason = NOT_REPORTED
                 group = DecisionGroup(platform, version, build, outcome, reason or "", installed)
-                counts.by_group[group] = counts.by_group.get(group, 0) + int(n)
-            deltas = session.scalar(select(func.count()).select_from(decision_group_deltas))
-            containers = (
-                Device.platform,
-                ContainerDecisionCount.supplement_build,
-                ContainerDecisionCount.outcome,
-                ContainerDecisionCount.reason,
-                ContainerDecisionCount.installed_build,
+                counts.by_group[group] = counts.by_group.get(group, 0) + n
+            for found, n in _kept(session, *KEPT[1]):
+                platform, build, outcome, reason, installed = found
+                group = DecisionGroup(platform, None, build, outcome or "", reason or "", installed)
+                counts.containers[group] = counts.containers.get(group, 0) + n
+            deltas = sum(
+                session.scalar(select(func.count()).select_from(table)) or 0 for _, table, _ in KEPT
             )
-            for platform, build, outcome, reason, installed, n in session.execute(
-                select(*containers, func.sum(ContainerDecisionCount.count))
-                .join(Device, Device.id == ContainerDecisionCount.device_id)
-                .where(Device.decommissioned_at.is_(None))
-                .group_by(*containers)
-            ):
-                group = DecisionGroup(platform, None, build, outcome, reason, installed)
-                counts.containers[group] = counts.containers.get(group, 0) + int(n)
-        if (deltas or 0) > FOLD_DELTAS:
+        if deltas > FOLD_DELTAS:
             self.fold_decision_deltas()
         return counts
 
     def fold_decision_deltas(self) -> None:
-        """Add the deltas the triggers appended into ``decision_group_counts`` and drop them.
+        """Add the changes the triggers appended into the kept counts and drop them.
 
-        PostgreSQL: one statement deletes the deltas it sees and adds exactly those
-        (a delta committed meanwhile stays for the next fold; two folds never take
-        the same one), locking counters in key order (folds never deadlock). SQLite:
-        the write lock is held from the start, so nothing lands in between.
+        PostgreSQL: one statement deletes the changes it sees and adds exactly those
+        (one committed meanwhile stays for the next fold; two folds never take the
+        same one), locking counters in key order (folds never deadlock). SQLite: the
+        write lock is held from the start, so nothing lands in between.
         """
-        columns = ", ".join(DECISION_GROUP_COLUMNS)
-        upsert = (
-            f"ON CONFLICT ({columns}) DO UPDATE SET "
-            "count = decision_group_counts.count + excluded.count"
-        )
         with self._writing() as session:
-            if self.engine.dialect.name == "postgresql":
+            for counts, deltas, names in KEPT:
+                columns = ", ".join(names)
+                upsert = (
+                    f"ON CONFLICT ({columns}) DO UPDATE SET "
+                    f"count = {counts.name}.count + excluded.count"
+                )
+                if self.engine.dialect.name == "postgresql":
+                    session.execute(
+                        text(
+                            f"WITH moved AS (DELETE FROM {deltas.name} RETURNING {columns}, "
+                            f"change) INSERT INTO {counts.name} ({columns}, count) "
+                            f"SELECT {columns}, sum(change) FROM moved GROUP BY {columns} "
+                            f"ORDER BY {columns} {upsert}"
+                        )
+                    )
+                    continue
                 session.execute(
                     text(
-                        f"WITH moved AS (DELETE FROM decision_group_deltas RETURNING {columns}, "
-                        f"change) INSERT INTO decision_group_counts ({columns}, count) "
-                        f"SELECT {columns}, sum(change) FROM moved GROUP BY {columns} "
-                        f"ORDER BY {columns} {upsert}"
+                        f"INSERT INTO {counts.name} ({columns}, count) SELECT {columns}, "
+                        f"sum(change) FROM {deltas.name} WHERE true GROUP BY {columns} {upsert}"
                     )
                 )
-                return
-            session.execute(
-                text(
-                    f"INSERT INTO decision_group_counts ({columns}, count) SELECT {columns}, "
-                    f"sum(change) FROM decision_group_deltas WHERE true GROUP BY {columns} {upsert}"
-                )
-            )
-            session.execute(delete(decision_group_deltas))
+                session.execute(delete(deltas))
 
     def build_changes(self, supplemental_builds: Sequence[str]) -> list[BuildChange]:
         """Each device's first arrival on each of ``supplemental_builds``."""
@@ -1393,6 +1376,28 @@ def _filtered(
     elif f.lifecycle == "revoked":
         query = query.where(Device.revoked_at.is_not(None))
     return query
+
+
+KEPT = (
+    (decision_group_counts, decision_group_deltas, DECISION_GROUP_COLUMNS),
+    (container_group_counts, container_group_deltas, CONTAINER_GROUP_COLUMNS),
+)
+"""The counts the database keeps: (counts, changes since the last fold, group columns)."""
+
+
+def _kept(
+    session: Session, counts: Table, deltas: Table, names: Sequence[str]
+) -> list[tuple[list[str | None], int]]:
+    """Each group's values ('' read as None) and its count: as of the last fold, plus the
+    changes since; groups that count 0 are left out."""
+    both = union_all(
+        select(*(counts.c[name] for name in names), counts.c["count"].label("n")),
+        select(*(deltas.c[name] for name in names), deltas.c.change.label("n")),
+    ).subquery()
+    grouped = [both.c[name] for name in names]
+    total = func.sum(both.c.n)
+    rows = session.execute(select(*grouped, total).group_by(*grouped).having(total != 0))
+    return [([value or None for value in found], int(n)) for *found, n in rows]
 
 
 def _seen_terms(f: DeviceFilter) -> list[Any]:
