@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+from sqlalchemy import Engine, text
+
 from bsi.domain.eligibility import Decision, Outcome, Reason
 from bsi.domain.status import DeviceState, merge_status, parse_status_report
 from bsi.store.protocols import DeviceStore
-from bsi.store.store import NewEnrollment
+from bsi.store.store import DecisionCounts, DecisionGroup, NewEnrollment
 
 NOW = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(hours=1)
@@ -46,3 +48,27 @@ def enrolled(devices: DeviceStore, *device_ids: str) -> tuple[str, ...]:
     """Devices known to bsi (as NanoMDM's webhook or an admin import makes them)."""
     devices.register_enrollments([NewEnrollment(d) for d in device_ids], NOW)
     return device_ids
+
+
+def counted(engine: Engine) -> DecisionCounts:
+    """Live devices per decision group and live hosts' containers, counted from their
+    rows (as compliance did before the database kept counts): the reference."""
+    found = DecisionCounts()
+    with engine.connect() as connection:
+        for *key, n in connection.execute(
+            text(
+                "SELECT platform, product_version, decision_supplement_build, decision_outcome, "
+                "decision_reason, supplemental_build, count(*) FROM devices "
+                "WHERE decommissioned_at IS NULL GROUP BY 1, 2, 3, 4, 5, 6"
+            )
+        ):
+            found.by_group[DecisionGroup(*key)] = n
+        for platform, *key, n in connection.execute(
+            text(
+                "SELECT d.platform, c.supplement_build, c.outcome, c.reason, c.installed_build, "
+                "sum(c.count) FROM container_decisions AS c JOIN devices AS d "
+                "ON d.id = c.device_id WHERE d.decommissioned_at IS NULL GROUP BY 1, 2, 3, 4, 5"
+            )
+        ):
+            found.containers[DecisionGroup(platform, None, *key)] = n
+    return found

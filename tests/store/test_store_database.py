@@ -11,7 +11,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, text
-from store_facts import NOW
+from store_facts import NOW, counted
 
 from bsi.store.database import (
     DatabaseError,
@@ -30,7 +30,7 @@ from bsi.store.protocols import (
     DeviceStore,
     EventStore,
 )
-from bsi.store.store import NewEnrollment, Store
+from bsi.store.store import DeviceFilter, NewEnrollment, Store
 
 CONCERNS = (DeviceStore, CatalogStore, DeclarationStore, CredentialStore, EventStore, Database)
 
@@ -101,3 +101,43 @@ def test_widening_enrollment_ids_keeps_every_device_and_its_build_history(tmp_pa
     store.register_enrollments([NewEnrollment(long_id, parent_id="D1")], NOW)
     assert store.enrollment(long_id) is not None
     engine.dispose()
+
+
+def test_upgrading_a_populated_database_counts_its_devices_and_containers(engine: Engine) -> None:
+    """0013 stores never-reported devices' decision; 0014 and 0015 count what is there."""
+    command.downgrade(_alembic_config(engine), "0012")
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO device_groups (id, name, created_at) VALUES (1, 'default', :t)"),
+            {"t": NOW},
+        )
+        for device, outcome, decommissioned in (
+            ("never", None, None),
+            ("host", "install", None),
+            ("gone", "install", NOW),
+        ):
+            connection.execute(
+                text(
+                    "INSERT INTO devices (id, group_id, enrolled_at, status_items, status_errors, "
+                    "status_invalid, platform, decision_outcome, decision_reason, "
+                    "decommissioned_at) VALUES (:id, 1, :t, '{}', '[]', '[]', :p, :o, :r, :d)"
+                ),
+                {"id": device, "t": NOW, "p": outcome and "Debian", "o": outcome}
+                | {"r": outcome and "automatic", "d": decommissioned},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO container_decisions (device_id, position, outcome, reason, "
+                    "supplement_build, count) "
+                    "VALUES (:id, 0, 'install', 'automatic', '13.2 (a)', 2)"
+                ),
+                {"id": device},
+            )
+    upgrade(engine)
+    store = Store(engine)
+    kept = store.decision_counts()
+    assert kept == counted(engine)
+    assert sum(kept.by_group.values()) == 2
+    assert sum(kept.containers.values()) == 4  # "never" and "host": live hosts
+    (never,) = store.list_devices(DeviceFilter(decision_reason="not-reported"))
+    assert (never.device_id, never.decision_outcome) == ("never", "unknown")

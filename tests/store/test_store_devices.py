@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy import Engine, insert, text
-from store_facts import LATER, NOW, OFFERED, enrolled, report, save
+from store_facts import LATER, NOW, OFFERED, counted, enrolled, report, save
 
 from bsi.domain.eligibility import Decision, Outcome, Reason
 from bsi.domain.status import DeviceState, merge_status, parse_status_report
@@ -15,7 +15,6 @@ from bsi.store import store as store_module
 from bsi.store.models import ContainerDecisionCount
 from bsi.store.protocols import CredentialStore, DeviceStore
 from bsi.store.store import (
-    DecisionCounts,
     DecisionGroup,
     DeviceFilter,
     NewEnrollment,
@@ -246,30 +245,6 @@ def test_a_bad_enrollment_batch_stores_nothing(devices: DeviceStore) -> None:
     assert devices.device_identity("ghost") is None
     with pytest.raises(NotFound):
         devices.device_detail("ghost")
-
-
-def counted(engine: Engine) -> DecisionCounts:
-    """Live devices per decision group and live hosts' containers, counted from their
-    rows (as compliance did before the database kept counts): the reference."""
-    found = DecisionCounts()
-    with engine.connect() as connection:
-        for *key, n in connection.execute(
-            text(
-                "SELECT platform, product_version, decision_supplement_build, decision_outcome, "
-                "decision_reason, supplemental_build, count(*) FROM devices "
-                "WHERE decommissioned_at IS NULL GROUP BY 1, 2, 3, 4, 5, 6"
-            )
-        ):
-            found.by_group[DecisionGroup(*key)] = n
-        for platform, *key, n in connection.execute(
-            text(
-                "SELECT d.platform, c.supplement_build, c.outcome, c.reason, c.installed_build, "
-                "sum(c.count) FROM container_decisions AS c JOIN devices AS d "
-                "ON d.id = c.device_id WHERE d.decommissioned_at IS NULL GROUP BY 1, 2, 3, 4, 5"
-            )
-        ):
-            found.containers[DecisionGroup(platform, None, *key)] = n
-    return found
 
 
 def containers(engine: Engine, host: str, *rows: tuple[str | None, str, int]) -> None:
