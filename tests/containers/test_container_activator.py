@@ -329,10 +329,10 @@ def test_an_activation_killed_at_any_instant_is_recovered_and_never_passes_part_
     layout = StateLayout.for_root(tmp_path / "root")
     for calls in itertools.count(1):
         names = [str(run(client, images["base"], command=HOLDS_LIB).name) for _ in range(2)]
-        activator = ContainerActivator(layout, engine.url, stop_timeout=1)
+        activator = ContainerActivator(layout, engine.url, stop_timeout=0)
         with killed_after(calls) as made, suppress(Killed):
             activator.activate(manifest, staged)
-        restarted = ContainerActivator(layout, engine.url, stop_timeout=1)  # a new agent
+        restarted = ContainerActivator(layout, engine.url, stop_timeout=0)  # a new agent
         restarted.recover()
 
         now = {name: fresh(client, name) for name in names}
@@ -378,13 +378,13 @@ def test_a_later_letter_killed_at_any_instant_leaves_each_container_on_a_or_b(
     b = supplement(tmp_path, images["base"], letter="b", library=LIB_B, layout=layout)
     content = {"12C1000a": NEW_LIB, "12C1000b": LIB_B}
     names = [str(run(client, images["base"], command=HOLDS_LIB).name) for _ in range(2)]
-    ContainerActivator(layout, engine.url, stop_timeout=1).activate(*a)
+    ContainerActivator(layout, engine.url, stop_timeout=0).activate(*a)
     before = {name: configuration(fresh(client, name)) for name in names}
     for calls in itertools.count(1):
-        activator = ContainerActivator(layout, engine.url, stop_timeout=1)
+        activator = ContainerActivator(layout, engine.url, stop_timeout=0)
         with killed_after(calls) as made, suppress(Killed):
             activator.activate(*b)
-        restarted = ContainerActivator(layout, engine.url, stop_timeout=1)  # a new agent
+        restarted = ContainerActivator(layout, engine.url, stop_timeout=0)  # a new agent
         restarted.recover()
 
         now = {name: fresh(client, name) for name in names}
@@ -421,7 +421,7 @@ def test_a_newer_base_image_pulled_by_the_admin_supersedes_the_supplement(
     moved, stays = (str(run(client, tag, command=HOLDS_LIB).name) for _ in range(2))
     layout = StateLayout.for_root(tmp_path / "root")
     a = supplement(tmp_path, old_base, layout=layout)
-    activator = ContainerActivator(layout, engine.url, stop_timeout=1)
+    activator = ContainerActivator(layout, engine.url, stop_timeout=0)
     activator.activate(*a)
 
     publisher_fix = b"libssl 3.0.3 from the publisher\n"

@@ -93,7 +93,7 @@ def test_a_later_letter_recreates_each_container_once_and_a_failing_one_returns_
     root.mkdir()
     config = parse_config(f"activator: container\ncontainer_engine: {engine.url}\n")
     layout = StateLayout.for_root(root, config.state_dir_under(root))
-    activator = ContainerActivator(layout, engine.url, health_timeout=1, stop_timeout=1)
+    activator = ContainerActivator(layout, engine.url, health_timeout=1, stop_timeout=0)
     agent = Agent(root, config, activator=activator)
     state = LocalState()
     # Each letter is staged just before its plan, as the runner's download and stage

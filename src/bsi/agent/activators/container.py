@@ -95,6 +95,8 @@ OLD_SUFFIX = ".bsi-old"
 """A container being recreated keeps its old self under ``<name>.bsi-old`` until then."""
 
 HEALTH_POLL = 0.5
+_API_VERSIONS: dict[str, str] = {}
+"""The Docker Engine API version negotiated with each engine address, in this process."""
 
 
 class EngineUnavailable(ActivationError):
@@ -167,10 +169,20 @@ class ContainerActivator:
     # -- the engine ------------------------------------------------------------
 
     def client(self) -> docker.DockerClient:
-        """A client that has answered a ping, else :class:`EngineUnavailable`."""
+        """A client that has answered a ping, else :class:`EngineUnavailable`.
+
+        The API version is negotiated with the engine once per process and engine
+        address (:data:`_API_VERSIONS`): Podman takes about a second to answer
+        ``GET /version``, which the SDK otherwise asks at every client it makes.
+        """
         try:
-            client = docker.DockerClient(base_url=self.engine_url, timeout=self.api_timeout)
+            client = docker.DockerClient(
+                base_url=self.engine_url,
+                timeout=self.api_timeout,
+                version=_API_VERSIONS.get(self.engine_url, "auto"),
+            )
             client.ping()
+            _API_VERSIONS[self.engine_url] = str(client.api.api_version)
         except docker.errors.DockerException as error:
             raise EngineUnavailable(
                 f"the container engine at {self.engine_url} does not answer ({_short(error)}); "
