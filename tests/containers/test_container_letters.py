@@ -47,22 +47,30 @@ def letter(build: str, replacing: str | None = None) -> Plan:
     return Plan(tuple(steps), None)
 
 
-@contextmanager
-def created(engine: Engine, names: list[str]) -> Iterator[Counter[str]]:
-    """Count the containers the engine creates under ``names`` inside the block."""
-    counts: Counter[str] = Counter()
-    since = int(time.time()) - 1
-    yield counts
+def creations(engine: Engine, names: list[str]) -> dict[str, str]:
+    """Every container the engine has created under one of ``names``: its ID, its name."""
     events = engine.client().events(
-        since=since,
+        since=0,
         until=int(time.time()) + 1,
         decode=True,
         filters={"type": "container", "event": "create"},
     )
+    found = {}
     for event in events:
         name = event.get("Actor", {}).get("Attributes", {}).get("name")
         if name in names:
-            counts[name] += 1
+            found[str(event.get("id"))] = str(name)
+    return found
+
+
+@contextmanager
+def created(engine: Engine, names: list[str]) -> Iterator[Counter[str]]:
+    """Count the containers the engine creates under ``names`` inside the block."""
+    counts: Counter[str] = Counter()
+    before = creations(engine, names)
+    yield counts
+    after = creations(engine, names)
+    counts.update(after[ident] for ident in after.keys() - before.keys())
 
 
 def on(container: Container) -> str | None:
