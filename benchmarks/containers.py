@@ -96,17 +96,23 @@ def main() -> int:
             if len(patched) != 1:
                 print(f"FAILED: expected one patched image, found {patched}")
                 return 1
+            for container in client.containers.list():
+                inside = container.exec_run(["cat", "/usr/lib/libssl.so.3"]).output
+                if inside != new_lib:
+                    print(f"FAILED: {container.name} has {len(inside)} bytes, not the new library")
+                    return 1
             patched_image = client.images.get(patched.pop())
             base_layers = client.images.get(base).attrs["RootFS"]["Layers"]
             if patched_image.attrs["RootFS"]["Layers"][:-1] != base_layers:
                 print("FAILED: the patched image is not the base plus one layer")
                 return 1
-            # The newest history entry is the added layer, with its own size.
-            layer = int(patched_image.history()[0]["Size"])
             sizes = {
                 "base": client.images.get(base).attrs["Size"],
                 "rebuilt": client.images.get(rebuilt).attrs["Size"],
             }
+            # The added layer: the newest history entry that made one (the build's label
+            # step comes after it and adds none).
+            layer = next(int(h["Size"]) for h in patched_image.history() if int(h["Size"]) > 0)
     print(f"containers recreated: {args.containers} on the patched image")
     print(
         f"publish -> all recreated and healthy: {elapsed:.1f} s "

@@ -34,6 +34,8 @@ from bsi.agent.activators.container import (
     ContainerActivator,
     EngineUnavailable,
     NotReproducible,
+    _read_from_image,
+    build_patched_image,
 )
 from bsi.cryptex import parse_spec
 from bsi.cryptex.build import build_bundle, diff_trees
@@ -493,3 +495,36 @@ def server_decisions(
         decide(host, catalog, policy, NOW), host.containers, host, catalog, policy, NOW
     )
     return decision.containers
+
+
+def test_a_patched_file_of_the_base_files_size_is_in_the_patched_image(
+    engine: Engine, images: dict[str, str], tmp_path: Path
+) -> None:
+    """The base image's files carry modification time 0 (as reproducible images do); a
+    patched library of the same size once matched on size and time, and Podman's layer
+    differ left it out: the image was labelled patched and ran the old library."""
+    same_size = OLD_LIB.replace(b"old", b"new")
+    assert len(same_size) == len(OLD_LIB)
+    manifest, staged = supplement(tmp_path, images["base"], library=same_size)
+    client = engine.client()
+    image_id = build_patched_image(client, images["base"], manifest, staged)
+    assert _read_from_image(client, image_id, "usr/lib/libssl.so.3") == same_size
+
+
+def test_a_patched_image_without_the_supplements_bytes_is_refused_and_removed(
+    engine: Engine, images: dict[str, str], tmp_path: Path
+) -> None:
+    manifest, staged = supplement(tmp_path, images["base"])
+    library = staged / "usr/lib/libssl.so.3"
+    library.chmod(0o644)
+    library.write_bytes(NEW_LIB.replace(b"fixed", b"EVIL!"))
+    client = engine.client()
+    before = {i.id for i in client.images.list(all=True)}
+    with pytest.raises(ActivationError, match=r"has sha256 \w+ at /usr/lib/libssl\.so\.3") as e:
+        build_patched_image(client, images["base"], manifest, staged)
+    assert e.value.reason == "image-build-mismatch"
+    assert not any(
+        i.labels.get(LABEL_SUPPLEMENTAL_BUILD)
+        for i in client.images.list(all=True)
+        if i.id not in before
+    )

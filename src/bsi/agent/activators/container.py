@@ -45,6 +45,7 @@ container an agent killed mid-way left renamed or stopped.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import tarfile
@@ -669,19 +670,32 @@ def _dpkg_packages(status: bytes, base: ImageBase) -> tuple[PackageVersion, ...]
 
 
 def _read_from_image(client: docker.DockerClient, image_id: str, path: str) -> bytes | None:
-    """One file of an image, through a container created (never started) and removed."""
+    """One file of an image (None: not there)."""
+    return _files_in_image(client, image_id, [path])[path]
+
+
+def _files_in_image(
+    client: docker.DockerClient, image_id: str, paths: list[str]
+) -> dict[str, bytes | None]:
+    """Files of an image by path (None: not there), through one container created
+    (never started) and removed."""
     container = client.containers.create(image_id, command=["/bin/true"])
+    found: dict[str, bytes | None] = {}
     try:
-        stream, _ = container.get_archive("/" + path)
-        data = b"".join(stream)
-    except docker.errors.NotFound:
-        return None
+        for path in paths:
+            try:
+                stream, _ = container.get_archive("/" + path)
+                data = b"".join(stream)
+            except docker.errors.NotFound:
+                found[path] = None
+                continue
+            with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+                member = next((m for m in tar.getmembers() if m.isfile()), None)
+                extracted = tar.extractfile(member) if member is not None else None
+                found[path] = extracted.read() if extracted is not None else None
     finally:
         container.remove(force=True)
-    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
-        member = next((m for m in tar.getmembers() if m.isfile()), None)
-        extracted = tar.extractfile(member) if member is not None else None
-        return extracted.read() if extracted is not None else None
+    return found
 
 
 def patched_labels(manifest: Manifest, base_image: str) -> dict[str, str]:
@@ -698,7 +712,15 @@ def build_patched_image(
     client: docker.DockerClient, base_image: str, manifest: Manifest, staged_dir: Path
 ) -> str:
     """``base_image`` + one layer of ``manifest``'s staged files (modes and owners as the
-    manifest says), labelled; its image ID. Built locally, no registry."""
+    manifest says), labelled; its image ID. Built locally, no registry.
+
+    Each file's bytes in the built image are read back and checked against the
+    manifest's SHA-256 before any container is recreated on it: a storage driver
+    that diffs layers by size and modification time (Podman's ``vfs``, any naive
+    differ) leaves out a patched file of the base file's size and time, and the
+    image would be labelled patched while it runs the old code. Raises
+    :class:`ActivationError` (the image removed) when a file does not match.
+    """
     context = io.BytesIO()
     labels = patched_labels(manifest, base_image)
     dockerfile = f"FROM {base_image}\nCOPY files/ /\n".encode()
@@ -712,13 +734,29 @@ def build_patched_image(
             info.size = source.stat().st_size
             info.mode = entry.mode or 0o644
             info.uid, info.gid = entry.uid or 0, entry.gid or 0
+            info.mtime = int(time.time())  # never the base file's (often 0 in built images)
             with source.open("rb") as data:
                 tar.addfile(info, data)
     context.seek(0)
     image, _ = client.images.build(
         fileobj=context, custom_context=True, rm=True, forcerm=True, labels=labels
     )
-    return str(image.id)
+    image_id = str(image.id)
+    paths = [entry.path for entry in manifest.payloads]
+    for path, inside in _files_in_image(client, image_id, paths).items():
+        expected = next(e.sha256 for e in manifest.payloads if e.path == path)
+        if inside is None or hashlib.sha256(inside).hexdigest() != expected:
+            client.images.remove(image_id, force=True)
+            got = "nothing" if inside is None else f"sha256 {hashlib.sha256(inside).hexdigest()}"
+            raise ActivationError(
+                f"the patched image built for {manifest.display()} has {got} at /{path}, "
+                f"not the supplement's sha256 {expected}; the image was removed and no "
+                "container is recreated on it",
+                reason="image-build-mismatch",
+                hint="the container engine's storage driver dropped the file from the "
+                "added layer; report it with the engine's version and storage driver",
+            )
+    return image_id
 
 
 def _image_base(manifest: Manifest) -> ImageBase:
