@@ -47,30 +47,38 @@ def letter(build: str, replacing: str | None = None) -> Plan:
     return Plan(tuple(steps), None)
 
 
-def creations(engine: Engine, names: list[str]) -> dict[str, str]:
-    """Every container the engine has created under one of ``names``: its ID, its name."""
-    events = engine.client().events(
-        since=0,
-        until=int(time.time()) + 1,
-        decode=True,
-        filters={"type": "container", "event": "create"},
-    )
-    found = {}
-    for event in events:
-        name = event.get("Actor", {}).get("Attributes", {}).get("name")
-        if name in names:
-            found[str(event.get("id"))] = str(name)
-    return found
-
-
 @contextmanager
-def created(engine: Engine, names: list[str]) -> Iterator[Counter[str]]:
-    """Count the containers the engine creates under ``names`` inside the block."""
+def created(engine: Engine, names: list[str], image: str) -> Iterator[Counter[str]]:
+    """Count the containers the engine creates under ``names`` inside the block.
+
+    The engine's live ``create`` events are read between two marker containers made
+    from ``image``, one before the block and one after it, so that nothing outside
+    the block is counted and nothing inside it is missed. (A read of past events
+    with ``until`` is cut short by Podman when reading its event log takes longer
+    than the time left to ``until``, as it does late in a loaded run.)
+    """
+    client = engine.client()
+    stream = client.events(decode=True, filters={"type": "container", "event": "create"})
+    marks = iter(f"letters-mark-{time.monotonic_ns()}-{end}" for end in ("start", "end"))
+
+    def created_until_mark() -> list[tuple[str, str]]:
+        mark = next(marks)
+        client.containers.create(image, name=mark).remove(force=True)
+        seen = []
+        for event in stream:
+            name = str(event.get("Actor", {}).get("Attributes", {}).get("name"))
+            if name == mark:
+                return seen
+            seen.append((str(event.get("id")), name))
+        raise AssertionError(f"the engine's event stream ended before {mark} was created")
+
     counts: Counter[str] = Counter()
-    before = creations(engine, names)
-    yield counts
-    after = creations(engine, names)
-    counts.update(after[ident] for ident in after.keys() - before.keys())
+    try:
+        created_until_mark()
+        yield counts
+        counts.update(name for name in dict(created_until_mark()).values() if name in names)
+    finally:
+        stream.close()
 
 
 def on(container: Container) -> str | None:
@@ -112,7 +120,7 @@ def test_a_later_letter_recreates_each_container_once_and_a_failing_one_returns_
     on_a = {name: client.containers.get(name).id for name in names}
 
     supplement(tmp_path, base, letter="b", library=LIB_B, layout=layout)
-    with created(engine, names) as recreations:
+    with created(engine, names, base) as recreations:
         agent._carry_out(letter("12C1000b", replacing="12C1000a"), state)
 
     # Once each: from (a)'s patched image straight onto (b)'s, never via the base.
@@ -130,7 +138,7 @@ def test_a_later_letter_recreates_each_container_once_and_a_failing_one_returns_
     # (c) passes its check in web0 and fails it in web1: it fails part-way.
     check = '/bin/sh -c "test $ROLE = web0"'
     supplement(tmp_path, base, check, letter="c", library=LIB_C, layout=layout)
-    with created(engine, names) as recreations, pytest.raises(ActivationError) as raised:
+    with created(engine, names, base) as recreations, pytest.raises(ActivationError) as raised:
         agent._carry_out(letter("12C1000c", replacing="12C1000b"), state)
 
     # web0 went onto (c) and straight back onto (b); web1 failed on (c) and was put back
