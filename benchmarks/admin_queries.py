@@ -55,7 +55,7 @@ from bsi.store.models import (
     Device,
     SupplementalBuildChange,
 )
-from bsi.store.store import DEFAULT_GROUP, FOLD_DELTAS, DeviceFilter, Store
+from bsi.store.store import DEFAULT_GROUP, FOLD_DELTAS, DecidedDevice, DeviceFilter, Store
 
 NOW = datetime(2026, 11, 30, 12, 0, tzinfo=UTC)
 BEFORE = "0012"
@@ -260,7 +260,7 @@ def decide_ms(store: Store, offset: int, decision: Decision, devices: int = BATC
             text(f"SELECT id FROM devices WHERE {LIVE} ORDER BY id LIMIT :n OFFSET :o"),
             {"n": devices, "o": offset},
         ).scalars()
-        decisions = [(device_id, decision) for device_id in ids]
+        decisions = [DecidedDevice(device_id, 0, decision) for device_id in ids]
     started = time.perf_counter()
     store.store_decisions(decisions)
     return (time.perf_counter() - started) * 1000

@@ -8,6 +8,7 @@ import io
 import json
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_admin import import_real_catalogue, report_sample_fleet
@@ -240,3 +241,27 @@ def test_exit_codes_of_the_real_command(server: RunningServer, tmp_path: Path) -
     refused = run_bsi("admin", "groups", "list", env={**env, "BSI_API_KEY": "nope"})
     assert refused.returncode == EXIT_UNREACHABLE
     assert "unknown or revoked API key" in refused.stderr
+
+
+def test_recomputing_shows_the_decision_pass_under_way(
+    server: RunningServer, admin: Admin, shared_data: Path
+) -> None:
+    """Idle, then during a pass (seen from inside it, as it decides its first device)."""
+    import_real_catalogue(server, shared_data)
+    report_sample_fleet(server)
+    assert admin("recomputing").stdout.strip() == "no decision pass under way"
+    assert admin("recomputing", "--json").json() == {"recomputing": None}
+    rollouts = server.service.rollouts
+    real, printed = rollouts.holds, []
+
+    def holds(*args: Any) -> Any:
+        if not printed:
+            printed.append(admin("recomputing").stdout)
+        return real(*args)
+
+    rollouts.holds = holds  # type: ignore[method-assign]
+    try:
+        assert server.recompute()["devices"] == 9
+    finally:
+        rollouts.holds = real  # type: ignore[method-assign]
+    assert printed[0].startswith("deciding again for every device: 9 of 9 device(s) left"), printed

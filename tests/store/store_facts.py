@@ -16,12 +16,14 @@ LATER = NOW + timedelta(hours=1)
 OFFERED = Decision(Outcome.INSTALL, Reason.OFFERED, "offer")
 
 
-def report(build: str = "25D2128", supplemental: str = "") -> dict[str, object]:
+def report(
+    build: str = "25D2128", supplemental: str = "", platform: str = "macOS"
+) -> dict[str, object]:
     return {
         "StatusItems": {
             "device": {
                 "operating-system": {
-                    "family": "macOS",
+                    "family": platform,
                     "version": "26.3.1",
                     "build-version": build,
                     "supplemental": {"build-version": supplemental, "extra-version": ""},

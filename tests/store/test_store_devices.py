@@ -15,11 +15,13 @@ from bsi.store import store as store_module
 from bsi.store.models import ContainerDecisionCount
 from bsi.store.protocols import CredentialStore, DeviceStore
 from bsi.store.store import (
+    DecidedDevice,
     DecisionGroup,
     DeviceFilter,
     NewEnrollment,
     StatusWrite,
     Store,
+    StoredDecisions,
 )
 
 
@@ -89,7 +91,7 @@ def test_decision_counts_group_by_target_outcome_reason_and_installed_build(
         DecisionGroup("macOS", "26.3.1", None, "install", "offered-to-user", "25D771280a"): 1,
         DecisionGroup(None, None, None, "unknown", "not-reported"): 1,
     }
-    assert devices.store_decisions([]) == 0
+    assert devices.store_decisions([]) == StoredDecisions(0, [])
 
 
 def test_recomputed_decisions_reach_every_reporting_device(devices: DeviceStore) -> None:
@@ -100,11 +102,69 @@ def test_recomputed_decisions_reach_every_reporting_device(devices: DeviceStore)
     batches = list(devices.device_states(batch_size=2))
     assert [len(b) for b in batches] == [2, 1]  # never-reporting devices have no state
     states = [row for batch in batches for row in batch]
-    assert [device_id for device_id, _group, _state in states] == list(reporting)
-    assert str(states[0][2].build) == "25D2128"
+    assert [row.device_id for row in states] == list(reporting)
+    assert str(states[0].state.build) == "25D2128"
     recomputed = Decision(Outcome.UNKNOWN, Reason.NOT_REPORTED, "recomputed")
-    assert devices.store_decisions((d, recomputed) for d, _g, _s in states) == 3
+    stored = devices.store_decisions(
+        DecidedDevice(r.device_id, r.version, recomputed) for r in states
+    )
+    assert stored == StoredDecisions(3, [])
     assert devices.count_devices(DeviceFilter(decision_outcome="unknown")) == 4
+
+
+def test_a_recomputed_decision_never_overwrites_a_report_stored_since_its_state_was_read(
+    devices: DeviceStore,
+) -> None:
+    """The pass reads states, a device reports, the pass writes: the reported device
+    keeps the decision its report stored and comes back as stale; the others land."""
+    quiet, reporting = enrolled(devices, "quiet", "reporting")
+    for device_id in (quiet, reporting):
+        save(devices, device_id, report(), NOW)
+    (read,) = devices.device_states()
+    save(devices, reporting, report(supplemental="25D771280a"), LATER)  # meanwhile
+    recomputed = Decision(Outcome.BLOCKED, Reason.NOT_REPORTED, "decided from the older state")
+    stored = devices.store_decisions(
+        DecidedDevice(r.device_id, r.version, recomputed) for r in read
+    )
+    assert stored == StoredDecisions(1, [reporting])
+    assert devices.get_device(quiet)[0].decision_outcome == "blocked"
+    fresh = devices.get_device(reporting)[0]
+    assert (fresh.decision_outcome, fresh.supplemental_build) == ("install", "25D771280a")
+    (again,) = devices.device_states(devices=[reporting])  # read again: lands
+    assert [r.version for r in again] == [r.version + 1 for r in read if r.device_id == reporting]
+    assert devices.store_decisions(
+        DecidedDevice(r.device_id, r.version, recomputed) for r in again
+    ) == StoredDecisions(1, [])
+    assert devices.get_device(reporting)[0].decision_outcome == "blocked"
+
+
+def test_device_states_of_a_scope_read_only_its_devices_each_once(store: Store) -> None:
+    """By platform as devices spelled it, by group, by id; a device in several once."""
+    devices: DeviceStore = store
+    store.ensure_group("lab", NOW)
+    mac, ipad, linux, silent = enrolled(devices, "mac", "ipad", "linux", "silent")
+    devices.register_enrollments([NewEnrollment("lab-mac", group="lab")], NOW)
+    save(devices, mac, report(), NOW)
+    save(devices, ipad, report(platform="iPadOS"), NOW)
+    save(devices, linux, report(platform="debian"), NOW)
+    save(devices, "lab-mac", report(), NOW)
+    assert devices.reported_platforms() == ["debian", "iPadOS", "macOS"]
+    (lab,) = {r.group_id for b in devices.device_states() for r in b if r.device_id == "lab-mac"}
+
+    def read(**scope: object) -> list[str]:
+        rows = [r.device_id for b in devices.device_states(batch_size=1, **scope) for r in b]
+        assert len(rows) == len(set(rows))
+        assert devices.count_device_states(**scope) == len(rows)  # type: ignore[arg-type]
+        return sorted(rows)
+
+    assert read(platforms=["iPadOS"]) == [ipad]
+    assert read(platforms=[], groups=[], devices=[]) == []
+    assert read(groups=[lab]) == ["lab-mac"]
+    assert read(platforms=["macOS"], groups=[lab], devices=[mac, linux]) == sorted(
+        [mac, "lab-mac", linux]
+    )
+    assert read(devices=[ipad, silent, "ghost"]) == [ipad]  # silent has not reported
+    assert read() == sorted([mac, ipad, linux, "lab-mac"])
 
 
 def test_a_batch_of_reports_lands_together_and_a_bad_one_alone_is_refused(
@@ -280,7 +340,8 @@ def test_decision_counts_the_database_keeps_match_the_devices(
     store.fold_decision_deltas()
     assert store.decision_counts() == counted(engine)
     installed = Decision(Outcome.UP_TO_DATE, Reason.SUPPLEMENT_INSTALLED, "installed")
-    store.store_decisions([(b, installed)])  # no containers decided: b's rows go
+    (b_row,) = [r for batch in store.device_states(devices=[b]) for r in batch]
+    store.store_decisions([DecidedDevice(b, b_row.version, installed)])  # b's rows go
     store.revoke_device(a, LATER)
     store.decommission_device(c, LATER)  # c and its containers leave compliance
     assert store.decision_counts() == counted(engine)

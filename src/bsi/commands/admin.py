@@ -709,6 +709,27 @@ def recompute() -> None:
     out.print(f"decided for {answer['devices']} device(s)")
 
 
+@admin_app.command("recomputing")
+@reporting
+def recomputing(as_json: Json = False) -> None:
+    """The decision pass under way on the server (decisions follow a change in the
+    background, only for the devices it can affect)."""
+    answer = client().get("/decisions/recompute")
+    found = answer["recomputing"]
+    if as_json:
+        done(answer, as_json, "")
+    elif found is None:
+        out.print("no decision pass under way")
+    elif "devices_left" not in found:
+        out.print(f"deciding again soon for {found['affects']}")
+    else:
+        out.print(
+            f"deciding again for {found['affects']}: {found['devices_left']:,} of "
+            f"{found['devices']:,} device(s) left (started {found['started_at']})"
+            + ("; another change waits for the next pass" if found["queued"] else "")
+        )
+
+
 @admin_app.command("wake")
 @reporting
 def wake() -> None:

@@ -131,7 +131,7 @@ def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
 
             def on_publish() -> None:
                 service.sync_repository(repo)
-                service.recompute_decisions()
+                service.recompute_changed()
 
             tasks.append(
                 asyncio.create_task(

@@ -117,6 +117,18 @@ class _Snapshot:
     identifier, when an Apple rollout has devices drawn into its waves."""
 
 
+@dataclass(frozen=True, slots=True)
+class RolloutInputs:
+    """What holds devices back, by what it concerns: per rollout platform (as the
+    catalogue spells it) its rollouts, each with its stored wave declarations; per
+    group id its maintenance window; and the group names (a device's late wave is
+    drawn by its group's name)."""
+
+    by_platform: dict[str, tuple[object, ...]]
+    windows: dict[int, MaintenanceWindow]
+    groups: dict[int, str]
+
+
 class Rollouts:
     """The rollout service. ``catalog`` gives the served catalogue; ``set_state`` changes a
     supplement's published state (an abort withdraws); ``changed`` is called after any
@@ -213,6 +225,24 @@ class Rollouts:
         if not gates and window is None:
             return NO_HOLDS
         return DeviceHolds(gates, window)
+
+    def decision_inputs(self) -> RolloutInputs:
+        """What :meth:`holds` and :meth:`wave_declarations` read, as values to compare
+        between two instants (:meth:`bsi.server.service.BsiService.recompute_changed`)."""
+        snapshot = self._current()
+        by_platform: dict[str, list[object]] = {}
+        for stored, _members in snapshot.rollouts:
+            build = stored.rollout.build
+            waves = [
+                snapshot.waves.get(wave_identifier(build, wave))
+                for wave in range(len(stored.rollout.plan.effective_waves))
+            ]
+            by_platform.setdefault(stored.platform, []).append((stored.id, stored.rollout, waves))
+        return RolloutInputs(
+            {platform: tuple(found) for platform, found in by_platform.items()},
+            dict(snapshot.windows),
+            dict(snapshot.groups),
+        )
 
     def wave_declarations(self, device_id: str, group_id: int) -> tuple[Declaration, ...]:
         """The wave enforcements served to ``device_id`` itself: that of each Apple

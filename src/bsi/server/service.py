@@ -20,12 +20,13 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+from bsi.domain.affected import EVERYONE, NOBODY, Affected, catalogue_change, changed_keys
 from bsi.domain.catalog import Catalog, Supplement, SupplementState
 from bsi.domain.compliance import ComplianceSummary, FleetGroup, summarize
 from bsi.domain.containers import CONTAINERS_ITEM, ContainerFacts, read_container_items
@@ -70,17 +71,19 @@ from bsi.server import credentials
 from bsi.server.limits import RateLimit
 from bsi.server.linux_catalog import catalog_from_repository
 from bsi.server.revocations import Revocations
-from bsi.server.rollouts import Rollouts, device_events
+from bsi.server.rollouts import RolloutInputs, Rollouts, device_events
 from bsi.server.status_writer import StatusWriter
 from bsi.server.webhooks import Webhooks
 from bsi.store.protocols import Stores
 from bsi.store.rollouts import NewEvent
 from bsi.store.store import (
+    DecidedDevice,
     DecisionCounts,
     DecisionGroup,
     DeviceFilter,
     DeviceIdentity,
     DeviceRecord,
+    DeviceStateRow,
     Enrollment,
     NewEnrollment,
     SecurityEventRecord,
@@ -98,6 +101,45 @@ STATUS_COST_BYTES = 64 * 1024
 """Status report body bytes one rate-limit token pays for."""
 STATUS_WRITE_TIMEOUT = 60.0
 """Seconds a report waits for its write before the device is told to retry."""
+
+
+RECOMPUTE_BATCH = 500
+"""Devices a decision pass reads, decides and writes per batch (one read, one write)."""
+RECOMPUTE_YIELD = 1.0
+"""After each batch a decision pass sleeps this many times as long as the batch took,
+so check-ins have the database and the interpreter at least half of the time."""
+STALE_ATTEMPTS = 3
+"""Times a pass decides again the devices that reported while their decision was made."""
+
+
+@dataclass(frozen=True, slots=True)
+class _DecisionInputs:
+    """Every input of the stored decisions but each device's state and the time."""
+
+    catalog: Catalog
+    policies: dict[int, SoftwareUpdatePolicy]
+    """Each group's policy, without any device's own wave declarations (see ``rollouts``)."""
+    rollouts: RolloutInputs
+
+    def affects_since(self, before: _DecisionInputs | None) -> Affected:
+        """The devices whose decision the change from ``before`` (None: unknown) can alter."""
+        if before is None or before.rollouts.groups != self.rollouts.groups:
+            return EVERYONE
+        return catalogue_change(before.catalog, self.catalog) | Affected(
+            platforms=changed_keys(before.rollouts.by_platform, self.rollouts.by_platform),
+            groups=changed_keys(before.policies, self.policies)
+            | changed_keys(before.rollouts.windows, self.rollouts.windows),
+        )
+
+
+@dataclass(slots=True)
+class _Progress:
+    """A decision pass under way (:meth:`BsiService.recomputing`)."""
+
+    affects: str
+    devices: int
+    started_at: datetime
+    decided: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,9 +260,15 @@ class BsiService:
         self._events_logged: dict[tuple[str, str | None], float] = {}
         self._events_stored: collections.deque[float] = collections.deque()
         self._status_limit = RateLimit(status_burst, status_per_second, "status reports")
-        self._recompute_soon = _Coalesced(
-            self.recompute_decisions, "deciding again for every device"
-        )
+        self._recompute_soon = _Coalesced(self.recompute_changed, "deciding again")
+        self._pass_lock = threading.Lock()
+        """Held by the decision pass under way (one at a time)."""
+        self._pending_lock = threading.Lock()
+        self._pending: Affected = NOBODY
+        """Devices to decide again at the next pass, beyond what changed inputs affect."""
+        self._decided: _DecisionInputs | None = None
+        """The inputs of the last finished pass: what a change is compared with."""
+        self._progress: _Progress | None = None
         self.revocations = Revocations(stores.credentials)
         self.on_change: Callable[[], None] = lambda: None
         """Called after any change that may alter what devices should run (wake-ups)."""
@@ -232,7 +280,7 @@ class BsiService:
             self.catalog,
             self.set_supplement_state,
             lambda: self.on_change(),
-            recompute=self.recompute_decisions,
+            recompute=self.recompute_changed,
             recompute_soon=self.recompute_decisions_soon,
             declarations=lambda: [d for d, _ in self._declarations.declarations()],
             issue=self._issue_declaration,
@@ -790,28 +838,121 @@ class BsiService:
         own = self.rollouts.wave_declarations(device_id, group_id)
         return self.group_view(group_id, own=own).policy
 
-    def recompute_decisions(self) -> int:
-        """Decide again for every reporting device (after the catalogue or a policy changed)."""
-        self._catalog.drop()
-        self._groups.drop()
-        catalog, now = self.catalog(), self.clock()
+    def recompute_decisions(self, affected: Affected = EVERYONE) -> int:
+        """Decide again, now, for the devices ``affected`` names (every device unless
+        told), with those :meth:`recompute_changed` would; returns how many decisions
+        were stored."""
+        with self._pending_lock:
+            self._pending |= affected
+        return self.recompute_changed()
 
-        def decisions() -> Iterable[tuple[str, Decision]]:
-            for batch in self._devices.device_states():
-                for device_id, group_id, state in batch:
-                    holds = self.rollouts.holds(device_id, group_id, state.platform)
-                    policy = self._device_policy(device_id, group_id)
-                    yield device_id, _decision(state, catalog, policy, now, holds)
+    def recompute_changed(self) -> int:
+        """Decide again for the devices whose decision changed inputs can alter since
+        the last pass of this process (:mod:`bsi.domain.affected`): the catalogue (by
+        platform), a group's policy or maintenance window (by group), a rollout (by
+        platform); every device on the first pass, or when the group names or the
+        platforms the catalogue knows changed (fail closed). Returns how many decisions
+        were stored.
 
-        return self._devices.store_decisions(decisions())
+        Runs off the request path: in batches of :data:`RECOMPUTE_BATCH`, each
+        followed by a pause of :data:`RECOMPUTE_YIELD` times its own duration, so
+        check-ins keep the database and the interpreter meanwhile. One pass runs at a
+        time; changes made while it runs are decided by the next pass, one for all of
+        them. Each decision is stored only if the device's state is still the one it
+        was decided from (:meth:`bsi.store.store.Store.store_decisions`); a device that
+        reported meanwhile is read and decided again. :meth:`recomputing` shows the
+        pass under way.
+        """
+        with self._pass_lock:
+            with self._pending_lock:
+                wanted, self._pending = self._pending, NOBODY
+            try:
+                self._catalog.drop()
+                self._groups.drop()
+                self.rollouts.forget()
+                inputs = self._decision_inputs()
+                decided = self._decide(wanted | inputs.affects_since(self._decided), inputs)
+            except BaseException:
+                with self._pending_lock:
+                    self._pending |= wanted  # the next pass decides them
+                raise
+            finally:
+                self._progress = None
+            self._decided = inputs
+            return decided
 
     def recompute_decisions_soon(self) -> None:
-        """:meth:`recompute_decisions` on a background thread, for a change made on a
+        """:meth:`recompute_changed` on a background thread, for a change made on a
         device's request path (a status report whose failure halted a rollout): the
         gates that hold devices back are read live, so only the stored decisions the
-        admin sees follow a moment later, and the device is not kept waiting for a pass
-        over the whole fleet."""
+        admin sees follow a moment later, and the device is not kept waiting for a pass."""
         self._recompute_soon.request()
+
+    def recomputing(self) -> dict[str, Any] | None:
+        """The decision pass under way in this process, for the admin: ``affects``
+        (which devices), ``devices`` (how many), ``devices_left``, ``started_at``
+        (ISO 8601) and ``queued`` (a change waits for the next pass); None when none
+        runs and none waits."""
+        progress = self._progress
+        with self._pending_lock:
+            queued = bool(self._pending)
+        if progress is None:
+            return {"affects": self._pending.describe(), "queued": True} if queued else None
+        return {
+            "affects": progress.affects,
+            "devices": progress.devices,
+            "devices_left": max(0, progress.devices - progress.decided),
+            "started_at": progress.started_at.isoformat(),
+            "queued": queued,
+        }
+
+    def _decision_inputs(self) -> _DecisionInputs:
+        """Every input of a decision but the device's own state and the time."""
+        policies = {g: self.group_view(g).policy for g in self._declarations.groups()}
+        return _DecisionInputs(self.catalog(), policies, self.rollouts.decision_inputs())
+
+    def _decide(self, affected: Affected, inputs: _DecisionInputs) -> int:
+        if not affected:
+            return 0
+        filters: dict[str, Any] = {}
+        if not affected.everyone:
+            filters = {
+                "platforms": affected.reported_platforms(self._devices.reported_platforms()),
+                "groups": sorted(affected.groups),
+                "devices": sorted(affected.devices),
+            }
+        progress = _Progress(
+            affected.describe(), self._devices.count_device_states(**filters), self.clock()
+        )
+        self._progress = progress
+        catalog, now = inputs.catalog, self.clock()
+
+        def decided(row: DeviceStateRow) -> DecidedDevice:
+            holds = self.rollouts.holds(row.device_id, row.group_id, row.state.platform)
+            policy = self._device_policy(row.device_id, row.group_id)
+            return DecidedDevice(
+                row.device_id, row.version, _decision(row.state, catalog, policy, now, holds)
+            )
+
+        written, stale = 0, set()
+        batches = self._devices.device_states(RECOMPUTE_BATCH, **filters)
+        for attempt in range(1 + STALE_ATTEMPTS):
+            for batch in batches:
+                started = time.monotonic()
+                done = self._devices.write_decisions([decided(row) for row in batch])
+                written += done.written
+                stale.update(done.stale)
+                progress.decided += len(batch) - len(done.stale)
+                time.sleep((time.monotonic() - started) * RECOMPUTE_YIELD)
+            if not stale or attempt == STALE_ATTEMPTS:
+                break
+            # reported while their decision was made: decided again from what they reported
+            batches = self._devices.device_states(RECOMPUTE_BATCH, devices=sorted(stale))
+            stale = set()
+        if stale:  # still reporting: their reports stored decisions; checked next pass
+            with self._pending_lock:
+                self._pending |= Affected(devices=frozenset(stale))
+        return written
 
     def compliance(self, counts: DecisionCounts | None = None) -> ComplianceSummary:
         """Every supplement and CVE of the catalogue with its devices per standing.

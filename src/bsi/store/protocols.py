@@ -27,17 +27,18 @@ from typing import Any, Protocol
 
 from bsi.domain.catalog import Catalog, SupplementState
 from bsi.domain.declarations import Declaration
-from bsi.domain.eligibility import Decision
 from bsi.domain.status import DeviceState
 from bsi.errors import BsiError
 from bsi.store.rollouts import RolloutStore, SqlRolloutStore
 from bsi.store.store import (
     BuildChange,
     ChannelMerge,
+    DecidedDevice,
     DecisionCounts,
     DeviceFilter,
     DeviceIdentity,
     DeviceRecord,
+    DeviceStateRow,
     Enrollment,
     LifecycleEvent,
     Merge,
@@ -45,6 +46,7 @@ from bsi.store.store import (
     SecurityEventRecord,
     StatusWrite,
     Store,
+    StoredDecisions,
     StoredStatus,
 )
 
@@ -102,11 +104,30 @@ class DeviceStore(Protocol):
         """Compare-and-set each write in one transaction; a refused one fails alone."""
         ...
 
-    def store_decisions(self, decisions: Iterable[tuple[str, Decision]]) -> int: ...
+    def store_decisions(self, decisions: Iterable[DecidedDevice]) -> StoredDecisions:
+        """Compare-and-set each decision on the device's state version it was made from."""
+        ...
+
+    def write_decisions(self, batch: Sequence[DecidedDevice]) -> StoredDecisions: ...
+
+    def reported_platforms(self) -> list[str]: ...
 
     def device_states(
-        self, batch_size: int = 1000
-    ) -> Iterator[list[tuple[str, int, DeviceState]]]: ...
+        self,
+        batch_size: int = 1000,
+        *,
+        platforms: Sequence[str] | None = None,
+        groups: Sequence[int] | None = None,
+        devices: Sequence[str] | None = None,
+    ) -> Iterator[list[DeviceStateRow]]: ...
+
+    def count_device_states(
+        self,
+        *,
+        platforms: Sequence[str] | None = None,
+        groups: Sequence[int] | None = None,
+        devices: Sequence[str] | None = None,
+    ) -> int: ...
 
     def list_devices(
         self, filters: DeviceFilter, *, after: str | None = None, limit: int = 100

@@ -18,9 +18,9 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Table, delete, func, insert, or_, select, text, union_all, update
+from sqlalchemy import Table, bindparam, delete, func, insert, or_, select, text, union_all, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, StatementError
 from sqlalchemy.orm import Session
 
@@ -180,6 +180,39 @@ class StoredStatus:
 
     state: DeviceState | None
     version: int
+
+
+DECISION_BATCH = 1000
+"""Decisions :meth:`Store.store_decisions` writes per transaction."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceStateRow:
+    """A device's state as :meth:`Store.device_states` reads it to decide again:
+    ``version`` is its ``status_version`` (see :class:`DecidedDevice`)."""
+
+    device_id: str
+    group_id: int
+    version: int
+    state: DeviceState
+
+
+@dataclass(frozen=True, slots=True)
+class DecidedDevice:
+    """A decision to store if the device's state is still at ``version``."""
+
+    device_id: str
+    version: int
+    decision: Decision
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDecisions:
+    """What :meth:`Store.store_decisions` did: how many decisions landed, and the
+    devices that reported since their state was read (decide them again)."""
+
+    written: int
+    stale: list[str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -874,29 +907,128 @@ class Store(Sessions):
                     )
         return results
 
-    def store_decisions(self, decisions: Iterable[tuple[str, Decision]]) -> int:
-        """Write recomputed decisions in batches; returns how many were written."""
-        written = 0
-        batch: dict[str, Decision] = {}
-        for device_id, decision in decisions:
-            batch[device_id] = decision
-            if len(batch) >= 1000:
-                written += self._write_decisions(batch)
-                batch = {}
-        return written + self._write_decisions(batch)
+    def store_decisions(self, decisions: Iterable[DecidedDevice]) -> StoredDecisions:
+        """Write recomputed decisions in batches of :data:`DECISION_BATCH`, each a
+        compare-and-set on the device's ``status_version``.
 
-    def _write_decisions(self, batch: dict[str, Decision]) -> int:
-        if batch:
-            with self._writing() as session:
-                session.execute(
-                    update(Device),
-                    [{"id": d, **_decision_columns(decision)} for d, decision in batch.items()],
+        A decision lands only if the device's state is still the one it was decided
+        from (``version``, read by :meth:`device_states`): a device that reported
+        meanwhile keeps the decision its report stored (decided from its newer state),
+        and comes back in ``stale`` to be decided again from what it reported. The
+        version is not bumped: a concurrent report never merges again because of it.
+        """
+        written, stale = 0, list[str]()
+        batch: list[DecidedDevice] = []
+        for decided in decisions:
+            batch.append(decided)
+            if len(batch) >= DECISION_BATCH:
+                done = self.write_decisions(batch)
+                written, stale = written + done.written, stale + done.stale
+                batch = []
+        done = self.write_decisions(batch)
+        return StoredDecisions(written + done.written, stale + done.stale)
+
+    def write_decisions(self, batch: Sequence[DecidedDevice]) -> StoredDecisions:
+        """One transaction of :meth:`store_decisions`."""
+        if not batch:
+            return StoredDecisions(0, [])
+        table = cast(Table, Device.__table__)
+        columns = list(_decision_columns(None))
+        statement = (
+            update(table)
+            .where(
+                table.c.id == bindparam("b_id"),
+                table.c.status_version == bindparam("b_version"),
+            )
+            .values({name: bindparam(f"b_{name}") for name in columns})
+        )
+        rows = [
+            {
+                "b_id": d.device_id,
+                "b_version": d.version,
+                **{f"b_{k}": v for k, v in _decision_columns(d.decision).items()},
+            }
+            for d in batch
+        ]
+        with self._writing() as session:
+            done = session.execute(statement, rows)
+            wanted = {d.device_id: d.version for d in batch}
+            if done.rowcount == len(batch):  # type: ignore[attr-defined]
+                stale: set[str] = set()
+            else:  # which lost the race: a version only ever grows, so any other one did
+                found = session.execute(
+                    select(Device.id, Device.status_version).where(Device.id.in_(list(wanted)))
+                ).all()
+                now_at = dict(found)
+                stale = {d for d, v in wanted.items() if now_at.get(d, v) != v}
+            landed = {d.device_id: d.decision for d in batch if d.device_id not in stale}
+            _replace_container_decisions(session, landed)
+        return StoredDecisions(len(landed), sorted(stale))
+
+    def reported_platforms(self) -> list[str]:
+        """Every platform a live device reported, as it spelled it, read from the kept
+        decision counts (as many rows as decision groups, however many devices)."""
+        with self._reading() as session:
+            found = {group[0] for group, _ in _kept(session, *KEPT[0])}
+        return sorted(p for p in found if p)
+
+    def device_states(
+        self,
+        batch_size: int = 1000,
+        *,
+        platforms: Sequence[str] | None = None,
+        groups: Sequence[int] | None = None,
+        devices: Sequence[str] | None = None,
+    ) -> Iterator[list[DeviceStateRow]]:
+        """The reporting (not decommissioned) devices' states, in batches, for deciding
+        again: every device when no filter is given, else those on one of ``platforms``
+        (as devices spelled them), in one of ``groups`` or named in ``devices``, each
+        once. Each filter is walked in id order on its own index, so a change that
+        concerns few devices reads only theirs."""
+        if platforms is None and groups is None and devices is None:
+            yield from self._states_where(batch_size, [])
+            return
+        platform_set, group_set = set(platforms or ()), set(groups or ())
+        for platform in sorted(platform_set):
+            yield from self._states_where(batch_size, [Device.platform == platform])
+        for group in sorted(group_set):
+            for batch in self._states_where(batch_size, [Device.group_id == group]):
+                kept = [r for r in batch if r.state.platform not in platform_set]
+                if kept:
+                    yield kept
+        named = sorted(set(devices or ()))
+        for start in range(0, len(named), batch_size):
+            chunk = named[start : start + batch_size]
+            for batch in self._states_where(batch_size, [Device.id.in_(chunk)]):
+                kept = [
+                    r
+                    for r in batch
+                    if r.state.platform not in platform_set and r.group_id not in group_set
+                ]
+                if kept:
+                    yield kept
+
+    def count_device_states(
+        self,
+        *,
+        platforms: Sequence[str] | None = None,
+        groups: Sequence[int] | None = None,
+        devices: Sequence[str] | None = None,
+    ) -> int:
+        """How many devices :meth:`device_states` yields for the same filters."""
+        query = select(func.count(Device.id)).where(*_deciding())
+        if not (platforms is None and groups is None and devices is None):
+            query = query.where(
+                or_(
+                    Device.platform.in_(list(platforms or ())),
+                    Device.group_id.in_(list(groups or ())),
+                    Device.id.in_(list(devices or ())),
                 )
-                _replace_container_decisions(session, batch)
-        return len(batch)
+            )
+        with self._reading() as session:
+            return session.scalar(query) or 0
 
-    def device_states(self, batch_size: int = 1000) -> Iterator[list[tuple[str, int, DeviceState]]]:
-        """Every reporting device's state, in batches (for recomputing decisions)."""
+    def _states_where(self, batch_size: int, where: list[Any]) -> Iterator[list[DeviceStateRow]]:
         after = ""
         while True:
             with self._reading() as session:
@@ -904,21 +1036,21 @@ class Store(Sessions):
                     select(
                         Device.id,
                         Device.group_id,
+                        Device.status_version,
                         Device.status_items,
                         Device.status_errors,
                         Device.status_invalid,
                     )
-                    .where(
-                        Device.id > after,
-                        Device.platform.is_not(None),
-                        Device.decommissioned_at.is_(None),
-                    )
+                    .where(Device.id > after, *_deciding(), *where)
                     .order_by(Device.id)
                     .limit(batch_size)
                 ).all()
             if not rows:
                 return
-            yield [(r[0], r[1], DeviceState(dict(r[2]), tuple(r[3]), tuple(r[4]))) for r in rows]
+            yield [
+                DeviceStateRow(r[0], r[1], r[2], DeviceState(dict(r[3]), tuple(r[4]), tuple(r[5])))
+                for r in rows
+            ]
             after = rows[-1][0]
 
     def list_devices(
@@ -1276,6 +1408,11 @@ def _decision_columns(decision: Decision | None) -> dict[str, Any]:
         else None,
         "decision_message": decision.message[:512],
     }
+
+
+def _deciding() -> list[Any]:
+    """The devices decisions are made for: reporting, not decommissioned."""
+    return [Device.platform.is_not(None), Device.decommissioned_at.is_(None)]
 
 
 def _replace_container_decisions(

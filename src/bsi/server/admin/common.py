@@ -69,8 +69,9 @@ class Access:
 
 
 def recompute_later(service: BsiService, tasks: BackgroundTasks) -> None:
-    """Decide again for every device once the response is sent."""
-    tasks.add_task(run_in_threadpool, service.recompute_decisions)
+    """Decide again, once the response is sent, for the devices the change can affect
+    (:meth:`~bsi.server.service.BsiService.recompute_changed`)."""
+    tasks.add_task(run_in_threadpool, service.recompute_changed)
 
 
 def csv_response(columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> Response:

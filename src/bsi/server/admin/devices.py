@@ -60,6 +60,14 @@ def device_routes(service: BsiService, access: Access, wakeups: Wakeups) -> APIR
     async def recompute(_: Write) -> dict[str, int]:
         return {"devices": await run_in_threadpool(service.recompute_decisions)}
 
+    @router.get("/decisions/recompute", summary="The decision pass under way, if any")
+    async def recomputing(_: Read) -> dict[str, Any]:
+        """``{"recomputing": null}`` when no pass runs or waits in this process; else
+        ``{"recomputing": {"affects", "devices", "devices_left", "started_at", "queued"}}``
+        (:meth:`~bsi.server.service.BsiService.recomputing`): decisions are made again
+        in the background after a change, only for the devices it can affect."""
+        return {"recomputing": service.recomputing()}
+
     @router.get("/devices", response_model=None)
     async def list_devices(
         _: Read,

@@ -297,7 +297,7 @@ def console_router(service: BsiService) -> APIRouter:
         try:
             actor = await writer(request, viewer)
             notice = await run_in_threadpool(change, actor)
-            await run_in_threadpool(service.recompute_decisions)
+            await run_in_threadpool(service.recompute_changed)
         except BsiError as error:
             return await shown(
                 viewer, status=status_for(error), error=error.message, hint=error.hint

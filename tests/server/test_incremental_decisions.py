@@ -1,0 +1,209 @@
+"""Decisions made again after a change only for the devices it can affect, in the
+background, safely against status reports that land meanwhile (SQLite and PostgreSQL).
+
+Every stored decision is stamped first; a device the pass decided again loses the
+stamp, one it left alone keeps it. The scope is checked both ways: what the change
+can alter must be decided again (an iPad reports ``iPadOS`` and is decided against
+Apple's ``iOS`` catalogue), and what it cannot is left alone.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from sqlalchemy import text
+from test_admin import import_real_catalogue
+from test_outages import engine_of
+
+from bsi.domain.catalog import SupplementState
+from bsi.domain.declarations import software_update_settings
+from bsi.domain.rollout import DeviceHolds
+from reports import macos_report, supplemental_report
+from server_support import RunningServer
+
+STAMP = "stamped by the test"
+IOS_A = "23D771330a"
+
+
+def apple_report(family: str, model: str) -> dict[str, Any]:
+    """A full report of an iPhone or iPad on iOS 26.3.1 (23D8133), no supplement."""
+    report = macos_report(build="23D8133", device_id=model)
+    report["StatusItems"]["device"]["operating-system"]["family"] = family
+    report["StatusItems"]["device"]["model"] = {"identifier": model, "family": family[:4]}
+    return report
+
+
+def stamp(server: RunningServer) -> None:
+    with engine_of(server).begin() as connection:
+        connection.execute(text("UPDATE devices SET decision_message = :m"), {"m": STAMP})
+
+
+def decided_again(server: RunningServer, *device_ids: str) -> dict[str, bool]:
+    found = {}
+    for device_id in device_ids:
+        device = server.reader.get(f"/v1/admin/devices/{device_id}").json()
+        found[device_id] = device["decision_message"] != STAMP
+    return found
+
+
+def reason(server: RunningServer, device_id: str) -> str:
+    answer: str = server.reader.get(f"/v1/admin/devices/{device_id}").json()["decision_reason"]
+    return answer
+
+
+@dataclass
+class Fleet:
+    ids: dict[str, str]
+    clients: dict[str, httpx.Client]
+
+    def __getitem__(self, name: str) -> str:
+        return self.ids[name]
+
+
+@pytest.fixture
+def fleet(server: RunningServer, shared_data: Path) -> Fleet:
+    """A Mac, an iPhone and an iPad (in group ``lab``), reported and decided once."""
+    import_real_catalogue(server, shared_data)
+    assert server.admin.post("/v1/admin/groups", json={"name": "lab"}).status_code == 201
+    found = Fleet({}, {})
+    for name, group, report in (
+        ("mac", "default", macos_report()),
+        ("iphone", "default", apple_report("iOS", "iPhone17,1")),
+        ("ipad", "lab", apple_report("iPadOS", "iPad13,18")),
+    ):
+        device_id, device = server.device(group)
+        assert device.put("/v1/ddm/status", json=report).status_code == 200
+        found.ids[name], found.clients[name] = device_id, device
+    server.recompute()  # every device: what a change is compared with from now on
+    assert reason(server, found["ipad"]) == reason(server, found["iphone"]) == "offered-to-user"
+    stamp(server)
+    return found
+
+
+@pytest.fixture
+def during_pass(server: RunningServer) -> Iterator[Callable[[Callable[[str], None]], None]]:
+    """``during_pass(act)``: ``act(device_id)`` runs once, as the next pass decides its
+    first device (after the pass read that device's state, before it writes)."""
+    rollouts = server.service.rollouts
+    real = rollouts.holds
+    acts: list[Callable[[str], None]] = []
+
+    def holds(device_id: str, group_id: int, platform: str | None) -> DeviceHolds:
+        if acts:
+            acts.pop()(device_id)
+        return real(device_id, group_id, platform)
+
+    rollouts.holds = holds  # type: ignore[method-assign]
+    yield acts.append
+    rollouts.holds = real  # type: ignore[method-assign]
+
+
+def test_a_supplement_change_decides_again_every_device_of_its_platform_and_no_other(
+    server: RunningServer, fleet: Fleet
+) -> None:
+    """Pausing iOS's (a) reaches the iPhone and the iPad (iPadOS is decided against the
+    iOS catalogue); the Mac is not read or written."""
+    paused = server.admin.post(f"/v1/admin/supplements/iOS/{IOS_A}/pause")
+    assert paused.status_code == 200, paused.text
+    server.service.recompute_changed()  # after the route's own pass, if it is still running
+    assert decided_again(server, *fleet.ids.values()) == {
+        fleet["mac"]: False,
+        fleet["iphone"]: True,
+        fleet["ipad"]: True,
+    }
+    assert reason(server, fleet["ipad"]) == reason(server, fleet["iphone"]) == "supplement-paused"
+    assert server.service.recompute_changed() == 0  # nothing changed since
+    assert server.reader.get("/v1/admin/decisions/recompute").json() == {"recomputing": None}
+
+
+def test_a_policy_change_decides_again_its_groups_devices(
+    server: RunningServer, fleet: Fleet
+) -> None:
+    """A declaration assigned to ``lab`` that turns supplements off reaches its iPad;
+    the devices of the other group are left alone. Unassigning reaches it too."""
+    admin = server.admin
+    policy = software_update_settings("lab-auto", rsr_enable=False).to_json()
+    assert admin.put("/v1/admin/declarations/lab-auto", json=policy).status_code == 200
+    server.service.recompute_changed()
+    assert not any(decided_again(server, *fleet.ids.values()).values())  # in no group yet
+    assert admin.put("/v1/admin/declarations/lab-auto/groups/lab").status_code == 204
+    server.service.recompute_changed()
+    assert decided_again(server, *fleet.ids.values()) == {
+        fleet["mac"]: False,
+        fleet["iphone"]: False,
+        fleet["ipad"]: True,
+    }
+    automatic = reason(server, fleet["ipad"])
+    assert automatic != "offered-to-user"
+    stamp(server)
+    assert admin.delete("/v1/admin/declarations/lab-auto/groups/lab").status_code == 204
+    server.service.recompute_changed()
+    assert decided_again(server, *fleet.ids.values())[fleet["ipad"]]
+    assert reason(server, fleet["ipad"]) == "offered-to-user"
+
+
+def test_a_device_that_reports_during_the_pass_keeps_the_decision_of_its_new_state(
+    server: RunningServer, fleet: Fleet, during_pass: Callable[[Callable[[str], None]], None]
+) -> None:
+    """The pass reads the iPhone's state, the iPhone reports (a) installed, the pass
+    writes: the decision made from the older state (the paused offer) must not land
+    over the report's; the device is decided again from what it reported."""
+
+    def report(device_id: str) -> None:
+        assert device_id == fleet["iphone"]  # iOS comes first, then iPadOS
+        done = fleet.clients["iphone"].put("/v1/ddm/status", json=supplemental_report(IOS_A))
+        assert done.status_code == 200, done.text
+
+    during_pass(report)
+    server.service.set_supplement_state("iOS", IOS_A, SupplementState.PAUSED)
+    assert server.service.recompute_changed() == 2
+    device = server.reader.get(f"/v1/admin/devices/{fleet['iphone']}").json()
+    assert device["supplemental_build"] == IOS_A
+    assert device["decision_reason"] == "supplement-installed"
+    assert reason(server, fleet["ipad"]) == "supplement-paused"
+
+
+def test_changes_during_a_pass_are_decided_by_one_more_pass_shown_in_the_admin_api(
+    server: RunningServer, fleet: Fleet, during_pass: Callable[[Callable[[str], None]], None]
+) -> None:
+    """While a pass for iOS runs, the admin API shows it with the devices left; a macOS
+    pause and a policy change arrive and two requests for a pass wait for it: the first
+    of them decides both changes at once, the second finds nothing left."""
+    service = server.service
+    seen: dict[str, Any] = {}
+    results: list[int] = []
+    waiting = [
+        threading.Thread(target=lambda: results.append(service.recompute_changed()))
+        for _ in range(2)
+    ]
+
+    def meanwhile(_device_id: str) -> None:
+        seen.update(server.reader.get("/v1/admin/decisions/recompute").json()["recomputing"])
+        service.set_supplement_state("macOS", "25D771280a", SupplementState.PAUSED)
+        policy = software_update_settings("lab-auto", rsr_enable=False)
+        service.put_declaration(policy.to_json())
+        service.assign("lab-auto", "lab", assigned=True)
+        for thread in waiting:
+            thread.start()
+
+    during_pass(meanwhile)
+    service.set_supplement_state("iOS", IOS_A, SupplementState.PAUSED)
+    assert service.recompute_changed() == 2
+    for thread in waiting:
+        thread.join(30)
+    assert seen == {
+        "affects": "platforms iOS",
+        "devices": 2,
+        "devices_left": 2,
+        "started_at": seen["started_at"],
+        "queued": False,
+    }
+    assert sorted(results) == [0, 2]  # the Mac (its platform) and the iPad (its group)
+    assert reason(server, fleet["mac"]) == "supplement-paused"
+    assert service.recomputing() is None
