@@ -98,13 +98,16 @@ class Health(BaseModel):
 
 
 def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
-    wakeups = Wakeups()
+    wakeups = Wakeups(
+        service.stores.generations, settings.wakeup_poll_seconds, service.changed_elsewhere
+    )
     service.on_change = wakeups.bump
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        wakeups.bind(asyncio.get_running_loop())
+        await wakeups.start()
         tasks = [
+            asyncio.create_task(wakeups.follow()),
             asyncio.create_task(
                 _every(settings.last_seen_flush_seconds, service.flush_last_seen, "last-seen")
             ),

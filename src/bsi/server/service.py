@@ -838,6 +838,14 @@ class BsiService:
         own = self.rollouts.wave_declarations(device_id, group_id)
         return self.group_view(group_id, own=own).policy
 
+    def changed_elsewhere(self) -> None:
+        """Something devices should run may have changed through another process (its
+        wake-up was heard): drop this process's cached catalogue, group views and
+        rollouts, so the next check-in reads them. Called on the event loop."""
+        self._catalog.drop()
+        self._groups.drop()
+        self.rollouts.forget()
+
     def recompute_decisions(self, affected: Affected = EVERYONE) -> int:
         """Decide again, now, for the devices ``affected`` names (every device unless
         told), with those :meth:`recompute_changed` would; returns how many decisions

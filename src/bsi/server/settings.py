@@ -287,6 +287,15 @@ class ServerSettings(DatabaseSettings):
             "waits its backoff)."
         ),
     ] = 2.0
+    wakeup_poll_seconds: Annotated[
+        Seconds,
+        Field(
+            description="How often each process reads the shared wake-up generation when "
+            "nothing was heard: on SQLite, how soon a change made through another process "
+            "wakes the devices waiting on this one (plus as much again); on PostgreSQL "
+            "(LISTEN/NOTIFY wakes at once) the listening connection's health check."
+        ),
+    ] = 0.25
     status_burst: Annotated[
         float,
         Field(

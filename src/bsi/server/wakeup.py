@@ -1,49 +1,172 @@
-"""Wake-up: the server's counterpart of Apple's push, as a long poll.
+"""Wake-up: the server's counterpart of Apple's push, as a long poll, across processes.
 
 Devices hold ``GET /v1/ddm/wait?generation=N`` open; when anything that may
 change what they should run changes (the catalogue, a supplement's state, a
 declaration or an assignment, or an admin's explicit wake), the generation
-moves on and every waiting device is answered at once and checks in. Polling
-with jitter stays the fallback, so a device that misses a wake-up is late,
-never wrong.
+moves on and every waiting device is answered and checks in. Polling with
+jitter stays the fallback, so a device that misses a wake-up is late, never
+wrong.
 
-The generation is per server process: behind a load balancer, a change made
-through one process wakes the devices waiting on that process; the others
-find it at their next poll or long-poll timeout.
+**One generation for every process.** The generation is a row of the
+database (``bsi.store.wakeups``), not a per-process counter: behind a load
+balancer a device may get generation N from one process and long-poll another
+with it, and N must mean the same there. A change moves the row on (after the
+change is committed), so a process that has seen generation N also sees every
+change made before N.
+
+**How each process hears of a move**, all in :meth:`Wakeups.follow` (one
+background task per process):
+
+* PostgreSQL: ``LISTEN``/``NOTIFY``. Every process keeps one listening
+  connection and hears a move at once; a dropped connection is opened again
+  with backoff (0.5 s doubling to 10 s), and the row is read first on each
+  connection, so a move made while disconnected is not lost. While it is
+  down, this process's waiters are late (their poll), never told wrong.
+* SQLite (``bsi serve --workers N``, or several ``bsi serve`` on one file):
+  each process reads the row every ``wakeup_poll_seconds`` (0.25 s). The
+  database file is the one thing the processes are sure to share (a
+  ``--database-url`` may put it outside the data directory, so a side file or
+  socket would need a second rendezvous, and a socket broadcast would need a
+  membership that survives a worker's crash); one primary-key read costs
+  about 0.1 ms, so four a second are ~0.04 % of a core per process, and WAL
+  readers never wait for the status writer.
+
+**Seen, then announced.** A process that hears of generation G first drops its
+cached views (the catalogue, group declarations, rollouts: see
+:meth:`bsi.server.service.BsiService.changed_elsewhere`) and only answers its
+waiters a settle time later (0.1 s on PostgreSQL; one poll period more on SQLite),
+so that every other process has heard of G too before any device woken by G
+checks in (through the balancer it may reach any of them). A waiter's answer
+is the announced generation.
+
+**A generation this process has not announced** (``N`` above its own): the
+row is read. ``N`` above the row is not from this database (an old
+deployment, a restored backup): the device is answered at once with the row
+and checks in. Otherwise the move is on its way here: the process takes it
+in and the device waits for a generation above ``N``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections.abc import Callable
+
+from bsi.store.wakeups import GenerationStore
+
+log = logging.getLogger("bsi.server.wakeup")
+
+NOTIFY_SETTLE_SECONDS = 0.1
+"""PostgreSQL: how long after hearing a move a process answers its waiters (every
+listening process hears the notification at the same commit)."""
+FIRST_BACKOFF_SECONDS = 0.5
+MAX_BACKOFF_SECONDS = 10.0
 
 
 class Wakeups:
-    def __init__(self) -> None:
+    """The long poll's generation in one server process, kept in step with the database's.
+
+    ``every``: how often the row is read while quiet (SQLite: how soon a move
+    made through another process is seen). ``forget``: drops this process's
+    cached views; called on the event loop whenever a newer generation is seen.
+    """
+
+    def __init__(
+        self,
+        generations: GenerationStore,
+        every: float,
+        forget: Callable[[], None] = lambda: None,
+    ) -> None:
         self.generation = 0
+        """The announced generation: what waiters are told."""
+        self._seen = 0
+        self._store = generations
+        self._every = every
+        self._settle = NOTIFY_SETTLE_SECONDS + (0 if generations.notifies else every)
+        self._forget = forget
         self._changed = asyncio.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.following = False
+        """Whether this process hears moves now (its listening connection or poll works)."""
 
-    def bind(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
+    async def start(self) -> None:
+        """Bind to the running loop and take the database's generation (no wake-up)."""
+        self._loop = asyncio.get_running_loop()
+        with contextlib.suppress(Exception):  # the database away: follow() catches up
+            self.generation = self._seen = await asyncio.to_thread(self._store.current)
 
     def bump(self) -> None:
-        """Safe from any thread: the service calls it from the thread pool."""
-        if self._loop is None:
-            self._advance()
-        else:
-            self._loop.call_soon_threadsafe(self._advance)
+        """Something devices should run changed (and is committed): tell every process.
+        For ``service.on_change``, so it never raises: when the database cannot be
+        written, devices find the change at their poll. Blocking, so never on the loop."""
+        try:
+            self.advance()
+        except Exception:
+            log.exception(
+                "could not move the wake-up generation on; devices find the "
+                "change at their next poll"
+            )
 
-    def _advance(self) -> None:
-        self.generation += 1
+    def advance(self) -> int:
+        """Move the shared generation on; returns the new one. Blocking (the database);
+        raises what the database raises."""
+        generation = self._store.advance()
+        if self._loop is None:
+            self._see(generation)
+        else:
+            self._loop.call_soon_threadsafe(self._see, generation)
+        return generation
+
+    async def follow(self) -> None:
+        """Hear every move of the shared generation, for ever (a background task)."""
+        backoff = FIRST_BACKOFF_SECONDS
+        while True:
+            try:
+                async for generation in self._store.follow(self._every):
+                    self.following, backoff = True, FIRST_BACKOFF_SECONDS
+                    self._see(generation)
+            except Exception as error:
+                level = logging.WARNING if self.following else logging.DEBUG
+                log.log(level, "wake-ups from other processes lost (%s); retrying", error)
+            self.following = False
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+    def _see(self, generation: int) -> None:
+        """On the loop: ``generation`` exists; drop cached views, announce it after the settle."""
+        if generation <= self._seen:
+            return
+        self._seen = generation
+        self._forget()
+        if self._loop is None:
+            self._announce(generation)
+        else:
+            self._loop.call_later(self._settle, self._announce, generation)
+
+    def _announce(self, generation: int) -> None:
+        if generation <= self.generation:
+            return
+        self.generation = generation
         changed, self._changed = self._changed, asyncio.Event()
         changed.set()
 
     async def wait(self, known: int, timeout: float) -> int:
-        """The generation once it differs from ``known``, or after ``timeout`` seconds."""
-        if known != self.generation:
-            return self.generation
-        changed = self._changed
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(changed.wait(), timeout)
-        return self.generation
+        """The generation to give a device that knows ``known``: at once when this
+        process announced a newer one (or ``known`` is not from this database), else
+        once one above ``known`` is announced, or ``known`` after ``timeout`` seconds."""
+        if known > self._seen:
+            try:
+                current = await asyncio.to_thread(self._store.current)
+            except Exception:  # the database away: wait on what this process hears
+                current = known
+            if known > current:
+                return current
+            self._see(current)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.generation <= known and (left := deadline - loop.time()) > 0:
+            changed = self._changed
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(changed.wait(), left)
+        return max(self.generation, known)

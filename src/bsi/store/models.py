@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     Date,
@@ -537,3 +538,18 @@ class Webhook(Base):
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     retry_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(String(512))
+
+
+WAKEUP_ROW = 1
+"""The one row of :class:`WakeupGeneration`."""
+
+
+class WakeupGeneration(Base):
+    """The wake-up generation every server process shares (``bsi.server.wakeup``): one row,
+    moved on by each change devices should act on, so a generation a device got from one
+    process means the same in every other."""
+
+    __tablename__ = "wakeup_generation"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    generation: Mapped[int] = mapped_column(BigInteger)

@@ -49,6 +49,7 @@ from bsi.store.store import (
     StoredDecisions,
     StoredStatus,
 )
+from bsi.store.wakeups import GenerationStore, SqlGenerations
 
 
 class DeviceStore(Protocol):
@@ -299,9 +300,13 @@ class Stores:
     events: EventStore
     database: Database
     rollouts: RolloutStore
+    generations: GenerationStore
 
     @classmethod
     def sharing(cls, store: Store) -> Stores:
         """One store (one database) serving every concern (rollouts, windows and the
-        event history through :class:`~bsi.store.rollouts.SqlRolloutStore` on its engine)."""
-        return cls(store, store, store, store, store, store, SqlRolloutStore(store.engine))
+        event history through :class:`~bsi.store.rollouts.SqlRolloutStore`, the wake-up
+        generation through :class:`~bsi.store.wakeups.SqlGenerations`, on its engine)."""
+        engine = store.engine
+        rollouts, generations = SqlRolloutStore(engine), SqlGenerations(engine)
+        return cls(store, store, store, store, store, store, rollouts, generations)

@@ -107,7 +107,7 @@ def catalog_routes(
         retry a failed health check or an administrator's rollback on their own.
         """
         ident = await run_in_threadpool(service.allow_retry, platform, build, device_id)
-        wakeups.bump()
+        await run_in_threadpool(wakeups.bump)
         return {"id": ident, "platform": platform, "build": build, "device_id": device_id}
 
     @router.post("/supplements/{platform}/{build}/{action}")

@@ -53,8 +53,8 @@ def device_routes(service: BsiService, access: Access, wakeups: Wakeups) -> APIR
 
     @router.post("/wake", summary="Tell every waiting device to check in now")
     async def wake(_: Write) -> dict[str, int]:
-        wakeups.bump()
-        return {"generation": wakeups.generation + 1}
+        """Devices waiting on any server process are answered (see ``bsi.server.wakeup``)."""
+        return {"generation": await run_in_threadpool(wakeups.advance)}
 
     @router.post("/decisions/recompute", summary="Decide again for every device, now")
     async def recompute(_: Write) -> dict[str, int]:
