@@ -290,10 +290,10 @@ class ServerSettings(DatabaseSettings):
     wakeup_poll_seconds: Annotated[
         Seconds,
         Field(
-            description="How often each process reads the shared wake-up generation when "
-            "nothing was heard: on SQLite, how soon a change made through another process "
-            "wakes the devices waiting on this one (plus as much again); on PostgreSQL "
-            "(LISTEN/NOTIFY wakes at once) the listening connection's health check."
+            description="How often each process reads the shared wake-up generation while "
+            "it hears nothing. SQLite: a change made through another process wakes this "
+            "process's waiting devices within twice this plus 0.1 s. PostgreSQL (LISTEN/NOTIFY "
+            "wakes at once): how often the listening connection is checked."
         ),
     ] = 0.25
     status_burst: Annotated[
