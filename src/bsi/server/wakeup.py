@@ -157,12 +157,13 @@ class Wakeups:
         once one above ``known`` is announced, or ``known`` after ``timeout`` seconds."""
         if known > self._seen:
             try:
-                current = await asyncio.to_thread(self._store.current)
+                current: int | None = await asyncio.to_thread(self._store.current)
             except Exception:  # the database away: wait on what this process hears
-                current = known
-            if known > current:
+                current = None
+            if current is not None and known > current:
                 return current
-            self._see(current)
+            if current is not None:
+                self._see(current)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while self.generation <= known and (left := deadline - loop.time()) > 0:
