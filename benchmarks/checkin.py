@@ -64,7 +64,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -246,7 +246,11 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running(
-    command: list[str], log_path: Path, ready_url: str, timeout: float = 120.0
+    command: list[str],
+    log_path: Path,
+    ready_url: str,
+    timeout: float = 120.0,
+    env: dict[str, str] | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """A server subprocess in its own process group, up once ``ready_url`` answers 200.
 
@@ -255,7 +259,7 @@ def running(
     """
     with log_path.open("ab") as log:
         process = subprocess.Popen(
-            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env
         )
     try:
         deadline = time.monotonic() + timeout
@@ -389,8 +393,10 @@ def drive(
     plan: Path | None,
     watched: dict[str, list[int]],
     timeline: Path | None = None,
+    on_measuring: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """Run the load generator against ``port``; CPU and memory of ``watched`` trees meanwhile."""
+    """Run the load generator against ``port``; CPU and memory of ``watched`` trees meanwhile;
+    ``on_measuring`` is called (on this thread) as the measured window opens."""
     command = [
         sys.executable,
         str(BENCHMARKS / "loadgen.py"),
@@ -428,6 +434,8 @@ def drive(
                 for sampler in samplers.values():
                     sampler.start()
                 machine_from, machine_started = psutil.cpu_times(), time.monotonic()
+                if on_measuring is not None:
+                    on_measuring()
             elif line.startswith("DONE") and all(s.started for s in samplers.values()):
                 usage = {name: sampler.stop() for name, sampler in samplers.items()}
                 usage["machine"] = machine_usage(machine_from, machine_started)
@@ -457,6 +465,8 @@ class Outcome:
     facts: dict[str, int] = field(default_factory=dict)
     failure: str | None = None
     server_log: list[str] = field(default_factory=list)
+    publish: dict[str, dict[str, float]] = field(default_factory=dict)
+    """``--publish``: per server (``before``, ``after``) the change's pass and p99s."""
 
 
 def prime(port: int, signing: tuple[bytes, int], seed: str, templates: list[Template]) -> str:
@@ -527,27 +537,28 @@ def measure_backend(
         ]
         if database_url:
             serve += ["--database-url", database_url]
+        if args.publish:
+            plan = work / "plan.json"
+            for server_name, source in (("before", args.before_src), ("after", None)):
+                if server_name == "before" and source is None:
+                    continue
+                env = {**os.environ, "PYTHONPATH": str(source)} if source else None
+                log = work / f"bsi-server-{server_name}.log"
+                with running(serve, log, f"http://{HOST}:{port}/healthz", env=env) as server:
+                    etag = prime(port, signing, seed, templates)
+                    write_plan(args, plan, seed, signing, etag, templates)
+                    watched = {"server": [server.pid]}
+                    if postgres_pids:
+                        watched["postgresql"] = postgres_pids
+                    outcome.publish[server_name] = measure_publish(
+                        args, port, plan, watched, work, data_dir, server_name
+                    )
+                outcome.server_log += log_problems(log)
+            return outcome
         with running(serve, work / "bsi-server.log", f"http://{HOST}:{port}/healthz") as server:
             etag = prime(port, signing, seed, templates)
             plan = work / "plan.json"
-            plan.write_text(
-                json.dumps(
-                    {
-                        "seed": seed,
-                        "credential_key": signing[0].hex(),
-                        "group_id": signing[1],
-                        "devices": args.devices,
-                        "unchanged_share": args.unchanged_share,
-                        "full_report_share": args.full_report_share,
-                        "initial_etag": etag,
-                        "templates": [
-                            {"name": t.name, "partials": t.partials, "fulls": t.fulls}
-                            for t in templates
-                        ],
-                    }
-                ),
-                encoding="utf-8",
-            )
+            write_plan(args, plan, seed, signing, etag, templates)
             watched = {"server": [server.pid]}
             if postgres_pids:
                 watched["postgresql"] = postgres_pids
@@ -582,6 +593,153 @@ def measure_backend(
             args, port, "ping", None, {"server": [server.pid]}, _timeline(args, backend, "bare")
         )
     return outcome
+
+
+def write_plan(
+    args: argparse.Namespace,
+    plan: Path,
+    seed: str,
+    signing: tuple[bytes, int],
+    etag: str,
+    templates: list[Template],
+) -> None:
+    """The load generator's plan: the devices, their credentials and reports."""
+    plan.write_text(
+        json.dumps(
+            {
+                "seed": seed,
+                "credential_key": signing[0].hex(),
+                "group_id": signing[1],
+                "devices": args.devices,
+                "unchanged_share": args.unchanged_share,
+                "full_report_share": args.full_report_share,
+                "initial_etag": etag,
+                "templates": [
+                    {"name": t.name, "partials": t.partials, "fulls": t.fulls} for t in templates
+                ],
+            }
+        ),
+        encoding="utf-8",
+    )
+
+
+PUBLISHED = ("iOS", "23D771330a")
+"""The catalogue change ``--publish`` makes: iOS 26.3.1 (a) paused (a third of the sample
+fleet runs iOS or iPadOS, which is decided against the iOS catalogue)."""
+
+
+def measure_publish(
+    args: argparse.Namespace,
+    port: int,
+    plan: Path,
+    watched: dict[str, list[int]],
+    work: Path,
+    data_dir: Path,
+    server_name: str,
+) -> dict[str, float]:
+    """Unchanged check-in p99 with no decision pass running, then while the pass a catalogue
+    change triggers runs (one second into a second window of check-ins), and the pass's time.
+
+    ``before`` (an earlier bsi, ``--before-src``): the pass is ``POST decisions/recompute``,
+    which every catalogue change ran then (every device, no pause between batches), timed
+    from request to answer. ``after`` (this tree): the change itself (:data:`PUBLISHED`
+    paused), timed until ``GET decisions/recompute`` shows no pass; a full pass first sets
+    what the change is compared with (the server's first pass is of every device).
+    """
+    key = (data_dir / "admin-api-key").read_text().strip()
+    admin = httpx.Client(
+        base_url=f"http://{HOST}:{port}/v1/admin",
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=3600,
+    )
+    with admin:
+        if server_name == "after":
+            admin.post("/decisions/recompute").raise_for_status()
+        quiet = drive(args, port, "checkin", plan, watched, work / f"quiet-{server_name}.tsv")
+        window: dict[str, float] = {}
+        worker: list[threading.Thread] = []
+
+        def change() -> None:
+            time.sleep(1.0)
+            opened = time.monotonic()
+            window["from"] = opened - window["measuring"]
+            if server_name == "before":
+                window["devices"] = admin.post("/decisions/recompute").json()["devices"]
+            else:
+                platform, build = PUBLISHED
+                admin.post(f"/supplements/{platform}/{build}/pause").raise_for_status()
+                while admin.get("/decisions/recompute").json()["recomputing"] is not None:
+                    time.sleep(0.05)
+            window["until"] = time.monotonic() - window["measuring"]
+            window["pass_s"] = time.monotonic() - opened
+
+        def measuring() -> None:
+            window["measuring"] = time.monotonic()
+            worker.append(threading.Thread(target=change, daemon=True))
+            worker[0].start()
+
+        timeline = work / f"publish-{server_name}.tsv"
+        during = drive(args, port, "checkin", plan, watched, timeline, on_measuring=measuring)
+        worker[0].join()
+    inside, outside = [], []
+    for line in timeline.read_text().splitlines()[1:]:
+        started, latency, kind, _outcome = line.split("\t")
+        if kind == "tokens":
+            within = window["from"] <= float(started) <= window["until"]
+            (inside if within else outside).append(float(latency))
+    return {
+        "pass_s": window["pass_s"],
+        "devices": window.get("devices", math.nan),
+        "quiet_p99_ms": quiet["kinds"]["tokens"]["p99_ms"],
+        "during_p99_ms": _percentile(inside, 0.99),
+        "during_count": float(len(inside)),
+        "rest_p99_ms": _percentile(outside, 0.99),
+        "errors": float(quiet["errors"] + during["errors"]),
+        "measured_s": args.seconds,
+    }
+
+
+def _percentile(values: list[float], share: float) -> float:
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+def print_publish(args: argparse.Namespace, outcome: Outcome) -> bool:
+    """The ``--publish`` table; the goal is p99 during the pass at most 2x the quiet p99."""
+    title = "SQLite (embedded default)" if outcome.backend == "sqlite" else "PostgreSQL"
+    print()
+    print(
+        f"== {title}: {args.devices:,} devices, a catalogue change under "
+        f"{args.rate:,.0f} req/s of check-ins ({100 * args.unchanged_share:.0f} % unchanged) =="
+    )
+    print(
+        f"  {'server':10}{'pass s':>9}{'quiet p99':>11}{'during p99':>12}{'ratio':>7}"
+        f"{'checkins during':>17}{'errors':>8}"
+    )
+    sound = True
+    for name, found in outcome.publish.items():
+        ratio = found["during_p99_ms"] / found["quiet_p99_ms"]
+        print(
+            f"  {name:10}{found['pass_s']:>9.1f}{found['quiet_p99_ms']:>11.1f}"
+            f"{found['during_p99_ms']:>12.1f}{ratio:>7.2f}{found['during_count']:>17,.0f}"
+            f"{found['errors']:>8,.0f}"
+        )
+        if found["pass_s"] > found["measured_s"] - 1:
+            print(f"  !!! {name}: the pass outlasted the window: raise --seconds")
+            sound = False
+    after = outcome.publish.get("after")
+    if after is not None:
+        ratio = after["during_p99_ms"] / after["quiet_p99_ms"]
+        print(
+            f"  goal: unchanged check-in p99 during a publish <= 2x: "
+            f"{'met' if ratio <= 2 else 'MISSED'} ({ratio:.2f}x)"
+        )
+    if "before" in outcome.publish and after is not None:
+        before = outcome.publish["before"]
+        print(f"  pass time after/before: {after['pass_s'] / before['pass_s']:.2f}x")
+    return sound
 
 
 # -- report ---------------------------------------------------------------------------------
@@ -776,7 +934,20 @@ def main() -> None:
         default=0.1,
         help="share of status reports that are full reports (0.1)",
     )
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help="measure a catalogue change under load (the decision pass it triggers) instead",
+    )
+    parser.add_argument(
+        "--before-src",
+        type=Path,
+        metavar="DIR",
+        help="with --publish: also run an earlier bsi's src/ (its every-device pass) first",
+    )
     args = parser.parse_args()
+    if args.publish and not args.rate:
+        parser.error("--publish measures p99 at a fixed load: give --rate")
     if args.devices < 1 or args.concurrency < 1 or args.workers < 1 or args.seconds <= 0:
         parser.error("--devices, --concurrency, --workers and --seconds must be positive")
     if not 0.8 <= args.unchanged_share <= 1.0:
@@ -806,9 +977,10 @@ def main() -> None:
 
     sound = all(outcome.failure is None for outcome in outcomes)
     for outcome in outcomes:
-        if outcome.failure is None and not print_outcome(args, outcome):
+        show = print_publish if args.publish else print_outcome
+        if outcome.failure is None and not show(args, outcome):
             sound = False
-    if len(outcomes) > 1:
+    if len(outcomes) > 1 and not args.publish:
         print()
         print(f"  {'summary':14}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}  target")
         for outcome in outcomes:
