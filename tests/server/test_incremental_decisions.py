@@ -207,3 +207,27 @@ def test_changes_during_a_pass_are_decided_by_one_more_pass_shown_in_the_admin_a
     assert sorted(results) == [0, 2]  # the Mac (its platform) and the iPad (its group)
     assert reason(server, fleet["mac"]) == "supplement-paused"
     assert service.recomputing() is None
+
+
+def test_an_ios_rollout_holds_an_ipad_as_it_holds_an_iphone(
+    server: RunningServer, fleet: Fleet
+) -> None:
+    """An iPad reports ``iPadOS`` and is decided against the iOS catalogue, so an iOS
+    supplement's rollout gates it as it gates an iPhone: a wave not yet open defers
+    both, and the change decides both again (and not the Mac)."""
+    plan = {
+        "waves": [
+            {"name": "pilot", "percent": 1, "groups": ["mac-lab"], "soak_hours": 1},
+            {"name": "everyone", "percent": 100, "soak_hours": 0},
+        ]
+    }
+    assert server.admin.post("/v1/admin/groups", json={"name": "mac-lab"}).status_code == 201
+    started = server.admin.put(f"/v1/admin/supplements/iOS/{IOS_A}/rollout", json=plan)
+    assert started.status_code == 201, started.text
+    server.service.recompute_changed()
+    assert decided_again(server, *fleet.ids.values())[fleet["mac"]] is False
+    outcomes = {
+        name: server.reader.get(f"/v1/admin/devices/{fleet[name]}").json()["decision_outcome"]
+        for name in ("iphone", "ipad")
+    }
+    assert outcomes == {"iphone": "deferred", "ipad": "deferred"}

@@ -36,7 +36,7 @@ from typing import Any
 from bsi.domain.catalog import Catalog, SupplementState
 from bsi.domain.declarations import ENFORCEMENT_SPECIFIC, Declaration
 from bsi.domain.events import AUTOMATIC, EventKind
-from bsi.domain.inventory import APPLE_PLATFORMS
+from bsi.domain.inventory import APPLE_PLATFORMS, platform_name
 from bsi.domain.rollout import (
     NO_HOLDS,
     DeviceHolds,
@@ -120,13 +120,12 @@ class _Snapshot:
 @dataclass(frozen=True, slots=True)
 class RolloutInputs:
     """What holds devices back, by what it concerns: per rollout platform (as the
-    catalogue spells it) its rollouts, each with its stored wave declarations; per
-    group id its maintenance window; and the group names (a device's late wave is
-    drawn by its group's name)."""
+    catalogue spells it) its rollouts, each with its stored wave declarations, and per
+    group id its maintenance window. (A device's late wave is also drawn by its group's
+    name: the caller compares the group names.)"""
 
     by_platform: dict[str, tuple[object, ...]]
     windows: dict[int, MaintenanceWindow]
-    groups: dict[int, str]
 
 
 class Rollouts:
@@ -209,12 +208,15 @@ class Rollouts:
 
     def holds(self, device_id: str, group_id: int, platform: str | None) -> DeviceHolds:
         """What holds ``device_id`` back: its gate in each of its platform's rollouts
-        (running, halted or aborted) and its group's maintenance window."""
+        (running, halted or aborted) and its group's maintenance window. ``platform`` as
+        the device reported it: its rollouts are those of the catalogue platform it is
+        decided against (:func:`~bsi.domain.inventory.platform_name`: an iPad's are iOS's)."""
         snapshot = self._current()
         window = snapshot.windows.get(group_id)
         gates = {}
+        decided_as = platform_name(platform) if platform is not None else None
         for stored, members in snapshot.rollouts:
-            if stored.platform != platform or stored.rollout.state not in HELD:
+            if stored.platform != decided_as or stored.rollout.state not in HELD:
                 continue
             rollout = stored.rollout
             wave = members.get(device_id)
@@ -241,7 +243,6 @@ class Rollouts:
         return RolloutInputs(
             {platform: tuple(found) for platform, found in by_platform.items()},
             dict(snapshot.windows),
-            dict(snapshot.groups),
         )
 
     def wave_declarations(self, device_id: str, group_id: int) -> tuple[Declaration, ...]:

@@ -117,17 +117,20 @@ class _DecisionInputs:
     """Every input of the stored decisions but each device's state and the time."""
 
     catalog: Catalog
+    groups: dict[int, str]
+    """Every group's name by id (a device's late rollout wave is drawn by its name)."""
     policies: dict[int, SoftwareUpdatePolicy]
     """Each group's policy, without any device's own wave declarations (see ``rollouts``)."""
     rollouts: RolloutInputs
 
     def affects_since(self, before: _DecisionInputs | None) -> Affected:
         """The devices whose decision the change from ``before`` (None: unknown) can alter."""
-        if before is None or before.rollouts.groups != self.rollouts.groups:
+        if before is None:
             return EVERYONE
         return catalogue_change(before.catalog, self.catalog) | Affected(
             platforms=changed_keys(before.rollouts.by_platform, self.rollouts.by_platform),
-            groups=changed_keys(before.policies, self.policies)
+            groups=changed_keys(before.groups, self.groups)
+            | changed_keys(before.policies, self.policies)
             | changed_keys(before.rollouts.windows, self.rollouts.windows),
         )
 
@@ -858,9 +861,9 @@ class BsiService:
         """Decide again for the devices whose decision changed inputs can alter since
         the last pass of this process (:mod:`bsi.domain.affected`): the catalogue (by
         platform), a group's policy or maintenance window (by group), a rollout (by
-        platform); every device on the first pass, or when the group names or the
-        platforms the catalogue knows changed (fail closed). Returns how many decisions
-        were stored.
+        platform), a group's name (by group); every device on the first pass, or when
+        the platforms the catalogue knows or its model table changed (fail closed).
+        Returns how many decisions were stored.
 
         Runs off the request path: in batches of :data:`RECOMPUTE_BATCH`, each
         followed by a pause of :data:`RECOMPUTE_YIELD` times its own duration, so
@@ -916,8 +919,9 @@ class BsiService:
 
     def _decision_inputs(self) -> _DecisionInputs:
         """Every input of a decision but the device's own state and the time."""
-        policies = {g: self.group_view(g).policy for g in self._declarations.groups()}
-        return _DecisionInputs(self.catalog(), policies, self.rollouts.decision_inputs())
+        groups = self._declarations.groups()
+        policies = {g: self.group_view(g).policy for g in groups}
+        return _DecisionInputs(self.catalog(), groups, policies, self.rollouts.decision_inputs())
 
     def _decide(self, affected: Affected, inputs: _DecisionInputs) -> int:
         if not affected:
