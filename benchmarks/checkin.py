@@ -93,6 +93,8 @@ TARGET_P99_MS = 100.0
 MAX_ERROR_RATE = 0.01
 WARMUP_SECONDS = 2.0
 INSTALL_STATES = ("none", "downloading", "prepared", "installing")
+BENCHMARK_ADMIN_KEY = "benchmark-admin-key"
+"""The file in the data directory the seeding leaves an admin API key in."""
 
 bare_app = FastAPI()
 """The reference: the least a FastAPI endpoint can do (run as ``checkin:bare_app``)."""
@@ -211,6 +213,8 @@ def seed_database(
                     batch = []
             if batch:
                 connection.execute(insert(Device), batch)
+        data_dir.mkdir(parents=True, exist_ok=True)
+        (data_dir / BENCHMARK_ADMIN_KEY).write_text(service.create_api_key("benchmark", "admin"))
         return key, group_id
     finally:
         service.close()
@@ -495,12 +499,92 @@ def _timeline(args: argparse.Namespace, backend: str, server: str) -> Path | Non
     return directory / f"{backend}-{server}.tsv"
 
 
+def serve_command(data_dir: Path, database_url: str | None, port: int, workers: int) -> list[str]:
+    command = [sys.executable, "-m", "bsi", "serve", "--data-dir", str(data_dir)]
+    command += ["--host", HOST, "--port", str(port), "--workers", str(workers)]
+    return command + (["--database-url", database_url] if database_url else [])
+
+
+def seed_with(
+    source: Path | None,
+    data_dir: Path,
+    database_url: str | None,
+    devices: int,
+    seed: str,
+    templates: list[Template],
+) -> tuple[bytes, int]:
+    """:func:`seed_database` by this tree, or (``source``) by the bsi in that ``src/``, in
+    a process of its own (``--seed-only``), so its database is at that bsi's schema."""
+    if source is None:
+        return seed_database(data_dir, database_url, devices, seed, templates)
+    command = [sys.executable, __file__, "--seed-only", str(data_dir), "--devices", str(devices)]
+    command += ["--seed", seed] + (["--database-url", database_url] if database_url else [])
+    env = {**os.environ, "PYTHONPATH": str(source)}
+    done = subprocess.run(command, env=env, check=True, capture_output=True, text=True)
+    found = json.loads(done.stdout.splitlines()[-1])
+    return bytes.fromhex(found["key"]), int(found["group_id"])
+
+
+def measure_publish_backend(
+    args: argparse.Namespace, backend: str, templates: list[Template], work: Path, outcome: Outcome
+) -> Outcome:
+    """``--publish``: per server (``before``: ``--before-src``, then ``after``: this tree)
+    its own database, seeded alike, and :func:`measure_publish` against it."""
+    servers = [("before", args.before_src)] if args.before_src else []
+    seed = f"{backend}-{os.getpid()}"
+    with contextlib.ExitStack() as stack:
+        cluster: PgCluster | None = None
+        if backend == "postgresql":
+            cluster = stack.enter_context(postgres_cluster(max_connections=200))
+        for name, source in [*servers, ("after", None)]:
+            env = {**os.environ, "PYTHONPATH": str(source)} if source else None
+            database_url, postgres_pids = None, []
+            if cluster is not None:
+                database_url = cluster.create_database(f"bsi_{name}")
+                upgrade = [sys.executable, "-m", "bsi", "db", "upgrade"]
+                subprocess.run(
+                    [*upgrade, "--database-url", database_url],
+                    check=True,
+                    capture_output=True,
+                    timeout=120,
+                    env=env,
+                )
+                postgres_pids = [pid] if (pid := cluster.postmaster_pid()) else []
+            data_dir = work / f"data-{name}"
+            started = time.monotonic()
+            signing = seed_with(source, data_dir, database_url, args.devices, seed, templates)
+            print(
+                f"  {name}: seeded {args.devices:,} devices in {time.monotonic() - started:.1f} s",
+                flush=True,
+            )
+            port = args.port or free_port()
+            serve = serve_command(data_dir, database_url, port, args.workers)
+            log = work / f"bsi-server-{name}.log"
+            with running(serve, log, f"http://{HOST}:{port}/healthz", env=env) as server:
+                etag = prime(port, signing, seed, templates)
+                plan = work / f"plan-{name}.json"
+                write_plan(args, plan, seed, signing, etag, templates)
+                watched = {"server": [server.pid], "postgresql": postgres_pids}
+                if not postgres_pids:
+                    del watched["postgresql"]
+                try:
+                    outcome.publish[name] = measure_publish(
+                        args, port, plan, watched, work, data_dir, name
+                    )
+                except BenchmarkFailed as error:
+                    raise BenchmarkFailed(f"{name}: {error}\n{_tail(log)}") from None
+            outcome.server_log += log_problems(log)
+    return outcome
+
+
 def measure_backend(
     args: argparse.Namespace, backend: str, templates: list[Template], work: Path
 ) -> Outcome:
     outcome = Outcome(backend)
     seed = f"{backend}-{os.getpid()}"
     data_dir = work / "data"
+    if args.publish:
+        return measure_publish_backend(args, backend, templates, work, outcome)
     with contextlib.ExitStack() as stack:
         database_url: str | None = None
         postgres_pids: list[int] = []
@@ -521,40 +605,7 @@ def measure_backend(
         )
 
         port = args.port or free_port()
-        serve = [
-            sys.executable,
-            "-m",
-            "bsi",
-            "serve",
-            "--data-dir",
-            str(data_dir),
-            "--host",
-            HOST,
-            "--port",
-            str(port),
-            "--workers",
-            str(args.workers),
-        ]
-        if database_url:
-            serve += ["--database-url", database_url]
-        if args.publish:
-            plan = work / "plan.json"
-            for server_name, source in (("before", args.before_src), ("after", None)):
-                if server_name == "before" and source is None:
-                    continue
-                env = {**os.environ, "PYTHONPATH": str(source)} if source else None
-                log = work / f"bsi-server-{server_name}.log"
-                with running(serve, log, f"http://{HOST}:{port}/healthz", env=env) as server:
-                    etag = prime(port, signing, seed, templates)
-                    write_plan(args, plan, seed, signing, etag, templates)
-                    watched = {"server": [server.pid]}
-                    if postgres_pids:
-                        watched["postgresql"] = postgres_pids
-                    outcome.publish[server_name] = measure_publish(
-                        args, port, plan, watched, work, data_dir, server_name
-                    )
-                outcome.server_log += log_problems(log)
-            return outcome
+        serve = serve_command(data_dir, database_url, port, args.workers)
         with running(serve, work / "bsi-server.log", f"http://{HOST}:{port}/healthz") as server:
             etag = prime(port, signing, seed, templates)
             plan = work / "plan.json"
@@ -646,20 +697,27 @@ def measure_publish(
     paused), timed until ``GET decisions/recompute`` shows no pass; a full pass first sets
     what the change is compared with (the server's first pass is of every device).
     """
-    key = (data_dir / "admin-api-key").read_text().strip()
+    key = (data_dir / BENCHMARK_ADMIN_KEY).read_text().strip()
     admin = httpx.Client(
         base_url=f"http://{HOST}:{port}/v1/admin",
         headers={"Authorization": f"Bearer {key}"},
         timeout=3600,
+        limits=httpx.Limits(max_keepalive_connections=0),  # idle for a whole window
     )
     with admin:
         if server_name == "after":
             admin.post("/decisions/recompute").raise_for_status()
         quiet = drive(args, port, "checkin", plan, watched, work / f"quiet-{server_name}.tsv")
-        window: dict[str, float] = {}
+        window: dict[str, Any] = {}
         worker: list[threading.Thread] = []
 
         def change() -> None:
+            try:
+                timed_change()
+            except Exception as error:  # reported by the caller: the thread's own is lost
+                window["failed"] = error
+
+        def timed_change() -> None:
             time.sleep(1.0)
             opened = time.monotonic()
             window["from"] = opened - window["measuring"]
@@ -681,6 +739,8 @@ def measure_publish(
         timeline = work / f"publish-{server_name}.tsv"
         during = drive(args, port, "checkin", plan, watched, timeline, on_measuring=measuring)
         worker[0].join()
+    if "failed" in window or "until" not in window:
+        raise BenchmarkFailed(f"the catalogue change failed: {window.get('failed')!r}")
     inside, outside = [], []
     for line in timeline.read_text().splitlines()[1:]:
         started, latency, kind, _outcome = line.split("\t")
@@ -945,7 +1005,17 @@ def main() -> None:
         metavar="DIR",
         help="with --publish: also run an earlier bsi's src/ (its every-device pass) first",
     )
+    parser.add_argument("--seed-only", type=Path, metavar="DATA_DIR", help=argparse.SUPPRESS)
+    parser.add_argument("--seed", help=argparse.SUPPRESS)
+    parser.add_argument("--database-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.seed_only:  # seed_with's process: this bsi's seeding, for another bsi's server
+        logging.getLogger("bsi.server").setLevel(logging.ERROR)
+        key, group_id = seed_database(
+            args.seed_only, args.database_url, args.devices, args.seed, fleet_templates()
+        )
+        print(json.dumps({"key": key.hex(), "group_id": group_id}))
+        return
     if args.publish and not args.rate:
         parser.error("--publish measures p99 at a fixed load: give --rate")
     if args.devices < 1 or args.concurrency < 1 or args.workers < 1 or args.seconds <= 0:
