@@ -726,7 +726,13 @@ def measure_publish(
             else:
                 platform, build = PUBLISHED
                 admin.post(f"/supplements/{platform}/{build}/pause").raise_for_status()
-                while admin.get("/decisions/recompute").json()["recomputing"] is not None:
+                # the route's pass starts once its answer is sent: seen, then gone
+                seen, deadline = False, time.monotonic() + 5
+                while True:
+                    running = admin.get("/decisions/recompute").json()["recomputing"]
+                    seen = seen or running is not None
+                    if running is None and (seen or time.monotonic() > deadline):
+                        break
                     time.sleep(0.05)
             window["until"] = time.monotonic() - window["measuring"]
             window["pass_s"] = time.monotonic() - opened

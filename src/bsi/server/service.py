@@ -269,6 +269,8 @@ class BsiService:
         self._pending_lock = threading.Lock()
         self._pending: Affected = NOBODY
         """Devices to decide again at the next pass, beyond what changed inputs affect."""
+        self._again = False
+        """A pass was asked for while one ran: its thread runs one more."""
         self._decided: _DecisionInputs | None = None
         """The inputs of the last finished pass: what a change is compared with."""
         self._progress: _Progress | None = None
@@ -857,7 +859,7 @@ class BsiService:
             self._pending |= affected
         return self.recompute_changed()
 
-    def recompute_changed(self) -> int:
+    def recompute_changed(self, *, wait: bool = True) -> int:
         """Decide again for the devices whose decision changed inputs can alter since
         the last pass of this process (:mod:`bsi.domain.affected`): the catalogue (by
         platform), a group's policy or maintenance window (by group), a rollout (by
@@ -868,29 +870,53 @@ class BsiService:
         Runs off the request path: in batches of :data:`RECOMPUTE_BATCH`, each
         followed by a pause of :data:`RECOMPUTE_YIELD` times its own duration, so
         check-ins keep the database and the interpreter meanwhile. One pass runs at a
-        time; changes made while it runs are decided by the next pass, one for all of
-        them. Each decision is stored only if the device's state is still the one it
-        was decided from (:meth:`bsi.store.store.Store.store_decisions`); a device that
-        reported meanwhile is read and decided again. :meth:`recomputing` shows the
-        pass under way.
+        time; changes made while it runs are decided by one more pass, one for all of
+        them: with ``wait`` the caller waits for the running pass and then runs it;
+        without, the running pass's thread runs it when it is done and the caller
+        returns 0 at once (an admin change's background task: a burst of changes
+        during a long pass holds no thread each). Each decision is stored only if the
+        device's state is still the one it was decided from
+        (:meth:`bsi.store.store.Store.store_decisions`); a device that reported
+        meanwhile is read and decided again. :meth:`recomputing` shows the pass.
         """
-        with self._pass_lock:
-            with self._pending_lock:
-                wanted, self._pending = self._pending, NOBODY
-            try:
-                self._catalog.drop()
-                self._groups.drop()
-                self.rollouts.forget()
-                inputs = self._decision_inputs()
-                decided = self._decide(wanted | inputs.affects_since(self._decided), inputs)
-            except BaseException:
+        with self._pending_lock:
+            acquired = self._pass_lock.acquire(blocking=False)
+            if not acquired and not wait:
+                self._again = True  # read under this lock before the pass lock is let go
+                return 0
+        if not acquired:
+            self._pass_lock.acquire()
+        decided = 0
+        try:
+            while True:
+                decided += self._pass()
                 with self._pending_lock:
-                    self._pending |= wanted  # the next pass decides them
-                raise
-            finally:
-                self._progress = None
-            self._decided = inputs
-            return decided
+                    if not self._again:
+                        self._pass_lock.release()
+                        return decided
+                    self._again = False
+        except BaseException:
+            self._pass_lock.release()
+            raise
+
+    def _pass(self) -> int:
+        """One decision pass (:meth:`recompute_changed`), under the pass lock."""
+        with self._pending_lock:
+            wanted, self._pending = self._pending, NOBODY
+        try:
+            self._catalog.drop()
+            self._groups.drop()
+            self.rollouts.forget()
+            inputs = self._decision_inputs()
+            decided = self._decide(wanted | inputs.affects_since(self._decided), inputs)
+        except BaseException:
+            with self._pending_lock:
+                self._pending |= wanted  # the next pass decides them
+            raise
+        finally:
+            self._progress = None
+        self._decided = inputs
+        return decided
 
     def recompute_decisions_soon(self) -> None:
         """:meth:`recompute_changed` on a background thread, for a change made on a
@@ -906,9 +932,10 @@ class BsiService:
         runs and none waits."""
         progress = self._progress
         with self._pending_lock:
-            queued = bool(self._pending)
+            queued = bool(self._pending) or self._again
         if progress is None:
-            return {"affects": self._pending.describe(), "queued": True} if queued else None
+            waiting = self._pending.describe() if self._pending else "what changed"
+            return {"affects": waiting, "queued": True} if queued else None
         return {
             "affects": progress.affects,
             "devices": progress.devices,

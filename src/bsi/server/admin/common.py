@@ -71,7 +71,7 @@ class Access:
 def recompute_later(service: BsiService, tasks: BackgroundTasks) -> None:
     """Decide again, once the response is sent, for the devices the change can affect
     (:meth:`~bsi.server.service.BsiService.recompute_changed`)."""
-    tasks.add_task(run_in_threadpool, service.recompute_changed)
+    tasks.add_task(run_in_threadpool, lambda: service.recompute_changed(wait=False))
 
 
 def csv_response(columns: Sequence[str], rows: Iterable[dict[str, Any]]) -> Response:
