@@ -39,6 +39,15 @@ def run_bsi(
 @contextlib.contextmanager
 def bsi_serve(*args: str | Path, timeout: float = 90) -> Iterator[str]:
     """Start ``bsi serve ARGS``, wait for /healthz, yield its base URL, stop it with SIGINT."""
+    with bsi_serving(*args, timeout=timeout) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def bsi_serving(
+    *args: str | Path, timeout: float = 90
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """:func:`bsi_serve`, yielding the process too (its workers are its children)."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "bsi", "serve", "--port", str(port), *map(str, args)],
@@ -60,7 +69,7 @@ def bsi_serve(*args: str | Path, timeout: float = 90) -> Iterator[str]:
             if time.monotonic() > deadline:
                 raise AssertionError("bsi serve did not come up")
             time.sleep(0.1)
-        yield url
+        yield url, process
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(timeout=30)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import psycopg
 import pytest
 
@@ -31,7 +32,7 @@ from bsi.store.store import Store
 from bsi.store.wakeups import LISTENER_NAME
 from debs import require
 from pgcluster import TEMPLATE, create_database, drop_database, free_port
-from running import bsi_serve
+from running import bsi_serve, bsi_serving
 
 WOKEN_WITHIN = 1.0
 """Seconds from a change to every waiting device's answer (issue 18's goal)."""
@@ -166,21 +167,26 @@ def fleet(
 
 
 def wait_all(
-    devices: list[httpx.Client], generations: list[int], change: Callable[[], None]
+    devices: list[httpx.Client],
+    generations: list[int],
+    change: Callable[[], None],
+    waiting: Callable[[], None] = lambda: None,
 ) -> list[tuple[dict[str, Any], str, float]]:
-    """Every device long-polls through the balancer; ``change`` is made once all wait.
-    Returns each answer, the process that gave it, and its seconds after the change."""
+    """Every device long-polls through the balancer; ``change`` is made once all wait
+    (and ``waiting`` has looked at them). Returns each answer, the process that gave
+    it (HAProxy's header), and its seconds after the change."""
     started: list[float] = []
 
     def poll(device: httpx.Client, generation: int) -> tuple[dict[str, Any], str, float]:
         answer = device.get("/v1/ddm/wait", params={"generation": generation, "timeout": 30})
         assert answer.status_code == 200, answer.text
-        return answer.json(), answer.headers[BACKEND], time.monotonic()
+        return answer.json(), answer.headers.get(BACKEND, ""), time.monotonic()
 
     with ThreadPoolExecutor(len(devices)) as pool:
         futures = [pool.submit(poll, d, g) for d, g in zip(devices, generations, strict=True)]
         time.sleep(1.0)  # every long poll is held by a process
         assert not any(f.done() for f in futures), [f.result() for f in futures if f.done()]
+        waiting()
         started.append(time.monotonic())
         change()
         results = [f.result() for f in futures]
@@ -331,3 +337,46 @@ def test_killed_notify_listeners_reconnect_and_every_device_is_still_woken(
             assert body["check_in"] is True, (backend, body)
             assert seconds < WOKEN_WITHIN, (backend, seconds)
         generations = [body["generation"] for body, _, _ in answers]
+
+
+def held_by(server: subprocess.Popen[str], port: int) -> dict[int, int]:
+    """How many open connections to ``port`` each worker of ``server`` holds (a worker:
+    a child process listening on it)."""
+    held = {}
+    for child in psutil.Process(server.pid).children():
+        mine = [c for c in child.net_connections("tcp") if c.laddr and c.laddr.port == port]
+        if any(c.status == psutil.CONN_LISTEN for c in mine):
+            held[child.pid] = sum(c.status == psutil.CONN_ESTABLISHED for c in mine)
+    return held
+
+
+def test_sqlite_workers_wake_each_others_devices(tmp_path: Path) -> None:
+    """``bsi serve --workers 2`` on SQLite: the workers share one listening socket, so a
+    change lands on one of them; the devices waiting on the other are woken too."""
+    data = tmp_path / "data"
+    with bsi_serving("--data-dir", data, "--workers", "2", *SERVE) as (url, server):
+        port = int(url.rsplit(":", 1)[1])
+        key = (data / "admin-api-key").read_text().strip()
+        fleet = Fleet(url, url, url, key, f"sqlite:///{data / 'bsi.db'}")
+        devices = fleet.devices(16)
+        generations = [
+            d.get("/v1/ddm/wait", params={"timeout": 0.01}).json()["generation"] for d in devices
+        ]
+        holding: list[dict[int, int]] = []
+
+        def both_hold_waiters() -> None:
+            holding.append(held_by(server, port))
+
+        def wake() -> None:
+            with fleet.admin(url) as admin:
+                assert admin.post("/v1/admin/wake").is_success
+
+        answers = wait_all(devices, generations, wake, both_hold_waiters)
+        (held,) = holding
+        assert len(held) == 2, held
+        assert sum(held.values()) >= len(devices), held
+        if min(held.values()) == 0:
+            pytest.skip(f"the kernel gave every waiting device to one worker: {held}")
+        for body, _, seconds in answers:
+            assert body["check_in"] is True, body
+            assert seconds < WOKEN_WITHIN, seconds
