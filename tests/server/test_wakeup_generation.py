@@ -12,14 +12,17 @@ never wrong.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Callable
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from bsi.server.wakeup import Wakeups
 from bsi.store.database import open_engine, upgrade
-from bsi.store.wakeups import SqlGenerations
+from bsi.store.wakeups import WAKEUP_CHANNEL, SqlGenerations
 
 
 def process(url: str, forgotten: list[str], name: str) -> Wakeups:
@@ -100,5 +103,24 @@ def test_a_database_that_does_not_answer_makes_waiters_late_never_wrong(
         await asyncio.to_thread(away.bump)
         assert away.generation == 0
         assert forgotten == []
+
+    asyncio.run(scenario())
+
+
+def test_a_notification_that_is_not_bsis_makes_the_listener_read_the_row(
+    postgres_database: Callable[[], str],
+) -> None:
+    url = postgres_database()
+    generations = SqlGenerations(open_engine(url))
+    dsn = url.replace("postgresql+psycopg://", "postgresql://")
+
+    async def scenario() -> None:
+        async with contextlib.aclosing(generations.follow(600)) as moves:
+            assert await anext(moves) == 0
+            with psycopg.connect(dsn, autocommit=True) as other:
+                other.execute("SELECT pg_notify(%s, 'not a number')", (WAKEUP_CHANNEL,))
+            assert await asyncio.wait_for(anext(moves), 10) == 0  # the row, read again
+            moved = await asyncio.to_thread(generations.advance)
+            assert await asyncio.wait_for(anext(moves), 10) == moved
 
     asyncio.run(scenario())

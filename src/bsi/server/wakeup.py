@@ -121,12 +121,18 @@ class Wakeups:
     async def follow(self) -> None:
         """Hear every move of the shared generation, for ever (a background task)."""
         backoff = FIRST_BACKOFF_SECONDS
+        task = asyncio.current_task()
         while True:
             try:
-                async for generation in self._store.follow(self._every):
-                    self.following, backoff = True, FIRST_BACKOFF_SECONDS
-                    self._see(generation)
+                async with contextlib.aclosing(self._store.follow(self._every)) as moves:
+                    async for generation in moves:
+                        self.following, backoff = True, FIRST_BACKOFF_SECONDS
+                        self._see(generation)
             except Exception as error:
+                if task is not None and task.cancelling():
+                    # The server stops: a driver that turned the cancellation into its own
+                    # error (a connect cut short) must not keep this task alive.
+                    raise asyncio.CancelledError from error
                 level = logging.WARNING if self.following else logging.DEBUG
                 log.log(level, "wake-ups from other processes lost (%s); retrying", error)
             self.following = False

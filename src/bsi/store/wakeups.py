@@ -22,7 +22,8 @@ PostgreSQL that read is also the listening connection's health check.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import contextlib
+from collections.abc import AsyncGenerator
 from typing import Protocol
 
 import psycopg
@@ -57,7 +58,7 @@ class GenerationStore(Protocol):
         """Move the generation on and tell every process; returns the new one. Blocking."""
         ...
 
-    def follow(self, every: float) -> AsyncIterator[int]:
+    def follow(self, every: float) -> AsyncGenerator[int, None]:
         """Yield the generation now, then each move (not necessarily each one: only
         the newest counts), re-reading every ``every`` seconds while quiet. Raises when
         the database cannot be reached or the connection is lost; the caller starts
@@ -92,7 +93,7 @@ class SqlGenerations(Sessions):
                 session.execute(select(func.pg_notify(WAKEUP_CHANNEL, str(generation))))
         return generation
 
-    async def follow(self, every: float) -> AsyncIterator[int]:
+    async def follow(self, every: float) -> AsyncGenerator[int, None]:
         if not self._postgres:
             while True:
                 yield await asyncio.to_thread(self.current)
@@ -111,14 +112,17 @@ class SqlGenerations(Sessions):
             while True:
                 # A connection cut without a word (no FIN) would hang a read for
                 # minutes: the read has the connect timeout too.
-                cursor = await asyncio.wait_for(connection.execute(current), CONNECT_TIMEOUT)
-                row = await cursor.fetchone()
+                async with asyncio.timeout(CONNECT_TIMEOUT):  # (wait_for may eat a cancel)
+                    cursor = await connection.execute(current)
+                    row = await cursor.fetchone()
                 if row is None:
                     raise DatabaseError(
                         "the wake-up generation row is missing", hint="bsi db upgrade"
                     )
                 yield int(row[0])
-                async for notice in connection.notifies(timeout=every):
-                    if not notice.payload.isdecimal():
-                        break  # not bsi's: read the row instead
-                    yield int(notice.payload)
+                # Closed on leaving: a generator left open keeps the connection's lock.
+                async with contextlib.aclosing(connection.notifies(timeout=every)) as notices:
+                    async for notice in notices:
+                        if not notice.payload.isdecimal():
+                            break  # not bsi's: read the row instead
+                        yield int(notice.payload)
