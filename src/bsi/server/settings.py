@@ -290,12 +290,11 @@ class ServerSettings(DatabaseSettings):
     wakeup_poll_seconds: Annotated[
         Seconds,
         Field(
-            description="How often each process reads the shared wake-up generation while "
-            "it hears nothing. SQLite: a change made through another process wakes this "
-            "process's waiting devices within twice this plus 0.1 s. PostgreSQL (LISTEN/NOTIFY "
-            "wakes at once): how often the listening connection is checked."
+            description="SQLite: how often each process reads the shared wake-up generation, "
+            "so a change made through another process wakes this process's waiting devices "
+            "within twice this plus 0.1 s. (PostgreSQL hears changes at once: LISTEN/NOTIFY.)"
         ),
-    ] = 0.25
+    ] = 0.1
     status_burst: Annotated[
         float,
         Field(

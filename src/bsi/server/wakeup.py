@@ -23,12 +23,12 @@ background task per process):
   connection, so a move made while disconnected is not lost. While it is
   down, this process's waiters are late (their poll), never told wrong.
 * SQLite (``bsi serve --workers N``, or several ``bsi serve`` on one file):
-  each process reads the row every ``wakeup_poll_seconds`` (0.25 s). The
+  each process reads the row every ``wakeup_poll_seconds`` (0.1 s). The
   database file is the one thing the processes are sure to share (a
   ``--database-url`` may put it outside the data directory, so a side file or
   socket would need a second rendezvous, and a socket broadcast would need a
   membership that survives a worker's crash); one primary-key read costs
-  about 0.1 ms, so four a second are ~0.04 % of a core per process, and WAL
+  about 0.1 ms, so ten a second are ~0.1 % of a core per process, and WAL
   readers never wait for the status writer.
 
 **Seen, then announced.** A process that hears of generation G first drops its
@@ -60,6 +60,9 @@ log = logging.getLogger("bsi.server.wakeup")
 NOTIFY_SETTLE_SECONDS = 0.1
 """PostgreSQL: how long after hearing a move a process answers its waiters (every
 listening process hears the notification at the same commit)."""
+NOTIFY_HEARTBEAT_SECONDS = 1.0
+"""PostgreSQL: how often the listening connection reads the row while it hears nothing
+(a connection lost without a word is found by this read's timeout)."""
 FIRST_BACKOFF_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 10.0
 
@@ -67,8 +70,9 @@ MAX_BACKOFF_SECONDS = 10.0
 class Wakeups:
     """The long poll's generation in one server process, kept in step with the database's.
 
-    ``every``: how often the row is read while quiet (SQLite: how soon a move
-    made through another process is seen). ``forget``: drops this process's
+    ``every``: SQLite: how often the row is read (how soon a move made through
+    another process is seen); PostgreSQL reads it every
+    :data:`NOTIFY_HEARTBEAT_SECONDS` while quiet. ``forget``: drops this process's
     cached views; called on the event loop whenever a newer generation is seen.
     """
 
@@ -82,7 +86,7 @@ class Wakeups:
         """The announced generation: what waiters are told."""
         self._seen = 0
         self._store = generations
-        self._every = every
+        self._every = NOTIFY_HEARTBEAT_SECONDS if generations.notifies else every
         self._settle = NOTIFY_SETTLE_SECONDS + (0 if generations.notifies else every)
         self._forget = forget
         self._changed = asyncio.Event()
