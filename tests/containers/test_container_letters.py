@@ -17,11 +17,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from docker.models.containers import Container
-from test_container_activator import HOLDS_LIB, NEW_LIB, OLD_LIB, configuration, supplement
+from test_container_activator import (
+    HOLDS_LIB,
+    NEW_LIB,
+    OLD_LIB,
+    configuration,
+    letter_of,
+    supplement,
+)
 
 from bsi.agent.activators import ActivationError, StateLayout
-from bsi.agent.activators.container import LABEL_SUPPLEMENTAL_BUILD, OLD_SUFFIX, ContainerActivator
+from bsi.agent.activators.container import OLD_SUFFIX, ContainerActivator
 from bsi.agent.config import parse_config
 from bsi.agent.machine import Plan, Step
 from bsi.agent.runner import Agent, LocalState
@@ -81,10 +87,6 @@ def created(engine: Engine, names: list[str], image: str) -> Iterator[Counter[st
         stream.close()
 
 
-def on(container: Container) -> str | None:
-    return (container.labels or {}).get(LABEL_SUPPLEMENTAL_BUILD)
-
-
 def test_a_later_letter_recreates_each_container_once_and_a_failing_one_returns_to_it(
     engine: Engine, tmp_path: Path
 ) -> None:
@@ -130,7 +132,7 @@ def test_a_later_letter_recreates_each_container_once_and_a_failing_one_returns_
     for name in names:
         now = client.containers.get(name)
         assert now.id != on_a[name]
-        assert (on(now), now.status) == ("12C1000b", "running")
+        assert (letter_of(now), now.status) == ("12C1000b", "running")
         assert configuration(now) == before[name]
         assert now.exec_run(["cat", "/proc/1/fd/3"]).output == LIB_B
         on_b[name] = now.id
@@ -150,7 +152,7 @@ def test_a_later_letter_recreates_each_container_once_and_a_failing_one_returns_
     assert client.containers.get("letters-web1").id == on_b["letters-web1"]
     for name in names:
         now = client.containers.get(name)
-        assert (on(now), now.status) == ("12C1000b", "running")
+        assert (letter_of(now), now.status) == ("12C1000b", "running")
         assert configuration(now) == before[name]
         assert now.exec_run(["cat", "/proc/1/fd/3"]).output == LIB_B
     assert not [c for c in client.containers.list(all=True) if OLD_SUFFIX in str(c.name)]

@@ -742,15 +742,16 @@ def build_patched_image(
         fileobj=context, custom_context=True, rm=True, forcerm=True, labels=labels
     )
     image_id = str(image.id)
-    paths = [entry.path for entry in manifest.payloads]
-    for path, inside in _files_in_image(client, image_id, paths).items():
-        expected = next(e.sha256 for e in manifest.payloads if e.path == path)
-        if inside is None or hashlib.sha256(inside).hexdigest() != expected:
+    inside = _files_in_image(client, image_id, [entry.path for entry in manifest.payloads])
+    for entry in manifest.payloads:
+        data = inside[entry.path]
+        got = None if data is None else hashlib.sha256(data).hexdigest()
+        if got != entry.sha256:
             client.images.remove(image_id, force=True)
-            got = "nothing" if inside is None else f"sha256 {hashlib.sha256(inside).hexdigest()}"
             raise ActivationError(
-                f"the patched image built for {manifest.display()} has {got} at /{path}, "
-                f"not the supplement's sha256 {expected}; the image was removed and no "
+                f"the patched image built for {manifest.display()} has "
+                f"{'nothing' if got is None else f'sha256 {got}'} at /{entry.path}, "
+                f"not the supplement's sha256 {entry.sha256}; the image was removed and no "
                 "container is recreated on it",
                 reason="image-build-mismatch",
                 hint="the container engine's storage driver dropped the file from the "
