@@ -74,14 +74,14 @@ from bsi.strict import check_text
 
 ROLES = ("admin", "read-only")
 STATUS_WRITE_ATTEMPTS = 5
+"""How often a report is merged again when other reports of its device land first."""
 FOLD_DELTAS = 1_000
+"""Decision-group changes (``models.decision_group_deltas``) a count reads before it folds
+them: a read then sums at most this many rows beside the groups' counts."""
 FEW_SEEN = 10_000
 """A last-seen range of fewer devices is listed (on SQLite) from the index of
 ``last_seen_at``, sorting at most this many; a wider one walks the id order, where at
 least one device in ``fleet / FEW_SEEN`` is in it (1 % of a million)."""
-"""Decision-group changes (``models.decision_group_deltas``) a count reads before it folds
-them: a read then sums at most this many rows beside the groups' counts."""
-"""How often a report is merged again when other reports of its device land first."""
 Merge = Callable[[DeviceState | None], tuple[DeviceState, Decision | None]]
 ChannelMerge = Callable[[DeviceState | None], DeviceState]
 """previous state -> new state of a user channel."""

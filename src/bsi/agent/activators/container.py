@@ -744,8 +744,8 @@ def build_patched_image(
     image_id = str(image.id)
     inside = _files_in_image(client, image_id, [entry.path for entry in manifest.payloads])
     for entry in manifest.payloads:
-        data = inside[entry.path]
-        got = None if data is None else hashlib.sha256(data).hexdigest()
+        found = inside[entry.path]
+        got = None if found is None else hashlib.sha256(found).hexdigest()
         if got != entry.sha256:
             client.images.remove(image_id, force=True)
             raise ActivationError(
