@@ -80,6 +80,29 @@ def test_full_then_partial_status_is_merged_and_returned(server: RunningServer) 
     assert (record["supplemental_build"], record["supplemental_extra"]) == ("25D771280a", "(a)")
 
 
+def test_an_unchanged_report_writes_nothing_and_marks_the_device_seen(
+    server: RunningServer,
+) -> None:
+    device_id, device = server.device()
+    devices = server.service.stores.devices
+    assert device.put("/v1/ddm/status", json=macos_report()).status_code == 200
+    version = devices.stored_status(device_id).version
+
+    server.clock.advance(minutes=10)
+    assert device.put("/v1/ddm/status", json=macos_report()).status_code == 200
+    merged = device.get("/v1/ddm/status").json()["StatusItems"]
+    assert merged["device"]["operating-system"]["build-version"] == "25D2128"
+    assert devices.stored_status(device_id).version == version  # nothing written
+    server.service.flush_last_seen()
+    record = server.admin.get(f"/v1/admin/devices/{device_id}").json()
+    assert record["last_seen_at"].startswith(server.clock.now.strftime("%Y-%m-%dT%H:%M"))
+
+    assert device.put("/v1/ddm/status", json=supplemental_report("25D771280a")).status_code == 200
+    assert devices.stored_status(device_id).version == version + 1
+    record = server.admin.get(f"/v1/admin/devices/{device_id}").json()
+    assert record["supplemental_build"] == "25D771280a"
+
+
 @pytest.mark.real_socket  # a long poll holds its connection open until woken
 def test_wake_up_long_poll_answers_on_change_and_times_out_otherwise(
     server: RunningServer,

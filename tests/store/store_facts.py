@@ -42,7 +42,7 @@ def save(
 ) -> DeviceState:
     parsed = parse_status_report(body)
     return devices.save_device_state(
-        device_id, lambda previous: (merge_status(previous, parsed), OFFERED), when
+        device_id, lambda stored: (merge_status(stored.state, parsed), OFFERED), when
     )
 
 

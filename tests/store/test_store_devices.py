@@ -22,6 +22,7 @@ from bsi.store.store import (
     StatusWrite,
     Store,
     StoredDecisions,
+    StoredStatus,
 )
 
 
@@ -202,15 +203,50 @@ def test_a_batch_of_reports_lands_together_and_a_bad_one_alone_is_refused(
     assert devices.stored_status(raced).version == 0
 
 
+def test_an_unchanged_report_writes_nothing_and_a_changed_decision_does(
+    devices: DeviceStore,
+) -> None:
+    """The same state with the same decision is not written again (no write, no new
+    version); the same state with another decision is, and so is a changed state."""
+    (device_id,) = enrolled(devices, "D1")
+    save(devices, device_id, report(), NOW)
+    written: list[StatusWrite] = []
+
+    def write(one: StatusWrite) -> DeviceState | None:
+        written.append(one)
+        return devices.write_device_states([one], NOW)[0]  # type: ignore[return-value]
+
+    def again(decision: Decision, body: dict[str, object]) -> DeviceState:
+        parsed = parse_status_report(body)
+        return devices.save_device_state(
+            device_id, lambda stored: (merge_status(stored.state, parsed), decision), LATER, write
+        )
+
+    stored = devices.stored_status(device_id)
+    assert stored.holds(merge_status(stored.state, parse_status_report(report())), OFFERED)
+    assert str(again(OFFERED, report()).build) == "25D2128"
+    assert (written, devices.stored_status(device_id).version) == ([], 1)
+
+    blocked = Decision(Outcome.BLOCKED, Reason.NOT_REPORTED, "decided anew")
+    again(blocked, report())
+    assert len(written) == 1
+    assert devices.stored_status(device_id).version == 2
+    assert devices.get_device(device_id)[0].decision_outcome == Outcome.BLOCKED.value
+
+    again(blocked, report(build="25D2100"))
+    assert len(written) == 2
+    assert devices.get_device(device_id)[0].build == "25D2100"
+
+
 def test_a_merge_that_raced_another_report_is_merged_again(devices: DeviceStore) -> None:
     (device_id,) = enrolled(devices, "D1")
     calls = []
 
-    def merge(previous: DeviceState | None) -> tuple[DeviceState, None]:
-        calls.append(previous)
+    def merge(stored: StoredStatus) -> tuple[DeviceState, None]:
+        calls.append(stored.state)
         if len(calls) == 1:  # another report lands while this one merges
             save(devices, device_id, report(build="25D2100"), NOW)
-        return merge_status(previous, parse_status_report(report())), None
+        return merge_status(stored.state, parse_status_report(report())), None
 
     state = devices.save_device_state(device_id, merge, NOW)
     assert calls[0] is None
@@ -222,13 +258,16 @@ def test_a_merge_that_raced_another_report_is_merged_again(devices: DeviceStore)
 def test_a_status_that_never_settles_is_a_conflict(devices: DeviceStore) -> None:
     (device_id,) = enrolled(devices, "D1")
 
-    def merge(previous: DeviceState | None) -> tuple[DeviceState, None]:
-        save(devices, device_id, report(build="25D2100"), NOW)  # another report, every time
-        return merge_status(previous, parse_status_report(report())), None
+    others = iter(range(100, 200))
+
+    def merge(stored: StoredStatus) -> tuple[DeviceState, None]:
+        # another report, with news, every time
+        save(devices, device_id, report(build=f"25D2{next(others)}"), NOW)
+        return merge_status(stored.state, parse_status_report(report())), None
 
     with pytest.raises(Conflict, match="kept changing"):
         devices.save_device_state(device_id, merge, NOW)
-    assert str(devices.get_device(device_id)[0].build) == "25D2100"
+    assert str(devices.get_device(device_id)[0].build) == "25D2104"
 
 
 def test_a_revoked_device_reports_nothing_more(

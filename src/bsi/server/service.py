@@ -88,6 +88,7 @@ from bsi.store.store import (
     NewEnrollment,
     SecurityEventRecord,
     StatusWrite,
+    StoredStatus,
 )
 
 Clock = Callable[[], datetime]
@@ -577,28 +578,25 @@ class BsiService:
         only: the device channel is the one authority on the device's OS.
 
         The merge runs here, in the request's thread and outside any
-        transaction; the status writer only stores its result.
+        transaction; the status writer only stores its result. A report that
+        changes neither the state nor the decision writes nothing: the device
+        is only marked seen, as a check-in is.
         """
         report = parse_status_report(body)
-        known = self.enrollment(identity.device_id)
-        udid, serial = (known.udid, known.serial_number) if known else (None, None)
         now = self.clock()
 
-        def check(previous: DeviceState | None) -> None:
-            found = identity_contradictions(
-                report.items,
-                udid or (previous.udid if previous else None),
-                serial or (previous.serial_number if previous else None),
-            )
+        def check(udid: str | None, serial: str | None) -> None:
+            found = identity_contradictions(report.items, udid, serial)
             if found:
                 raise IdentityMismatch("status report refused: " + "; ".join(found))
 
         try:
             if identity.channel is not None:
                 channel = identity.channel
+                known = self.enrollment(identity.device_id)
 
                 def merge_channel(previous: DeviceState | None) -> DeviceState:
-                    check(None)
+                    check(*((known.udid, known.serial_number) if known else (None, None)))
                     return merge_status(previous, report)
 
                 self._devices.save_channel_state(channel, merge_channel, now)
@@ -606,18 +604,28 @@ class BsiService:
             view = self.identity_view(identity)  # with its own wave enforcements, if any
             catalog = self.catalog()
             transitions: list[NewEvent] = []
+            stored_by: list[StatusWrite] = []
 
-            def merge(previous: DeviceState | None) -> tuple[DeviceState, Decision | None]:
-                check(previous)
+            def merge(stored: StoredStatus) -> tuple[DeviceState, Decision | None]:
+                previous = stored.state
+                check(
+                    stored.udid or (previous.udid if previous else None),
+                    stored.serial_number or (previous.serial_number if previous else None),
+                )
                 state = merge_status(previous, report)
                 holds = self.rollouts.holds(identity.device_id, identity.group_id, state.platform)
                 transitions[:] = device_events(identity.device_id, previous, state, catalog, now)
                 return state, _decision(state, catalog, view.policy, now, holds)
 
             def write(one: StatusWrite) -> DeviceState | BsiError | None:
-                return self._writer.submit(one).result(timeout=STATUS_WRITE_TIMEOUT)
+                stored = self._writer.submit(one).result(timeout=STATUS_WRITE_TIMEOUT)
+                stored_by[:] = [one] if isinstance(stored, DeviceState) else []
+                return stored
 
             state = self._devices.save_device_state(identity.device_id, merge, now, write)
+            if not stored_by:  # unchanged: nothing was written
+                self.saw(identity.device_id)
+                return state
             self.rollouts.record(transitions)
             # A failure under a running rollout may halt it: decided now, not at the next tick.
             self.rollouts.react(transitions)

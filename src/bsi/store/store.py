@@ -82,7 +82,8 @@ FEW_SEEN = 10_000
 """A last-seen range of fewer devices is listed (on SQLite) from the index of
 ``last_seen_at``, sorting at most this many; a wider one walks the id order, where at
 least one device in ``fleet / FEW_SEEN`` is in it (1 % of a million)."""
-Merge = Callable[[DeviceState | None], tuple[DeviceState, Decision | None]]
+Merge = Callable[["StoredStatus"], tuple[DeviceState, Decision | None]]
+"""what is stored -> the merged state and its decision."""
 ChannelMerge = Callable[[DeviceState | None], DeviceState]
 """previous state -> new state of a user channel."""
 DEFAULT_GROUP = "default"
@@ -176,10 +177,26 @@ class LifecycleEvent:
 
 @dataclass(frozen=True, slots=True)
 class StoredStatus:
-    """A device's stored state (None before its first report) and its version."""
+    """A device's stored state (None before its first report) and its version; the
+    hardware it is bound to (trust on first use); its stored decision's columns."""
 
     state: DeviceState | None
     version: int
+    udid: str | None = None
+    serial_number: str | None = None
+    decision: Mapping[str, Any] | None = None
+
+    def holds(self, state: DeviceState, decision: Decision | None) -> bool:
+        """Whether storing ``state`` and ``decision`` would change nothing, so that an
+        unchanged report writes nothing (issue 18: the status path's cost is the
+        database's). A host that reports containers is always written: its
+        containers' decisions live in rows of their own, not in ``decision``."""
+        return (
+            self.state is not None
+            and self.state == state
+            and CONTAINERS_ITEM not in state.items
+            and self.decision == _decision_columns(decision)
+        )
 
 
 DECISION_BATCH = 1000
@@ -831,18 +848,30 @@ class Store(Sessions):
         return (dict(row[0]), list(row[1])) if row else None
 
     def stored_status(self, device_id: str) -> StoredStatus:
-        """A device's state and its version, read outside any write transaction.
+        """A device's state, version, hardware and decision, read outside any write
+        transaction, in one statement of the columns it needs.
 
         Raises NotFound for an unknown device and Unauthorized for one that is
         revoked or decommissioned: its reports are not stored any more.
         """
         with self._reading() as session:
-            row = session.get(Device, device_id)
-            if row is None:
-                raise NotFound(f"no device {device_id!r}")
-            if row.revoked_at is not None or row.decommissioned_at is not None:
-                raise Unauthorized(f"device {device_id} is revoked")
-            return StoredStatus(_stored_state(row), row.status_version)
+            row = session.execute(_STORED_STATUS, {"device_id": device_id}).first()
+        if row is None:
+            raise NotFound(f"no device {device_id!r}")
+        if row.revoked_at is not None or row.decommissioned_at is not None:
+            raise Unauthorized(f"device {device_id} is revoked")
+        state = None
+        if row.status_items or row.status_invalid:
+            state = DeviceState(
+                dict(row.status_items), tuple(row.status_errors), tuple(row.status_invalid)
+            )
+        return StoredStatus(
+            state,
+            row.status_version,
+            row.udid,
+            row.serial_number,
+            {name: row._mapping[name] for name in _DECISION_COLUMNS},
+        )
 
     def save_device_state(
         self,
@@ -853,15 +882,20 @@ class Store(Sessions):
     ) -> DeviceState:
         """Read, merge and write one device's state; merge again if another report won.
 
-        ``merge`` runs outside any transaction. ``write`` stores one merged
-        state (by default a transaction of its own; the server passes its
-        group-commit writer). Raises the report's own error, or Conflict when
-        the device's state kept changing under it.
+        ``merge`` runs outside any transaction, on what is stored. ``write``
+        stores one merged state (by default a transaction of its own; the
+        server passes its group-commit writer); it is not called when the
+        merged state and decision are what is stored already
+        (:meth:`StoredStatus.holds`): an unchanged report writes nothing.
+        Raises the report's own error, or Conflict when the device's state kept
+        changing under it.
         """
         store = write or (lambda one: self.write_device_states([one], now)[0])
         for _ in range(STATUS_WRITE_ATTEMPTS):
             stored = self.stored_status(device_id)
-            state, decision = merge(stored.state)
+            state, decision = merge(stored)
+            if stored.holds(state, decision):
+                return state
             result = store(StatusWrite(device_id, stored.version, stored.state, state, decision))
             if isinstance(result, BsiError):
                 raise result
@@ -1391,23 +1425,39 @@ def _declaration(row: StoredDeclaration) -> Declaration:
     return Declaration(row.type, row.identifier, row.server_token, dict(row.payload))
 
 
+_DECISION_COLUMNS = (
+    "decision_outcome",
+    "decision_reason",
+    "decision_supplement_build",
+    "decision_message",
+)
+"""The device row's columns a decision is stored in (:func:`_decision_columns`)."""
+_STORED_STATUS = select(
+    Device.status_items,
+    Device.status_errors,
+    Device.status_invalid,
+    Device.status_version,
+    Device.revoked_at,
+    Device.decommissioned_at,
+    Device.udid,
+    Device.serial_number,
+    *(Device.__table__.c[name] for name in _DECISION_COLUMNS),
+).where(Device.id == bindparam("device_id"))
+
+
 def _decision_columns(decision: Decision | None) -> dict[str, Any]:
     """The device row's decision columns; no decision stores the not-reported one."""
     if decision is None:
-        return {
-            "decision_outcome": NOT_REPORTED[0],
-            "decision_reason": NOT_REPORTED[1],
-            "decision_supplement_build": None,
-            "decision_message": NOT_REPORTED_MESSAGE,
-        }
-    return {
-        "decision_outcome": decision.outcome.value,
-        "decision_reason": decision.reason.value,
-        "decision_supplement_build": str(decision.supplement.build)
-        if decision.supplement
-        else None,
-        "decision_message": decision.message[:512],
-    }
+        values: tuple[str | None, ...] = (*NOT_REPORTED, None, NOT_REPORTED_MESSAGE)
+    else:
+        supplement = str(decision.supplement.build) if decision.supplement else None
+        values = (
+            decision.outcome.value,
+            decision.reason.value,
+            supplement,
+            decision.message[:512],
+        )
+    return dict(zip(_DECISION_COLUMNS, values, strict=True))
 
 
 def _deciding() -> list[Any]:
