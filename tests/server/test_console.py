@@ -15,7 +15,7 @@ from test_rollouts import BUILD, PLAN, ROLLOUT, decision, fleet
 from bsi.domain.events import AUTOMATIC, EventKind
 from bsi.server.console import HISTORY_PAGE
 from bsi.server.console.session import COOKIE, LIFETIME
-from bsi.store.rollouts import NewEvent
+from bsi.store.events import NewEvent
 from bsi.store.store import Store
 from reports import failed_install_report
 from server_support import RunningServer

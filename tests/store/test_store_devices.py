@@ -12,8 +12,10 @@ from bsi.domain.eligibility import Decision, Outcome, Reason
 from bsi.domain.status import DeviceState, merge_status, parse_status_report
 from bsi.errors import Conflict, InvalidStatusReport, NotFound, Unauthorized
 from bsi.store import store as store_module
+from bsi.store.events import NewEvent
 from bsi.store.models import ContainerDecisionCount
 from bsi.store.protocols import CredentialStore, DeviceStore
+from bsi.store.rollouts import EventFilter, SqlRolloutStore
 from bsi.store.store import (
     DecidedDevice,
     DecisionGroup,
@@ -168,6 +170,10 @@ def test_device_states_of_a_scope_read_only_its_devices_each_once(store: Store) 
     assert read() == sorted([mac, ipad, linux, "lab-mac"])
 
 
+def installed(device_id: str) -> NewEvent:
+    return NewEvent("device-installed", "automatic", "now runs 25D771280a", NOW, device_id)
+
+
 def test_a_batch_of_reports_lands_together_and_a_bad_one_alone_is_refused(
     devices: DeviceStore,
 ) -> None:
@@ -183,9 +189,9 @@ def test_a_batch_of_reports_lands_together_and_a_bad_one_alone_is_refused(
     results = devices.write_device_states(
         [
             StatusWrite(surrogate, 0, None, with_model("Mac\ud800"), OFFERED),
-            StatusWrite(good, 0, None, state, OFFERED),
-            StatusWrite(too_long, 0, None, with_model("M" * 65), OFFERED),
-            StatusWrite(raced, 7, None, state, OFFERED),
+            StatusWrite(good, 0, None, state, OFFERED, (installed(good),)),
+            StatusWrite(too_long, 0, None, with_model("M" * 65), OFFERED, (installed(too_long),)),
+            StatusWrite(raced, 7, None, state, OFFERED, (installed(raced),)),
             StatusWrite("ghost", 0, None, state, OFFERED),
         ],
         NOW,
@@ -201,6 +207,10 @@ def test_a_batch_of_reports_lands_together_and_a_bad_one_alone_is_refused(
         assert devices.get_device(refused)[0].build is None
     assert devices.stored_status(good).version == 1
     assert devices.stored_status(raced).version == 0
+    # A report's events are kept with its state, and only with it.
+    assert isinstance(devices, Store)
+    kept = SqlRolloutStore(devices.engine).events(EventFilter())
+    assert [(e.event.device_id, e.event.reason) for e in kept] == [(good, "now runs 25D771280a")]
 
 
 def test_an_unchanged_report_writes_nothing_and_a_changed_decision_does(

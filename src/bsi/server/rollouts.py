@@ -69,11 +69,11 @@ from bsi.domain.rollout import (
 from bsi.domain.status import AGENT_DRIFT, DeviceState, InstallState
 from bsi.domain.versions import Build
 from bsi.errors import Conflict, InvalidInput, InvalidPolicy, NotFound
+from bsi.store.events import NewEvent
 from bsi.store.rollouts import (
     MAX_EVENTS_PAGE,
     EventFilter,
     FleetDevice,
-    NewEvent,
     RolloutStore,
     StoredEvent,
     StoredRollout,

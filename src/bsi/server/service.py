@@ -15,6 +15,7 @@ unchanged check-in never writes to the database.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import hashlib
 import json
 import logging
@@ -74,8 +75,8 @@ from bsi.server.revocations import Revocations
 from bsi.server.rollouts import RolloutInputs, Rollouts, device_events
 from bsi.server.status_writer import StatusWriter
 from bsi.server.webhooks import Webhooks
+from bsi.store.events import NewEvent
 from bsi.store.protocols import Stores
-from bsi.store.rollouts import NewEvent
 from bsi.store.store import (
     DecidedDevice,
     DecisionCounts,
@@ -618,6 +619,7 @@ class BsiService:
                 return state, _decision(state, catalog, view.policy, now, holds)
 
             def write(one: StatusWrite) -> DeviceState | BsiError | None:
+                one = dataclasses.replace(one, events=tuple(transitions))  # of this merge
                 stored = self._writer.submit(one).result(timeout=STATUS_WRITE_TIMEOUT)
                 stored_by[:] = [one] if isinstance(stored, DeviceState) else []
                 return stored
@@ -626,7 +628,6 @@ class BsiService:
             if not stored_by:  # unchanged: nothing was written
                 self.saw(identity.device_id)
                 return state
-            self.rollouts.record(transitions)
             # A failure under a running rollout may halt it: decided now, not at the next tick.
             self.rollouts.react(transitions)
             # its OS or capabilities may have changed, and with them its subscription

@@ -17,11 +17,11 @@ from typing import Any, Protocol
 
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from bsi.domain.rollout import Rollout, RolloutState, dump_plan, read_plan
 from bsi.errors import Conflict, NotFound
 from bsi.store.database import Sessions
+from bsi.store.events import NewEvent, add_events
 from bsi.store.models import (
     ApiKey,
     Device,
@@ -38,21 +38,6 @@ from bsi.store.models import (
 from bsi.store.store import secret_hash
 
 MAX_EVENTS_PAGE = 1000
-
-
-@dataclass(frozen=True, slots=True)
-class NewEvent:
-    """One event to keep: ``kind`` (:class:`bsi.domain.events.EventKind`), ``actor`` (an
-    API key's name or ``automatic``), ``reason`` (a sentence), what it is about."""
-
-    kind: str
-    actor: str
-    reason: str
-    at: datetime
-    device_id: str | None = None
-    platform: str | None = None
-    build: str | None = None
-    detail: Mapping[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,7 +169,7 @@ class SqlRolloutStore(Sessions):
             session.execute(delete(RolloutDefault).where(RolloutDefault.platform == platform))
             if plan is not None:
                 session.add(RolloutDefault(platform=platform, plan=plan, updated_at=event.at))
-            _add_events(session, [event])
+            add_events(session, [event])
 
     def rollouts(self, states: frozenset[RolloutState] | None = None) -> list[StoredRollout]:
         query = select(RolloutRow).order_by(RolloutRow.id)
@@ -227,7 +212,7 @@ class SqlRolloutStore(Sessions):
                             for d, w in members.items()
                         ],
                     )
-                _add_events(session, events)
+                add_events(session, events)
                 return StoredRollout(row.id, platform, rollout)
         except IntegrityError:
             raise Conflict(
@@ -265,7 +250,7 @@ class SqlRolloutStore(Sessions):
                     f"the rollout of {stored.platform}/{before.build} changed meanwhile",
                     hint="GET its rollout and act again",
                 )
-            _add_events(session, events)
+            add_events(session, events)
 
     def members(self, rollout_id: int) -> dict[str, int]:
         with self._reading() as session:
@@ -327,14 +312,14 @@ class SqlRolloutStore(Sessions):
                 )
             else:
                 found.window, found.updated_at = window, event.at
-            _add_events(session, [event])
+            add_events(session, [event])
 
     # -- events ----------------------------------------------------------------
 
     def record_events(self, events: Sequence[NewEvent]) -> None:
         if events:
             with self._writing() as session:
-                _add_events(session, events)
+                add_events(session, events)
 
     def events(self, where: EventFilter) -> list[StoredEvent]:
         """Events in id order (oldest first) after ``where.after``, or with
@@ -446,26 +431,9 @@ def _webhook(row: Webhook) -> StoredWebhook:
     )
 
 
-_REASON_LENGTH = column_length(Event, "reason")
 _ERROR_LENGTH = column_length(Webhook, "last_error")
 _ACTOR_LENGTH = column_length(Event, "actor")
 _HALTED_LENGTH = column_length(RolloutRow, "halted_because")
-
-
-def _add_events(session: Session, events: Sequence[NewEvent]) -> None:
-    for e in events:
-        session.add(
-            Event(
-                at=e.at,
-                kind=e.kind,
-                actor=e.actor[:_ACTOR_LENGTH],
-                device_id=e.device_id,
-                platform=e.platform,
-                build=e.build,
-                reason=e.reason[:_REASON_LENGTH],
-                detail=dict(e.detail) if e.detail is not None else None,
-            )
-        )
 
 
 def _columns(rollout: Rollout) -> dict[str, Any]:

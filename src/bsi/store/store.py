@@ -42,6 +42,7 @@ from bsi.errors import (
     Unauthorized,
 )
 from bsi.store.database import Sessions, require_current_schema
+from bsi.store.events import NewEvent, add_events
 from bsi.store.models import (
     CONTAINER_GROUP_COLUMNS,
     DECISION_GROUP_COLUMNS,
@@ -234,13 +235,15 @@ class StoredDecisions:
 
 @dataclass(frozen=True, slots=True)
 class StatusWrite:
-    """A merged state to store, if the device's state is still at ``version``."""
+    """A merged state to store, if the device's state is still at ``version``, with the
+    events its transitions tell of (kept only if the state is)."""
 
     device_id: str
     version: int
     previous: DeviceState | None
     state: DeviceState
     decision: Decision | None
+    events: tuple[NewEvent, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -1407,6 +1410,7 @@ def _write_state(session: Session, write: StatusWrite, now: datetime) -> DeviceS
                 observed_at=now,
             )
         )
+    add_events(session, write.events)
     return write.state
 
 
