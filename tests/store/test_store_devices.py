@@ -177,9 +177,10 @@ def installed(device_id: str) -> NewEvent:
 def test_a_batch_of_reports_lands_together_and_a_bad_one_alone_is_refused(
     devices: DeviceStore,
 ) -> None:
-    """Each report has its own savepoint and outcome: one the database refuses
-    (a lone surrogate, an over-long model), one that raced another report, and
-    one for an unknown device do not stop the good one in the same transaction."""
+    """Each report has its own outcome: one the database refuses (a lone surrogate,
+    an over-long model), one that raced another report, and one for an unknown
+    device do not stop the good one in the same transaction (written again, each
+    in a savepoint, after the first try was undone)."""
     good, surrogate, too_long, raced = enrolled(devices, "good", "surrogate", "long", "raced")
     state = merge_status(None, parse_status_report(report()))
 
@@ -188,16 +189,16 @@ def test_a_batch_of_reports_lands_together_and_a_bad_one_alone_is_refused(
 
     results = devices.write_device_states(
         [
-            StatusWrite(surrogate, 0, None, with_model("Mac\ud800"), OFFERED),
             StatusWrite(good, 0, None, state, OFFERED, (installed(good),)),
+            StatusWrite(surrogate, 0, None, with_model("Mac\ud800"), OFFERED),
             StatusWrite(too_long, 0, None, with_model("M" * 65), OFFERED, (installed(too_long),)),
             StatusWrite(raced, 7, None, state, OFFERED, (installed(raced),)),
             StatusWrite("ghost", 0, None, state, OFFERED),
         ],
         NOW,
     )
-    assert isinstance(results[0], InvalidStatusReport)
-    assert isinstance(results[1], DeviceState)
+    assert isinstance(results[0], DeviceState)  # written once: the first try was undone
+    assert isinstance(results[1], InvalidStatusReport)
     assert isinstance(results[2], InvalidStatusReport)
     assert "at most 64" in results[2].message
     assert results[3] is None  # merge again: another report landed since
@@ -246,6 +247,24 @@ def test_an_unchanged_report_writes_nothing_and_a_changed_decision_does(
     again(blocked, report(build="25D2100"))
     assert len(written) == 2
     assert devices.get_device(device_id)[0].build == "25D2100"
+
+
+def test_a_batch_without_refusals_lands_whole(devices: DeviceStore) -> None:
+    first, second = enrolled(devices, "first", "second")
+    state = merge_status(None, parse_status_report(report()))
+    results = devices.write_device_states(
+        [
+            StatusWrite(first, 0, None, state, OFFERED, (installed(first),)),
+            StatusWrite(second, 0, None, state, OFFERED),
+            StatusWrite(second, 0, None, state, OFFERED),  # the same version again: raced
+        ],
+        NOW,
+    )
+    assert results == [state, state, None]
+    assert [devices.stored_status(d).version for d in (first, second)] == [1, 1]
+    assert isinstance(devices, Store)
+    kept = SqlRolloutStore(devices.engine).events(EventFilter())
+    assert [e.event.device_id for e in kept] == [first]
 
 
 def test_a_merge_that_raced_another_report_is_merged_again(devices: DeviceStore) -> None:

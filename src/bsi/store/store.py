@@ -912,17 +912,32 @@ class Store(Sessions):
     def write_device_states(
         self, batch: Sequence[StatusWrite], now: datetime
     ) -> list[DeviceState | BsiError | None]:
-        """Write merged states in one transaction (group commit), each in its own savepoint.
+        """Write merged states in one transaction (group commit).
 
         Each write is a compare-and-set on the device's ``status_version``: it
         lands only if nothing was stored since its merge read the state, and
         otherwise comes back as ``None`` (merge again). The merge itself ran
         before, outside this transaction, so a huge report holds no lock while
-        it is folded. A write the database refuses (a value it cannot hold)
-        rolls back its own savepoint only and comes back as its error; the
-        other reports of the batch still land. A change of supplemental build
-        is recorded with ``now``.
+        it is folded. A write the database or bsi refuses (a value it cannot
+        hold, a revoked device) comes back as its error and the other reports
+        of the batch still land: a batch is written first as it is, and only
+        one with a refused write is written again with a savepoint per report
+        (savepoints cost two statements each, and refusals are rare). A change
+        of supplemental build is recorded with ``now``.
         """
+        if len(batch) > 1:
+            try:
+                with self._writing() as session:
+                    return [_write_state(session, write, now) for write in batch]
+            except (BsiError, StatementError, ValueError) as error:
+                if isinstance(error, OperationalError | InterfaceError):
+                    raise  # the database is away: every report of the batch fails alike
+        return self._write_each_alone(batch, now)
+
+    def _write_each_alone(
+        self, batch: Sequence[StatusWrite], now: datetime
+    ) -> list[DeviceState | BsiError | None]:
+        """:meth:`write_device_states` with each write in its own savepoint."""
         results: list[DeviceState | BsiError | None] = []
         with self._writing() as session:
             for write in batch:
@@ -932,7 +947,6 @@ class Store(Sessions):
                 except BsiError as error:
                     results.append(error)
                 except (StatementError, ValueError) as error:
-                    # The database is away: every report of the batch fails alike.
                     if isinstance(error, OperationalError | InterfaceError):
                         raise
                     cause = getattr(error, "orig", None) or error
