@@ -38,6 +38,11 @@ database. ``--timeline DIR`` keeps every measured request for a closer look.
     .venv/bin/python benchmarks/checkin.py --database sqlite --workers 2
     .venv/bin/python benchmarks/checkin.py --devices 1000000 --rate 1111
 
+``--devices 10000,100000,1000000`` measures each fleet size in turn and ends with a
+growth table per database (requests/s, status reports/s, p99, server CPU per
+request, each size beside the first). ``--unchanged-share 0`` sends status reports
+only, so that the CPU per request is the CPU per status report.
+
 ``--rate`` switches the load to open loop: requests are due at a fixed rate and
 latency counts from when each was due, so p99 is what devices would see at that
 load rather than at saturation. Everything runs on 127.0.0.1; every server,
@@ -464,6 +469,7 @@ def drive(
 @dataclass(slots=True)
 class Outcome:
     backend: str
+    devices: int
     bsi: dict[str, Any] = field(default_factory=dict)
     bare: dict[str, Any] = field(default_factory=dict)
     facts: dict[str, int] = field(default_factory=dict)
@@ -552,18 +558,16 @@ def measure_publish_backend(
                 postgres_pids = [pid] if (pid := cluster.postmaster_pid()) else []
             data_dir = work / f"data-{name}"
             started = time.monotonic()
-            signing = seed_with(source, data_dir, database_url, args.devices, seed, templates)
-            print(
-                f"  {name}: seeded {args.devices:,} devices in {time.monotonic() - started:.1f} s",
-                flush=True,
-            )
+            signing = seed_with(source, data_dir, database_url, outcome.devices, seed, templates)
+            took = time.monotonic() - started
+            print(f"  {name}: seeded {outcome.devices:,} devices in {took:.1f} s", flush=True)
             port = args.port or free_port()
             serve = serve_command(data_dir, database_url, port, args.workers)
             log = work / f"bsi-server-{name}.log"
             with running(serve, log, f"http://{HOST}:{port}/healthz", env=env) as server:
                 etag = prime(port, signing, seed, templates)
                 plan = work / f"plan-{name}.json"
-                write_plan(args, plan, seed, signing, etag, templates)
+                write_plan(args, plan, seed, signing, etag, templates, outcome.devices)
                 watched = {"server": [server.pid], "postgresql": postgres_pids}
                 if not postgres_pids:
                     del watched["postgresql"]
@@ -578,9 +582,9 @@ def measure_publish_backend(
 
 
 def measure_backend(
-    args: argparse.Namespace, backend: str, templates: list[Template], work: Path
+    args: argparse.Namespace, backend: str, devices: int, templates: list[Template], work: Path
 ) -> Outcome:
-    outcome = Outcome(backend)
+    outcome = Outcome(backend, devices)
     seed = f"{backend}-{os.getpid()}"
     data_dir = work / "data"
     if args.publish:
@@ -599,17 +603,15 @@ def measure_backend(
             )
             postgres_pids = [pid] if (pid := cluster.postmaster_pid()) else []
         started = time.monotonic()
-        signing = seed_database(data_dir, database_url, args.devices, seed, templates)
-        print(
-            f"  seeded {args.devices:,} devices in {time.monotonic() - started:.1f} s", flush=True
-        )
+        signing = seed_database(data_dir, database_url, devices, seed, templates)
+        print(f"  seeded {devices:,} devices in {time.monotonic() - started:.1f} s", flush=True)
 
         port = args.port or free_port()
         serve = serve_command(data_dir, database_url, port, args.workers)
         with running(serve, work / "bsi-server.log", f"http://{HOST}:{port}/healthz") as server:
             etag = prime(port, signing, seed, templates)
             plan = work / "plan.json"
-            write_plan(args, plan, seed, signing, etag, templates)
+            write_plan(args, plan, seed, signing, etag, templates, devices)
             watched = {"server": [server.pid]}
             if postgres_pids:
                 watched["postgresql"] = postgres_pids
@@ -653,6 +655,7 @@ def write_plan(
     signing: tuple[bytes, int],
     etag: str,
     templates: list[Template],
+    devices: int,
 ) -> None:
     """The load generator's plan: the devices, their credentials and reports."""
     plan.write_text(
@@ -661,7 +664,7 @@ def write_plan(
                 "seed": seed,
                 "credential_key": signing[0].hex(),
                 "group_id": signing[1],
-                "devices": args.devices,
+                "devices": devices,
                 "unchanged_share": args.unchanged_share,
                 "full_report_share": args.full_report_share,
                 "initial_etag": etag,
@@ -777,7 +780,7 @@ def print_publish(args: argparse.Namespace, outcome: Outcome) -> bool:
     title = "SQLite (embedded default)" if outcome.backend == "sqlite" else "PostgreSQL"
     print()
     print(
-        f"== {title}: {args.devices:,} devices, a catalogue change under "
+        f"== {title}: {outcome.devices:,} devices, a catalogue change under "
         f"{args.rate:,.0f} req/s of check-ins ({100 * args.unchanged_share:.0f} % unchanged) =="
     )
     print(
@@ -849,6 +852,39 @@ def _others(result: dict[str, Any]) -> float:
     return max(0.0, usage["machine"]["cpu_percent"] - ours)
 
 
+def _cpu_per_request(args: argparse.Namespace, result: dict[str, Any]) -> float:
+    """Server CPU milliseconds per measured request (all worker processes)."""
+    count = result["all"]["count"]
+    cpu_seconds = result["usage"]["server"]["cpu_percent"] / 100 * args.seconds
+    return 1000 * cpu_seconds / count if count else math.nan
+
+
+def print_growth(args: argparse.Namespace, outcomes: list[Outcome]) -> None:
+    """Each backend's figures by fleet size, beside its smallest fleet's: the status
+    path should not slow down as the fleet grows (issue 18: ingest at 1 M devices
+    >= 0.9x its rate at 10 k)."""
+    for backend in dict.fromkeys(o.backend for o in outcomes):
+        measured = [o for o in outcomes if o.backend == backend and o.failure is None]
+        if len(measured) < 2:
+            continue
+        print()
+        print(f"  growth, {backend}:")
+        print(
+            f"  {'devices':>12}{'req/s':>10}{'status/s':>10}{'p99 ms':>10}"
+            f"{'CPU ms/req':>12}{'vs first':>10}{'bare req/s':>12}"
+        )
+        first = measured[0].bsi["all"]["rps"]
+        for o in measured:
+            result = o.bsi["all"]
+            status = o.bsi["kinds"].get("status", {"count": 0})["count"] / args.seconds
+            print(
+                f"  {o.devices:>12,}{result['rps']:>10,.0f}{status:>10,.0f}"
+                f"{_ms(result['p99_ms']):>10}{_cpu_per_request(args, o.bsi):>12.3f}"
+                f"{result['rps'] / first if first else math.nan:>9.2f}x"
+                f"{o.bare['all']['rps']:>12,.0f}"
+            )
+
+
 def print_outcome(args: argparse.Namespace, outcome: Outcome) -> bool:
     """The table for one backend; returns whether the run was sound (error rate in bounds)."""
     bsi, bare = outcome.bsi, outcome.bare
@@ -856,7 +892,7 @@ def print_outcome(args: argparse.Namespace, outcome: Outcome) -> bool:
     load = f"open loop at {args.rate:,.0f} req/s" if args.rate else "closed loop"
     print()
     print(
-        f"== {title}: {args.devices:,} devices, {args.workers} server worker(s), "
+        f"== {title}: {outcome.devices:,} devices, {args.workers} server worker(s), "
         f"{args.concurrency} connections, {load}, {args.seconds:g} s measured =="
     )
     rows: list[tuple[str, str, str]] = []
@@ -882,6 +918,13 @@ def print_outcome(args: argparse.Namespace, outcome: Outcome) -> bool:
                 f"{bare['usage'][name]['cpu_percent']:.0f}",
             )
         )
+    rows.append(
+        (
+            "server CPU ms per request",
+            f"{_cpu_per_request(args, bsi):.3f}",
+            f"{_cpu_per_request(args, bare):.3f}",
+        )
+    )
     rows.append(
         (
             "other processes CPU %",
@@ -975,7 +1018,12 @@ def main() -> None:
     parser.add_argument(
         "--database", choices=("sqlite", "postgresql", "both"), default="both", help="(both)"
     )
-    parser.add_argument("--devices", type=int, default=10_000, help="enrolled devices (10000)")
+    parser.add_argument(
+        "--devices",
+        type=_device_counts,
+        default=[10_000],
+        help="enrolled devices (10000); several, comma-separated, print a growth table",
+    )
     parser.add_argument("--seconds", type=float, default=15.0, help="measured seconds (15)")
     parser.add_argument("--concurrency", type=int, default=64, help="connections (64)")
     parser.add_argument("--workers", type=int, default=1, help="server processes (1)")
@@ -1018,27 +1066,27 @@ def main() -> None:
     if args.seed_only:  # seed_with's process: this bsi's seeding, for another bsi's server
         logging.getLogger("bsi.server").setLevel(logging.ERROR)
         key, group_id = seed_database(
-            args.seed_only, args.database_url, args.devices, args.seed, fleet_templates()
+            args.seed_only, args.database_url, args.devices[0], args.seed, fleet_templates()
         )
         print(json.dumps({"key": key.hex(), "group_id": group_id}))
         return
     if args.publish and not args.rate:
         parser.error("--publish measures p99 at a fixed load: give --rate")
-    if args.devices < 1 or args.concurrency < 1 or args.workers < 1 or args.seconds <= 0:
+    if min(args.devices) < 1 or args.concurrency < 1 or args.workers < 1 or args.seconds <= 0:
         parser.error("--devices, --concurrency, --workers and --seconds must be positive")
-    if not 0.8 <= args.unchanged_share <= 1.0:
-        parser.error("--unchanged-share must be between 0.8 and 1 (the realistic mix)")
+    if not 0.0 <= args.unchanged_share <= 1.0:
+        parser.error("--unchanged-share must be between 0 (status reports only) and 1")
 
     logging.getLogger("bsi.server").setLevel(logging.ERROR)  # the seeding's "first admin key"
     backends = ["sqlite", "postgresql"] if args.database == "both" else [args.database]
     templates = fleet_templates()
     print(provenance(), flush=True)
     outcomes: list[Outcome] = []
-    for backend in backends:
-        print(f"{backend}:", flush=True)
+    for backend, devices in ((b, d) for b in backends for d in args.devices):
+        print(f"{backend}, {devices:,} devices:", flush=True)
         with tempfile.TemporaryDirectory(prefix=f"bsi-bench-{backend}-") as work:
             try:
-                outcomes.append(measure_backend(args, backend, templates, Path(work)))
+                outcomes.append(measure_backend(args, backend, devices, templates, Path(work)))
             except (
                 BenchmarkFailed,
                 PostgresUnavailable,
@@ -1048,7 +1096,7 @@ def main() -> None:
                 detail = ""
                 if isinstance(error, subprocess.CalledProcessError) and error.stderr:
                     detail = error.stderr.decode(errors="replace")[-2000:]
-                outcomes.append(Outcome(backend, failure=f"{error} {detail}".strip()))
+                outcomes.append(Outcome(backend, devices, failure=f"{error} {detail}".strip()))
                 print(f"  !!! {backend}: the benchmark failed: {outcomes[-1].failure}")
 
     sound = all(outcome.failure is None for outcome in outcomes)
@@ -1058,19 +1106,33 @@ def main() -> None:
             sound = False
     if len(outcomes) > 1 and not args.publish:
         print()
-        print(f"  {'summary':14}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}  target")
+        print(f"  {'summary':22}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}  target")
         for outcome in outcomes:
             if outcome.failure is not None:
-                print(f"  {outcome.backend:14}  FAILED: {outcome.failure[:60]}")
+                print(f"  {_label(outcome):22}  FAILED: {outcome.failure[:60]}")
                 continue
             result = outcome.bsi["all"]
             met = result["rps"] >= TARGET_RPS and result["p99_ms"] < TARGET_P99_MS
             print(
-                f"  {outcome.backend:14}{result['rps']:>10,.0f}{_ms(result['p50_ms']):>10}"
+                f"  {_label(outcome):22}{result['rps']:>10,.0f}{_ms(result['p50_ms']):>10}"
                 f"{_ms(result['p99_ms']):>10}{outcome.bsi['errors']:>8,}  "
                 f"{'met' if met else 'MISSED'}"
             )
+    print_growth(args, outcomes)
     sys.exit(0 if sound else 1)
+
+
+def _label(outcome: Outcome) -> str:
+    return f"{outcome.backend} {outcome.devices:,}"
+
+
+def _device_counts(text: str) -> list[int]:
+    try:
+        return [int(part.replace("_", "")) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a device count or a comma-separated list of them (10000,100000)"
+        ) from None
 
 
 if __name__ == "__main__":

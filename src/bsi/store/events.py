@@ -11,15 +11,16 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import insert
+from sqlalchemy import Table, insert
 from sqlalchemy.orm import Session
 
 from bsi.store.models import Event, column_length
 
 _REASON_LENGTH = column_length(Event, "reason")
 _ACTOR_LENGTH = column_length(Event, "actor")
+_INSERT = insert(cast(Table, Event.__table__))
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,8 +42,8 @@ def add_events(session: Session, events: Sequence[NewEvent]) -> None:
     """Insert ``events`` in ``session``'s transaction, in one Core statement; over-long
     reasons and actors are cut to their columns (they are sentences and names)."""
     if events:
-        session.execute(
-            insert(Event),
+        session.connection().execute(
+            _INSERT,
             [
                 {
                     "at": e.at,

@@ -12,6 +12,7 @@ callers never hold a session. Time is always passed in.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import secrets
 from collections import Counter
@@ -23,6 +24,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, delete, func, insert, or_, select, text, union_all, update
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, StatementError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.dml import Update
 
 from bsi.domain.catalog import Catalog, Release, Supersession, Supplement, SupplementState
 from bsi.domain.containers import CONTAINERS_ITEM
@@ -858,7 +860,7 @@ class Store(Sessions):
         revoked or decommissioned: its reports are not stored any more.
         """
         with self._reading() as session:
-            row = session.execute(_STORED_STATUS, {"device_id": device_id}).first()
+            row = session.connection().execute(_STORED_STATUS, {"device_id": device_id}).first()
         if row is None:
             raise NotFound(f"no device {device_id!r}")
         if row.revoked_at is not None or row.decommissioned_at is not None:
@@ -1380,25 +1382,22 @@ def _register_channel(session: Session, entry: NewEnrollment, now: datetime) -> 
 
 
 def _write_state(session: Session, write: StatusWrite, now: datetime) -> DeviceState | None:
+    """Compare-and-set one device's state (:meth:`Store.write_device_states`) in prepared
+    Core statements: the status path builds no SQL expression and no ORM object per
+    report (issue 18: the database's overhead, not the rules, is its cost)."""
     columns = _state_columns(write.state, write.decision, now)
-    done = session.execute(
-        update(Device)
-        .where(
-            Device.id == write.device_id,
-            Device.status_version == write.version,
-            Device.revoked_at.is_(None),
-            Device.decommissioned_at.is_(None),
-        )
-        .values(
-            status_version=write.version + 1,
-            # Trust on first use: the hardware a device first names is the one
-            # it must keep naming.
-            udid=func.coalesce(Device.udid, write.state.udid),
-            serial_number=func.coalesce(Device.serial_number, write.state.serial_number),
-            **columns,
-        )
+    connection = session.connection()
+    done = connection.execute(
+        _state_update(tuple(columns)),
+        {
+            "w_id": write.device_id,
+            "w_version": write.version,
+            "w_udid": write.state.udid,
+            "w_serial_number": write.state.serial_number,
+            **{f"w_{name}": value for name, value in columns.items()},
+        },
     )
-    if done.rowcount == 0:  # type: ignore[attr-defined]
+    if done.rowcount == 0:
         found = session.execute(
             select(Device.revoked_at, Device.decommissioned_at).where(Device.id == write.device_id)
         ).first()
@@ -1416,13 +1415,14 @@ def _write_state(session: Session, write: StatusWrite, now: datetime) -> DeviceS
         str(previous.supplemental_build) if previous and previous.supplemental_build else None
     )
     if previous is None or old_build != columns["supplemental_build"]:
-        session.execute(
-            insert(SupplementalBuildChange).values(
-                device_id=write.device_id,
-                previous_build=old_build,
-                supplemental_build=columns["supplemental_build"],
-                observed_at=now,
-            )
+        connection.execute(
+            _BUILD_CHANGE,
+            {
+                "device_id": write.device_id,
+                "previous_build": old_build,
+                "supplemental_build": columns["supplemental_build"],
+                "observed_at": now,
+            },
         )
     add_events(session, write.events)
     return write.state
@@ -1450,17 +1450,50 @@ _DECISION_COLUMNS = (
     "decision_message",
 )
 """The device row's columns a decision is stored in (:func:`_decision_columns`)."""
+_DEVICES = cast(Table, Device.__table__)
 _STORED_STATUS = select(
-    Device.status_items,
-    Device.status_errors,
-    Device.status_invalid,
-    Device.status_version,
-    Device.revoked_at,
-    Device.decommissioned_at,
-    Device.udid,
-    Device.serial_number,
-    *(Device.__table__.c[name] for name in _DECISION_COLUMNS),
-).where(Device.id == bindparam("device_id"))
+    *(
+        _DEVICES.c[name]
+        for name in (
+            "status_items",
+            "status_errors",
+            "status_invalid",
+            "status_version",
+            "revoked_at",
+            "decommissioned_at",
+            "udid",
+            "serial_number",
+            *_DECISION_COLUMNS,
+        )
+    )
+).where(_DEVICES.c.id == bindparam("device_id"))
+_BUILD_CHANGE = insert(cast(Table, SupplementalBuildChange.__table__))
+
+
+@functools.cache
+def _state_update(names: tuple[str, ...]) -> Update:
+    """The compare-and-set of a device's state and decision (``names``: the columns of
+    :func:`_state_columns`), built once. The hardware a device first names is the one
+    it must keep naming (trust on first use): ``udid`` and ``serial_number`` are only
+    filled in, never replaced."""
+    c = _DEVICES.c
+    return (
+        update(_DEVICES)
+        .where(
+            c.id == bindparam("w_id"),
+            c.status_version == bindparam("w_version"),
+            c.revoked_at.is_(None),
+            c.decommissioned_at.is_(None),
+        )
+        .values(
+            status_version=c.status_version + 1,
+            udid=func.coalesce(c.udid, bindparam("w_udid", type_=c.udid.type)),
+            serial_number=func.coalesce(
+                c.serial_number, bindparam("w_serial_number", type_=c.serial_number.type)
+            ),
+            **{name: bindparam(f"w_{name}", type_=c[name].type) for name in names},
+        )
+    )
 
 
 def _decision_columns(decision: Decision | None) -> dict[str, Any]:
