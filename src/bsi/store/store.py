@@ -985,7 +985,7 @@ class Store(Sessions):
         """One transaction of :meth:`store_decisions`."""
         if not batch:
             return StoredDecisions(0, [])
-        table = cast(Table, Device.__table__)
+        table = _DEVICES
         columns = list(_decision_columns(None))
         statement = (
             update(table)
