@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_container_activator import HOLDS_LIB, NEW_LIB, OLD_LIB, configuration
+from test_container_activator import HOLDS_LIB, NEW_LIB, OLD_LIB, configuration, held_library
 
 from agent_support import OS_RELEASE, running_app
 from bsi.agent.activators.container import LABEL_SUPPLEMENTAL_BUILD
@@ -120,7 +120,7 @@ def test_a_container_host_gets_the_supplement_falls_back_and_rolls_back(
             now = client.containers.get(str(container.name))
             assert now.id != container.id
             assert configuration(now) == before[str(container.name)]
-            assert now.exec_run(["cat", "/proc/1/fd/3"]).output == NEW_LIB
+            assert held_library(now) == NEW_LIB
         assert client.containers.get("e2e-other").id == other.id
 
         shown = httpx.get(f"{url}/v1/admin/devices/{device_id}", headers=admin).json()
@@ -165,7 +165,7 @@ def test_a_container_host_gets_the_supplement_falls_back_and_rolls_back(
             assert now.labels[LABEL_SUPPLEMENTAL_BUILD] == "12C1000a"
             assert now.status == "running"
             assert configuration(now) == before[str(container.name)]
-            assert now.exec_run(["cat", "/proc/1/fd/3"]).output == NEW_LIB
+            assert held_library(now) == NEW_LIB
         assert agent.once().steps == ()  # (b) is refused from now on
 
         # Rollback recreates them on the base image with their configuration.
@@ -175,7 +175,7 @@ def test_a_container_host_gets_the_supplement_falls_back_and_rolls_back(
             assert back.image is not None
             assert back.image.id == base
             assert configuration(back) == before[str(container.name)]
-            assert back.exec_run(["cat", "/proc/1/fd/3"]).output == OLD_LIB
+            assert held_library(back) == OLD_LIB
         assert client.containers.get("e2e-other").id == other.id
         shown = httpx.get(f"{url}/v1/admin/devices/{device_id}", headers=admin).json()
         assert shown["supplemental_build"] is None

@@ -19,6 +19,10 @@ from server_support import RunningServer
 
 pytestmark = [pytest.mark.real_socket, pytest.mark.parametrize("server", ["sqlite"], indirect=True)]
 
+HELD = {**PLAN, "waves": [PLAN["waves"][0], {**PLAN["waves"][1], "soak_hours": 24}]}
+"""PLAN whose last wave soaks a day on the test's clock: the rollout cannot complete on
+its own (a rollout tick on a slow machine) before the test aborts it."""
+
 
 @pytest.fixture
 def admin(server: RunningServer, tmp_path: Path) -> Admin:
@@ -52,7 +56,7 @@ def test_a_rollout_started_shown_and_steered_from_the_cli(
     assert missing.code == EXIT_USAGE
 
     started = admin(
-        "rollouts", "plan", "set", "macOS", BUILD, "--file", write(tmp_path / "p", PLAN)
+        "rollouts", "plan", "set", "macOS", BUILD, "--file", write(tmp_path / "p", HELD)
     )
     assert started.code == 0, started.stderr
     assert "running" in started.stdout
