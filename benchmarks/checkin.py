@@ -573,7 +573,7 @@ def measure_publish_backend(
                     del watched["postgresql"]
                 try:
                     outcome.publish[name] = measure_publish(
-                        args, port, plan, watched, work, data_dir, name
+                        args, port, plan, watched, work, data_dir, database_url, name
                     )
                 except BenchmarkFailed as error:
                     raise BenchmarkFailed(f"{name}: {error}\n{_tail(log)}") from None
@@ -682,6 +682,61 @@ PUBLISHED = ("iOS", "23D771330a")
 fleet runs iOS or iPadOS, which is decided against the iOS catalogue)."""
 
 
+def wait_for_pass(admin: httpx.Client) -> None:
+    """Until ``GET decisions/recompute`` has shown a pass and then none (a pass a route
+    starts once its answer is sent: none seen within 5 s counts as done)."""
+    seen, deadline = False, time.monotonic() + 5
+    while True:
+        running = admin.get("/decisions/recompute").json()["recomputing"]
+        seen = seen or running is not None
+        if running is None and (seen or time.monotonic() > deadline):
+            return
+        time.sleep(0.05)
+
+
+class StoredDecisions:
+    """The decisions in the server's database, read beside it: whether every reporting
+    device has one, and whether the 20 devices of highest id decided about a build still
+    are as before its pause (an every-device pass in id order reaches them last)."""
+
+    def __init__(self, data_dir: Path, database_url: str | None) -> None:
+        settings = ServerSettings(data_dir=data_dir, database_url=database_url)
+        self.engine = open_engine(settings.resolved_database_url())
+        self.ids: list[str] = []
+        self.build = ""
+
+    def all_decided(self) -> bool:
+        with self.engine.connect() as connection:
+            undecided = connection.scalar(
+                select(func.count()).where(
+                    Device.platform.is_not(None), Device.decision_reason == "not-reported"
+                )
+            )
+        return undecided == 0
+
+    def _offered(self) -> Any:
+        """Decided about the build, and not yet for its pause (nor installed since)."""
+        return (Device.decision_supplement_build == self.build) & (
+            Device.decision_reason.not_in(["supplement-paused", "supplement-installed"])
+        )
+
+    def track(self, build: str) -> None:
+        self.build = build
+        with self.engine.connect() as connection:
+            query = select(Device.id).where(self._offered()).order_by(Device.id.desc())
+            self.ids = list(connection.scalars(query.limit(20)))
+        if not self.ids:
+            raise BenchmarkFailed(f"no device is offered {build}: nothing to time")
+
+    def offers_left(self) -> int:
+        """How many of the tracked devices are still offered the build."""
+        with self.engine.connect() as connection:
+            left = connection.scalar(
+                select(func.count()).where(Device.id.in_(self.ids), self._offered())
+            )
+        return left or 0
+
+
 def measure_publish(
     args: argparse.Namespace,
     port: int,
@@ -689,18 +744,21 @@ def measure_publish(
     watched: dict[str, list[int]],
     work: Path,
     data_dir: Path,
+    database_url: str | None,
     server_name: str,
 ) -> dict[str, float]:
     """Unchanged check-in p99 with no decision pass running, then while the pass a catalogue
     change triggers runs (one second into a second window of check-ins), and the pass's time.
 
-    ``before`` (an earlier bsi, ``--before-src``): the pass is ``POST decisions/recompute``,
-    which every catalogue change ran then (every device, no pause between batches), timed
-    from request to answer. ``after`` (this tree): the change itself (:data:`PUBLISHED`
-    paused), timed until ``GET decisions/recompute`` shows no pass; a full pass first sets
-    what the change is compared with (the server's first pass is of every device).
+    The change is :data:`PUBLISHED` paused. ``before`` (an earlier bsi, ``--before-src``)
+    decided again for every device in id order then, with no pause between batches: its
+    pass is timed until the last devices offered the build are no longer
+    (:class:`StoredDecisions`). ``after`` (this tree): until ``GET decisions/recompute`` shows
+    no pass; a full pass first sets what the change is compared with (the server's first
+    pass is of every device).
     """
     key = (data_dir / BENCHMARK_ADMIN_KEY).read_text().strip()
+    stored = StoredDecisions(data_dir, database_url)
     admin = httpx.Client(
         base_url=f"http://{HOST}:{port}/v1/admin",
         headers={"Authorization": f"Bearer {key}"},
@@ -708,8 +766,18 @@ def measure_publish(
         limits=httpx.Limits(max_keepalive_connections=0),  # idle for a whole window
     )
     with admin:
+        # Every device decided first (seeded without decisions); for this tree, also what
+        # a change is compared with. Answered 503 when it outlasts the request timeout.
+        started = time.monotonic()
+        admin.post("/decisions/recompute")
+        while not stored.all_decided():
+            if time.monotonic() - started > 1800:
+                raise BenchmarkFailed("devices still undecided after 30 min")
+            time.sleep(0.2)
         if server_name == "after":
-            admin.post("/decisions/recompute").raise_for_status()
+            wait_for_pass(admin)
+        print(f"  {server_name}: every device decided in {time.monotonic() - started:.1f} s")
+        stored.track(PUBLISHED[1])
         quiet = drive(args, port, "checkin", plan, watched, work / f"quiet-{server_name}.tsv")
         window: dict[str, Any] = {}
         worker: list[threading.Thread] = []
@@ -724,19 +792,15 @@ def measure_publish(
             time.sleep(1.0)
             opened = time.monotonic()
             window["from"] = opened - window["measuring"]
-            if server_name == "before":
-                window["devices"] = admin.post("/decisions/recompute").json()["devices"]
-            else:
-                platform, build = PUBLISHED
-                admin.post(f"/supplements/{platform}/{build}/pause").raise_for_status()
-                # the route's pass starts once its answer is sent: seen, then gone
-                seen, deadline = False, time.monotonic() + 5
-                while True:
-                    running = admin.get("/decisions/recompute").json()["recomputing"]
-                    seen = seen or running is not None
-                    if running is None and (seen or time.monotonic() > deadline):
-                        break
+            platform, build = PUBLISHED
+            admin.post(f"/supplements/{platform}/{build}/pause").raise_for_status()
+            if server_name == "before":  # one pass over every device in id order
+                while stored.offers_left():
+                    if time.monotonic() - opened > 1800:
+                        raise BenchmarkFailed("the change's pass did not end in 30 min")
                     time.sleep(0.05)
+            else:
+                wait_for_pass(admin)
             window["until"] = time.monotonic() - window["measuring"]
             window["pass_s"] = time.monotonic() - opened
 
@@ -748,6 +812,7 @@ def measure_publish(
         timeline = work / f"publish-{server_name}.tsv"
         during = drive(args, port, "checkin", plan, watched, timeline, on_measuring=measuring)
         worker[0].join()
+    stored.engine.dispose()
     if "failed" in window or "until" not in window:
         raise BenchmarkFailed(f"the catalogue change failed: {window.get('failed')!r}")
     inside, outside = [], []

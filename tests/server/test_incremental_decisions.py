@@ -234,3 +234,20 @@ def test_an_ios_rollout_holds_an_ipad_as_it_holds_an_iphone(
         for name in ("iphone", "ipad")
     }
     assert outcomes == {"iphone": "deferred", "ipad": "deferred"}
+
+
+def test_a_maintenance_window_decides_again_its_groups_devices(
+    server: RunningServer, fleet: Fleet
+) -> None:
+    """A window closed now (Friday 13:00 in Berlin) on ``lab`` defers its iPad; the
+    devices of the other group are left alone."""
+    shut = {"days": ["fri"], "start": "22:00", "end": "04:00", "timezone": "Europe/Berlin"}
+    put = server.admin.put("/v1/admin/groups/lab/maintenance-window", json=shut)
+    assert put.status_code == 200, put.text
+    server.service.recompute_changed()
+    assert decided_again(server, *fleet.ids.values()) == {
+        fleet["mac"]: False,
+        fleet["iphone"]: False,
+        fleet["ipad"]: True,
+    }
+    assert reason(server, fleet["ipad"]) == "maintenance-window"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
@@ -12,6 +14,7 @@ from bsi.domain.eligibility import Decision, Outcome, Reason
 from bsi.domain.status import DeviceState, merge_status, parse_status_report
 from bsi.errors import Conflict, InvalidStatusReport, NotFound, Unauthorized
 from bsi.store import store as store_module
+from bsi.store.database import open_engine
 from bsi.store.events import NewEvent
 from bsi.store.models import ContainerDecisionCount
 from bsi.store.protocols import CredentialStore, DeviceStore
@@ -424,3 +427,39 @@ def test_decision_counts_the_database_keeps_match_the_devices(
     assert kept == counted(engine)
     assert sum(kept.by_group.values()) == 4
     assert sum(kept.containers.values()) == 2
+
+
+def test_a_decision_pass_never_waits_for_a_row_a_status_write_holds(
+    postgres_database: Callable[[], str],
+) -> None:
+    """PostgreSQL (SQLite has one writer at a time): a row a report's transaction holds
+    is skipped, not waited for (the pass waiting on one report's row while that report's
+    group commit waited on a row of the pass deadlocked), and comes back as stale."""
+    engine = open_engine(postgres_database())
+    try:
+        store = Store(engine)
+        store.ensure_group("default", NOW)
+        held, free = enrolled(store, "held", "free")
+        for device_id in (held, free):
+            save(store, device_id, report(), NOW)
+        rows = [r for batch in store.device_states() for r in batch]
+        recomputed = Decision(Outcome.BLOCKED, Reason.NOT_REPORTED, "recomputed")
+        with engine.begin() as report_transaction:
+            report_transaction.execute(
+                text("SELECT id FROM devices WHERE id = :id FOR UPDATE"), {"id": held}
+            )
+            results: list[StoredDecisions] = []
+            decided = [DecidedDevice(r.device_id, r.version, recomputed) for r in rows]
+            writing = threading.Thread(
+                target=lambda: results.append(store.write_decisions(decided))
+            )
+            writing.start()
+            writing.join(10)
+            waited = writing.is_alive()
+        writing.join()
+        assert not waited, "the pass waited for the row the report holds"
+        assert results == [StoredDecisions(1, [held])]
+        assert store.get_device(free)[0].decision_outcome == "blocked"
+        assert store.get_device(held)[0].decision_outcome == "install"
+    finally:
+        engine.dispose()

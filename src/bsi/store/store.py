@@ -982,7 +982,8 @@ class Store(Sessions):
         return StoredDecisions(written + done.written, stale + done.stale)
 
     def write_decisions(self, batch: Sequence[DecidedDevice]) -> StoredDecisions:
-        """One transaction of :meth:`store_decisions`."""
+        """One transaction of :meth:`store_decisions`. A device whose row a concurrent
+        status write holds is not waited for: it comes back in ``stale`` (read it again)."""
         if not batch:
             return StoredDecisions(0, [])
         table = _DEVICES
@@ -995,26 +996,39 @@ class Store(Sessions):
             )
             .values({name: bindparam(f"b_{name}") for name in columns})
         )
-        rows = [
-            {
-                "b_id": d.device_id,
-                "b_version": d.version,
-                **{f"b_{k}": v for k, v in _decision_columns(d.decision).items()},
-            }
-            for d in batch
-        ]
         with self._writing() as session:
-            done = session.execute(statement, rows)
-            wanted = {d.device_id: d.version for d in batch}
-            if done.rowcount == len(batch):  # type: ignore[attr-defined]
-                stale: set[str] = set()
-            else:  # which lost the race: a version only ever grows, so any other one did
+            # Rows a status write holds now are skipped, never waited for: a pass that
+            # waited on one report's row while that report's group commit waited on a row
+            # of the pass deadlocked on PostgreSQL (SQLite has one writer at a time).
+            ids = sorted(d.device_id for d in batch)
+            locked = set(
+                session.scalars(
+                    select(Device.id)
+                    .where(Device.id.in_(ids))
+                    .order_by(Device.id)
+                    .with_for_update(skip_locked=True)
+                )
+            )
+            mine = [d for d in batch if d.device_id in locked]
+            stale = {d.device_id for d in batch if d.device_id not in locked}
+            rows = [
+                {
+                    "b_id": d.device_id,
+                    "b_version": d.version,
+                    **{f"b_{k}": v for k, v in _decision_columns(d.decision).items()},
+                }
+                for d in mine
+            ]
+            done = session.execute(statement, rows) if rows else None
+            if done is not None and done.rowcount != len(rows):  # type: ignore[attr-defined]
+                # which lost the race: a version only ever grows, so any other one did
+                wanted = {d.device_id: d.version for d in mine}
                 found = session.execute(
                     select(Device.id, Device.status_version).where(Device.id.in_(list(wanted)))
                 ).all()
                 now_at = dict(found)
-                stale = {d for d, v in wanted.items() if now_at.get(d, v) != v}
-            landed = {d.device_id: d.decision for d in batch if d.device_id not in stale}
+                stale |= {d for d, v in wanted.items() if now_at.get(d, v) != v}
+            landed = {d.device_id: d.decision for d in mine if d.device_id not in stale}
             _replace_container_decisions(session, landed)
         return StoredDecisions(len(landed), sorted(stale))
 
