@@ -164,19 +164,48 @@ class _Cached:
 
 @dataclass(slots=True)
 class _TtlCache:
+    """Values kept for ``seconds``, each miss loaded once.
+
+    Callers that miss a key while another thread loads it wait for that load
+    instead of loading it too: when a view expired under load, every request
+    thread went to the database for it at once (issue 18, "each process re-read
+    the group view and catalogue on cache expiry"). A load that a :meth:`drop`
+    overtook is returned to its callers but not kept.
+    """
+
     seconds: float
     entries: dict[Any, _Cached] = field(default_factory=dict)
+    _loading: dict[Any, threading.Lock] = field(default_factory=dict)
+    _overtaken: set[Any] = field(default_factory=set)
+    """Keys dropped while they were being loaded."""
+    _guard: threading.Lock = field(default_factory=threading.Lock)
+    _generation: int = 0
+    """Moves on at each drop of every key."""
 
     def get(self, key: Any, load: Callable[[], Any]) -> Any:
-        now = time.monotonic()
-        hit = self.entries.get(key)
-        if hit is not None and hit.expires > now:
+        hit = self.peek(key)
+        if hit is not None:
             return hit.value
-        value = load()
-        if len(self.entries) > 200_000:
-            self.entries.clear()
-        self.entries[key] = _Cached(value, now + self.seconds)
-        return value
+        with self._guard:
+            loading = self._loading.setdefault(key, threading.Lock())
+        with loading:
+            hit = self.peek(key)  # loaded by the thread this one waited for
+            if hit is not None:
+                return hit.value
+            generation, started = self._generation, time.monotonic()
+            try:
+                value = load()
+            finally:
+                with self._guard:
+                    self._loading.pop(key, None)
+                    overtaken = key in self._overtaken or generation != self._generation
+                    self._overtaken.discard(key)
+            if not overtaken:
+                with self._guard:
+                    if len(self.entries) > 200_000:
+                        self.entries.clear()
+                    self.entries[key] = _Cached(value, started + self.seconds)
+            return value
 
     def peek(self, key: Any) -> _Cached | None:
         """The live entry for ``key`` without loading: lets async callers skip a thread hop."""
@@ -184,10 +213,14 @@ class _TtlCache:
         return hit if hit is not None and hit.expires > time.monotonic() else None
 
     def drop(self, key: Any = None) -> None:
-        if key is None:
-            self.entries.clear()
-        else:
+        with self._guard:
+            if key is None:
+                self._generation += 1
+                self.entries.clear()
+                return
             self.entries.pop(key, None)
+            if key in self._loading:
+                self._overtaken.add(key)
 
 
 class _Coalesced:

@@ -65,13 +65,21 @@ def database_backend(url: str) -> str:
 
 
 def open_engine(url: str, *, pool_size: int = 40) -> Engine:
+    # As many pooled connections as the server has worker threads (40), so that
+    # connections are reused instead of opened and closed under load: SQLAlchemy's
+    # default of 5 had SQLite open a connection (and set its pragmas) for most
+    # status reports once more than 5 threads read at once.
     if database_backend(url) == "sqlite":
-        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT})
+        engine = create_engine(
+            url,
+            pool_size=pool_size,
+            max_overflow=10,
+            pool_timeout=POOL_TIMEOUT,
+            connect_args={"timeout": BUSY_TIMEOUT},
+        )
         event.listen(engine, "connect", _tune_sqlite)
         event.listen(engine, "begin", _begin_sqlite)
         return engine
-    # PostgreSQL: as many pooled connections as the server has worker threads
-    # (40), so connections are reused instead of opened and closed under load.
     return create_engine(
         url,
         pool_size=pool_size,
