@@ -927,13 +927,12 @@ class Store(Sessions):
         (savepoints cost two statements each, and refusals are rare). A change
         of supplemental build is recorded with ``now``.
         """
-        if len(batch) > 1:
-            try:
-                with self._writing() as session:
-                    return [_write_state(session, write, now) for write in batch]
-            except (BsiError, StatementError, ValueError) as error:
-                if isinstance(error, OperationalError | InterfaceError):
-                    raise  # the database is away: every report of the batch fails alike
+        try:
+            with self._writing() as session:
+                return [_write_state(session, write, now) for write in batch]
+        except (BsiError, StatementError, ValueError) as error:
+            if isinstance(error, OperationalError | InterfaceError):
+                raise  # the database is away: every report of the batch fails alike
         return self._write_each_alone(batch, now)
 
     def _write_each_alone(
