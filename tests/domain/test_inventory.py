@@ -14,7 +14,13 @@ import pytest
 
 from bsi.domain.catalog import Catalog, Supplement
 from bsi.domain.eligibility import Outcome, Reason, decide
-from bsi.domain.inventory import check_platform_id, normalise, platform_name, resolve
+from bsi.domain.inventory import (
+    check_platform_id,
+    normalise,
+    platform_name,
+    reported_spellings,
+    resolve,
+)
 from bsi.domain.policy import SoftwareUpdatePolicy
 from bsi.domain.prerequisite import Prerequisite
 from bsi.domain.status import DeviceState, merge_status, parse_status_report
@@ -175,3 +181,11 @@ def test_publishers_platform_ids_must_be_canonical() -> None:
     assert "'debian'" in (refused.value.hint or "")
     with pytest.raises(InvalidInput, match="'macos'"):
         check_platform_id("macos")
+
+
+def test_reported_spellings_invert_platform_name_on_apples_spellings() -> None:
+    assert reported_spellings("iOS") == ("iOS", "iPadOS")
+    assert reported_spellings("macOS") == ("macOS",)
+    assert reported_spellings("debian") == ("debian",)
+    for platform in ("iOS", "macOS", "tvOS", "debian"):
+        assert {platform_name(p) for p in reported_spellings(platform)} == {platform}

@@ -251,3 +251,27 @@ def test_a_maintenance_window_decides_again_its_groups_devices(
         fleet["ipad"]: True,
     }
     assert reason(server, fleet["ipad"]) == "maintenance-window"
+
+
+def test_an_ios_rollouts_waves_count_the_ipad_and_its_failure_halts_them(
+    server: RunningServer, fleet: Fleet
+) -> None:
+    """An iOS rollout's members are the iPhone and the iPad (stored as ``iPadOS``), so
+    an iPad that fails to install counts towards the halt, as an iPhone would."""
+    rollout = f"/v1/admin/supplements/iOS/{IOS_A}/rollout"
+    plan = {
+        "waves": [{"name": "everyone", "percent": 100, "soak_hours": 1}],
+        "halt": {"max_failures": 1, "silence_hours": 6},
+    }
+    started = server.admin.put(rollout, json=plan)
+    assert started.status_code == 201, started.text
+    assert [w["devices"] for w in started.json()["waves"]] == [2]
+    failed = apple_report("iPadOS", "iPad13,18")
+    failed["StatusItems"]["softwareupdate"] = {
+        "install-state": "failed",
+        "pending-version": {"os-version": "26.3.1 (a)", "build-version": IOS_A},
+        "failure-reason": {"reason": "download failed", "count": 1},
+    }
+    assert fleet.clients["ipad"].put("/v1/ddm/status", json=failed).status_code == 200
+    body = server.reader.get(rollout).json()
+    assert body["state"] == "halted", body

@@ -60,6 +60,14 @@ def platform_name(text: str) -> str:
     return stripped.lower()
 
 
+def reported_spellings(platform: str) -> tuple[str, ...]:
+    """The platforms devices report, in Apple's spelling, that bsi decides as ``platform``
+    (a catalogue platform): ``iOS`` -> ``("iOS", "iPadOS")``, since iPads report iPadOS
+    and Apple lists them under iOS. The inverse of :func:`platform_name` on canonical
+    spellings, for finding a platform's devices by what they reported."""
+    return tuple(sorted({platform, *(r for r, c in CATALOGUE_PLATFORM.items() if c == platform)}))
+
+
 def check_platform_id(text: str) -> str:
     """Refuse a platform a publisher wrote that devices would never report.
 

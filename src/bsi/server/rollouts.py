@@ -819,9 +819,10 @@ def device_events(
     now: datetime,
 ) -> list[NewEvent]:
     """The transitions one status report shows (installed, failed, rolled back,
-    withdrawn, restart-pending, drift), as events of the device."""
+    withdrawn, restart-pending, drift), as events of the device, under the catalogue
+    platform the device is decided as (an iPad's are iOS's, as its supplements are)."""
     events = []
-    platform = state.platform
+    platform = platform_name(state.platform) if state.platform else None
 
     def event(kind: EventKind, reason: str, build: str | None, **detail: Any) -> None:
         events.append(

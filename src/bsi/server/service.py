@@ -635,8 +635,6 @@ class BsiService:
 
                 self._devices.save_channel_state(channel, merge_channel, now)
                 return merge_status(None, report)
-            view = self.identity_view(identity)  # with its own wave enforcements, if any
-            catalog = self.catalog()
             transitions: list[NewEvent] = []
             stored_by: list[StatusWrite] = []
 
@@ -646,6 +644,10 @@ class BsiService:
                     stored.udid or (previous.udid if previous else None),
                     stored.serial_number or (previous.serial_number if previous else None),
                 )
+                # Read at each merge, after the device's state: a decision pass that ran
+                # since an earlier attempt's read decides from what this one reads.
+                view = self.identity_view(identity)  # with its own wave enforcements
+                catalog = self.catalog()
                 state = merge_status(previous, report)
                 holds = self.rollouts.holds(identity.device_id, identity.group_id, state.platform)
                 transitions[:] = device_events(identity.device_id, previous, state, catalog, now)

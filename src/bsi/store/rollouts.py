@@ -18,6 +18,7 @@ from typing import Any, Protocol
 from sqlalchemy import delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
+from bsi.domain.inventory import reported_spellings
 from bsi.domain.rollout import Rollout, RolloutState, dump_plan, read_plan
 from bsi.errors import Conflict, NotFound
 from bsi.store.database import Sessions
@@ -262,7 +263,9 @@ class SqlRolloutStore(Sessions):
             return dict(rows.all())
 
     def fleet(self, platform: str, build: str) -> list[FleetDevice]:
-        """The live devices of ``platform``, each with when it first ran ``build``."""
+        """The live devices of ``platform`` (a catalogue platform: an iOS rollout's are
+        iPhones and iPads, :func:`~bsi.domain.inventory.reported_spellings`), each with
+        when it first ran ``build``."""
         with self._reading() as session:
             first = dict(
                 session.execute(
@@ -274,17 +277,24 @@ class SqlRolloutStore(Sessions):
                     .group_by(SupplementalBuildChange.device_id)
                 ).all()
             )
-            rows = session.execute(
-                select(Device.id, DeviceGroup.name, Device.supplemental_build, Device.last_seen_at)
-                .join(DeviceGroup, DeviceGroup.id == Device.group_id)
-                .where(
-                    Device.platform == platform,
-                    Device.revoked_at.is_(None),
-                    Device.decommissioned_at.is_(None),
-                )
-                .order_by(Device.id)
-            )
-            return [FleetDevice(d, g, b, seen, first.get(d)) for d, g, b, seen in rows]
+            rows: list[Any] = []
+            for spelling in reported_spellings(platform):  # each from the platform index
+                rows += session.execute(
+                    select(
+                        Device.id, DeviceGroup.name, Device.supplemental_build, Device.last_seen_at
+                    )
+                    .join(DeviceGroup, DeviceGroup.id == Device.group_id)
+                    .where(
+                        Device.platform == spelling,
+                        Device.revoked_at.is_(None),
+                        Device.decommissioned_at.is_(None),
+                    )
+                    .order_by(Device.id)
+                ).all()
+        return [
+            FleetDevice(d, g, b, seen, first.get(d))
+            for d, g, b, seen in sorted(rows, key=lambda row: str(row[0]))
+        ]
 
     # -- maintenance windows ------------------------------------------------------
 

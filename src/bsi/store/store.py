@@ -927,36 +927,21 @@ class Store(Sessions):
         (savepoints cost two statements each, and refusals are rare). A change
         of supplemental build is recorded with ``now``.
         """
+        # Rows are written in device id order, as decision passes lock them: two
+        # transactions that lock rows in one order cannot deadlock each other.
+        order = sorted(range(len(batch)), key=lambda i: batch[i].device_id)
+        results: list[DeviceState | BsiError | None] = [None] * len(batch)
         try:
             with self._writing() as session:
-                return [_write_state(session, write, now) for write in batch]
+                for i in order:
+                    results[i] = _write_state(session, batch[i], now)
+                return results
         except (BsiError, StatementError, ValueError) as error:
             if isinstance(error, OperationalError | InterfaceError):
                 raise  # the database is away: every report of the batch fails alike
-        return self._write_each_alone(batch, now)
-
-    def _write_each_alone(
-        self, batch: Sequence[StatusWrite], now: datetime
-    ) -> list[DeviceState | BsiError | None]:
-        """:meth:`write_device_states` with each write in its own savepoint."""
-        results: list[DeviceState | BsiError | None] = []
         with self._writing() as session:
-            for write in batch:
-                try:
-                    with session.begin_nested():
-                        results.append(_write_state(session, write, now))
-                except BsiError as error:
-                    results.append(error)
-                except (StatementError, ValueError) as error:
-                    if isinstance(error, OperationalError | InterfaceError):
-                        raise
-                    cause = getattr(error, "orig", None) or error
-                    results.append(
-                        InvalidStatusReport(
-                            f"the database refused this status report: {type(cause).__name__}",
-                            hint="send only values Apple's status item schema allows",
-                        )
-                    )
+            for i in order:
+                results[i] = _write_alone(session, batch[i], now)
         return results
 
     def store_decisions(self, decisions: Iterable[DecidedDevice]) -> StoredDecisions:
@@ -1392,6 +1377,26 @@ def _register_channel(session: Session, entry: NewEnrollment, now: datetime) -> 
     channel.checked_out_at = None
     channel.enrollment_type = entry.enrollment_type or channel.enrollment_type
     return 0
+
+
+def _write_alone(
+    session: Session, write: StatusWrite, now: datetime
+) -> DeviceState | BsiError | None:
+    """:func:`_write_state` in a savepoint of its own: a write bsi or the database
+    refuses comes back as its error and undoes only itself."""
+    try:
+        with session.begin_nested():
+            return _write_state(session, write, now)
+    except BsiError as error:
+        return error
+    except (StatementError, ValueError) as error:
+        if isinstance(error, OperationalError | InterfaceError):
+            raise
+        cause = getattr(error, "orig", None) or error
+        return InvalidStatusReport(
+            f"the database refused this status report: {type(cause).__name__}",
+            hint="send only values Apple's status item schema allows",
+        )
 
 
 def _write_state(session: Session, write: StatusWrite, now: datetime) -> DeviceState | None:
