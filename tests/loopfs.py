@@ -31,7 +31,10 @@ def mounted(image: Path, where: Path) -> Iterator[Path]:
     try:
         yield where
     finally:
-        run("umount", where)
+        try:
+            run("umount", where)
+        except subprocess.CalledProcessError:  # busy (a straggling reader): detach it anyway
+            run("umount", "--lazy", where)
 
 
 @contextlib.contextmanager

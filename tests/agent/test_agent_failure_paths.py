@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -228,6 +229,30 @@ def test_a_rollback_killed_mid_way_is_finished_by_the_next_cycle_not_undone(
     device = world.admin.get(f"/v1/admin/devices/{device_id}").json()
     assert device["supplemental_build"] is None  # the server is told
     assert world.agent.once().steps == ()
+
+
+def test_a_rollback_killed_after_its_relaunch_leaves_nothing_staged_after_the_next_cycle(
+    world: World, tmp_path: Path
+) -> None:
+    """Found by the random kills of ``test_agent_rollback_kill`` under CI load."""
+    device_id = enrolled(world, tmp_path)
+    on_a(world, device_id)
+    cryptexes = world.agent.layout.cryptexes
+    kept = tmp_path / "kept-12A100a"
+    shutil.copytree(cryptexes / "12A100a", kept)
+    assert world.agent.rollback() == "12A100a"
+    assert world.agent.status()["staged"] == []
+    # What a kill between the relaunch (recorded) and the prune leaves: the
+    # rollback is complete but (a) is still staged; and a removal killed mid-way.
+    shutil.copytree(kept, cryptexes / "12A100a")
+    shutil.copytree(kept, cryptexes / ".12A100b.discarded")
+    assert world.agent.status()["staged"] == ["12A100a"]
+
+    report = world.agent.once()
+    assert report.steps == (), report  # nothing to roll back or relaunch ...
+    assert world.agent.status()["staged"] == []  # ... and nothing left staged
+    assert sorted(p.name for p in cryptexes.iterdir()) == []
+    assert snapshot(world.root) == world.baseline
 
 
 @pytest.mark.parametrize("content", ["[]", '"text"', '{"server_url": "x", "unknown_field": 1}'])

@@ -45,6 +45,7 @@ from bsi.agent.activators import (
     load_staged,
     make_activator,
     stage_bundle,
+    sweep_discarded,
 )
 from bsi.agent.config import AgentConfig
 from bsi.agent.ddm_client import DdmClient
@@ -690,8 +691,9 @@ class Agent:
             elif step is Step.HEALTH_CHECK:
                 manifest, _ = self._load_staged(name)
                 self._health_check(manifest, state)
-        if plan.steps:
-            self._prune(state)
+        # Every cycle, steps or none: a kill after a relaunch and before its prune
+        # (``bsi agent rollback`` killed there) left a letter staged that nothing needs.
+        self._prune(state)
 
     def _replaced_in_place(self, plan: Plan, index: int) -> bool:
         """Whether the roll-back at ``plan.steps[index]`` is left to the activation after it.
@@ -969,6 +971,7 @@ class Agent:
         for build in self._staged_builds():
             if str(build) not in keep:
                 self._discard(str(build))
+        sweep_discarded(self.layout)
 
     def _fail(self, state: LocalState, error: BsiError, build: str | None) -> str:
         """Record ``error`` as the last failure (reported at the next status report).

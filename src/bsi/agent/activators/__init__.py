@@ -395,9 +395,33 @@ def load_staged(layout: StateLayout, build: str) -> tuple[Manifest, Path]:
     return Manifest.from_json(data), layout.staged_files(build)
 
 
+DISCARDED_SUFFIX = ".discarded"
+"""A staged cryptex being removed is first renamed ``.<build>.discarded`` (hidden)."""
+
+
 def discard_staged(layout: StateLayout, build: str) -> None:
-    shutil.rmtree(layout.cryptex_dir(build), ignore_errors=True)
-    fsync_directory(layout.cryptexes)
+    """Remove ``build`` from the preboot area, all at once as far as a reader can tell.
+
+    The directory is renamed out of sight first, so a kill mid-removal never
+    leaves a half-removed cryptex that still looks staged; what such a kill
+    leaves is swept by the next discard or :func:`sweep_discarded`.
+    """
+    final = layout.cryptex_dir(build)
+    if final.exists():
+        hidden = layout.cryptexes / f".{build}{DISCARDED_SUFFIX}"
+        shutil.rmtree(hidden, ignore_errors=True)
+        os.replace(final, hidden)
+        fsync_directory(layout.cryptexes)
+    sweep_discarded(layout)
+
+
+def sweep_discarded(layout: StateLayout) -> None:
+    """Finish removals a kill interrupted (``.<build>.discarded`` directories)."""
+    if not layout.cryptexes.is_dir():
+        return
+    for entry in layout.cryptexes.iterdir():
+        if entry.name.startswith(".") and entry.name.endswith(DISCARDED_SUFFIX):
+            shutil.rmtree(entry, ignore_errors=True)
 
 
 # -- helpers shared by activators ----------------------------------------------
