@@ -8,7 +8,8 @@ STAMP  := $(VENV)/.installed
 # CPU; work-stealing keeps a long test (the container end-to-end run) from
 # leaving the other workers idle. `make pytest XDIST=` runs them in one process.
 # Tests marked `alone` (a latency bound) run afterwards, one at a time.
-XDIST  ?= -n auto --maxprocesses 4 --dist worksteal
+# The 25 slowest tests are listed at the end (where the suite's time goes).
+XDIST  ?= -n auto --maxprocesses 4 --dist worksteal --durations=25
 
 .PHONY: run test lint typecheck pytest clean
 

@@ -383,10 +383,12 @@ def test_a_bomb_that_hides_its_size_is_stopped_by_the_ratio_cap_at_once(
     path = tmp_path / "bomb.bsi"
     path.write_bytes(bomb(256 << 20, content_size=False))
     assert path.stat().st_size < 256 << 10
-    started = time.monotonic()
+    started = time.process_time()  # this process's CPU: what a busy machine does not inflate
     message = refusal(path, max_bytes=4 << 30)
-    took = time.monotonic() - started
-    print(f"\nzstd bomb (256 MiB in {path.stat().st_size} bytes) refused in {took * 1000:.0f} ms")
+    took = time.process_time() - started
+    print(
+        f"\nzstd bomb (256 MiB in {path.stat().st_size} bytes) refused in {took * 1000:.0f} ms CPU"
+    )
     assert "more than 1000 times" in message
     assert took < 1.0
 
