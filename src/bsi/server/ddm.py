@@ -15,6 +15,7 @@ everything it needs is in memory (the same rules: :func:`admit_credential`,
 :func:`holds_current`), and hands every other request to the route.
 """
 
+import asyncio
 import json
 from collections.abc import Callable
 from typing import Annotated, Any
@@ -33,7 +34,7 @@ from bsi.feeds import dump_bsi_catalog
 from bsi.feeds.bsi_catalog import LATEST_RETRY
 from bsi.server.http import StrictRoute, bearer, bearer_of, json_body
 from bsi.server.nanomdm import HMAC_HEADER, ForwardingTrust
-from bsi.server.service import BsiService, GroupView
+from bsi.server.service import STATUS_WRITE_TIMEOUT, BsiService, GroupView
 from bsi.server.wakeup import Wakeups
 from bsi.store.store import DeviceIdentity
 from bsi.strict import MAX_INT32
@@ -269,7 +270,11 @@ def ddm_router(
         service.admit_status(identity.device_id, int(length) if length.isdecimal() else max_body)
         body = await json_body(request)
         source = request.client.host if request.client else None
-        await run_in_threadpool(service.report_status, identity, body, source)
+        if identity.channel is not None:  # stored on that channel alone, not batched
+            await run_in_threadpool(service.report_status, identity, body, source)
+        else:  # validated here; the status writer merges and stores it with its batch
+            stored = service.submit_status(identity, body, source)
+            await asyncio.wait_for(asyncio.wrap_future(stored), STATUS_WRITE_TIMEOUT)
         return Response(status_code=200)
 
     @bsi("GET", "/status", "The device's own merged status, as a full report")

@@ -15,13 +15,13 @@ unchanged check-in never writes to the database.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import hashlib
 import json
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -53,6 +53,7 @@ from bsi.domain.policy import SoftwareUpdatePolicy
 from bsi.domain.rollout import NO_HOLDS, DeviceHolds, localized
 from bsi.domain.status import (
     DeviceState,
+    StatusReport,
     identity_contradictions,
     invalid_decision_items,
     merge_status,
@@ -73,9 +74,8 @@ from bsi.server.limits import RateLimit
 from bsi.server.linux_catalog import catalog_from_repository
 from bsi.server.revocations import Revocations
 from bsi.server.rollouts import RolloutInputs, Rollouts, device_events
-from bsi.server.status_writer import StatusWriter
+from bsi.server.status_writer import Merged, StatusStored, StatusWriter
 from bsi.server.webhooks import Webhooks
-from bsi.store.events import NewEvent
 from bsi.store.protocols import Stores
 from bsi.store.store import (
     DecidedDevice,
@@ -88,7 +88,6 @@ from bsi.store.store import (
     Enrollment,
     NewEnrollment,
     SecurityEventRecord,
-    StatusWrite,
     StoredStatus,
 )
 
@@ -604,74 +603,88 @@ class BsiService:
     def report_status(
         self, identity: DeviceIdentity, body: object, source: str | None = None
     ) -> DeviceState:
-        """Validate, merge and store a status report, deciding for the device anew.
+        """Validate, merge and store a status report, deciding for the device anew; returns
+        the device's (or user channel's) state after it.
 
         A report naming other hardware (``device.identifier.udid`` or
         ``serial-number``) than the enrollment's is refused whole and kept as
         a security event. A user channel's report is stored on that channel
         only: the device channel is the one authority on the device's OS.
-
-        The merge runs here, in the request's thread and outside any
-        transaction; the status writer only stores its result. A report that
-        changes neither the state nor the decision writes nothing: the device
-        is only marked seen, as a check-in is.
+        A device channel's report goes through the status writer
+        (:meth:`submit_status`); this waits for it at most
+        :data:`STATUS_WRITE_TIMEOUT` seconds (then ``TimeoutError``: 503).
         """
+        if identity.channel is None:
+            return self.submit_status(identity, body, source).result(STATUS_WRITE_TIMEOUT)
         report = parse_status_report(body)
-        now = self.clock()
+        known = self.enrollment(identity.device_id)
 
-        def check(udid: str | None, serial: str | None) -> None:
-            found = identity_contradictions(report.items, udid, serial)
-            if found:
-                raise IdentityMismatch("status report refused: " + "; ".join(found))
+        def merge_channel(previous: DeviceState | None) -> DeviceState:
+            _check_identity(report, *_bound(known))
+            return merge_status(previous, report)
 
         try:
-            if identity.channel is not None:
-                channel = identity.channel
-                known = self.enrollment(identity.device_id)
-
-                def merge_channel(previous: DeviceState | None) -> DeviceState:
-                    check(*((known.udid, known.serial_number) if known else (None, None)))
-                    return merge_status(previous, report)
-
-                self._devices.save_channel_state(channel, merge_channel, now)
-                return merge_status(None, report)
-            transitions: list[NewEvent] = []
-            stored_by: list[StatusWrite] = []
-
-            def merge(stored: StoredStatus) -> tuple[DeviceState, Decision | None]:
-                previous = stored.state
-                check(
-                    stored.udid or (previous.udid if previous else None),
-                    stored.serial_number or (previous.serial_number if previous else None),
-                )
-                # Read at each merge, after the device's state: a decision pass that ran
-                # since an earlier attempt's read decides from what this one reads.
-                view = self.identity_view(identity)  # with its own wave enforcements
-                catalog = self.catalog()
-                state = merge_status(previous, report)
-                holds = self.rollouts.holds(identity.device_id, identity.group_id, state.platform)
-                transitions[:] = device_events(identity.device_id, previous, state, catalog, now)
-                return state, _decision(state, catalog, view.policy, now, holds)
-
-            def write(one: StatusWrite) -> DeviceState | BsiError | None:
-                one = dataclasses.replace(one, events=tuple(transitions))  # of this merge
-                stored = self._writer.submit(one).result(timeout=STATUS_WRITE_TIMEOUT)
-                stored_by[:] = [one] if isinstance(stored, DeviceState) else []
-                return stored
-
-            state = self._devices.save_device_state(identity.device_id, merge, now, write)
-            if not stored_by:  # unchanged: nothing was written
-                self.saw(identity.device_id)
-                return state
-            # A failure under a running rollout may halt it: decided now, not at the next tick.
-            self.rollouts.react(transitions)
-            # its OS or capabilities may have changed, and with them its subscription
-            self._identities.drop(("enrollment", identity.device_id))
-            return state
+            self._devices.save_channel_state(identity.channel, merge_channel, self.clock())
         except IdentityMismatch as error:
-            enrollment_id = identity.channel or identity.device_id
-            self.security_event("identity-contradiction", enrollment_id, source, error.message)
+            self._contradicted(identity, source, error)
             raise
+        return merge_status(None, report)
+
+    def submit_status(
+        self, identity: DeviceIdentity, body: object, source: str | None = None
+    ) -> Future[DeviceState]:
+        """Validate a device channel's status report here (raises InvalidStatusReport at
+        once, nothing queued) and queue it for the status writer, which reads, merges and
+        stores it with the reports that arrived with it (bsi.server.status_writer).
+
+        The future holds the device's state once the report is stored, or its error. The
+        merge reads the group view, catalogue and holds at merge time (cached), after the
+        device's state: a decision pass that ran since decides from what it reads. A report
+        that changes neither the state nor the decision writes nothing: the device is only
+        marked seen, as a check-in is. After a write, a failure under a running rollout may
+        halt it (decided now, not at the next tick), and the device's cached identity is
+        dropped (its OS or capabilities may have changed, and with them its subscription).
+        Cheap enough for the event loop: no I/O here.
+        """
+        if identity.channel is not None:
+            raise ValueError("a user channel's report is stored by report_status")
+        report = parse_status_report(body)
+        now = self.clock()
+        device_id = identity.device_id
+
+        def merge(stored: StoredStatus) -> Merged:
+            previous = stored.state
+            _check_identity(
+                report,
+                stored.udid or (previous.udid if previous else None),
+                stored.serial_number or (previous.serial_number if previous else None),
+            )
+            view = self.identity_view(identity)  # with its own wave enforcements
+            catalog = self.catalog()
+            state = merge_status(previous, report)
+            holds = self.rollouts.holds(device_id, identity.group_id, state.platform)
+            events = tuple(device_events(device_id, previous, state, catalog, now))
+            return state, _decision(state, catalog, view.policy, now, holds), events
+
+        def finish(outcome: StatusStored | BsiError) -> None:
+            if isinstance(outcome, IdentityMismatch):
+                self._contradicted(identity, source, outcome)
+            if isinstance(outcome, BsiError):
+                return
+            if not outcome.written:
+                self.saw(device_id)
+                return
+            self.rollouts.react(outcome.events)
+            self._identities.drop(("enrollment", device_id))
+
+        return self._writer.submit(device_id, merge, finish)
+
+    def _contradicted(
+        self, identity: DeviceIdentity, source: str | None, error: IdentityMismatch
+    ) -> None:
+        """Keep a report refused for naming other hardware as a security event."""
+        enrollment_id = identity.channel or identity.device_id
+        self.security_event("identity-contradiction", enrollment_id, source, error.message)
 
     def device_state(self, device_id: str) -> DeviceState | None:
         found = self._devices.device_status(device_id)
@@ -1094,6 +1107,19 @@ class BsiService:
 def _view_key(identity: DeviceIdentity) -> tuple[int, str, tuple[str, ...]]:
     scope = USER if identity.channel else SYSTEM
     return identity.group_id, scope, identity.subscription or BSI_STATUS_ITEMS
+
+
+def _check_identity(report: StatusReport, udid: str | None, serial: str | None) -> None:
+    """Raise IdentityMismatch when ``report`` names other hardware than ``udid`` and
+    ``serial`` (those the enrollment is bound to, when known)."""
+    found = identity_contradictions(report.items, udid, serial)
+    if found:
+        raise IdentityMismatch("status report refused: " + "; ".join(found))
+
+
+def _bound(known: Enrollment | None) -> tuple[str | None, str | None]:
+    """The hardware (udid, serial number) an enrollment is bound to, if known."""
+    return (known.udid, known.serial_number) if known else (None, None)
 
 
 def _version(text: str | None) -> ProductVersion | None:

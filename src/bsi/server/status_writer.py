@@ -1,15 +1,25 @@
-"""Group commit for status reports: one writer thread, one transaction per batch.
+"""Group commit for status reports: one writer thread reads, merges and writes a batch.
 
-Every report still waits until its own write is committed before the device
-gets its answer, so nothing acknowledged is ever lost; but reports arriving
-together share one transaction (and, on SQLite, one turn at the write lock),
-instead of queueing for the lock one by one.
+A report is parsed where it arrives (the event loop) and queued here with its
+merge; its sender waits for its future, so nothing acknowledged is ever lost.
+The writer thread takes what is queued (up to ``batch_max`` reports), reads
+the stored status of all their devices in one statement
+(:meth:`~bsi.store.store.Store.stored_statuses`), merges each report (pure:
+the merge, its decision and its events), and writes those that change
+something in one transaction (:meth:`~bsi.store.store.Store.write_device_states`),
+each a compare-and-set on the device's status version: another process or a
+decision pass may write between the read and the write, and then that report
+is merged again in the next batch (at most :data:`STATUS_WRITE_ATTEMPTS` times,
+then :class:`~bsi.errors.Conflict`).
 
-Only finished work reaches this thread: a report is parsed and merged by the
-request's own thread, outside any transaction, and the writer stores the
-result with a compare-and-set (see :meth:`bsi.store.store.Store.write_device_states`).
-Each report has its own savepoint and its own outcome, so a huge or broken
-report costs its sender time and nobody else's.
+Every report has its own outcome: a report its merge refuses (an identity
+contradiction), the database refuses, or whose device is unknown or revoked
+fails alone; an unchanged one writes nothing. A device's reports are merged in
+the order they arrived: a second report of a device already in the batch waits
+for the next batch, so it merges onto what the first one stored. When the
+database is away the whole batch fails with its error, and a failure of the
+thread itself answers every report it holds (the next report starts a new
+thread): no waiter is left without an answer.
 """
 
 from __future__ import annotations
@@ -17,19 +27,51 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future
+from dataclasses import dataclass
 from datetime import datetime
 
+from bsi.domain.eligibility import Decision
 from bsi.domain.status import DeviceState
 from bsi.errors import BsiError
+from bsi.store.events import NewEvent
 from bsi.store.protocols import DeviceStore
-from bsi.store.store import StatusWrite
+from bsi.store.store import STATUS_WRITE_ATTEMPTS, StatusWrite, StoredStatus, kept_changing
 
 log = logging.getLogger("bsi.server")
-Outcome = DeviceState | BsiError | None
-"""Stored state, the error that refused this report, or None: merge again."""
-_Item = tuple[StatusWrite, "Future[Outcome]"]
+
+Merged = tuple[DeviceState, Decision | None, tuple[NewEvent, ...]]
+"""A report merged onto a stored status: the new state, its decision, the events of
+its transitions."""
+
+
+@dataclass(frozen=True, slots=True)
+class StatusStored:
+    """What became of a report: the device's state after it, and whether it was written
+    (False: it changed nothing, so nothing was written) with which events."""
+
+    state: DeviceState
+    written: bool
+    events: tuple[NewEvent, ...] = ()
+
+
+@dataclass(slots=True)
+class StatusJob:
+    """One device's report waiting for the writer.
+
+    ``merge`` folds the report onto the device's stored status (run in the writer
+    thread, outside any transaction; a :class:`~bsi.errors.BsiError` it raises refuses
+    this report alone). ``finish`` runs in the writer thread once the report's outcome
+    is known (after its batch committed), before its sender is answered; an error it
+    raises is the report's answer.
+    """
+
+    device_id: str
+    merge: Callable[[StoredStatus], Merged]
+    finish: Callable[[StatusStored | BsiError], None]
+    done: Future[DeviceState]
+    attempts: int = 0
 
 
 class StatusWriter:
@@ -39,42 +81,134 @@ class StatusWriter:
         self._store = store
         self._clock = clock
         self._batch_max = batch_max
-        self._queue: queue.SimpleQueue[_Item] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[StatusJob] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
 
-    def submit(self, write: StatusWrite) -> Future[Outcome]:
+    def submit(
+        self,
+        device_id: str,
+        merge: Callable[[StoredStatus], Merged],
+        finish: Callable[[StatusStored | BsiError], None],
+    ) -> Future[DeviceState]:
+        """Queue one report; its future holds the device's state once the report is stored
+        (or found unchanged), or the error that refused it. Cancelling the future before
+        the writer took the report withdraws it (nothing is written)."""
+        done: Future[DeviceState] = Future()
+        self._queue.put(StatusJob(device_id, merge, finish, done))
         self._ensure_running()
-        done: Future[Outcome] = Future()
-        self._queue.put((write, done))
         return done
 
-    def _ensure_running(self) -> None:
-        if self._thread is None:
-            with self._lock:
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._run, name="bsi-status-writer", daemon=True
-                    )
-                    self._thread.start()
+    def _ensure_running(self, *, replace: threading.Thread | None = None) -> None:
+        """Start the writer thread unless one runs (``replace``: one that is ending)."""
+        thread = self._thread
+        if thread is not None and thread is not replace and thread.is_alive():
+            return
+        with self._lock:
+            thread = self._thread
+            if thread is None or thread is replace or not thread.is_alive():
+                self._thread = threading.Thread(
+                    target=self._run, name="bsi-status-writer", daemon=True
+                )
+                self._thread.start()
 
     def _run(self) -> None:
+        waiting: list[StatusJob] = []
+        """Reports taken from the queue but not yet written: merged again, or a device's
+        later report; they go first, in order, into the next batch."""
         while True:
-            batch = [self._queue.get()]
-            while len(batch) < self._batch_max:
+            if not waiting:
+                waiting = self._taken([self._queue.get()])
+            batch, waiting = self._batch(waiting)
+            try:
+                waiting = self._write(batch) + waiting
+            except Exception as error:  # the database is away: every report of the batch
+                log.exception("could not store %d status reports", len(batch))
+                _fail(batch, error)
+            except BaseException as error:  # this thread ends: answer every report it
+                _fail([*batch, *waiting], error)  # holds; a new one serves the queue
+                self._ensure_running(replace=threading.current_thread())
+                raise
+
+    def _taken(self, jobs: Iterable[StatusJob]) -> list[StatusJob]:
+        """``jobs`` whose senders still wait (a cancelled one was withdrawn)."""
+        return [job for job in jobs if job.done.set_running_or_notify_cancel()]
+
+    def _batch(self, waiting: list[StatusJob]) -> tuple[list[StatusJob], list[StatusJob]]:
+        """The next batch (one report per device, the oldest first) and what waits on."""
+        batch: list[StatusJob] = []
+        later: list[StatusJob] = []
+        devices: set[str] = set()
+        candidates = list(waiting)
+        while len(batch) < self._batch_max:
+            if not candidates:
                 try:
-                    batch.append(self._queue.get_nowait())
+                    candidates = self._taken([self._queue.get_nowait()])
                 except queue.Empty:
                     break
-            self._write(batch)
+                continue
+            job = candidates.pop(0)
+            if job.device_id in devices:
+                later.append(job)
+            else:
+                devices.add(job.device_id)
+                batch.append(job)
+        return batch, later + candidates
 
-    def _write(self, batch: list[_Item]) -> None:
-        try:
-            results = self._store.write_device_states([write for write, _ in batch], self._clock())
-        except Exception as error:  # the whole transaction failed: tell every waiter
-            log.exception("could not store %d status reports", len(batch))
-            for _, done in batch:
-                done.set_exception(error)
-            return
-        for (_, done), result in zip(batch, results, strict=True):
-            done.set_result(result)
+    def _write(self, batch: list[StatusJob]) -> list[StatusJob]:
+        """Read, merge and write ``batch``; returns the reports to merge again."""
+        stored = self._store.stored_statuses(job.device_id for job in batch)
+        writes: list[StatusWrite] = []
+        writing: list[StatusJob] = []
+        for job in batch:
+            found = stored[job.device_id]
+            if isinstance(found, BsiError):
+                _settle(job, found)
+                continue
+            try:
+                state, decision, events = job.merge(found)
+            except Exception as error:  # refuses this report alone
+                _settle(job, error)
+                continue
+            if found.holds(state, decision):
+                _settle(job, StatusStored(state, written=False))
+                continue
+            writes.append(
+                StatusWrite(job.device_id, found.version, found.state, state, decision, events)
+            )
+            writing.append(job)
+        if not writes:
+            return []
+        again: list[StatusJob] = []
+        results = self._store.write_device_states(writes, self._clock())
+        for job, write, result in zip(writing, writes, results, strict=True):
+            if isinstance(result, DeviceState):
+                _settle(job, StatusStored(result, written=True, events=write.events))
+            elif isinstance(result, BsiError):
+                _settle(job, result)
+            else:  # another writer stored this device's status since the read
+                job.attempts += 1
+                if job.attempts < STATUS_WRITE_ATTEMPTS:
+                    again.append(job)
+                else:
+                    _settle(job, kept_changing(job.device_id))
+        return again
+
+
+def _settle(job: StatusJob, outcome: StatusStored | Exception) -> None:
+    """Run the report's ``finish`` and answer its sender."""
+    try:
+        if isinstance(outcome, StatusStored | BsiError):
+            job.finish(outcome)
+    except Exception as error:
+        outcome = error
+    if isinstance(outcome, StatusStored):
+        job.done.set_result(outcome.state)
+    else:
+        job.done.set_exception(outcome)
+
+
+def _fail(jobs: list[StatusJob], error: BaseException) -> None:
+    for job in jobs:
+        if not job.done.done():
+            job.done.set_exception(error)

@@ -89,6 +89,11 @@ class DeviceStore(Protocol):
 
     def stored_status(self, device_id: str) -> StoredStatus: ...
 
+    def stored_statuses(self, device_ids: Iterable[str]) -> dict[str, StoredStatus | BsiError]:
+        """Several devices' stored status in one statement; an unknown or revoked
+        device's entry is the error that refuses its reports."""
+        ...
+
     def save_device_state(
         self,
         device_id: str,

@@ -21,7 +21,19 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, func, insert, or_, select, text, union_all, update
+from sqlalchemy import (
+    Row,
+    Table,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    union_all,
+    update,
+)
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError, StatementError
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.dml import Update
@@ -859,24 +871,24 @@ class Store(Sessions):
         Raises NotFound for an unknown device and Unauthorized for one that is
         revoked or decommissioned: its reports are not stored any more.
         """
+        found = self.stored_statuses([device_id])[device_id]
+        if isinstance(found, BsiError):
+            raise found
+        return found
+
+    def stored_statuses(self, device_ids: Iterable[str]) -> dict[str, StoredStatus | BsiError]:
+        """:meth:`stored_status` of several devices in one statement (``WHERE id IN``), as
+        the status writer reads a batch: each device's stored status, or the error that
+        refuses its reports (:class:`~bsi.errors.NotFound`, :class:`~bsi.errors.Unauthorized`)."""
+        wanted = sorted(set(device_ids))
         with self._reading() as session:
-            row = session.connection().execute(_STORED_STATUS, {"device_id": device_id}).first()
-        if row is None:
-            raise NotFound(f"no device {device_id!r}")
-        if row.revoked_at is not None or row.decommissioned_at is not None:
-            raise Unauthorized(f"device {device_id} is revoked")
-        state = None
-        if row.status_items or row.status_invalid:
-            state = DeviceState(
-                dict(row.status_items), tuple(row.status_errors), tuple(row.status_invalid)
-            )
-        return StoredStatus(
-            state,
-            row.status_version,
-            row.udid,
-            row.serial_number,
-            {name: row._mapping[name] for name in _DECISION_COLUMNS},
-        )
+            rows = session.connection().execute(_STORED_STATUSES, {"device_ids": wanted}).all()
+        found: dict[str, StoredStatus | BsiError] = {
+            device_id: NotFound(f"no device {device_id!r}") for device_id in wanted
+        }
+        for row in rows:
+            found[row.id] = _stored_status(row)
+        return found
 
     def save_device_state(
         self,
@@ -906,10 +918,7 @@ class Store(Sessions):
                 raise result
             if result is not None:
                 return result
-        raise Conflict(
-            f"device {device_id}'s status kept changing while this report was merged",
-            hint="send the report again",
-        )
+        raise kept_changing(device_id)
 
     def write_device_states(
         self, batch: Sequence[StatusWrite], now: datetime
@@ -1446,6 +1455,33 @@ def _write_state(session: Session, write: StatusWrite, now: datetime) -> DeviceS
     return write.state
 
 
+def kept_changing(device_id: str) -> Conflict:
+    """A report merged :data:`STATUS_WRITE_ATTEMPTS` times, each time overtaken by another
+    write of the device's status (its sender should send it again)."""
+    return Conflict(
+        f"device {device_id}'s status kept changing while this report was merged",
+        hint="send the report again",
+    )
+
+
+def _stored_status(row: Row[Any]) -> StoredStatus | BsiError:
+    """A row of :data:`_STORED_STATUSES` as :meth:`Store.stored_statuses` answers it."""
+    if row.revoked_at is not None or row.decommissioned_at is not None:
+        return Unauthorized(f"device {row.id} is revoked")
+    state = None
+    if row.status_items or row.status_invalid:
+        state = DeviceState(
+            dict(row.status_items), tuple(row.status_errors), tuple(row.status_invalid)
+        )
+    return StoredStatus(
+        state,
+        row.status_version,
+        row.udid,
+        row.serial_number,
+        {name: row._mapping[name] for name in _DECISION_COLUMNS},
+    )
+
+
 def _stored_state(row: Device | DeviceChannel) -> DeviceState | None:
     """What the device (or channel) has reported so far; None before its first report."""
     if not (row.status_items or row.status_invalid):
@@ -1485,6 +1521,9 @@ _STORED_STATUS = select(
         )
     )
 ).where(_DEVICES.c.id == bindparam("device_id"))
+_STORED_STATUSES = select(_DEVICES.c.id, *_STORED_STATUS.selected_columns).where(
+    _DEVICES.c.id.in_(bindparam("device_ids", expanding=True))
+)
 _BUILD_CHANGE = insert(cast(Table, SupplementalBuildChange.__table__))
 
 

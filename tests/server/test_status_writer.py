@@ -1,0 +1,275 @@
+"""The status writer on the real store (SQLite and PostgreSQL): one read and one write
+per batch, each report with its own outcome, and an answer for every waiter."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import create_engine
+
+import bsi.server.ddm
+from bsi.domain.status import DeviceState, merge_status, parse_status_report
+from bsi.errors import BsiError, IdentityMismatch, InvalidStatusReport, NotFound
+from bsi.server.status_writer import Merged, StatusStored, StatusWriter
+from bsi.store.protocols import DeviceStore
+from bsi.store.store import StatusWrite, Store, StoredStatus
+from pgcluster import free_port
+from reports import macos_report, supplemental_report
+from server_support import RunningServer
+
+WAIT = 30.0
+"""Seconds a test waits for an answer the writer owes (a hang fails the test)."""
+
+
+class Blocked:
+    """A report whose merge holds the writer thread until released, so that what is
+    submitted meanwhile is taken as one batch."""
+
+    def __init__(self, writer: StatusWriter, device_id: str) -> None:
+        self.started, self.release = threading.Event(), threading.Event()
+
+        def merge(stored: StoredStatus) -> Merged:
+            self.started.set()
+            assert self.release.wait(WAIT)
+            return merge_status(stored.state, parse_status_report(macos_report())), None, ()
+
+        self.done = writer.submit(device_id, merge, lambda outcome: None)
+        assert self.started.wait(WAIT)
+
+
+@pytest.fixture
+def writer(server: RunningServer) -> StatusWriter:
+    return StatusWriter(server.service.stores.devices, server.clock)
+
+
+def merging(
+    body: dict[str, Any], seen: list[StoredStatus] | None = None
+) -> Callable[[StoredStatus], Merged]:
+    """A report's merge, keeping what it was merged onto in ``seen``."""
+    report = parse_status_report(body)
+
+    def merge(stored: StoredStatus) -> Merged:
+        if seen is not None:
+            seen.append(stored)
+        return merge_status(stored.state, report), None, ()
+
+    return merge
+
+
+def answer(done: Future[DeviceState]) -> DeviceState | BaseException:
+    error = done.exception(WAIT)
+    return error if error is not None else done.result()
+
+
+def enrolled(server: RunningServer, count: int) -> list[str]:
+    return [server.device()[0] for _ in range(count)]
+
+
+def test_two_reports_of_one_device_in_a_batch_merge_in_order(
+    server: RunningServer, writer: StatusWriter
+) -> None:
+    """The second report merges onto what the first stored (once, not again after a lost
+    compare-and-set), and each sender gets the state after its own report."""
+    blocker, device_id, other = enrolled(server, 3)
+    held = Blocked(writer, blocker)
+    first_seen: list[StoredStatus] = []
+    second_seen: list[StoredStatus] = []
+    first = writer.submit(device_id, merging(macos_report(), first_seen), lambda o: None)
+    second = writer.submit(
+        device_id, merging(supplemental_report("25D771280a"), second_seen), lambda o: None
+    )
+    beside = writer.submit(other, merging(macos_report()), lambda o: None)
+    held.release.set()
+
+    after_first, after_second = answer(first), answer(second)
+    assert isinstance(after_first, DeviceState)
+    assert isinstance(after_second, DeviceState)
+    assert (str(after_first.build), after_first.supplemental_build) == ("25D2128", None)
+    assert str(after_second.supplemental_build) == "25D771280a"
+    assert isinstance(answer(beside), DeviceState)
+    assert [s.version for s in first_seen] == [0]
+    assert [(s.version, s.state) for s in second_seen] == [(1, after_first)]
+    devices = server.service.stores.devices
+    assert devices.stored_status(device_id).version == 2
+    assert devices.stored_status(device_id).state == after_second
+
+
+def test_a_refused_report_refuses_only_itself(server: RunningServer, writer: StatusWriter) -> None:
+    """In one batch: an unknown device, a merge that refuses (an identity contradiction),
+    one that fails (a bug), a state the database refuses; the good report still lands,
+    and every outcome reaches its report's ``finish``."""
+    blocker, good, contradicted, broken, refused = enrolled(server, 5)
+    held = Blocked(writer, blocker)
+    finished: dict[str, StatusStored | BsiError] = {}
+
+    def submit(device_id: str, merge: Callable[[StoredStatus], Merged]) -> Future[DeviceState]:
+        return writer.submit(device_id, merge, lambda o: finished.__setitem__(device_id, o))
+
+    def contradiction(stored: StoredStatus) -> Merged:
+        raise IdentityMismatch("status report refused: another udid")
+
+    def bug(stored: StoredStatus) -> Merged:
+        raise RuntimeError("a bug in one merge")
+
+    too_long = macos_report()
+    too_long["StatusItems"]["device"]["model"]["identifier"] = "M" * 65
+    answers = {
+        "good": submit(good, merging(macos_report())),
+        "ghost": submit("ghost", merging(macos_report())),
+        "contradicted": submit(contradicted, contradiction),
+        "broken": submit(broken, bug),
+        "refused": submit(refused, merging(too_long)),
+    }
+    held.release.set()
+    got = {name: answer(done) for name, done in answers.items()}
+    assert isinstance(got["good"], DeviceState)
+    assert isinstance(got["ghost"], NotFound)
+    assert isinstance(got["contradicted"], IdentityMismatch)
+    assert isinstance(got["broken"], RuntimeError)
+    assert isinstance(got["refused"], InvalidStatusReport)
+    devices = server.service.stores.devices
+    assert devices.stored_status(good).version == 1
+    for device_id in (contradicted, broken, refused):
+        assert devices.stored_status(device_id).version == 0
+    stored_good = finished[good]
+    assert isinstance(stored_good, StatusStored)
+    assert stored_good.written
+    assert isinstance(finished[contradicted], IdentityMismatch)
+    assert isinstance(finished[refused], InvalidStatusReport)
+    assert broken not in finished  # not a refusal: the sender gets the error as it is
+
+
+def test_an_identity_contradiction_in_a_batch_is_refused_whole_and_kept(
+    server: RunningServer,
+) -> None:
+    """Through the service: the contradicting report stores nothing and is a security
+    event; the report beside it in the batch lands."""
+    service = server.service
+    blocker, bound, beside = enrolled(server, 3)
+    devices = service.stores.devices
+
+    def naming(udid: str, build: str) -> dict[str, Any]:
+        body = macos_report(build=build)
+        body["StatusItems"]["device"]["identifier"] = {"udid": udid}
+        return body
+
+    identity = devices.device_identity(bound)
+    other = devices.device_identity(beside)
+    assert identity is not None
+    assert other is not None
+    service.report_status(identity, naming("UDID-OF-THIS-MAC", "25D2128"))
+    before = devices.stored_status(bound)
+
+    held = Blocked(service._writer, blocker)
+    refused = service.submit_status(identity, naming("UDID-OF-ANOTHER", "25D2140"), "10.0.0.9")
+    landed = service.submit_status(other, macos_report())
+    held.release.set()
+    assert isinstance(answer(refused), IdentityMismatch)
+    assert isinstance(answer(landed), DeviceState)
+    assert devices.stored_status(bound) == before
+    assert devices.stored_status(beside).version == 1
+    (event,) = service.security_events(10)
+    assert (event.kind, event.enrollment_id, event.source) == (
+        "identity-contradiction",
+        bound,
+        "10.0.0.9",
+    )
+
+
+class Died(BaseException):
+    """What ends a thread (not an Exception: nothing on the way catches it)."""
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_a_writer_thread_that_dies_answers_every_waiter_and_the_next_report_restarts_it(
+    server: RunningServer, writer: StatusWriter
+) -> None:
+    blocker, dying, good, again = enrolled(server, 4)
+    held = Blocked(writer, blocker)
+
+    def die(stored: StoredStatus) -> Merged:
+        raise Died
+
+    waiting = [
+        writer.submit(good, merging(macos_report()), lambda o: None),
+        writer.submit(dying, die, lambda o: None),
+        writer.submit(good, merging(supplemental_report("25D771280a")), lambda o: None),
+    ]
+    held.release.set()
+    answers = [answer(done) for done in waiting]  # none hangs
+    assert isinstance(answers[1], Died)
+    assert all(isinstance(a, DeviceState | Died) for a in answers)
+    later = writer.submit(again, merging(macos_report()), lambda o: None)
+    assert isinstance(answer(later), DeviceState)
+
+
+def test_when_the_database_is_away_every_waiter_gets_its_error(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    devices = server.service.stores.devices
+    assert isinstance(devices, Store)
+    url = devices.engine.url
+    if url.get_backend_name() == "sqlite":
+        away = url.set(database=str(tmp_path / "gone" / "bsi.db"))
+    else:
+        away = url.set(host="127.0.0.1", port=free_port())
+    writer = StatusWriter(Store(create_engine(away)), server.clock)
+    waiting = [
+        writer.submit(f"device-{n}", merging(macos_report()), lambda o: None) for n in range(20)
+    ]
+    answers = [answer(done) for done in waiting]
+    assert all(type(a).__name__ == "OperationalError" for a in answers), answers
+
+
+def test_a_report_overtaken_between_read_and_write_is_merged_again(
+    server: RunningServer, writer: StatusWriter
+) -> None:
+    """Another process (or writer) stores the device's status after the batch read it:
+    the compare-and-set refuses the stale merge, which is merged again onto that."""
+    (device_id,) = enrolled(server, 1)
+    devices: DeviceStore = server.service.stores.devices
+    seen: list[StoredStatus] = []
+    partial = parse_status_report(supplemental_report("25D771280a"))
+
+    def merge(stored: StoredStatus) -> Merged:
+        seen.append(stored)
+        if len(seen) == 1:  # the other process's full report lands now
+            other = merge_status(stored.state, parse_status_report(macos_report()))
+            done = devices.write_device_states(
+                [StatusWrite(device_id, stored.version, None, other, None)],
+                server.clock(),
+            )
+            assert done == [other]
+        return merge_status(stored.state, partial), None, ()
+
+    state = answer(writer.submit(device_id, merge, lambda o: None))
+    assert isinstance(state, DeviceState)
+    assert [s.version for s in seen] == [0, 1]
+    assert (str(state.build), str(state.supplemental_build)) == ("25D2128", "25D771280a")
+    assert devices.stored_status(device_id).version == 2
+
+
+def test_a_report_not_stored_in_time_answers_503_and_is_withdrawn(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``STATUS_WRITE_TIMEOUT``: the device is told to retry, and a report the writer had
+    not taken yet is withdrawn (the 503 says nothing was changed)."""
+    monkeypatch.setattr(bsi.server.ddm, "STATUS_WRITE_TIMEOUT", 0.5)
+    device_id, device = server.device()
+    (blocker,) = enrolled(server, 1)
+    held = Blocked(server.service._writer, blocker)
+    try:
+        response = device.put("/v1/ddm/status", json=macos_report())
+    finally:
+        held.release.set()
+    assert response.status_code == 503, response.text
+    assert "retry-after" in response.headers
+    assert isinstance(answer(held.done), DeviceState)
+    assert server.service.stores.devices.stored_status(device_id).version == 0
+    assert device.put("/v1/ddm/status", json=macos_report()).status_code == 200
+    assert server.service.stores.devices.stored_status(device_id).version == 1
