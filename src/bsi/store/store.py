@@ -901,7 +901,8 @@ class Store(Sessions):
 
         ``merge`` runs outside any transaction, on what is stored. ``write``
         stores one merged state (by default a transaction of its own; the
-        server passes its group-commit writer); it is not called when the
+        server's status writer batches reports instead, see
+        bsi.server.status_writer); it is not called when the
         merged state and decision are what is stored already
         (:meth:`StoredStatus.holds`): an unchanged report writes nothing.
         Raises the report's own error, or Conflict when the device's state kept
