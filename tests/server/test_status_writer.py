@@ -13,11 +13,18 @@ import pytest
 from sqlalchemy import create_engine
 
 import bsi.server.ddm
+from bsi.domain.eligibility import Decision, Outcome, Reason
 from bsi.domain.status import DeviceState, merge_status, parse_status_report
 from bsi.errors import BsiError, IdentityMismatch, InvalidStatusReport, NotFound
 from bsi.server.status_writer import Merged, StatusStored, StatusWriter
 from bsi.store.protocols import DeviceStore
-from bsi.store.store import StatusWrite, Store, StoredStatus
+from bsi.store.store import (
+    DecidedDevice,
+    StatusWrite,
+    Store,
+    StoredDecisions,
+    StoredStatus,
+)
 from pgcluster import free_port
 from reports import macos_report, supplemental_report
 from server_support import RunningServer
@@ -273,3 +280,78 @@ def test_a_report_not_stored_in_time_answers_503_and_is_withdrawn(
     assert server.service.stores.devices.stored_status(device_id).version == 0
     assert device.put("/v1/ddm/status", json=macos_report()).status_code == 200
     assert server.service.stores.devices.stored_status(device_id).version == 1
+
+
+def test_a_decision_pass_racing_batches_leaves_every_decision_that_of_the_stored_state(
+    server: RunningServer,
+) -> None:
+    """Decision passes and batches of reports on the same devices at once (on PostgreSQL
+    a pass skips rows a batch holds): nothing waits forever, every report is answered,
+    and deciding once more afterwards changes no device's decision."""
+    service = server.service
+    devices = service.stores.devices
+    ids = enrolled(server, 24)
+    identities = [devices.device_identity(d) for d in ids]
+    for identity in identities:
+        assert identity is not None
+        service.report_status(identity, macos_report())
+
+    def decided() -> dict[str, tuple[str | None, str | None]]:
+        records = (devices.get_device(d)[0] for d in ids)
+        return {r.device_id: (r.decision_outcome, r.decision_supplement_build) for r in records}
+
+    stop = threading.Event()
+    passes: list[int] = []
+
+    def decide_again() -> None:
+        while not stop.is_set():
+            passes.append(service.recompute_decisions())
+
+    racing = threading.Thread(target=decide_again)
+    racing.start()
+    try:
+        for build in ("25D771280a", "25D2128"):  # installed, then rolled back
+            waiting = []
+            for identity in identities:
+                assert identity is not None
+                body = supplemental_report(build) if build != "25D2128" else macos_report()
+                waiting.append(service.submit_status(identity, body))
+            assert all(isinstance(answer(done), DeviceState) for done in waiting)
+    finally:
+        stop.set()
+        racing.join(WAIT)
+    assert not racing.is_alive()
+    assert passes
+    before = decided()
+    service.recompute_decisions()
+    assert decided() == before
+
+
+def test_a_pass_that_read_before_a_batch_wrote_does_not_overwrite_its_decisions(
+    server: RunningServer,
+) -> None:
+    """The pass reads the states, a batch of reports lands, the pass writes: the
+    compare-and-set on the status version refuses every decision made from a replaced
+    state (they come back as stale), and the batch's decisions stay."""
+    service = server.service
+    devices = service.stores.devices
+    blocker, *ids = enrolled(server, 6)
+    identities = [devices.device_identity(d) for d in ids]
+    for identity in identities:
+        assert identity is not None
+        service.report_status(identity, macos_report())
+    held = Blocked(service._writer, blocker)
+    waiting = []
+    for identity in identities:
+        assert identity is not None
+        waiting.append(service.submit_status(identity, supplemental_report("25D771280a")))
+    read = [row for batch in devices.device_states(devices=ids) for row in batch]
+    held.release.set()
+    assert all(isinstance(answer(done), DeviceState) for done in waiting)
+    from_old = Decision(Outcome.BLOCKED, Reason.NOT_REPORTED, "decided from the older state")
+    stored = devices.store_decisions(DecidedDevice(r.device_id, r.version, from_old) for r in read)
+    assert stored == StoredDecisions(0, sorted(ids))
+    for device_id in ids:
+        record = devices.get_device(device_id)[0]
+        assert record.supplemental_build == "25D771280a"
+        assert record.decision_outcome != Outcome.BLOCKED.value
