@@ -17,6 +17,7 @@ from bsi.domain.eligibility import Decision, Outcome, Reason
 from bsi.domain.status import DeviceState, merge_status, parse_status_report
 from bsi.errors import BsiError, IdentityMismatch, InvalidStatusReport, NotFound
 from bsi.server.status_writer import Merged, StatusStored, StatusWriter
+from bsi.store.events import NewEvent
 from bsi.store.protocols import DeviceStore
 from bsi.store.store import (
     DecidedDevice,
@@ -355,3 +356,40 @@ def test_a_pass_that_read_before_a_batch_wrote_does_not_overwrite_its_decisions(
         record = devices.get_device(device_id)[0]
         assert record.supplemental_build == "25D771280a"
         assert record.decision_outcome != Outcome.BLOCKED.value
+
+
+def test_a_batch_tells_what_it_stored_once_before_answering(server: RunningServer) -> None:
+    """The server halts rollouts from ``written``: called once per batch, with the
+    events of the reports stored (not of a refused or unchanged one), before any of
+    them is answered; an error there is logged and the reports stay stored."""
+    told: list[list[str | None]] = []
+    answered_before: list[bool] = []
+    waiting: list[Future[DeviceState]] = []
+
+    def written(events: list[NewEvent]) -> None:
+        told.append([e.device_id for e in events])
+        answered_before.append(any(done.done() for done in waiting[:2]))
+        raise RuntimeError("the rollouts could not be read")
+
+    writer = StatusWriter(server.service.stores.devices, server.clock, written=written)
+    blocker, first, second, unchanged = enrolled(server, 4)
+    for device_id in (blocker, unchanged):
+        stored = writer.submit(device_id, merging(macos_report()), lambda o: None)
+        assert isinstance(answer(stored), DeviceState)
+    report = parse_status_report(macos_report())
+
+    def with_event(device_id: str) -> Callable[[StoredStatus], Merged]:
+        def merge(stored: StoredStatus) -> Merged:
+            event = NewEvent("device-installed", "automatic", "test", server.clock(), device_id)
+            return merge_status(stored.state, report), None, (event,)
+
+        return merge
+
+    told.clear()
+    held = Blocked(writer, blocker)
+    for device_id in (first, second, unchanged):
+        waiting.append(writer.submit(device_id, with_event(device_id), lambda o: None))
+    held.release.set()
+    assert all(isinstance(answer(done), DeviceState) for done in waiting)
+    assert [t for t in told if t] == [[first, second]]
+    assert not any(answered_before)

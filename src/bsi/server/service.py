@@ -292,8 +292,14 @@ class BsiService:
         self._identities = _TtlCache(identity_seconds)
         self._last_seen: dict[str, datetime] = {}
         self._last_seen_lock = threading.Lock()
+        self._flush_lock = threading.Lock()
         self._credential_key: bytes | None = None
-        self._writer = StatusWriter(stores.devices, clock)
+        self._writer = StatusWriter(
+            # A failure under a running rollout may halt it: decided now, not at the next tick.
+            stores.devices,
+            clock,
+            written=lambda events: self.rollouts.react(events),
+        )
         self._events_logged: dict[tuple[str, str | None], float] = {}
         self._events_stored: collections.deque[float] = collections.deque()
         self._status_limit = RateLimit(status_burst, status_per_second, "status reports")
@@ -573,17 +579,22 @@ class BsiService:
             self._last_seen[device_id] = self.clock()
 
     def flush_last_seen(self) -> int:
-        """Write the buffered check-in times; on failure keep them for the next try."""
-        with self._last_seen_lock:
-            pending, self._last_seen = self._last_seen, {}
-        try:
-            self._devices.touch_devices(pending)
-        except Exception:
+        """Write the buffered check-in times; on failure keep them for the next try.
+
+        One flush at a time: a flush that finds another under way waits for it, so that
+        when it returns every check-in seen before it was called is written (it could
+        return while the other one's write was still open)."""
+        with self._flush_lock:
             with self._last_seen_lock:
-                for device, when in pending.items():
-                    self._last_seen.setdefault(device, when)
-            raise
-        return len(pending)
+                pending, self._last_seen = self._last_seen, {}
+            try:
+                self._devices.touch_devices(pending)
+            except Exception:
+                with self._last_seen_lock:
+                    for device, when in pending.items():
+                        self._last_seen.setdefault(device, when)
+                raise
+            return len(pending)
 
     def catalog(self) -> Catalog:
         catalog: Catalog = self._catalog.get("catalog", self._catalogue.catalog)
@@ -641,9 +652,10 @@ class BsiService:
         merge reads the group view, catalogue and holds at merge time (cached), after the
         device's state: a decision pass that ran since decides from what it reads. A report
         that changes neither the state nor the decision writes nothing: the device is only
-        marked seen, as a check-in is. After a write, a failure under a running rollout may
-        halt it (decided now, not at the next tick), and the device's cached identity is
-        dropped (its OS or capabilities may have changed, and with them its subscription).
+        marked seen, as a check-in is. After a batch's write, a failure under a running
+        rollout may halt it (decided now, not at the next tick: one look at the running
+        rollouts per batch), and the device's cached identity is dropped (its OS or
+        capabilities may have changed, and with them its subscription).
         Cheap enough for the event loop: no I/O here.
         """
         if identity.channel is not None:
@@ -674,7 +686,6 @@ class BsiService:
             if not outcome.written:
                 self.saw(device_id)
                 return
-            self.rollouts.react(outcome.events)
             self._identities.drop(("enrollment", device_id))
 
         return self._writer.submit(device_id, merge, finish)

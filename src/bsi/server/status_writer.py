@@ -76,11 +76,21 @@ class StatusJob:
 
 class StatusWriter:
     def __init__(
-        self, store: DeviceStore, clock: Callable[[], datetime], *, batch_max: int = 200
+        self,
+        store: DeviceStore,
+        clock: Callable[[], datetime],
+        *,
+        batch_max: int = 200,
+        written: Callable[[list[NewEvent]], object] = lambda events: None,
     ) -> None:
+        """``written``: called once per batch that stored something, with the events of
+        every report it stored, before their senders are answered (the server halts the
+        rollouts a failure concerns: one look at the running rollouts per batch, not per
+        report); an error it raises is logged, the reports stay stored and answered."""
         self._store = store
         self._clock = clock
         self._batch_max = batch_max
+        self._written = written
         self._queue: queue.SimpleQueue[StatusJob] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -181,6 +191,12 @@ class StatusWriter:
             return []
         again: list[StatusJob] = []
         results = self._store.write_device_states(writes, self._clock())
+        landed = [w for w, r in zip(writes, results, strict=True) if isinstance(r, DeviceState)]
+        if landed:
+            try:
+                self._written([event for write in landed for event in write.events])
+            except Exception:
+                log.exception("after storing %d status reports", len(landed))
         for job, write, result in zip(writing, writes, results, strict=True):
             if isinstance(result, DeviceState):
                 _settle(job, StatusStored(result, written=True, events=write.events))
