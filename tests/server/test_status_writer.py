@@ -15,8 +15,8 @@ from sqlalchemy import create_engine
 import bsi.server.ddm
 from bsi.domain.eligibility import Decision, Outcome, Reason
 from bsi.domain.status import DeviceState, merge_status, parse_status_report
-from bsi.errors import BsiError, IdentityMismatch, InvalidStatusReport, NotFound
-from bsi.server.status_writer import Merged, StatusStored, StatusWriter
+from bsi.errors import BsiError, Conflict, IdentityMismatch, InvalidStatusReport, NotFound
+from bsi.server.status_writer import STATUS_WRITE_ATTEMPTS, Merged, StatusStored, StatusWriter
 from bsi.store.events import NewEvent
 from bsi.store.protocols import DeviceStore
 from bsi.store.store import (
@@ -260,6 +260,38 @@ def test_a_report_overtaken_between_read_and_write_is_merged_again(
     assert [s.version for s in seen] == [0, 1]
     assert (str(state.build), str(state.supplemental_build)) == ("25D2128", "25D771280a")
     assert devices.stored_status(device_id).version == 2
+
+
+def test_a_report_overtaken_every_time_is_a_conflict_and_changes_nothing_more(
+    server: RunningServer, writer: StatusWriter
+) -> None:
+    """Another write lands between every read and write: after STATUS_WRITE_ATTEMPTS
+    merges the sender is told to send again (Conflict), and only the others' writes are
+    stored."""
+    (device_id,) = enrolled(server, 1)
+    devices: DeviceStore = server.service.stores.devices
+    seen: list[StoredStatus] = []
+
+    def merge(stored: StoredStatus) -> Merged:
+        seen.append(stored)
+        other = merge_status(stored.state, parse_status_report(macos_report()))
+        decision = Decision(Outcome.BLOCKED, Reason.NOT_REPORTED, f"other write {len(seen)}")
+        done = devices.write_device_states(
+            [StatusWrite(device_id, stored.version, stored.state, other, decision)],
+            server.clock(),
+        )
+        assert done == [other]
+        partial = parse_status_report(supplemental_report("25D771280a"))
+        return merge_status(stored.state, partial), None, ()
+
+    refused = answer(writer.submit(device_id, merge, lambda o: None))
+    assert isinstance(refused, Conflict), refused
+    assert "kept changing" in refused.message
+    assert len(seen) == STATUS_WRITE_ATTEMPTS
+    assert devices.stored_status(device_id).version == STATUS_WRITE_ATTEMPTS
+    kept = devices.stored_status(device_id).state
+    assert kept is not None
+    assert kept.supplemental_build is None  # this report's news was never stored
 
 
 def test_a_report_not_stored_in_time_answers_503_and_is_withdrawn(

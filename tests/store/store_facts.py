@@ -8,8 +8,9 @@ from sqlalchemy import Engine, text
 
 from bsi.domain.eligibility import Decision, Outcome, Reason
 from bsi.domain.status import DeviceState, merge_status, parse_status_report
+from bsi.errors import BsiError
 from bsi.store.protocols import DeviceStore
-from bsi.store.store import DecisionCounts, DecisionGroup, NewEnrollment
+from bsi.store.store import DecisionCounts, DecisionGroup, NewEnrollment, StatusWrite
 
 NOW = datetime(2026, 3, 20, 12, 0, tzinfo=UTC)
 LATER = NOW + timedelta(hours=1)
@@ -40,10 +41,18 @@ def report(
 def save(
     devices: DeviceStore, device_id: str, body: dict[str, object], when: datetime
 ) -> DeviceState:
-    parsed = parse_status_report(body)
-    return devices.save_device_state(
-        device_id, lambda stored: (merge_status(stored.state, parsed), OFFERED), when
+    """Store one report as the status writer would, with nothing racing it."""
+    stored = devices.stored_status(device_id)
+    state = merge_status(stored.state, parse_status_report(body))
+    if stored.holds(state, OFFERED):
+        return state
+    (result,) = devices.write_device_states(
+        [StatusWrite(device_id, stored.version, stored.state, state, OFFERED)], when
     )
+    if isinstance(result, BsiError):
+        raise result
+    assert result is not None, "nothing else writes here"
+    return result
 
 
 def enrolled(devices: DeviceStore, *device_ids: str) -> tuple[str, ...]:

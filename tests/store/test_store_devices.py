@@ -217,38 +217,34 @@ def test_a_batch_of_reports_lands_together_and_a_bad_one_alone_is_refused(
     assert [(e.event.device_id, e.event.reason) for e in kept] == [(good, "now runs 25D771280a")]
 
 
-def test_an_unchanged_report_writes_nothing_and_a_changed_decision_does(
+def test_an_unchanged_report_holds_and_a_changed_decision_or_state_does_not(
     devices: DeviceStore,
 ) -> None:
-    """The same state with the same decision is not written again (no write, no new
-    version); the same state with another decision is, and so is a changed state."""
+    """What the status writer asks before it writes (StoredStatus.holds): the same state
+    with the same decision holds (nothing is written); the same state with another
+    decision does not, nor does a changed state, and each of those writes a new version."""
     (device_id,) = enrolled(devices, "D1")
     save(devices, device_id, report(), NOW)
-    written: list[StatusWrite] = []
 
-    def write(one: StatusWrite) -> DeviceState | None:
-        written.append(one)
-        return devices.write_device_states([one], NOW)[0]  # type: ignore[return-value]
+    def merged(body: dict[str, object]) -> tuple[StoredStatus, DeviceState]:
+        stored = devices.stored_status(device_id)
+        return stored, merge_status(stored.state, parse_status_report(body))
 
-    def again(decision: Decision, body: dict[str, object]) -> DeviceState:
-        parsed = parse_status_report(body)
-        return devices.save_device_state(
-            device_id, lambda stored: (merge_status(stored.state, parsed), decision), LATER, write
-        )
-
-    stored = devices.stored_status(device_id)
-    assert stored.holds(merge_status(stored.state, parse_status_report(report())), OFFERED)
-    assert str(again(OFFERED, report()).build) == "25D2128"
-    assert (written, devices.stored_status(device_id).version) == ([], 1)
+    stored, state = merged(report())
+    assert stored.holds(state, OFFERED)
+    assert stored.version == 1
 
     blocked = Decision(Outcome.BLOCKED, Reason.NOT_REPORTED, "decided anew")
-    again(blocked, report())
-    assert len(written) == 1
+    assert not stored.holds(state, blocked)
+    write = StatusWrite(device_id, stored.version, stored.state, state, blocked)
+    assert devices.write_device_states([write], LATER) == [state]
     assert devices.stored_status(device_id).version == 2
     assert devices.get_device(device_id)[0].decision_outcome == Outcome.BLOCKED.value
 
-    again(blocked, report(build="25D2100"))
-    assert len(written) == 2
+    stored, state = merged(report(build="25D2100"))
+    assert not stored.holds(state, blocked)
+    write = StatusWrite(device_id, stored.version, stored.state, state, blocked)
+    assert devices.write_device_states([write], LATER) == [state]
     assert devices.get_device(device_id)[0].build == "25D2100"
 
 
@@ -268,38 +264,6 @@ def test_a_batch_without_refusals_lands_whole(devices: DeviceStore) -> None:
     assert isinstance(devices, Store)
     kept = SqlRolloutStore(devices.engine).events(EventFilter())
     assert [e.event.device_id for e in kept] == [first]
-
-
-def test_a_merge_that_raced_another_report_is_merged_again(devices: DeviceStore) -> None:
-    (device_id,) = enrolled(devices, "D1")
-    calls = []
-
-    def merge(stored: StoredStatus) -> tuple[DeviceState, None]:
-        calls.append(stored.state)
-        if len(calls) == 1:  # another report lands while this one merges
-            save(devices, device_id, report(build="25D2100"), NOW)
-        return merge_status(stored.state, parse_status_report(report())), None
-
-    state = devices.save_device_state(device_id, merge, NOW)
-    assert calls[0] is None
-    assert calls[1] is not None
-    assert str(state.build) == "25D2128"
-    assert devices.stored_status(device_id).version == 2
-
-
-def test_a_status_that_never_settles_is_a_conflict(devices: DeviceStore) -> None:
-    (device_id,) = enrolled(devices, "D1")
-
-    others = iter(range(100, 200))
-
-    def merge(stored: StoredStatus) -> tuple[DeviceState, None]:
-        # another report, with news, every time
-        save(devices, device_id, report(build=f"25D2{next(others)}"), NOW)
-        return merge_status(stored.state, parse_status_report(report())), None
-
-    with pytest.raises(Conflict, match="kept changing"):
-        devices.save_device_state(device_id, merge, NOW)
-    assert str(devices.get_device(device_id)[0].build) == "25D2104"
 
 
 def test_a_revoked_device_reports_nothing_more(

@@ -294,11 +294,10 @@ class BsiService:
         self._last_seen_lock = threading.Lock()
         self._flush_lock = threading.Lock()
         self._credential_key: bytes | None = None
+        # A failure under a running rollout may halt it: decided after each batch, not at
+        # the next tick (``self.rollouts`` is set further down, hence the lambda).
         self._writer = StatusWriter(
-            # A failure under a running rollout may halt it: decided now, not at the next tick.
-            stores.devices,
-            clock,
-            written=lambda events: self.rollouts.react(events),
+            stores.devices, clock, written=lambda events: self.rollouts.react(events)
         )
         self._events_logged: dict[tuple[str, str | None], float] = {}
         self._events_stored: collections.deque[float] = collections.deque()

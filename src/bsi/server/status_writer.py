@@ -34,12 +34,14 @@ from datetime import datetime
 
 from bsi.domain.eligibility import Decision
 from bsi.domain.status import DeviceState
-from bsi.errors import BsiError
+from bsi.errors import BsiError, Conflict
 from bsi.store.events import NewEvent
 from bsi.store.protocols import DeviceStore
-from bsi.store.store import STATUS_WRITE_ATTEMPTS, StatusWrite, StoredStatus, kept_changing
+from bsi.store.store import StatusWrite, StoredStatus
 
 log = logging.getLogger("bsi.server")
+STATUS_WRITE_ATTEMPTS = 5
+"""How often a report is merged again when other writes of its device land first."""
 
 Merged = tuple[DeviceState, Decision | None, tuple[NewEvent, ...]]
 """A report merged onto a stored status: the new state, its decision, the events of
@@ -207,7 +209,7 @@ class StatusWriter:
                 if job.attempts < STATUS_WRITE_ATTEMPTS:
                     again.append(job)
                 else:
-                    _settle(job, kept_changing(job.device_id))
+                    _settle(job, _kept_changing(job.device_id))
         return again
 
 
@@ -228,3 +230,12 @@ def _fail(jobs: list[StatusJob], error: BaseException) -> None:
     for job in jobs:
         if not job.done.done():
             job.done.set_exception(error)
+
+
+def _kept_changing(device_id: str) -> Conflict:
+    """A report merged :data:`STATUS_WRITE_ATTEMPTS` times, each time overtaken by another
+    write of the device's status (its sender should send it again)."""
+    return Conflict(
+        f"device {device_id}'s status kept changing while this report was merged",
+        hint="send the report again",
+    )

@@ -41,7 +41,6 @@ from bsi.store.store import (
     DeviceStateRow,
     Enrollment,
     LifecycleEvent,
-    Merge,
     NewEnrollment,
     SecurityEventRecord,
     StatusWrite,
@@ -92,16 +91,6 @@ class DeviceStore(Protocol):
     def stored_statuses(self, device_ids: Iterable[str]) -> dict[str, StoredStatus | BsiError]:
         """Several devices' stored status in one statement; an unknown or revoked
         device's entry is the error that refuses its reports."""
-        ...
-
-    def save_device_state(
-        self,
-        device_id: str,
-        merge: Merge,
-        now: datetime,
-        write: Callable[[StatusWrite], DeviceState | BsiError | None] | None = None,
-    ) -> DeviceState:
-        """Read, merge (outside any transaction) and write; merge again if another report won."""
         ...
 
     def write_device_states(

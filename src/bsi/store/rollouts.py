@@ -289,7 +289,6 @@ class SqlRolloutStore(Sessions):
                         Device.revoked_at.is_(None),
                         Device.decommissioned_at.is_(None),
                     )
-                    .order_by(Device.id)
                 ).all()
         return [
             FleetDevice(d, g, b, seen, first.get(d))

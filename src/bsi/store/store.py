@@ -88,8 +88,6 @@ from bsi.store.models import (
 from bsi.strict import check_text
 
 ROLES = ("admin", "read-only")
-STATUS_WRITE_ATTEMPTS = 5
-"""How often a report is merged again when other reports of its device land first."""
 FOLD_DELTAS = 1_000
 """Decision-group changes (``models.decision_group_deltas``) a count reads before it folds
 them: a read then sums at most this many rows beside the groups' counts."""
@@ -97,8 +95,6 @@ FEW_SEEN = 10_000
 """A last-seen range of fewer devices is listed (on SQLite) from the index of
 ``last_seen_at``, sorting at most this many; a wider one walks the id order, where at
 least one device in ``fleet / FEW_SEEN`` is in it (1 % of a million)."""
-Merge = Callable[["StoredStatus"], tuple[DeviceState, Decision | None]]
-"""what is stored -> the merged state and its decision."""
 ChannelMerge = Callable[[DeviceState | None], DeviceState]
 """previous state -> new state of a user channel."""
 DEFAULT_GROUP = "default"
@@ -890,37 +886,6 @@ class Store(Sessions):
             found[row.id] = _stored_status(row)
         return found
 
-    def save_device_state(
-        self,
-        device_id: str,
-        merge: Merge,
-        now: datetime,
-        write: Callable[[StatusWrite], DeviceState | BsiError | None] | None = None,
-    ) -> DeviceState:
-        """Read, merge and write one device's state; merge again if another report won.
-
-        ``merge`` runs outside any transaction, on what is stored. ``write``
-        stores one merged state (by default a transaction of its own; the
-        server's status writer batches reports instead, see
-        bsi.server.status_writer); it is not called when the
-        merged state and decision are what is stored already
-        (:meth:`StoredStatus.holds`): an unchanged report writes nothing.
-        Raises the report's own error, or Conflict when the device's state kept
-        changing under it.
-        """
-        store = write or (lambda one: self.write_device_states([one], now)[0])
-        for _ in range(STATUS_WRITE_ATTEMPTS):
-            stored = self.stored_status(device_id)
-            state, decision = merge(stored)
-            if stored.holds(state, decision):
-                return state
-            result = store(StatusWrite(device_id, stored.version, stored.state, state, decision))
-            if isinstance(result, BsiError):
-                raise result
-            if result is not None:
-                return result
-        raise kept_changing(device_id)
-
     def write_device_states(
         self, batch: Sequence[StatusWrite], now: datetime
     ) -> list[DeviceState | BsiError | None]:
@@ -1454,15 +1419,6 @@ def _write_state(session: Session, write: StatusWrite, now: datetime) -> DeviceS
         )
     add_events(session, write.events)
     return write.state
-
-
-def kept_changing(device_id: str) -> Conflict:
-    """A report merged :data:`STATUS_WRITE_ATTEMPTS` times, each time overtaken by another
-    write of the device's status (its sender should send it again)."""
-    return Conflict(
-        f"device {device_id}'s status kept changing while this report was merged",
-        hint="send the report again",
-    )
 
 
 def _stored_status(row: Row[Any]) -> StoredStatus | BsiError:

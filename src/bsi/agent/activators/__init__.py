@@ -404,15 +404,16 @@ def discard_staged(layout: StateLayout, build: str) -> None:
 
     The directory is renamed out of sight first, so a kill mid-removal never
     leaves a half-removed cryptex that still looks staged; what such a kill
-    leaves is swept by the next discard or :func:`sweep_discarded`.
+    leaves is swept by :func:`sweep_discarded` (the agent's prune, every cycle).
     """
     final = layout.cryptex_dir(build)
-    if final.exists():
-        hidden = layout.cryptexes / f".{build}{DISCARDED_SUFFIX}"
-        shutil.rmtree(hidden, ignore_errors=True)
-        os.replace(final, hidden)
-        fsync_directory(layout.cryptexes)
-    sweep_discarded(layout)
+    if not final.exists():
+        return
+    hidden = layout.cryptexes / f".{build}{DISCARDED_SUFFIX}"
+    shutil.rmtree(hidden, ignore_errors=True)
+    os.replace(final, hidden)
+    fsync_directory(layout.cryptexes)
+    shutil.rmtree(hidden, ignore_errors=True)
 
 
 def sweep_discarded(layout: StateLayout) -> None:
