@@ -1,13 +1,16 @@
-"""The unchanged-check-in fast path answers exactly as the tokens route does, or not at all.
+"""The fast paths answer exactly as their routes do, or not at all.
 
-:class:`bsi.server.ddm.UnchangedCheckins` is put in front of an app that
-answers 599 to everything, so every request it does not answer itself shows;
-its answers are compared with the real server's route for the same request.
+:class:`bsi.server.ddm.UnchangedCheckins` (``GET tokens``) and
+:class:`bsi.server.ddm.StatusReports` (``PUT status``) are each put in front of
+an app that answers 599 to everything, so every request they do not answer
+themselves shows; their answers are compared with the real server's route for
+the same request.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 
 import httpx
 import pytest
@@ -15,10 +18,13 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from bsi.domain.declarations import software_update_settings
-from bsi.server.ddm import UnchangedCheckins
+from bsi.server.ddm import StatusReports, UnchangedCheckins
+from reports import macos_report
 from server_support import RunningServer
 
 NOT_ANSWERED = 599
+MAX_BODY = 64 * 1024
+"""The body limit the test server has (tests/server/conftest.py)."""
 
 
 async def route_elsewhere(scope: Scope, receive: Receive, send: Send) -> None:
@@ -28,19 +34,33 @@ async def route_elsewhere(scope: Scope, receive: Receive, send: Send) -> None:
 class FastPath:
     """Requests to the fast path alone, as one device (``credential``, extra headers)."""
 
-    def __init__(self, server: RunningServer, credential: str | None, **headers: str) -> None:
+    def __init__(
+        self, server: RunningServer, credential: str | None, status: bool = False, **headers: str
+    ) -> None:
+        """``status``: the status-report fast path, else the unchanged check-in one."""
         if credential is not None:
             headers["Authorization"] = f"Bearer {credential}"
-        self.app = UnchangedCheckins(route_elsewhere, server.service)
+        self.app = (
+            StatusReports(route_elsewhere, server.service, MAX_BODY)
+            if status
+            else UnchangedCheckins(route_elsewhere, server.service)
+        )
         self.headers = headers
 
-    def request(self, method: str, path: str, **headers: str) -> httpx.Response:
+    def request(
+        self, method: str, path: str, content: bytes | None = None, **headers: str
+    ) -> httpx.Response:
         async def send() -> httpx.Response:
             transport = httpx.ASGITransport(app=self.app)
             async with httpx.AsyncClient(transport=transport, base_url="http://bsi") as client:
-                return await client.request(method, path, headers={**self.headers, **headers})
+                return await client.request(
+                    method, path, content=content, headers={**self.headers, **headers}
+                )
 
         return asyncio.run(send())
+
+    def put(self, path: str, content: bytes) -> httpx.Response:
+        return self.request("PUT", path, content, **{"Content-Type": "application/json"})
 
     def get(self, path: str, headers: dict[str, str] | None = None) -> httpx.Response:
         return self.request("GET", path, **(headers or {}))
@@ -133,3 +153,83 @@ def test_fast_answers_are_counted_as_check_ins(server: RunningServer) -> None:
     for _ in range(3):
         assert device.get("/v1/ddm/tokens", headers={"If-None-Match": etag}).status_code == 304
     assert unchanged() == before + 3
+
+
+def _report(**changes: object) -> bytes:
+    """A full report from a Mac, with top-level status items replaced."""
+    report = macos_report()
+    report["StatusItems"].update(changes)
+    return json.dumps(report).encode()
+
+
+BAD_REPORTS = {
+    "not JSON": b"{",
+    "not UTF-8": b'{"StatusItems": {"a": "\xff"}}',
+    "StatusItems not an object": b'{"StatusItems": 1}',
+    "not an object": b"[]",
+}
+"""Refused whole (400); a status item of the wrong type is kept as a finding instead (200)."""
+
+
+@pytest.mark.parametrize("path", ["/v1/ddm/status", "/v1/status"])
+def test_a_status_report_is_answered_as_the_route_answers_it(
+    server: RunningServer, path: str
+) -> None:
+    device_id, credential = server.enroll()
+    device = server.client(credential)
+    fast = FastPath(server, credential, status=True)
+    # A query string takes a report to the route (the fast path leaves it there).
+    wrong_type = _report(device={"operating-system": {"version": 26}})
+    codes = []
+    for body in [_report(), wrong_type, *BAD_REPORTS.values()]:
+        from_route = device.put(f"{path}?via=route", content=body)
+        state_after_route = server.service.device_state(device_id)
+        alone = fast.put(path, body)
+        assert answer(alone, signed=False) == answer(from_route, signed=False), body
+        assert server.service.device_state(device_id) == state_after_route
+        codes.append(alone.status_code)
+    assert codes == [200, 200] + [400] * len(BAD_REPORTS)
+    # A new report through the fast path alone is stored as the route stores it.
+    changed = _report(softwareupdate={"device-id": "J413AP", "install-state": "downloading"})
+    assert fast.put(path, changed).status_code == 200
+    state = server.service.device_state(device_id)
+    assert state is not None
+    assert state.install_state == "downloading"
+    # Through the whole app: taken by the fast path, counted and signed as the route's are.
+    whole = device.put(path, content=_report())
+    assert whole.status_code == 200
+    assert "x-hmac-signature" in whole.headers
+
+
+def test_the_status_fast_path_leaves_what_it_cannot_take_to_the_route(
+    server: RunningServer,
+) -> None:
+    device_id, credential = server.enroll()
+    body = _report()
+    taken = FastPath(server, credential, status=True)
+    assert taken.put("/v1/ddm/status", body).status_code == 200
+    assert taken.put("/v1/ddm/status?x=1", body).status_code == NOT_ANSWERED
+    assert taken.request("POST", "/v1/ddm/status", body).status_code == NOT_ANSWERED
+    assert taken.request("GET", "/v1/ddm/status").status_code == NOT_ANSWERED
+    for other in (
+        FastPath(server, None, status=True),
+        FastPath(server, "not-a-credential", status=True),
+        FastPath(server, credential, status=True, **{"X-Enrollment-ID": "someone-else"}),
+    ):
+        assert other.put("/v1/ddm/status", body).status_code == NOT_ANSWERED
+    assert server.admin.post(f"/v1/admin/devices/{device_id}/revoke").is_success
+    assert taken.put("/v1/ddm/status", body).status_code == NOT_ANSWERED
+
+
+@pytest.mark.server_settings(status_burst=2, status_per_second=0.01)
+def test_the_status_fast_path_refuses_over_the_rate_as_the_route_does(
+    server: RunningServer,
+) -> None:
+    _, credential = server.enroll()
+    fast = FastPath(server, credential, status=True)
+    assert [fast.put("/v1/ddm/status", _report()).status_code for _ in range(2)] == [200, 200]
+    refused = fast.put("/v1/ddm/status", _report())
+    from_route = server.client(credential).put("/v1/ddm/status?via=route", content=_report())
+    assert refused.status_code == 429
+    assert refused.headers["retry-after"]
+    assert answer(refused, signed=False) == answer(from_route, signed=False)

@@ -21,7 +21,13 @@ from bsi import __version__, durable
 from bsi.errors import Unavailable
 from bsi.server.admin import admin_router
 from bsi.server.console import console_router
-from bsi.server.ddm import DDM_PREFIX, SLASHLESS_PREFIX, UnchangedCheckins, ddm_router
+from bsi.server.ddm import (
+    DDM_PREFIX,
+    SLASHLESS_PREFIX,
+    StatusReports,
+    UnchangedCheckins,
+    ddm_router,
+)
 from bsi.server.http import (
     RETRY_AFTER_SECONDS,
     BodyLimit,
@@ -189,6 +195,7 @@ def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
             raise Unavailable(error.message, retry_after=RETRY_AFTER_SECONDS) from error
         return Health(status="ready", version=__version__)
 
+    app.add_middleware(StatusReports, service=service, max_body=settings.max_body_bytes)
     app.add_middleware(Deadline, seconds=settings.request_timeout_seconds, exempt=("/v1/ddm/wait",))
     app.add_middleware(
         BodyLimit,

@@ -13,6 +13,8 @@ changed at one token comparison. Most check-ins are such, so
 :class:`UnchangedCheckins` answers them in front of the framework when
 everything it needs is in memory (the same rules: :func:`admit_credential`,
 :func:`holds_current`), and hands every other request to the route.
+:class:`StatusReports` serves ``PUT status`` there too, with the route's own
+function (:func:`accept_status`).
 """
 
 import asyncio
@@ -32,7 +34,14 @@ from bsi.domain.status import state_to_report
 from bsi.errors import BsiError, Forbidden, NotFound, Unauthorized
 from bsi.feeds import dump_bsi_catalog
 from bsi.feeds.bsi_catalog import LATEST_RETRY
-from bsi.server.http import StrictRoute, bearer, bearer_of, json_body
+from bsi.server.http import (
+    StrictRequest,
+    StrictRoute,
+    bearer,
+    bearer_of,
+    error_response,
+    json_body,
+)
 from bsi.server.nanomdm import HMAC_HEADER, ForwardingTrust
 from bsi.server.service import STATUS_WRITE_TIMEOUT, BsiService, GroupView
 from bsi.server.wakeup import Wakeups
@@ -51,6 +60,7 @@ SLASHLESS_PREFIX = "/v1"
 """Where NanoMDM lands when its ``-dm`` URL lacks the final slash: RFC 3986 resolution
 of ``tokens`` against ``.../v1/ddm`` replaces the last segment, giving ``/v1/tokens``."""
 TOKENS = "/tokens"
+STATUS = "/status"
 
 
 def admit_credential(
@@ -78,6 +88,22 @@ def holds_current(view: GroupView, if_none_match: str | None) -> bool:
     """Whether the device's ``If-None-Match`` names the current token (quoted as an ETag,
     or bare, as Apple's clients send ``ServerToken`` values): then ``304``."""
     return if_none_match is not None and if_none_match in (view.declarations.token, etag_of(view))
+
+
+def cached_identity(service: BsiService, headers: Headers) -> DeviceIdentity | None:
+    """The device a bearer credential proves, when that is known without I/O and the
+    device is admitted (:func:`admit_credential`); None for anything else, which the
+    fast paths leave to the route (it applies the same rules and renders the refusal)."""
+    credential = bearer_of(headers.get("authorization", ""))
+    if credential is None:
+        return None
+    known, identity = service.cached_device_for_credential(credential)
+    if not known:
+        return None
+    try:
+        return admit_credential(service, identity, headers.get("x-enrollment-id"))
+    except BsiError:
+        return None
 
 
 class UnchangedCheckins:
@@ -112,17 +138,12 @@ class UnchangedCheckins:
     async def _answered(self, scope: Scope, receive: Receive, send: Send) -> bool:
         headers = Headers(scope=scope)
         if_none_match = headers.get("if-none-match")
-        credential = bearer_of(headers.get("authorization", ""))
-        if if_none_match is None or credential is None:
+        if if_none_match is None:
             return False
         service = self.service
-        known, identity = service.cached_device_for_credential(credential)
-        if not known:
+        identity = cached_identity(service, headers)
+        if identity is None:
             return False
-        try:
-            identity = admit_credential(service, identity, headers.get("x-enrollment-id"))
-        except BsiError:
-            return False  # the route refuses it, with the error rendered as everywhere
         view = service.cached_group_view(identity)
         if view is None or not holds_current(view, if_none_match):
             return False
@@ -130,6 +151,71 @@ class UnchangedCheckins:
         scope["route"] = self  # so metrics label it by its path, as a matched route
         await Response(status_code=304, headers={"ETag": etag_of(view)})(scope, receive, send)
         return True
+
+
+async def accept_status(
+    service: BsiService, request: Request, identity: DeviceIdentity, max_body: int
+) -> Response:
+    """``PUT status`` once the device is identified: the per-device rate limit (before
+    the body is read), the strict JSON body, then the report stored (a device channel's
+    through the status writer, at most :data:`STATUS_WRITE_TIMEOUT` s, then
+    ``TimeoutError``: 503). Raises what refuses it; the route and
+    :class:`StatusReports` both serve reports with it."""
+    length = request.headers.get("content-length", "")
+    service.admit_status(identity.device_id, int(length) if length.isdecimal() else max_body)
+    body = await json_body(request)
+    source = request.client.host if request.client else None
+    if identity.channel is not None:  # stored on that channel alone, not batched
+        await run_in_threadpool(service.report_status, identity, body, source)
+    else:  # validated here; the status writer merges and stores it with its batch
+        stored = service.submit_status(identity, body, source)
+        await asyncio.wait_for(asyncio.wrap_future(stored), STATUS_WRITE_TIMEOUT)
+    return Response(status_code=200)
+
+
+class StatusReports:
+    """``PUT status`` from a device whose credential is known without I/O, served below
+    the framework by :func:`accept_status`, as the route serves it: a status report's
+    own work is a fraction of a millisecond, and routing, dependencies and the
+    middleware stack of the framework cost about as much again (issue 18).
+
+    It takes a request only when :func:`cached_identity` admits its credential and it
+    has no query string (the route refuses control characters there); anything else
+    reaches the route with its body unread. A refusal is rendered by
+    :func:`~bsi.server.http.error_response`, as the route's exception handlers render
+    it. It sits inside the body limit and the request deadline, as the route does.
+    """
+
+    PATHS = frozenset({DDM_PREFIX + STATUS, SLASHLESS_PREFIX + STATUS})
+
+    def __init__(self, app: ASGIApp, service: BsiService, max_body: int) -> None:
+        self.app = app
+        self.service = service
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        identity = None
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "PUT"
+            and scope["path"] in self.PATHS
+            and not scope["query_string"]
+        ):
+            identity = cached_identity(self.service, Headers(scope=scope))
+        if identity is None:
+            await self.app(scope, receive, send)
+            return
+        self.service.saw(identity.device_id)
+        try:
+            request = StrictRequest(scope, receive)
+            response: Response = await accept_status(self.service, request, identity, self.max_body)
+        except Exception as error:
+            refusal = error_response(error, scope["method"], scope["path"])
+            if refusal is None:
+                raise
+            response = refusal
+        scope["route"] = self  # so metrics label it by its path, as a matched route
+        await response(scope, receive, send)
 
 
 def ddm_router(
@@ -263,21 +349,11 @@ def ddm_router(
         body = {"generation": now, "check_in": now != generation}
         return Response(json.dumps(body), media_type=JSON)
 
-    @apple("PUT", "/status", "Status report (full or partial)")
+    @apple("PUT", STATUS, "Status report (full or partial)")
     async def status(request: Request) -> Response:
-        identity = await identify(request)
-        length = request.headers.get("content-length", "")
-        service.admit_status(identity.device_id, int(length) if length.isdecimal() else max_body)
-        body = await json_body(request)
-        source = request.client.host if request.client else None
-        if identity.channel is not None:  # stored on that channel alone, not batched
-            await run_in_threadpool(service.report_status, identity, body, source)
-        else:  # validated here; the status writer merges and stores it with its batch
-            stored = service.submit_status(identity, body, source)
-            await asyncio.wait_for(asyncio.wrap_future(stored), STATUS_WRITE_TIMEOUT)
-        return Response(status_code=200)
+        return await accept_status(service, request, await identify(request), max_body)
 
-    @bsi("GET", "/status", "The device's own merged status, as a full report")
+    @bsi("GET", STATUS, "The device's own merged status, as a full report")
     async def own_status(request: Request) -> Response:
         identity = await identify(request)
         state = await run_in_threadpool(service.device_state, identity.device_id)

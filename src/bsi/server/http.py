@@ -72,13 +72,28 @@ def status_for(error: BsiError) -> int:
     return next((code for kind, code in _STATUS if isinstance(error, kind)), 400)
 
 
+def error_response(error: Exception, method: str, path: str) -> JSONResponse | None:
+    """How every endpoint answers ``error``: a :class:`~bsi.errors.BsiError` as a JSON 4xx
+    (``401`` with ``WWW-Authenticate: Bearer``, RFC 6750; ``429``/``503`` with
+    ``Retry-After``), a database that is away (:data:`DATABASE_AWAY`) as ``503``; None
+    for anything else (a bug: the caller lets it become a logged 500). The framework's
+    exception handlers and the raw fast paths (``bsi.server.ddm``) both answer with it."""
+    if isinstance(error, DATABASE_AWAY):
+        log.warning("database unavailable for %s %s: %s", method, path, error)
+        error = unavailable(error)
+    if not isinstance(error, BsiError):
+        return None
+    headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else {}
+    if isinstance(error, TooManyRequests | Unavailable):
+        headers["Retry-After"] = str(error.retry_after)
+    return JSONResponse(error_body(error), status_code=status_for(error), headers=headers)
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    async def bsi_error(_request: Request, error: Exception) -> JSONResponse:
-        assert isinstance(error, BsiError)
-        headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, Unauthorized) else {}
-        if isinstance(error, TooManyRequests | Unavailable):
-            headers["Retry-After"] = str(error.retry_after)
-        return JSONResponse(error_body(error), status_code=status_for(error), headers=headers)
+    async def known_error(request: Request, error: Exception) -> JSONResponse:
+        response = error_response(error, request.method, request.url.path)
+        assert response is not None  # registered for these kinds only
+        return response
 
     async def validation_error(_request: Request, error: Exception) -> JSONResponse:
         assert isinstance(error, RequestValidationError)
@@ -89,14 +104,10 @@ def install_error_handlers(app: FastAPI) -> None:
             {"error": "InvalidInput", "message": "; ".join(problems)}, status_code=422
         )
 
-    async def database_away(request: Request, error: Exception) -> JSONResponse:
-        log.warning("database unavailable for %s %s: %s", request.method, request.url.path, error)
-        return await bsi_error(request, unavailable(error))
-
-    app.add_exception_handler(BsiError, bsi_error)
     app.add_exception_handler(RequestValidationError, validation_error)
-    for kind in DATABASE_AWAY:
-        app.add_exception_handler(kind, database_away)
+    known: tuple[type[Exception], ...] = (BsiError, *DATABASE_AWAY)
+    for kind in known:
+        app.add_exception_handler(kind, known_error)
 
 
 DATABASE_AWAY: tuple[type[Exception], ...] = (
