@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from bsi.domain.status import (
     STATUS_ITEMS,
     DeviceState,
+    StatusReport,
     flatten_status_items,
     merge_status,
     nest_status_items,
@@ -117,6 +118,20 @@ def partial_report() -> dict[str, Any]:
         },
         "Errors": [],
     }
+
+
+def test_a_merge_checks_the_reports_items_even_of_a_report_built_without_parsing() -> None:
+    """The items a state keeps from an earlier one are not checked again (they were when
+    it was built); a report's are, wherever the report came from."""
+    first = merge_status(None, parse_status_report(full_report()))
+    unparsed = StatusReport(items={"device.operating-system.version": 26})
+    with pytest.raises(InvalidStatusReport, match=r"device\.operating-system\.version"):
+        merge_status(first, unparsed)
+    with pytest.raises(InvalidStatusReport, match=r"device\.operating-system\.version"):
+        merge_status(None, unparsed)
+    kept = merge_status(first, StatusReport(items={"vendor.acme.agent.version": "4.4"}))
+    assert kept.build == first.build
+    assert kept.items["vendor.acme.agent.version"] == "4.4"
 
 
 def test_full_report_gives_typed_state() -> None:

@@ -134,3 +134,22 @@ def test_arbitrary_text_parses_or_is_refused_cleanly(text: str) -> None:
             assert repr(text) in str(error)  # noqa: PT017 - each parser in turn
         else:
             assert parser(str(parsed)) == parsed
+
+
+@pytest.mark.parametrize(
+    ("kind", "good", "bad"),
+    [
+        (ProductVersion, "26.3.1", "26.x"),
+        (Build, "25D2128", "25d2128"),
+        (ExtraVersion, "(a)", "(A)"),
+    ],
+)
+def test_parsing_is_remembered_and_a_refusal_is_not(kind: type, good: str, bad: object) -> None:
+    """Parsed values are remembered (every report parses the same few again); a text
+    refused once is refused every time, and so is what is no text at all."""
+    assert kind.parse(good) is kind.parse(good)
+    assert str(kind.parse(good)) == good
+    for _ in range(2):
+        for refused in (bad, [good], None):
+            with pytest.raises(InvalidVersion):
+                kind.parse(refused)

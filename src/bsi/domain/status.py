@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import copy
 import enum
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from collections.abc import Collection, Mapping
+from dataclasses import InitVar, dataclass, field, replace
 from types import MappingProxyType
 from typing import Any
 
@@ -396,6 +396,9 @@ class DeviceState:
     errors: tuple[dict[str, object], ...] = ()
     invalid: tuple[dict[str, str], ...] = ()
     """bsi's findings: reported items it refused, latest per path, until a valid value."""
+    check_only: InitVar[Collection[str] | None] = None
+    """Construction only: the names of the items to check when the others were checked
+    in a state this one was folded from (:func:`merge_status`); None: every item."""
     platform: str | None = field(init=False)
     product_version: ProductVersion | None = field(init=False)
     build: Build | None = field(init=False)
@@ -415,9 +418,9 @@ class DeviceState:
     battery_health: str | None = field(init=False)
     restart_pending: bool = field(init=False)
 
-    def __post_init__(self) -> None:
-        for name, value in self.items.items():
-            _check_item(name, value)
+    def __post_init__(self, check_only: Collection[str] | None) -> None:
+        for name in self.items if check_only is None else check_only:
+            _check_item(name, self.items[name])
         for attribute, name in _TEXT_FIELDS.items():
             value = self.items.get(name)
             object.__setattr__(self, attribute, value if isinstance(value, str) else None)
@@ -605,7 +608,10 @@ def merge_status(previous: DeviceState | None, report: StatusReport) -> DeviceSt
         and not reported(finding["path"])
     ]
     invalid += [dict(finding) for finding in report.invalid]
-    return DeviceState(items=items, errors=tuple(errors), invalid=tuple(invalid))
+    # The items kept from ``previous`` were checked when it was built; the report's are
+    # checked again as stored (a list item's entries are merged with earlier ones).
+    check_only = None if previous is None else [name for name in report.items if name in items]
+    return DeviceState(items, tuple(errors), tuple(invalid), check_only)
 
 
 DECISION_ITEMS = (

@@ -9,13 +9,36 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from functools import total_ordering
+from functools import lru_cache, total_ordering
+from typing import Protocol, TypeVar
 
 from bsi.errors import InvalidVersion
 
 _PRODUCT_VERSION = re.compile(r"(0|[1-9]\d{0,3})(?:\.(0|[1-9]\d{0,3})){0,2}")
 _BUILD = re.compile(r"(?P<major>[1-9]\d{0,2})(?P<train>[A-Z])(?P<number>\d{1,7})(?P<suffix>[a-z])?")
 _EXTRA = re.compile(r"\(?([a-z])\)?")
+
+
+class _Parsed(Protocol):
+    @classmethod
+    def _parse(cls, text: str) -> _Parsed: ...
+
+
+V = TypeVar("V", bound=_Parsed)
+
+
+def _parsed(kind: type[V], text: str) -> V:
+    """``kind._parse(text)``, remembered for recent texts: every status report and every
+    decision parses the same few versions and builds again (the values are immutable)."""
+    # (not a string: not hashable perhaps, and refused by _parse with InvalidVersion)
+    parsed = _remembered(kind, text) if isinstance(text, str) else kind._parse(text)
+    assert isinstance(parsed, kind)
+    return parsed
+
+
+@lru_cache(maxsize=4096)
+def _remembered(kind: type[_Parsed], text: str) -> _Parsed:
+    return kind._parse(text)
 
 
 @total_ordering
@@ -33,6 +56,11 @@ class ProductVersion:
 
     @classmethod
     def parse(cls, text: str) -> ProductVersion:
+        """``text`` read strictly; raises :class:`~bsi.errors.InvalidVersion`."""
+        return _parsed(cls, text)
+
+    @classmethod
+    def _parse(cls, text: str) -> ProductVersion:
         if not isinstance(text, str) or not _PRODUCT_VERSION.fullmatch(text.strip()):
             raise InvalidVersion(
                 f"{text!r} is not a product version",
@@ -81,6 +109,11 @@ class Build:
 
     @classmethod
     def parse(cls, text: str) -> Build:
+        """``text`` read strictly; raises :class:`~bsi.errors.InvalidVersion`."""
+        return _parsed(cls, text)
+
+    @classmethod
+    def _parse(cls, text: str) -> Build:
         match = _BUILD.fullmatch(text.strip()) if isinstance(text, str) else None
         if match is None:
             raise InvalidVersion(
@@ -131,6 +164,11 @@ class ExtraVersion:
 
     @classmethod
     def parse(cls, text: str) -> ExtraVersion:
+        """``text`` read strictly; raises :class:`~bsi.errors.InvalidVersion`."""
+        return _parsed(cls, text)
+
+    @classmethod
+    def _parse(cls, text: str) -> ExtraVersion:
         match = _EXTRA.fullmatch(text.strip()) if isinstance(text, str) else None
         if match is None or text.strip().count("(") != text.strip().count(")"):
             raise InvalidVersion(
