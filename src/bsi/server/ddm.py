@@ -169,7 +169,8 @@ async def accept_status(
         await run_in_threadpool(service.report_status, identity, body, source)
     else:  # validated here; the status writer merges and stores it with its batch
         stored = service.submit_status(identity, body, source)
-        await asyncio.wait_for(asyncio.wrap_future(stored), STATUS_WRITE_TIMEOUT)
+        async with asyncio.timeout(STATUS_WRITE_TIMEOUT):  # cancels (withdraws) it on expiry
+            await asyncio.wrap_future(stored)
     return Response(status_code=200)
 
 

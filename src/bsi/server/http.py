@@ -155,7 +155,8 @@ class Deadline:
             await send(message)
 
         try:
-            await asyncio.wait_for(self.app(scope, receive, watched), self.seconds)
+            async with asyncio.timeout(self.seconds):  # no task of its own, as wait_for has
+                await self.app(scope, receive, watched)
         except TimeoutError:
             if started:
                 raise
