@@ -14,6 +14,7 @@ import json
 
 import httpx
 import pytest
+from sqlalchemy import event
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -233,3 +234,34 @@ def test_the_status_fast_path_refuses_over_the_rate_as_the_route_does(
     assert refused.status_code == 429
     assert refused.headers["retry-after"]
     assert answer(refused, signed=False) == answer(from_route, signed=False)
+
+
+def test_the_unchanged_check_in_path_reads_nothing_when_the_rollouts_are_not_in_memory(
+    server: RunningServer,
+) -> None:
+    """The rollouts a device's served view depends on (its Apple wave enforcements) are
+    re-read every few seconds and after every decision pass; the event loop must never
+    be the one to read them (every request would wait behind that read): the fast path
+    leaves the check-in to the route, which reads them in a worker thread."""
+    _, credential = server.enroll()
+    device = server.client(credential)
+    etag = device.get("/v1/ddm/tokens").headers["etag"]
+    fast = FastPath(server, credential)
+    unchanged = {"If-None-Match": etag}
+    assert fast.get("/v1/ddm/tokens", headers=unchanged).status_code == 304
+    statements: list[str] = []
+
+    def executed(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    engine = server.service.stores.database.engine
+    event.listen(engine, "before_cursor_execute", executed)
+    try:
+        server.service.rollouts.forget()  # as a decision pass does, or their cache expiring
+        assert fast.get("/v1/ddm/tokens", headers=unchanged).status_code == NOT_ANSWERED
+    finally:
+        event.remove(engine, "before_cursor_execute", executed)
+    assert statements == []
+    # The route reads them (in a worker thread) and answers; then the fast path does again.
+    assert device.get("/v1/ddm/tokens", headers=unchanged).status_code == 304
+    assert fast.get("/v1/ddm/tokens", headers=unchanged).status_code == 304

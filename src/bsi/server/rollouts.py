@@ -249,20 +249,20 @@ class Rollouts:
         """The wave enforcements served to ``device_id`` itself: that of each Apple
         rollout wave it was drawn into (not pinned to by its group, which has it
         assigned), once the wave opened and while its declaration stands, with the
-        deadline in its group's window time zone. Empty for any other device."""
-        snapshot = self._current()
-        if not snapshot.waves:
-            return ()
-        group = snapshot.groups.get(group_id, "")
-        found = []
-        for stored, members in snapshot.rollouts:
-            wave = members.get(device_id)
-            if wave is None or group in stored.rollout.plan.effective_waves[wave].groups:
-                continue
-            declaration = snapshot.waves.get(wave_identifier(stored.rollout.build, wave))
-            if declaration is not None:
-                found.append(localized(declaration, self.timezone(group_id)))
-        return tuple(found)
+        deadline in its group's window time zone. Empty for any other device. Reads
+        the rollouts when the snapshot of them is older than its cache time."""
+        return _wave_declarations(self._current(), device_id, group_id)
+
+    def cached_wave_declarations(
+        self, device_id: str, group_id: int
+    ) -> tuple[Declaration, ...] | None:
+        """:meth:`wave_declarations` from the snapshot in memory, or None when there is
+        none current: no I/O and no wait for another thread's read, so the event loop
+        may ask (a refresh there would hold every request behind the database)."""
+        snapshot = self._snapshot
+        if snapshot is None or snapshot.expires <= time.monotonic():
+            return None
+        return _wave_declarations(snapshot, device_id, group_id)
 
     def timezone(self, group_id: int) -> str | None:
         """The time zone of ``group_id``'s maintenance window (None: it has none)."""
@@ -885,3 +885,23 @@ def device_events(
 
 def plan_sizes(members: Mapping[str, int], waves: int) -> list[int]:
     return [sum(1 for w in members.values() if w == i) for i in range(waves)]
+
+
+def _wave_declarations(
+    snapshot: _Snapshot, device_id: str, group_id: int
+) -> tuple[Declaration, ...]:
+    """:meth:`Rollouts.wave_declarations` as ``snapshot`` has them."""
+    if not snapshot.waves:
+        return ()
+    group = snapshot.groups.get(group_id, "")
+    window = snapshot.windows.get(group_id)
+    timezone = None if window is None else window.timezone
+    found = []
+    for stored, members in snapshot.rollouts:
+        wave = members.get(device_id)
+        if wave is None or group in stored.rollout.plan.effective_waves[wave].groups:
+            continue
+        declaration = snapshot.waves.get(wave_identifier(stored.rollout.build, wave))
+        if declaration is not None:
+            found.append(localized(declaration, timezone))
+    return tuple(found)

@@ -408,7 +408,15 @@ class BsiService:
         self._identities.drop(("enrollment", device_id))
 
     def cached_group_view(self, identity: DeviceIdentity) -> GroupView | None:
-        hit = self._groups.peek((*_view_key(identity), self._own_declarations(identity)))
+        """What :meth:`identity_view` serves ``identity``, when everything it needs is in
+        memory and current; None otherwise (the caller asks :meth:`identity_view` in a
+        worker thread). No I/O and no lock held across a read: the event loop asks."""
+        own: tuple[Declaration, ...] | None = ()
+        if identity.channel is None:
+            own = self.rollouts.cached_wave_declarations(identity.device_id, identity.group_id)
+            if own is None:
+                return None
+        hit = self._groups.peek((*_view_key(identity), own))
         return None if hit is None else hit.value
 
     def _own_declarations(self, identity: DeviceIdentity) -> tuple[Declaration, ...]:
@@ -1043,13 +1051,14 @@ class BsiService:
         written, stale = 0, set()
         batches = self._devices.device_states(RECOMPUTE_BATCH, **filters)
         for attempt in range(1 + STALE_ATTEMPTS):
+            started = time.monotonic()  # a batch's time counts its read, its rules, its write
             for batch in batches:
-                started = time.monotonic()
                 done = self._devices.write_decisions([decided(row) for row in batch])
                 written += done.written
                 stale.update(done.stale)
                 progress.decided += len(batch) - len(done.stale)
                 time.sleep((time.monotonic() - started) * RECOMPUTE_YIELD)
+                started = time.monotonic()
             if not stale or attempt == STALE_ATTEMPTS:
                 break
             # reported while their decision was made: decided again from what they reported
