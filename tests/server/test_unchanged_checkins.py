@@ -196,7 +196,7 @@ def test_a_status_report_is_answered_as_the_route_answers_it(
     state = server.service.device_state(device_id)
     assert state is not None
     assert state.install_state == "downloading"
-    # Through the whole app: taken by the fast path, counted and signed as the route's are.
+    # Through the whole app: answered, and signed as every DDM answer is.
     whole = device.put(path, content=_report())
     assert whole.status_code == 200
     assert "x-hmac-signature" in whole.headers

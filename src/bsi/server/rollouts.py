@@ -116,6 +116,26 @@ class _Snapshot:
     """The stored wave enforcements (:func:`~bsi.domain.rollout.wave_enforcement`) by
     identifier, when an Apple rollout has devices drawn into its waves."""
 
+    def timezone(self, group_id: int) -> str | None:
+        """The time zone of ``group_id``'s maintenance window (None: it has none)."""
+        window = self.windows.get(group_id)
+        return None if window is None else window.timezone
+
+    def wave_declarations(self, device_id: str, group_id: int) -> tuple[Declaration, ...]:
+        """:meth:`Rollouts.wave_declarations` as this snapshot has them."""
+        if not self.waves:
+            return ()
+        group = self.groups.get(group_id, "")
+        found = []
+        for stored, members in self.rollouts:
+            wave = members.get(device_id)
+            if wave is None or group in stored.rollout.plan.effective_waves[wave].groups:
+                continue
+            declaration = self.waves.get(wave_identifier(stored.rollout.build, wave))
+            if declaration is not None:
+                found.append(localized(declaration, self.timezone(group_id)))
+        return tuple(found)
+
 
 @dataclass(frozen=True, slots=True)
 class RolloutInputs:
@@ -171,9 +191,15 @@ class Rollouts:
 
     # -- what holds a device back --------------------------------------------
 
-    def _current(self) -> _Snapshot:
+    def _fresh(self) -> _Snapshot | None:
+        """The snapshot in memory while it is younger than its cache time, else None."""
         snapshot = self._snapshot
-        if snapshot is not None and snapshot.expires > time.monotonic():
+        return snapshot if snapshot is not None and snapshot.expires > time.monotonic() else None
+
+    def _current(self) -> _Snapshot:
+        """The fresh snapshot, or a new one read from the store."""
+        snapshot = self._fresh()
+        if snapshot is not None:
             return snapshot
         with self._lock:
             held = [
@@ -251,7 +277,7 @@ class Rollouts:
         assigned), once the wave opened and while its declaration stands, with the
         deadline in its group's window time zone. Empty for any other device. Reads
         the rollouts when the snapshot of them is older than its cache time."""
-        return _wave_declarations(self._current(), device_id, group_id)
+        return self._current().wave_declarations(device_id, group_id)
 
     def cached_wave_declarations(
         self, device_id: str, group_id: int
@@ -259,15 +285,12 @@ class Rollouts:
         """:meth:`wave_declarations` from the snapshot in memory, or None when there is
         none current: no I/O and no wait for another thread's read, so the event loop
         may ask (a refresh there would hold every request behind the database)."""
-        snapshot = self._snapshot
-        if snapshot is None or snapshot.expires <= time.monotonic():
-            return None
-        return _wave_declarations(snapshot, device_id, group_id)
+        snapshot = self._fresh()
+        return None if snapshot is None else snapshot.wave_declarations(device_id, group_id)
 
     def timezone(self, group_id: int) -> str | None:
         """The time zone of ``group_id``'s maintenance window (None: it has none)."""
-        window = self._current().windows.get(group_id)
-        return None if window is None else window.timezone
+        return self._current().timezone(group_id)
 
     def actor(self, secret: str | None) -> str:
         """The name of the API key ``secret`` (the actor of an admin's change)."""
@@ -885,23 +908,3 @@ def device_events(
 
 def plan_sizes(members: Mapping[str, int], waves: int) -> list[int]:
     return [sum(1 for w in members.values() if w == i) for i in range(waves)]
-
-
-def _wave_declarations(
-    snapshot: _Snapshot, device_id: str, group_id: int
-) -> tuple[Declaration, ...]:
-    """:meth:`Rollouts.wave_declarations` as ``snapshot`` has them."""
-    if not snapshot.waves:
-        return ()
-    group = snapshot.groups.get(group_id, "")
-    window = snapshot.windows.get(group_id)
-    timezone = None if window is None else window.timezone
-    found = []
-    for stored, members in snapshot.rollouts:
-        wave = members.get(device_id)
-        if wave is None or group in stored.rollout.plan.effective_waves[wave].groups:
-            continue
-        declaration = snapshot.waves.get(wave_identifier(stored.rollout.build, wave))
-        if declaration is not None:
-            found.append(localized(declaration, timezone))
-    return tuple(found)
