@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
-from sqlalchemy import Engine, insert, text
+from sqlalchemy import Engine, event, insert, text
 from store_facts import LATER, NOW, OFFERED, counted, enrolled, report, save
 
 from bsi.domain.eligibility import Decision, Outcome, Reason
@@ -264,6 +264,29 @@ def test_a_batch_without_refusals_lands_whole(devices: DeviceStore) -> None:
     assert isinstance(devices, Store)
     kept = SqlRolloutStore(devices.engine).events(EventFilter())
     assert [e.event.device_id for e in kept] == [first]
+
+
+def test_a_batch_is_one_update_executed_for_every_report(devices: DeviceStore) -> None:
+    """The status writer's group commit costs one statement per batch, not per report
+    (issue 18): the devices' rows are compare-and-set by one UPDATE executed for every
+    write, and their build changes and events are one INSERT each."""
+    assert isinstance(devices, Store)
+    ids = enrolled(devices, "a", "b", "c")
+    state = merge_status(None, parse_status_report(report()))
+    statements: list[tuple[str, bool]] = []
+
+    def executed(_c: object, _cursor: object, sql: str, _p: object, _x: object, many: bool) -> None:
+        statements.append((sql.split()[0].upper(), many))
+
+    event.listen(devices.engine, "before_cursor_execute", executed)
+    try:
+        writes = [StatusWrite(d, 0, None, state, OFFERED, (installed(d),)) for d in ids]
+        assert devices.write_device_states(writes, NOW) == [state, state, state]
+    finally:
+        event.remove(devices.engine, "before_cursor_execute", executed)
+    written = [entry for entry in statements if entry[0] in {"UPDATE", "INSERT"}]
+    assert written == [("UPDATE", True), ("INSERT", True), ("INSERT", True)]
+    assert [devices.stored_status(d).version for d in ids] == [1, 1, 1]
 
 
 def test_a_revoked_device_reports_nothing_more(

@@ -897,23 +897,27 @@ class Store(Sessions):
         before, outside this transaction, so a huge report holds no lock while
         it is folded. A write the database or bsi refuses (a value it cannot
         hold, a revoked device) comes back as its error and the other reports
-        of the batch still land: a batch is written first as it is, and only
-        one with a refused write is written again with a savepoint per report
-        (savepoints cost two statements each, and refusals are rare). A change
-        of supplemental build is recorded with ``now``.
+        of the batch still land. A batch is first written as one statement
+        executed for every report (:func:`_write_states`); only when one of its
+        writes does not land, or is refused, is it written again report by
+        report, each in a savepoint of its own (two statements more per report;
+        both cases are rare). A change of supplemental build is recorded with
+        ``now``.
         """
         # Rows are written in device id order, as decision passes lock them: two
         # transactions that lock rows in one order cannot deadlock each other.
         order = sorted(range(len(batch)), key=lambda i: batch[i].device_id)
-        results: list[DeviceState | BsiError | None] = [None] * len(batch)
         try:
             with self._writing() as session:
-                for i in order:
-                    results[i] = _write_state(session, batch[i], now)
-                return results
+                if _write_states(session, [batch[i] for i in order], now):
+                    return [write.state for write in batch]
+                raise _NotAllLanded  # undoes the batch: written again report by report
+        except _NotAllLanded:
+            pass
         except (BsiError, StatementError, ValueError) as error:
             if isinstance(error, OperationalError | InterfaceError):
                 raise  # the database is away: every report of the batch fails alike
+        results: list[DeviceState | BsiError | None] = [None] * len(batch)
         with self._writing() as session:
             for i in order:
                 results[i] = _write_alone(session, batch[i], now)
@@ -1374,22 +1378,32 @@ def _write_alone(
         )
 
 
-def _write_state(session: Session, write: StatusWrite, now: datetime) -> DeviceState | None:
-    """Compare-and-set one device's state (:meth:`Store.write_device_states`) in prepared
-    Core statements: the status path builds no SQL expression and no ORM object per
-    report (issue 18: the database's overhead, not the rules, is its cost)."""
-    columns = _state_columns(write.state, write.decision, now)
+class _NotAllLanded(Exception):
+    """A batch of state writes in which another write of a device landed first."""
+
+
+def _write_states(session: Session, writes: Sequence[StatusWrite], now: datetime) -> bool:
+    """Compare-and-set every device's state in one statement executed for each write
+    (``executemany``: the status path builds no SQL expression and no ORM object per
+    report; issue 18: the database's overhead, not the rules, is its cost), then
+    record what the writes changed besides. False, with the transaction to undo, when
+    fewer rows than writes were updated: a device was written since its merge read it,
+    or was revoked."""
     connection = session.connection()
-    done = connection.execute(
-        _state_update(tuple(columns)),
-        {
-            "w_id": write.device_id,
-            "w_version": write.version,
-            "w_udid": write.state.udid,
-            "w_serial_number": write.state.serial_number,
-            **{f"w_{name}": value for name, value in columns.items()},
-        },
-    )
+    parameters = [_state_parameters(write, now) for write in writes]
+    done = connection.execute(_state_update(), parameters)
+    if done.rowcount != len(writes):
+        return False
+    _record_state_changes(session, writes, now)
+    return True
+
+
+def _write_state(session: Session, write: StatusWrite, now: datetime) -> DeviceState | None:
+    """:func:`_write_states` for one write, telling why it did not land: raises
+    :class:`~bsi.errors.NotFound` or :class:`~bsi.errors.Unauthorized` (revoked), or
+    returns None when another write of the device landed first (merge again)."""
+    connection = session.connection()
+    done = connection.execute(_state_update(), _state_parameters(write, now))
     if done.rowcount == 0:
         found = session.execute(
             select(Device.revoked_at, Device.decommissioned_at).where(Device.id == write.device_id)
@@ -1399,26 +1413,54 @@ def _write_state(session: Session, write: StatusWrite, now: datetime) -> DeviceS
         if found[0] is not None or found[1] is not None:
             raise Unauthorized(f"device {write.device_id} is revoked")
         return None  # stored by another report since this merge read: merge again
-    previous = write.previous
-    if (write.decision is not None and write.decision.containers) or (
-        previous is not None and CONTAINERS_ITEM in previous.items
-    ):
-        _replace_container_decisions(session, {write.device_id: write.decision})
-    old_build = (
-        str(previous.supplemental_build) if previous and previous.supplemental_build else None
-    )
-    if previous is None or old_build != columns["supplemental_build"]:
-        connection.execute(
-            _BUILD_CHANGE,
-            {
-                "device_id": write.device_id,
-                "previous_build": old_build,
-                "supplemental_build": columns["supplemental_build"],
-                "observed_at": now,
-            },
-        )
-    add_events(session, write.events)
+    _record_state_changes(session, [write], now)
     return write.state
+
+
+def _state_parameters(write: StatusWrite, now: datetime) -> dict[str, Any]:
+    """The parameters of :func:`_state_update` for ``write``; raises
+    :class:`~bsi.errors.InvalidStatusReport` for a value too long for its column."""
+    columns = _state_columns(write.state, write.decision, now)
+    return {
+        "w_id": write.device_id,
+        "w_version": write.version,
+        "w_udid": write.state.udid,
+        "w_serial_number": write.state.serial_number,
+        **{f"w_{name}": value for name, value in columns.items()},
+    }
+
+
+def _record_state_changes(session: Session, writes: Sequence[StatusWrite], now: datetime) -> None:
+    """What landed ``writes`` change besides the device rows: the devices' container
+    decisions (when they run or ran containers), a change of supplemental build (with
+    ``now``), and the events of their transitions."""
+    containers: dict[str, Decision | None] = {}
+    build_changes: list[dict[str, Any]] = []
+    for write in writes:
+        previous = write.previous
+        if (write.decision is not None and write.decision.containers) or (
+            previous is not None and CONTAINERS_ITEM in previous.items
+        ):
+            containers[write.device_id] = write.decision
+        old_build = (
+            str(previous.supplemental_build) if previous and previous.supplemental_build else None
+        )
+        new_build = write.state.supplemental_build
+        build = str(new_build) if new_build else None
+        if previous is None or old_build != build:
+            build_changes.append(
+                {
+                    "device_id": write.device_id,
+                    "previous_build": old_build,
+                    "supplemental_build": build,
+                    "observed_at": now,
+                }
+            )
+    if containers:
+        _replace_container_decisions(session, containers)
+    if build_changes:
+        session.connection().execute(_BUILD_CHANGE, build_changes)
+    add_events(session, [event for write in writes for event in write.events])
 
 
 def _stored_status(row: Row[Any]) -> StoredStatus | BsiError:
@@ -1485,8 +1527,8 @@ _BUILD_CHANGE = insert(cast(Table, SupplementalBuildChange.__table__))
 
 
 @functools.cache
-def _state_update(names: tuple[str, ...]) -> Update:
-    """The compare-and-set of a device's state and decision (``names``: the columns of
+def _state_update() -> Update:
+    """The compare-and-set of a device's state and decision (the columns of
     :func:`_state_columns`), built once. The hardware a device first names is the one
     it must keep naming (trust on first use): ``udid`` and ``serial_number`` are only
     filled in, never replaced."""
@@ -1505,7 +1547,7 @@ def _state_update(names: tuple[str, ...]) -> Update:
             serial_number=func.coalesce(
                 c.serial_number, bindparam("w_serial_number", type_=c.serial_number.type)
             ),
-            **{name: bindparam(f"w_{name}", type_=c[name].type) for name in names},
+            **{name: bindparam(f"w_{name}", type_=c[name].type) for name in _STATE_COLUMNS},
         )
     )
 
@@ -1564,8 +1606,31 @@ def _replace_container_decisions(
         session.execute(insert(ContainerDecisionCount), rows)
 
 
+_STATE_COLUMNS = (
+    "status_items",
+    "status_errors",
+    "status_invalid",
+    "last_seen_at",
+    "platform",
+    "product_version",
+    "build",
+    "supplemental_build",
+    "supplemental_extra",
+    "model_identifier",
+    *_DECISION_COLUMNS,
+)
+"""The device row's columns a status write sets (:func:`_state_columns`)."""
+_TEXT_LENGTHS: dict[str, int] = {
+    column.name: length
+    for column in _DEVICES.c
+    if isinstance(length := getattr(column.type, "length", None), int)
+}
+"""The longest text each device column holds, by column name."""
+
+
 def _state_columns(state: DeviceState, decision: Decision | None, now: datetime) -> dict[str, Any]:
-    """The device row's columns for ``state``; a value too long for its column is refused."""
+    """The device row's :data:`_STATE_COLUMNS` for ``state``; a value too long for its
+    column is refused (:class:`~bsi.errors.InvalidStatusReport`)."""
     columns: dict[str, Any] = {
         "status_items": state.items,
         "status_errors": list(state.errors),
@@ -1584,7 +1649,7 @@ def _state_columns(state: DeviceState, decision: Decision | None, now: datetime)
         "udid": state.udid,
         "serial_number": state.serial_number,
     }.items():
-        length = getattr(Device.__table__.c[name].type, "length", None)
+        length = _TEXT_LENGTHS.get(name)
         if isinstance(value, str) and length is not None and len(value) > length:
             raise InvalidStatusReport(
                 f"{name.replace('_', ' ')} {value[:80]!r} is {len(value)} characters long; "
