@@ -134,6 +134,25 @@ def test_a_merge_checks_the_reports_items_even_of_a_report_built_without_parsing
     assert kept.items["vendor.acme.agent.version"] == "4.4"
 
 
+def test_a_value_that_passed_its_check_does_not_pass_an_equal_value_of_another_type() -> None:
+    """Checks of short values are remembered, by the value's type too: JSON's true and 1
+    are equal in Python, and a number is never a boolean item."""
+    first = merge_status(None, parse_status_report(full_report()))
+    restart = "bsi.agent.restart-pending"
+    passed = StatusReport(items={restart: True})
+    assert merge_status(first, passed).restart_pending is True
+    for again in (1, 1.0):
+        with pytest.raises(InvalidStatusReport, match=restart):
+            merge_status(first, StatusReport(items={restart: again}))
+    with pytest.raises(InvalidStatusReport, match=restart):  # and a refusal is not remembered
+        merge_status(first, StatusReport(items={restart: 1}))
+    version = "device.operating-system.version"
+    too_long = StatusReport(items={version: "26.x" + "1" * 200})  # checked each time, alike
+    for _ in range(2):
+        with pytest.raises(InvalidStatusReport, match=version):
+            merge_status(first, too_long)
+
+
 def test_full_report_gives_typed_state() -> None:
     state = merge_status(None, parse_status_report(full_report()))
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import enum
+import functools
 from collections.abc import Collection, Mapping
 from dataclasses import InitVar, dataclass, field, replace
 from types import MappingProxyType
@@ -190,6 +191,31 @@ def _check_version(name: str, value: str) -> None:
 
 
 def _check_item(name: str, value: object) -> None:
+    """:func:`_check_value`, remembering which immutable values passed: every state
+    built from a stored row is checked again, and most of its values (OS, build,
+    model, states) are shared by many devices and reports."""
+    if name in STATUS_ITEMS and (
+        value is None
+        or isinstance(value, int | float)
+        or (isinstance(value, str) and len(value) <= _REMEMBERED_LENGTH)
+    ):  # a bounded vocabulary of short values: the memory it takes stays small
+        _check_scalar(name, type(value).__name__, value)  # True and 1 are equal keys
+    else:
+        _check_value(name, value)
+
+
+_REMEMBERED_LENGTH = 128
+"""The longest text whose check or prefixes are remembered (a report's texts are not
+bounded this short; longer ones are worked out each time)."""
+
+
+@functools.lru_cache(maxsize=8192)
+def _check_scalar(name: str, _type: str, value: object) -> None:
+    """:func:`_check_value` of an immutable value (a refusal is raised, not remembered)."""
+    _check_value(name, value)
+
+
+def _check_value(name: str, value: object) -> None:
     """Refuse a modelled item whose value bsi would misread; others pass as they are.
 
     Values outside a ``rangelist`` (``install-state``, ``battery-health``) are
@@ -417,6 +443,8 @@ class DeviceState:
     failure_reason: dict[str, object] | None = field(init=False)
     battery_health: str | None = field(init=False)
     restart_pending: bool = field(init=False)
+    _facts: DeviceFacts | None = field(init=False, repr=False, compare=False)
+    """:meth:`facts`, worked out once (the state is immutable)."""
 
     def __post_init__(self, check_only: Collection[str] | None) -> None:
         for name in self.items if check_only is None else check_only:
@@ -438,6 +466,7 @@ class DeviceState:
         failure = self.items.get(FAILURE_REASON)
         object.__setattr__(self, "failure_reason", failure if isinstance(failure, dict) else None)
         object.__setattr__(self, "restart_pending", self.items.get(RESTART_PENDING) is True)
+        object.__setattr__(self, "_facts", None)
         if self.platform and self.product_version and self.build:
             # The supplement as every form means it (see bsi.domain.inventory).
             facts = self.facts()
@@ -450,6 +479,8 @@ class DeviceState:
         A device that reports its installed packages (a stock Linux host) may
         have no build: it is placed by its packages instead.
         """
+        if self._facts is not None:
+            return self._facts
         platform, version, build = self.platform, self.product_version, self.build
         manager, packages, digests = _check_package_items(self.items)
         if platform is None or version is None or (build is None and packages is None):
@@ -479,9 +510,10 @@ class DeviceState:
             raise InvalidStatusReport(f"status item {error.message}", hint=error.hint) from None
         if containers is not None:
             facts = replace(facts, containers=containers)
-        if packages is None and digests is None:
-            return facts
-        return replace(facts, package_manager=manager, packages=packages, file_digests=digests)
+        if packages is not None or digests is not None:
+            facts = replace(facts, package_manager=manager, packages=packages, file_digests=digests)
+        object.__setattr__(self, "_facts", facts)
+        return facts
 
 
 def _text(value: object) -> str | None:
@@ -523,10 +555,20 @@ def _check_package_items(items: Mapping[str, object]) -> tuple[Any, ...]:
         raise InvalidStatusReport(f"status item {error.message}", hint=error.hint) from None
 
 
-def _prefixes(name: str) -> list[str]:
-    """The item names that would hold ``name``: ``a``, ``a.b`` for ``a.b.c``."""
+def _prefixes(name: str) -> tuple[str, ...]:
+    """The item names that would hold ``name``: ``a``, ``a.b`` for ``a.b.c``
+    (remembered for short names: a fleet's reports name the same few hundred items)."""
+    return _remembered_prefixes(name) if len(name) <= _REMEMBERED_LENGTH else _cut(name)
+
+
+@functools.lru_cache(maxsize=8192)
+def _remembered_prefixes(name: str) -> tuple[str, ...]:
+    return _cut(name)
+
+
+def _cut(name: str) -> tuple[str, ...]:
     parts = name.split(".")
-    return [".".join(parts[:end]) for end in range(1, len(parts))]
+    return tuple(".".join(parts[:end]) for end in range(1, len(parts)))
 
 
 def _merge_list(earlier: list[object], later: list[object]) -> list[object]:
