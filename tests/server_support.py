@@ -9,11 +9,14 @@ Lives outside ``conftest.py`` so test modules can import it by a unique name.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from sqlalchemy import event
 
 from bsi.server.service import BsiService
 
@@ -84,3 +87,19 @@ class RunningServer:
         response = self.admin.post("/v1/admin/decisions/recompute")
         assert response.status_code == 200, response.text
         return response.json()
+
+
+@contextmanager
+def sql_statements(server: RunningServer) -> Iterator[list[str]]:
+    """The SQL statements the server's database engine runs inside the block, in order."""
+    statements: list[str] = []
+
+    def executed(_conn: object, _cursor: object, statement: str, *_: object) -> None:
+        statements.append(statement)
+
+    engine = server.service.stores.database.engine
+    event.listen(engine, "before_cursor_execute", executed)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", executed)

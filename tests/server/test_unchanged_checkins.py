@@ -11,17 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import event
 from starlette.responses import Response
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bsi.domain.declarations import software_update_settings
-from bsi.server.ddm import StatusReports, UnchangedCheckins
+from bsi.server.ddm import CatalogAnswers, DeviceCatalogs, StatusReports, UnchangedCheckins
 from reports import macos_report
-from server_support import RunningServer
+from server_support import RunningServer, sql_statements
 
 NOT_ANSWERED = 599
 MAX_BODY = 64 * 1024
@@ -36,16 +36,22 @@ class FastPath:
     """Requests to the fast path alone, as one device (``credential``, extra headers)."""
 
     def __init__(
-        self, server: RunningServer, credential: str | None, status: bool = False, **headers: str
+        self,
+        server: RunningServer,
+        credential: str | None,
+        status: bool = False,
+        catalog: bool = False,
+        **headers: str,
     ) -> None:
-        """``status``: the status-report fast path, else the unchanged check-in one."""
+        """``status``: the status-report fast path; ``catalog``: the catalogue one; else
+        the unchanged check-in one."""
         if credential is not None:
             headers["Authorization"] = f"Bearer {credential}"
-        self.app = (
-            StatusReports(route_elsewhere, server.service, MAX_BODY)
-            if status
-            else UnchangedCheckins(route_elsewhere, server.service)
-        )
+        self.app: ASGIApp = UnchangedCheckins(route_elsewhere, server.service)
+        if status:
+            self.app = StatusReports(route_elsewhere, server.service, MAX_BODY)
+        elif catalog:
+            self.app = DeviceCatalogs(route_elsewhere, server.service, CatalogAnswers())
         self.headers = headers
 
     def request(
@@ -249,19 +255,54 @@ def test_the_unchanged_check_in_path_reads_nothing_when_the_rollouts_are_not_in_
     fast = FastPath(server, credential)
     unchanged = {"If-None-Match": etag}
     assert fast.get("/v1/ddm/tokens", headers=unchanged).status_code == 304
-    statements: list[str] = []
-
-    def executed(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        statements.append(statement)
-
-    engine = server.service.stores.database.engine
-    event.listen(engine, "before_cursor_execute", executed)
-    try:
+    with sql_statements(server) as statements:
         server.service.rollouts.forget()  # as a decision pass does, or their cache expiring
         assert fast.get("/v1/ddm/tokens", headers=unchanged).status_code == NOT_ANSWERED
-    finally:
-        event.remove(engine, "before_cursor_execute", executed)
     assert statements == []
     # The route reads them (in a worker thread) and answers; then the fast path does again.
     assert device.get("/v1/ddm/tokens", headers=unchanged).status_code == 304
     assert fast.get("/v1/ddm/tokens", headers=unchanged).status_code == 304
+
+
+@pytest.mark.server_settings(cache_seconds=600)  # nothing expires between two requests
+def test_a_catalogue_request_is_answered_as_the_route_answers_it(
+    server: RunningServer, shared_data: Path
+) -> None:
+    """An agent asks for its platform's catalogue at every check-in: with its parts in
+    memory the fast path answers as the route does (same status, headers and body, holds
+    and retry allowance included) and marks the device seen; anything else it leaves to
+    the route."""
+    for name in ("gdmf_cached.json", "macos_data_feed.json"):
+        body = (shared_data / "sofa" / name).read_bytes()
+        assert server.admin.post("/v1/admin/catalog", params={"source": name}, content=body)
+    device_id, credential = server.enroll()
+    device = server.client(credential)
+    assert device.put("/v1/ddm/status", content=_report()).status_code == 200
+    window = {"days": ["fri"], "start": "22:00", "end": "04:00", "timezone": "Europe/Berlin"}
+    assert server.admin.put("/v1/admin/groups/default/maintenance-window", json=window)
+    retry = server.admin.post("/v1/admin/supplements/macOS/25D771280a/allow-retry")
+    assert retry.status_code == 201, retry.text
+    fast = FastPath(server, credential, catalog=True)
+    path = "/v1/ddm/catalog?platform=macOS"
+    assert fast.get(path).status_code == NOT_ANSWERED  # not in memory yet: the route reads
+    from_route = device.get(path)
+    assert from_route.status_code == 200
+    assert from_route.json()["device"]["window"] == window
+    assert from_route.json()["latest_retry"] == retry.json()["id"]
+    server.clock.advance(minutes=5)
+    answered = fast.get(path)
+    server.service.flush_last_seen()
+    seen = server.reader.get(f"/v1/admin/devices/{device_id}").json()["last_seen_at"]
+    assert seen.startswith("2026-03-20T12:05")
+    assert answer(answered, signed=False) == answer(device.get(path), signed=False)
+    assert answered.json() == from_route.json()
+    for elsewhere in (
+        "/v1/ddm/catalog",  # no platform: the route refuses it
+        "/v1/ddm/catalog?platform=mac%4FS",  # to decode
+        "/v1/ddm/catalog?platform=macOS&platform=iOS",
+        "/v1/ddm/catalog?platform=" + "m" * 65,
+    ):
+        assert fast.get(elsewhere).status_code == NOT_ANSWERED, elsewhere
+    assert FastPath(server, "no-such-credential", catalog=True).get(path).status_code == (
+        NOT_ANSWERED
+    )

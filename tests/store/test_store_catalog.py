@@ -76,7 +76,7 @@ def test_retry_allowances_reach_every_device_or_one(
         "test",
     )
     one, other = enrolled(devices, "one", "other")
-    assert catalogue.latest_retry(one) == 0
+    assert catalogue.latest_retries().of(one) == 0
     everyone = catalogue.allow_retry("debian", "12A100a", None, NOW)
     mine = catalogue.allow_retry("debian", "12A100a", one, NOW)
     assert mine > everyone
@@ -86,7 +86,8 @@ def test_retry_allowances_reach_every_device_or_one(
     ]
     assert catalogue.retries_after(other, 0) == [(everyone, "debian", "12A100a")]
     assert catalogue.retries_after(one, mine) == []
-    assert (catalogue.latest_retry(one), catalogue.latest_retry(other)) == (mine, everyone)
+    latest = catalogue.latest_retries()
+    assert (latest.of(one), latest.of(other), latest.everyone) == (mine, everyone, everyone)
     with pytest.raises(NotFound):
         catalogue.allow_retry("debian", "12A100z", None, NOW)
     with pytest.raises(NotFound):

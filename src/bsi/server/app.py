@@ -24,6 +24,8 @@ from bsi.server.console import console_router
 from bsi.server.ddm import (
     DDM_PREFIX,
     SLASHLESS_PREFIX,
+    CatalogAnswers,
+    DeviceCatalogs,
     StatusReports,
     UnchangedCheckins,
     ddm_router,
@@ -166,7 +168,10 @@ def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
         lifespan=lifespan,
     )
     install_error_handlers(app)
-    app.include_router(ddm_router(service, settings.forwarding, wakeups, settings.max_body_bytes))
+    catalog_answers = CatalogAnswers()  # one encoder for the route and its fast path
+    app.include_router(
+        ddm_router(service, settings.forwarding, wakeups, settings.max_body_bytes, catalog_answers)
+    )
     app.include_router(webhook_router(service, settings.webhook))
     app.include_router(admin_router(service, wakeups, settings.tuf_repo_dir))
     app.include_router(enroll_router(service))
@@ -203,6 +208,7 @@ def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
         larger={"/v1/admin/": settings.max_admin_body_bytes},
     )
     app.add_middleware(UnchangedCheckins, service=service)
+    app.add_middleware(DeviceCatalogs, service=service, answers=catalog_answers)
     app.add_middleware(RequestMetrics)  # outside the limits: their refusals are counted
     if settings.response_key is not None:
         # Outermost, so that a body-limit refusal or a 500 is signed too.

@@ -19,6 +19,7 @@ function (:func:`accept_status`).
 
 import asyncio
 import json
+import re
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -43,7 +44,7 @@ from bsi.server.http import (
     json_body,
 )
 from bsi.server.nanomdm import HMAC_HEADER, ForwardingTrust
-from bsi.server.service import STATUS_WRITE_TIMEOUT, BsiService, GroupView
+from bsi.server.service import STATUS_WRITE_TIMEOUT, BsiService, DeviceCatalog, GroupView
 from bsi.server.wakeup import Wakeups
 from bsi.store.store import DeviceIdentity
 from bsi.strict import MAX_INT32
@@ -61,6 +62,7 @@ SLASHLESS_PREFIX = "/v1"
 of ``tokens`` against ``.../v1/ddm`` replaces the last segment, giving ``/v1/tokens``."""
 TOKENS = "/tokens"
 STATUS = "/status"
+CATALOG = "/catalog"
 
 
 def admit_credential(
@@ -219,8 +221,93 @@ class StatusReports:
         await response(scope, receive, send)
 
 
+class CatalogAnswers:
+    """The bodies of devices' catalogue answers (``GET catalog``).
+
+    The platform's part of the served catalogue is most of a body and the same for
+    every device of the platform, so it is encoded once per catalogue and platform;
+    each device's holds and newest retry allowance are added to that text. Used from
+    the event loop only.
+    """
+
+    MAX_PLATFORMS = 64
+    """Encoded platforms kept at most (the platform is whatever the device asks for)."""
+
+    def __init__(self) -> None:
+        self._encoded: dict[str, tuple[Catalog, str]] = {}
+
+    def body(self, platform: str, found: DeviceCatalog) -> str:
+        """The JSON text of ``found`` for ``platform``: the catalogue's ``supplements``
+        and ``releases`` of that platform (:func:`~bsi.feeds.dump_bsi_catalog`), the
+        device's holds under ``device`` (absent when nothing holds it) and
+        ``latest_retry``."""
+        encoded = self._encoded.get(platform)
+        if encoded is None or encoded[0] is not found.catalog:
+            catalog = found.catalog
+            mine = Catalog(
+                supplements=tuple(s for s in catalog.supplements if s.platform == platform),
+                releases=tuple(r for r in catalog.releases if r.platform == platform),
+                source=catalog.source,
+            )
+            encoded = (catalog, json.dumps(dump_bsi_catalog(mine)))
+            if len(self._encoded) >= self.MAX_PLATFORMS:
+                self._encoded.clear()
+            self._encoded[platform] = encoded
+        own: dict[str, object] = {}
+        if found.holds is not NO_HOLDS:
+            own["device"] = dump_holds(found.holds)
+        own[LATEST_RETRY] = found.latest_retry
+        text, added = encoded[1], json.dumps(own)
+        return f"{text[:-1]}, {added[1:]}"  # the catalogue's text always has keys
+
+
+_PLAIN_PLATFORM = re.compile(rb"platform=([A-Za-z0-9._-]{1,64})")
+"""A catalogue request's query string :class:`DeviceCatalogs` takes: one platform
+parameter whose value needs no decoding and no check the route would make."""
+
+
+class DeviceCatalogs:
+    """``GET catalog`` from a device whose credential is known without I/O, answered
+    below the framework when what the answer is made of is in memory
+    (:meth:`~bsi.server.service.BsiService.cached_device_catalog`), with the route's own
+    :class:`CatalogAnswers`: an agent asks for it at every check-in.
+
+    Anything else reaches the route unchanged: a query string other than a plain
+    ``platform=``, a credential not known in memory (or not admitted: the route
+    renders the refusal), and a cache miss (the route reads in a worker thread).
+    """
+
+    PATH = DDM_PREFIX + CATALOG
+
+    def __init__(self, app: ASGIApp, service: BsiService, answers: CatalogAnswers) -> None:
+        self.app = app
+        self.service = service
+        self.answers = answers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == self.PATH:
+            plain = _PLAIN_PLATFORM.fullmatch(scope["query_string"])
+            identity = (
+                None if plain is None else cached_identity(self.service, Headers(scope=scope))
+            )
+            if plain is not None and identity is not None:
+                platform = plain[1].decode()
+                found = self.service.cached_device_catalog(identity, platform)
+                if found is not None:
+                    self.service.saw(identity.device_id)
+                    scope["route"] = self  # so metrics label it by its path, as a matched route
+                    body = self.answers.body(platform, found)
+                    await Response(body, media_type=JSON)(scope, receive, send)
+                    return
+        await self.app(scope, receive, send)
+
+
 def ddm_router(
-    service: BsiService, forwarding: ForwardingTrust, wakeups: Wakeups, max_body: int
+    service: BsiService,
+    forwarding: ForwardingTrust,
+    wakeups: Wakeups,
+    max_body: int,
+    catalog_answers: CatalogAnswers,
 ) -> APIRouter:
     router = APIRouter(tags=["DDM (devices)"], route_class=StrictRoute)
 
@@ -305,28 +392,17 @@ def ddm_router(
             raise NotFound(f"no {category} declaration {identifier!r} for this device")
         return Response(json.dumps(found.to_json()), media_type=JSON)
 
-    @bsi("GET", "/catalog", "bsi agents: the supplements of one platform")
+    @bsi("GET", CATALOG, "bsi agents: the supplements of one platform")
     async def catalog(request: Request, platform: str) -> Response:
         """The platform's catalogue and, under ``device``, what holds this device back
         (its rollout wave per build, its group's maintenance window), so the agent
         defers as the server does without another request; and the newest retry
         allowance's id for it (``latest_retry``), so it asks ``/retries`` only then."""
         identity = await identify(request)
-        catalog = await run_in_threadpool(service.catalog)
-        holds = await run_in_threadpool(
-            service.rollouts.holds, identity.device_id, identity.group_id, platform
-        )
-        latest_retry = await run_in_threadpool(service.latest_retry, identity.device_id)
-        mine = Catalog(
-            supplements=tuple(s for s in catalog.supplements if s.platform == platform),
-            releases=tuple(r for r in catalog.releases if r.platform == platform),
-            source=catalog.source,
-        )
-        body = dump_bsi_catalog(mine)
-        if holds is not NO_HOLDS:
-            body["device"] = dump_holds(holds)
-        body[LATEST_RETRY] = latest_retry
-        return Response(json.dumps(body), media_type=JSON)
+        found = service.cached_device_catalog(identity, platform)
+        if found is None:  # something to read first: in a worker thread
+            found = await run_in_threadpool(service.device_catalog, identity, platform)
+        return Response(catalog_answers.body(platform, found), media_type=JSON)
 
     @bsi("GET", "/retries", "bsi agents: failed supplements allowed again")
     async def retries(

@@ -121,6 +121,25 @@ class _Snapshot:
         window = self.windows.get(group_id)
         return None if window is None else window.timezone
 
+    def holds(self, device_id: str, group_id: int, platform: str | None) -> DeviceHolds:
+        """:meth:`Rollouts.holds` as this snapshot has them."""
+        window = self.windows.get(group_id)
+        gates = {}
+        decided_as = platform_name(platform) if platform is not None else None
+        for stored, members in self.rollouts:
+            if stored.platform != decided_as or stored.rollout.state not in HELD:
+                continue
+            rollout = stored.rollout
+            wave = members.get(device_id)
+            if wave is None:
+                wave = late_wave(
+                    rollout.plan, rollout.build, device_id, self.groups.get(group_id, "")
+                )
+            gates[rollout.build] = gate(rollout, wave)
+        if not gates and window is None:
+            return NO_HOLDS
+        return DeviceHolds(gates, window)
+
     def wave_declarations(self, device_id: str, group_id: int) -> tuple[Declaration, ...]:
         """:meth:`Rollouts.wave_declarations` as this snapshot has them."""
         if not self.waves:
@@ -237,22 +256,15 @@ class Rollouts:
         (running, halted or aborted) and its group's maintenance window. ``platform`` as
         the device reported it: its rollouts are those of the catalogue platform it is
         decided against (:func:`~bsi.domain.inventory.platform_name`: an iPad's are iOS's)."""
-        snapshot = self._current()
-        window = snapshot.windows.get(group_id)
-        gates = {}
-        decided_as = platform_name(platform) if platform is not None else None
-        for stored, members in snapshot.rollouts:
-            if stored.platform != decided_as or stored.rollout.state not in HELD:
-                continue
-            rollout = stored.rollout
-            wave = members.get(device_id)
-            if wave is None:
-                group = snapshot.groups.get(group_id, "")
-                wave = late_wave(rollout.plan, rollout.build, device_id, group)
-            gates[rollout.build] = gate(rollout, wave)
-        if not gates and window is None:
-            return NO_HOLDS
-        return DeviceHolds(gates, window)
+        return self._current().holds(device_id, group_id, platform)
+
+    def cached_holds(
+        self, device_id: str, group_id: int, platform: str | None
+    ) -> DeviceHolds | None:
+        """:meth:`holds` from the snapshot in memory, or None when there is none current
+        (no I/O: the event loop may ask, as :meth:`cached_wave_declarations`)."""
+        snapshot = self._fresh()
+        return None if snapshot is None else snapshot.holds(device_id, group_id, platform)
 
     def decision_inputs(self) -> RolloutInputs:
         """What :meth:`holds` and :meth:`wave_declarations` read, as values to compare

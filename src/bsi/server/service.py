@@ -86,6 +86,7 @@ from bsi.store.store import (
     DeviceRecord,
     DeviceStateRow,
     Enrollment,
+    LatestRetries,
     NewEnrollment,
     SecurityEventRecord,
     StoredStatus,
@@ -153,6 +154,22 @@ class GroupView:
     declarations: DeclarationSet
     policy: SoftwareUpdatePolicy
     tokens_body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceCatalog:
+    """What a device's catalogue answer (``GET /v1/ddm/catalog``) is made of."""
+
+    catalog: Catalog
+    """The served catalogue, every platform's."""
+    holds: DeviceHolds
+    """What holds the device back on the platform it asked for."""
+    latest_retry: int
+    """Its newest retry allowance's id (0: none)."""
+
+
+_CATALOG, _RETRIES = "catalog", "retries"
+"""The served catalogue's and the retry allowances' keys in the catalogue cache."""
 
 
 @dataclass(slots=True)
@@ -604,7 +621,7 @@ class BsiService:
             return len(pending)
 
     def catalog(self) -> Catalog:
-        catalog: Catalog = self._catalog.get("catalog", self._catalogue.catalog)
+        catalog: Catalog = self._catalog.get(_CATALOG, self._catalogue.catalog)
         return catalog
 
     def admit_status(self, device_id: str, body_bytes: int) -> None:
@@ -802,8 +819,12 @@ class BsiService:
         return self._events.security_events(limit)
 
     def allow_retry(self, platform: str, build: str, device_id: str | None) -> int:
-        """Allow ``build`` again on ``device_id`` (every device when None); the allowance's id."""
-        return self._catalogue.allow_retry(platform, build, device_id, self.clock())
+        """Allow ``build`` again on ``device_id`` (every device when None); the allowance's id.
+        This process names it in its next catalogue answers at once; others within their
+        cache time."""
+        allowance = self._catalogue.allow_retry(platform, build, device_id, self.clock())
+        self._catalog.drop(_RETRIES)
+        return allowance
 
     def retries_after(self, device_id: str, after: int) -> list[tuple[int, str, str]]:
         """``(id, platform, build)`` of the retry allowances for the device above id ``after``."""
@@ -811,7 +832,29 @@ class BsiService:
 
     def latest_retry(self, device_id: str) -> int:
         """The newest retry allowance's id for the device (0: none): the catalogue names it."""
-        return self._catalogue.latest_retry(device_id)
+        latest: LatestRetries = self._catalog.get(_RETRIES, self._catalogue.latest_retries)
+        return latest.of(device_id)
+
+    def device_catalog(self, identity: DeviceIdentity, platform: str) -> DeviceCatalog:
+        """What a device's catalogue answer is made of: the served catalogue, what holds the
+        device back on ``platform``, and its newest retry allowance (cached; may read)."""
+        return DeviceCatalog(
+            self.catalog(),
+            self.rollouts.holds(identity.device_id, identity.group_id, platform),
+            self.latest_retry(identity.device_id),
+        )
+
+    def cached_device_catalog(
+        self, identity: DeviceIdentity, platform: str
+    ) -> DeviceCatalog | None:
+        """:meth:`device_catalog` when all of it is in memory and current, else None (the
+        caller asks :meth:`device_catalog` in a worker thread): the event loop asks."""
+        catalog, retries = self._catalog.peek(_CATALOG), self._catalog.peek(_RETRIES)
+        holds = self.rollouts.cached_holds(identity.device_id, identity.group_id, platform)
+        if catalog is None or retries is None or holds is None:
+            return None
+        latest: LatestRetries = retries.value
+        return DeviceCatalog(catalog.value, holds, latest.of(identity.device_id))
 
     def put_declaration(self, body: object) -> Declaration:
         declaration = declaration_from_admin(body)

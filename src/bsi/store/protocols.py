@@ -40,6 +40,7 @@ from bsi.store.store import (
     DeviceRecord,
     DeviceStateRow,
     Enrollment,
+    LatestRetries,
     LifecycleEvent,
     NewEnrollment,
     SecurityEventRecord,
@@ -164,8 +165,8 @@ class CatalogStore(Protocol):
 
     def retries_after(self, device_id: str, after: int) -> list[tuple[int, str, str]]: ...
 
-    def latest_retry(self, device_id: str) -> int:
-        """The newest allowance's id for ``device_id`` or every device (0: none)."""
+    def latest_retries(self) -> LatestRetries:
+        """The newest allowance ids: of those for every device, and per device."""
         ...
 
 

@@ -257,6 +257,19 @@ class StatusWrite:
 
 
 @dataclass(frozen=True, slots=True)
+class LatestRetries:
+    """The newest retry allowance ids (0: none): of those for every device, and of each
+    device's own (:meth:`Store.latest_retries`)."""
+
+    everyone: int
+    by_device: Mapping[str, int]
+
+    def of(self, device_id: str) -> int:
+        """The newest allowance ``device_id`` may act on (its own or every device's)."""
+        return max(self.everyone, self.by_device.get(device_id, 0))
+
+
+@dataclass(frozen=True, slots=True)
 class DeviceRecord:
     """A device as the admin API shows it."""
 
@@ -1269,14 +1282,18 @@ class Store(Sessions):
             ).all()
         return [(row[0], row[1], row[2]) for row in rows]
 
-    def latest_retry(self, device_id: str) -> int:
+    def latest_retries(self) -> LatestRetries:
+        """The newest retry allowance's id for every device and for each device, in one
+        grouped read (the server keeps it a few seconds: every catalogue answer names it)."""
         with self._reading() as session:
-            latest = session.scalar(
-                select(func.max(RetryAllowance.id)).where(
-                    or_(RetryAllowance.device_id.is_(None), RetryAllowance.device_id == device_id)
+            rows = session.execute(
+                select(RetryAllowance.device_id, func.max(RetryAllowance.id)).group_by(
+                    RetryAllowance.device_id
                 )
-            )
-        return int(latest or 0)
+            ).all()
+        by_device = {str(device_id): int(latest) for device_id, latest in rows if device_id}
+        everyone = next((int(latest) for device_id, latest in rows if device_id is None), 0)
+        return LatestRetries(everyone, by_device)
 
     def set_supplement_state(self, platform: str, build: str, state: SupplementState) -> None:
         """Pause, resume or withdraw; withdrawn is final (DESIGN rule 9), so it never changes."""
