@@ -19,7 +19,14 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from bsi.domain.declarations import software_update_settings
-from bsi.server.ddm import CatalogAnswers, DeviceCatalogs, StatusReports, UnchangedCheckins
+from bsi.server.ddm import (
+    CatalogAnswers,
+    DeviceCatalogs,
+    LongPolls,
+    StatusReports,
+    UnchangedCheckins,
+)
+from bsi.server.wakeup import Wakeups
 from reports import macos_report
 from server_support import RunningServer, sql_statements
 
@@ -306,3 +313,53 @@ def test_a_catalogue_request_is_answered_as_the_route_answers_it(
     assert FastPath(server, "no-such-credential", catalog=True).get(path).status_code == (
         NOT_ANSWERED
     )
+
+
+def test_a_long_poll_is_answered_as_the_route_answers_it(server: RunningServer) -> None:
+    """Every waiting device holds a long poll and a wake-up answers them all at once:
+    with a plain query the fast path holds it and answers as the route does (the route
+    is reached here with a query only it reads: a timeout in exponent form); anything
+    else it leaves to the route."""
+    _, credential = server.enroll()
+    device = server.client(credential)
+    current = device.get("/v1/ddm/wait", params={"timeout": "1e-3"}).json()["generation"]
+
+    async def fast(queries: list[str]) -> list[httpx.Response]:
+        wakeups = Wakeups(server.service.stores.generations, 1.0)
+        await wakeups.start()
+        app = LongPolls(route_elsewhere, server.service, wakeups)
+        headers = {"Authorization": f"Bearer {credential}"}
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://bsi", headers=headers
+        ) as client:
+            return [await client.get("/v1/ddm/wait" + query) for query in queries]
+
+    waited = f"?generation={current}&timeout=0.05"
+    older = "?timeout=0.050&generation=0"  # check in at once, unless nothing was ever announced
+    answers = asyncio.run(fast([waited, older]))
+    assert answers[0].json() == {"generation": current, "check_in": False}
+    for answered, on_route in zip(
+        answers, [f"?generation={current}&timeout=5e-2", "?generation=0&timeout=5e-2"], strict=True
+    ):
+        assert answer(answered, signed=False) == answer(
+            device.get("/v1/ddm/wait" + on_route), False
+        )
+    elsewhere = [
+        "?generation=-1",
+        "?generation=1.5",
+        "?generation=0x1",
+        "?generation=1&generation=2",
+        "?generation=" + "9" * 19,
+        "?timeout=0",
+        "?timeout=301",
+        "?timeout=1e2",
+        "?timeout=0.1234567",
+        "?generation=1&",
+        "?other=1",
+    ]
+    assert [r.status_code for r in asyncio.run(fast(elsewhere))] == [NOT_ANSWERED] * len(elsewhere)
+    refused = device.get("/v1/ddm/wait?generation=1.5")
+    assert refused.status_code == 422
+    credential = "not-a-credential"
+    assert asyncio.run(fast([waited]))[0].status_code == NOT_ANSWERED

@@ -26,6 +26,7 @@ from bsi.server.ddm import (
     SLASHLESS_PREFIX,
     CatalogAnswers,
     DeviceCatalogs,
+    LongPolls,
     StatusReports,
     UnchangedCheckins,
     ddm_router,
@@ -201,7 +202,7 @@ def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
         return Health(status="ready", version=__version__)
 
     app.add_middleware(StatusReports, service=service, max_body=settings.max_body_bytes)
-    app.add_middleware(Deadline, seconds=settings.request_timeout_seconds, exempt=("/v1/ddm/wait",))
+    app.add_middleware(Deadline, seconds=settings.request_timeout_seconds, exempt=(LongPolls.PATH,))
     app.add_middleware(
         BodyLimit,
         max_bytes=settings.max_body_bytes,
@@ -209,6 +210,7 @@ def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
     )
     app.add_middleware(UnchangedCheckins, service=service)
     app.add_middleware(DeviceCatalogs, service=service, answers=catalog_answers)
+    app.add_middleware(LongPolls, service=service, wakeups=wakeups)
     app.add_middleware(RequestMetrics)  # outside the limits: their refusals are counted
     if settings.response_key is not None:
         # Outermost, so that a body-limit refusal or a 500 is signed too.

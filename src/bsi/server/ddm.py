@@ -63,6 +63,9 @@ of ``tokens`` against ``.../v1/ddm`` replaces the last segment, giving ``/v1/tok
 TOKENS = "/tokens"
 STATUS = "/status"
 CATALOG = "/catalog"
+WAIT = "/wait"
+MAX_WAIT_SECONDS = 300
+"""The longest long poll a device may ask for (``timeout``)."""
 
 
 def admit_credential(
@@ -302,6 +305,68 @@ class DeviceCatalogs:
         await self.app(scope, receive, send)
 
 
+async def wait_answer(wakeups: Wakeups, generation: int, timeout: float) -> Response:
+    """The long poll's answer once the device is identified: when a generation above
+    ``generation`` is announced, or after ``timeout`` s; ``check_in`` says whether
+    something changed. The route and :class:`LongPolls` both answer with it."""
+    now = await wakeups.wait(generation, timeout)
+    return Response(json.dumps({"generation": now, "check_in": now != generation}), media_type=JSON)
+
+
+def plain_wait_query(query: bytes) -> tuple[int, float] | None:
+    """``(generation, timeout)`` of a long poll's query string when it is plain: each of
+    ``generation`` (digits) and ``timeout`` (digits, with up to six decimals) at most once,
+    in range, the route's defaults for one left out; None for anything else (the route
+    reads it, or refuses it)."""
+    asked: dict[bytes, bytes] = {}
+    for part in query.split(b"&") if query else ():
+        plain = _PLAIN_WAIT_PARAMETER.fullmatch(part)
+        if plain is None or plain[1] in asked:
+            return None
+        asked[plain[1]] = plain[2]
+    generation = asked.get(b"generation", b"0")
+    if b"." in generation:
+        return None
+    timeout = float(asked.get(b"timeout", b"60"))
+    if not 0 < timeout <= MAX_WAIT_SECONDS:
+        return None
+    return int(generation), timeout
+
+
+_PLAIN_WAIT_PARAMETER = re.compile(rb"(generation|timeout)=([0-9]{1,18}(?:\.[0-9]{1,6})?)")
+
+
+class LongPolls:
+    """``GET wait`` from a device whose credential is known without I/O, held below the
+    framework with the route's own :func:`wait_answer`: every waiting device holds one,
+    and a wake-up answers them all at once, so each costs the framework's work again.
+
+    It takes a request only when :func:`cached_identity` admits its credential and its
+    query is plain (:func:`plain_wait_query`); anything else reaches the route unchanged.
+    """
+
+    PATH = DDM_PREFIX + WAIT
+
+    def __init__(self, app: ASGIApp, service: BsiService, wakeups: Wakeups) -> None:
+        self.app = app
+        self.service = service
+        self.wakeups = wakeups
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == self.PATH:
+            asked = plain_wait_query(scope["query_string"])
+            identity = (
+                None if asked is None else cached_identity(self.service, Headers(scope=scope))
+            )
+            if asked is not None and identity is not None:
+                self.service.saw(identity.device_id)
+                scope["route"] = self  # so metrics label it by its path, as a matched route
+                response = await wait_answer(self.wakeups, *asked)
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 def ddm_router(
     service: BsiService,
     forwarding: ForwardingTrust,
@@ -414,17 +479,15 @@ def ddm_router(
         body = {"retries": [{"id": i, "platform": p, "build": b} for i, p, b in rows]}
         return Response(json.dumps(body), media_type=JSON)
 
-    @bsi("GET", "/wait", "Long poll: answers when the device should check in")
+    @bsi("GET", WAIT, "Long poll: answers when the device should check in")
     async def wait(
         request: Request,
         generation: Annotated[int, Query(ge=0, le=2**63 - 1)] = 0,
-        timeout: Annotated[float, Query(gt=0, le=300)] = 60,
+        timeout: Annotated[float, Query(gt=0, le=MAX_WAIT_SECONDS)] = 60,
     ) -> Response:
         """The counterpart of Apple's push: hold this open; check in when it answers."""
         await identify(request)
-        now = await wakeups.wait(generation, timeout)
-        body = {"generation": now, "check_in": now != generation}
-        return Response(json.dumps(body), media_type=JSON)
+        return await wait_answer(wakeups, generation, timeout)
 
     @apple("PUT", STATUS, "Status report (full or partial)")
     async def status(request: Request) -> Response:
