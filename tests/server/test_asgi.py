@@ -35,3 +35,21 @@ def test_what_the_server_process_loaded_is_left_out_of_full_collections(
         gc.unfreeze()
         gc.set_threshold(*threshold)
         sys.setswitchinterval(switch_interval)
+
+
+def test_the_frameworks_own_telemetry_is_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """bsi reports Prometheus metrics; FastAPI's OpenTelemetry hook, left on, looks for
+    configured global providers on every request."""
+    monkeypatch.setenv("BSI_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.delenv(SUPERVISOR_PID, raising=False)
+    switch_interval, threshold = sys.getswitchinterval(), gc.get_threshold()
+    try:
+        app = app_from_environment()
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*threshold)
+        sys.setswitchinterval(switch_interval)
+    config = app._telemetry  # FastAPI keeps no public view of it
+    assert (config["tracing"], config["metrics"], config["logs"]) == (False, False, False)
