@@ -27,7 +27,9 @@ def test_a_credential_issued_before_generations_still_reads_as_generation_0() ->
 
 
 def test_forged_or_malformed_credentials_prove_nothing() -> None:
+    """Also once the genuine credential was verified (and so remembered, with its key)."""
     good = issue(KEY, "abc123", 7)
+    assert verify(KEY, good) == verify(KEY, good) == DeviceIdentity("abc123", 7)
     prefix, device, group, generation, mac = good.split(".")
     for forged in (
         f"{prefix}.{device}.8.{generation}.{mac}",  # another group
@@ -41,6 +43,7 @@ def test_forged_or_malformed_credentials_prove_nothing() -> None:
         f"{prefix}.{device}.-1.{generation}.{mac}",
     ):
         assert verify(KEY, forged) is None, forged
+        assert verify(KEY, forged) is None, forged  # a refusal is not remembered either
     assert verify(b"another key" * 3, good) is None
 
 

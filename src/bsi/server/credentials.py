@@ -18,6 +18,7 @@ still read as generation 0.
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import re
@@ -48,15 +49,36 @@ def issue(key: bytes, device_id: str, group_id: int, generation: int = 0) -> str
 
 
 def verify(key: bytes, credential: str) -> DeviceIdentity | None:
-    """The identity a credential proves, or None for anything forged or malformed."""
-    if len(credential) > MAX_LENGTH:
+    """The identity a credential proves, or None for anything forged or malformed.
+
+    A credential that verified is remembered with its key (at most
+    :data:`REMEMBERED_CREDENTIALS`, the least recently used dropped first): a device
+    presents the same one at every request, and the HMAC costs more than the rest of
+    an unchanged check-in's checks. Nothing that fails to verify is remembered."""
+    try:
+        return _verified(key, credential)
+    except _NotProven:
         return None
+
+
+REMEMBERED_CREDENTIALS = 65_536
+"""Verified credentials kept (about 20 MB at most)."""
+
+
+class _NotProven(Exception):
+    """A credential that is forged or malformed (not remembered: an exception is not)."""
+
+
+@functools.lru_cache(maxsize=REMEMBERED_CREDENTIALS)
+def _verified(key: bytes, credential: str) -> DeviceIdentity:
+    if len(credential) > MAX_LENGTH:
+        raise _NotProven
     shape = _SHAPE.fullmatch(credential)
     if shape is None:
-        return None
+        raise _NotProven
     signed = credential[: shape.start("mac") - 1]
     if not hmac.compare_digest(shape["mac"], _mac(key, signed)):
-        return None
+        raise _NotProven
     if shape["device"] is not None:
         return DeviceIdentity(
             shape["device"], int(shape["group"]), generation=int(shape["generation"])
