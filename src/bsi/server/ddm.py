@@ -21,7 +21,7 @@ import asyncio
 import json
 import re
 from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, Generic, TypeVar
 
 from fastapi import APIRouter, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -269,7 +269,48 @@ _PLAIN_PLATFORM = re.compile(rb"platform=([A-Za-z0-9._-]{1,64})")
 parameter whose value needs no decoding and no check the route would make."""
 
 
-class DeviceCatalogs:
+Asked = TypeVar("Asked")
+"""What a fast path's query asks (:meth:`_DeviceQueries.plain`)."""
+
+
+class _DeviceQueries(Generic[Asked]):
+    """Base of the fast paths for a device's ``GET`` of :attr:`PATH` with a query string:
+    it takes a request whose query :meth:`plain` reads and whose credential
+    :func:`cached_identity` admits, and serves it with :meth:`answer` (which marks the
+    device seen when it answers, as the route's ``identify`` does); anything else, and
+    anything :meth:`answer` declines, reaches the route unchanged."""
+
+    PATH: str
+
+    def __init__(self, app: ASGIApp, service: BsiService) -> None:
+        self.app = app
+        self.service = service
+
+    def plain(self, query: bytes) -> Asked | None:
+        """What the query asks, when the route would read it so; None: leave it to the route."""
+        raise NotImplementedError
+
+    async def answer(self, identity: DeviceIdentity, asked: Asked) -> Response | None:
+        """The answer; None leaves the request to the route."""
+        raise NotImplementedError
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == self.PATH:
+            asked = self.plain(scope["query_string"])
+            identity = (
+                None if asked is None else cached_identity(self.service, Headers(scope=scope))
+            )
+            response = None
+            if asked is not None and identity is not None:
+                response = await self.answer(identity, asked)
+            if response is not None:
+                scope["route"] = self  # so metrics label it by its path, as a matched route
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+class DeviceCatalogs(_DeviceQueries[str]):
     """``GET catalog`` from a device whose credential is known without I/O, answered
     below the framework when what the answer is made of is in memory
     (:meth:`~bsi.server.service.BsiService.cached_device_catalog`), with the route's own
@@ -283,26 +324,19 @@ class DeviceCatalogs:
     PATH = DDM_PREFIX + CATALOG
 
     def __init__(self, app: ASGIApp, service: BsiService, answers: CatalogAnswers) -> None:
-        self.app = app
-        self.service = service
+        super().__init__(app, service)
         self.answers = answers
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == self.PATH:
-            plain = _PLAIN_PLATFORM.fullmatch(scope["query_string"])
-            identity = (
-                None if plain is None else cached_identity(self.service, Headers(scope=scope))
-            )
-            if plain is not None and identity is not None:
-                platform = plain[1].decode()
-                found = self.service.cached_device_catalog(identity, platform)
-                if found is not None:
-                    self.service.saw(identity.device_id)
-                    scope["route"] = self  # so metrics label it by its path, as a matched route
-                    body = self.answers.body(platform, found)
-                    await Response(body, media_type=JSON)(scope, receive, send)
-                    return
-        await self.app(scope, receive, send)
+    def plain(self, query: bytes) -> str | None:
+        plain = _PLAIN_PLATFORM.fullmatch(query)
+        return None if plain is None else plain[1].decode()
+
+    async def answer(self, identity: DeviceIdentity, asked: str) -> Response | None:
+        found = self.service.cached_device_catalog(identity, asked)
+        if found is None:
+            return None
+        self.service.saw(identity.device_id)
+        return Response(self.answers.body(asked, found), media_type=JSON)
 
 
 async def wait_answer(wakeups: Wakeups, generation: int, timeout: float) -> Response:
@@ -336,7 +370,7 @@ def plain_wait_query(query: bytes) -> tuple[int, float] | None:
 _PLAIN_WAIT_PARAMETER = re.compile(rb"(generation|timeout)=([0-9]{1,18}(?:\.[0-9]{1,6})?)")
 
 
-class LongPolls:
+class LongPolls(_DeviceQueries[tuple[int, float]]):
     """``GET wait`` from a device whose credential is known without I/O, held below the
     framework with the route's own :func:`wait_answer`: every waiting device holds one,
     and a wake-up answers them all at once, so each costs the framework's work again.
@@ -348,23 +382,16 @@ class LongPolls:
     PATH = DDM_PREFIX + WAIT
 
     def __init__(self, app: ASGIApp, service: BsiService, wakeups: Wakeups) -> None:
-        self.app = app
-        self.service = service
+        super().__init__(app, service)
         self.wakeups = wakeups
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["method"] == "GET" and scope["path"] == self.PATH:
-            asked = plain_wait_query(scope["query_string"])
-            identity = (
-                None if asked is None else cached_identity(self.service, Headers(scope=scope))
-            )
-            if asked is not None and identity is not None:
-                self.service.saw(identity.device_id)
-                scope["route"] = self  # so metrics label it by its path, as a matched route
-                response = await wait_answer(self.wakeups, *asked)
-                await response(scope, receive, send)
-                return
-        await self.app(scope, receive, send)
+    def plain(self, query: bytes) -> tuple[int, float] | None:
+        return plain_wait_query(query)
+
+    async def answer(self, identity: DeviceIdentity, asked: tuple[int, float]) -> Response:
+        self.service.saw(identity.device_id)  # when the poll starts, as the route's
+        generation, timeout = asked
+        return await wait_answer(self.wakeups, generation, timeout)
 
 
 def ddm_router(

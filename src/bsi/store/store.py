@@ -1405,10 +1405,20 @@ def _write_states(session: Session, writes: Sequence[StatusWrite], now: datetime
     report; issue 18: the database's overhead, not the rules, is its cost), then
     record what the writes changed besides. False, with the transaction to undo, when
     fewer rows than writes were updated: a device was written since its merge read it,
-    or was revoked."""
-    connection = session.connection()
-    parameters = [_state_parameters(write, now) for write in writes]
-    done = connection.execute(_state_update(), parameters)
+    or was revoked. Raises :class:`~bsi.errors.InvalidStatusReport` for a value too
+    long for its column."""
+    columns = [_state_columns(write.state, write.decision, now) for write in writes]
+    parameters = [
+        {
+            "w_id": write.device_id,
+            "w_version": write.version,
+            "w_udid": write.state.udid,
+            "w_serial_number": write.state.serial_number,
+            **{f"w_{name}": value for name, value in values.items()},
+        }
+        for write, values in zip(writes, columns, strict=True)
+    ]
+    done = session.connection().execute(_state_update(tuple(columns[0])), parameters)
     if done.rowcount != len(writes):
         return False
     _record_state_changes(session, writes, now)
@@ -1419,32 +1429,16 @@ def _write_state(session: Session, write: StatusWrite, now: datetime) -> DeviceS
     """:func:`_write_states` for one write, telling why it did not land: raises
     :class:`~bsi.errors.NotFound` or :class:`~bsi.errors.Unauthorized` (revoked), or
     returns None when another write of the device landed first (merge again)."""
-    connection = session.connection()
-    done = connection.execute(_state_update(), _state_parameters(write, now))
-    if done.rowcount == 0:
-        found = session.execute(
-            select(Device.revoked_at, Device.decommissioned_at).where(Device.id == write.device_id)
-        ).first()
-        if found is None:
-            raise NotFound(f"no device {write.device_id!r}")
-        if found[0] is not None or found[1] is not None:
-            raise Unauthorized(f"device {write.device_id} is revoked")
-        return None  # stored by another report since this merge read: merge again
-    _record_state_changes(session, [write], now)
-    return write.state
-
-
-def _state_parameters(write: StatusWrite, now: datetime) -> dict[str, Any]:
-    """The parameters of :func:`_state_update` for ``write``; raises
-    :class:`~bsi.errors.InvalidStatusReport` for a value too long for its column."""
-    columns = _state_columns(write.state, write.decision, now)
-    return {
-        "w_id": write.device_id,
-        "w_version": write.version,
-        "w_udid": write.state.udid,
-        "w_serial_number": write.state.serial_number,
-        **{f"w_{name}": value for name, value in columns.items()},
-    }
+    if _write_states(session, [write], now):
+        return write.state
+    found = session.execute(
+        select(Device.revoked_at, Device.decommissioned_at).where(Device.id == write.device_id)
+    ).first()
+    if found is None:
+        raise NotFound(f"no device {write.device_id!r}")
+    if found[0] is not None or found[1] is not None:
+        raise Unauthorized(f"device {write.device_id} is revoked")
+    return None  # stored by another report since this merge read: merge again
 
 
 def _record_state_changes(session: Session, writes: Sequence[StatusWrite], now: datetime) -> None:
@@ -1544,8 +1538,8 @@ _BUILD_CHANGE = insert(cast(Table, SupplementalBuildChange.__table__))
 
 
 @functools.cache
-def _state_update() -> Update:
-    """The compare-and-set of a device's state and decision (the columns of
+def _state_update(names: tuple[str, ...]) -> Update:
+    """The compare-and-set of a device's state and decision (``names``: the columns of
     :func:`_state_columns`), built once. The hardware a device first names is the one
     it must keep naming (trust on first use): ``udid`` and ``serial_number`` are only
     filled in, never replaced."""
@@ -1564,7 +1558,7 @@ def _state_update() -> Update:
             serial_number=func.coalesce(
                 c.serial_number, bindparam("w_serial_number", type_=c.serial_number.type)
             ),
-            **{name: bindparam(f"w_{name}", type_=c[name].type) for name in _STATE_COLUMNS},
+            **{name: bindparam(f"w_{name}", type_=c[name].type) for name in names},
         )
     )
 
@@ -1623,20 +1617,6 @@ def _replace_container_decisions(
         session.execute(insert(ContainerDecisionCount), rows)
 
 
-_STATE_COLUMNS = (
-    "status_items",
-    "status_errors",
-    "status_invalid",
-    "last_seen_at",
-    "platform",
-    "product_version",
-    "build",
-    "supplemental_build",
-    "supplemental_extra",
-    "model_identifier",
-    *_DECISION_COLUMNS,
-)
-"""The device row's columns a status write sets (:func:`_state_columns`)."""
 _TEXT_LENGTHS: dict[str, int] = {
     column.name: length
     for column in _DEVICES.c
@@ -1646,7 +1626,7 @@ _TEXT_LENGTHS: dict[str, int] = {
 
 
 def _state_columns(state: DeviceState, decision: Decision | None, now: datetime) -> dict[str, Any]:
-    """The device row's :data:`_STATE_COLUMNS` for ``state``; a value too long for its
+    """The device row's columns a status write sets, for ``state``; a value too long for its
     column is refused (:class:`~bsi.errors.InvalidStatusReport`)."""
     columns: dict[str, Any] = {
         "status_items": state.items,
