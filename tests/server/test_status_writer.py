@@ -3,6 +3,7 @@ per batch, each report with its own outcome, and an answer for every waiter."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -16,7 +17,13 @@ import bsi.server.ddm
 from bsi.domain.eligibility import Decision, Outcome, Reason
 from bsi.domain.status import DeviceState, merge_status, parse_status_report
 from bsi.errors import BsiError, Conflict, IdentityMismatch, InvalidStatusReport, NotFound
-from bsi.server.status_writer import STATUS_WRITE_ATTEMPTS, Merged, StatusStored, StatusWriter
+from bsi.server.status_writer import (
+    STATUS_WRITE_ATTEMPTS,
+    Merged,
+    StatusStored,
+    StatusWriter,
+    outcome,
+)
 from bsi.store.events import NewEvent
 from bsi.store.protocols import DeviceStore
 from bsi.store.store import (
@@ -102,6 +109,7 @@ def test_two_reports_of_one_device_in_a_batch_merge_in_order(
     assert isinstance(answer(beside), DeviceState)
     assert [s.version for s in first_seen] == [0]
     assert [(s.version, s.state) for s in second_seen] == [(1, after_first)]
+    assert second_seen[0].state is after_first  # what it wrote, not read and built again
     devices = server.service.stores.devices
     assert devices.stored_status(device_id).version == 2
     assert devices.stored_status(device_id).state == after_second
@@ -425,3 +433,64 @@ def test_a_batch_tells_what_it_stored_once_before_answering(server: RunningServe
     assert all(isinstance(answer(done), DeviceState) for done in waiting)
     assert [t for t in told if t] == [[first, second]]
     assert not any(answered_before)
+
+
+def test_a_batch_settled_at_once_reaches_the_loop_in_one_hand_over() -> None:
+    """Each waiter gets its own result or error, and the loop is woken once for the
+    burst, not once per report (asyncio.wrap_future's cost, issue 18)."""
+
+    async def scenario() -> tuple[int, list[object]]:
+        loop = asyncio.get_running_loop()
+        wakes = 0
+        threadsafe = loop.call_soon_threadsafe
+
+        def counted(callback: Callable[..., object], *args: Any, **kwargs: Any) -> Any:
+            nonlocal wakes
+            wakes += 1
+            return threadsafe(callback, *args, **kwargs)
+
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+        futures: list[Future[int]] = [Future() for _ in range(50)]
+        waits = [asyncio.ensure_future(outcome(f)) for f in futures]
+        await asyncio.sleep(0)  # every wait has started
+
+        def settle() -> None:  # as the writer settles a batch: one after another
+            for n, future in enumerate(futures):
+                assert future.set_running_or_notify_cancel()
+                if n % 7:
+                    future.set_result(n)
+                else:
+                    future.set_exception(Conflict(f"report {n} refused"))
+
+        settler = threading.Thread(target=settle)
+        settler.start()
+        settler.join()  # the loop waits here, so the whole batch is settled before it runs
+        return wakes, await asyncio.gather(*waits, return_exceptions=True)
+
+    wakes, results = asyncio.run(scenario())
+    assert wakes == 1
+    for n, result in enumerate(results):
+        if n % 7:
+            assert result == n
+        else:
+            assert isinstance(result, Conflict)
+            assert result.message == f"report {n} refused"
+
+
+def test_a_wait_given_up_withdraws_a_report_not_taken_and_ignores_a_late_answer() -> None:
+    async def scenario() -> tuple[Future[int], Future[int]]:
+        waiting: Future[int] = Future()
+        taken: Future[int] = Future()
+        assert taken.set_running_or_notify_cancel()  # the writer holds this one
+        for future in (waiting, taken):
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.05):
+                    await outcome(future)
+        threading.Thread(target=taken.set_result, args=(1,)).start()
+        await asyncio.sleep(0.1)  # its answer arrives for a wait that is gone: no error
+        return waiting, taken
+
+    waiting, taken = asyncio.run(scenario())
+    assert waiting.cancelled()  # the writer skips it: nothing is written
+    assert not waiting.set_running_or_notify_cancel()
+    assert taken.result() == 1

@@ -289,6 +289,37 @@ def test_a_batch_is_one_update_executed_for_every_report(devices: DeviceStore) -
     assert [devices.stored_status(d).version for d in ids] == [1, 1, 1]
 
 
+def test_a_known_state_is_reused_only_at_its_version_and_with_its_content(
+    devices: DeviceStore,
+) -> None:
+    """The status writer hands back the states it last wrote: one the row still holds is
+    that object (not built and checked again, issue 18); a row written since, or holding
+    anything else at that version, is read as stored."""
+    same, moved, other, unknown = enrolled(devices, "same", "moved", "other", "unknown")
+    state = merge_status(None, parse_status_report(report()))
+    newer = merge_status(state, parse_status_report(report(supplemental="25D771280a")))
+    writes = [StatusWrite(d, 0, None, state, OFFERED) for d in (same, moved, other)]
+    assert devices.write_device_states(writes, NOW) == [state] * 3
+    assert devices.write_device_states([StatusWrite(moved, 1, state, newer, OFFERED)], NOW)
+    lookalike = merge_status(None, parse_status_report(report()))  # equal, another object
+    known = {same: (1, state), moved: (1, state), other: (1, newer)}
+    found = devices.stored_statuses([same, moved, other, unknown, "ghost"], known)
+    kept, written_since, different = (found[d] for d in (same, moved, other))
+    assert isinstance(kept, StoredStatus)
+    assert kept.state is state
+    assert isinstance(written_since, StoredStatus)
+    assert written_since.version == 2
+    assert written_since.state == newer
+    assert written_since.state is not newer
+    assert isinstance(different, StoredStatus)
+    assert different.state == lookalike
+    assert different.state is not newer
+    assert different.state is not state
+    assert isinstance(found[unknown], StoredStatus)
+    assert found[unknown].state is None
+    assert isinstance(found["ghost"], NotFound)
+
+
 def test_a_revoked_device_reports_nothing_more(
     devices: DeviceStore, credentials: CredentialStore
 ) -> None:

@@ -45,6 +45,7 @@ from bsi.server.http import (
 )
 from bsi.server.nanomdm import HMAC_HEADER, ForwardingTrust
 from bsi.server.service import STATUS_WRITE_TIMEOUT, BsiService, DeviceCatalog, GroupView
+from bsi.server.status_writer import outcome
 from bsi.server.wakeup import Wakeups
 from bsi.store.store import DeviceIdentity
 from bsi.strict import MAX_INT32
@@ -175,7 +176,7 @@ async def accept_status(
     else:  # validated here; the status writer merges and stores it with its batch
         stored = service.submit_status(identity, body, source)
         async with asyncio.timeout(STATUS_WRITE_TIMEOUT):  # cancels (withdraws) it on expiry
-            await asyncio.wrap_future(stored)
+            await outcome(stored)
     return Response(status_code=200)
 
 

@@ -20,7 +20,7 @@ when one is raised. A database that does not answer raises SQLAlchemy's
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -40,6 +40,7 @@ from bsi.store.store import (
     DeviceRecord,
     DeviceStateRow,
     Enrollment,
+    KnownState,
     LatestRetries,
     LifecycleEvent,
     NewEnrollment,
@@ -89,9 +90,12 @@ class DeviceStore(Protocol):
 
     def stored_status(self, device_id: str) -> StoredStatus: ...
 
-    def stored_statuses(self, device_ids: Iterable[str]) -> dict[str, StoredStatus | BsiError]:
+    def stored_statuses(
+        self, device_ids: Iterable[str], known: Mapping[str, KnownState] | None = None
+    ) -> dict[str, StoredStatus | BsiError]:
         """Several devices' stored status in one statement; an unknown or revoked
-        device's entry is the error that refuses its reports."""
+        device's entry is the error that refuses its reports. A stored state that is one
+        of ``known`` (by device id: same version and content) is that object."""
         ...
 
     def write_device_states(

@@ -210,6 +210,10 @@ class StoredStatus:
         )
 
 
+KnownState = tuple[int, DeviceState]
+"""A device's state as a caller of :meth:`Store.stored_statuses` last knew it, with the
+status version it was stored at."""
+
 DECISION_BATCH = 1000
 """Decisions :meth:`Store.store_decisions` writes per transaction."""
 
@@ -885,10 +889,17 @@ class Store(Sessions):
             raise found
         return found
 
-    def stored_statuses(self, device_ids: Iterable[str]) -> dict[str, StoredStatus | BsiError]:
+    def stored_statuses(
+        self, device_ids: Iterable[str], known: Mapping[str, KnownState] | None = None
+    ) -> dict[str, StoredStatus | BsiError]:
         """:meth:`stored_status` of several devices in one statement (``WHERE id IN``), as
         the status writer reads a batch: each device's stored status, or the error that
-        refuses its reports (:class:`~bsi.errors.NotFound`, :class:`~bsi.errors.Unauthorized`)."""
+        refuses its reports (:class:`~bsi.errors.NotFound`, :class:`~bsi.errors.Unauthorized`).
+
+        ``known``: ``(status version, state)`` the caller already holds, by device id
+        (the writer's last writes). A stored state at that version and with the same
+        items, errors and findings is that object, not built again: building one checks
+        every item (issue 18), and every write of a state moves its version on."""
         wanted = sorted(set(device_ids))
         with self._reading() as session:
             rows = session.connection().execute(_STORED_STATUSES, {"device_ids": wanted}).all()
@@ -896,7 +907,7 @@ class Store(Sessions):
             device_id: NotFound(f"no device {device_id!r}") for device_id in wanted
         }
         for row in rows:
-            found[row.id] = _stored_status(row)
+            found[row.id] = _stored_status(row, (known or {}).get(row.id))
         return found
 
     def write_device_states(
@@ -1474,15 +1485,24 @@ def _record_state_changes(session: Session, writes: Sequence[StatusWrite], now: 
     add_events(session, [event for write in writes for event in write.events])
 
 
-def _stored_status(row: Row[Any]) -> StoredStatus | BsiError:
-    """A row of :data:`_STORED_STATUSES` as :meth:`Store.stored_statuses` answers it."""
+def _stored_status(row: Row[Any], known: KnownState | None = None) -> StoredStatus | BsiError:
+    """A row of :data:`_STORED_STATUSES` as :meth:`Store.stored_statuses` answers it; its
+    state is ``known``'s when that is what the row holds."""
     if row.revoked_at is not None or row.decommissioned_at is not None:
         return Unauthorized(f"device {row.id} is revoked")
     state = None
     if row.status_items or row.status_invalid:
-        state = DeviceState(
-            dict(row.status_items), tuple(row.status_errors), tuple(row.status_invalid)
-        )
+        errors, invalid = tuple(row.status_errors), tuple(row.status_invalid)
+        if (
+            known is not None
+            and known[0] == row.status_version
+            and known[1].items == row.status_items
+            and known[1].errors == errors
+            and known[1].invalid == invalid
+        ):
+            state = known[1]
+        else:
+            state = DeviceState(dict(row.status_items), errors, invalid)
     return StoredStatus(
         state,
         row.status_version,
