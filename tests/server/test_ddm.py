@@ -132,17 +132,33 @@ def test_wake_up_long_poll_answers_on_change_and_times_out_otherwise(
     assert answers[0]["check_in"] is True
     assert time.monotonic() - started < 5
 
-    # a catalogue change wakes devices too
-    generation = int(answers[0]["generation"])  # type: ignore[call-overload]
-    answers.clear()
-    waiter = threading.Thread(
-        target=lambda: answers.append(
-            device.get("/v1/ddm/wait", params={"generation": generation, "timeout": 30}).json()
+    # a catalogue change wakes devices too; the same catalogue again changes nothing and
+    # wakes nobody (a sync and the repository watcher both read one publication)
+    catalog = {
+        "format": "bsi-catalog/1",
+        "releases": [{"platform": "debian", "version": "12"}],
+        "supplements": [
+            {
+                "platform": "debian",
+                "version": "12 (a)",
+                "build": "12C1000a",
+                "prerequisite": {"image": {"digest": "sha256:" + "5f" * 32}},
+            }
+        ],
+    }
+    for timeout, wakes in ((30, True), (1.5, False)):
+        generation = int(answers[0]["generation"])  # type: ignore[call-overload]
+        answers.clear()
+        waiter = threading.Thread(
+            target=lambda: answers.append(
+                device.get(
+                    "/v1/ddm/wait", params={"generation": generation, "timeout": timeout}
+                ).json()
+            )
         )
-    )
-    waiter.start()
-    time.sleep(0.3)
-    server.admin.post("/v1/admin/catalog", json={"format": "bsi-catalog/1", "supplements": []})
-    waiter.join(timeout=10)
-    assert answers
-    assert answers[0]["check_in"] is True
+        waiter.start()
+        time.sleep(0.3)
+        assert server.admin.post("/v1/admin/catalog", json=catalog).is_success
+        waiter.join(timeout=10)
+        assert answers
+        assert answers[0] == {"generation": generation + wakes, "check_in": wakes}

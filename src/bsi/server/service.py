@@ -888,6 +888,7 @@ class BsiService:
 
     def import_catalog(self, catalog: Catalog, origin: str) -> Catalog:
         """Merge ``catalog`` over the stored one; a publisher's pause or withdrawal stays.
+        A catalogue that adds or changes nothing stores nothing and wakes no device.
 
         Raises :class:`Conflict` (and changes nothing) when ``catalog`` gives a
         known Linux build another target SHA-256: a build's bytes are fixed
@@ -902,6 +903,11 @@ class BsiService:
                 hint="publish new bytes under a new supplemental build (a new letter)",
             )
         merged = stored.merged(catalog)
+        if merged == stored:
+            # Nothing new: no write, and no wake-up. A published repository is read by
+            # both its sync and the server's own watcher; waking every device for the
+            # second read sent each waiting device through a check-in again (issue 18).
+            return merged
         known = {(s.platform, s.build) for s in stored.supplements}
         # A new supplement's default-plan rollout exists before the catalogue lists it:
         # a device checking in between would otherwise find it with no gate and install.
