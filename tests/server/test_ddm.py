@@ -146,16 +146,15 @@ def test_wake_up_long_poll_answers_on_change_and_times_out_otherwise(
             }
         ],
     }
+
+    def hold(generation: int, timeout: float) -> None:
+        wait = {"generation": generation, "timeout": timeout}
+        answers.append(device.get("/v1/ddm/wait", params=wait).json())
+
     for timeout, wakes in ((30, True), (1.5, False)):
         generation = int(answers[0]["generation"])  # type: ignore[call-overload]
         answers.clear()
-        waiter = threading.Thread(
-            target=lambda: answers.append(
-                device.get(
-                    "/v1/ddm/wait", params={"generation": generation, "timeout": timeout}
-                ).json()
-            )
-        )
+        waiter = threading.Thread(target=hold, args=(generation, timeout))
         waiter.start()
         time.sleep(0.3)
         assert server.admin.post("/v1/admin/catalog", json=catalog).is_success

@@ -179,8 +179,10 @@ class Wakeups:
                 self._see(current)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while self.generation <= known and (left := deadline - loop.time()) > 0:
-            changed = self._changed
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(changed.wait(), left)
+        with contextlib.suppress(TimeoutError):
+            # One deadline for the whole wait, and no task per waiter (asyncio.wait_for
+            # made one for every waiting device, each woken at every announcement).
+            async with asyncio.timeout_at(deadline):
+                while self.generation <= known:
+                    await self._changed.wait()
         return max(self.generation, known)
