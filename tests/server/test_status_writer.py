@@ -317,9 +317,39 @@ def test_a_report_not_stored_in_time_answers_503_and_is_withdrawn(
         held.release.set()
     assert response.status_code == 503, response.text
     assert "retry-after" in response.headers
+    assert "it was withdrawn: nothing was changed" in response.json()["message"]
     assert isinstance(answer(held.done), DeviceState)
     assert server.service.stores.devices.stored_status(device_id).version == 0
     assert device.put("/v1/ddm/status", json=macos_report()).status_code == 200
+    assert server.service.stores.devices.stored_status(device_id).version == 1
+
+
+def test_a_report_taken_but_not_answered_in_time_is_not_called_unchanged(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A report the writer took may land after its sender gave up: the 503 says so
+    rather than that nothing changed (here the batch is stored, and the step after the
+    write, the rollouts' look at its failures, is slow)."""
+    monkeypatch.setattr(bsi.server.ddm, "STATUS_WRITE_TIMEOUT", 0.5)
+    device_id, device = server.device()
+    release = threading.Event()
+    rollouts = server.service.rollouts
+    react = rollouts.react
+
+    def slow(events: Any) -> int:
+        assert release.wait(WAIT)
+        return react(events)
+
+    monkeypatch.setattr(rollouts, "react", slow)
+    try:
+        response = device.put("/v1/ddm/status", json=macos_report())
+    finally:
+        release.set()
+    assert response.status_code == 503, response.text
+    assert "retry-after" in response.headers
+    message = response.json()["message"]
+    assert "the writer had taken it, so it may still be stored" in message
+    assert "nothing was changed" not in message
     assert server.service.stores.devices.stored_status(device_id).version == 1
 
 

@@ -32,10 +32,11 @@ from bsi.domain.catalog import Catalog
 from bsi.domain.ddm import declaration_items_response
 from bsi.domain.rollout import NO_HOLDS, dump_holds
 from bsi.domain.status import state_to_report
-from bsi.errors import BsiError, Forbidden, NotFound, Unauthorized
+from bsi.errors import BsiError, Forbidden, NotFound, Unauthorized, Unavailable
 from bsi.feeds import dump_bsi_catalog
 from bsi.feeds.bsi_catalog import LATEST_RETRY
 from bsi.server.http import (
+    RETRY_AFTER_SECONDS,
     StrictRequest,
     StrictRoute,
     bearer,
@@ -175,9 +176,28 @@ async def accept_status(
         await run_in_threadpool(service.report_status, identity, body, source)
     else:  # validated here; the status writer merges and stores it with its batch
         stored = service.submit_status(identity, body, source)
-        async with asyncio.timeout(STATUS_WRITE_TIMEOUT):  # cancels (withdraws) it on expiry
-            await outcome(stored)
+        try:
+            async with asyncio.timeout(STATUS_WRITE_TIMEOUT):  # cancels (withdraws) it
+                await outcome(stored)
+        except TimeoutError:
+            raise _not_stored_in_time(withdrawn=stored.cancel()) from None
     return Response(status_code=200)
+
+
+def _not_stored_in_time(*, withdrawn: bool) -> Unavailable:
+    """The 503 for a report the status writer did not answer within
+    :data:`STATUS_WRITE_TIMEOUT`: withdrawn when the writer had not taken it yet;
+    otherwise it may still be stored, and the answer must not say it was not."""
+    if withdrawn:
+        fate = "it was withdrawn: nothing was changed"
+    else:
+        fate = "the writer had taken it, so it may still be stored"
+    return Unavailable(
+        f"the status report was not stored within {STATUS_WRITE_TIMEOUT:g} s; {fate}",
+        retry_after=RETRY_AFTER_SECONDS,
+        hint=f"send the report again in {RETRY_AFTER_SECONDS} s (a report stored twice "
+        "leaves the same state)",
+    )
 
 
 class StatusReports:
