@@ -62,3 +62,35 @@ def test_a_repository_that_stays_broken_is_retried_with_backoff(tmp_path: Path) 
 
 def test_a_refused_change_is_not_retried(tmp_path: Path) -> None:
     assert watch(repository(tmp_path), [Conflict("signed again with other bytes")], 0.5) == 1
+
+
+def test_a_publish_read_half_done_is_read_again_once_its_timestamp_is_in_place(
+    tmp_path: Path,
+) -> None:
+    """A publish writes the new targets first and the timestamp last; a re-read between
+    the two finds the old catalogue, so the watch must look again after the timestamp
+    (without it, the new supplement never reached the server: CI, 2026-12-01)."""
+    repo = repository(tmp_path)
+    (repo / "metadata" / "timestamp.json").write_text('{"version": 1}')
+    reads = 0
+
+    def on_publish() -> None:
+        nonlocal reads
+        reads += 1
+
+    async def run() -> None:
+        task = asyncio.create_task(watch_repository(repo, on_publish, 0.01))
+        await asyncio.sleep(0.05)
+        (repo / "metadata" / "2.targets.json").write_text("{}")  # the publish, half done
+        await asyncio.sleep(0.2)
+        assert reads == 1
+        written = repo / "metadata" / "timestamp.json.tmp"
+        written.write_text('{"version": 2}')
+        written.replace(repo / "metadata" / "timestamp.json")  # as a publish replaces it
+        await asyncio.sleep(0.2)
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    asyncio.run(run())
+    assert reads == 2

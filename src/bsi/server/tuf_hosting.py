@@ -62,16 +62,27 @@ async def refresh_forever(repo_dir: Path, keys_dir: Path, every_seconds: float) 
 
 
 def targets_fingerprint(repo_dir: Path) -> frozenset[str]:
-    """The versioned targets metadata files: a new one appears with every publish.
+    """The versioned targets metadata files, and which ``timestamp.json`` is in place.
 
     Consistent snapshots name each version (``3.targets.json``) and never
-    rewrite one, so the set of names changes exactly when targets change;
-    the hourly timestamp refresh does not touch it.
+    rewrite one, so the set of names changes with every publish. A publish
+    writes that file first and ``timestamp.json`` last, and only the timestamp
+    makes the new targets the ones served: a re-read between the two reads the
+    old catalogue. So the timestamp file's identity is part of the fingerprint,
+    and the watcher reads again once the publish is complete. The timestamp's
+    own refresh (hourly) costs one more re-read, which finds nothing new and
+    changes nothing (:meth:`~bsi.server.service.BsiService.import_catalog`).
     """
+    metadata = repo_dir / "metadata"
     try:
-        return frozenset(p.name for p in (repo_dir / "metadata").glob("*targets.json"))
+        names = {p.name for p in metadata.glob("*targets.json")}
     except OSError:
         return frozenset()
+    try:
+        timestamp = (metadata / "timestamp.json").stat()
+    except OSError:
+        return frozenset(names)
+    return frozenset({*names, f"timestamp.json {timestamp.st_ino}:{timestamp.st_mtime_ns}"})
 
 
 async def watch_repository(
