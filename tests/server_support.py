@@ -25,6 +25,26 @@ HMAC_KEY = b"nanomdm-shared-secret-for-tests"
 WEBHOOK_KEY = b"nanomdm-webhook-secret-for-tests"
 
 
+def image_catalog(
+    build: str = "12C1000a", digest: str = "sha256:" + "5f" * 32, cves: tuple[str, ...] = ()
+) -> dict[str, Any]:
+    """A ``bsi-catalog/1`` document with Debian 12 and one container-image supplement,
+    ``build`` for the base image ``digest``."""
+    supplement: dict[str, Any] = {
+        "platform": "debian",
+        "version": "12 (a)",
+        "build": build,
+        "prerequisite": {"image": {"digest": digest}},
+    }
+    if cves:
+        supplement["cves"] = list(cves)
+    return {
+        "format": "bsi-catalog/1",
+        "releases": [{"platform": "debian", "version": "12"}],
+        "supplements": [supplement],
+    }
+
+
 @dataclass
 class Clock:
     now: datetime = START

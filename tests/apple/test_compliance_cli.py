@@ -16,6 +16,7 @@ from bsi.domain.declarations import software_update_settings
 from bsi.domain.status import nest_status_items
 from reports import macos_report
 from running import run_bsi
+from server_support import image_catalog
 
 
 def bsi(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -193,23 +194,7 @@ def test_help_explains_the_inputs() -> None:
 def test_the_offline_report_counts_a_container_hosts_containers(tmp_path: Path) -> None:
     base, patched, foreign = ("sha256:" + h * 32 for h in ("5f", "a1", "0a"))
     catalogue = tmp_path / "catalog.json"
-    catalogue.write_text(
-        json.dumps(
-            {
-                "format": "bsi-catalog/1",
-                "releases": [{"platform": "debian", "version": "12"}],
-                "supplements": [
-                    {
-                        "platform": "debian",
-                        "version": "12 (a)",
-                        "build": "12C1000a",
-                        "prerequisite": {"image": {"digest": base}},
-                        "cves": ["CVE-2026-0001"],
-                    }
-                ],
-            }
-        )
-    )
+    catalogue.write_text(json.dumps(image_catalog("12C1000a", base, ("CVE-2026-0001",))))
     containers = [
         {"name": "web1", "image": patched, "base_image": base,
          "supplemental_build": "12C1000a", "extra_version": "(a)"},

@@ -21,26 +21,14 @@ from bsi.domain.status import (
     nest_status_items,
 )
 from bsi.domain.versions import Build, ExtraVersion
-from server_support import RunningServer
+from server_support import RunningServer, image_catalog
 
 BASE = "sha256:" + "5f" * 32
 PATCHED = "sha256:" + "a1" * 32
 FOREIGN = "sha256:" + "0a" * 32
 LETTER = "12C1000a"
 CVE = "CVE-2026-0001"
-CATALOG = {
-    "format": "bsi-catalog/1",
-    "releases": [{"platform": "debian", "version": "12"}],
-    "supplements": [
-        {
-            "platform": "debian",
-            "version": "12 (a)",
-            "build": LETTER,
-            "prerequisite": {"image": {"digest": BASE}},
-            "cves": [CVE],
-        }
-    ],
-}
+CATALOG = image_catalog(LETTER, BASE, (CVE,))
 
 
 def on_base(name: str) -> ContainerFacts:

@@ -9,7 +9,7 @@ import pytest
 
 from bsi.domain.declarations import software_update_settings, validate_declaration
 from reports import macos_report, supplemental_report
-from server_support import RunningServer
+from server_support import RunningServer, image_catalog
 
 
 def test_tokens_answer_304_when_the_device_holds_the_current_token(server: RunningServer) -> None:
@@ -134,18 +134,7 @@ def test_wake_up_long_poll_answers_on_change_and_times_out_otherwise(
 
     # a catalogue change wakes devices too; the same catalogue again changes nothing and
     # wakes nobody (a sync and the repository watcher both read one publication)
-    catalog = {
-        "format": "bsi-catalog/1",
-        "releases": [{"platform": "debian", "version": "12"}],
-        "supplements": [
-            {
-                "platform": "debian",
-                "version": "12 (a)",
-                "build": "12C1000a",
-                "prerequisite": {"image": {"digest": "sha256:" + "5f" * 32}},
-            }
-        ],
-    }
+    catalog = image_catalog()
 
     def hold(generation: int, timeout: float) -> None:
         wait = {"generation": generation, "timeout": timeout}

@@ -33,6 +33,7 @@ from bsi.store.wakeups import LISTENER_NAME
 from debs import require
 from pgcluster import TEMPLATE, create_database, drop_database, free_port
 from running import bsi_serve, bsi_serving
+from server_support import image_catalog
 
 WOKEN_WITHIN = 1.0
 """Seconds from a change to every waiting device's answer (issue 18's goal)."""
@@ -40,18 +41,8 @@ DEVICES = 8
 BACKEND = "x-bsi-backend"
 """The response header HAProxy adds: which process answered."""
 PLATFORM, BUILD = "debian", "12C1000a"
-CATALOG = {
-    "format": "bsi-catalog/1",
-    "releases": [{"platform": PLATFORM, "version": "12"}],
-    "supplements": [
-        {
-            "platform": PLATFORM,
-            "version": "12 (a)",
-            "build": BUILD,
-            "prerequisite": {"image": {"digest": "sha256:" + "5f" * 32}},
-        }
-    ],
-}
+CATALOG = image_catalog(BUILD)
+
 # Caches far longer than the test: a process that served a woken device from its cache
 # would show the old state. The wake-up settings are the defaults.
 SERVE = ("--cache-seconds", "600")

@@ -906,8 +906,9 @@ class Store(Sessions):
         found: dict[str, StoredStatus | BsiError] = {
             device_id: NotFound(f"no device {device_id!r}") for device_id in wanted
         }
+        held = known or {}
         for row in rows:
-            found[row.id] = _stored_status(row, (known or {}).get(row.id))
+            found[row.id] = _stored_status(row, held.get(row.id))
         return found
 
     def write_device_states(
