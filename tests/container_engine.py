@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
 import signal
@@ -51,6 +52,12 @@ driver = "vfs"
 graphroot = "{root}"
 runroot = "{runroot}"
 """
+
+#: A test image's process: it waits until ``SIGTERM`` and then exits, as a real service
+#: does. A bare ``sleep`` as process 1 has no handler for it, so every ``stop`` would
+#: wait out its whole timeout (10 s by default) before the engine kills it.
+UNTIL_STOPPED = "trap 'exit 0' TERM; sleep 100000 & wait"
+RUNS_UNTIL_STOPPED = ("CMD " + json.dumps(["/bin/sh", "-c", UNTIL_STOPPED]),)
 
 BUSYBOX = Path("/bin/busybox")
 #: The busybox applets test images link, so that a shell script can run in them.
@@ -105,7 +112,7 @@ class Engine:
         files: Mapping[str, bytes],
         *,
         modes: Mapping[str, int] | None = None,
-        changes: tuple[str, ...] = ('CMD ["/bin/sleep", "100000"]',),
+        changes: tuple[str, ...] = RUNS_UNTIL_STOPPED,
     ) -> str:
         """``reference`` built from busybox + ``files`` (paths below /); returns its image ID."""
         image_id = self.podman(

@@ -248,6 +248,27 @@ def test_agent_yaml_chooses_the_activator() -> None:
         parse_config("container_engine: /var/run/docker.sock\n")
 
 
+def test_agent_yaml_sets_the_container_timeouts_and_refuses_bad_ones(tmp_path: Path) -> None:
+    config = parse_config(
+        "activator: container\ncontainer_engine: unix:///run/p.sock\n"
+        "container_health_timeout: 2.5\ncontainer_stop_timeout: 0\n"
+    )
+    activator = Agent(tmp_path, config).activator  # the docker SDK connects lazily
+    assert (activator.health_timeout, activator.stop_timeout) == (2.5, 0)  # type: ignore[attr-defined]
+    defaults = Agent(tmp_path, parse_config("activator: container\n")).activator
+    assert (defaults.health_timeout, defaults.stop_timeout) == (60, 10)  # type: ignore[attr-defined]
+    for line, message in (
+        ("container_health_timeout: 0", r"0 is outside 1\.\.3600 seconds"),
+        ("container_health_timeout: soon", "expected a number of seconds, found 'soon'"),
+        ("container_stop_timeout: 1.5", "expected whole seconds, found 1.5"),
+        ("container_stop_timeout: -1", r"-1 is outside 0\.\.3600 seconds"),
+        ("container_stop_timeout: true", "expected a number of seconds, found True"),
+    ):
+        with pytest.raises(AgentConfigError, match=message) as refused:
+            parse_config(line + "\n", source="agent.yaml")
+        assert line.split(":")[0] in str(refused.value)
+
+
 def test_the_overlay_activator_runs_a_whole_cycle(world: World, tmp_path: Path) -> None:
     reason = _probe(tmp_path)
     if reason:

@@ -47,14 +47,15 @@ from bsi.domain.eligibility import ContainerDecision, Outcome, decide, with_cont
 from bsi.domain.facts import DeviceFacts
 from bsi.domain.policy import SoftwareUpdatePolicy
 from bsi.domain.versions import ProductVersion, SupplementVersion
-from container_engine import Engine
+from container_engine import UNTIL_STOPPED, Engine
 from cryptex_support import write_tree
 
 OLD_LIB = b"libssl 3.0.2 old\n" * 50
 NEW_LIB = b"libssl 3.0.2 fixed\n" * 50
 # The process holds the library open on fd 3 for its whole life, as a
-# process that mapped it would: /proc/1/fd/3 shows which content it runs.
-HOLDS_LIB = ["/bin/sh", "-c", "exec 3</usr/lib/libssl.so.3; exec sleep 100000"]
+# process that mapped it would: /proc/1/fd/3 shows which content it runs. It
+# stops on SIGTERM, as a real service does.
+HOLDS_LIB = ["/bin/sh", "-c", f"exec 3</usr/lib/libssl.so.3; {UNTIL_STOPPED}"]
 
 
 def held_library(container: Container, within: float = 10.0) -> bytes:
@@ -117,7 +118,7 @@ def images(engine: Engine) -> dict[str, str]:
         "base": engine.import_image(
             "localhost/bsi-test/web:1",
             {"usr/lib/libssl.so.3": OLD_LIB},
-            changes=(f"CMD {HOLDS_LIB!r}".replace("'", '"'),),
+            changes=(f"CMD {json.dumps(HOLDS_LIB)}",),
         ),
         "other": engine.import_image("localhost/bsi-test/other:1", {"etc/other": b"x\n"}),
     }

@@ -102,6 +102,7 @@ def test_a_container_host_gets_the_supplement_falls_back_and_rolls_back(
     (root / "etc/os-release").write_text(OS_RELEASE)
     (root / "etc/bsi/agent.yaml").write_text(
         f"activator: container\ncontainer_engine: {engine.url}\n"
+        "container_health_timeout: 3\n"  # (b)'s check never passes: give up on it soon
     )
     settings = ServerSettings(data_dir=tmp_path / "data", tuf_repo_dir=repo, tuf_keys_dir=keys)
     with running_app(settings) as (url, service):

@@ -10,6 +10,7 @@ from the engine's own ``create`` events, by container name.
 
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -95,7 +96,7 @@ def test_a_later_letter_recreates_each_container_once_and_a_failing_one_returns_
     base = engine.import_image(
         "localhost/bsi-letters/web:1",
         {"usr/lib/libssl.so.3": OLD_LIB},
-        changes=(f"CMD {HOLDS_LIB!r}".replace("'", '"'),),
+        changes=(f"CMD {json.dumps(HOLDS_LIB)}",),
     )
     names = ["letters-web0", "letters-web1"]
     for i, name in enumerate(names):

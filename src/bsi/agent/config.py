@@ -14,6 +14,8 @@ thresholds eligibility applies.
     state_dir: /var/lib/bsi
     activator: swap        # or overlay (root only), or container (see bsi.agent.activators)
     container_engine: unix:///var/run/docker.sock   # with activator: container
+    container_health_timeout: 60   # s a recreated container has to run and pass its checks
+    container_stop_timeout: 10     # s the engine gives a container to stop before killing it
     facts:
       platform: acme-router
       product_version: "4.2"
@@ -81,6 +83,8 @@ ACTIVATORS = ("swap", "overlay", "container")
 DEFAULT_ACTIVATOR = "swap"
 DEFAULT_CONTAINER_ENGINE = "unix:///var/run/docker.sock"
 """Docker's socket; Podman's Docker-compatible service listens on ``unix:///run/podman/podman.sock``."""
+MAX_CONTAINER_SECONDS = 3600
+"""The longest container health or stop timeout ``agent.yaml`` may set: an hour."""
 _ENGINE_SCHEMES = ("unix", "tcp", "http", "https", "ssh")
 
 
@@ -121,6 +125,13 @@ class AgentConfig:
     activator: str = DEFAULT_ACTIVATOR
     container_engine: str = DEFAULT_CONTAINER_ENGINE
     """The Docker Engine API the ``container`` activator speaks to (Docker SDK ``base_url``)."""
+    container_health_timeout: float | None = None
+    """Seconds the ``container`` activator waits for each recreated container to run and
+    pass its checks before it puts the container back; ``None``: the activator's default
+    (:class:`~bsi.agent.activators.container.ContainerActivator`, 60 s)."""
+    container_stop_timeout: int | None = None
+    """Seconds the engine gives a container's process to stop after ``SIGTERM`` before it
+    kills it (Docker's ``stop --time``); ``None``: the activator's default (10 s)."""
     facts: FactsOverrides = FactsOverrides()
     battery_minimum_percent: Mapping[str, float] = field(
         default_factory=lambda: MappingProxyType({})
@@ -175,7 +186,16 @@ def parse_config(text: str, *, source: str = "agent.yaml") -> AgentConfig:
     top = reader.section(
         document,
         "",
-        ("server_url", "state_dir", "activator", "container_engine", "facts", "thresholds"),
+        (
+            "server_url",
+            "state_dir",
+            "activator",
+            "container_engine",
+            "container_health_timeout",
+            "container_stop_timeout",
+            "facts",
+            "thresholds",
+        ),
         what="top level",
     )
     facts = reader.section(
@@ -201,6 +221,8 @@ def parse_config(text: str, *, source: str = "agent.yaml") -> AgentConfig:
         state_dir=top.get("state_dir", reader.absolute_path) or DEFAULT_STATE_DIR,
         activator=top.get("activator", reader.activator) or DEFAULT_ACTIVATOR,
         container_engine=top.get("container_engine", reader.engine_url) or DEFAULT_CONTAINER_ENGINE,
+        container_health_timeout=top.get("container_health_timeout", reader.health_seconds),
+        container_stop_timeout=top.get("container_stop_timeout", reader.stop_seconds),
         facts=FactsOverrides(
             platform=facts.get("platform", reader.platform),
             product_version=facts.get("product_version", reader.product_version),
@@ -324,6 +346,28 @@ class _Reader:
         number = float(value)
         if not math.isfinite(number) or not 0 <= number <= 100:
             raise self.error(where, f"{value!r} is not a percentage between 0 and 100")
+        return number
+
+    def health_seconds(self, value: object, where: str) -> float:
+        return self.seconds(value, where, minimum=1)
+
+    def stop_seconds(self, value: object, where: str) -> int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int):
+            raise self.error(where, f"expected whole seconds, found {value!r}", hint="e.g. 10")
+        return int(self.seconds(value, where, minimum=0))
+
+    def seconds(self, value: object, where: str, *, minimum: float) -> float:
+        """A duration in seconds from ``minimum`` to :data:`MAX_CONTAINER_SECONDS`."""
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(where, f"expected a number of seconds, found {value!r}")
+        number = float(value)
+        if not math.isfinite(number) or not minimum <= number <= MAX_CONTAINER_SECONDS:
+            raise self.error(
+                where,
+                f"{value!r} is outside {minimum:g}..{MAX_CONTAINER_SECONDS} seconds",
+            )
         return number
 
     def url(self, value: object, where: str) -> str:

@@ -267,7 +267,11 @@ class Agent:
         self.clock = clock
         self.layout = StateLayout.for_root(root, config.state_dir_under(root))
         self.activator: Activator = activator or make_activator(
-            config.activator, self.layout, container_engine=config.container_engine
+            config.activator,
+            self.layout,
+            container_engine=config.container_engine,
+            container_health_timeout=config.container_health_timeout,
+            container_stop_timeout=config.container_stop_timeout,
         )
         self.clock_skew: float | None = None
         """Device clock minus the server's (``Date``), seconds, as last measured."""

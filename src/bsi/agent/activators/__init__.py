@@ -217,12 +217,18 @@ class Activator(Protocol):
 
 
 def make_activator(
-    name: str, layout: StateLayout, *, container_engine: str | None = None
+    name: str,
+    layout: StateLayout,
+    *,
+    container_engine: str | None = None,
+    container_health_timeout: float | None = None,
+    container_stop_timeout: int | None = None,
 ) -> Activator:
     """The activator ``agent.yaml`` names (``swap``, ``overlay``, ``container``) for ``layout``.
 
     ``container_engine`` is the Docker Engine API address the ``container``
-    activator speaks to.
+    activator speaks to; its two timeouts (seconds) are that activator's own
+    defaults where ``None``.
     """
     # Imported here: these modules import this one. The container activator only
     # when chosen: it loads the docker SDK, a cost no other host should pay.
@@ -230,11 +236,22 @@ def make_activator(
     from bsi.agent.activators.swap import SwapActivator
 
     if name == "container":
-        from bsi.agent.activators.container import ContainerActivator
+        from bsi.agent.activators.container import (
+            HEALTH_TIMEOUT,
+            STOP_TIMEOUT,
+            ContainerActivator,
+        )
 
         if container_engine is None:
             raise BsiError("the container activator needs a container engine address")
-        return ContainerActivator(layout, container_engine)
+        return ContainerActivator(
+            layout,
+            container_engine,
+            health_timeout=(
+                HEALTH_TIMEOUT if container_health_timeout is None else container_health_timeout
+            ),
+            stop_timeout=STOP_TIMEOUT if container_stop_timeout is None else container_stop_timeout,
+        )
     if name == "overlay":
         return OverlayActivator(layout)
     if name == "swap":

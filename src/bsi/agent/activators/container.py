@@ -96,6 +96,12 @@ OLD_SUFFIX = ".bsi-old"
 """A container being recreated keeps its old self under ``<name>.bsi-old`` until then."""
 
 HEALTH_POLL = 0.5
+HEALTH_TIMEOUT = 60.0
+"""Seconds a recreated container has, by default, to run and pass its checks
+(``agent.yaml``: ``container_health_timeout``)."""
+STOP_TIMEOUT = 10
+"""Seconds the engine gives a container, by default, to stop after ``SIGTERM`` before it
+kills it: Docker's own default (``agent.yaml``: ``container_stop_timeout``)."""
 _API_VERSIONS: dict[str, str] = {}
 """The Docker Engine API version negotiated with each engine address, in this process."""
 
@@ -155,8 +161,8 @@ class ContainerActivator:
         layout: StateLayout,
         engine_url: str,
         *,
-        health_timeout: float = 60.0,
-        stop_timeout: int = 10,
+        health_timeout: float = HEALTH_TIMEOUT,
+        stop_timeout: int = STOP_TIMEOUT,
         api_timeout: int = 120,
     ) -> None:
         self.layout = layout
