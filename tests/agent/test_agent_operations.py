@@ -11,6 +11,8 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -117,6 +119,30 @@ def test_a_second_cycle_exits_with_a_clear_message(world: World, tmp_path: Path)
             other.rollback()
     assert snapshot(world.root) == world.baseline
     assert other.once().active == "12A100a"
+
+
+def test_a_cycle_waits_a_moment_for_a_lock_that_is_being_let_go(
+    world: World, tmp_path: Path
+) -> None:
+    """A lock can outlive its holder's close by a moment (a child forked by another
+    thread shares it until it execs); a cycle started then runs instead of refusing."""
+    enrolled(world, tmp_path)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with world.agent.cycle_lock():
+            holding.set()
+            release.wait(5)
+            time.sleep(0.3)  # still held when the cycle starts
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert holding.wait(5)
+    release.set()
+    try:
+        assert Agent(world.root, AgentConfig()).once().active == "12A100a"
+    finally:
+        holder.join()
 
 
 # -- clock ------------------------------------------------------------------------
