@@ -20,6 +20,7 @@ server turns each into ``503`` with ``Retry-After``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import resources
@@ -143,25 +144,44 @@ def _begin_sqlite(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+MIGRATIONS = str(resources.files("bsi.store") / "migrations")
+"""Alembic's ``script_location``: the revision scripts shipped in the package."""
+
+
 def _alembic_config(engine: Engine) -> Config:
     config = Config()
-    config.set_main_option("script_location", str(resources.files("bsi.store") / "migrations"))
+    config.set_main_option("script_location", MIGRATIONS)
     config.attributes["engine"] = engine
     return config
 
 
 def upgrade(engine: Engine) -> str:
-    """Bring the schema to the newest revision; returns that revision."""
-    config = _alembic_config(engine)
+    """Bring the schema to the newest revision; returns that revision.
+
+    A database already there is left alone without running Alembic: its
+    environment loads every revision script, which is most of a server's start
+    on the embedded default (``bsi serve`` upgrades at each start).
+    """
+    head = head_revision(engine)
     try:
-        command.upgrade(config, "head")
+        if current_revision(engine) == head:
+            return head
+        command.upgrade(_alembic_config(engine), "head")
     except OperationalError as error:
         raise DatabaseError(f"cannot migrate {engine.url!r}: {error.orig}") from error
-    return head_revision(engine)
+    return head
 
 
 def head_revision(engine: Engine) -> str:
-    head = ScriptDirectory.from_config(_alembic_config(engine)).get_current_head()
+    """The newest revision this bsi has (read once per process: the scripts are its own)."""
+    return _head_revision()
+
+
+@functools.cache
+def _head_revision() -> str:
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    head = ScriptDirectory.from_config(config).get_current_head()
     assert head is not None
     return head
 
