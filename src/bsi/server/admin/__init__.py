@@ -35,14 +35,11 @@ def admin_router(
     """Every admin route, authenticated by :class:`Access`."""
     router = APIRouter(prefix=ADMIN_PREFIX, tags=["admin"], route_class=StrictRoute)
     access = Access(service)
-    for routes in (
-        credential_routes(service, access),
-        catalog_routes(service, access, wakeups, tuf_repo_dir),
-        declaration_routes(service, access),
-        device_routes(service, access, wakeups),
-        event_routes(service, access),
-        compliance_routes(service, access),
-        rollout_routes(service, access),
-    ):
-        router.include_router(routes)
+    credential_routes(router, service, access)
+    catalog_routes(router, service, access, wakeups, tuf_repo_dir)
+    declaration_routes(router, service, access)
+    device_routes(router, service, access, wakeups)
+    event_routes(router, service, access)
+    compliance_routes(router, service, access)
+    rollout_routes(router, service, access)
     return router

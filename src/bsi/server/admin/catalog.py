@@ -14,7 +14,7 @@ from bsi.errors import NotFound
 from bsi.feeds import dump_bsi_catalog
 from bsi.feeds.load import parse_document, read_catalog
 from bsi.server.admin.common import Access, Role, recompute_later
-from bsi.server.http import StrictRoute, json_body
+from bsi.server.http import json_body
 from bsi.server.paths import ADMIN_PREFIX, SYNC_REPOSITORY_PATH
 from bsi.server.service import BsiService
 from bsi.server.wakeup import Wakeups
@@ -35,9 +35,13 @@ STATE_FOR_ACTION = {
 
 
 def catalog_routes(
-    service: BsiService, access: Access, wakeups: Wakeups, tuf_repo_dir: Path | None
-) -> APIRouter:
-    router = APIRouter(route_class=StrictRoute)
+    router: APIRouter,
+    service: BsiService,
+    access: Access,
+    wakeups: Wakeups,
+    tuf_repo_dir: Path | None,
+) -> None:
+    """Registers its routes on ``router`` (the admin router: each route analysed once)."""
     Read = Annotated[Role, Depends(access.read)]  # noqa: N806 - a type, named as one
     Write = Annotated[Role, Depends(access.write)]  # noqa: N806
     Actor = Annotated[str, Depends(access.actor)]  # noqa: N806
@@ -118,5 +122,3 @@ def catalog_routes(
         await run_in_threadpool(service.set_supplement_state, platform, build, state, actor)
         recompute_later(service, tasks)
         return {"platform": platform, "build": build, "state": state.value}
-
-    return router

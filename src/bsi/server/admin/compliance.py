@@ -7,12 +7,11 @@ from starlette.concurrency import run_in_threadpool
 
 from bsi.domain.compliance import CVE_COLUMNS, SUPPLEMENT_COLUMNS, cve_json, supplement_json
 from bsi.server.admin.common import Access, Format, Role, csv_response
-from bsi.server.http import StrictRoute
 from bsi.server.service import BsiService, window_percentiles
 
 
-def compliance_routes(service: BsiService, access: Access) -> APIRouter:
-    router = APIRouter(route_class=StrictRoute)
+def compliance_routes(router: APIRouter, service: BsiService, access: Access) -> None:
+    """Registers its routes on ``router`` (the admin router: each route analysed once)."""
     Read = Annotated[Role, Depends(access.read)]  # noqa: N806 - a type, named as one
 
     @router.get("/compliance/supplements", response_model=None)
@@ -75,5 +74,3 @@ def compliance_routes(service: BsiService, access: Access) -> APIRouter:
             }
             for build, (supplement, device_windows) in sorted(windows.items())
         ]
-
-    return router

@@ -8,7 +8,6 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from bsi.server.admin.common import Access, Role
-from bsi.server.http import StrictRoute
 from bsi.server.service import BsiService
 from bsi.strict import MAX_INT32
 
@@ -24,8 +23,8 @@ class ApiKeyIn(BaseModel):
     role: Role
 
 
-def credential_routes(service: BsiService, access: Access) -> APIRouter:
-    router = APIRouter(route_class=StrictRoute)
+def credential_routes(router: APIRouter, service: BsiService, access: Access) -> None:
+    """Registers its routes on ``router`` (the admin router: each route analysed once)."""
     Write = Annotated[Role, Depends(access.write)]  # noqa: N806 - a type, named as one
 
     @router.post("/enrollment-tokens", status_code=201)
@@ -45,5 +44,3 @@ def credential_routes(service: BsiService, access: Access) -> APIRouter:
     async def create_api_key(body: ApiKeyIn, _: Write) -> dict[str, str]:
         key = await run_in_threadpool(service.create_api_key, body.name, body.role.value)
         return {"name": body.name, "role": body.role.value, "key": key}
-
-    return router

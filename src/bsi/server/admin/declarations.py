@@ -8,7 +8,7 @@ from starlette.concurrency import run_in_threadpool
 
 from bsi.errors import InvalidInput
 from bsi.server.admin.common import Access, Role, recompute_later
-from bsi.server.http import StrictRoute, json_body
+from bsi.server.http import json_body
 from bsi.server.service import BsiService
 
 
@@ -16,8 +16,8 @@ class GroupIn(BaseModel):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,31}$", description="1-32 of a-z 0-9 . _ -")
 
 
-def declaration_routes(service: BsiService, access: Access) -> APIRouter:
-    router = APIRouter(route_class=StrictRoute)
+def declaration_routes(router: APIRouter, service: BsiService, access: Access) -> None:
+    """Registers its routes on ``router`` (the admin router: each route analysed once)."""
     Read = Annotated[Role, Depends(access.read)]  # noqa: N806 - a type, named as one
     Write = Annotated[Role, Depends(access.write)]  # noqa: N806
 
@@ -66,5 +66,3 @@ def declaration_routes(service: BsiService, access: Access) -> APIRouter:
         await run_in_threadpool(lambda: service.assign(identifier, group, assigned=False))
         recompute_later(service, tasks)
         return Response(status_code=204)
-
-    return router

@@ -13,7 +13,7 @@ from bsi.domain.ddm import ENROLLMENT_ID_MAX
 from bsi.domain.eligibility import Outcome, Reason
 from bsi.errors import BsiError, InvalidInput
 from bsi.server.admin.common import Access, Format, Role, csv_response, recompute_later
-from bsi.server.http import StrictRoute, json_body
+from bsi.server.http import json_body
 from bsi.server.service import BsiService
 from bsi.server.wakeup import Wakeups
 from bsi.store.store import DeviceFilter, DeviceRecord, NewEnrollment
@@ -46,8 +46,8 @@ class Lifecycle(StrEnum):
     DECOMMISSIONED = "decommissioned"
 
 
-def device_routes(service: BsiService, access: Access, wakeups: Wakeups) -> APIRouter:
-    router = APIRouter(route_class=StrictRoute)
+def device_routes(router: APIRouter, service: BsiService, access: Access, wakeups: Wakeups) -> None:
+    """Registers its routes on ``router`` (the admin router: each route analysed once)."""
     Read = Annotated[Role, Depends(access.read)]  # noqa: N806 - a type, named as one
     Write = Annotated[Role, Depends(access.write)]  # noqa: N806
 
@@ -192,8 +192,6 @@ def device_routes(service: BsiService, access: Access, wakeups: Wakeups) -> APIR
         """A new credential, shown once; every earlier one of the device is refused."""
         credential = await run_in_threadpool(service.reenroll_device, device_id)
         return {"device_id": device_id, "credential": credential, "ddm_url": "/v1/ddm/"}
-
-    return router
 
 
 DEVICE_COLUMNS = (

@@ -6,12 +6,11 @@ from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
 
 from bsi.server.admin.common import Access, Role
-from bsi.server.http import StrictRoute
 from bsi.server.service import BsiService
 
 
-def event_routes(service: BsiService, access: Access) -> APIRouter:
-    router = APIRouter(route_class=StrictRoute)
+def event_routes(router: APIRouter, service: BsiService, access: Access) -> None:
+    """Registers its routes on ``router`` (the admin router: each route analysed once)."""
     Read = Annotated[Role, Depends(access.read)]  # noqa: N806 - a type, named as one
 
     @router.get("/security-events", summary="Refused impersonation attempts, newest first")
@@ -29,5 +28,3 @@ def event_routes(service: BsiService, access: Access) -> APIRouter:
             }
             for e in events
         ]
-
-    return router

@@ -17,7 +17,7 @@ from bsi.domain.events import EventKind
 from bsi.domain.rollout import RolloutState
 from bsi.errors import InvalidInput, InvalidPolicy
 from bsi.server.admin.common import Access, Role, recompute_later
-from bsi.server.http import StrictRoute, json_body
+from bsi.server.http import json_body
 from bsi.server.rollouts import Action, rollout_summary
 from bsi.server.service import BsiService
 from bsi.server.webhooks import event_body, shown
@@ -25,8 +25,8 @@ from bsi.store.rollouts import MAX_EVENTS_PAGE, EventFilter
 from bsi.strict import MAX_INT32
 
 
-def rollout_routes(service: BsiService, access: Access) -> APIRouter:
-    router = APIRouter(route_class=StrictRoute)
+def rollout_routes(router: APIRouter, service: BsiService, access: Access) -> None:
+    """Registers its routes on ``router`` (the admin router: each route analysed once)."""
     rollouts = service.rollouts
     Reader = Annotated[Role, Depends(access.read)]  # noqa: N806 - a type, named as one
     Actor = Annotated[str, Depends(access.actor)]  # noqa: N806
@@ -169,5 +169,3 @@ def rollout_routes(service: BsiService, access: Access) -> APIRouter:
         webhook_id: Annotated[int, Path(ge=1, le=MAX_INT32)], _: Actor
     ) -> None:
         await run_in_threadpool(service.webhooks.remove, webhook_id)
-
-    return router
