@@ -28,7 +28,8 @@ be 0:
 * devices that can never install again: any error, or not ending on the
   newest letter, committed, byte for byte.
 
-Cuts: ``BSI_AGENT_POWER_CUTS`` (default 6; 50 under ``CI=true``).
+Cuts: ``BSI_AGENT_POWER_CUTS`` (default 6; 50 under ``CI=true``), spread over
+``BSI_AGENT_POWER_CUT_SECONDS`` (default 15; 40 under ``CI=true``).
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ from loopfs import loop_filesystem, mounted, power_cut
 
 CUTS = int(os.environ.get("BSI_AGENT_POWER_CUTS", "50" if os.environ.get("CI") else "6"))
 SEED = 20261130
-SPAN = 40.0
-"""Seconds the cuts spread over (about three rounds of the scenario on a busy machine)."""
+SPAN = float(os.environ.get("BSI_AGENT_POWER_CUT_SECONDS", "40" if os.environ.get("CI") else "15"))
+"""Seconds the cuts spread over: under ``CI=true`` about three rounds of the scenario on a
+busy machine, for ``make test`` about one (each of its steps)."""
 LETTERS = "abcdefghijklmnopqrstuvwxyz"
 
 

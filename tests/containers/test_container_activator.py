@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import shlex
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -311,6 +312,12 @@ def test_a_supplement_for_a_build_is_not_for_containers(engine: Engine, tmp_path
         activator.activate(manifest, layout.staged_files("12C1000a"))
 
 
+KILL_STRIDE = int(os.environ.get("BSI_CONTAINER_KILL_STRIDE", "1" if os.environ.get("CI") else "3"))
+"""The kill tests kill after engine request 1, 1 + stride, 1 + 2 strides, ... to the last:
+every instant under ``CI=true``, every third for ``make test`` (each instant is seconds of
+real engine work)."""
+
+
 class Killed(BaseException):
     """The agent dying: nothing in the activator catches it."""
 
@@ -348,7 +355,7 @@ def test_an_activation_killed_at_any_instant_is_recovered_and_never_passes_part_
     client = engine.client()
     manifest, staged = supplement(tmp_path, images["base"])
     layout = StateLayout.for_root(tmp_path / "root")
-    for calls in itertools.count(1):
+    for calls in itertools.count(1, KILL_STRIDE):
         names = [str(run(client, images["base"], command=HOLDS_LIB).name) for _ in range(2)]
         activator = ContainerActivator(layout, engine.url, stop_timeout=0)
         with killed_after(calls) as made, suppress(Killed):
@@ -401,7 +408,7 @@ def test_a_later_letter_killed_at_any_instant_leaves_each_container_on_a_or_b(
     names = [str(run(client, images["base"], command=HOLDS_LIB).name) for _ in range(2)]
     ContainerActivator(layout, engine.url, stop_timeout=0).activate(*a)
     before = {name: configuration(fresh(client, name)) for name in names}
-    for calls in itertools.count(1):
+    for calls in itertools.count(1, KILL_STRIDE):
         activator = ContainerActivator(layout, engine.url, stop_timeout=0)
         with killed_after(calls) as made, suppress(Killed):
             activator.activate(*b)
