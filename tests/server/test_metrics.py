@@ -3,11 +3,15 @@ API key, and its counters and gauges move when devices check in and report."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import httpx
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
+from starlette.types import Message, Receive, Scope, Send
 
+from bsi.server.metrics import CHECKIN_PATH, RequestMetrics
 from reports import macos_report
 from running import bsi_serve
 from server_support import RunningServer
@@ -132,3 +136,32 @@ def test_several_workers_sum_into_one_scrape(tmp_path: Path) -> None:
                 assert httpx.get(f"{url}/v1/ddm/tokens", headers=headers).status_code == 200
             samples = scrape(admin)
     assert value(samples, "bsi_checkins_total", result="200") == 6
+
+
+def checkins_200() -> float:
+    """This process's count of check-ins answered 200."""
+    return REGISTRY.get_sample_value("bsi_checkins_total", {"result": "200"}) or 0.0
+
+
+def test_a_request_is_counted_before_its_client_has_the_answer() -> None:
+    """With --workers a scrape can reach another process the moment a client has its
+    answer: the answering one must have counted it by then (before its last byte)."""
+    seen_at_last_byte: list[float] = []
+
+    async def answer(scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{", "more_body": True})
+        await send({"type": "http.response.body", "body": b"}"})
+
+    async def client(message: Message) -> None:
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            seen_at_last_byte.append(checkins_200())
+
+    async def nothing() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    before = checkins_200()
+    scope = {"type": "http", "path": CHECKIN_PATH, "method": "GET", "headers": []}
+    asyncio.run(RequestMetrics(answer)(scope, nothing, client))
+    assert seen_at_last_byte == [before + 1]
+    assert checkins_200() == before + 1  # counted once

@@ -91,7 +91,12 @@ def checkin_result(status: int) -> str:
 
 class RequestMetrics:
     """Counts and times every request; the route label is the matched template
-    (``/v1/admin/devices/{device_id}``), never a raw path, so labels stay few."""
+    (``/v1/admin/devices/{device_id}``), never a raw path, so labels stay few.
+
+    A request is counted just before its last byte is sent, so a scrape made once
+    the client has its answer counts it (with ``--workers``, the scrape may reach
+    another process); one that ends without an answer is counted as it ends.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -103,11 +108,27 @@ class RequestMetrics:
         path, method = scope["path"], scope["method"]
         status = 500
         started = time.perf_counter()
+        counted = False
+
+        def count() -> None:
+            nonlocal counted
+            if counted:
+                return
+            counted = True
+            template = route_template(scope)
+            REQUESTS.labels(template, method, str(status)).inc()
+            LATENCY.labels(template, method).observe(time.perf_counter() - started)
+            if path == CHECKIN_PATH and method == "GET":
+                CHECKINS.labels(checkin_result(status)).inc()
+            elif path == STATUS_PATH and method == "PUT":
+                STATUS_REPORTS.labels("accepted" if status < 300 else "refused").inc()
 
         async def sent(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+            elif message["type"] == "http.response.body" and not message.get("more_body"):
+                count()
             await send(message)
 
         waiting = path == WAIT_PATH
@@ -118,13 +139,7 @@ class RequestMetrics:
         finally:
             if waiting:
                 WAITERS.dec()
-            template = route_template(scope)
-            REQUESTS.labels(template, method, str(status)).inc()
-            LATENCY.labels(template, method).observe(time.perf_counter() - started)
-            if path == CHECKIN_PATH and method == "GET":
-                CHECKINS.labels(checkin_result(status)).inc()
-            elif path == STATUS_PATH and method == "PUT":
-                STATUS_REPORTS.labels("accepted" if status < 300 else "refused").inc()
+            count()
 
 
 def route_template(scope: Scope) -> str:
