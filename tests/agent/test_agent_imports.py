@@ -21,3 +21,23 @@ def test_the_docker_sdk_is_loaded_only_by_the_container_activator() -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
     )
     assert done.stdout.split() == ["False", "True"]
+
+
+def test_bsi_agent_loads_no_other_command() -> None:
+    """``bsi agent`` starts at every boot and timer on a device: the CLI loads only the
+    command asked for, not the admin client's, the publisher's, the Apple fleet's, the
+    simulator's or the server's (with their libraries)."""
+    code = (
+        "import atexit, sys\n"
+        "others = ('bsi.commands.admin', 'bsi.commands.supplements', 'bsi.commands.apple',\n"
+        "          'bsi.commands.demo', 'bsi.commands.server', 'fastapi', 'sqlalchemy')\n"
+        "atexit.register(lambda: print(sorted(m for m in ('bsi.commands.agent', *others)\n"
+        "                                     if m in sys.modules)))\n"
+        "sys.argv = ['bsi', 'agent', 'status', '--help']\n"
+        "from bsi.cli import main\n"
+        "main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout.splitlines()[-1] == "['bsi.commands.agent']"

@@ -7,10 +7,7 @@ why the others do not, the patch-window percentiles, and leaves the server
 running for a look at the admin API. ``bsi sim`` is the same machinery with
 every knob, for larger fleets and for a server started elsewhere.
 
-Register them in ``bsi.cli`` with::
-
-    app.command("sim")(sim_command)
-    app.command("demo")(demo_command)
+:mod:`bsi.cli` loads them from here when ``bsi sim`` or ``bsi demo`` is asked for.
 """
 
 from __future__ import annotations
