@@ -9,6 +9,7 @@ Lives outside ``conftest.py`` so test modules can import it by a unique name.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -110,12 +111,16 @@ class RunningServer:
 
 
 @contextmanager
-def sql_statements(server: RunningServer) -> Iterator[list[str]]:
-    """The SQL statements the server's database engine runs inside the block, in order."""
+def sql_statements(server: RunningServer, *, this_thread: bool = False) -> Iterator[list[str]]:
+    """The SQL statements the server's database engine runs inside the block, in order;
+    with ``this_thread``, only those the calling thread runs (not the server's background
+    work, such as the wake-up poll that reads the generation row on SQLite)."""
     statements: list[str] = []
+    caller = threading.get_ident()
 
     def executed(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        statements.append(statement)
+        if not this_thread or threading.get_ident() == caller:
+            statements.append(statement)
 
     engine = server.service.stores.database.engine
     event.listen(engine, "before_cursor_execute", executed)
