@@ -6,34 +6,29 @@ and seals them, ``manifest`` is the bundle's description (pure, no I/O) and
 the bundle's bytes, and calls :func:`verify_bundle` after checking them.
 """
 
-from typing import TYPE_CHECKING
-
-from bsi.lazy import lazy_exports
-
-if TYPE_CHECKING:
-    from bsi.cryptex.build import (
-        BuildResult,
-        Change,
-        build_bundle,
-        changes_from_list,
-        diff_trees,
-        manifest_for,
-    )
-    from bsi.cryptex.errors import InvalidBundle, InvalidSupplement
-    from bsi.cryptex.manifest import (
-        FORMAT,
-        Action,
-        Component,
-        CveEntry,
-        FileEntry,
-        HealthCheck,
-        Manifest,
-        Relaunch,
-        cumulative_check,
-        describe,
-    )
-    from bsi.cryptex.spec import ComponentSpec, Owner, SupplementSpec, load_spec, parse_spec
-    from bsi.cryptex.verify import DEFAULT_MAX_BYTES, extract_payloads, read_manifest, verify_bundle
+from bsi.cryptex.build import (
+    BuildResult,
+    Change,
+    build_bundle,
+    changes_from_list,
+    diff_trees,
+    manifest_for,
+)
+from bsi.cryptex.errors import InvalidBundle, InvalidSupplement
+from bsi.cryptex.manifest import (
+    FORMAT,
+    Action,
+    Component,
+    CveEntry,
+    FileEntry,
+    HealthCheck,
+    Manifest,
+    Relaunch,
+    cumulative_check,
+    describe,
+)
+from bsi.cryptex.spec import ComponentSpec, Owner, SupplementSpec, load_spec, parse_spec
+from bsi.cryptex.verify import DEFAULT_MAX_BYTES, extract_payloads, read_manifest, verify_bundle
 
 __all__ = [
     "DEFAULT_MAX_BYTES",
@@ -64,36 +59,3 @@ __all__ = [
     "read_manifest",
     "verify_bundle",
 ]
-
-__getattr__ = lazy_exports(
-    __name__,
-    {
-        "BuildResult": "build",
-        "Change": "build",
-        "build_bundle": "build",
-        "changes_from_list": "build",
-        "diff_trees": "build",
-        "manifest_for": "build",
-        "InvalidBundle": "errors",
-        "InvalidSupplement": "errors",
-        "FORMAT": "manifest",
-        "Action": "manifest",
-        "Component": "manifest",
-        "CveEntry": "manifest",
-        "FileEntry": "manifest",
-        "HealthCheck": "manifest",
-        "Manifest": "manifest",
-        "Relaunch": "manifest",
-        "cumulative_check": "manifest",
-        "describe": "manifest",
-        "ComponentSpec": "spec",
-        "Owner": "spec",
-        "SupplementSpec": "spec",
-        "load_spec": "spec",
-        "parse_spec": "spec",
-        "DEFAULT_MAX_BYTES": "verify",
-        "extract_payloads": "verify",
-        "read_manifest": "verify",
-        "verify_bundle": "verify",
-    },
-)

@@ -5,15 +5,10 @@ or refuses it whole with :class:`~bsi.errors.FeedError`; :func:`load_catalog`
 finds the right one from the content of a file or URL.
 """
 
-from typing import TYPE_CHECKING
-
-from bsi.lazy import lazy_exports
-
-if TYPE_CHECKING:
-    from bsi.feeds.bsi_catalog import dump_bsi_catalog, parse_bsi_catalog
-    from bsi.feeds.gdmf import parse_gdmf
-    from bsi.feeds.load import load_catalog, load_catalogs, parse_document, read_catalog
-    from bsi.feeds.sofa import parse_sofa, parse_sofa_history
+from bsi.feeds.bsi_catalog import dump_bsi_catalog, parse_bsi_catalog
+from bsi.feeds.gdmf import parse_gdmf
+from bsi.feeds.load import load_catalog, load_catalogs, parse_document, read_catalog
+from bsi.feeds.sofa import parse_sofa, parse_sofa_history
 
 __all__ = [
     "dump_bsi_catalog",
@@ -26,18 +21,3 @@ __all__ = [
     "parse_sofa_history",
     "read_catalog",
 ]
-
-__getattr__ = lazy_exports(
-    __name__,
-    {
-        "dump_bsi_catalog": "bsi_catalog",
-        "parse_bsi_catalog": "bsi_catalog",
-        "parse_gdmf": "gdmf",
-        "load_catalog": "load",
-        "load_catalogs": "load",
-        "parse_document": "load",
-        "read_catalog": "load",
-        "parse_sofa": "sofa",
-        "parse_sofa_history": "sofa",
-    },
-)
