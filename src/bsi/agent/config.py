@@ -83,6 +83,11 @@ ACTIVATORS = ("swap", "overlay", "container")
 DEFAULT_ACTIVATOR = "swap"
 DEFAULT_CONTAINER_ENGINE = "unix:///var/run/docker.sock"
 """Docker's socket; Podman's Docker-compatible service listens on ``unix:///run/podman/podman.sock``."""
+CONTAINER_HEALTH_TIMEOUT = 60.0
+"""Seconds a recreated container has, by default, to run and pass its checks."""
+CONTAINER_STOP_TIMEOUT = 10
+"""Seconds the engine gives a container, by default, to stop after ``SIGTERM`` before it
+kills it: Docker's own default."""
 MAX_CONTAINER_SECONDS = 3600
 """The longest container health or stop timeout ``agent.yaml`` may set: an hour."""
 _ENGINE_SCHEMES = ("unix", "tcp", "http", "https", "ssh")
@@ -125,13 +130,12 @@ class AgentConfig:
     activator: str = DEFAULT_ACTIVATOR
     container_engine: str = DEFAULT_CONTAINER_ENGINE
     """The Docker Engine API the ``container`` activator speaks to (Docker SDK ``base_url``)."""
-    container_health_timeout: float | None = None
+    container_health_timeout: float = CONTAINER_HEALTH_TIMEOUT
     """Seconds the ``container`` activator waits for each recreated container to run and
-    pass its checks before it puts the container back; ``None``: the activator's default
-    (:class:`~bsi.agent.activators.container.ContainerActivator`, 60 s)."""
-    container_stop_timeout: int | None = None
+    pass its checks before it puts the container back."""
+    container_stop_timeout: int = CONTAINER_STOP_TIMEOUT
     """Seconds the engine gives a container's process to stop after ``SIGTERM`` before it
-    kills it (Docker's ``stop --time``); ``None``: the activator's default (10 s)."""
+    kills it (Docker's ``stop --time``)."""
     facts: FactsOverrides = FactsOverrides()
     battery_minimum_percent: Mapping[str, float] = field(
         default_factory=lambda: MappingProxyType({})
@@ -216,13 +220,15 @@ def parse_config(text: str, *, source: str = "agent.yaml") -> AgentConfig:
         top.values.get("thresholds"), "thresholds", ("battery_minimum_percent",)
     )
     minimum = thresholds.get("battery_minimum_percent", reader.thresholds)
+    stop = top.get("container_stop_timeout", reader.stop_seconds)
     return AgentConfig(
         server_url=top.get("server_url", reader.url),
         state_dir=top.get("state_dir", reader.absolute_path) or DEFAULT_STATE_DIR,
         activator=top.get("activator", reader.activator) or DEFAULT_ACTIVATOR,
         container_engine=top.get("container_engine", reader.engine_url) or DEFAULT_CONTAINER_ENGINE,
-        container_health_timeout=top.get("container_health_timeout", reader.health_seconds),
-        container_stop_timeout=top.get("container_stop_timeout", reader.stop_seconds),
+        container_health_timeout=top.get("container_health_timeout", reader.health_seconds)
+        or CONTAINER_HEALTH_TIMEOUT,
+        container_stop_timeout=CONTAINER_STOP_TIMEOUT if stop is None else stop,  # 0 is valid
         facts=FactsOverrides(
             platform=facts.get("platform", reader.platform),
             product_version=facts.get("product_version", reader.product_version),

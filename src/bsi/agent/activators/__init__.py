@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
+from bsi.agent.config import CONTAINER_HEALTH_TIMEOUT, CONTAINER_STOP_TIMEOUT
 from bsi.agent.journal import fsync_directory
 from bsi.agent.swap_plan import ROLLBACK_DIR, backup_path
 from bsi.cryptex.manifest import MAX_DELTA_BYTES, FileEntry, Manifest, human_size
@@ -221,14 +222,13 @@ def make_activator(
     layout: StateLayout,
     *,
     container_engine: str | None = None,
-    container_health_timeout: float | None = None,
-    container_stop_timeout: int | None = None,
+    container_health_timeout: float = CONTAINER_HEALTH_TIMEOUT,
+    container_stop_timeout: int = CONTAINER_STOP_TIMEOUT,
 ) -> Activator:
     """The activator ``agent.yaml`` names (``swap``, ``overlay``, ``container``) for ``layout``.
 
     ``container_engine`` is the Docker Engine API address the ``container``
-    activator speaks to; its two timeouts (seconds) are that activator's own
-    defaults where ``None``.
+    activator speaks to, with its two timeouts in seconds (``agent.yaml``).
     """
     # Imported here: these modules import this one. The container activator only
     # when chosen: it loads the docker SDK, a cost no other host should pay.
@@ -236,21 +236,15 @@ def make_activator(
     from bsi.agent.activators.swap import SwapActivator
 
     if name == "container":
-        from bsi.agent.activators.container import (
-            HEALTH_TIMEOUT,
-            STOP_TIMEOUT,
-            ContainerActivator,
-        )
+        from bsi.agent.activators.container import ContainerActivator
 
         if container_engine is None:
             raise BsiError("the container activator needs a container engine address")
         return ContainerActivator(
             layout,
             container_engine,
-            health_timeout=(
-                HEALTH_TIMEOUT if container_health_timeout is None else container_health_timeout
-            ),
-            stop_timeout=STOP_TIMEOUT if container_stop_timeout is None else container_stop_timeout,
+            health_timeout=container_health_timeout,
+            stop_timeout=container_stop_timeout,
         )
     if name == "overlay":
         return OverlayActivator(layout)

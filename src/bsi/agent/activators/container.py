@@ -67,6 +67,7 @@ from bsi.agent.activators import (
     StateLayout,
     state_lock,
 )
+from bsi.agent.config import CONTAINER_HEALTH_TIMEOUT, CONTAINER_STOP_TIMEOUT
 from bsi.agent.facts import parse_os_release
 from bsi.cryptex.manifest import Action, Manifest
 from bsi.domain.containers import ContainerFacts, left_behind, superseded
@@ -96,12 +97,6 @@ OLD_SUFFIX = ".bsi-old"
 """A container being recreated keeps its old self under ``<name>.bsi-old`` until then."""
 
 HEALTH_POLL = 0.5
-HEALTH_TIMEOUT = 60.0
-"""Seconds a recreated container has, by default, to run and pass its checks
-(``agent.yaml``: ``container_health_timeout``)."""
-STOP_TIMEOUT = 10
-"""Seconds the engine gives a container, by default, to stop after ``SIGTERM`` before it
-kills it: Docker's own default (``agent.yaml``: ``container_stop_timeout``)."""
 _API_VERSIONS: dict[str, str] = {}
 """The Docker Engine API version negotiated with each engine address, in this process."""
 
@@ -161,8 +156,8 @@ class ContainerActivator:
         layout: StateLayout,
         engine_url: str,
         *,
-        health_timeout: float = HEALTH_TIMEOUT,
-        stop_timeout: int = STOP_TIMEOUT,
+        health_timeout: float = CONTAINER_HEALTH_TIMEOUT,
+        stop_timeout: int = CONTAINER_STOP_TIMEOUT,
         api_timeout: int = 120,
     ) -> None:
         self.layout = layout
