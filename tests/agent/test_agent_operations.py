@@ -27,6 +27,7 @@ from test_agent_end_to_end import (
 from test_agent_failure_paths import publish_b
 from test_agent_overlay import _probe
 
+from bsi.agent.activators import StateLayout, TransactionPending, state_lock
 from bsi.agent.activators.overlay import OverlayActivator
 from bsi.agent.config import AgentConfig, AgentConfigError, parse_config
 from bsi.agent.runner import Agent
@@ -142,6 +143,44 @@ def test_a_cycle_waits_a_moment_for_a_lock_that_is_being_let_go(
     try:
         assert Agent(world.root, AgentConfig()).once().active == "12A100a"
     finally:
+        holder.join()
+
+
+def test_an_activator_transaction_waits_a_moment_for_the_state_lock_then_refuses(
+    tmp_path: Path,
+) -> None:
+    """The activators' state lock is the same kind of lock as the cycle's: one being let
+    go is waited for; one held on is refused as busy."""
+    layout = StateLayout.for_root(tmp_path)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold(after_release: float) -> None:
+        with state_lock(layout):
+            holding.set()
+            release.wait(5)
+            time.sleep(after_release)
+
+    holder = threading.Thread(target=hold, args=(0.3,))
+    holder.start()
+    assert holding.wait(5)
+    release.set()
+    with state_lock(layout):
+        pass
+    holder.join()
+
+    holding.clear()
+    release.clear()
+    holder = threading.Thread(target=hold, args=(0,))
+    holder.start()
+    assert holding.wait(5)
+    try:
+        with (
+            pytest.raises(TransactionPending, match="another bsi process holds"),
+            state_lock(layout),
+        ):
+            pass
+    finally:
+        release.set()
         holder.join()
 
 

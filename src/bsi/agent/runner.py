@@ -25,12 +25,10 @@ runs at a time: ``<state>/cycle.lock`` is held for the whole cycle.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import logging
 import os
 import shutil
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -43,6 +41,7 @@ from bsi.agent.activators import (
     Activator,
     StateLayout,
     discard_staged,
+    exclusive_lock,
     load_staged,
     make_activator,
     stage_bundle,
@@ -88,8 +87,6 @@ Clock = Callable[[], datetime]
 RELAUNCH_TIMEOUT = 30.0
 CLOCK_SKEW_TOLERANCE = 300.0
 """Seconds the device clock may differ from the server's before it is named as a cause."""
-CYCLE_LOCK_PATIENCE = 1.0
-"""Seconds a cycle waits for ``cycle.lock`` before it refuses with :class:`Conflict`."""
 REMOVED = "removed"
 """``kind`` of a failure record: a failed health check, or an administrator's removal."""
 
@@ -396,36 +393,22 @@ class Agent:
 
     @contextlib.contextmanager
     def cycle_lock(self) -> Iterator[None]:
-        """Hold ``<state>/cycle.lock`` for a whole cycle; :class:`Conflict` if another holds it
-        for longer than :data:`CYCLE_LOCK_PATIENCE`.
-
-        An advisory ``flock``: the kernel frees it when the holder dies, so a
-        killed agent never leaves the device locked. It belongs to the open file,
-        and a child process that another thread forks shares that until it execs:
-        the lock can outlive its ``close`` by a moment, which the patience covers.
-        """
+        """Hold ``<state>/cycle.lock`` for a whole cycle (an :func:`exclusive_lock`);
+        :class:`Conflict`, naming the holder's pid, if another cycle holds it."""
         self.layout.state.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.cycle_lock_file, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        try:
-            deadline = time.monotonic() + CYCLE_LOCK_PATIENCE
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
-                        raise Conflict(
-                            f"another bsi agent cycle is running on this device (pid {holder}, "
-                            f"lock {str(self.cycle_lock_file)!r})",
-                            hint="wait for it to finish; only one cycle runs at a time",
-                        ) from None
-                    time.sleep(CYCLE_LOCK_PATIENCE / 50)
+
+        def busy(fd: int) -> BsiError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            return Conflict(
+                f"another bsi agent cycle is running on this device (pid {holder}, "
+                f"lock {str(self.cycle_lock_file)!r})",
+                hint="wait for it to finish; only one cycle runs at a time",
+            )
+
+        with exclusive_lock(self.cycle_lock_file, busy) as fd:
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode(), 0)
             yield
-        finally:
-            os.close(fd)
 
     def once(self) -> CycleReport:
         with self.cycle_lock():

@@ -31,6 +31,7 @@ import hashlib
 import os
 import shutil
 import stat
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -370,27 +371,56 @@ def _read_if_small(path: Path) -> bytes | None:
         return file.read(MAX_DELTA_BYTES + 1)
 
 
-@contextlib.contextmanager
-def state_lock(layout: StateLayout) -> Iterator[None]:
-    """One activator transaction at a time per state directory, whichever activator.
+LOCK_PATIENCE = 1.0
+"""Seconds a held lock file is tried again before the lock is refused. ``flock`` belongs
+to the open file, and a child process that another thread forks shares that until it
+execs: a lock can outlive its holder's ``close`` by a moment."""
 
-    An advisory ``flock`` on ``<state>/lock``: the kernel frees it if the
-    agent dies, so a crash never leaves the device locked.
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, busy: Callable[[int], BsiError]) -> Iterator[int]:
+    """Hold an advisory ``flock`` on ``path`` (created ``0600``) and yield its descriptor;
+    raises ``busy(fd)`` when another holds it for longer than :data:`LOCK_PATIENCE`.
+
+    The kernel frees the lock when its holder dies, so a killed agent never leaves
+    the device locked.
     """
-    layout.state.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(layout.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise TransactionPending(
-                f"another bsi process holds {str(layout.lock)!r}",
-                reason="busy",
-                hint="wait for it to finish",
-            ) from None
-        yield
+        deadline = time.monotonic() + LOCK_PATIENCE
+        while not _locked(fd):
+            if time.monotonic() >= deadline:
+                raise busy(fd)
+            time.sleep(LOCK_PATIENCE / 50)
+        yield fd
     finally:
         os.close(fd)
+
+
+def _locked(fd: int) -> bool:
+    """Whether this takes the exclusive ``flock`` on ``fd`` now (never waits)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def state_lock(layout: StateLayout) -> Iterator[None]:
+    """One activator transaction at a time per state directory, whichever activator:
+    an :func:`exclusive_lock` on ``<state>/lock``."""
+    layout.state.mkdir(parents=True, exist_ok=True, mode=0o700)
+
+    def busy(_fd: int) -> BsiError:
+        return TransactionPending(
+            f"another bsi process holds {str(layout.lock)!r}",
+            reason="busy",
+            hint="wait for it to finish",
+        )
+
+    with exclusive_lock(layout.lock, busy):
+        yield
 
 
 def load_staged(layout: StateLayout, build: str) -> tuple[Manifest, Path]:
