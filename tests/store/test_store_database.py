@@ -53,7 +53,7 @@ def test_every_store_operation_belongs_to_exactly_one_protocol() -> None:
 
 
 def test_schema_is_at_head_and_matches_the_models(engine: Engine) -> None:
-    assert current_revision(engine) == head_revision(engine)
+    assert current_revision(engine) == head_revision()
     with engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []

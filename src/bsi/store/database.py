@@ -144,14 +144,13 @@ def _begin_sqlite(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-MIGRATIONS = str(resources.files("bsi.store") / "migrations")
-"""Alembic's ``script_location``: the revision scripts shipped in the package."""
-
-
-def _alembic_config(engine: Engine) -> Config:
+def _alembic_config(engine: Engine | None = None) -> Config:
+    """Alembic's configuration: the revision scripts shipped in the package, and the
+    engine its environment migrates (none to read the scripts alone)."""
     config = Config()
-    config.set_main_option("script_location", MIGRATIONS)
-    config.attributes["engine"] = engine
+    config.set_main_option("script_location", str(resources.files("bsi.store") / "migrations"))
+    if engine is not None:
+        config.attributes["engine"] = engine
     return config
 
 
@@ -162,7 +161,7 @@ def upgrade(engine: Engine) -> str:
     environment loads every revision script, which is most of a server's start
     on the embedded default (``bsi serve`` upgrades at each start).
     """
-    head = head_revision(engine)
+    head = head_revision()
     try:
         if current_revision(engine) == head:
             return head
@@ -172,16 +171,10 @@ def upgrade(engine: Engine) -> str:
     return head
 
 
-def head_revision(engine: Engine) -> str:
-    """The newest revision this bsi has (read once per process: the scripts are its own)."""
-    return _head_revision()
-
-
 @functools.cache
-def _head_revision() -> str:
-    config = Config()
-    config.set_main_option("script_location", MIGRATIONS)
-    head = ScriptDirectory.from_config(config).get_current_head()
+def head_revision() -> str:
+    """The newest revision this bsi has (read once per process: the scripts are its own)."""
+    head = ScriptDirectory.from_config(_alembic_config()).get_current_head()
     assert head is not None
     return head
 
@@ -197,7 +190,7 @@ def require_current_schema(engine: Engine) -> None:
         current = current_revision(engine)
     except OperationalError as error:
         raise DatabaseError(f"cannot open {engine.url!r}: {error.orig}") from error
-    head = head_revision(engine)
+    head = head_revision()
     if current != head:
         raise DatabaseError(
             f"database schema is at {current or 'nothing'}, this bsi needs {head}",
