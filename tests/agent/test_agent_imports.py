@@ -6,6 +6,14 @@ import subprocess
 import sys
 
 
+def printed_by(code: str) -> list[str]:
+    """The lines a fresh interpreter prints running ``code`` (it must exit 0)."""
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    return done.stdout.splitlines()
+
+
 def test_the_docker_sdk_is_loaded_only_by_the_container_activator() -> None:
     code = (
         "import sys, bsi.cli, bsi.agent.runner\n"
@@ -17,10 +25,7 @@ def test_the_docker_sdk_is_loaded_only_by_the_container_activator() -> None:
         "               container_engine='unix:///nonexistent.sock')\n"
         "print('docker' in sys.modules)\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert done.stdout.split() == ["False", "True"]
+    assert printed_by(code) == ["False", "True"]
 
 
 def test_bsi_agent_loads_no_other_command() -> None:
@@ -37,7 +42,4 @@ def test_bsi_agent_loads_no_other_command() -> None:
         "from bsi.cli import main\n"
         "main()\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
-    )
-    assert done.stdout.splitlines()[-1] == "['bsi.commands.agent']"
+    assert printed_by(code)[-1] == "['bsi.commands.agent']"
