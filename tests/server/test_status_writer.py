@@ -4,6 +4,9 @@ per batch, each report with its own outcome, and an answer for every waiter."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
+import sqlite3
 import threading
 import time
 from collections.abc import Callable
@@ -25,6 +28,7 @@ from bsi.server.status_writer import (
     StatusWriter,
     outcome,
 )
+from bsi.store.database import CHECKPOINT_SECONDS
 from bsi.store.events import NewEvent
 from bsi.store.protocols import DeviceStore
 from bsi.store.store import (
@@ -529,3 +533,30 @@ def test_a_wait_given_up_withdraws_a_report_not_taken_and_ignores_a_late_answer(
     assert waiting.cancelled()  # the writer skips it: nothing is written
     assert not waiting.set_running_or_notify_cancel()
     assert taken.result() == 1
+
+
+@pytest.mark.parametrize("server", ["sqlite"], indirect=True)
+def test_the_server_moves_stored_reports_into_the_database_file_itself(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """The status writer's commits leave SQLite's log alone (a checkpoint there was most of
+    a batch's time at a million devices); the server's own background checkpoint puts an
+    acknowledged report in the database file within a few of its intervals, with no
+    later write: a copy of the file alone holds it."""
+    device_id, device = server.device()
+    assert device.put("/v1/ddm/status", json=macos_report()).status_code == 200
+    database = server.service.stores.devices.engine.url.database  # type: ignore[attr-defined]
+    deadline = time.monotonic() + 10 * CHECKPOINT_SECONDS + 5
+    while not reported_in_file_alone(Path(database), tmp_path / "copy.db", device_id):
+        assert time.monotonic() < deadline, "the report never reached the database file"
+        time.sleep(CHECKPOINT_SECONDS / 5)
+
+
+def reported_in_file_alone(database: Path, copy: Path, device_id: str) -> bool:
+    """Whether a copy of the database file, without its log, holds a report of the device."""
+    shutil.copyfile(database, copy)
+    with contextlib.closing(sqlite3.connect(copy)) as connection:
+        row = connection.execute(
+            "SELECT status_version FROM devices WHERE id = ?", (device_id,)
+        ).fetchone()
+    return row is not None and row[0] > 0

@@ -3,7 +3,10 @@ which operation."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -14,8 +17,10 @@ from sqlalchemy import Engine, text
 from store_facts import NOW, counted
 
 from bsi.store.database import (
+    WAL_AUTOCHECKPOINT_PAGES,
     DatabaseError,
     _alembic_config,
+    checkpoint,
     current_revision,
     head_revision,
     open_engine,
@@ -57,6 +62,38 @@ def test_schema_is_at_head_and_matches_the_models(engine: Engine) -> None:
     with engine.connect() as connection:
         differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
     assert differences == []
+
+
+def test_a_checkpoint_moves_what_committed_into_the_database_file(
+    engine: Engine, database: Database, tmp_path: Path
+) -> None:
+    """A commit leaves a small SQLite log alone (the server checkpoints it off the status
+    writer's path); the checkpoint puts it in the database file itself, which a copy of
+    that file alone shows. PostgreSQL has nothing to do."""
+    with engine.begin() as connection:
+        connection.execute(
+            text("INSERT INTO device_groups (name, created_at) VALUES ('c', :t)"), {"t": NOW}
+        )
+    if engine.dialect.name != "sqlite":
+        assert checkpoint(engine) is None
+        database.checkpoint()
+        return
+    with engine.connect() as connection:
+        pages = connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+    assert pages == WAL_AUTOCHECKPOINT_PAGES  # the bound when the server's checkpoints lag
+    assert "c" not in groups_in_file_alone(engine, tmp_path / "before.db")
+    database.checkpoint()
+    assert "c" in groups_in_file_alone(engine, tmp_path / "after.db")
+    logged, copied = checkpoint(engine) or (-1, -2)
+    assert logged == copied  # nobody read or wrote meanwhile: the whole log
+
+
+def groups_in_file_alone(engine: Engine, copy: Path) -> set[str]:
+    """The group names a copy of the SQLite database file holds, without its log."""
+    assert engine.url.database is not None
+    shutil.copyfile(engine.url.database, copy)
+    with contextlib.closing(sqlite3.connect(copy)) as connection:
+        return {name for (name,) in connection.execute("SELECT name FROM device_groups")}
 
 
 def test_a_database_at_another_schema_is_not_ready(engine: Engine, database: Database) -> None:

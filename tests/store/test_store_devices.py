@@ -289,6 +289,50 @@ def test_a_batch_is_one_update_executed_for_every_report(devices: DeviceStore) -
     assert [devices.stored_status(d).version for d in ids] == [1, 1, 1]
 
 
+def test_a_write_sets_only_the_indexed_columns_that_change_and_lands_while_the_rest_hold(
+    devices: DeviceStore,
+) -> None:
+    """SQLite rewrites an index entry for every column a statement sets, even to its own
+    value; at a million devices that was most of a report's pages (issue 18). A write
+    sets only the indexed columns whose value it changes, and lands only while the ones
+    it leaves still hold what was read: a decision pass, which does not move the status
+    version, sends it back to be merged again (never a stored state with another
+    decision than its own), and on the next read it lands with its own."""
+    assert isinstance(devices, Store)
+    (device_id,) = enrolled(devices, "D1")
+    save(devices, device_id, report(), NOW)
+    stored = devices.stored_status(device_id)
+    assert stored.indexed["build"] == "25D2128"
+    assert stored.indexed["decision_outcome"] == OFFERED.outcome.value
+    state = merge_status(stored.state, parse_status_report(report(build="25D2100")))
+    statements: list[str] = []
+
+    def executed(_c: object, _cursor: object, sql: str, _p: object, _x: object, _m: bool) -> None:
+        if sql.lstrip().upper().startswith("UPDATE DEVICES"):
+            statements.append(sql)
+
+    blocked = Decision(Outcome.BLOCKED, Reason.NOT_REPORTED, "a pass decided anew")
+    assert devices.write_decisions([DecidedDevice(device_id, stored.version, blocked)]).written
+    write = StatusWrite(device_id, stored.version, stored.state, state, OFFERED, (), stored.indexed)
+    assert devices.write_device_states([write], LATER) == [None]  # merge again
+    assert devices.get_device(device_id)[0].decision_outcome == Outcome.BLOCKED.value
+
+    stored = devices.stored_status(device_id)
+    write = StatusWrite(device_id, stored.version, stored.state, state, OFFERED, (), stored.indexed)
+    event.listen(devices.engine, "before_cursor_execute", executed)
+    try:
+        assert devices.write_device_states([write], LATER) == [state]
+    finally:
+        event.remove(devices.engine, "before_cursor_execute", executed)
+    record = devices.get_device(device_id)[0]
+    assert (record.build, record.decision_outcome) == ("25D2100", OFFERED.outcome.value)
+    (sql,) = statements
+    assignments = sql.split(" WHERE ")[0]
+    assert "build=" in assignments.replace(" ", "")
+    assert "platform=" not in assignments.replace(" ", "")  # unchanged: left, and checked
+    assert "platform" in sql.split(" WHERE ")[1]
+
+
 def test_a_known_state_is_reused_only_at_its_version_and_with_its_content(
     devices: DeviceStore,
 ) -> None:

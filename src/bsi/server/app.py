@@ -51,7 +51,14 @@ from bsi.server.tuf_hosting import (
     watch_repository,
 )
 from bsi.server.wakeup import Wakeups
-from bsi.store.database import DatabaseError, open_engine, require_current_schema, upgrade
+from bsi.store.database import (
+    CHECKPOINT_SECONDS,
+    DatabaseError,
+    database_backend,
+    open_engine,
+    require_current_schema,
+    upgrade,
+)
 from bsi.store.protocols import Stores
 from bsi.store.store import DEFAULT_GROUP, Store
 
@@ -135,6 +142,12 @@ def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
                 _every(settings.webhook_seconds, service.webhooks.deliver, "webhook")
             ),
         ]
+        if database_backend(settings.resolved_database_url()) == "sqlite":
+            tasks.append(
+                asyncio.create_task(
+                    _every(CHECKPOINT_SECONDS, service.checkpoint_database, "checkpoint")
+                )
+            )
         if settings.tuf_repo_dir and settings.tuf_keys_dir:
             tasks.append(
                 asyncio.create_task(

@@ -733,6 +733,11 @@ class BsiService:
         """Readiness: raises DatabaseError unless the database answers with the current schema."""
         self.stores.database.require_current_schema()
 
+    def checkpoint_database(self) -> None:
+        """SQLite's log into its database file, off the status writer's path (the server
+        calls it every :data:`~bsi.store.database.CHECKPOINT_SECONDS`)."""
+        self.stores.database.checkpoint()
+
     def close(self) -> None:
         """Close the database's pooled connections (a server that stops, a test), once a
         background decision pass under way has ended (at most 30 s)."""

@@ -200,7 +200,15 @@ class StatusWriter:
                 _settle(job, StatusStored(state, written=False))
                 continue
             writes.append(
-                StatusWrite(job.device_id, found.version, found.state, state, decision, events)
+                StatusWrite(
+                    job.device_id,
+                    found.version,
+                    found.state,
+                    state,
+                    decision,
+                    events,
+                    found.indexed,
+                )
             )
             writing.append(job)
         if not writes:

@@ -281,6 +281,11 @@ class Database(Protocol):
         """Close every pooled connection (a store opened again reconnects)."""
         ...
 
+    def checkpoint(self) -> None:
+        """Move SQLite's log into the database file off the writers' path
+        (:func:`~bsi.store.database.checkpoint`); nothing on PostgreSQL."""
+        ...
+
 
 class FleetStore(
     DeviceStore, CatalogStore, DeclarationStore, CredentialStore, EventStore, Database, Protocol

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import secrets
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -55,11 +56,12 @@ from bsi.errors import (
     NotFound,
     Unauthorized,
 )
-from bsi.store.database import Sessions, require_current_schema
+from bsi.store.database import Sessions, checkpoint, require_current_schema
 from bsi.store.events import NewEvent, add_events
 from bsi.store.models import (
     CONTAINER_GROUP_COLUMNS,
     DECISION_GROUP_COLUMNS,
+    DEVICE_LIST_FILTERS,
     NOT_REPORTED,
     NOT_REPORTED_MESSAGE,
     ApiKey,
@@ -196,6 +198,9 @@ class StoredStatus:
     udid: str | None = None
     serial_number: str | None = None
     decision: Mapping[str, Any] | None = None
+    indexed: Mapping[str, Any] = field(default_factory=dict)
+    """The stored values of the indexed columns a status write sets
+    (:data:`_INDEXED_WRITE_COLUMNS`), for :attr:`StatusWrite.indexed`."""
 
     def holds(self, state: DeviceState, decision: Decision | None) -> bool:
         """Whether storing ``state`` and ``decision`` would change nothing, so that an
@@ -258,6 +263,9 @@ class StatusWrite:
     state: DeviceState
     decision: Decision | None
     events: tuple[NewEvent, ...] = ()
+    indexed: Mapping[str, Any] = field(default_factory=dict)
+    """The indexed columns' values read with ``previous`` (:attr:`StoredStatus.indexed`);
+    one the write would set to the same value is left as it is (empty: set them all)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,6 +377,9 @@ class Store(Sessions):
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+    def checkpoint(self) -> None:
+        checkpoint(self.engine)
 
     # -- groups ------------------------------------------------------------
 
@@ -956,7 +967,8 @@ class Store(Sessions):
         from (``version``, read by :meth:`device_states`): a device that reported
         meanwhile keeps the decision its report stored (decided from its newer state),
         and comes back in ``stale`` to be decided again from what it reported. The
-        version is not bumped: a concurrent report never merges again because of it.
+        version is not bumped: a concurrent report merges again only when its write
+        would have left the decision columns as it read them (:func:`_write_states`).
         """
         written, stale = 0, list[str]()
         batch: list[DecidedDevice] = []
@@ -1419,22 +1431,41 @@ def _write_states(session: Session, writes: Sequence[StatusWrite], now: datetime
     fewer rows than writes were updated: a device was written since its merge read it,
     or was revoked. Raises :class:`~bsi.errors.InvalidStatusReport` for a value too
     long for its column."""
-    columns = [_state_columns(write.state, write.decision, now) for write in writes]
-    parameters = [
-        {
-            "w_id": write.device_id,
-            "w_version": write.version,
-            "w_udid": write.state.udid,
-            "w_serial_number": write.state.serial_number,
-            **{f"w_{name}": value for name, value in values.items()},
-        }
-        for write, values in zip(writes, columns, strict=True)
-    ]
-    done = session.connection().execute(_state_update(tuple(columns[0])), parameters)
-    if done.rowcount != len(writes):
+    connection = session.connection()
+    landed = 0
+    # Consecutive writes that set the same columns share one statement, so rows are
+    # still written in the order given (the lock order of every writer of devices).
+    for kept, run in itertools.groupby(
+        ((write, _state_columns(write.state, write.decision, now)) for write in writes),
+        key=lambda pair: _unchanged_indexed(pair[0], pair[1]),
+    ):
+        pairs = list(run)
+        parameters = [
+            {
+                "w_id": write.device_id,
+                "w_version": write.version,
+                "w_udid": write.state.udid,
+                "w_serial_number": write.state.serial_number,
+                **{f"w_{name}": value for name, value in values.items()},
+            }
+            for write, values in pairs
+        ]
+        names = tuple(name for name in pairs[0][1] if name not in kept)
+        landed += connection.execute(_state_update(names, kept), parameters).rowcount
+    if landed != len(writes):
         return False
     _record_state_changes(session, writes, now)
     return True
+
+
+def _unchanged_indexed(write: StatusWrite, values: Mapping[str, Any]) -> tuple[str, ...]:
+    """The indexed columns ``write`` would set to the value they were read with: left
+    out of its statement, which lands only if they still hold it."""
+    return tuple(
+        name
+        for name in _INDEXED_WRITE_COLUMNS
+        if name in write.indexed and write.indexed[name] == values[name]
+    )
 
 
 def _write_state(session: Session, write: StatusWrite, now: datetime) -> DeviceState | None:
@@ -1504,12 +1535,14 @@ def _stored_status(row: Row[Any], known: KnownState | None = None) -> StoredStat
             state = known[1]
         else:
             state = DeviceState(dict(row.status_items), errors, invalid)
+    mapping = row._mapping
     return StoredStatus(
         state,
         row.status_version,
         row.udid,
         row.serial_number,
-        {name: row._mapping[name] for name in _DECISION_COLUMNS},
+        {name: mapping[name] for name in _DECISION_COLUMNS},
+        {name: mapping[name] for name in _INDEXED_WRITE_COLUMNS},
     )
 
 
@@ -1535,6 +1568,18 @@ _DECISION_COLUMNS = (
     "decision_message",
 )
 """The device row's columns a decision is stored in (:func:`_decision_columns`)."""
+_INDEXED_STATE_COLUMNS = tuple(
+    name
+    for name in DEVICE_LIST_FILTERS
+    if name in ("platform", "product_version", "build", "supplemental_build", "supplemental_extra")
+)
+"""The indexed columns of ``devices`` a status write derives from the state."""
+_INDEXED_WRITE_COLUMNS = tuple(name for name in DEVICE_LIST_FILTERS if name != "group_id")
+"""The indexed columns a status write sets (the state's and the decision's). SQLite
+rewrites an index's entry for every column a statement sets, even to the value it
+holds: at a million devices, where each row's entries lie on pages of their own,
+that was most of the pages a report wrote (issue 18). A write sets only those that
+change (:func:`_write_states`)."""
 _DEVICES = cast(Table, Device.__table__)
 _STORED_STATUS = select(
     *(
@@ -1549,6 +1594,7 @@ _STORED_STATUS = select(
             "udid",
             "serial_number",
             *_DECISION_COLUMNS,
+            *_INDEXED_STATE_COLUMNS,
         )
     )
 ).where(_DEVICES.c.id == bindparam("device_id"))
@@ -1559,11 +1605,13 @@ _BUILD_CHANGE = insert(cast(Table, SupplementalBuildChange.__table__))
 
 
 @functools.cache
-def _state_update(names: tuple[str, ...]) -> Update:
-    """The compare-and-set of a device's state and decision (``names``: the columns of
-    :func:`_state_columns`), built once. The hardware a device first names is the one
-    it must keep naming (trust on first use): ``udid`` and ``serial_number`` are only
-    filled in, never replaced."""
+def _state_update(names: tuple[str, ...], kept: tuple[str, ...] = ()) -> Update:
+    """The compare-and-set of a device's state and decision, built once: ``names``, the
+    columns of :func:`_state_columns` it sets; ``kept``, those it leaves as they are,
+    which must still hold their value (a decision pass writes the decision without
+    moving the status version). The hardware a device first names is the one it must
+    keep naming (trust on first use): ``udid`` and ``serial_number`` are only filled in,
+    never replaced."""
     c = _DEVICES.c
     return (
         update(_DEVICES)
@@ -1572,6 +1620,10 @@ def _state_update(names: tuple[str, ...]) -> Update:
             c.status_version == bindparam("w_version"),
             c.revoked_at.is_(None),
             c.decommissioned_at.is_(None),
+            *(
+                c[name].is_not_distinct_from(bindparam(f"w_{name}", type_=c[name].type))
+                for name in kept
+            ),
         )
         .values(
             status_version=c.status_version + 1,
