@@ -3,7 +3,9 @@ without a restart; /healthz (liveness) apart from /readyz (database and schema).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
 import signal
 import socket
@@ -19,6 +21,7 @@ import psycopg
 import pytest
 from sqlalchemy import Engine
 
+from bsi.server.app import FailureLog, run_every
 from bsi.store.store import Store
 from pgcluster import free_port
 from reports import macos_report
@@ -160,3 +163,61 @@ def test_workers_exit_with_their_supervisor_and_a_restart_takes_the_port(tmp_pat
     second = start()
     second.send_signal(signal.SIGINT)
     second.wait(timeout=30)
+
+
+def test_a_background_task_failing_alike_logs_one_traceback_and_then_that_it_works_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The SQLite checkpoint runs twice a second: an outage must not log a traceback at
+    every beat. 40 failures alike give one traceback; the first success says so."""
+    calls = 0
+
+    def checkpoint() -> None:
+        nonlocal calls
+        calls += 1
+        if calls <= 40:
+            raise sqlite3.OperationalError("disk I/O error")
+
+    async def run() -> None:
+        task = asyncio.create_task(run_every(0.001, checkpoint, "checkpoint"))
+        while calls < 45:
+            await asyncio.sleep(0.01)
+        task.cancel()
+
+    with caplog.at_level(logging.INFO, logger="bsi.server"):
+        asyncio.run(run())
+    told = [r for r in caplog.records if r.name == "bsi.server"]
+    assert [r.getMessage() for r in told] == [
+        "checkpoint update failed; will retry",
+        "checkpoint update works again after 40 failures",
+    ]
+    assert told[0].exc_info is not None
+    assert told[1].exc_info is None
+
+
+def test_a_failure_that_lasts_is_told_again_once_a_minute_and_another_failure_at_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    failures = FailureLog("webhook", lambda: now[0])
+
+    def fail(error: Exception) -> None:
+        try:
+            raise error
+        except Exception as caught:
+            failures.failed(caught)
+
+    with caplog.at_level(logging.INFO, logger="bsi.server"):
+        for second in range(0, 130):  # the same failure every second for 130 s
+            now[0] = float(second)
+            fail(OSError("database is locked"))
+        fail(ValueError("another fault"))  # unlike the last: its traceback at once
+        failures.succeeded()
+    told = [(r.getMessage(), r.exc_info is not None) for r in caplog.records]
+    assert told == [
+        ("webhook update failed; will retry", True),
+        ("webhook update still failing (61 times so far): OSError: database is locked", False),
+        ("webhook update still failing (121 times so far): OSError: database is locked", False),
+        ("webhook update failed; will retry", True),
+        ("webhook update works again after 131 failures", False),
+    ]

@@ -130,22 +130,24 @@ def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
         tasks = [
             asyncio.create_task(wakeups.follow()),
             asyncio.create_task(
-                _every(settings.last_seen_flush_seconds, service.flush_last_seen, "last-seen")
+                run_every(settings.last_seen_flush_seconds, service.flush_last_seen, "last-seen")
             ),
             asyncio.create_task(
-                _every(settings.revocation_poll_seconds, service.revocations.refresh, "revocation")
+                run_every(
+                    settings.revocation_poll_seconds, service.revocations.refresh, "revocation"
+                )
             ),
             asyncio.create_task(
-                _every(settings.rollout_tick_seconds, service.rollouts.tick, "rollout")
+                run_every(settings.rollout_tick_seconds, service.rollouts.tick, "rollout")
             ),
             asyncio.create_task(
-                _every(settings.webhook_seconds, service.webhooks.deliver, "webhook")
+                run_every(settings.webhook_seconds, service.webhooks.deliver, "webhook")
             ),
         ]
         if database_backend(settings.resolved_database_url()) == "sqlite":
             tasks.append(
                 asyncio.create_task(
-                    _every(CHECKPOINT_SECONDS, service.checkpoint_database, "checkpoint")
+                    run_every(CHECKPOINT_SECONDS, service.checkpoint_database, "checkpoint")
                 )
             )
         if settings.tuf_repo_dir and settings.tuf_keys_dir:
@@ -244,14 +246,63 @@ def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
     return app
 
 
-async def _every(seconds: float, work: Callable[[], object], what: str) -> None:
-    """Run ``work`` in a thread every ``seconds``; a failure is logged and retried."""
+async def run_every(seconds: float, work: Callable[[], object], what: str) -> None:
+    """Run ``work`` in a thread every ``seconds``; a failure is logged
+    (:class:`FailureLog`) and retried at the next beat."""
+    failures = FailureLog(what, asyncio.get_running_loop().time)
     while True:
         await asyncio.sleep(seconds)
         try:
             await run_in_threadpool(work)
-        except Exception:  # the database may be briefly away; keep serving
-            log.exception("%s update failed; will retry", what)
+        except Exception as error:  # the database may be briefly away; keep serving
+            failures.failed(error)
+        else:
+            failures.succeeded()
+
+
+REPEATED_FAILURE_LOG_SECONDS = 60.0
+"""How often a background task that keeps failing alike says so again."""
+
+
+class FailureLog:
+    """The log of one background task's failures: an outage is told, not repeated at
+    every beat (the SQLite checkpoint runs twice a second, so a database away for an
+    hour logged 7,200 tracebacks).
+
+    The first failure, and one unlike the last (another type or message), is logged
+    with its traceback; the same failure again only every
+    :data:`REPEATED_FAILURE_LOG_SECONDS`, as one line with how often it failed; the
+    first success after failures says it works again. ``clock``: seconds, monotonic.
+    """
+
+    def __init__(self, what: str, clock: Callable[[], float]) -> None:
+        self._what = what
+        self._clock = clock
+        self._last: tuple[type[BaseException], str] | None = None
+        self._failures = 0
+        self._told_at = 0.0
+
+    def failed(self, error: Exception) -> None:
+        """Call from the ``except`` block that caught ``error`` (its traceback is logged)."""
+        self._failures += 1
+        kind = (type(error), str(error))
+        if kind != self._last:
+            self._last, self._told_at = kind, self._clock()
+            log.exception("%s update failed; will retry", self._what)
+        elif self._clock() - self._told_at >= REPEATED_FAILURE_LOG_SECONDS:
+            self._told_at = self._clock()
+            log.error(
+                "%s update still failing (%d times so far): %s: %s",
+                self._what,
+                self._failures,
+                type(error).__name__,
+                error,
+            )
+
+    def succeeded(self) -> None:
+        if self._failures:
+            log.warning("%s update works again after %d failures", self._what, self._failures)
+        self._last, self._failures = None, 0
 
 
 class EnrollIn(BaseModel):
