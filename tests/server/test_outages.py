@@ -20,6 +20,7 @@ import httpx
 import psycopg
 import pytest
 from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
 from bsi.server.app import FailureLog, run_every
 from bsi.store.store import Store
@@ -220,4 +221,36 @@ def test_a_failure_that_lasts_is_told_again_once_a_minute_and_another_failure_at
         ("webhook update still failing (121 times so far): OSError: database is locked", False),
         ("webhook update failed; will retry", True),
         ("webhook update works again after 131 failures", False),
+    ]
+
+
+def test_failures_that_differ_only_in_their_statements_parameters_or_flap_are_told_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A SQLAlchemy error's text holds the statement's parameters (the last-seen flush's
+    timestamps change at every beat): the kind is the database's own message. A task
+    that fails and works in turn is told once per window, not at every flap."""
+    now = [0.0]
+    failures = FailureLog("last-seen", lambda: now[0])
+
+    def fail(beat: int) -> None:
+        try:
+            raise OperationalError(
+                "UPDATE devices SET last_seen_at=?",
+                {"now": beat},
+                sqlite3.OperationalError("disk I/O error"),
+            )
+        except OperationalError as caught:
+            failures.failed(caught)
+
+    with caplog.at_level(logging.INFO, logger="bsi.server"):
+        for beat in range(20):
+            now[0] = beat * 0.5
+            fail(beat)
+            if beat % 2:
+                failures.succeeded()
+    told = [r.getMessage() for r in caplog.records]
+    assert told == [
+        "last-seen update failed; will retry",
+        "last-seen update works again after 2 failures",
     ]

@@ -80,7 +80,9 @@ def test_a_checkpoint_moves_what_committed_into_the_database_file(
         return
     with engine.connect() as connection:
         pages = connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
+        limit = connection.exec_driver_sql("PRAGMA journal_size_limit").scalar()
     assert pages == WAL_AUTOCHECKPOINT_PAGES  # the bound when the server's checkpoints lag
+    assert limit == WAL_AUTOCHECKPOINT_PAGES * 4096  # and the log file's, once copied
     assert "c" not in groups_in_file_alone(engine, tmp_path / "before.db")
     database.checkpoint()
     assert "c" in groups_in_file_alone(engine, tmp_path / "after.db")

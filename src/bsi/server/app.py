@@ -261,7 +261,7 @@ async def run_every(seconds: float, work: Callable[[], object], what: str) -> No
 
 
 REPEATED_FAILURE_LOG_SECONDS = 60.0
-"""How often a background task that keeps failing alike says so again."""
+"""How often a background task's failure of one kind is told again."""
 
 
 class FailureLog:
@@ -269,40 +269,50 @@ class FailureLog:
     every beat (the SQLite checkpoint runs twice a second, so a database away for an
     hour logged 7,200 tracebacks).
 
-    The first failure, and one unlike the last (another type or message), is logged
-    with its traceback; the same failure again only every
-    :data:`REPEATED_FAILURE_LOG_SECONDS`, as one line with how often it failed; the
-    first success after failures says it works again. ``clock``: seconds, monotonic.
+    A failure is of a kind: its type and its database's own message (a SQLAlchemy
+    error's text also holds the statement's parameters, which change at every beat).
+    A kind is logged with its traceback, then not again for
+    :data:`REPEATED_FAILURE_LOG_SECONDS`; after that, within the same outage, as one
+    line with how often the task failed. The first success after a told failure says
+    the task works again. A task that fails and works in turn (flapping) is told at
+    most once per kind and window. ``clock``: seconds, monotonic.
     """
 
     def __init__(self, what: str, clock: Callable[[], float]) -> None:
         self._what = what
         self._clock = clock
-        self._last: tuple[type[BaseException], str] | None = None
+        self._told: dict[tuple[type[BaseException], str], float] = {}
+        """When each kind of failure was last logged."""
         self._failures = 0
-        self._told_at = 0.0
+        """Failures since the last success."""
+        self._outage_told = False
 
     def failed(self, error: Exception) -> None:
         """Call from the ``except`` block that caught ``error`` (its traceback is logged)."""
         self._failures += 1
-        kind = (type(error), str(error))
-        if kind != self._last:
-            self._last, self._told_at = kind, self._clock()
-            log.exception("%s update failed; will retry", self._what)
-        elif self._clock() - self._told_at >= REPEATED_FAILURE_LOG_SECONDS:
-            self._told_at = self._clock()
+        now = self._clock()
+        kind = (type(error), str(getattr(error, "orig", None) or error))
+        told_at = self._told.get(kind)
+        if told_at is not None and now - told_at < REPEATED_FAILURE_LOG_SECONDS:
+            return
+        self._told = {k: t for k, t in self._told.items() if now - t < REPEATED_FAILURE_LOG_SECONDS}
+        self._told[kind] = now
+        if told_at is not None and self._outage_told:
             log.error(
                 "%s update still failing (%d times so far): %s: %s",
                 self._what,
                 self._failures,
                 type(error).__name__,
-                error,
+                kind[1],
             )
+        else:
+            log.exception("%s update failed; will retry", self._what)
+        self._outage_told = True
 
     def succeeded(self) -> None:
-        if self._failures:
+        if self._outage_told:
             log.warning("%s update works again after %d failures", self._what, self._failures)
-        self._last, self._failures = None, 0
+        self._failures, self._outage_told = 0, False
 
 
 class EnrollIn(BaseModel):

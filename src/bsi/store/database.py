@@ -24,8 +24,9 @@ dirties pages of its own, that was 43 % of the writer's time and cost a
 third of the status throughput (issue 18). A server runs :func:`checkpoint`
 every :data:`CHECKPOINT_SECONDS` from a background task instead; a commit
 still checkpoints when the log passes :data:`WAL_AUTOCHECKPOINT_PAGES` (a
-process that runs no such task, or one that falls behind), so the log stays
-bounded either way.
+process that runs no such task, or one that falls behind), and the log file is
+cut back to that size once copied (``journal_size_limit``), so the log stays
+bounded either way, but for pages a long-running reader still uses.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session, sessionmaker
 
 from bsi.errors import BsiError
@@ -146,6 +148,7 @@ def _tune_sqlite(connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT * 1000}")
     cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+    cursor.execute(f"PRAGMA journal_size_limit={WAL_AUTOCHECKPOINT_PAGES * 4096}")
     cursor.close()
 
 
@@ -162,6 +165,8 @@ def checkpoint(engine: Engine) -> tuple[int, int] | None:
             row = connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
     except OperationalError as error:
         raise DatabaseError(f"cannot checkpoint {engine.url!r}: {error.orig}") from error
+    except PoolTimeout as error:  # every pooled connection is busy: the next beat
+        raise DatabaseError(f"cannot checkpoint {engine.url!r}: {error}") from error
     _busy, logged, copied = row
     return int(logged), int(copied)
 
