@@ -275,3 +275,28 @@ def test_an_ios_rollouts_waves_count_the_ipad_and_its_failure_halts_them(
     assert fleet.clients["ipad"].put("/v1/ddm/status", json=failed).status_code == 200
     body = server.reader.get(rollout).json()
     assert body["state"] == "halted", body
+
+
+def test_a_pass_is_shown_from_its_start_while_it_reads_and_counts_its_devices(
+    server: RunningServer, fleet: Fleet
+) -> None:
+    """Before its first batch a pass reads what changed and counts the devices it
+    affects: seconds at a million devices, during which the admin API said no pass was
+    under way (and the publish benchmark took the pass for done)."""
+    devices = server.service.stores.devices
+    seen: list[Any] = []
+
+    def counting(**filters: Any) -> int:
+        seen.append(server.reader.get("/v1/admin/decisions/recompute").json()["recomputing"])
+        return type(devices).count_device_states(devices, **filters)  # type: ignore[arg-type]
+
+    devices.count_device_states = counting  # type: ignore[method-assign]
+    try:
+        paused = server.admin.post(f"/v1/admin/supplements/iOS/{IOS_A}/pause")
+        assert paused.status_code == 200, paused.text
+        server.service.recompute_changed()  # after the route's own pass
+    finally:
+        del devices.count_device_states  # type: ignore[attr-defined]
+    assert seen[0] == {"affects": "what changed", "queued": True}
+    assert decided_again(server, fleet["iphone"])[fleet["iphone"]] is True
+    assert server.service.recomputing() is None

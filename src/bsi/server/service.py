@@ -112,6 +112,8 @@ RECOMPUTE_YIELD = 1.0
 so check-ins have the database and the interpreter at least half of the time."""
 STALE_ATTEMPTS = 3
 """Times a pass decides again the devices that reported while their decision was made."""
+_WHAT_CHANGED = "what changed"
+"""What a pass decides for, as the admin is told, before it has read what changed."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,6 +329,9 @@ class BsiService:
         """Devices to decide again at the next pass, beyond what changed inputs affect."""
         self._again = False
         """A pass was asked for while one ran: its thread runs one more."""
+        self._preparing: str | None = None
+        """What the pass under way decides for, from its start until it has counted its
+        devices (reading the inputs and counting take seconds at a million devices)."""
         self._decided: _DecisionInputs | None = None
         """The inputs of the last finished pass: what a change is compared with."""
         self._progress: _Progress | None = None
@@ -1032,6 +1037,7 @@ class BsiService:
         """One decision pass (:meth:`recompute_changed`), under the pass lock."""
         with self._pending_lock:
             wanted, self._pending = self._pending, NOBODY
+            self._preparing = wanted.describe() if wanted else _WHAT_CHANGED
         try:
             self._catalog.drop()
             self._groups.drop()
@@ -1044,6 +1050,7 @@ class BsiService:
             raise
         finally:
             self._progress = None
+            self._preparing = None
         self._decided = inputs
         return decided
 
@@ -1057,13 +1064,17 @@ class BsiService:
     def recomputing(self) -> dict[str, Any] | None:
         """The decision pass under way in this process, for the admin: ``affects``
         (which devices), ``devices`` (how many), ``devices_left``, ``started_at``
-        (ISO 8601) and ``queued`` (a change waits for the next pass); None when none
-        runs and none waits."""
+        (ISO 8601) and ``queued`` (a change waits for the next pass); only ``affects`` and
+        ``queued`` (True) while a pass waits, or reads what changed and counts its devices;
+        None when none runs and none waits."""
         progress = self._progress
         with self._pending_lock:
             queued = bool(self._pending) or self._again
-        if progress is None:
-            waiting = self._pending.describe() if self._pending else "what changed"
+            preparing = self._preparing
+        if progress is None:  # none under way, or one reading its inputs and counting
+            if preparing is not None:
+                return {"affects": preparing, "queued": True}
+            waiting = self._pending.describe() if self._pending else _WHAT_CHANGED
             return {"affects": waiting, "queued": True} if queued else None
         return {
             "affects": progress.affects,
