@@ -13,11 +13,12 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine, create_engine, text
 from store_facts import NOW, counted
 
 from bsi.store.database import (
     WAL_AUTOCHECKPOINT_PAGES,
+    WAL_FILE_LIMIT_BYTES,
     DatabaseError,
     _alembic_config,
     checkpoint,
@@ -82,12 +83,31 @@ def test_a_checkpoint_moves_what_committed_into_the_database_file(
         pages = connection.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar()
         limit = connection.exec_driver_sql("PRAGMA journal_size_limit").scalar()
     assert pages == WAL_AUTOCHECKPOINT_PAGES  # the bound when the server's checkpoints lag
-    assert limit == WAL_AUTOCHECKPOINT_PAGES * 4096  # and the log file's, once copied
+    assert limit == WAL_FILE_LIMIT_BYTES  # and the log file's, once copied
     assert "c" not in groups_in_file_alone(engine, tmp_path / "before.db")
     database.checkpoint()
     assert "c" in groups_in_file_alone(engine, tmp_path / "after.db")
     logged, copied = checkpoint(engine) or (-1, -2)
     assert logged == copied  # nobody read or wrote meanwhile: the whole log
+
+
+def test_a_checkpoint_with_every_connection_busy_is_refused_as_a_database_error(
+    tmp_path: Path,
+) -> None:
+    """The server's checkpoint task finds every pooled connection taken: a
+    :class:`DatabaseError` naming the database, which the task logs and tries again at
+    its next beat, not a pool error of SQLAlchemy's."""
+    url = f"sqlite:///{tmp_path / 'busy.db'}"
+    engine = create_engine(url, pool_size=1, max_overflow=0, pool_timeout=0.1)
+    try:
+        with (
+            engine.connect(),  # the only connection, held
+            pytest.raises(DatabaseError, match=r"cannot checkpoint .*QueuePool limit"),
+        ):
+            checkpoint(engine)
+        assert checkpoint(engine) is not None  # let go: it runs
+    finally:
+        engine.dispose()
 
 
 def groups_in_file_alone(engine: Engine, copy: Path) -> set[str]:

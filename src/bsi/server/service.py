@@ -144,7 +144,9 @@ class _Progress:
     """A decision pass under way (:meth:`BsiService.recomputing`)."""
 
     affects: str
-    devices: int
+    devices: int | None
+    """None while the pass reads what changed and counts the devices it affects (seconds
+    at a million devices), before its first batch."""
     started_at: datetime
     decided: int = 0
 
@@ -329,9 +331,6 @@ class BsiService:
         """Devices to decide again at the next pass, beyond what changed inputs affect."""
         self._again = False
         """A pass was asked for while one ran: its thread runs one more."""
-        self._preparing: str | None = None
-        """What the pass under way decides for, from its start until it has counted its
-        devices (reading the inputs and counting take seconds at a million devices)."""
         self._decided: _DecisionInputs | None = None
         """The inputs of the last finished pass: what a change is compared with."""
         self._progress: _Progress | None = None
@@ -1037,20 +1036,21 @@ class BsiService:
         """One decision pass (:meth:`recompute_changed`), under the pass lock."""
         with self._pending_lock:
             wanted, self._pending = self._pending, NOBODY
-            self._preparing = wanted.describe() if wanted else _WHAT_CHANGED
+            progress = _Progress(wanted.describe() if wanted else _WHAT_CHANGED, None, self.clock())
+            self._progress = progress  # shown from the instant it takes its devices
         try:
             self._catalog.drop()
             self._groups.drop()
             self.rollouts.forget()
             inputs = self._decision_inputs()
-            decided = self._decide(wanted | inputs.affects_since(self._decided), inputs)
+            affected = wanted | inputs.affects_since(self._decided)
+            decided = self._decide(affected, inputs, progress)
         except BaseException:
             with self._pending_lock:
                 self._pending |= wanted  # the next pass decides them
             raise
         finally:
             self._progress = None
-            self._preparing = None
         self._decided = inputs
         return decided
 
@@ -1067,15 +1067,14 @@ class BsiService:
         (ISO 8601) and ``queued`` (a change waits for the next pass); only ``affects`` and
         ``queued`` (True) while a pass waits, or reads what changed and counts its devices;
         None when none runs and none waits."""
-        progress = self._progress
         with self._pending_lock:
+            progress = self._progress
             queued = bool(self._pending) or self._again
-            preparing = self._preparing
-        if progress is None:  # none under way, or one reading its inputs and counting
-            if preparing is not None:
-                return {"affects": preparing, "queued": True}
+        if progress is None:
             waiting = self._pending.describe() if self._pending else _WHAT_CHANGED
             return {"affects": waiting, "queued": True} if queued else None
+        if progress.devices is None:  # reading what changed and counting its devices
+            return {"affects": progress.affects, "queued": True}
         return {
             "affects": progress.affects,
             "devices": progress.devices,
@@ -1090,7 +1089,7 @@ class BsiService:
         policies = {g: self.group_view(g).policy for g in groups}
         return _DecisionInputs(self.catalog(), groups, policies, self.rollouts.decision_inputs())
 
-    def _decide(self, affected: Affected, inputs: _DecisionInputs) -> int:
+    def _decide(self, affected: Affected, inputs: _DecisionInputs, progress: _Progress) -> int:
         if not affected:
             return 0
         filters: dict[str, Any] = {}
@@ -1100,10 +1099,8 @@ class BsiService:
                 "groups": sorted(affected.groups),
                 "devices": sorted(affected.devices),
             }
-        progress = _Progress(
-            affected.describe(), self._devices.count_device_states(**filters), self.clock()
-        )
-        self._progress = progress
+        devices = self._devices.count_device_states(**filters)
+        progress.affects, progress.devices = affected.describe(), devices
         catalog, now = inputs.catalog, self.clock()
 
         def decided(row: DeviceStateRow) -> DecidedDevice:

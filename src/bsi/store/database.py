@@ -63,6 +63,8 @@ CHECKPOINT_SECONDS = 0.5
 WAL_AUTOCHECKPOINT_PAGES = 16384
 """Pages (4 KiB each, 64 MiB) of SQLite log past which a commit checkpoints it itself
 (SQLite's default is 1,000): the bound when background checkpoints do not keep up."""
+WAL_FILE_LIMIT_BYTES = WAL_AUTOCHECKPOINT_PAGES * 4096
+"""The size SQLite's log file is cut back to once copied (``journal_size_limit``)."""
 
 
 BACKENDS = ("sqlite", "postgresql")
@@ -148,7 +150,7 @@ def _tune_sqlite(connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT * 1000}")
     cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
-    cursor.execute(f"PRAGMA journal_size_limit={WAL_AUTOCHECKPOINT_PAGES * 4096}")
+    cursor.execute(f"PRAGMA journal_size_limit={WAL_FILE_LIMIT_BYTES}")
     cursor.close()
 
 
@@ -163,10 +165,9 @@ def checkpoint(engine: Engine) -> tuple[int, int] | None:
     try:
         with engine.connect() as connection:
             row = connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
-    except OperationalError as error:
-        raise DatabaseError(f"cannot checkpoint {engine.url!r}: {error.orig}") from error
-    except PoolTimeout as error:  # every pooled connection is busy: the next beat
-        raise DatabaseError(f"cannot checkpoint {engine.url!r}: {error}") from error
+    except (OperationalError, PoolTimeout) as error:  # away, or every connection busy
+        cause = getattr(error, "orig", None) or error
+        raise DatabaseError(f"cannot checkpoint {engine.url!r}: {cause}") from error
     _busy, logged, copied = row
     return int(logged), int(copied)
 
