@@ -55,6 +55,7 @@ from bsi.store.database import (
     CHECKPOINT_SECONDS,
     DatabaseError,
     database_backend,
+    database_cause,
     open_engine,
     require_current_schema,
     upgrade,
@@ -291,7 +292,7 @@ class FailureLog:
         """Call from the ``except`` block that caught ``error`` (its traceback is logged)."""
         self._failures += 1
         now = self._clock()
-        kind = (type(error), str(getattr(error, "orig", None) or error))
+        kind = (type(error), str(database_cause(error)))
         told_at = self._told.get(kind)
         if told_at is not None and now - told_at < REPEATED_FAILURE_LOG_SECONDS:
             return

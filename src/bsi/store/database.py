@@ -154,6 +154,13 @@ def _tune_sqlite(connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def database_cause(error: BaseException) -> BaseException:
+    """The database driver's own error under a SQLAlchemy one (its ``orig``), else
+    ``error``: what the database said, without SQLAlchemy's text around it, which also
+    holds the statement and its parameters."""
+    return getattr(error, "orig", None) or error
+
+
 def checkpoint(engine: Engine) -> tuple[int, int] | None:
     """Copy what SQLite's log holds back into the database file, without waiting for
     or blocking anyone (``PRAGMA wal_checkpoint(PASSIVE)``): a reader or writer at
@@ -166,7 +173,7 @@ def checkpoint(engine: Engine) -> tuple[int, int] | None:
         with engine.connect() as connection:
             row = connection.exec_driver_sql("PRAGMA wal_checkpoint(PASSIVE)").one()
     except (OperationalError, PoolTimeout) as error:  # away, or every connection busy
-        cause = getattr(error, "orig", None) or error
+        cause = database_cause(error)
         raise DatabaseError(f"cannot checkpoint {engine.url!r}: {cause}") from error
     _busy, logged, copied = row
     return int(logged), int(copied)

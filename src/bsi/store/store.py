@@ -56,7 +56,7 @@ from bsi.errors import (
     NotFound,
     Unauthorized,
 )
-from bsi.store.database import Sessions, checkpoint, require_current_schema
+from bsi.store.database import Sessions, checkpoint, database_cause, require_current_schema
 from bsi.store.events import NewEvent, add_events
 from bsi.store.models import (
     CONTAINER_GROUP_COLUMNS,
@@ -1412,7 +1412,7 @@ def _write_alone(
     except (StatementError, ValueError) as error:
         if isinstance(error, OperationalError | InterfaceError):
             raise
-        cause = getattr(error, "orig", None) or error
+        cause = database_cause(error)
         return InvalidStatusReport(
             f"the database refused this status report: {type(cause).__name__}",
             hint="send only values Apple's status item schema allows",
