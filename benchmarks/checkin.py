@@ -91,6 +91,7 @@ from bsi.apple import sample
 from bsi.domain.declarations import software_update_settings
 from bsi.domain.policy import InstallSecurityUpdate
 from bsi.domain.status import merge_status, parse_status_report
+from bsi.durable import write_atomic
 from bsi.server.app import ServerSettings, prepare
 from bsi.store.database import head_revision, open_engine
 from bsi.store.models import Device, SupplementalBuildChange
@@ -538,35 +539,39 @@ def seed_with(
 
 def seeded(
     args: argparse.Namespace,
+    source: Path | None,
     data_dir: Path,
     database_url: str | None,
     devices: int,
     seed: str,
     templates: list[Template],
+    label: str = "",
 ) -> tuple[tuple[bytes, int], str]:
-    """:func:`seed_database`, or (``--seed-cache``, SQLite) a copy of a database this
-    benchmark seeded before with as many devices, at this bsi's schema revision; then the
-    seeding's writes are flushed to disk, so the kernel's write-back of them does not run
-    during the measurement.
+    """:func:`seed_with`, or (``--seed-cache``, SQLite, this tree) a copy of a database
+    this benchmark seeded before with as many devices, at this bsi's schema revision; then
+    the seeding's writes are flushed to disk, so the kernel's write-back of them does not
+    run during the measurement. ``label`` names the server in what it prints.
 
-    Returns the signing facts and the seed the devices were made from."""
+    Returns the signing facts and the seed the devices were made from. The cache is keyed
+    by device count and schema revision only: empty it after changing the seeding."""
     started = time.monotonic()
     cached = None
-    if args.seed_cache and not database_url:  # a database at this bsi's schema
+    if args.seed_cache and source is None and not database_url:
         cached = args.seed_cache / f"sqlite-{devices}-{head_revision()}"
     if cached is not None and (cached / "seed.json").is_file():
         shutil.copytree(cached / "data", data_dir)
         found = json.loads((cached / "seed.json").read_text(encoding="utf-8"))
         signing, seed = (bytes.fromhex(found["key"]), int(found["group_id"])), found["seed"]
-        print(f"  copied {devices:,} seeded devices from {cached}", end="", flush=True)
+        print(f"  {label}copied {devices:,} seeded devices from {cached}", end="", flush=True)
     else:
-        signing = seed_database(data_dir, database_url, devices, seed, templates)
-        print(f"  seeded {devices:,} devices", end="", flush=True)
+        signing = seed_with(source, data_dir, database_url, devices, seed, templates)
+        print(f"  {label}seeded {devices:,} devices", end="", flush=True)
         if cached is not None:
             shutil.rmtree(cached, ignore_errors=True)
             shutil.copytree(data_dir, cached / "data")
             facts = {"key": signing[0].hex(), "group_id": signing[1], "seed": seed}
-            (cached / "seed.json").write_text(json.dumps(facts), encoding="utf-8")
+            # Written last, atomically: a cache entry with seed.json holds a whole copy.
+            write_atomic(cached / "seed.json", json.dumps(facts).encode())
     os.sync()
     print(f" in {time.monotonic() - started:.1f} s (flushed to disk)", flush=True)
     return signing, seed
@@ -598,17 +603,9 @@ def measure_publish_backend(
                 )
                 postgres_pids = [pid] if (pid := cluster.postmaster_pid()) else []
             data_dir = work / f"data-{name}"
-            if source is None:
-                signing, seed = seeded(
-                    args, data_dir, database_url, outcome.devices, seed, templates
-                )
-            else:
-                started = time.monotonic()
-                signing = seed_with(
-                    source, data_dir, database_url, outcome.devices, seed, templates
-                )
-                took = time.monotonic() - started
-                print(f"  {name}: seeded {outcome.devices:,} devices in {took:.1f} s", flush=True)
+            signing, seed = seeded(
+                args, source, data_dir, database_url, outcome.devices, seed, templates, f"{name}: "
+            )
             port = args.port or free_port()
             serve = serve_command(data_dir, database_url, port, args.workers)
             log = work / f"bsi-server-{name}.log"
@@ -650,7 +647,7 @@ def measure_backend(
                 timeout=120,
             )
             postgres_pids = [pid] if (pid := cluster.postmaster_pid()) else []
-        signing, seed = seeded(args, data_dir, database_url, devices, seed, templates)
+        signing, seed = seeded(args, None, data_dir, database_url, devices, seed, templates)
 
         port = args.port or free_port()
         serve = serve_command(data_dir, database_url, port, args.workers)
