@@ -36,7 +36,8 @@ database (282-343 s on 2 cores with SQLite); ``--seed-cache DIR`` keeps each see
 SQLite database in DIR and copies it in later runs with as many devices. The seeding's
 writes are flushed to disk before the server starts (``os.sync``): the kernel's
 write-back of 1.7 GB otherwise ran during the measurement. ``--timeline DIR`` keeps
-every measured request for a closer look.
+every measured request for a closer look (with ``--publish`` too: the quiet window and the
+one with the change's pass, whose start and end in that file it prints).
 
     .venv/bin/python benchmarks/checkin.py                     # SQLite and PostgreSQL
     .venv/bin/python benchmarks/checkin.py --database sqlite --workers 2
@@ -823,7 +824,10 @@ def measure_publish(
             time.sleep(2)
         print(f"  {server_name}: every device decided in {time.monotonic() - started:.1f} s")
         stored.track(PUBLISHED[1])
-        quiet = drive(args, port, "checkin", plan, watched, work / f"quiet-{server_name}.tsv")
+        backend = "sqlite" if database_url is None else "postgresql"
+        kept = _timeline(args, backend, f"{server_name}-quiet")
+        quiet_timeline = kept or work / f"quiet-{server_name}.tsv"
+        quiet = drive(args, port, "checkin", plan, watched, quiet_timeline)
         window: dict[str, Any] = {}
         worker: list[threading.Thread] = []
 
@@ -854,7 +858,8 @@ def measure_publish(
             worker.append(threading.Thread(target=change, daemon=True))
             worker[0].start()
 
-        timeline = work / f"publish-{server_name}.tsv"
+        kept = _timeline(args, backend, f"{server_name}-publish")
+        timeline = kept or work / f"publish-{server_name}.tsv"
         during = drive(args, port, "checkin", plan, watched, timeline, on_measuring=measuring)
         worker[0].join()
     stored.engine.dispose()
@@ -875,6 +880,8 @@ def measure_publish(
         "rest_p99_ms": _percentile(outside, 0.99),
         "errors": float(quiet["errors"] + during["errors"]),
         "measured_s": args.seconds,
+        "from_s": window["from"],
+        "until_s": window["until"],
     }
 
 
@@ -905,6 +912,11 @@ def print_publish(args: argparse.Namespace, outcome: Outcome) -> bool:
             f"{found['during_p99_ms']:>12.1f}{ratio:>7.2f}{found['during_count']:>17,.0f}"
             f"{found['errors']:>8,.0f}"
         )
+        if args.timeline:
+            print(
+                f"  {'':10}its pass: {found['from_s']:.1f}-{found['until_s']:.1f} s of "
+                f"{outcome.backend}-{name}-publish.tsv"
+            )
         if found["pass_s"] > found["measured_s"] - 1:
             print(f"  !!! {name}: the pass outlasted the window: raise --seconds")
             sound = False
@@ -1144,7 +1156,8 @@ def main() -> None:
     parser.add_argument(
         "--timeline",
         metavar="DIR",
-        help="write every measured request of each run to DIR/<backend>-<bsi|bare>.tsv",
+        help="write every measured request of each run to DIR/<backend>-<bsi|bare>.tsv "
+        "(--publish: DIR/<backend>-<before|after>-<quiet|publish>.tsv)",
     )
     parser.add_argument(
         "--unchanged-share",
