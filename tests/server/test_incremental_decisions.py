@@ -9,9 +9,11 @@ Apple's ``iOS`` catalogue), and what it cannot is left alone.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +23,12 @@ from sqlalchemy import text
 from test_admin import import_real_catalogue
 from test_outages import engine_of
 
+from bsi.domain.affected import EVERYONE, Affected
 from bsi.domain.catalog import SupplementState
 from bsi.domain.declarations import software_update_settings
 from bsi.domain.rollout import DeviceHolds
+from bsi.server import decision_process
+from bsi.server.decision_process import DecisionPassFailed
 from reports import macos_report, supplemental_report
 from server_support import RunningServer
 
@@ -300,3 +305,62 @@ def test_a_pass_is_shown_from_its_start_while_it_reads_and_counts_its_devices(
     assert seen[0] == {"affects": "what changed", "queued": True}
     assert decided_again(server, fleet["iphone"])[fleet["iphone"]] is True
     assert server.service.recomputing() is None
+
+
+@pytest.mark.server_settings(decision_process_devices=1)
+def test_a_pass_over_many_devices_runs_in_a_process_of_its_own_and_decides_alike(
+    server: RunningServer, fleet: Fleet
+) -> None:
+    """With every pass over the threshold (one device), the fleet's first pass and the
+    change's run in ``python -m bsi.server.decision_process``, and decide what the
+    server's thread decides (the fixture's reasons, and the pause's, as above)."""
+    passes: list[Affected] = []
+    real = server.service.decide_elsewhere
+    assert real is not None
+
+    def recorded(affected: Affected, now: datetime, decided: Callable[[int], None]) -> Any:
+        passes.append(affected)
+        return real(affected, now, decided)
+
+    server.service.decide_elsewhere = recorded
+    paused = server.admin.post(f"/v1/admin/supplements/iOS/{IOS_A}/pause")
+    assert paused.status_code == 200, paused.text
+    server.service.recompute_changed()
+    assert decided_again(server, *fleet.ids.values()) == {
+        fleet["mac"]: False,
+        fleet["iphone"]: True,
+        fleet["ipad"]: True,
+    }
+    assert reason(server, fleet["ipad"]) == reason(server, fleet["iphone"]) == "supplement-paused"
+    assert passes
+    assert passes[-1].platforms == {"iOS"}
+
+
+@pytest.mark.server_settings(decision_process_devices=1)
+def test_a_pass_whose_process_dies_is_refused_and_its_devices_wait_for_the_next(
+    server: RunningServer, fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A child that ends without its answer fails the pass (503, with its exit status);
+    nothing is written, and the next pass decides the change's devices."""
+    monkeypatch.setattr(decision_process, "COMMAND", (sys.executable, "-c", "raise SystemExit(3)"))
+    server.service.set_supplement_state("iOS", IOS_A, SupplementState.PAUSED)
+    refused = server.admin.post("/v1/admin/decisions/recompute")
+    assert refused.status_code == 503, refused.text
+    assert "exit status 3" in refused.json()["message"]
+    assert not any(decided_again(server, *fleet.ids.values()).values())
+    monkeypatch.undo()
+    server.service.recompute_changed()
+    assert decided_again(server, fleet["iphone"], fleet["ipad"]) == {
+        fleet["iphone"]: True,
+        fleet["ipad"]: True,
+    }
+    assert reason(server, fleet["iphone"]) == "supplement-paused"
+
+
+def test_a_child_that_cannot_decide_says_why(tmp_path: Path) -> None:
+    """The child's own refusal (here: a database with no bsi schema) is the pass's error."""
+    with pytest.raises(DecisionPassFailed, match="the decision pass failed: ") as refused:
+        decision_process.decide_in_child(
+            f"sqlite:///{tmp_path / 'empty.db'}", 2.0, EVERYONE, datetime.now(UTC), print
+        )
+    assert refused.value.hint

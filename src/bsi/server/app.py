@@ -8,6 +8,7 @@ so several server processes never race to change one schema.
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime
@@ -20,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 
 from bsi import __version__, durable
 from bsi.errors import Unavailable
+from bsi.server import decision_process
 from bsi.server.admin import admin_router
 from bsi.server.console import console_router
 from bsi.server.ddm import (
@@ -94,6 +96,10 @@ def prepare(settings: ServerSettings, clock: Callable[[], datetime] = utc_now) -
         status_burst=settings.status_burst,
         status_per_second=settings.status_per_second,
     )
+    service.decide_elsewhere = functools.partial(
+        decision_process.decide_in_child, settings.resolved_database_url(), settings.cache_seconds
+    )
+    service.decide_elsewhere_from = settings.decision_process_devices
     assert service.credential_key  # load (or create) the shared key before serving
     service.revocations.refresh()  # no revoked device is served, not even at start
     if settings.tuf_repo_dir is not None and (settings.tuf_repo_dir / "metadata").is_dir():

@@ -112,6 +112,10 @@ RECOMPUTE_YIELD = 1.0
 so check-ins have the database and the interpreter at least half of the time."""
 STALE_ATTEMPTS = 3
 """Times a pass decides again the devices that reported while their decision was made."""
+DecideElsewhere = Callable[[Affected, datetime, Callable[[int], None]], tuple[int, frozenset[str]]]
+"""A decision pass run elsewhere: the devices it affects, the instant it decides at, a
+callback told how many are decided so far; returns what :meth:`BsiService.decide_here`
+returns."""
 _WHAT_CHANGED = "what changed"
 """What a pass decides for, as the admin is told, before it has read what changed."""
 
@@ -334,6 +338,12 @@ class BsiService:
         self._decided: _DecisionInputs | None = None
         """The inputs of the last finished pass: what a change is compared with."""
         self._progress: _Progress | None = None
+        self.decide_elsewhere: DecideElsewhere | None = None
+        """Runs a pass over many devices outside this process (the composition root sets
+        it: :func:`bsi.server.decision_process.decide_in_child`); None: every pass runs
+        in this process."""
+        self.decide_elsewhere_from = 0
+        """How many devices a pass must affect to run in :attr:`decide_elsewhere`."""
         self.revocations = Revocations(stores.credentials)
         self.on_change: Callable[[], None] = lambda: None
         """Called after any change that may alter what devices should run (wake-ups)."""
@@ -1092,33 +1102,65 @@ class BsiService:
     def _decide(self, affected: Affected, inputs: _DecisionInputs, progress: _Progress) -> int:
         if not affected:
             return 0
-        filters: dict[str, Any] = {}
-        if not affected.everyone:
-            filters = {
-                "platforms": affected.reported_platforms(self._devices.reported_platforms()),
-                "groups": sorted(affected.groups),
-                "devices": sorted(affected.devices),
-            }
-        devices = self._devices.count_device_states(**filters)
+        devices = self._devices.count_device_states(**self._device_filters(affected))
         progress.affects, progress.devices = affected.describe(), devices
-        catalog, now = inputs.catalog, self.clock()
 
-        def decided(row: DeviceStateRow) -> DecidedDevice:
+        def decided(count: int) -> None:
+            progress.decided = count
+
+        elsewhere = self.decide_elsewhere
+        if elsewhere is not None and devices >= self.decide_elsewhere_from:
+            written, stale = elsewhere(affected, self.clock(), decided)
+        else:
+            written, stale = self.decide_here(affected, decided, inputs.catalog)
+        if stale:  # still reporting: their reports stored decisions; checked next pass
+            with self._pending_lock:
+                self._pending |= Affected(devices=stale)
+        return written
+
+    def _device_filters(self, affected: Affected) -> dict[str, Any]:
+        """The store's filters for the devices ``affected`` names (none: every device)."""
+        if affected.everyone:
+            return {}
+        return {
+            "platforms": affected.reported_platforms(self._devices.reported_platforms()),
+            "groups": sorted(affected.groups),
+            "devices": sorted(affected.devices),
+        }
+
+    def decide_here(
+        self,
+        affected: Affected,
+        decided: Callable[[int], None] = lambda count: None,
+        catalog: Catalog | None = None,
+    ) -> tuple[int, frozenset[str]]:
+        """Decide again, in this thread, for the devices ``affected`` names: in batches of
+        :data:`RECOMPUTE_BATCH`, each followed by a pause of :data:`RECOMPUTE_YIELD` times
+        its own duration. ``decided`` is told how many devices are decided so far after
+        each batch; ``catalog``: the one to decide against (None: the current one).
+        Returns how many decisions were stored, and the devices that kept reporting while
+        theirs was made (decided again :data:`STALE_ATTEMPTS` times; their own reports
+        stored decisions, and the next pass checks them)."""
+        filters = self._device_filters(affected)
+        catalog, now = catalog or self.catalog(), self.clock()
+
+        def decision(row: DeviceStateRow) -> DecidedDevice:
             holds = self.rollouts.holds(row.device_id, row.group_id, row.state.platform)
             policy = self._device_policy(row.device_id, row.group_id)
             return DecidedDevice(
                 row.device_id, row.version, _decision(row.state, catalog, policy, now, holds)
             )
 
-        written, stale = 0, set()
+        written, count, stale = 0, 0, set()
         batches = self._devices.device_states(RECOMPUTE_BATCH, **filters)
         for attempt in range(1 + STALE_ATTEMPTS):
             started = time.monotonic()  # a batch's time counts its read, its rules, its write
             for batch in batches:
-                done = self._devices.write_decisions([decided(row) for row in batch])
+                done = self._devices.write_decisions([decision(row) for row in batch])
                 written += done.written
                 stale.update(done.stale)
-                progress.decided += len(batch) - len(done.stale)
+                count += len(batch) - len(done.stale)
+                decided(count)
                 time.sleep((time.monotonic() - started) * RECOMPUTE_YIELD)
                 started = time.monotonic()
             if not stale or attempt == STALE_ATTEMPTS:
@@ -1126,10 +1168,7 @@ class BsiService:
             # reported while their decision was made: decided again from what they reported
             batches = self._devices.device_states(RECOMPUTE_BATCH, devices=sorted(stale))
             stale = set()
-        if stale:  # still reporting: their reports stored decisions; checked next pass
-            with self._pending_lock:
-                self._pending |= Affected(devices=frozenset(stale))
-        return written
+        return written, frozenset(stale)
 
     def compliance(self, counts: DecisionCounts | None = None) -> ComplianceSummary:
         """Every supplement and CVE of the catalogue with its devices per standing.

@@ -314,6 +314,16 @@ class ServerSettings(DatabaseSettings):
         ),
         Unit("reports per second", metavar="RATE"),
     ] = 0.5
+    decision_process_devices: Annotated[
+        int,
+        Field(
+            ge=1,
+            le=1 << 40,
+            description="A decision pass over at least this many devices runs in a process "
+            "of its own at a lower CPU priority, so check-ins do not wait for it.",
+        ),
+        Unit("devices"),
+    ] = 20_000
 
     @property
     def forwarding(self) -> ForwardingTrust:
