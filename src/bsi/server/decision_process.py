@@ -4,11 +4,13 @@ Why: a pass is Python from end to end (read the states, check them, decide, writ
 and in the server's process it shares one interpreter with the event loop, so every
 check-in waits for it. Measured at a million devices with a catalogue change
 (``benchmarks/checkin.py --publish``, issue 18): unchanged check-in p99 1.1 ms
-quiet, 4.5 ms during the pass; an outside process taking as much CPU as the pass
-moved it to 1.3 ms. So a pass over at least ``decision_process_devices`` devices
-(a server setting) runs here, ``python -m bsi.server.decision_process``, at a lower
-CPU priority (:data:`NICENESS`); smaller passes stay in the server's thread, where
-starting a process would cost more than it saves.
+quiet, 4.5 ms during the pass in the server's thread, 1.4-1.8 ms with the pass
+here. (At 10,000 devices, an outside process burning a core half the time, as a
+pass does, had moved it from 1.1 to 1.8 ms, and to 1.3 ms at nice 19.) So a pass
+over at least ``decision_process_devices`` devices (a server setting) runs here,
+``python -m bsi.server.decision_process``, at a lower CPU priority
+(:data:`NICENESS`); smaller passes stay in the server's thread, where starting a
+process would cost more than it saves.
 
 The child decides exactly as the server would (:meth:`BsiService.decide_here`, on
 its own connection to the same database; each decision is a compare-and-set on the
