@@ -619,7 +619,7 @@ def measure_publish_backend(
                     del watched["postgresql"]
                 try:
                     outcome.publish[name] = measure_publish(
-                        args, port, plan, watched, work, data_dir, database_url, name
+                        args, port, plan, watched, work, backend, data_dir, database_url, name
                     )
                 except BenchmarkFailed as error:
                     raise BenchmarkFailed(f"{name}: {error}\n{_tail(log)}") from None
@@ -787,6 +787,7 @@ def measure_publish(
     plan: Path,
     watched: dict[str, list[int]],
     work: Path,
+    backend: str,
     data_dir: Path,
     database_url: str | None,
     server_name: str,
@@ -824,10 +825,12 @@ def measure_publish(
             time.sleep(2)
         print(f"  {server_name}: every device decided in {time.monotonic() - started:.1f} s")
         stored.track(PUBLISHED[1])
-        backend = "sqlite" if database_url is None else "postgresql"
-        kept = _timeline(args, backend, f"{server_name}-quiet")
-        quiet_timeline = kept or work / f"quiet-{server_name}.tsv"
-        quiet = drive(args, port, "checkin", plan, watched, quiet_timeline)
+
+        def timeline_of(window: str) -> Path:  # kept in --timeline's DIR, or thrown away
+            kept = _timeline(args, backend, f"{server_name}-{window}")
+            return kept or work / f"{window}-{server_name}.tsv"
+
+        quiet = drive(args, port, "checkin", plan, watched, timeline_of("quiet"))
         window: dict[str, Any] = {}
         worker: list[threading.Thread] = []
 
@@ -858,8 +861,7 @@ def measure_publish(
             worker.append(threading.Thread(target=change, daemon=True))
             worker[0].start()
 
-        kept = _timeline(args, backend, f"{server_name}-publish")
-        timeline = kept or work / f"publish-{server_name}.tsv"
+        timeline = timeline_of("publish")
         during = drive(args, port, "checkin", plan, watched, timeline, on_measuring=measuring)
         worker[0].join()
     stored.engine.dispose()

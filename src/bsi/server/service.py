@@ -1131,7 +1131,7 @@ class BsiService:
     def decide_here(
         self,
         affected: Affected,
-        decided: Callable[[int], None] = lambda count: None,
+        decided: Callable[[int], None],
         catalog: Catalog | None = None,
     ) -> tuple[int, frozenset[str]]:
         """Decide again, in this thread, for the devices ``affected`` names: in batches of
@@ -1142,7 +1142,8 @@ class BsiService:
         theirs was made (decided again :data:`STALE_ATTEMPTS` times; their own reports
         stored decisions, and the next pass checks them)."""
         filters = self._device_filters(affected)
-        catalog, now = catalog or self.catalog(), self.clock()
+        catalog = self.catalog() if catalog is None else catalog
+        now = self.clock()
 
         def decision(row: DeviceStateRow) -> DecidedDevice:
             holds = self.rollouts.holds(row.device_id, row.group_id, row.state.platform)
