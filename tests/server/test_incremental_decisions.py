@@ -9,8 +9,12 @@ Apple's ``iOS`` catalogue), and what it cannot is left alone.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -18,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 import pytest
 from sqlalchemy import text
 from test_admin import import_real_catalogue
@@ -355,6 +360,86 @@ def test_a_pass_whose_process_dies_is_refused_and_its_devices_wait_for_the_next(
         fleet["ipad"]: True,
     }
     assert reason(server, fleet["iphone"]) == "supplement-paused"
+
+
+KILLED_AFTER_ITS_FIRST_BATCH = (
+    sys.executable,
+    "-c",
+    "import os, sys\n"
+    "from bsi.server import decision_process\n"
+    "from bsi.server.service import BsiService\n"
+    "real = BsiService.decide_here\n"
+    "def killed(self, affected, decided, catalog=None):\n"
+    "    return real(self, affected, lambda count: os._exit(9), catalog)\n"
+    "BsiService.decide_here = killed\n"
+    "sys.exit(decision_process.main())\n",
+)
+"""The real child, killed (``os._exit``: no cleanup, no answer) once its first batch
+of decisions is committed."""
+
+
+@pytest.mark.server_settings(decision_process_devices=1)
+def test_a_child_killed_after_writing_fails_the_pass_and_the_next_decides_again(
+    server: RunningServer, fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What a killed child wrote stands (each decision a compare-and-set), but its pass
+    is not taken as done: 503, and the next pass decides the change's devices again."""
+    monkeypatch.setattr(decision_process, "COMMAND", KILLED_AFTER_ITS_FIRST_BATCH)
+    server.service.set_supplement_state("iOS", IOS_A, SupplementState.PAUSED)
+    refused = server.admin.post("/v1/admin/decisions/recompute")
+    assert refused.status_code == 503, refused.text
+    assert "exit status 9" in refused.json()["message"]
+    assert reason(server, fleet["iphone"]) == "supplement-paused"  # its batch was committed
+    stamp(server)
+    monkeypatch.undo()
+    server.service.recompute_changed()
+    assert decided_again(server, fleet["iphone"], fleet["ipad"]) == {
+        fleet["iphone"]: True,
+        fleet["ipad"]: True,
+    }
+
+
+ONE_DEVICE_A_BATCH = (
+    sys.executable,
+    "-c",
+    "import sys\n"
+    "from bsi.server import decision_process, service\n"
+    "service.RECOMPUTE_BATCH = 1\n"
+    "sys.exit(decision_process.main())\n",
+)
+"""The real child, deciding one device per batch (three batches for the fleet)."""
+
+
+def test_a_child_whose_parent_is_gone_stops_after_its_batch(
+    server: RunningServer, fleet: Fleet
+) -> None:
+    """A parent that ends (here a launcher that hands the child its request and exits at
+    once, unread) leaves a child that stops at its first batch's end: of the fleet's
+    three batches, one is decided."""
+    request = {
+        "database_url": engine_of(server).url.render_as_string(hide_password=False),
+        "cache_seconds": 2.0,
+        "now": datetime.now(UTC).isoformat(),
+        "affected": decision_process.affected_to_json(EVERYONE),
+    }
+    launcher = (
+        "import json, subprocess, sys\n"
+        f"child = subprocess.Popen({list(ONE_DEVICE_A_BATCH)!r}, stdin=subprocess.PIPE, "
+        "stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)\n"
+        f"child.stdin.write({json.dumps(request)!r} + '\\n')\n"
+        "child.stdin.close()\n"
+        "print(child.pid)\n"
+    )
+    launched = subprocess.run(
+        [sys.executable, "-c", launcher], capture_output=True, text=True, check=True
+    )
+    child = psutil.Process(int(launched.stdout))
+    with contextlib.suppress(psutil.NoSuchProcess):
+        deadline = time.monotonic() + 60
+        while child.status() != psutil.STATUS_ZOMBIE:  # an orphan may stay unreaped
+            assert time.monotonic() < deadline, "the orphaned child kept running"
+            time.sleep(0.05)
+    assert sum(decided_again(server, *fleet.ids.values()).values()) == 1
 
 
 def test_a_child_that_cannot_decide_says_why(tmp_path: Path) -> None:
