@@ -23,6 +23,7 @@ from datetime import UTC, date, datetime
 from typing import Any, cast
 
 from sqlalchemy import (
+    Boolean,
     Row,
     Table,
     bindparam,
@@ -1433,29 +1434,48 @@ def _write_states(session: Session, writes: Sequence[StatusWrite], now: datetime
     long for its column."""
     connection = session.connection()
     landed = 0
-    # Consecutive writes that set the same columns share one statement, so rows are
-    # still written in the order given (the lock order of every writer of devices).
-    for kept, run in itertools.groupby(
-        ((write, _state_columns(write.state, write.decision, now)) for write in writes),
-        key=lambda pair: _unchanged_indexed(pair[0], pair[1]),
-    ):
-        pairs = list(run)
+    pairs = [(write, _state_columns(write.state, write.decision, now)) for write in writes]
+    if connection.dialect.name == "postgresql":
+        # PostgreSQL leaves an index's entries as they are when an update sets an indexed
+        # column to the value it holds, so one statement serves every write: a column the
+        # write keeps is flagged, set to the value it was read with, and must still hold
+        # it. One statement executed for every write is one round trip (a pipeline); a
+        # statement per run of alike writes was one round trip each (issue 18).
         parameters = [
             {
-                "w_id": write.device_id,
-                "w_version": write.version,
-                "w_udid": write.state.udid,
-                "w_serial_number": write.state.serial_number,
-                **{f"w_{name}": value for name, value in values.items()},
+                **_state_parameters(write, values),
+                **{f"k_{name}": name in kept for name in _INDEXED_WRITE_COLUMNS},
             }
             for write, values in pairs
+            for kept in [_unchanged_indexed(write, values)]
         ]
-        names = tuple(name for name in pairs[0][1] if name not in kept)
-        landed += connection.execute(_state_update(names, kept), parameters).rowcount
+        statement = _state_update(tuple(pairs[0][1]), flagged=_INDEXED_WRITE_COLUMNS)
+        landed = connection.execute(statement, parameters).rowcount
+    else:
+        # Consecutive writes that set the same columns share one statement, so rows are
+        # still written in the order given (the lock order of every writer of devices).
+        for kept, run in itertools.groupby(
+            pairs, key=lambda pair: _unchanged_indexed(pair[0], pair[1])
+        ):
+            alike = list(run)
+            names = tuple(name for name in alike[0][1] if name not in kept)
+            parameters = [_state_parameters(write, values) for write, values in alike]
+            landed += connection.execute(_state_update(names, kept), parameters).rowcount
     if landed != len(writes):
         return False
     _record_state_changes(session, writes, now)
     return True
+
+
+def _state_parameters(write: StatusWrite, values: Mapping[str, Any]) -> dict[str, Any]:
+    """The parameters of :func:`_state_update` for ``write``, whose columns are ``values``."""
+    return {
+        "w_id": write.device_id,
+        "w_version": write.version,
+        "w_udid": write.state.udid,
+        "w_serial_number": write.state.serial_number,
+        **{f"w_{name}": value for name, value in values.items()},
+    }
 
 
 def _unchanged_indexed(write: StatusWrite, values: Mapping[str, Any]) -> tuple[str, ...]:
@@ -1605,13 +1625,16 @@ _BUILD_CHANGE = insert(cast(Table, SupplementalBuildChange.__table__))
 
 
 @functools.cache
-def _state_update(names: tuple[str, ...], kept: tuple[str, ...] = ()) -> Update:
+def _state_update(
+    names: tuple[str, ...], kept: tuple[str, ...] = (), flagged: tuple[str, ...] = ()
+) -> Update:
     """The compare-and-set of a device's state and decision, built once: ``names``, the
     columns of :func:`_state_columns` it sets; ``kept``, those it leaves as they are,
     which must still hold their value (a decision pass writes the decision without
-    moving the status version). The hardware a device first names is the one it must
-    keep naming (trust on first use): ``udid`` and ``serial_number`` are only filled in,
-    never replaced."""
+    moving the status version); ``flagged``, columns each write keeps or not by its
+    parameter ``k_<name>``: a kept one must still hold the value it is set to. The
+    hardware a device first names is the one it must keep naming (trust on first use):
+    ``udid`` and ``serial_number`` are only filled in, never replaced."""
     c = _DEVICES.c
     return (
         update(_DEVICES)
@@ -1623,6 +1646,13 @@ def _state_update(names: tuple[str, ...], kept: tuple[str, ...] = ()) -> Update:
             *(
                 c[name].is_not_distinct_from(bindparam(f"w_{name}", type_=c[name].type))
                 for name in kept
+            ),
+            *(
+                or_(
+                    ~bindparam(f"k_{name}", type_=Boolean),
+                    c[name].is_not_distinct_from(bindparam(f"w_{name}", type_=c[name].type)),
+                )
+                for name in flagged
             ),
         )
         .values(
