@@ -1445,8 +1445,9 @@ def _write_states(session: Session, writes: Sequence[StatusWrite], now: datetime
     landed = 0
     pairs = [(write, _state_columns(write.state, write.decision, now)) for write in writes]
     if connection.dialect.name == "postgresql":
-        # PostgreSQL leaves an index's entries as they are when an update sets an indexed
-        # column to the value it holds, so one statement serves every write: a column the
+        # PostgreSQL tells which indexes an update touches by the values it writes, not
+        # by the columns the statement names (an update that changes no indexed value
+        # can stay on its page, HOT), so one statement serves every write: a column the
         # write keeps is flagged, set to the value it was read with, and must still hold
         # it. One statement executed for every write is one round trip (a pipeline); a
         # statement per run of alike writes was one round trip each (issue 18).
