@@ -237,6 +237,47 @@ def test_activation_recreates_exactly_the_base_containers_with_their_configurati
         assert not set(LABELS) & set(back.labels)
 
 
+# A service that ignores SIGTERM (a real one stuck in shutdown): only SIGKILL stops it.
+IGNORES_TERM = [
+    "/bin/sh",
+    "-c",
+    "trap '' TERM; exec 3</usr/lib/libssl.so.3; while :; do sleep 1; done",
+]
+
+
+def test_a_container_that_ignores_sigterm_is_killed_after_the_stop_timeout_and_swapped(
+    engine: Engine, images: dict[str, str], tmp_path: Path
+) -> None:
+    """The engine stops a container by SIGTERM, then SIGKILL once ``stop_timeout`` has
+    passed: activation and rollback each wait that long for it, not for ever, and the
+    container ends on the image each asked for, holding that library."""
+    client = engine.client()
+    stuck = run(client, images["base"], command=IGNORES_TERM)
+    stuck.kill(signal="SIGTERM")
+    time.sleep(1)
+    assert fresh(client, str(stuck.name)).status == "running"  # it does ignore SIGTERM
+    manifest, staged = supplement(tmp_path, images["base"])
+    activator = ContainerActivator(
+        StateLayout.for_root(tmp_path / "root"), engine.url, stop_timeout=1
+    )
+
+    started = time.monotonic()
+    outcome = activator.activate(manifest, staged)
+    assert time.monotonic() - started < 60
+    assert (outcome.result, outcome.active) == ("activated", "12C1000a")
+    now = fresh(client, str(stuck.name))
+    assert now.id != stuck.id
+    assert now.status == "running"
+    assert held_library(now) == NEW_LIB
+
+    rolled = activator.deactivate(manifest)
+    assert (rolled.result, rolled.active) == ("deactivated", None)
+    back = fresh(client, str(stuck.name))
+    assert back.image is not None
+    assert back.image.id == images["base"]
+    assert held_library(back) == OLD_LIB
+
+
 def test_a_failing_health_check_puts_the_container_back_and_halts(
     engine: Engine, images: dict[str, str], tmp_path: Path
 ) -> None:
