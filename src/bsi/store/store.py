@@ -704,10 +704,10 @@ class Store(Sessions):
         """
         ids = sorted(last_seen)
         for start in range(0, len(ids), LAST_SEEN_BATCH):
-            self._touch_devices({i: last_seen[i] for i in ids[start : start + LAST_SEEN_BATCH]})
+            self._touch_devices(ids[start : start + LAST_SEEN_BATCH], last_seen)
 
-    def _touch_devices(self, last_seen: dict[str, datetime]) -> None:
-        ids = list(last_seen)
+    def _touch_devices(self, ids: list[str], last_seen: Mapping[str, datetime]) -> None:
+        """One transaction of :meth:`touch_devices`: the check-in times of ``ids``."""
         with self._writing() as session:
             if self.engine.dialect.name == "postgresql":
                 # Rows a status write holds are skipped: that write sets
@@ -1452,12 +1452,8 @@ def _write_states(session: Session, writes: Sequence[StatusWrite], now: datetime
         # it. One statement executed for every write is one round trip (a pipeline); a
         # statement per run of alike writes was one round trip each (issue 18).
         parameters = [
-            {
-                **_state_parameters(write, values),
-                **{f"k_{name}": name in kept for name in _INDEXED_WRITE_COLUMNS},
-            }
+            {**_state_parameters(write, values), **_kept_flags(write, values)}
             for write, values in pairs
-            for kept in [_unchanged_indexed(write, values)]
         ]
         statement = _state_update(tuple(pairs[0][1]), flagged=_INDEXED_WRITE_COLUMNS)
         landed = connection.execute(statement, parameters).rowcount
@@ -1486,6 +1482,13 @@ def _state_parameters(write: StatusWrite, values: Mapping[str, Any]) -> dict[str
         "w_serial_number": write.state.serial_number,
         **{f"w_{name}": value for name, value in values.items()},
     }
+
+
+def _kept_flags(write: StatusWrite, values: Mapping[str, Any]) -> dict[str, bool]:
+    """The ``k_<name>`` parameters of :func:`_state_update`'s flagged columns: which
+    indexed columns ``write`` keeps (:func:`_unchanged_indexed`)."""
+    kept = _unchanged_indexed(write, values)
+    return {f"k_{name}": name in kept for name in _INDEXED_WRITE_COLUMNS}
 
 
 def _unchanged_indexed(write: StatusWrite, values: Mapping[str, Any]) -> tuple[str, ...]:
