@@ -119,6 +119,14 @@ def test_a_supplement_change_decides_again_every_device_of_its_platform_and_no_o
 ) -> None:
     """Pausing iOS's (a) reaches the iPhone and the iPad (iPadOS is decided against the
     iOS catalogue); the Mac is not read or written."""
+    assert_pausing_decides_the_iphone_and_the_ipad(server, fleet)
+    assert server.service.recompute_changed() == 0  # nothing changed since
+    assert server.reader.get("/v1/admin/decisions/recompute").json() == {"recomputing": None}
+
+
+def assert_pausing_decides_the_iphone_and_the_ipad(server: RunningServer, fleet: Fleet) -> None:
+    """Pause iOS's (a) through the admin API: the iPhone and the iPad are decided again
+    (``supplement-paused``), the Mac is not."""
     paused = server.admin.post(f"/v1/admin/supplements/iOS/{IOS_A}/pause")
     assert paused.status_code == 200, paused.text
     server.service.recompute_changed()  # after the route's own pass, if it is still running
@@ -128,8 +136,6 @@ def test_a_supplement_change_decides_again_every_device_of_its_platform_and_no_o
         fleet["ipad"]: True,
     }
     assert reason(server, fleet["ipad"]) == reason(server, fleet["iphone"]) == "supplement-paused"
-    assert server.service.recompute_changed() == 0  # nothing changed since
-    assert server.reader.get("/v1/admin/decisions/recompute").json() == {"recomputing": None}
 
 
 def test_a_policy_change_decides_again_its_groups_devices(
@@ -328,15 +334,7 @@ def test_a_pass_over_many_devices_runs_in_a_process_of_its_own_and_decides_alike
         return real(affected, now, decided)
 
     server.service.decide_elsewhere = recorded
-    paused = server.admin.post(f"/v1/admin/supplements/iOS/{IOS_A}/pause")
-    assert paused.status_code == 200, paused.text
-    server.service.recompute_changed()
-    assert decided_again(server, *fleet.ids.values()) == {
-        fleet["mac"]: False,
-        fleet["iphone"]: True,
-        fleet["ipad"]: True,
-    }
-    assert reason(server, fleet["ipad"]) == reason(server, fleet["iphone"]) == "supplement-paused"
+    assert_pausing_decides_the_iphone_and_the_ipad(server, fleet)
     assert passes
     assert passes[-1].platforms == {"iOS"}
 
@@ -347,19 +345,36 @@ def test_a_pass_whose_process_dies_is_refused_and_its_devices_wait_for_the_next(
 ) -> None:
     """A child that ends without its answer fails the pass (503, with its exit status);
     nothing is written, and the next pass decides the change's devices."""
-    monkeypatch.setattr(decision_process, "COMMAND", (sys.executable, "-c", "raise SystemExit(3)"))
+    pause_through_a_failing_child(
+        server, monkeypatch, (sys.executable, "-c", "raise SystemExit(3)"), 3
+    )
+    assert not any(decided_again(server, *fleet.ids.values()).values())
+    assert_the_next_pass_decides_the_pause(server, fleet, monkeypatch)
+    assert reason(server, fleet["iphone"]) == "supplement-paused"
+
+
+def pause_through_a_failing_child(
+    server: RunningServer, monkeypatch: pytest.MonkeyPatch, command: tuple[str, ...], status: int
+) -> None:
+    """Pause iOS 26.3.1 (a) with ``command`` as the decision pass's process, which must end
+    with exit ``status``: the pass is refused (503, naming that status)."""
+    monkeypatch.setattr(decision_process, "COMMAND", command)
     server.service.set_supplement_state("iOS", IOS_A, SupplementState.PAUSED)
     refused = server.admin.post("/v1/admin/decisions/recompute")
     assert refused.status_code == 503, refused.text
-    assert "exit status 3" in refused.json()["message"]
-    assert not any(decided_again(server, *fleet.ids.values()).values())
+    assert f"exit status {status}" in refused.json()["message"]
+
+
+def assert_the_next_pass_decides_the_pause(
+    server: RunningServer, fleet: Fleet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the real child back, the next pass decides the iPhone and the iPad again."""
     monkeypatch.undo()
     server.service.recompute_changed()
     assert decided_again(server, fleet["iphone"], fleet["ipad"]) == {
         fleet["iphone"]: True,
         fleet["ipad"]: True,
     }
-    assert reason(server, fleet["iphone"]) == "supplement-paused"
 
 
 KILLED_AFTER_ITS_FIRST_BATCH = (
@@ -384,19 +399,10 @@ def test_a_child_killed_after_writing_fails_the_pass_and_the_next_decides_again(
 ) -> None:
     """What a killed child wrote stands (each decision a compare-and-set), but its pass
     is not taken as done: 503, and the next pass decides the change's devices again."""
-    monkeypatch.setattr(decision_process, "COMMAND", KILLED_AFTER_ITS_FIRST_BATCH)
-    server.service.set_supplement_state("iOS", IOS_A, SupplementState.PAUSED)
-    refused = server.admin.post("/v1/admin/decisions/recompute")
-    assert refused.status_code == 503, refused.text
-    assert "exit status 9" in refused.json()["message"]
+    pause_through_a_failing_child(server, monkeypatch, KILLED_AFTER_ITS_FIRST_BATCH, 9)
     assert reason(server, fleet["iphone"]) == "supplement-paused"  # its batch was committed
     stamp(server)
-    monkeypatch.undo()
-    server.service.recompute_changed()
-    assert decided_again(server, fleet["iphone"], fleet["ipad"]) == {
-        fleet["iphone"]: True,
-        fleet["ipad"]: True,
-    }
+    assert_the_next_pass_decides_the_pause(server, fleet, monkeypatch)
 
 
 ONE_DEVICE_A_BATCH = (
