@@ -51,6 +51,41 @@ def test_numbers_and_strings_no_database_can_hold_are_refused(
     assert record.json()["status_items"] == {}
 
 
+def test_a_status_report_with_a_key_written_twice_is_refused_and_changes_nothing(
+    server: RunningServer,
+) -> None:
+    """RFC 8259 4: parsers disagree on which of two equal keys wins, so a proxy or
+    NanoMDM could read another supplement than bsi stores; the report is refused whole."""
+    device_id, device = server.device()
+    stored = device.put("/v1/ddm/status", json=macos_report(supplemental="25D2128a", extra="(a)"))
+    assert stored.status_code == 200, stored.text
+    before = server.admin.get(f"/v1/admin/devices/{device_id}").json()["status_items"]
+    twice = json.dumps(macos_report(supplemental="25D2128b", extra="(b)")).replace(
+        '"extra-version": "(b)"', '"extra-version": "(b)", "extra-version": "(a)"'
+    )
+    response = device.put("/v1/ddm/status", content=twice.encode())
+    assert response.status_code == 400, response.text
+    refusal = response.json()
+    assert "key 'extra-version' appears twice in one object" in refusal["message"]
+    assert "StatusItems.device['operating-system'].supplemental" in refusal["message"]
+    assert "RFC 8259" in refusal["hint"]
+    after = server.admin.get(f"/v1/admin/devices/{device_id}").json()["status_items"]
+    assert after == before
+
+
+def test_an_admin_body_with_a_key_written_twice_is_refused_and_nothing_stored(
+    server: RunningServer,
+) -> None:
+    body = json.dumps(software_update_settings("twice").to_json())
+    twice = body.replace('"Identifier": "twice"', '"Identifier": "twice", "Identifier": "other"')
+    assert twice != body
+    response = server.admin.put("/v1/admin/declarations/twice", content=twice.encode())
+    assert response.status_code == 400, response.text
+    assert "key 'Identifier' appears twice" in response.json()["message"]
+    listed = server.admin.get("/v1/admin/declarations").json()
+    assert "twice" not in json.dumps(listed)
+
+
 def test_a_lone_surrogate_in_a_declaration_is_refused_and_reads_keep_working(
     server: RunningServer,
 ) -> None:

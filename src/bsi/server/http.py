@@ -246,8 +246,11 @@ class BodyLimit:
 
 
 def strict_json(raw: bytes) -> object:
-    """An untrusted JSON body read by :func:`bsi.strict.read_json`, or InvalidInput (400)."""
-    return read_json(raw, source="request body")
+    """An untrusted JSON body read by :func:`bsi.strict.read_json`, or InvalidInput (400).
+
+    A key written twice in one object is refused (RFC 8259 4): which one wins differs
+    between parsers, so a proxy, NanoMDM and bsi could each read a different report."""
+    return read_json(raw, source="request body", unique_keys=True)
 
 
 class StrictRequest(Request):
