@@ -188,6 +188,15 @@ def test_keys_tokens_groups_declarations_and_device_lifecycle(
     assert "Enable" in refused.stderr
     (unchanged,) = admin("declarations", "list", "--json").json()  # type: ignore[misc]
     assert unchanged == listed
+    twice = tmp_path / "twice.json"  # which Enable wins would depend on the reader
+    twice.write_text(
+        json.dumps(settings).replace('"Enable": true', '"Enable": false, "Enable": true')
+    )
+    refused = admin("declarations", "put", str(twice))
+    assert refused.code == EXIT_USAGE  # the file is refused before anything is sent
+    assert "key 'Enable' appears twice in one object" in refused.stderr
+    (unchanged,) = admin("declarations", "list", "--json").json()  # type: ignore[misc]
+    assert unchanged == listed
 
     assert admin("declarations", "unassign", "rsr-on", "lab").code == 0
     assert admin("declarations", "delete", "rsr-on").code == 0

@@ -627,7 +627,7 @@ def declarations_put(
 ) -> None:
     """Create or replace a declaration (checked against Apple's schema by the server)."""
     raw = read_file(path)
-    document = read_json(raw, source=str(path))
+    document = read_json(raw, source=str(path), unique_keys=True)  # sent as the server reads it
     identifier = document.get("Identifier") if isinstance(document, dict) else None
     if not isinstance(identifier, str) or not identifier:
         raise InvalidInput(f"{path} is not a declaration with an Identifier")
