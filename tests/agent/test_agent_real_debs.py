@@ -207,4 +207,13 @@ def test_a_foreign_change_is_drift_and_rollback_force_recovers(fleet: Fleet) -> 
     assert library.read_bytes() in original  # back to the installed package's bytes
     status = fleet.agent.status()
     assert (status["active_supplement"], status["drift"]) == (None, [])
-    assert decision_of(fleet, device_id)["supplemental_build"] is None
+    # The rollback's report names the packages the catalogue names, as a cycle's does:
+    # back on the base libssl3, the host needs the supplement again (not "up to date").
+    device = decision_of(fleet, device_id)
+    assert device["supplemental_build"] is None
+    items = device["status_items"]
+    assert isinstance(items, dict)
+    assert [(p["package"], p["version"]) for p in items["bsi.agent.packages"]] == [
+        ("libssl3", fleet.base[0])
+    ]
+    assert device["decision_outcome"] != "up-to-date", device["decision_message"]

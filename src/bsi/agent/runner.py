@@ -1111,14 +1111,21 @@ class Agent:
         if state.credential:
             client = self._client(state)
             try:
-                facts, now_active = self.facts()
-                report = self._report(
-                    client.conversation, facts, now_active, InstallState.NONE, state, None
-                )
-                client.run(report)
+                client.run(self._report_rolled_back(client.conversation, state))
             finally:
                 client.close()
         return active
+
+    def _report_rolled_back(self, conversation: Conversation, state: LocalState) -> Exchange[None]:
+        """The report after a rollback: installed packages are read for every name the
+        device's catalogue names, as a cycle reads them. Read for no catalogue (the
+        active supplement's names alone, and none is active now), the report listed no
+        packages, and the server took the host, back on its base packages, for one
+        that runs none of them: up to date, until the next cycle."""
+        facts, active = self.facts()
+        found = yield from conversation.device_catalog(facts.platform)
+        facts = self._with_packages(facts, found.catalog, active)
+        yield from self._report(conversation, facts, active, InstallState.NONE, state, None)
 
     def status(self) -> dict[str, Any]:
         state = self.load_state()
