@@ -124,6 +124,9 @@ def test_fold_in_wins_over_an_installed_supplement_whose_package_moved_on() -> N
 def test_host_without_the_package_needs_nothing() -> None:
     decision = decide(host(None), CATALOG, SoftwareUpdatePolicy(), NOW)
     assert (decision.outcome, decision.reason) == (Outcome.UP_TO_DATE, Reason.NO_SUPPLEMENT)
+    assert decision.message == (
+        "no supplement published for debian applies to the packages this device runs"
+    )
 
 
 def test_host_that_reports_no_packages_is_not_up_to_date() -> None:
@@ -133,7 +136,9 @@ def test_host_that_reports_no_packages_is_not_up_to_date() -> None:
 
 def test_installed_supplement_is_up_to_date_and_a_later_letter_replaces_it() -> None:
     facts = host(supplemental_build=Build.parse("12L1000a"))
-    assert decide(facts, CATALOG, SoftwareUpdatePolicy(), NOW).reason is Reason.SUPPLEMENT_INSTALLED
+    installed = decide(facts, CATALOG, SoftwareUpdatePolicy(), NOW)
+    assert installed.reason is Reason.SUPPLEMENT_INSTALLED
+    assert installed.message.endswith("the newest supplement for the packages this device runs")
     later = Catalog(supplements=(openssl(), openssl("b", "12L1000b")))
     decision = decide(facts, later, SoftwareUpdatePolicy(), NOW)
     assert decision.outcome is Outcome.INSTALL

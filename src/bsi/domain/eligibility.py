@@ -291,7 +291,7 @@ def _decide_placed(
         return Decision(
             Outcome.UP_TO_DATE,
             Reason.SUPPLEMENT_INSTALLED,
-            f"runs {facts.platform} {shown}, the newest supplement for build {facts.build}",
+            f"runs {facts.platform} {shown}, the newest supplement for {_runs(facts)}",
             supplement=installed,
         )
     return _apply_policy(facts, current, own_line, policy, now, rules)
@@ -393,12 +393,17 @@ def _without_own_supplement(
             f"runs {facts.platform} {facts.product_version}, which includes the fixes of "
             + ", ".join(str(s.version) for s in sorted(folded, key=lambda s: s.version)),
         )
-    base = f"build {facts.build}" if facts.build else "what this device runs"
-    return Decision(
-        Outcome.UP_TO_DATE,
-        Reason.NO_SUPPLEMENT,
-        f"no supplement is published for {facts.platform} {base}",
-    )
+    if facts.build:
+        message = f"no supplement is published for {facts.platform} build {facts.build}"
+    else:
+        message = f"no supplement published for {facts.platform} applies to {_runs(facts)}"
+    return Decision(Outcome.UP_TO_DATE, Reason.NO_SUPPLEMENT, message)
+
+
+def _runs(facts: DeviceFacts) -> str:
+    """What a device runs as a decision's message names it: its build, or, for a host
+    placed by its installed packages (no build), those."""
+    return f"build {facts.build}" if facts.build else "the packages this device runs"
 
 
 def _no_live_supplement(
