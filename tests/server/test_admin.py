@@ -323,6 +323,13 @@ def test_inventory_import_shows_devices_not_on_ddm(
     assert "body[1]" in refused.json()["message"]
     assert "BuildVersion" in refused.json()["message"]
     assert admin.get("/v1/admin/devices").json()["devices"] == []  # nothing stored
+    # A bare DDM report names no device: refused, not stored under a placeholder id.
+    ddm = {"StatusItems": {"device": {"operating-system": {"family": "macOS"}}}, "Errors": []}
+    anonymous = admin.post("/v1/admin/inventory", json=[ddm])
+    assert anonymous.status_code == 400, anonymous.text
+    assert anonymous.json()["message"].startswith('body[0]: each record needs a "device_id"')
+    assert '"report"' in anonymous.json()["hint"]
+    assert admin.get("/v1/admin/devices").json()["devices"] == []
 
     assert admin.post("/v1/admin/inventory", json=mdm).json() == {"devices": 1, "created": 1}
     ndjson = "\n".join(json.dumps({"hostIdentifier": "h", "columns": r}) for r in rows)

@@ -149,20 +149,21 @@ def _ndjson_entries(file: Path) -> Iterator[Entry]:
             continue
         device_id = _line_device_id(record)
         if device_id is None:
-            yield (
-                f"<line {number}>",
-                location,
-                InvalidInput(
-                    'each line needs a "device_id" string (or, for MDM, UDID; for osquery, '
-                    "hostIdentifier or the uuid column) and a record"
-                ),
-            )
+            yield f"<line {number}>", location, _no_device_id()
             continue
         yield (
             device_id,
             location,
             record.get("report", record) if isinstance(record, dict) else record,
         )
+
+
+def _no_device_id() -> InvalidInput:
+    return InvalidInput(
+        'each record needs a "device_id" string (or, for MDM, UDID; for osquery, '
+        "hostIdentifier or the uuid column)",
+        hint='a DDM status report carries no device id: send {"device_id": ..., "report": {...}}',
+    )
 
 
 def _line_device_id(record: object) -> str | None:
@@ -189,16 +190,19 @@ def inventory_reports(
     """(device id, location, DDM report or the error) for each record of an upload.
 
     The device id comes from ``device_id``, MDM's ``UDID``, osquery's ``uuid``
-    or ``hostIdentifier``; ``where`` names the upload in locations (``body[3]``).
+    or ``hostIdentifier``; a record with none is refused (a placeholder would be stored
+    as a device, and the next such record taken for the same one). ``where`` names the
+    upload in locations (``body[3]``).
     """
-    entries = (
-        (_line_device_id(record) or f"<{where}[{index}]>", f"{where}[{index}]", record)
-        for index, record in enumerate(records)
-    )
-    yield from _as_reports(
-        ((d, loc, r.get("report", r) if isinstance(r, dict) else r) for d, loc, r in entries),
-        form,
-    )
+    entries: list[Entry] = []
+    for index, record in enumerate(records):
+        device_id, location = _line_device_id(record), f"{where}[{index}]"
+        if device_id is None:
+            entries.append((f"<{location}>", location, _no_device_id()))
+        else:
+            report = record.get("report", record) if isinstance(record, dict) else record
+            entries.append((device_id, location, report))
+    yield from _as_reports(iter(entries), form)
 
 
 def _as_reports(entries: Iterator[Entry], form: InventoryFormat) -> Iterator[Entry]:
