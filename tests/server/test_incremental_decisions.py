@@ -33,7 +33,10 @@ from bsi.domain.catalog import SupplementState
 from bsi.domain.declarations import software_update_settings
 from bsi.domain.rollout import DeviceHolds
 from bsi.server import decision_process
+from bsi.server.app import ServerSettings, create_app, prepare
 from bsi.server.decision_process import DecisionPassFailed
+from bsi.server.service import BsiService
+from inprocess import InProcessApp
 from reports import macos_report, supplemental_report
 from server_support import RunningServer
 
@@ -375,6 +378,70 @@ def assert_the_next_pass_decides_the_pause(
         fleet["iphone"]: True,
         fleet["ipad"]: True,
     }
+
+
+@contextlib.contextmanager
+def next_server(server: RunningServer, tmp_path: Path) -> Iterator[BsiService]:
+    """Another server started on ``server``'s database (as after a restart, or beside
+    it): its own service and app, its lifespan run; yields its service."""
+    engine = engine_of(server)
+    embedded = engine.dialect.name == "sqlite"
+    settings = ServerSettings(
+        data_dir=tmp_path / "data",
+        database_url=None if embedded else engine.url.render_as_string(hide_password=False),
+    )
+    service = prepare(settings, server.clock)
+    answering = InProcessApp(create_app(service, settings)).start()
+    try:
+        yield service
+    finally:
+        answering.stop()
+        service.close()
+
+
+def wait_until(done: Callable[[], bool], seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, "not done in time"
+        time.sleep(0.05)
+
+
+@pytest.mark.server_settings(decision_process_devices=1)
+def test_a_change_no_pass_completed_after_is_decided_by_the_next_server_to_start(
+    server: RunningServer, fleet: Fleet, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A server that stopped between a change and the end of its pass (here the pass's
+    process dies) leaves the stored decisions behind the change; the next server to
+    start decides every device again, unasked, and compliance shows the change."""
+    pause_through_a_failing_child(
+        server, monkeypatch, (sys.executable, "-c", "raise SystemExit(3)"), 3
+    )
+    monkeypatch.undo()
+    assert reason(server, fleet["iphone"]) == "offered-to-user"  # behind the pause
+    generations = server.service.stores.generations
+    assert generations.decided() < generations.current()
+    with next_server(server, tmp_path) as restarted:
+        wait_until(lambda: all(decided_again(server, *fleet.ids.values()).values()))
+        wait_until(lambda: restarted.recomputing() is None)
+    assert reason(server, fleet["iphone"]) == reason(server, fleet["ipad"]) == "supplement-paused"
+    assert generations.decided() == generations.current()
+
+
+def test_a_server_that_starts_with_no_change_left_behind_decides_nothing(
+    server: RunningServer, fleet: Fleet, tmp_path: Path
+) -> None:
+    """The fleet fixture's last pass completed: a restart costs no pass (the stamps stay),
+    and a change made through the running server is decided by its own pass."""
+    assert server.admin.post(f"/v1/admin/supplements/iOS/{IOS_A}/pause").status_code == 200
+    wait_until(lambda: all(decided_again(server, fleet["iphone"], fleet["ipad"]).values()))
+    wait_until(lambda: server.service.recomputing() is None)
+    stamp(server)
+    generations = server.service.stores.generations
+    assert generations.decided() == generations.current()
+    with next_server(server, tmp_path) as restarted:
+        time.sleep(1)  # time for a pass that should not start
+        assert restarted.catch_up_decisions() == 0
+    assert not any(decided_again(server, *fleet.ids.values()).values())
 
 
 KILLED_AFTER_ITS_FIRST_BATCH = (

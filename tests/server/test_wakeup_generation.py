@@ -124,3 +124,16 @@ def test_a_notification_that_is_not_bsis_makes_the_listener_read_the_row(
             assert await asyncio.wait_for(anext(moves), 10) == moved
 
     asyncio.run(scenario())
+
+
+def test_the_decided_generation_only_moves_forward(database_url: str) -> None:
+    """Passes of several processes may end in any order: the newest one recorded stays."""
+    generations = SqlGenerations(open_engine(database_url))
+    assert generations.decided() == 0
+    generations.advance()
+    generations.advance()
+    assert (generations.current(), generations.decided()) == (2, 0)
+    generations.mark_decided(2)
+    generations.mark_decided(1)  # an older pass ending later
+    assert generations.decided() == 2
+    assert generations.current() == 2  # the wake-up generation is not touched

@@ -136,6 +136,7 @@ def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
         await wakeups.start()
         tasks = [
             asyncio.create_task(wakeups.follow()),
+            asyncio.create_task(catch_up_decisions(service)),
             asyncio.create_task(
                 run_every(settings.last_seen_flush_seconds, service.flush_last_seen, "last-seen")
             ),
@@ -251,6 +252,16 @@ def create_app(service: BsiService, settings: ServerSettings) -> FastAPI:
             prefixes=[DDM_PREFIX + "/", *(f"{SLASHLESS_PREFIX}/{e}" for e in DDM_ENDPOINTS)],
         )
     return app
+
+
+async def catch_up_decisions(service: BsiService) -> None:
+    """:meth:`BsiService.catch_up_decisions` off the event loop as the server starts; a
+    failure is logged (the next change's pass decides its devices, and the next server
+    to start tries again: the decided generation stays behind until a pass completes)."""
+    try:
+        await asyncio.to_thread(service.catch_up_decisions)
+    except Exception:
+        log.exception("could not decide again the devices a change left behind")
 
 
 async def run_every(seconds: float, work: Callable[[], object], what: str) -> None:

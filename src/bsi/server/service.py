@@ -345,8 +345,11 @@ class BsiService:
         self.decide_elsewhere_from = 0
         """How many devices a pass must affect to run in :attr:`decide_elsewhere`."""
         self.revocations = Revocations(stores.credentials)
-        self.on_change: Callable[[], None] = lambda: None
-        """Called after any change that may alter what devices should run (wake-ups)."""
+        self.on_change: Callable[[], None] = self._generation_moved_on
+        """Called after any change that may alter what devices should run: the server's
+        wake-ups (:meth:`bsi.server.wakeup.Wakeups.bump`), which move the shared
+        generation on. Until they are wired (a catalogue synced as the server starts),
+        the generation is moved on alone."""
         self.repository_seen: frozenset[str] | None = None
         """The hosted TUF repository's targets versions when it was last read."""
         self.rollouts = Rollouts(
@@ -1049,6 +1052,7 @@ class BsiService:
             progress = _Progress(wanted.describe() if wanted else _WHAT_CHANGED, None, self.clock())
             self._progress = progress  # shown from the instant it takes its devices
         try:
+            generation = self.stores.generations.current()  # before the inputs: no later
             self._catalog.drop()
             self._groups.drop()
             self.rollouts.forget()
@@ -1062,7 +1066,27 @@ class BsiService:
         finally:
             self._progress = None
         self._decided = inputs
+        self.stores.generations.mark_decided(generation)
         return decided
+
+    def _generation_moved_on(self) -> None:
+        self.stores.generations.advance()
+
+    def catch_up_decisions(self) -> int:
+        """Decide every device again when the stored decisions are behind a change: one
+        was made (the shared generation moved on) and no decision pass completed after
+        it, because its process stopped first (a restart, a crash, a killed decision
+        process). Without this, compliance answered from decisions made before the
+        change until the next change. Called as a server starts; returns how many
+        decisions were stored (0, without a pass, when none is behind). Blocking."""
+        generations = self.stores.generations
+        if generations.decided() >= generations.current():
+            return 0
+        log.warning(
+            "the stored decisions are behind a change no decision pass completed after "
+            "(a server stopped during one): deciding every device again"
+        )
+        return self.recompute_decisions(EVERYONE)
 
     def recompute_decisions_soon(self) -> None:
         """:meth:`recompute_changed` on a background thread, for a change made on a

@@ -553,3 +553,7 @@ class WakeupGeneration(Base):
 
     id: Mapped[int] = mapped_column(primary_key=True)
     generation: Mapped[int] = mapped_column(BigInteger)
+    decided_generation: Mapped[int] = mapped_column(BigInteger, server_default="0")
+    """The newest generation whose changes a completed decision pass has decided: behind
+    ``generation`` when a process made a change and stopped before its pass ended, so
+    the next server to start decides every device again (fail closed)."""

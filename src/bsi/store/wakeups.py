@@ -39,6 +39,7 @@ LISTENER_NAME = "bsi-wakeup-listener"
 """The listening connection's ``application_name`` (``pg_stat_activity`` shows it)."""
 
 _CURRENT = select(WakeupGeneration.generation).where(WakeupGeneration.id == WAKEUP_ROW)
+_DECIDED = select(WakeupGeneration.decided_generation).where(WakeupGeneration.id == WAKEUP_ROW)
 
 
 class GenerationStore(Protocol):
@@ -56,6 +57,17 @@ class GenerationStore(Protocol):
 
     def advance(self) -> int:
         """Move the generation on and tell every process; returns the new one. Blocking."""
+        ...
+
+    def decided(self) -> int:
+        """The newest generation a completed decision pass decided at (0 before any):
+        the stored decisions have taken in every change up to it. Blocking."""
+        ...
+
+    def mark_decided(self, generation: int) -> None:
+        """Record that a decision pass which read ``generation`` before its inputs has
+        completed; an older generation than the one recorded changes nothing (passes of
+        several processes may end in any order). Blocking."""
         ...
 
     def follow(self, every: float) -> AsyncGenerator[int, None]:
@@ -93,6 +105,21 @@ class SqlGenerations(Sessions):
             if self._postgres:
                 session.execute(select(func.pg_notify(WAKEUP_CHANNEL, str(generation))))
         return generation
+
+    def decided(self) -> int:
+        with self.engine.connect() as connection:
+            return int(connection.execute(_DECIDED).scalar_one())
+
+    def mark_decided(self, generation: int) -> None:
+        with self._writing() as session:
+            session.execute(
+                update(WakeupGeneration)
+                .where(
+                    WakeupGeneration.id == WAKEUP_ROW,
+                    WakeupGeneration.decided_generation < generation,
+                )
+                .values(decided_generation=generation)
+            )
 
     async def follow(self, every: float) -> AsyncGenerator[int, None]:
         if not self._postgres:
