@@ -214,6 +214,33 @@ def test_keys_tokens_groups_declarations_and_device_lifecycle(
 
 
 @pytest.mark.parametrize("server", ["sqlite"], indirect=True)
+def test_a_broken_file_is_refused_naming_it_before_anything_is_sent(
+    server: RunningServer, admin: Admin, tmp_path: Path
+) -> None:
+    """Uploads are read here by the server's rules first: the refusal names the file and
+    the line (not the server's ``request body``), exit 2, and nothing is stored."""
+    truncated = tmp_path / "catalog.json"
+    truncated.write_text('{"format": "bsi-catalog/1", "supplements": [')
+    refused = admin("catalog", "import", str(truncated))
+    assert refused.code == EXIT_USAGE
+    assert f"{truncated}: not JSON" in refused.stderr
+    lines = tmp_path / "inventory.ndjson"
+    lines.write_text('{"device_id": "a", "report": {}}\n{"device_id": "b", "report": \n')
+    refused = admin("devices", "import", str(lines))
+    assert refused.code == EXIT_USAGE
+    assert f"{lines}: line 2: not JSON" in refused.stderr
+    plist = tmp_path / "inventory.plist"
+    plist.write_bytes(b"<plist><dict><key>UDID</key>")
+    assert admin("devices", "import", str(plist)).code == EXIT_USAGE
+    twice = tmp_path / "plan.json"
+    twice.write_text('{"waves": [], "waves": [{"percent": 100}]}')
+    refused = admin("rollouts", "plan", "set", "macOS", "--file", str(twice))
+    assert refused.code == EXIT_USAGE
+    assert "key 'waves' appears twice" in refused.stderr
+    assert server.reader.get("/v1/admin/devices").json()["devices"] == []
+    assert server.reader.get("/v1/admin/supplements").json() == []
+
+
 def test_login_saves_server_and_key_for_later_commands(
     server: RunningServer, admin: Admin, tmp_path: Path
 ) -> None:

@@ -42,8 +42,8 @@ def test_a_rollout_started_shown_and_steered_from_the_cli(
     not_json = admin(
         "rollouts", "plan", "set", "macOS", BUILD, "--file", write(tmp_path / "a", "{waves")
     )
-    assert not_json.code == EXIT_REFUSED
-    assert "JSON" in not_json.stderr
+    assert not_json.code == EXIT_USAGE  # read here first, naming the file
+    assert f"{tmp_path / 'a'}: not JSON" in not_json.stderr
     overlapping = {"waves": [{"name": "a", "percent": 50}, {"name": "b", "percent": 30}]}
     refused = admin(
         "rollouts", "plan", "set", "macOS", BUILD, "--file", write(tmp_path / "b", overlapping)
@@ -198,7 +198,8 @@ def test_default_plans_windows_and_webhooks_from_the_cli(
     assert zone.code == EXIT_REFUSED
     assert "'Mars/Olympus' is not a time zone" in zone.stderr
     from_file = admin("windows", "set", "default", "--file", write(tmp_path / "w", "[1"))
-    assert from_file.code == EXIT_REFUSED
+    assert from_file.code == EXIT_USAGE  # read here first, naming the file
+    assert f"{tmp_path / 'w'}: not JSON" in from_file.stderr
     assert admin("windows", "show", "default", "--json").json() == expected  # unchanged
     assert admin("windows", "set", "default").code == EXIT_USAGE
     nobody = admin("windows", "set", "no-such-group", *window)
@@ -230,6 +231,10 @@ def test_default_plans_windows_and_webhooks_from_the_cli(
     )  # fmt: skip
     assert weak.code == EXIT_REFUSED
     assert "webhook.secret" in weak.stderr
+    assert len(admin("webhooks", "list", "--json").json()) == 1  # type: ignore[arg-type]
+    unasked = admin("webhooks", "add", url, "--kind", "rollout-halted")  # no terminal here
+    assert unasked.code == EXIT_USAGE
+    assert "--secret-file" in unasked.stderr
     assert len(admin("webhooks", "list", "--json").json()) == 1  # type: ignore[arg-type]
     assert admin("webhooks", "remove", str(hook["id"])).code == 0
     assert admin("webhooks", "list", "--json").json() == []

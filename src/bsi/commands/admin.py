@@ -34,7 +34,7 @@ from bsi.commands.admin_client import (
 )
 from bsi.domain.compliance import CVE_COLUMNS, SUPPLEMENT_COLUMNS
 from bsi.errors import BsiError, InvalidInput
-from bsi.strict import read_json
+from bsi.strict import read_json, read_json_lines, read_plist
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -185,6 +185,27 @@ def read_file(path: Path) -> bytes:
         return path.read_bytes()
     except OSError as error:
         raise InvalidInput(f"cannot read {path}: {error.strerror}") from None
+
+
+def read_document(path: Path) -> bytes:
+    """The bytes of a document the server reads (JSON, or by its suffix a property list
+    or NDJSON), read here first by the same strict rules: a broken file is refused
+    naming the file and the line (exit 2) before anything is sent, where the server
+    could only name the ``request body``."""
+    raw = read_file(path)
+    kind = _content_type(path)
+    if kind == "application/x-plist":
+        read_plist(raw, source=str(path))
+    elif kind == "application/x-ndjson":
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InvalidInput(f"{path}: not UTF-8", hint="save the file as UTF-8") from None
+        for _ in read_json_lines(text, source=str(path)):
+            pass
+    else:
+        read_json(raw, source=str(path), unique_keys=True)
+    return raw
 
 
 # -- login ------------------------------------------------------------------
@@ -421,7 +442,11 @@ def devices_import(
 def upload(endpoint: str, path: Path, **params: Any) -> Any:
     """POST the file's bytes as they are (the server reads and refuses them whole)."""
     return client().call(
-        "POST", endpoint, params=params, content=read_file(path), content_type=_content_type(path)
+        "POST",
+        endpoint,
+        params=params,
+        content=read_document(path),
+        content_type=_content_type(path),
     )
 
 
@@ -442,7 +467,7 @@ def enrollments_import(
 ) -> None:
     """Import NanoMDM enrollment ids (devices before their channels; all or nothing)."""
     answer = client().call(
-        "POST", "/enrollments", content=read_file(path), content_type="application/json"
+        "POST", "/enrollments", content=read_document(path), content_type="application/json"
     )
     done(answer, as_json, f"{answer['created']} created, {answer['refreshed']} refreshed")
 
@@ -626,8 +651,8 @@ def declarations_put(
     as_json: Json = False,
 ) -> None:
     """Create or replace a declaration (checked against Apple's schema by the server)."""
-    raw = read_file(path)
-    document = read_json(raw, source=str(path), unique_keys=True)  # sent as the server reads it
+    raw = read_document(path)
+    document = read_json(raw, source=str(path))
     identifier = document.get("Identifier") if isinstance(document, dict) else None
     if not isinstance(identifier, str) or not identifier:
         raise InvalidInput(f"{path} is not a declaration with an Identifier")

@@ -28,6 +28,7 @@ from bsi.commands.admin import (
     err,
     out,
     pages,
+    read_document,
     read_file,
     reporting,
     segment,
@@ -184,7 +185,7 @@ def plan_set(
 ) -> None:
     """Start a supplement's rollout with a plan, or set the platform's default plan (the
     plan of every supplement first imported for it). The server checks the plan."""
-    body = read_file(file)
+    body = read_document(file)
     admin = client()
     if build is None:
         answer = admin.call(
@@ -261,7 +262,7 @@ def windows_set(
     if file is not None:
         if days is not None or start is not None or end is not None:
             raise InvalidInput("--file and --days/--start/--end are exclusive")
-        body = read_file(file)
+        body = read_document(file)
     else:
         if days is None or start is None or end is None:
             raise InvalidInput(
@@ -317,6 +318,11 @@ def webhooks_add(
     """Send events of these kinds, signed with a secret (asked for, hidden, when no file)."""
     if secret_file is not None:
         secret = read_file(secret_file).decode("utf-8", errors="replace").strip()
+    elif not sys.stdin.isatty():  # a script: no one to ask, and no secret on the command line
+        raise InvalidInput(
+            "no --secret-file, and no terminal to ask for the webhook secret on",
+            hint="write the secret to a file readable only by you and pass --secret-file FILE",
+        )
     else:
         secret = typer.prompt("Webhook secret", hide_input=True).strip()
     answer = client().post("/webhooks", {"url": url, "secret": secret, "kinds": kind})
