@@ -214,6 +214,25 @@ def test_keys_tokens_groups_declarations_and_device_lifecycle(
 
 
 @pytest.mark.parametrize("server", ["sqlite"], indirect=True)
+def test_a_report_that_contradicts_a_device_is_a_refusal_not_a_key_problem(
+    admin: Admin, tmp_path: Path
+) -> None:
+    """A 403 for what was asked (the hardware a device first named is the one it must keep
+    naming) exits 1 with the server's word, not 3 with "needs an admin key"."""
+    record = macos_report()
+    record["StatusItems"]["device"]["identifier"] = {"serial-number": "C02FIRST0001"}
+    first = tmp_path / "first.json"
+    first.write_text(json.dumps({"device_id": "mac-1", "report": record}))
+    assert admin("devices", "import", str(first)).code == 0
+    record["StatusItems"]["device"]["identifier"] = {"serial-number": "C02OTHER0002"}
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"device_id": "mac-1", "report": record}))
+    refused = admin("devices", "import", str(other))
+    assert refused.code == EXIT_REFUSED, refused.stderr
+    assert "C02FIRST0001" in refused.stderr
+    assert "admin key" not in refused.stderr
+
+
 def test_a_broken_file_is_refused_naming_it_before_anything_is_sent(
     server: RunningServer, admin: Admin, tmp_path: Path
 ) -> None:
@@ -252,6 +271,12 @@ def test_login_saves_server_and_key_for_later_commands(
     no_server = admin("groups", "list", url="", key="")
     assert no_server.code == EXIT_USAGE
     assert "bsi admin login" in no_server.stderr
+    with_a_path = admin("groups", "list", url=server.url + "/v1")
+    assert with_a_path.code == EXIT_REFUSED
+    assert "GET /v1/v1/admin/groups" in with_a_path.stderr  # the path as requested
+    assert "no such admin endpoint" in with_a_path.stderr
+    assert "base URL, with no path" in with_a_path.stderr
+    assert "detail" not in with_a_path.stderr
 
     key_file = tmp_path / "admin-api-key"
     key_file.write_text(server.admin_key + "\n")

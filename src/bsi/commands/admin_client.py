@@ -182,26 +182,39 @@ class AdminClient:
             return read_json(
                 response.content, source=f"{what}: the answer", error=ServerUnavailable
             )
-        message, hint = _refusal(response)
-        text = f"{what}: {message}"
+        kind, message, hint = _refusal(response)
+        asked = f"{method} {response.request.url.path}"  # the path as requested
+        text = f"{asked}: {message}"
+        if kind is None and response.status_code in (404, 405):  # not bsi's answer
+            raise ServerRefused(
+                f"{asked}: HTTP {response.status_code}: {self.connection.server} has no such "
+                "admin endpoint",
+                hint="--server / BSI_SERVER is the server's base URL, with no path, e.g. "
+                "http://127.0.0.1:8080",
+            )
         if response.status_code == 401:
             raise Unauthorized(
                 text, hint=hint or "check --api-key / BSI_API_KEY, or run 'bsi admin login'"
             )
-        if response.status_code == 403:
+        if response.status_code == 403 and kind == Forbidden.__name__:  # the key's role
             raise Forbidden(text, hint=hint or "this needs an admin key, not a read-only one")
         if response.status_code >= 500:
             raise ServerUnavailable(f"{text} (HTTP {response.status_code})", hint=hint)
-        raise ServerRefused(text, hint=hint)
+        raise ServerRefused(text, hint=hint)  # what was asked is refused (403s of a device)
 
 
-def _refusal(response: httpx.Response) -> tuple[str, str | None]:
-    """The server's ``message`` and ``hint`` (bsi's error body), or the start of the body."""
+def _refusal(response: httpx.Response) -> tuple[str | None, str, str | None]:
+    """The server's ``error`` (its class), ``message`` and ``hint`` (bsi's error body);
+    for another body (not bsi's), None and the start of the body."""
     try:
         body = response.json()
     except ValueError:
-        return response.text[:200] or f"HTTP {response.status_code}", None
+        return None, response.text[:200] or f"HTTP {response.status_code}", None
     if isinstance(body, dict) and isinstance(body.get("message"), str):
-        hint = body.get("hint")
-        return body["message"], hint if isinstance(hint, str) else None
-    return str(body)[:200], None
+        kind, hint = body.get("error"), body.get("hint")
+        return (
+            kind if isinstance(kind, str) else None,
+            body["message"],
+            hint if isinstance(hint, str) else None,
+        )
+    return None, str(body)[:200], None
