@@ -224,13 +224,18 @@ def test_a_report_that_contradicts_a_device_is_a_refusal_not_a_key_problem(
     first = tmp_path / "first.json"
     first.write_text(json.dumps({"device_id": "mac-1", "report": record}))
     assert admin("devices", "import", str(first)).code == 0
+    new = {"device_id": "mac-2", "report": macos_report()}
     record["StatusItems"]["device"]["identifier"] = {"serial-number": "C02OTHER0002"}
     other = tmp_path / "other.json"
-    other.write_text(json.dumps({"device_id": "mac-1", "report": record}))
+    other.write_text(json.dumps([new, {"device_id": "mac-1", "report": record}]))
     refused = admin("devices", "import", str(other))
     assert refused.code == EXIT_REFUSED, refused.stderr
+    assert "device 'mac-1'" in refused.stderr
     assert "C02FIRST0001" in refused.stderr
     assert "admin key" not in refused.stderr
+    listed = admin("devices", "list", "--json").json()
+    assert isinstance(listed, dict)
+    assert [d["device_id"] for d in listed["devices"]] == ["mac-1"]  # refused whole
 
 
 def test_a_broken_file_is_refused_naming_it_before_anything_is_sent(

@@ -535,7 +535,11 @@ class BsiService:
         """
         for device_id, body in reports:
             check_enrollment_id(device_id)
-            parse_status_report(body)
+            report = parse_status_report(body)
+            try:  # hardware a known device is bound to: refused before anything is stored
+                _check_identity(report, *_bound(self._devices.enrollment(device_id)))
+            except IdentityMismatch as error:
+                raise IdentityMismatch(f"device {device_id!r}: {error.message}") from None
         created = self.register_enrollments(
             [NewEnrollment(d, group=group, enrolled_by="inventory") for d in dict(reports)]
         )
