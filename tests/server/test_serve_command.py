@@ -57,6 +57,22 @@ def test_postgresql_must_be_migrated_first(postgres_base: str) -> None:
         assert response.status_code == 200
 
 
+def test_a_data_dir_that_cannot_be_one_is_a_clear_error(tmp_path: Path) -> None:
+    taken = tmp_path / "a-file"
+    taken.write_text("not a directory")
+    refused = subprocess.run(
+        [sys.executable, "-m", "bsi", "serve", "--data-dir", str(taken), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert f"--data-dir {taken}: File exists" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert taken.read_text() == "not a directory"
+
+
 def test_a_bad_database_url_is_a_clear_error() -> None:
     result = bsi("db", "upgrade", "--database-url", "mysql://nowhere/bsi")
     assert result.returncode == 2

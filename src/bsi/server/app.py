@@ -20,7 +20,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from bsi import __version__, durable
-from bsi.errors import Unavailable
+from bsi.errors import InvalidInput, Unavailable
 from bsi.server import decision_process
 from bsi.server.admin import admin_router
 from bsi.server.console import console_router
@@ -77,7 +77,13 @@ def utc_now() -> datetime:
 def prepare(settings: ServerSettings, clock: Callable[[], datetime] = utc_now) -> BsiService:
     """Open (and for the embedded default, create and migrate) the database."""
     if settings.embedded:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # a file in its place, no permission
+            raise InvalidInput(
+                f"--data-dir {settings.data_dir}: {error.strerror}",
+                hint="give a directory bsi may create and write (BSI_DATA_DIR)",
+            ) from None
     engine = open_engine(settings.resolved_database_url())
     if settings.embedded:
         upgrade(engine)
