@@ -132,6 +132,7 @@ def test_declarations_steer_the_decisions(tmp_path: Path) -> None:
         (["--at", "next tuesday"], "'next tuesday' is not a date"),
         (["--json", "--csv"], "exclusive"),
         (["--reports", "/nonexistent/reports"], "no status reports at /nonexistent/reports"),
+        (["--catalog", "missing.json"], "--sample and --catalog are exclusive"),
     ],
 )
 def test_bad_arguments_exit_2_with_a_message(args: list[str], message: str) -> None:

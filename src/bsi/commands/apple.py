@@ -126,6 +126,11 @@ def apple_compliance(
         raise InvalidInput("--json and --csv are exclusive")
     chosen = OutputFormat.JSON if as_json else OutputFormat.CSV if as_csv else output_format
     if use_sample:
+        if catalog:  # the sample fleet is decided against the sample's own catalogue
+            raise InvalidInput(
+                "--sample and --catalog are exclusive",
+                hint="--sample uses the sample catalogue; leave out --sample to use yours",
+            )
         the_catalog = sample.catalog()
         fleet = load_fleet(
             reports or sample.fleet_path(), skip_invalid=skip_invalid, form=reports_format
