@@ -329,6 +329,9 @@ def test_inventory_import_shows_devices_not_on_ddm(
     assert anonymous.status_code == 400, anonymous.text
     assert anonymous.json()["message"].startswith('body[0]: each record needs a "device_id"')
     assert '"report"' in anonymous.json()["hint"]
+    not_a_report = admin.post("/v1/admin/inventory", json=[mdm, {"device_id": "x", "report": 1}])
+    assert not_a_report.status_code == 400, not_a_report.text
+    assert not_a_report.json()["message"] == "body[1]: a status report must be an object, not 1"
     assert admin.get("/v1/admin/devices").json()["devices"] == []
 
     assert admin.post("/v1/admin/inventory", json=mdm).json() == {"devices": 1, "created": 1}

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from bsi.apple.fleet import InventoryFormat, inventory_reports
 from bsi.domain.ddm import ENROLLMENT_ID_MAX
 from bsi.domain.eligibility import Outcome, Reason
+from bsi.domain.status import parse_status_report
 from bsi.errors import BsiError, InvalidInput
 from bsi.server.admin.common import Access, Format, Role, csv_response, recompute_later
 from bsi.server.http import json_body
@@ -168,8 +169,12 @@ def device_routes(router: APIRouter, service: BsiService, access: Access, wakeup
         records = await _inventory_records(request)
         entries = list(inventory_reports(records, format, where="body"))
         for _device, location, report in entries:
-            if isinstance(report, BsiError):
-                raise InvalidInput(f"{location}: {report.message}", hint=report.hint)
+            try:
+                if isinstance(report, BsiError):
+                    raise report
+                parse_status_report(report)  # its fault named by its place in the upload
+            except BsiError as error:
+                raise InvalidInput(f"{location}: {error.message}", hint=error.hint) from None
         pairs = [(device_id, report) for device_id, _location, report in entries]
         created = await run_in_threadpool(service.import_inventory, pairs, group)
         recompute_later(service, tasks)
