@@ -371,3 +371,44 @@ def test_a_build_signed_again_with_other_bytes_is_refused_before_the_server_noti
     assert snapshot(world.root) == world.baseline
     items = world.admin.get(f"/v1/admin/devices/{device_id}").json()["status_items"]
     assert items["softwareupdate.install-state"] == "failed"
+
+
+def test_a_letter_published_while_the_server_is_down_is_decided_as_it_starts(
+    tmp_path: Path,
+) -> None:
+    """The server reads the repository as it starts: a host decided with nothing to
+    install (its decisions current, nothing left to catch up) is offered the letter,
+    unasked, before it checks in again."""
+    root = tmp_path / "device"
+    write_tree(root, BASE_FILES)
+    (root / "etc").mkdir(exist_ok=True)
+    (root / "etc" / "os-release").write_text(OS_RELEASE)
+    keys, repo = tmp_path / "keys", tmp_path / "repo"
+    init_keys(keys, repo)
+    settings = ServerSettings(data_dir=tmp_path / "data", tuf_repo_dir=repo, tuf_keys_dir=keys)
+    agent = Agent(root, AgentConfig())
+    with running_app(settings) as (url, service):
+        admin_key = service.create_api_key("e2e", "admin")
+        token = service.create_enrollment_token("default", timedelta(hours=1), None)[0]
+        device_id = agent.enroll(url, token, repo / "metadata" / "1.root.json")
+        assert agent.once().active is None
+        device = httpx.get(
+            f"{url}/v1/admin/devices/{device_id}", headers={"Authorization": f"Bearer {admin_key}"}
+        ).json()
+        assert device["decision_outcome"] != "install", device  # nothing published yet
+        service.recompute_decisions()  # decisions current: nothing left for a start to catch up
+        generations = service.stores.generations
+        assert generations.decided() == generations.current()
+    publish_letter(tmp_path, "a", PATCHED_FILES, HEALTHY, ["true"])  # the server is down
+    with running_app(settings) as (url, service):
+        deadline = time.monotonic() + 30
+        while True:
+            device = httpx.get(
+                f"{url}/v1/admin/devices/{device_id}",
+                headers={"Authorization": f"Bearer {admin_key}"},
+            ).json()
+            if device["decision_outcome"] == "install":
+                break
+            assert time.monotonic() < deadline, device["decision_message"]
+            time.sleep(0.1)
+        assert device["decision_supplement_build"] == "12A100a"
