@@ -265,6 +265,27 @@ def test_a_broken_file_is_refused_naming_it_before_anything_is_sent(
     assert server.reader.get("/v1/admin/supplements").json() == []
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("enrollment-token", "--expires-in-hours", "-1"),
+        ("enrollment-token", "--expires-in-hours", "9000"),
+        ("enrollment-token", "--max-uses", "0"),
+        ("devices", "list", "--stale-hours", "-5"),
+        ("devices", "list", "--limit", "0"),
+        ("security-events", "--limit", "10001"),
+    ],
+)
+def test_numeric_options_are_checked_before_asking(
+    server: RunningServer, admin: Admin, args: tuple[str, ...]
+) -> None:
+    """The admin API's bounds (bsi.server.paths), checked here: exit 2 naming the option."""
+    refused = admin(*args)
+    assert refused.code == EXIT_USAGE, refused.stderr
+    assert args[-2] in refused.stderr
+    assert server.reader.get("/v1/admin/devices").json()["devices"] == []
+
+
 def test_login_saves_server_and_key_for_later_commands(
     server: RunningServer, admin: Admin, tmp_path: Path
 ) -> None:

@@ -34,7 +34,8 @@ from bsi.commands.admin_client import (
 )
 from bsi.domain.compliance import CVE_COLUMNS, SUPPLEMENT_COLUMNS
 from bsi.errors import BsiError, InvalidInput
-from bsi.strict import read_json, read_json_lines, read_plist
+from bsi.server.paths import MAX_PAGE, MAX_STALE_HOURS, MAX_TOKEN_HOURS
+from bsi.strict import MAX_INT32, read_json, read_json_lines, read_plist
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -180,6 +181,18 @@ def done(answer: Any, as_json: bool, sentence: str) -> None:
         out.print(sentence)
 
 
+def _hours_within(most: float) -> Callable[[float | None], float | None]:
+    """An option's check: hours above 0 and at most ``most`` (the admin API's bound,
+    :mod:`bsi.server.paths`), refused before asking, naming the option (exit 2)."""
+
+    def check(value: float | None) -> float | None:
+        if value is not None and not 0 < value <= most:
+            raise typer.BadParameter(f"{value:g} is not above 0 and at most {most:g} hours")
+        return value
+
+    return check
+
+
 def read_file(path: Path) -> bytes:
     try:
         return path.read_bytes()
@@ -310,14 +323,18 @@ def devices_list(
     reason: Annotated[str | None, typer.Option(help="A decision reason code.")] = None,
     target_build: Annotated[str | None, typer.Option(help="The decision's supplement.")] = None,
     stale_hours: Annotated[
-        float | None, typer.Option(help="Not seen for this many hours (or never).")
+        float | None,
+        typer.Option(
+            help="Not seen for this many hours (or never).",
+            callback=_hours_within(MAX_STALE_HOURS),
+        ),
     ] = None,
     seen_after: Annotated[str | None, typer.Option(help="ISO 8601 instant.")] = None,
     seen_before: Annotated[str | None, typer.Option(help="ISO 8601 instant.")] = None,
     lifecycle: Annotated[
         str | None, typer.Option(help="active, revoked or decommissioned.")
     ] = None,
-    limit: Annotated[int, typer.Option(help="Devices per page (1-10000).")] = 100,
+    limit: Annotated[int, typer.Option(min=1, max=MAX_PAGE, help="Devices per page.")] = 100,
     every: Annotated[bool, typer.Option("--all", help="Follow every page.")] = False,
     as_json: Json = False,
     as_csv: Csv = False,
@@ -560,7 +577,7 @@ def compliance_patch_windows(
 @admin_app.command("security-events")
 @reporting
 def security_events(
-    limit: Annotated[int, typer.Option(help="At most this many (1-10000).")] = 100,
+    limit: Annotated[int, typer.Option(min=1, max=MAX_PAGE, help="At most this many.")] = 100,
     as_json: Json = False,
     as_csv: Csv = False,
 ) -> None:
@@ -584,8 +601,12 @@ def enrollment_token(
     group: Annotated[
         str, typer.Option(help="Devices enrolled with it join this group.")
     ] = "default",
-    expires_in_hours: Annotated[float, typer.Option(help="Valid this long.")] = 24.0,
-    max_uses: Annotated[int | None, typer.Option(help="Devices it may enroll.")] = None,
+    expires_in_hours: Annotated[
+        float, typer.Option(help="Valid this long.", callback=_hours_within(MAX_TOKEN_HOURS))
+    ] = 24.0,
+    max_uses: Annotated[
+        int | None, typer.Option(min=1, max=MAX_INT32, help="Devices it may enroll.")
+    ] = None,
     as_json: Json = False,
 ) -> None:
     """Create an enrollment token; a device spends it with 'bsi agent enroll'."""

@@ -8,13 +8,14 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from bsi.server.admin.common import Access, Role
+from bsi.server.paths import MAX_TOKEN_HOURS
 from bsi.server.service import BsiService
 from bsi.strict import MAX_INT32
 
 
 class EnrollmentTokenIn(BaseModel):
     group: str = "default"
-    expires_in_hours: float = Field(24.0, gt=0, le=24 * 365)
+    expires_in_hours: float = Field(24.0, gt=0, le=MAX_TOKEN_HOURS)
     max_uses: int | None = Field(None, ge=1, le=MAX_INT32)
 
 

@@ -15,13 +15,11 @@ from bsi.domain.status import parse_status_report
 from bsi.errors import BsiError, InvalidInput
 from bsi.server.admin.common import Access, Format, Role, csv_response, recompute_later
 from bsi.server.http import json_body
+from bsi.server.paths import MAX_PAGE, MAX_STALE_HOURS
 from bsi.server.service import BsiService
 from bsi.server.wakeup import Wakeups
 from bsi.store.store import DeviceFilter, DeviceRecord, NewEnrollment
 from bsi.strict import read_json_lines, read_plist
-
-MAX_STALE_HOURS = 24 * 365 * 100
-"""``stale_hours`` beyond a century would only overflow the date arithmetic."""
 
 
 class EnrollmentIn(BaseModel):
@@ -93,7 +91,7 @@ def device_routes(router: APIRouter, service: BsiService, access: Access, wakeup
         lifecycle: Annotated[
             Lifecycle | None, Query(description="default: active and revoked devices")
         ] = None,
-        limit: Annotated[int, Query(ge=1, le=10_000)] = 100,
+        limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100,
         format: Format = Format.JSON,
     ) -> Response | dict[str, Any]:
         stale_before = (

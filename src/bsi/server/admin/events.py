@@ -6,6 +6,7 @@ from fastapi import APIRouter, Depends, Query
 from starlette.concurrency import run_in_threadpool
 
 from bsi.server.admin.common import Access, Role
+from bsi.server.paths import MAX_PAGE
 from bsi.server.service import BsiService
 
 
@@ -15,7 +16,7 @@ def event_routes(router: APIRouter, service: BsiService, access: Access) -> None
 
     @router.get("/security-events", summary="Refused impersonation attempts, newest first")
     async def security_events(
-        _: Read, limit: Annotated[int, Query(ge=1, le=10_000)] = 100
+        _: Read, limit: Annotated[int, Query(ge=1, le=MAX_PAGE)] = 100
     ) -> list[dict[str, Any]]:
         events = await run_in_threadpool(service.security_events, limit)
         return [
