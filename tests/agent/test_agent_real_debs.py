@@ -216,4 +216,5 @@ def test_a_foreign_change_is_drift_and_rollback_force_recovers(fleet: Fleet) -> 
     assert [(p["package"], p["version"]) for p in items["bsi.agent.packages"]] == [
         ("libssl3", fleet.base[0])
     ]
+    assert items["bsi.agent.packages-asked"] == ["libssl3"]  # what the catalogue names
     assert device["decision_outcome"] != "up-to-date", device["decision_message"]

@@ -129,6 +129,20 @@ def test_host_without_the_package_needs_nothing() -> None:
     )
 
 
+def test_a_package_the_host_was_not_asked_about_is_unknown_not_absent() -> None:
+    """A supplement published since the host's last report names a package its agent did
+    not look up: its absence from the report says nothing (fail closed)."""
+    asked_other = host(None, packages_asked=frozenset({"openssh-server"}))
+    decision = decide(asked_other, CATALOG, SoftwareUpdatePolicy(), NOW)
+    assert (decision.outcome, decision.reason) == (Outcome.UNKNOWN, Reason.PREREQUISITE_UNKNOWN)
+    assert "not yet said whether libssl3 is installed" in decision.message
+    asked = host(None, packages_asked=frozenset({"libssl3", "openssh-server"}))
+    decision = decide(asked, CATALOG, SoftwareUpdatePolicy(), NOW)
+    assert (decision.outcome, decision.reason) == (Outcome.UP_TO_DATE, Reason.NO_SUPPLEMENT)
+    installed = host(packages_asked=frozenset())  # reported installed: asked or not
+    assert decide(installed, CATALOG, SoftwareUpdatePolicy(), NOW).outcome is Outcome.INSTALL
+
+
 def test_host_that_reports_no_packages_is_not_up_to_date() -> None:
     decision = decide(host(packages=None), CATALOG, SoftwareUpdatePolicy(), NOW)
     assert (decision.outcome, decision.reason) == (Outcome.UNKNOWN, Reason.PREREQUISITE_UNKNOWN)
@@ -236,8 +250,11 @@ def test_bad_documents_are_refused_naming_the_field(
 
 def test_package_status_items_round_trip_and_place_a_device_without_build() -> None:
     packages = (PackageVersion("libssl3", BASE, "amd64"),)
-    items = package_items(DPKG, packages, {"usr/bin/x": None, "usr/bin/y": SHA_A})
+    items = package_items(
+        DPKG, packages, {"usr/bin/x": None, "usr/bin/y": SHA_A}, frozenset({"libssl3", "zlib1g"})
+    )
     assert read_package_items(items) == (DPKG, packages, {"usr/bin/x": None, "usr/bin/y": SHA_A})
+    assert items["bsi.agent.packages-asked"] == ["libssl3", "zlib1g"]
     state = DeviceState(
         {
             "device.operating-system.family": "debian",
@@ -247,9 +264,12 @@ def test_package_status_items_round_trip_and_place_a_device_without_build() -> N
     )
     facts = state.facts()
     assert (facts.build, facts.packages) == (None, packages)
+    assert facts.packages_asked == {"libssl3", "zlib1g"}
     assert decide(facts, CATALOG, SoftwareUpdatePolicy(), NOW).outcome is Outcome.INSTALL
 
 
 def test_a_malformed_package_item_is_a_bad_report() -> None:
     with pytest.raises(InvalidStatusReport, match=r"bsi.agent.packages\[0\]"):
         DeviceState({"bsi.agent.packages": [{"package": "libssl3"}]})
+    with pytest.raises(InvalidStatusReport, match=r"bsi.agent.packages-asked\[1\]"):
+        DeviceState({"bsi.agent.packages-asked": ["libssl3", 7]})

@@ -82,7 +82,11 @@ def status_report(
         }
     if facts.build is not None:  # a stock distribution has none: packages place it
         items[OS_BUILD] = str(facts.build)
-    items.update(package_items(facts.package_manager, facts.packages, facts.file_digests))
+    items.update(
+        package_items(
+            facts.package_manager, facts.packages, facts.file_digests, facts.packages_asked
+        )
+    )
     items.update(container_items(facts.containers))
     if drift:
         # bsi's own item: files the active supplement manages that something else changed.

@@ -469,6 +469,7 @@ class Agent:
             facts,
             package_manager=manager,
             packages=read_packages(self.root, manager, names) if manager else None,
+            packages_asked=names if manager else None,
             file_digests=file_digests(self.root, paths, active) if paths else None,
         )
 

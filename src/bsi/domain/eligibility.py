@@ -312,6 +312,7 @@ def placement(supplement: Supplement, facts: DeviceFacts) -> Placement:
         packages=facts.packages,
         files=facts.file_digests,
         images=images(facts.containers),
+        asked=facts.packages_asked,
     )
 
 

@@ -37,9 +37,12 @@ class DeviceFacts:
     ``file_digests`` maps a path (no leading ``/``) the catalogue names to its
     SHA-256, ``None`` when the file is missing. Either is ``None`` when not
     reported (Apple devices), which eligibility treats as unknown, never as
-    "not installed". ``containers`` are the running containers of a Docker or
-    Podman host (``None``: not a container host); an image prerequisite places
-    the host by their base images.
+    "not installed". ``packages_asked`` are the names the agent looked up (the
+    catalogue's, when it read them): a package a supplement names that is neither
+    installed nor asked about is unknown, not absent (``None``: an agent that does not
+    say, whose absent packages count as not installed). ``containers`` are the
+    running containers of a Docker or Podman host (``None``: not a container host);
+    an image prerequisite places the host by their base images.
     """
 
     platform: str
@@ -56,5 +59,6 @@ class DeviceFacts:
     restart_pending: bool = False
     package_manager: PackageManager | None = None
     packages: tuple[PackageVersion, ...] | None = None
+    packages_asked: frozenset[str] | None = None
     file_digests: Mapping[str, str | None] | None = None
     containers: tuple[ContainerFacts, ...] | None = None

@@ -374,11 +374,16 @@ def place(
     packages: tuple[PackageVersion, ...] | None,
     files: Mapping[str, str | None] | None,
     images: Iterable[ImageFacts] | None = None,
+    asked: frozenset[str] | None = None,
 ) -> Placement:
     """Whether a device (its build, installed packages, file digests) is on ``prerequisite``.
 
     Packages must be installed at exactly the named version (and
-    architecture): a supplement replaces that version's files. ``files`` maps
+    architecture): a supplement replaces that version's files. A package
+    neither installed nor among those the device ``asked`` about (the names its
+    agent looked up) is unknown, not absent: a supplement published since the
+    device's last report names a package its report could not say anything
+    about (fail closed; ``asked`` ``None``: absent means not installed). ``files`` maps
     a path to its digest, ``None`` when the file is missing. ``images`` are the
     base images of a container host's running containers (``None``: not a
     container host): met when one of them is (:func:`place_image`).
@@ -411,6 +416,12 @@ def place(
         differences = []
         for wanted in prerequisite.packages:
             have = installed_match(wanted, packages)
+            if have is None and asked is not None and wanted.name not in asked:
+                return Placement(
+                    Match.UNKNOWN,
+                    f"the device has not yet said whether {wanted.name} is installed (it "
+                    "looks it up at its next check-in)",
+                )
             if have is None:
                 return Placement(Match.ABSENT, f"{wanted.name} is not installed")
             if (
@@ -795,9 +806,11 @@ def dump_base(
 # -- as status items -------------------------------------------------------
 
 #: bsi's own status items: the host's package manager, its installed versions
-#: of the packages the catalogue names, and the digests of the files it names.
+#: of the packages the catalogue names, the names it looked up (installed or not),
+#: and the digests of the files it names.
 PACKAGE_MANAGER_ITEM = "bsi.agent.package-manager"
 PACKAGES_ITEM = "bsi.agent.packages"
+PACKAGES_ASKED_ITEM = "bsi.agent.packages-asked"
 FILE_DIGESTS_ITEM = "bsi.agent.file-digests"
 
 
@@ -805,12 +818,16 @@ def package_items(
     manager: PackageManager | None,
     packages: tuple[PackageVersion, ...] | None,
     file_digests: Mapping[str, str | None] | None,
+    asked: frozenset[str] | None = None,
 ) -> dict[str, object]:
-    """The status items for what :func:`read_package_items` reads back."""
+    """The status items for what :func:`read_package_items` and
+    :func:`read_packages_asked` read back."""
     items: dict[str, object] = {}
     if manager is not None and packages is not None:
         items[PACKAGE_MANAGER_ITEM] = manager.value
         items[PACKAGES_ITEM] = [dump_package(p) for p in packages]
+        if asked is not None:
+            items[PACKAGES_ASKED_ITEM] = sorted(asked)
     if file_digests is not None:
         items[FILE_DIGESTS_ITEM] = [
             {"path": path, "sha256": digest or ""} for path, digest in sorted(file_digests.items())
@@ -825,8 +842,23 @@ def check_package_item(name: str, value: object) -> None:
     elif name == PACKAGES_ITEM:
         for i, entry in enumerate(document_list(value, name)):
             read_package(entry, f"{name}[{i}]")
+    elif name == PACKAGES_ASKED_ITEM:
+        read_packages_asked({name: value})
     elif name == FILE_DIGESTS_ITEM:
         read_package_items({name: value})
+
+
+def read_packages_asked(items: Mapping[str, object]) -> frozenset[str] | None:
+    """The package names the device's agent looked up (``None`` when it does not say).
+
+    Raises :class:`InvalidInput` naming the item for a malformed value."""
+    value = items.get(PACKAGES_ASKED_ITEM)
+    if value is None:
+        return None
+    return frozenset(
+        document_text(name, f"{PACKAGES_ASKED_ITEM}[{i}]")
+        for i, name in enumerate(document_list(value, PACKAGES_ASKED_ITEM))
+    )
 
 
 def read_package_items(

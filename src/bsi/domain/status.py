@@ -17,10 +17,10 @@ from __future__ import annotations
 import copy
 import enum
 import functools
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import InitVar, dataclass, field, replace
 from types import MappingProxyType
-from typing import Any
+from typing import TypeVar
 
 from bsi.domain.containers import CONTAINERS_ITEM, read_container_items
 from bsi.domain.facts import DeviceFacts
@@ -28,9 +28,11 @@ from bsi.domain.inventory import normalise, split_version
 from bsi.domain.prerequisite import (
     FILE_DIGESTS_ITEM,
     PACKAGE_MANAGER_ITEM,
+    PACKAGES_ASKED_ITEM,
     PACKAGES_ITEM,
     check_package_item,
     read_package_items,
+    read_packages_asked,
 )
 from bsi.domain.versions import Build, ExtraVersion, ProductVersion
 from bsi.errors import InvalidInput, InvalidStatusReport, InvalidVersion
@@ -482,7 +484,7 @@ class DeviceState:
         if self._facts is not None:
             return self._facts
         platform, version, build = self.platform, self.product_version, self.build
-        manager, packages, digests = _check_package_items(self.items)
+        manager, packages, digests = _checked(read_package_items, self.items)
         if platform is None or version is None or (build is None and packages is None):
             missing = OS_FAMILY if platform is None else OS_VERSION if version is None else OS_BUILD
             raise InvalidStatusReport(
@@ -511,7 +513,13 @@ class DeviceState:
         if containers is not None:
             facts = replace(facts, containers=containers)
         if packages is not None or digests is not None:
-            facts = replace(facts, package_manager=manager, packages=packages, file_digests=digests)
+            facts = replace(
+                facts,
+                package_manager=manager,
+                packages=packages,
+                packages_asked=_checked(read_packages_asked, self.items),
+                file_digests=digests,
+            )
         object.__setattr__(self, "_facts", facts)
         return facts
 
@@ -545,12 +553,18 @@ _VERSION_FIELDS: Mapping[str, str] = {
 ITEM_OF: Mapping[str, str] = MappingProxyType({**_TEXT_FIELDS, **_VERSION_FIELDS})
 
 
-_PACKAGE_ITEMS = frozenset({PACKAGE_MANAGER_ITEM, PACKAGES_ITEM, FILE_DIGESTS_ITEM})
+_PACKAGE_ITEMS = frozenset(
+    {PACKAGE_MANAGER_ITEM, PACKAGES_ITEM, PACKAGES_ASKED_ITEM, FILE_DIGESTS_ITEM}
+)
 
 
-def _check_package_items(items: Mapping[str, object]) -> tuple[Any, ...]:
+_T = TypeVar("_T")
+
+
+def _checked(read: Callable[[Mapping[str, object]], _T], items: Mapping[str, object]) -> _T:
+    """``read(items)``, its refusal an :class:`InvalidStatusReport` naming the item."""
     try:
-        return read_package_items(items)
+        return read(items)
     except InvalidInput as error:
         raise InvalidStatusReport(f"status item {error.message}", hint=error.hint) from None
 
