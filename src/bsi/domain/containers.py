@@ -36,10 +36,10 @@ from bsi.domain.prerequisite import (
     OS_RELEASE,
     ImageFacts,
     document_fields,
-    document_list,
     document_text,
     dump_os_release,
     is_image_digest,
+    item_entries,
     located,
     read_os_release,
 )
@@ -194,10 +194,5 @@ def read_container_items(items: Mapping[str, object]) -> tuple[ContainerFacts, .
 
     Raises :class:`InvalidInput` naming the entry for a malformed one.
     """
-    value = items.get(CONTAINERS_ITEM)
-    if value is None:
-        return None
-    return tuple(
-        read_container(entry, f"{CONTAINERS_ITEM}[{i}]")
-        for i, entry in enumerate(document_list(value, CONTAINERS_ITEM))
-    )
+    containers = item_entries(items, CONTAINERS_ITEM, read_container)
+    return None if containers is None else tuple(containers)

@@ -37,15 +37,18 @@ Nothing here does I/O.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TypeVar
 
 import rpm_version
 from debian.debian_support import Version as DebianVersion
 
 from bsi.domain.versions import Build
 from bsi.errors import InvalidInput, InvalidVersion
+
+_Entry = TypeVar("_Entry")
 
 # Debian policy §5.6.1 allows [a-z0-9][a-z0-9+.-]+; rpm names may also carry
 # capitals and underscores. One pattern admits both and nothing a shell or a
@@ -543,6 +546,18 @@ def document_list(value: object, where: str) -> list[object]:
     return value
 
 
+def item_entries(
+    items: Mapping[str, object], name: str, read: Callable[[object, str], _Entry]
+) -> list[_Entry] | None:
+    """Each entry of the list status item ``name``, read by ``read(entry, "name[i]")``;
+    ``None`` when the item is absent. Raises what ``read`` or :func:`document_list`
+    raises for a malformed one."""
+    value = items.get(name)
+    if value is None:
+        return None
+    return [read(entry, f"{name}[{i}]") for i, entry in enumerate(document_list(value, name))]
+
+
 def document_text(value: object, where: str) -> str:
     """The string ``value``; else :class:`InvalidInput` naming ``where``."""
     if not isinstance(value, str):
@@ -852,13 +867,8 @@ def read_packages_asked(items: Mapping[str, object]) -> frozenset[str] | None:
     """The package names the device's agent looked up (``None`` when it does not say).
 
     Raises :class:`InvalidInput` naming the item for a malformed value."""
-    value = items.get(PACKAGES_ASKED_ITEM)
-    if value is None:
-        return None
-    return frozenset(
-        document_text(name, f"{PACKAGES_ASKED_ITEM}[{i}]")
-        for i, name in enumerate(document_list(value, PACKAGES_ASKED_ITEM))
-    )
+    names = item_entries(items, PACKAGES_ASKED_ITEM, document_text)
+    return None if names is None else frozenset(names)
 
 
 def read_package_items(
