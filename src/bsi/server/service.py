@@ -527,19 +527,27 @@ class BsiService:
             self._identities.drop(("enrollment", entry.enrollment_id))
         return created
 
-    def import_inventory(self, reports: Sequence[tuple[str, object]], group: str | None) -> int:
+    def import_inventory(
+        self, records: Sequence[tuple[str, str, object]], group: str | None
+    ) -> int:
         """Devices known from another inventory (MDM, osquery): registered, then reported.
 
-        Every device id and report is validated before anything is stored, so
-        a bad record refuses the upload whole. Returns how many devices were new.
+        ``records``: (device id, where the record is in the upload, its DDM report).
+        Every device id, report and the hardware a known device is bound to are checked
+        before anything is stored, so a bad record refuses the upload whole, its error
+        prefixed by its place (``body[3]: ...``). Returns how many devices were new.
         """
-        for device_id, body in reports:
-            check_enrollment_id(device_id)
-            report = parse_status_report(body)
-            try:  # hardware a known device is bound to: refused before anything is stored
-                _check_identity(report, *_bound(self._devices.enrollment(device_id)))
-            except IdentityMismatch as error:
-                raise IdentityMismatch(f"device {device_id!r}: {error.message}") from None
+        for device_id, location, body in records:
+            try:
+                check_enrollment_id(device_id)
+                report = parse_status_report(body)
+                try:
+                    _check_identity(report, *_bound(self._devices.enrollment(device_id)))
+                except IdentityMismatch as error:
+                    raise IdentityMismatch(f"device {device_id!r}: {error.message}") from None
+            except BsiError as error:
+                raise type(error)(f"{location}: {error.message}", hint=error.hint) from None
+        reports = [(device_id, body) for device_id, _location, body in records]
         created = self.register_enrollments(
             [NewEnrollment(d, group=group, enrolled_by="inventory") for d in dict(reports)]
         )

@@ -11,7 +11,6 @@ from starlette.concurrency import run_in_threadpool
 from bsi.apple.fleet import InventoryFormat, inventory_reports
 from bsi.domain.ddm import ENROLLMENT_ID_MAX
 from bsi.domain.eligibility import Outcome, Reason
-from bsi.domain.status import parse_status_report
 from bsi.errors import BsiError, InvalidInput
 from bsi.server.admin.common import Access, Format, Role, csv_response, recompute_later
 from bsi.server.http import json_body
@@ -167,16 +166,11 @@ def device_routes(router: APIRouter, service: BsiService, access: Access, wakeup
         records = await _inventory_records(request)
         entries = list(inventory_reports(records, format, where="body"))
         for _device, location, report in entries:
-            try:
-                if isinstance(report, BsiError):
-                    raise report
-                parse_status_report(report)  # its fault named by its place in the upload
-            except BsiError as error:
-                raise InvalidInput(f"{location}: {error.message}", hint=error.hint) from None
-        pairs = [(device_id, report) for device_id, _location, report in entries]
-        created = await run_in_threadpool(service.import_inventory, pairs, group)
+            if isinstance(report, BsiError):
+                raise InvalidInput(f"{location}: {report.message}", hint=report.hint)
+        created = await run_in_threadpool(service.import_inventory, entries, group)
         recompute_later(service, tasks)
-        return {"devices": len(dict(pairs)), "created": created}
+        return {"devices": len({device_id for device_id, _, _ in entries}), "created": created}
 
     @router.post("/devices/{device_id}/revoke", summary="Refuse the device's credential")
     async def revoke_device(device_id: str, _: Write) -> dict[str, str]:
