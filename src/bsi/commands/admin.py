@@ -672,8 +672,8 @@ def declarations_put(
     as_json: Json = False,
 ) -> None:
     """Create or replace a declaration (checked against Apple's schema by the server)."""
-    raw = read_document(path)
-    document = read_json(raw, source=str(path))
+    raw = read_file(path)
+    document = read_json(raw, source=str(path), unique_keys=True)  # as read_document reads it
     identifier = document.get("Identifier") if isinstance(document, dict) else None
     if not isinstance(identifier, str) or not identifier:
         raise InvalidInput(f"{path} is not a declaration with an Identifier")

@@ -166,7 +166,6 @@ class AdminClient:
         """One request; raises the :mod:`bsi.errors` class its answer maps to."""
         query = {k: v for k, v in (params or {}).items() if v is not None}
         headers = {"content-type": content_type} if content_type else {}
-        what = f"{method} {ADMIN_PREFIX}{path}"
         try:
             response = self._http.request(
                 method, path, params=query, json=json, content=content, headers=headers
@@ -176,14 +175,14 @@ class AdminClient:
                 f"cannot reach {self.connection.server}: {error or type(error).__name__}",
                 hint="is 'bsi serve' running there? check --server / BSI_SERVER",
             ) from None
+        asked = f"{method} {response.request.url.path}"  # the path as requested
         if response.status_code == 204:
             return None
         if response.status_code < 400:
             return read_json(
-                response.content, source=f"{what}: the answer", error=ServerUnavailable
+                response.content, source=f"{asked}: the answer", error=ServerUnavailable
             )
         kind, message, hint = _refusal(response)
-        asked = f"{method} {response.request.url.path}"  # the path as requested
         text = f"{asked}: {message}"
         if kind is None and response.status_code in (404, 405):  # not bsi's answer
             raise ServerRefused(
